@@ -1,0 +1,121 @@
+//! The command tree and what every command shares: output format, quiet, the daemon's socket.
+
+use crate::{completions, daemon, output::OutputFormat};
+use clap::{Parser, Subcommand};
+use ecrl::client::{Client, ClientError};
+use ecrl::config::{self, DaemonConfig, DaemonOptions, ENV_SOCKET};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit codes scripts can rely on.
+pub mod exit {
+    // 0 is success: ExitCode::SUCCESS.
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const UNREACHABLE: u8 = 3;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ecrl",
+    version,
+    about = "A local Amazon ECR and ECS: an OCI registry and task runner on your machine",
+    long_about = "A local Amazon ECR and ECS: an OCI registry and task runner on your machine.\n\n\
+        ecrl talks to the ecrld daemon over a Unix socket. Start it with 'ecrl daemon start'.\n\n\
+        Exit codes: 0 ok, 1 the operation failed, 2 usage error, 3 the daemon is unreachable.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Output format for results on stdout
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table, env = "ECRL_OUTPUT")]
+    pub output: OutputFormat,
+
+    /// Print only results: no progress, no notes
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+
+    /// The daemon's control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]
+    #[arg(long, global = true, env = ENV_SOCKET, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start, stop and inspect the ecrld daemon
+    #[command(subcommand)]
+    Daemon(daemon::DaemonCommand),
+    /// Print a shell completion script
+    Completions(completions::CompletionsArgs),
+    /// Write completion scripts and man pages into a directory (for packagers and the tests)
+    #[command(hide = true)]
+    GenerateDocs(completions::GenerateDocsArgs),
+}
+
+/// What every command gets: the global options and a way to reach the daemon.
+pub struct Context {
+    pub output: OutputFormat,
+    pub quiet: bool,
+    socket: Option<PathBuf>,
+}
+
+impl Context {
+    /// The daemon configuration as this CLI sees it: environment, config file, defaults.
+    pub fn daemon_config(&self, options: &DaemonOptions) -> anyhow::Result<DaemonConfig> {
+        Ok(config::resolve(options, self.socket.as_deref())?)
+    }
+
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let config = self.daemon_config(&DaemonOptions::from_env())?;
+        Ok(Client::new(config.socket))
+    }
+
+    /// A note for people: on stderr, unless `--quiet`.
+    pub fn note(&self, text: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("{text}");
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = Context {
+        output: cli.output,
+        quiet: cli.quiet,
+        socket: cli.socket,
+    };
+    match cli.command {
+        Command::Daemon(cmd) => daemon::run(&ctx, cmd),
+        Command::Completions(args) => completions::print(args),
+        Command::GenerateDocs(args) => completions::generate_docs(args),
+    }
+}
+
+/// A runtime for commands that talk to the daemon.
+pub fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(future))
+}
+
+/// An error in how a command was used, found after parsing (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<ClientError>() {
+            if e.is_unreachable() {
+                return exit::UNREACHABLE;
+            }
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return exit::USAGE;
+        }
+    }
+    exit::FAILED
+}

@@ -1,0 +1,318 @@
+//! `ecrl daemon start|stop|status|logs`.
+
+use crate::app::{block_on, Context};
+use crate::output::{self, human_bytes, human_duration, Table};
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand};
+use ecrl::api::system::{Info, Shutdown, SystemInfo};
+use ecrl::api::Empty;
+use ecrl::client::{Client, ClientError};
+use ecrl::config::{DaemonConfig, DaemonOptions};
+use serde::Serialize;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand, Debug)]
+pub enum DaemonCommand {
+    /// Start ecrld in the background and wait until it answers
+    Start(StartArgs),
+    /// Stop ecrld and wait until it is gone
+    Stop(StopArgs),
+    /// Show whether ecrld runs, where it listens and what it stores (exit 3 when it does not run)
+    Status,
+    /// Print the log of an ecrld started with 'ecrl daemon start'
+    Logs(LogsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    #[command(flatten)]
+    pub options: DaemonOptions,
+
+    /// Seconds to wait for the daemon to answer
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub wait: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait for the daemon to exit
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub wait: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Keep printing new lines as they are written
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+
+    /// Print only the last N lines
+    #[arg(long, short = 'n', value_name = "N")]
+    pub tail: Option<usize>,
+}
+
+pub fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DaemonCommand::Start(args) => start(ctx, args),
+        DaemonCommand::Stop(args) => stop(ctx, args),
+        DaemonCommand::Status => status(ctx),
+        DaemonCommand::Logs(args) => logs(ctx, args),
+    }
+}
+
+impl Table for SystemInfo {
+    fn table(&self) -> String {
+        let mut rows = vec![
+            ("status", "running".to_string()),
+            ("version", self.version.clone()),
+            ("pid", self.pid.to_string()),
+            ("uptime", human_duration(self.uptime_seconds)),
+            ("registry", self.registry_address.clone()),
+            ("socket", self.socket.display().to_string()),
+            ("data dir", self.data_dir.display().to_string()),
+            ("stored", human_bytes(self.bytes_stored)),
+        ];
+        if let Some(log) = &self.log_file {
+            rows.push(("log", log.display().to_string()));
+        }
+        output::key_values(&rows)
+    }
+}
+
+fn status(ctx: &Context) -> anyhow::Result<ExitCode> {
+    let client = ctx.client()?;
+    let info = block_on(client.call::<Info>(&Empty {}))??;
+    output::print(ctx.output, &info)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn start(ctx: &Context, args: StartArgs) -> anyhow::Result<ExitCode> {
+    let config = ctx.daemon_config(&args.options)?;
+    let client = Client::new(&config.socket);
+    match block_on(client.call::<Info>(&Empty {}))? {
+        Ok(info) => {
+            ctx.note(format!(
+                "ecrld is already running (pid {}, socket {})",
+                info.pid,
+                info.socket.display()
+            ));
+            output::print(ctx.output, &info)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) if e.is_unreachable() && !matches!(e, ClientError::Connect { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let log_path = config.data_dir.join(ecrl::paths::LOG_FILE);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening log file {}", log_path.display()))?;
+    let log_start = log.metadata()?.len();
+
+    let mut child = daemon_command(&config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting ecrld (is it installed next to ecrl or on PATH?)")?;
+    let pid = child.id();
+
+    let deadline = Instant::now() + Duration::from_secs(args.wait);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "ecrld exited during start-up ({status}); its log says:\n{}",
+                log_since(&log_path, log_start)
+            );
+        }
+        if let Ok(info) = block_on(client.call::<Info>(&Empty {}))? {
+            if info.pid == pid {
+                ctx.note(format!(
+                    "ecrld started (pid {pid}): registry on {}, control socket {}",
+                    info.registry_address,
+                    info.socket.display()
+                ));
+                output::print(ctx.output, &info)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        if Instant::now() >= deadline {
+            // A daemon that cannot answer in time is not left half-started.
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "ecrld did not answer on {} within {}s; its log says:\n{}",
+                config.socket.display(),
+                args.wait,
+                log_since(&log_path, log_start)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `ecrld` next to this executable (an installed or built pair), else the one on PATH.
+fn daemon_command(config: &DaemonConfig) -> Command {
+    let exe = std::env::current_exe()
+        .ok()
+        .map(|p| p.with_file_name("ecrld"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("ecrld"));
+    let mut command = Command::new(exe);
+    command
+        .arg("--data-dir")
+        .arg(&config.data_dir)
+        .arg("--socket")
+        .arg(&config.socket)
+        .arg("--registry-addr")
+        .arg(&config.registry_addr)
+        .arg("--log-format")
+        .arg(match config.log_format {
+            ecrl::config::LogFormat::Text => "text",
+            ecrl::config::LogFormat::Json => "json",
+        });
+    if let Some(file) = &config.config_file {
+        command.arg("--config").arg(file);
+    }
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from this terminal's
+    // session so closing the terminal or Ctrl-C here does not reach it.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    command
+}
+
+/// The last lines the log gained since `offset`.
+fn log_since(path: &Path, offset: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let _ = file.seek(SeekFrom::Start(offset));
+        let _ = file.read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(20)..];
+    if tail.is_empty() {
+        "(nothing)".into()
+    } else {
+        tail.join("\n")
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Stopped {
+    pid: u32,
+    stopped: bool,
+}
+
+impl Table for Stopped {
+    fn table(&self) -> String {
+        format!("ecrld stopped (pid {})\n", self.pid)
+    }
+}
+
+fn stop(ctx: &Context, args: StopArgs) -> anyhow::Result<ExitCode> {
+    let client = ctx.client()?;
+    let pid = match block_on(client.call::<Shutdown>(&Empty {}))? {
+        Ok(response) => response.pid,
+        Err(ClientError::Unreachable { socket }) => {
+            ctx.note(format!(
+                "ecrld is not running (socket: {})",
+                socket.display()
+            ));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let deadline = Instant::now() + Duration::from_secs(args.wait);
+    while process_alive(pid) {
+        if Instant::now() >= deadline {
+            bail!(
+                "ecrld (pid {pid}) is still running {}s after it was asked to stop; \
+                 'kill {pid}' ends it",
+                args.wait
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    output::print(ctx.output, &Stopped { pid, stopped: true })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Alive means the pid exists and is not a zombie waiting to be reaped.
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may contain spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let client = ctx.client()?;
+    let data_dir = match block_on(client.call::<Info>(&Empty {}))? {
+        Ok(info) => info.data_dir,
+        Err(_) => ctx.daemon_config(&DaemonOptions::from_env())?.data_dir,
+    };
+    let path = data_dir.join(ecrl::paths::LOG_FILE);
+    let mut file = std::fs::File::open(&path).with_context(|| {
+        format!(
+            "no daemon log at {} (ecrld writes one only when started with 'ecrl daemon start')",
+            path.display()
+        )
+    })?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    match args.tail {
+        Some(n) => {
+            let lines: Vec<&str> = text.lines().collect();
+            for line in &lines[lines.len().saturating_sub(n)..] {
+                writeln!(out, "{line}")?;
+            }
+        }
+        None => out.write_all(text.as_bytes())?,
+    }
+    out.flush()?;
+    if !args.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut position = file.stream_position()?;
+    let mut buf = Vec::new();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if len < position {
+            // Truncated or replaced: start over from the beginning.
+            file = std::fs::File::open(&path)?;
+            position = 0;
+        }
+        if len > position {
+            file.seek(SeekFrom::Start(position))?;
+            buf.clear();
+            file.read_to_end(&mut buf)?;
+            position += buf.len() as u64;
+            out.write_all(&buf)?;
+            out.flush()?;
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! `ecrl`: parse the command line, set up tracing, run, map the error to an exit code.
+
+mod app;
+mod completions;
+mod daemon;
+mod output;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = app::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env(ecrl::config::ENV_LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match app::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(app::exit_code(&e))
+        }
+    }
+}

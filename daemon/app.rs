@@ -1,0 +1,141 @@
+//! The daemon's life: take the data dir, bind the control socket and the registry port,
+//! serve until a signal or a shutdown request, then drain and clean up.
+
+use crate::{control, lock::DataDirLock, registry, storage::BlobStore};
+use anyhow::Context;
+use ecrl::config::DaemonConfig;
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How long in-flight requests may run after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every server shares.
+pub struct AppState {
+    pub config: DaemonConfig,
+    pub registry_addr: SocketAddr,
+    pub started: Instant,
+    pub started_at: time::OffsetDateTime,
+    pub store: BlobStore,
+    pub shutdown: CancellationToken,
+}
+
+pub fn run(config: DaemonConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let _lock = DataDirLock::acquire(&config.data_dir, &config.socket)?;
+    let store = BlobStore::open(&config.data_dir)?;
+
+    let registry_listener = TcpListener::bind(&config.registry_addr)
+        .await
+        .with_context(|| format!("binding the registry to {}", config.registry_addr))?;
+    // Removed when dropped, on every way out of this function.
+    let (control_listener, _socket_file) = control::bind(&config.socket).await?;
+    let registry_addr = registry_listener.local_addr()?;
+
+    let shutdown = CancellationToken::new();
+    let state = Arc::new(AppState {
+        registry_addr,
+        started: Instant::now(),
+        started_at: time::OffsetDateTime::now_utc(),
+        store,
+        shutdown: shutdown.clone(),
+        config,
+    });
+
+    tokio::spawn(watch_signals(shutdown.clone()));
+    let mut control_task = tokio::spawn(control::serve(
+        control_listener,
+        state.clone(),
+        shutdown.clone(),
+    ));
+    let mut registry_task = tokio::spawn(registry::serve(
+        registry_listener,
+        state.clone(),
+        shutdown.clone(),
+    ));
+    tracing::info!(
+        version = ecrl::VERSION,
+        pid = std::process::id(),
+        socket = %state.config.socket.display(),
+        registry = %registry_addr,
+        data_dir = %state.config.data_dir.display(),
+        "ecrld is ready"
+    );
+
+    // Either server failing is fatal: stop the other one too.
+    let mut failure = None;
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        r = &mut control_task => { failure = server_failure("control", r); shutdown.cancel(); }
+        r = &mut registry_task => { failure = server_failure("registry", r); shutdown.cancel(); }
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        if !control_task.is_finished() {
+            let _ = (&mut control_task).await;
+        }
+        if !registry_task.is_finished() {
+            let _ = (&mut registry_task).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "requests still running after {}s; closing them",
+            DRAIN_TIMEOUT.as_secs()
+        );
+        control_task.abort();
+        registry_task.abort();
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("ecrld stopped");
+            Ok(())
+        }
+    }
+}
+
+fn server_failure(
+    name: &str,
+    result: Result<std::io::Result<()>, tokio::task::JoinError>,
+) -> Option<anyhow::Error> {
+    match result {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(anyhow::Error::new(e).context(format!("the {name} server failed"))),
+        Err(e) => Some(anyhow::anyhow!("the {name} server stopped: {e}")),
+    }
+}
+
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop ecrld with 'ecrl daemon stop'");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+        _ = shutdown.cancelled() => return,
+    }
+    shutdown.cancel();
+}

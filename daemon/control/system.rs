@@ -1,0 +1,44 @@
+//! `/v1/system/*`: the daemon describes itself and stops on request.
+
+use super::{endpoint, Peer, Shared};
+use axum::Router;
+use ecrl::api::system::{Info, Shutdown, ShutdownResponse, SystemInfo};
+use ecrl::api::{ApiError, Empty, ErrorCode};
+
+pub fn routes(router: Router<Shared>) -> Router<Shared> {
+    let router = endpoint::<Info, _, _>(router, info);
+    endpoint::<Shutdown, _, _>(router, shutdown)
+}
+
+async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiError> {
+    let bytes_stored = state
+        .store
+        .bytes_stored()
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    let log_file = state.config.data_dir.join(ecrl::paths::LOG_FILE);
+    Ok(SystemInfo {
+        version: ecrl::VERSION.to_string(),
+        api_version: ecrl::api::API_VERSION,
+        pid: std::process::id(),
+        started_at: state
+            .started_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        data_dir: state.config.data_dir.clone(),
+        socket: state.config.socket.clone(),
+        registry_address: state.registry_addr.to_string(),
+        bytes_stored,
+        log_file: log_file.is_file().then_some(log_file),
+    })
+}
+
+async fn shutdown(state: Shared, peer: Peer, _: Empty) -> Result<ShutdownResponse, ApiError> {
+    tracing::info!(uid = peer.uid, "shutdown requested over the control socket");
+    // Cancelling lets this response finish: the servers drain in-flight requests.
+    state.shutdown.cancel();
+    Ok(ShutdownResponse {
+        pid: std::process::id(),
+    })
+}

@@ -1,0 +1,95 @@
+//! The control API between `ecrl` and `ecrld`: HTTP/1.1 + JSON over a Unix socket.
+//!
+//! Every endpoint is a type implementing [`Endpoint`]: its method, its path and its request
+//! and response types are defined here once. The client has one generic call and the daemon
+//! routes by the same constants, so neither side writes a URL by hand.
+
+pub mod system;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// The control API's version. The daemon sends it on every response in [`API_VERSION_HEADER`];
+/// a client refuses a daemon whose major version differs from its own.
+pub const API_VERSION: u32 = 1;
+
+/// The response header that carries [`API_VERSION`].
+pub const API_VERSION_HEADER: &str = "ecrl-api-version";
+
+/// HTTP methods the control API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// The request is encoded in the query string.
+    Get,
+    /// The request is a JSON body.
+    Post,
+    /// The request is a JSON body.
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// One control-API endpoint.
+pub trait Endpoint {
+    const METHOD: Method;
+    const PATH: &'static str;
+    type Request: Serialize + DeserializeOwned + Send + Sync + 'static;
+    type Response: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// A request that carries no parameters.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// What the daemon answers when a request fails: a stable code and a message for people.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Stable error codes. Scripts may match on them; new ones may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request could not be parsed or a parameter is invalid.
+    InvalidParameter,
+    /// No endpoint at that method and path (a CLI newer than the daemon).
+    UnknownOperation,
+    /// The daemon failed while doing what was asked.
+    Internal,
+    /// The daemon is shutting down.
+    ShuttingDown,
+    /// A code this client does not know yet.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The HTTP status the daemon answers with for this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidParameter => 400,
+            ErrorCode::UnknownOperation => 404,
+            ErrorCode::ShuttingDown => 503,
+            ErrorCode::Internal | ErrorCode::Unknown => 500,
+        }
+    }
+}

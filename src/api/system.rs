@@ -1,0 +1,54 @@
+//! `/v1/system/*`: what the daemon is and how to stop it.
+
+use super::{Empty, Endpoint, Method};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// `GET /v1/system/info`.
+pub struct Info;
+
+impl Endpoint for Info {
+    const METHOD: Method = Method::Get;
+    const PATH: &'static str = "/v1/system/info";
+    type Request = Empty;
+    type Response = SystemInfo;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SystemInfo {
+    /// The daemon's version (the crate version).
+    pub version: String,
+    /// The control API version it speaks.
+    pub api_version: u32,
+    pub pid: u32,
+    /// RFC 3339 time the daemon started.
+    pub started_at: String,
+    pub uptime_seconds: u64,
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    /// The registry's listening address (`host:port`), as bound (port 0 resolved).
+    pub registry_address: String,
+    /// Bytes of blob content in the store (each blob counted once).
+    pub bytes_stored: u64,
+    /// The daemon's log file when it was started by `ecrl daemon start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
+}
+
+/// `POST /v1/system/shutdown`: stop accepting, finish in-flight requests, exit.
+pub struct Shutdown;
+
+impl Endpoint for Shutdown {
+    const METHOD: Method = Method::Post;
+    const PATH: &'static str = "/v1/system/shutdown";
+    type Request = Empty;
+    type Response = ShutdownResponse;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShutdownResponse {
+    /// The pid of the daemon that is stopping; the caller may wait for it to be gone.
+    pub pid: u32,
+}

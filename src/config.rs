@@ -1,0 +1,285 @@
+//! The daemon's configuration: command-line options, environment variables, a YAML file and
+//! defaults, in that order of precedence.
+//!
+//! The options live here rather than in `daemon/` because `ecrl daemon start` takes the same
+//! ones and passes them on, and because the CLI resolves the same socket and data dir.
+
+use crate::paths;
+use clap::{Args, Parser, ValueEnum};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const ENV_DATA_DIR: &str = "ECRL_DATA_DIR";
+pub const ENV_SOCKET: &str = "ECRL_SOCKET";
+pub const ENV_REGISTRY_ADDR: &str = "ECRL_REGISTRY_ADDR";
+pub const ENV_CONFIG: &str = "ECRL_CONFIG";
+pub const ENV_LOG_FORMAT: &str = "ECRL_LOG_FORMAT";
+/// The tracing filter both binaries read (`info`, `ecrld=debug`, ...).
+pub const ENV_LOG: &str = "ECRL_LOG";
+
+/// The registry's address when nothing else says.
+pub const DEFAULT_REGISTRY_ADDR: &str = "127.0.0.1:5000";
+
+/// Options that `ecrld` and `ecrl daemon start` share.
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+pub struct DaemonOptions {
+    /// Where blobs and metadata live [default: ~/.local/share/ecrl]
+    #[arg(long, env = ENV_DATA_DIR, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address the registry listens on (port 0 picks a free port) [default: 127.0.0.1:5000]
+    #[arg(long, env = ENV_REGISTRY_ADDR, value_name = "HOST:PORT")]
+    pub registry_addr: Option<String>,
+
+    /// YAML config file [default: ~/.config/ecrl/config.yaml when it exists]
+    #[arg(long, env = ENV_CONFIG, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr [default: text]
+    #[arg(long, env = ENV_LOG_FORMAT, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+impl DaemonOptions {
+    /// The options as the environment alone gives them (for commands that do not take them
+    /// as flags but must find the same daemon).
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        DaemonOptions {
+            data_dir: var(ENV_DATA_DIR).map(PathBuf::from),
+            registry_addr: var(ENV_REGISTRY_ADDR).and_then(|v| v.into_string().ok()),
+            config: var(ENV_CONFIG).map(PathBuf::from),
+            log_format: var(ENV_LOG_FORMAT)
+                .and_then(|v| v.into_string().ok())
+                .and_then(|v| LogFormat::from_str(&v, true).ok()),
+        }
+    }
+}
+
+/// `ecrld`: the daemon's own command line.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "ecrld",
+    version,
+    about = "The ecrl daemon: a local OCI registry and ECS task runner",
+    long_about = "The ecrl daemon: a local OCI registry (Docker Registry HTTP API V2 / OCI \
+        Distribution v1.1) and ECS task runner. It runs in the foreground; `ecrl daemon start` \
+        runs it detached. It stops cleanly on SIGTERM or SIGINT.\n\n\
+        Precedence of settings: flags, then environment variables, then the config file, then \
+        defaults. Set ECRL_LOG (e.g. `debug`, `ecrld=trace`) to filter the log."
+)]
+pub struct EcrldArgs {
+    #[command(flatten)]
+    pub options: DaemonOptions,
+
+    /// Control socket path [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]
+    #[arg(long, env = ENV_SOCKET, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The config file as written. Unknown keys are errors, so a typo never passes silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+    #[serde(default)]
+    pub registry: RegistryFileConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryFileConfig {
+    pub addr: Option<String>,
+}
+
+/// Everything resolved: what the daemon runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub registry_addr: String,
+    pub log_format: LogFormat,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error(
+        "socket path {} is {len} bytes long; Unix sockets allow at most {max}: choose a shorter --socket",
+        path.display(), max = paths::MAX_SOCKET_PATH
+    )]
+    SocketPathTooLong { path: PathBuf, len: usize },
+}
+
+impl FileConfig {
+    /// Reads and parses a config file. An empty file is an empty config.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_yaml::from_str(&text).or_else(|e| {
+            // A file of nothing but comments is an empty config, not an error.
+            match serde_yaml::from_str::<serde_yaml::Value>(&text) {
+                Ok(serde_yaml::Value::Null) => Ok(FileConfig::default()),
+                _ => Err(ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                }),
+            }
+        })
+    }
+
+    /// Relative paths in a config file are relative to the file's directory.
+    fn resolve_relative(&mut self, file: &Path) {
+        let base = file.parent().unwrap_or(Path::new("."));
+        for p in [&mut self.data_dir, &mut self.socket].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+}
+
+/// Resolves options (already merged with the environment by clap, or by
+/// [`DaemonOptions::from_env`]) against the config file and the defaults.
+pub fn resolve(
+    options: &DaemonOptions,
+    socket: Option<&Path>,
+) -> Result<DaemonConfig, ConfigError> {
+    let (file, config_file) = match &options.config {
+        Some(path) => (FileConfig::load(path)?, Some(path.clone())),
+        None => match paths::default_config_file().filter(|p| p.is_file()) {
+            Some(path) => (FileConfig::load(&path)?, Some(path)),
+            None => (FileConfig::default(), None),
+        },
+    };
+    let mut file = file;
+    if let Some(path) = &config_file {
+        file.resolve_relative(path);
+    }
+
+    let data_dir = options
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(paths::default_data_dir);
+    let data_dir = paths::absolute(&data_dir);
+    let socket = socket
+        .map(Path::to_path_buf)
+        .or(file.socket)
+        .unwrap_or_else(|| paths::default_socket(&data_dir));
+    let socket = paths::absolute(&socket);
+    let len = socket.as_os_str().len();
+    if len > paths::MAX_SOCKET_PATH {
+        return Err(ConfigError::SocketPathTooLong { path: socket, len });
+    }
+    Ok(DaemonConfig {
+        data_dir,
+        socket,
+        registry_addr: options
+            .registry_addr
+            .clone()
+            .or(file.registry.addr)
+            .unwrap_or_else(|| DEFAULT_REGISTRY_ADDR.to_string()),
+        log_format: options.log_format.or(file.log_format).unwrap_or_default(),
+        config_file: config_file.map(|p| paths::absolute(&p)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn flags_beat_file_and_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "data_dir: data\nregistry:\n  addr: 127.0.0.1:6000\nlog_format: json\n",
+        );
+        let opts = DaemonOptions {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let cfg = resolve(&opts, Some(Path::new("/tmp/s.sock"))).unwrap();
+        assert_eq!(cfg.data_dir, dir.path().join("data"));
+        assert_eq!(cfg.registry_addr, "127.0.0.1:6000");
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert_eq!(cfg.socket, PathBuf::from("/tmp/s.sock"));
+
+        let opts = DaemonOptions {
+            config: Some(path),
+            registry_addr: Some("127.0.0.1:7000".into()),
+            data_dir: Some("/tmp/elsewhere".into()),
+            log_format: Some(LogFormat::Text),
+        };
+        let cfg = resolve(&opts, None).unwrap();
+        assert_eq!(cfg.registry_addr, "127.0.0.1:7000");
+        assert_eq!(cfg.data_dir, PathBuf::from("/tmp/elsewhere"));
+        assert_eq!(cfg.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "registry:\n  adress: 127.0.0.1:1\n");
+        let opts = DaemonOptions {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let err = resolve(&opts, None).unwrap_err().to_string();
+        assert!(err.contains("adress"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn empty_file_is_empty_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "\n# nothing\n");
+        let opts = DaemonOptions {
+            config: Some(path),
+            data_dir: Some("/d".into()),
+            ..Default::default()
+        };
+        let cfg = resolve(&opts, Some(Path::new("/s"))).unwrap();
+        assert_eq!(cfg.registry_addr, DEFAULT_REGISTRY_ADDR);
+    }
+
+    #[test]
+    fn overlong_socket_is_refused() {
+        let long = format!("/tmp/{}/s.sock", "x".repeat(120));
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DaemonOptions {
+            data_dir: Some("/d".into()),
+            config: Some(write(dir.path(), "")),
+            ..Default::default()
+        };
+        let err = resolve(&opts, Some(Path::new(&long))).unwrap_err();
+        assert!(matches!(err, ConfigError::SocketPathTooLong { .. }));
+    }
+}

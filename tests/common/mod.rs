@@ -1,0 +1,198 @@
+//! Shared harness for the system tests: a private home, data dir and socket per test, the
+//! real `ecrl` and `ecrld` binaries, and a daemon that is stopped when the test ends.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ECRL: &str = env!("CARGO_BIN_EXE_ecrl");
+pub const ECRLD: &str = env!("CARGO_BIN_EXE_ecrld");
+
+/// A private environment: nothing of the user's home, config or runtime dir leaks in.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("ecrl-test-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        Env { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("ecrl.sock")
+    }
+
+    /// The environment every binary runs with in this test.
+    pub fn apply(&self, command: &mut Command) {
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.path().join("home"))
+            .env("ECRL_DATA_DIR", self.data_dir())
+            .env("ECRL_SOCKET", self.socket())
+            .env("ECRL_REGISTRY_ADDR", "127.0.0.1:0")
+            .env("ECRL_LOG", "info")
+            .stdin(Stdio::null());
+    }
+
+    pub fn ecrl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(ECRL);
+        self.apply(&mut command);
+        command.args(args);
+        command
+    }
+
+    /// Runs `ecrl` to completion.
+    pub fn ecrl(&self, args: &[&str]) -> Output {
+        self.ecrl_command(args).output().expect("run ecrl")
+    }
+
+    /// Runs `ecrl` and insists on success; returns stdout.
+    pub fn ecrl_ok(&self, args: &[&str]) -> String {
+        let out = self.ecrl(args);
+        assert!(
+            out.status.success(),
+            "ecrl {args:?} failed: {}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn ecrld_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(ECRLD);
+        self.apply(&mut command);
+        command.args(args);
+        command
+    }
+
+    /// Starts `ecrld` in the foreground (as a child) and waits for its socket to answer.
+    pub fn spawn_daemon(&self, args: &[&str]) -> Daemon {
+        let log = std::fs::File::create(self.path().join(format!(
+            "ecrld-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        )))
+        .unwrap();
+        let child = self
+            .ecrld_command(args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ecrld");
+        let daemon = Daemon {
+            child: Some(child),
+            socket: self.socket(),
+        };
+        daemon.wait_ready(Duration::from_secs(10));
+        daemon
+    }
+
+    /// Starts the daemon with `ecrl daemon start` and returns its info.
+    pub fn start(&self) -> serde_json::Value {
+        let out = self.ecrl_ok(&["daemon", "start", "-o", "json"]);
+        serde_json::from_str(&out).expect("start prints JSON")
+    }
+
+    pub fn info(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ecrl_ok(&["daemon", "status", "-o", "json"])).unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // A daemon started with `ecrl daemon start` outlives the test unless stopped.
+        if self.socket().exists() {
+            let _ = self.ecrl(&["daemon", "stop", "--wait", "15"]);
+        }
+    }
+}
+
+/// An `ecrld` run as a child of the test; killed if the test did not stop it.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("ecrld did not listen on {} in time", self.socket.display());
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, signal) };
+    }
+
+    /// Waits for the daemon to exit and returns its exit status.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon already reaped");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ecrld did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// True while the process exists and is not a zombie (orphans are reaped slowly here).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+        })
+        .is_some_and(|state| state != "Z" && state != "X")
+}

@@ -1,0 +1,297 @@
+//! The daemon's life and the CLI's conventions, with the real binaries.
+
+mod common;
+
+use common::{stderr, stdout, Env};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+#[test]
+fn start_status_stop() {
+    let env = Env::new();
+    let info = env.start();
+    let pid = info["pid"].as_u64().unwrap();
+    assert_eq!(info["socket"], env.socket().to_str().unwrap());
+    assert_eq!(info["dataDir"], env.data_dir().to_str().unwrap());
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    let registry = info["registryAddress"].as_str().unwrap().to_string();
+    assert!(
+        !registry.ends_with(":0"),
+        "port 0 must be resolved: {registry}"
+    );
+
+    // The registry port is bound and answers the API version check.
+    let mut conn = std::net::TcpStream::connect(&registry).unwrap();
+    conn.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("docker-distribution-api-version: registry/2.0"),
+        "{response}"
+    );
+
+    let status = env.info();
+    assert_eq!(status["pid"].as_u64().unwrap(), pid);
+    let table = env.ecrl_ok(&["daemon", "status"]);
+    assert!(
+        table.contains("running") && table.contains(&registry),
+        "{table}"
+    );
+
+    // A second start finds it running and changes nothing.
+    let again = env.start();
+    assert_eq!(again["pid"].as_u64().unwrap(), pid);
+
+    let logs = env.ecrl_ok(&["daemon", "logs"]);
+    assert!(logs.contains("ecrld is ready"), "{logs}");
+    let tail = env.ecrl_ok(&["daemon", "logs", "--tail", "1"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+
+    let stopped = env.ecrl_ok(&["daemon", "stop"]);
+    assert!(stopped.contains(&pid.to_string()), "{stopped}");
+    assert!(
+        !common::alive(pid as u32),
+        "stop returns once the daemon is gone"
+    );
+    assert!(!env.socket().exists(), "the socket is removed");
+
+    let out = env.ecrl(&["daemon", "status"]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn unreachable_daemon_exits_3_with_a_hint() {
+    let env = Env::new();
+    let out = env.ecrl(&["daemon", "status"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        stderr(&out).trim(),
+        format!(
+            "error: ecrld is not running (socket: {}); start it with 'ecrl daemon start'",
+            env.socket().display()
+        )
+    );
+    assert!(stdout(&out).is_empty());
+    // Stopping a daemon that does not run is not an error.
+    let out = env.ecrl(&["daemon", "stop"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn second_daemon_on_the_same_data_dir_is_refused() {
+    let env = Env::new();
+    let first = env.spawn_daemon(&[]);
+    let other_socket = env.path().join("other.sock");
+    let out = env
+        .ecrld_command(&["--socket", other_socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("pid {}", first.pid())), "{err}");
+    assert!(err.contains(env.socket().to_str().unwrap()), "{err}");
+    assert!(!other_socket.exists());
+    // The first one is untouched.
+    assert_eq!(env.info()["pid"].as_u64().unwrap(), first.pid() as u64);
+
+    // A second daemon on another data dir but the same socket is refused too.
+    let out = env
+        .ecrld_command(&["--data-dir", env.path().join("d2").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("another ecrld is listening on socket"));
+    assert_eq!(env.info()["pid"].as_u64().unwrap(), first.pid() as u64);
+}
+
+#[test]
+fn sigterm_and_sigint_stop_cleanly_and_remove_the_socket() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let env = Env::new();
+        let mut daemon = env.spawn_daemon(&[]);
+        assert!(env.socket().exists());
+        daemon.signal(signal);
+        let status = daemon.wait(Duration::from_secs(15));
+        assert_eq!(status.code(), Some(0), "signal {signal}");
+        assert!(!env.socket().exists(), "signal {signal} left the socket");
+    }
+}
+
+#[test]
+fn a_killed_daemon_leaves_a_stale_socket_that_the_next_one_replaces() {
+    let env = Env::new();
+    let mut daemon = env.spawn_daemon(&[]);
+    daemon.signal(libc::SIGKILL);
+    daemon.wait(Duration::from_secs(10));
+    assert!(env.socket().exists(), "kill -9 cannot clean up");
+    assert_eq!(env.ecrl(&["daemon", "status"]).status.code(), Some(3));
+    let info = env.start();
+    assert!(info["pid"].as_u64().is_some());
+}
+
+#[test]
+fn socket_is_private() {
+    let env = Env::new();
+    let socket = env.path().join("run").join("ecrl.sock");
+    let mut command = env.ecrld_command(&["--socket", socket.to_str().unwrap()]);
+    let _child = ChildGuard(command.spawn().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !socket.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&socket), 0o600);
+    assert_eq!(mode(socket.parent().unwrap()), 0o700);
+}
+
+struct ChildGuard(std::process::Child);
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn another_user_is_refused_even_when_the_socket_is_opened_up() {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!("skipped: needs root to act as another user");
+        return;
+    }
+    let env = Env::new();
+    let _daemon = env.spawn_daemon(&[]);
+    // Defeat the file permissions on purpose: the peer-credential check must still refuse.
+    for p in [env.path(), &env.path().join("home")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(env.socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = env
+        .ecrl_command(&["daemon", "status"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stdout(&out).is_empty(),
+        "another user got: {}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("cannot talk to ecrld"),
+        "{}",
+        stderr(&out)
+    );
+    // Root is still welcome.
+    env.ecrl_ok(&["daemon", "status"]);
+}
+
+#[test]
+fn unknown_config_key_is_a_clear_error() {
+    let env = Env::new();
+    let config = env.path().join("config.yaml");
+    std::fs::write(&config, "registry:\n  addr: 127.0.0.1:0\n  max_conns: 5\n").unwrap();
+    let out = env
+        .ecrld_command(&["--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("max_conns"), "{err}");
+    assert!(err.contains(config.to_str().unwrap()), "{err}");
+    assert!(!env.socket().exists());
+
+    let out = env.ecrl(&["daemon", "start", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("max_conns"), "{}", stderr(&out));
+
+    // The environment variable names the file too.
+    let out = env
+        .ecrld_command(&[])
+        .env("ECRL_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("max_conns"));
+}
+
+#[test]
+fn config_file_is_read_and_flags_win() {
+    let env = Env::new();
+    let config = env.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "registry:\n  addr: 127.0.0.1:1\nlog_format: json\n",
+    )
+    .unwrap();
+    // The file's address would fail (port 1 needs privileges only for non-root, so use a
+    // flag to be sure the flag is what counts) — the flag beats the file.
+    let out = env.ecrl_ok(&[
+        "daemon",
+        "start",
+        "--config",
+        config.to_str().unwrap(),
+        "--registry-addr",
+        "127.0.0.1:0",
+        "-o",
+        "json",
+    ]);
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(!info["registryAddress"].as_str().unwrap().ends_with(":1"));
+    // The file's log format applies: the log is JSON lines.
+    let logs = env.ecrl_ok(&["daemon", "logs"]);
+    let first = logs.lines().next().unwrap();
+    let line: serde_json::Value = serde_json::from_str(first).expect("JSON log line");
+    assert_eq!(line["level"], "INFO");
+}
+
+#[test]
+fn bad_flags_exit_2() {
+    let env = Env::new();
+    assert_eq!(env.ecrl(&["--no-such-flag"]).status.code(), Some(2));
+    assert_eq!(env.ecrl(&["daemon", "frobnicate"]).status.code(), Some(2));
+    assert_eq!(
+        env.ecrl(&["-o", "xml", "daemon", "status"]).status.code(),
+        Some(2)
+    );
+    let out = env.ecrld_command(&["--bogus"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn output_formats_are_machine_readable() {
+    let env = Env::new();
+    env.start();
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ecrl_ok(&["daemon", "status", "--output", "json"])).unwrap();
+    assert!(json["uptimeSeconds"].is_u64());
+    assert!(json["bytesStored"].is_u64());
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&env.ecrl_ok(&["daemon", "status", "--output", "yaml"])).unwrap();
+    assert_eq!(yaml["pid"].as_u64(), json["pid"].as_u64());
+    let stopped: serde_json::Value =
+        serde_json::from_str(&env.ecrl_ok(&["daemon", "stop", "-o", "json"])).unwrap();
+    assert_eq!(stopped["stopped"], true);
+}
+
+#[test]
+fn start_reports_a_daemon_that_cannot_bind() {
+    let env = Env::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = env.ecrl(&["daemon", "start", "--registry-addr", &addr]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&addr) && err.contains("exited during start-up"),
+        "{err}"
+    );
+    assert!(!env.socket().exists());
+}
