@@ -6,6 +6,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod names;
 pub mod paths;
 
 /// The crate version both binaries report.
