@@ -1,7 +1,7 @@
 //! The daemon's life: take the data dir, bind the control socket and the registry port,
 //! serve until a signal or a shutdown request, then drain and clean up.
 
-use crate::{control, lock::DataDirLock, registry, storage::BlobStore};
+use crate::{control, lock::DataDirLock, metadata::Metadata, registry, storage::BlobStore};
 use anyhow::Context;
 use ecrl::config::DaemonConfig;
 use std::net::SocketAddr;
@@ -21,6 +21,7 @@ pub struct AppState {
     pub started: Instant,
     pub started_at: time::OffsetDateTime,
     pub store: BlobStore,
+    pub meta: Metadata,
     pub shutdown: CancellationToken,
 }
 
@@ -39,7 +40,18 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         .create(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let _lock = DataDirLock::acquire(&config.data_dir, &config.socket)?;
-    let store = BlobStore::open(&config.data_dir)?;
+    let store = BlobStore::open(&config.data_dir)
+        .with_context(|| format!("opening the blob store in {}", config.data_dir.display()))?;
+    let meta = {
+        let store = store.clone();
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| {
+            Metadata::open(&config.data_dir, |digest| {
+                handle.block_on(store.read_all(digest))
+            })
+        })
+        .context("opening the metadata database")?
+    };
 
     let registry_listener = TcpListener::bind(&config.registry_addr)
         .await
@@ -54,9 +66,11 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         started: Instant::now(),
         started_at: time::OffsetDateTime::now_utc(),
         store,
+        meta,
         shutdown: shutdown.clone(),
         config,
     });
+    tokio::spawn(housekeeping(state.clone()));
 
     tokio::spawn(watch_signals(shutdown.clone()));
     let mut control_task = tokio::spawn(control::serve(
@@ -103,6 +117,9 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         control_task.abort();
         registry_task.abort();
     }
+    if let Err(e) = state.meta.flush_pulls().await {
+        tracing::warn!("cannot record pull times: {e}");
+    }
     match failure {
         Some(e) => Err(e),
         None => {
@@ -138,4 +155,26 @@ async fn watch_signals(shutdown: CancellationToken) {
         _ = shutdown.cancelled() => return,
     }
     shutdown.cancel();
+}
+
+/// Periodic chores: record pull times, expire abandoned uploads.
+async fn housekeeping(state: Arc<AppState>) {
+    let mut pulls = tokio::time::interval(Duration::from_secs(5));
+    let mut uploads = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = pulls.tick() => {
+                if let Err(e) = state.meta.flush_pulls().await {
+                    tracing::warn!("cannot record pull times: {e}");
+                }
+            }
+            _ = uploads.tick() => {
+                let n = state.store.expire_uploads(state.config.upload_expiry).await;
+                if n > 0 {
+                    tracing::info!(count = n, "removed abandoned uploads");
+                }
+            }
+        }
+    }
 }

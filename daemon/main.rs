@@ -1,9 +1,11 @@
 //! `ecrld`: parse the command line, resolve the configuration, set up logging, run.
 
 mod app;
+mod auth;
 mod control;
 mod lock;
 mod logging;
+mod metadata;
 mod registry;
 mod storage;
 

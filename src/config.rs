@@ -100,6 +100,28 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct RegistryFileConfig {
     pub addr: Option<String>,
+    /// Create a repository on the first push to it (default true).
+    pub create_on_push: Option<bool>,
+    /// How long an upload may sit idle before it is removed, e.g. `24h`, `30m`, `90s`.
+    pub upload_expiry: Option<String>,
+}
+
+/// Parses `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "" | "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3_600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(seconds))
 }
 
 /// Everything resolved: what the daemon runs with.
@@ -109,6 +131,8 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     pub registry_addr: String,
     pub log_format: LogFormat,
+    pub create_on_push: bool,
+    pub upload_expiry: std::time::Duration,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -127,6 +151,8 @@ pub enum ConfigError {
         path.display(), max = paths::MAX_SOCKET_PATH
     )]
     SocketPathTooLong { path: PathBuf, len: usize },
+    #[error("invalid config file {}: registry.upload_expiry: {value:?} is not a duration such as 24h, 30m or 90s", path.display())]
+    Duration { path: PathBuf, value: String },
 }
 
 impl FileConfig {
@@ -192,7 +218,16 @@ pub fn resolve(
     if len > paths::MAX_SOCKET_PATH {
         return Err(ConfigError::SocketPathTooLong { path: socket, len });
     }
+    let upload_expiry = match &file.registry.upload_expiry {
+        None => std::time::Duration::from_secs(24 * 3_600),
+        Some(value) => parse_duration(value).ok_or_else(|| ConfigError::Duration {
+            path: config_file.clone().unwrap_or_default(),
+            value: value.clone(),
+        })?,
+    };
     Ok(DaemonConfig {
+        create_on_push: file.registry.create_on_push.unwrap_or(true),
+        upload_expiry,
         data_dir,
         socket,
         registry_addr: options
@@ -255,6 +290,28 @@ mod tests {
         let err = resolve(&opts, None).unwrap_err().to_string();
         assert!(err.contains("adress"), "{err}");
         assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(
+            parse_duration("90"),
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_duration("30m"),
+            Some(std::time::Duration::from_secs(1_800))
+        );
+        assert_eq!(
+            parse_duration("24h"),
+            Some(std::time::Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            parse_duration("2d"),
+            Some(std::time::Duration::from_secs(172_800))
+        );
+        assert_eq!(parse_duration("h"), None);
+        assert_eq!(parse_duration("5w"), None);
     }
 
     #[test]

@@ -1,39 +1,317 @@
-//! The registry: OCI Distribution v1.1 / Docker Registry HTTP API V2 over TCP.
+//! The registry: OCI Distribution Spec v1.1 / Docker Registry HTTP API V2 over TCP.
 //!
-//! It parses names, digests and ranges at the edge and calls storage and metadata; it never
-//! builds file paths itself.
+//! One handler parses every path into a [`Route`] (repository names contain slashes, so a
+//! path router cannot split them), checks access through `auth::authorize` with the route's
+//! ECR action, and calls the blob or manifest handlers. Names, digests and ranges are parsed
+//! here, at the edge; storage and metadata receive only parsed values.
+
+mod blobs;
+mod error;
+mod manifests;
 
 use crate::app::AppState;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use crate::auth::{self, Action};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
+use ecrl::names::{Digest, Reference, RepoName};
+pub use error::RegistryError;
+use oci_spec::distribution::ErrorCode;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-const API_VERSION_HEADER: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+pub const API_VERSION_HEADER: HeaderName =
+    HeaderName::from_static("docker-distribution-api-version");
+pub const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+pub const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+
+pub type Shared = Arc<AppState>;
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<AppState>,
+    state: Shared,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/v2/", get(base))
-        .with_state(state)
-        .layer(axum::middleware::map_response(
-            |mut r: axum::response::Response| async move {
-                r.headers_mut()
-                    .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
-                r
-            },
-        ));
+    let app = Router::new().fallback(dispatch).with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
 
-async fn base() -> impl IntoResponse {
-    (StatusCode::OK, axum::Json(serde_json::json!({})))
+/// Where a request goes.
+#[derive(Debug)]
+enum Route {
+    Base,
+    Catalog,
+    Tags(RepoName),
+    Manifest(RepoName, Reference),
+    Blob(RepoName, Digest),
+    Uploads(RepoName),
+    Upload(RepoName, String),
+    Referrers(RepoName, Digest),
+}
+
+fn parse_route(path: &str) -> Result<Route> {
+    let not_found = || {
+        RegistryError::not_found(
+            ErrorCode::Unsupported,
+            format!("no registry endpoint at {path}"),
+        )
+    };
+    let rest = match path.strip_prefix("/v2") {
+        Some("" | "/") => return Ok(Route::Base),
+        Some(rest) => rest.strip_prefix('/').ok_or_else(not_found)?,
+        None => return Err(not_found()),
+    };
+    if rest == "_catalog" {
+        return Ok(Route::Catalog);
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        return Ok(Route::Tags(name.parse()?));
+    }
+    if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
+        let name = name.parse()?;
+        return Ok(Route::Manifest(name, reference.parse()?));
+    }
+    if let Some((name, digest)) = rest.rsplit_once("/referrers/") {
+        let name = name.parse()?;
+        return Ok(Route::Referrers(name, digest.parse()?));
+    }
+    if let Some(name) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or_else(|| rest.strip_suffix("/blobs/uploads"))
+    {
+        return Ok(Route::Uploads(name.parse()?));
+    }
+    if let Some((name, id)) = rest.rsplit_once("/blobs/uploads/") {
+        let name = name.parse()?;
+        return Ok(Route::Upload(name, id.to_string()));
+    }
+    if let Some((name, digest)) = rest.rsplit_once("/blobs/") {
+        let name = name.parse()?;
+        return Ok(Route::Blob(name, digest.parse()?));
+    }
+    Err(not_found())
+}
+
+async fn dispatch(State(state): State<Shared>, request: Request) -> Response {
+    let mut response = match route(state, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    };
+    response
+        .headers_mut()
+        .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+    response
+}
+
+async fn route(state: Shared, request: Request) -> Result<Response> {
+    let route = parse_route(request.uri().path())?;
+    let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let allow = |action: Action, repo: Option<&RepoName>| {
+        auth::authorize(&parts.headers, action, repo).map_err(RegistryError::from)
+    };
+    match (&method, route) {
+        (&Method::GET | &Method::HEAD, Route::Base) => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{}",
+        )
+            .into_response()),
+        (&Method::GET, Route::Catalog) => {
+            allow(Action::DescribeRepositories, None)?;
+            manifests::catalog(&state, &parts.uri)
+        }
+        (&Method::GET, Route::Tags(repo)) => {
+            allow(Action::ListImages, Some(&repo))?;
+            manifests::tags(&state, &repo, &parts.uri)
+        }
+        (&Method::GET | &Method::HEAD, Route::Manifest(repo, reference)) => {
+            allow(Action::BatchGetImage, Some(&repo))?;
+            manifests::get(&state, &repo, &reference, method == Method::HEAD)
+        }
+        (&Method::PUT, Route::Manifest(repo, reference)) => {
+            allow(Action::PutImage, Some(&repo))?;
+            manifests::put(&state, repo, reference, &parts, body).await
+        }
+        (&Method::DELETE, Route::Manifest(repo, reference)) => {
+            allow(Action::BatchDeleteImage, Some(&repo))?;
+            manifests::delete(&state, &repo, reference).await
+        }
+        (&Method::GET, Route::Referrers(repo, digest)) => {
+            allow(Action::BatchGetImage, Some(&repo))?;
+            manifests::referrers(&state, &repo, &digest, &parts.uri)
+        }
+        (&Method::HEAD, Route::Blob(repo, digest)) => {
+            allow(Action::BatchCheckLayerAvailability, Some(&repo))?;
+            blobs::get(&state, &repo, &digest, &parts.headers, true).await
+        }
+        (&Method::GET, Route::Blob(repo, digest)) => {
+            allow(Action::GetDownloadUrlForLayer, Some(&repo))?;
+            blobs::get(&state, &repo, &digest, &parts.headers, false).await
+        }
+        (&Method::DELETE, Route::Blob(repo, digest)) => {
+            allow(Action::BatchDeleteImage, Some(&repo))?;
+            blobs::delete(&state, &repo, digest).await
+        }
+        (&Method::POST, Route::Uploads(repo)) => {
+            allow(Action::InitiateLayerUpload, Some(&repo))?;
+            let from = blobs::mount_source(&parts.uri)?;
+            if let Some(from) = &from {
+                allow(Action::GetDownloadUrlForLayer, Some(from))?;
+            }
+            blobs::start(&state, repo, from, &parts, body).await
+        }
+        (&Method::GET, Route::Upload(repo, id)) => {
+            allow(Action::UploadLayerPart, Some(&repo))?;
+            blobs::status(&state, &repo, &id).await
+        }
+        (&Method::PATCH, Route::Upload(repo, id)) => {
+            allow(Action::UploadLayerPart, Some(&repo))?;
+            blobs::patch(&state, &repo, &id, &parts, body).await
+        }
+        (&Method::PUT, Route::Upload(repo, id)) => {
+            allow(Action::CompleteLayerUpload, Some(&repo))?;
+            blobs::finish(&state, &repo, &id, &parts, body).await
+        }
+        (&Method::DELETE, Route::Upload(repo, id)) => {
+            allow(Action::UploadLayerPart, Some(&repo))?;
+            blobs::cancel(&state, &repo, &id).await
+        }
+        (method, route) => Err(RegistryError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unsupported,
+            format!("{method} is not supported on {route:?}"),
+        )),
+    }
+}
+
+/// A query parameter's value, percent-decoded.
+pub fn query_param(uri: &axum::http::Uri, name: &str) -> Option<String> {
+    let query = uri.query()?;
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+/// The `Range` header value of an upload holding `size` bytes (`0-0` when empty, as
+/// Docker's registry answers).
+pub fn upload_range(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+/// An empty response with headers.
+pub fn empty(status: StatusCode, headers: &[(HeaderName, String)]) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name.clone(), v);
+        }
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    response
+}
+
+/// Pages a sorted list the way `n` and `last` ask, with a `Link` to the next page.
+pub fn paginate(
+    items: impl Iterator<Item = String>,
+    uri: &axum::http::Uri,
+    link_path: &str,
+) -> Result<(Vec<String>, Option<String>)> {
+    let n = match query_param(uri, "n") {
+        Some(n) => Some(n.parse::<usize>().map_err(|_| {
+            RegistryError::bad_request(
+                ErrorCode::Unsupported,
+                format!("n={n} is not a number of results"),
+            )
+        })?),
+        None => None,
+    };
+    let last = query_param(uri, "last");
+    let mut items = items.filter(|item| last.as_ref().is_none_or(|l| item.as_str() > l.as_str()));
+    let page: Vec<String> = match n {
+        Some(n) => items.by_ref().take(n).collect(),
+        None => items.by_ref().collect(),
+    };
+    let link = match (n, page.last()) {
+        (Some(n), Some(last)) if items.next().is_some() => Some(format!(
+            "<{link_path}?n={n}&last={}>; rel=\"next\"",
+            urlencode(last)
+        )),
+        _ => None,
+    };
+    Ok((page, link))
+}
+
+fn urlencode(s: &str) -> String {
+    serde_urlencoded::to_string([("x", s)])
+        .map(|v| v[2..].to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_split_names_with_slashes() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert!(matches!(parse_route("/v2/").unwrap(), Route::Base));
+        assert!(matches!(parse_route("/v2").unwrap(), Route::Base));
+        assert!(matches!(
+            parse_route("/v2/_catalog").unwrap(),
+            Route::Catalog
+        ));
+        match parse_route("/v2/a/b/c/tags/list").unwrap() {
+            Route::Tags(n) => assert_eq!(n.as_str(), "a/b/c"),
+            r => panic!("{r:?}"),
+        }
+        match parse_route(&format!("/v2/team/app/blobs/{d}")).unwrap() {
+            Route::Blob(n, _) => assert_eq!(n.as_str(), "team/app"),
+            r => panic!("{r:?}"),
+        }
+        match parse_route("/v2/team/blobs/app/blobs/uploads/").unwrap() {
+            Route::Uploads(n) => assert_eq!(n.as_str(), "team/blobs/app"),
+            r => panic!("{r:?}"),
+        }
+        match parse_route("/v2/x/blobs/uploads/abc").unwrap() {
+            Route::Upload(n, id) => assert_eq!((n.as_str(), id.as_str()), ("x", "abc")),
+            r => panic!("{r:?}"),
+        }
+        match parse_route("/v2/x/manifests/latest").unwrap() {
+            Route::Manifest(_, Reference::Tag(t)) => assert_eq!(t.as_str(), "latest"),
+            r => panic!("{r:?}"),
+        }
+        assert!(matches!(
+            parse_route(&format!("/v2/x/referrers/{d}")).unwrap(),
+            Route::Referrers(..)
+        ));
+    }
+
+    #[test]
+    fn bad_names_and_digests_are_client_errors() {
+        for path in [
+            "/v2/a/../b/tags/list",
+            "/v2/A/tags/list",
+            "/v2/a%2Fb/tags/list",
+            "/v2/a/blobs/sha256:abc",
+            "/v2/a/blobs/md5:abc",
+        ] {
+            let e = parse_route(path).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{path}");
+        }
+        assert_eq!(
+            parse_route("/v3/x").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+    }
 }

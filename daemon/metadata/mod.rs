@@ -1,0 +1,704 @@
+//! Repositories, tags, manifests and per-repository blob links: SQLite (WAL) for durability,
+//! an in-memory index in front of it for reads.
+//!
+//! One writer thread owns the connection and commits concurrent writes together (group
+//! commit: one fsync for a batch). Each write checks and updates the index as it runs, inside
+//! the batch's transaction; the caller hears back only after the commit. Reads never touch
+//! SQLite. This module must not call storage, the registry or the network.
+
+mod schema;
+
+use bytes::Bytes;
+use ecrl::names::{Digest, RepoName, Tag};
+use rusqlite::{params, Connection};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("repository {0} does not exist")]
+    RepoNotFound(RepoName),
+    #[error("repository {0} already exists")]
+    RepoExists(RepoName),
+    #[error("repository {0} is not empty")]
+    RepoNotEmpty(RepoName),
+    #[error("the image tag '{tag}' already exists in the '{repo}' repository and cannot be overwritten because the repository is immutable")]
+    TagImmutable { repo: RepoName, tag: Tag },
+    #[error("manifest {digest} is not in repository {repo}")]
+    ManifestNotFound { repo: RepoName, digest: Digest },
+    #[error("metadata database: {0}")]
+    Db(String),
+}
+
+impl From<rusqlite::Error> for MetaError {
+    fn from(e: rusqlite::Error) -> Self {
+        MetaError::Db(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TagMutability {
+    #[default]
+    Mutable,
+    Immutable,
+}
+
+impl TagMutability {
+    fn as_str(self) -> &'static str {
+        match self {
+            TagMutability::Mutable => "MUTABLE",
+            TagMutability::Immutable => "IMMUTABLE",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        if s == "IMMUTABLE" {
+            TagMutability::Immutable
+        } else {
+            TagMutability::Mutable
+        }
+    }
+}
+
+/// A repository as the index holds it.
+#[derive(Debug, Clone, Default)]
+pub struct Repo {
+    pub created_at: i64,
+    pub mutability: TagMutability,
+    pub resource_tags: BTreeMap<String, String>,
+    pub tags: BTreeMap<Tag, Digest>,
+    pub manifests: HashMap<Digest, Arc<Manifest>>,
+    pub blobs: HashMap<Digest, u64>,
+}
+
+/// A manifest as the index holds it, with its bytes (manifests are at most 4 MiB and are
+/// what every pull asks for first).
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    pub size: u64,
+    /// The manifest plus the blobs it references (layers and config), as ECR counts it.
+    pub image_size: u64,
+    /// Blobs and manifests it references.
+    pub refs: Vec<Digest>,
+    pub annotations: Option<BTreeMap<String, String>>,
+    pub pushed_at: i64,
+    pub last_pulled_at: Option<i64>,
+    pub bytes: Bytes,
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    pub repos: BTreeMap<RepoName, Repo>,
+}
+
+impl Index {
+    /// True when any repository links the blob or holds it as a manifest.
+    pub fn blob_in_use(&self, digest: &Digest) -> bool {
+        self.repos
+            .values()
+            .any(|r| r.blobs.contains_key(digest) || r.manifests.contains_key(digest))
+    }
+
+    /// The size of a blob some repository links, if any does.
+    pub fn any_blob_size(&self, digest: &Digest) -> Option<u64> {
+        self.repos
+            .values()
+            .find_map(|r| r.blobs.get(digest).copied())
+    }
+}
+
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A write: run inside the batch's transaction (`Some`), or told that the batch could not
+/// begin (`None`). Returns whether it succeeded and how to answer its caller once the
+/// transaction's fate is known.
+type Job = Box<dyn FnOnce(Option<(&Connection, &mut Index)>) -> (bool, Reply) + Send>;
+
+pub struct Metadata {
+    index: Arc<RwLock<Index>>,
+    jobs: Mutex<mpsc::Sender<Job>>,
+    pulls: Mutex<HashMap<(RepoName, Digest), i64>>,
+}
+
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Metadata {
+    /// Opens (creating and migrating) `metadata.db` under the data dir and loads the index.
+    /// `manifest_bytes` returns a manifest's content from the blob store.
+    pub fn open(
+        data_dir: &Path,
+        manifest_bytes: impl Fn(&Digest) -> std::io::Result<Bytes>,
+    ) -> Result<Self, MetaError> {
+        let conn = schema::open(&data_dir.join("metadata.db"))?;
+        let index = Arc::new(RwLock::new(load(&conn, &manifest_bytes)?));
+        let (tx, rx) = mpsc::channel::<Job>();
+        let writer_index = index.clone();
+        std::thread::Builder::new()
+            .name("metadata-writer".into())
+            .spawn(move || writer(conn, rx, writer_index))
+            .map_err(|e| MetaError::Db(e.to_string()))?;
+        Ok(Metadata {
+            index,
+            jobs: Mutex::new(tx),
+            pulls: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A read view of the index. Hold it briefly: writes wait for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` in the writer's next transaction. `f` checks and updates the index and
+    /// issues the SQL; the result arrives after the transaction commits.
+    async fn write<T, F>(&self, f: F) -> Result<T, MetaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut Index) -> Result<T, MetaError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(
+            move |target| match target.map(|(conn, index)| f(conn, index)) {
+                None => (
+                    true,
+                    Box::new(move |result: Result<(), String>| {
+                        let reason = result.err().unwrap_or_default();
+                        let _ = tx.send(Err(MetaError::Db(reason)));
+                    }),
+                ),
+                Some(Ok(value)) => (
+                    true,
+                    Box::new(move |commit: Result<(), String>| {
+                        let _ = tx.send(commit.map(|()| value).map_err(MetaError::Db));
+                    }),
+                ),
+                Some(Err(e)) => (
+                    false,
+                    Box::new(move |_| {
+                        let _ = tx.send(Err(e));
+                    }),
+                ),
+            },
+        );
+        self.jobs
+            .lock()
+            .map_err(|_| MetaError::Db("writer lock poisoned".into()))?
+            .send(job)
+            .map_err(|_| MetaError::Db("the metadata writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| MetaError::Db("the metadata writer has stopped".into()))?
+    }
+
+    pub async fn create_repo(
+        &self,
+        name: RepoName,
+        mutability: TagMutability,
+        resource_tags: BTreeMap<String, String>,
+    ) -> Result<Repo, MetaError> {
+        self.write(move |conn, index| {
+            if index.repos.contains_key(&name) {
+                return Err(MetaError::RepoExists(name));
+            }
+            let repo = insert_repo(conn, index, &name, mutability, resource_tags)?;
+            Ok(repo)
+        })
+        .await
+    }
+
+    /// Makes sure a repository exists before a push: creates it when `create` is set.
+    pub async fn ensure_repo(&self, name: &RepoName, create: bool) -> Result<(), MetaError> {
+        if self.read().repos.contains_key(name) {
+            return Ok(());
+        }
+        if !create {
+            return Err(MetaError::RepoNotFound(name.clone()));
+        }
+        let name = name.clone();
+        self.write(move |conn, index| {
+            if !index.repos.contains_key(&name) {
+                insert_repo(conn, index, &name, TagMutability::Mutable, BTreeMap::new())?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes a repository; one that holds images needs `force`. Returns the digests it
+    /// linked, for the caller to collect blobs nobody else uses.
+    pub async fn delete_repo(&self, name: RepoName, force: bool) -> Result<Vec<Digest>, MetaError> {
+        self.write(move |conn, index| {
+            let repo = index
+                .repos
+                .get(&name)
+                .ok_or_else(|| MetaError::RepoNotFound(name.clone()))?;
+            if !force && !repo.manifests.is_empty() {
+                return Err(MetaError::RepoNotEmpty(name));
+            }
+            conn.execute("DELETE FROM repositories WHERE name = ?1", [name.as_str()])?;
+            let repo = index.repos.remove(&name).unwrap_or_default();
+            Ok(repo
+                .blobs
+                .into_keys()
+                .chain(repo.manifests.into_keys())
+                .collect())
+        })
+        .await
+    }
+
+    /// Links a stored blob into a repository (which must exist).
+    pub async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: Digest,
+        size: u64,
+    ) -> Result<(), MetaError> {
+        if self
+            .read()
+            .repos
+            .get(repo)
+            .is_some_and(|r| r.blobs.get(&digest) == Some(&size))
+        {
+            return Ok(());
+        }
+        let repo = repo.clone();
+        self.write(move |conn, index| {
+            let entry = index
+                .repos
+                .get_mut(&repo)
+                .ok_or_else(|| MetaError::RepoNotFound(repo.clone()))?;
+            conn.execute(
+                "INSERT OR REPLACE INTO blob_links (repo, digest, size) VALUES (?1, ?2, ?3)",
+                params![repo.as_str(), digest.to_string(), size as i64],
+            )?;
+            entry.blobs.insert(digest, size);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes a blob's link from a repository. True when it was linked.
+    pub async fn unlink_blob(&self, repo: &RepoName, digest: Digest) -> Result<bool, MetaError> {
+        let repo = repo.clone();
+        self.write(move |conn, index| {
+            let Some(entry) = index.repos.get_mut(&repo) else {
+                return Ok(false);
+            };
+            if entry.blobs.remove(&digest).is_none() {
+                return Ok(false);
+            }
+            conn.execute(
+                "DELETE FROM blob_links WHERE repo = ?1 AND digest = ?2",
+                params![repo.as_str(), digest.to_string()],
+            )?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Records a manifest (its content already stored) and optionally points a tag at it.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: Manifest,
+        tag: Option<Tag>,
+    ) -> Result<(), MetaError> {
+        let repo = repo.clone();
+        self.write(move |conn, index| {
+            let entry = index
+                .repos
+                .get_mut(&repo)
+                .ok_or_else(|| MetaError::RepoNotFound(repo.clone()))?;
+            if let Some(tag) = &tag {
+                if entry.mutability == TagMutability::Immutable
+                    && entry.tags.get(tag).is_some_and(|d| *d != manifest.digest)
+                {
+                    return Err(MetaError::TagImmutable {
+                        repo: repo.clone(),
+                        tag: tag.clone(),
+                    });
+                }
+            }
+            let digest = manifest.digest;
+            if !entry.manifests.contains_key(&digest) {
+                conn.execute(
+                    "INSERT INTO manifests (repo, digest, media_type, artifact_type, subject, size,
+                        image_size, refs, annotations, pushed_at, last_pulled_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)",
+                    params![
+                        repo.as_str(),
+                        digest.to_string(),
+                        manifest.media_type,
+                        manifest.artifact_type,
+                        manifest.subject.map(|d| d.to_string()),
+                        manifest.size as i64,
+                        manifest.image_size as i64,
+                        serde_json::to_string(&manifest.refs).unwrap_or_default(),
+                        manifest
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| serde_json::to_string(a).ok()),
+                        manifest.pushed_at,
+                    ],
+                )?;
+                entry.manifests.insert(digest, Arc::new(manifest));
+            }
+            if let Some(tag) = tag {
+                conn.execute(
+                    "INSERT OR REPLACE INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![repo.as_str(), tag.as_str(), digest.to_string(), now_millis()],
+                )?;
+                entry.tags.insert(tag, digest);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Points an existing tag or a new one at a manifest the repository holds.
+    pub async fn tag_manifest(
+        &self,
+        repo: &RepoName,
+        digest: Digest,
+        tag: Tag,
+    ) -> Result<(), MetaError> {
+        let repo = repo.clone();
+        self.write(move |conn, index| {
+            let entry = index
+                .repos
+                .get_mut(&repo)
+                .ok_or_else(|| MetaError::RepoNotFound(repo.clone()))?;
+            if !entry.manifests.contains_key(&digest) {
+                return Err(MetaError::ManifestNotFound { repo, digest });
+            }
+            if entry.mutability == TagMutability::Immutable
+                && entry.tags.get(&tag).is_some_and(|d| *d != digest)
+            {
+                return Err(MetaError::TagImmutable { repo, tag });
+            }
+            conn.execute(
+                "INSERT OR REPLACE INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                params![repo.as_str(), tag.as_str(), digest.to_string(), now_millis()],
+            )?;
+            entry.tags.insert(tag, digest);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Removes a tag. Returns the digest it pointed at.
+    pub async fn delete_tag(&self, repo: &RepoName, tag: Tag) -> Result<Option<Digest>, MetaError> {
+        let repo = repo.clone();
+        self.write(move |conn, index| {
+            let Some(entry) = index.repos.get_mut(&repo) else {
+                return Ok(None);
+            };
+            let removed = entry.tags.remove(&tag);
+            if removed.is_some() {
+                conn.execute(
+                    "DELETE FROM tags WHERE repo = ?1 AND tag = ?2",
+                    params![repo.as_str(), tag.as_str()],
+                )?;
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// Removes a manifest and every tag that points at it. Returns the removed tags, or
+    /// `None` when the repository did not hold the manifest.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: Digest,
+    ) -> Result<Option<Vec<Tag>>, MetaError> {
+        let repo = repo.clone();
+        self.write(move |conn, index| {
+            let Some(entry) = index.repos.get_mut(&repo) else {
+                return Ok(None);
+            };
+            if entry.manifests.remove(&digest).is_none() {
+                return Ok(None);
+            }
+            let tags: Vec<Tag> = entry
+                .tags
+                .iter()
+                .filter(|(_, d)| **d == digest)
+                .map(|(t, _)| t.clone())
+                .collect();
+            for tag in &tags {
+                entry.tags.remove(tag);
+            }
+            conn.execute(
+                "DELETE FROM manifests WHERE repo = ?1 AND digest = ?2",
+                params![repo.as_str(), digest.to_string()],
+            )?;
+            Ok(Some(tags))
+        })
+        .await
+    }
+
+    /// Notes a pull; written to the database in the background by [`Metadata::flush_pulls`].
+    pub fn record_pull(&self, repo: &RepoName, digest: Digest) {
+        if let Ok(mut pulls) = self.pulls.lock() {
+            pulls.insert((repo.clone(), digest), now_millis());
+        }
+    }
+
+    /// Writes the pull times noted since the last flush.
+    pub async fn flush_pulls(&self) -> Result<(), MetaError> {
+        let pulls = match self.pulls.lock() {
+            Ok(mut p) if !p.is_empty() => std::mem::take(&mut *p),
+            _ => return Ok(()),
+        };
+        self.write(move |conn, index| {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE manifests SET last_pulled_at = ?3 WHERE repo = ?1 AND digest = ?2",
+            )?;
+            for ((repo, digest), at) in pulls {
+                stmt.execute(params![repo.as_str(), digest.to_string(), at])?;
+                if let Some(m) = index
+                    .repos
+                    .get_mut(&repo)
+                    .and_then(|r| r.manifests.get_mut(&digest))
+                {
+                    Arc::make_mut(m).last_pulled_at = Some(at);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The pull time of a manifest, counting pulls not yet flushed.
+    pub fn last_pulled(&self, repo: &RepoName, manifest: &Manifest) -> Option<i64> {
+        self.pulls
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&(repo.clone(), manifest.digest)).copied())
+            .or(manifest.last_pulled_at)
+    }
+}
+
+fn insert_repo(
+    conn: &Connection,
+    index: &mut Index,
+    name: &RepoName,
+    mutability: TagMutability,
+    resource_tags: BTreeMap<String, String>,
+) -> Result<Repo, MetaError> {
+    let created_at = now_millis();
+    conn.execute(
+        "INSERT INTO repositories (name, created_at, tag_mutability, resource_tags) VALUES (?1, ?2, ?3, ?4)",
+        params![
+            name.as_str(),
+            created_at,
+            mutability.as_str(),
+            serde_json::to_string(&resource_tags).unwrap_or_else(|_| "{}".into())
+        ],
+    )?;
+    let repo = Repo {
+        created_at,
+        mutability,
+        resource_tags,
+        ..Default::default()
+    };
+    index.repos.insert(name.clone(), repo.clone());
+    Ok(repo)
+}
+
+fn writer(conn: Connection, jobs: mpsc::Receiver<Job>, index: Arc<RwLock<Index>>) {
+    const MAX_BATCH: usize = 512;
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut guard = index.write().unwrap_or_else(|e| e.into_inner());
+        let begun = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = begun {
+            drop(guard);
+            for job in batch {
+                let (_, reply) = job(None);
+                reply(Err(format!("cannot begin a transaction: {e}")));
+            }
+            continue;
+        }
+        for job in batch {
+            let _ = conn.execute_batch("SAVEPOINT job");
+            let (ok, reply) = job(Some((&conn, &mut guard)));
+            let _ = conn.execute_batch(if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            });
+            replies.push((ok, reply));
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+            // The index ran ahead of a transaction that did not commit: rebuild it.
+            match load(&conn, &|d: &Digest| {
+                Ok(guard
+                    .repos
+                    .values()
+                    .find_map(|r| r.manifests.get(d).map(|m| m.bytes.clone()))
+                    .unwrap_or_default())
+            }) {
+                Ok(fresh) => *guard = fresh,
+                Err(e) => tracing::error!("cannot reload metadata after a failed commit: {e}"),
+            }
+        }
+        drop(guard);
+        for (ok, reply) in replies {
+            reply(if ok { committed.clone() } else { Ok(()) });
+        }
+    }
+}
+
+fn load(
+    conn: &Connection,
+    manifest_bytes: &dyn Fn(&Digest) -> std::io::Result<Bytes>,
+) -> Result<Index, MetaError> {
+    let mut index = Index::default();
+    let mut stmt =
+        conn.prepare("SELECT name, created_at, tag_mutability, resource_tags FROM repositories")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (name, created_at, mutability, tags) = row?;
+        let Ok(name) = name.parse::<RepoName>() else {
+            continue;
+        };
+        index.repos.insert(
+            name,
+            Repo {
+                created_at,
+                mutability: TagMutability::parse(&mutability),
+                resource_tags: serde_json::from_str(&tags).unwrap_or_default(),
+                ..Default::default()
+            },
+        );
+    }
+    let mut stmt = conn.prepare("SELECT repo, digest, size FROM blob_links")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (repo, digest, size) = row?;
+        if let (Ok(repo), Ok(digest)) = (repo.parse::<RepoName>(), digest.parse::<Digest>()) {
+            if let Some(r) = index.repos.get_mut(&repo) {
+                r.blobs.insert(digest, size as u64);
+            }
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT repo, digest, media_type, artifact_type, subject, size, image_size, refs,
+                annotations, pushed_at, last_pulled_at FROM manifests",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, i64>(6)?,
+            r.get::<_, String>(7)?,
+            r.get::<_, Option<String>>(8)?,
+            r.get::<_, i64>(9)?,
+            r.get::<_, Option<i64>>(10)?,
+        ))
+    })?;
+    for row in rows {
+        let (
+            repo,
+            digest,
+            media_type,
+            artifact_type,
+            subject,
+            size,
+            image_size,
+            refs,
+            annotations,
+            pushed_at,
+            last_pulled_at,
+        ) = row?;
+        let (Ok(repo), Ok(digest)) = (repo.parse::<RepoName>(), digest.parse::<Digest>()) else {
+            continue;
+        };
+        let bytes = match manifest_bytes(&digest) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(%repo, %digest, "manifest content missing from the store: {e}");
+                continue;
+            }
+        };
+        if let Some(r) = index.repos.get_mut(&repo) {
+            r.manifests.insert(
+                digest,
+                Arc::new(Manifest {
+                    digest,
+                    media_type,
+                    artifact_type,
+                    subject: subject.and_then(|s| s.parse().ok()),
+                    size: size as u64,
+                    image_size: image_size as u64,
+                    refs: serde_json::from_str(&refs).unwrap_or_default(),
+                    annotations: annotations.and_then(|a| serde_json::from_str(&a).ok()),
+                    pushed_at,
+                    last_pulled_at,
+                    bytes,
+                }),
+            );
+        }
+    }
+    let mut stmt = conn.prepare("SELECT repo, tag, digest FROM tags")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (repo, tag, digest) = row?;
+        if let (Ok(repo), Ok(tag), Ok(digest)) = (
+            repo.parse::<RepoName>(),
+            tag.parse::<Tag>(),
+            digest.parse::<Digest>(),
+        ) {
+            if let Some(r) = index.repos.get_mut(&repo) {
+                if r.manifests.contains_key(&digest) {
+                    r.tags.insert(tag, digest);
+                }
+            }
+        }
+    }
+    Ok(index)
+}

@@ -1,0 +1,72 @@
+//! The SQLite schema and its versioned migrations. The only place that knows table layouts.
+
+use rusqlite::Connection;
+
+/// Each entry migrates from version `i` to `i + 1` (`PRAGMA user_version`).
+const MIGRATIONS: &[&str] = &[
+    // 1: repositories, their blobs, manifests and tags.
+    "CREATE TABLE repositories (
+        name TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        tag_mutability TEXT NOT NULL,
+        resource_tags TEXT NOT NULL DEFAULT '{}'
+    ) STRICT;
+    CREATE TABLE blob_links (
+        repo TEXT NOT NULL REFERENCES repositories(name) ON DELETE CASCADE,
+        digest TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        PRIMARY KEY (repo, digest)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX blob_links_digest ON blob_links(digest);
+    CREATE TABLE manifests (
+        repo TEXT NOT NULL REFERENCES repositories(name) ON DELETE CASCADE,
+        digest TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        artifact_type TEXT,
+        subject TEXT,
+        size INTEGER NOT NULL,
+        image_size INTEGER NOT NULL,
+        refs TEXT NOT NULL,
+        annotations TEXT,
+        pushed_at INTEGER NOT NULL,
+        last_pulled_at INTEGER,
+        PRIMARY KEY (repo, digest)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE tags (
+        repo TEXT NOT NULL REFERENCES repositories(name) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (repo, tag),
+        FOREIGN KEY (repo, digest) REFERENCES manifests(repo, digest) ON DELETE CASCADE
+    ) STRICT, WITHOUT ROWID;",
+];
+
+pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    // WAL: readers never block the writer. FULL: a commit is on disk before it returns.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "metadata schema migrated");
+    }
+    Ok(())
+}
+
+/// The schema version this build writes.
+#[cfg(test)]
+pub fn latest() -> usize {
+    MIGRATIONS.len()
+}

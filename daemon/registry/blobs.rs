@@ -1,0 +1,364 @@
+//! Blob routes: GET / HEAD (with Range) / DELETE, and uploads (monolithic, POST + PUT,
+//! streamed and chunked PATCH, status, cancel, cross-repository mount).
+
+use super::{
+    empty, query_param, upload_range, RegistryError, Result, Shared, CONTENT_DIGEST, UPLOAD_UUID,
+};
+use crate::storage::UploadId;
+use axum::body::Body;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::Response;
+use ecrl::names::{Digest, RepoName};
+use oci_spec::distribution::ErrorCode;
+use std::ops::Range;
+
+fn blob_unknown(repo: &RepoName, digest: &Digest) -> RegistryError {
+    RegistryError::not_found(
+        ErrorCode::BlobUnknown,
+        format!("blob {digest} is not in repository {repo}"),
+    )
+}
+
+fn blob_location(repo: &RepoName, digest: &Digest) -> String {
+    format!("/v2/{repo}/blobs/{digest}")
+}
+
+fn upload_location(repo: &RepoName, id: &UploadId) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+fn created(repo: &RepoName, digest: &Digest) -> Response {
+    empty(
+        StatusCode::CREATED,
+        &[
+            (header::LOCATION, blob_location(repo, digest)),
+            (CONTENT_DIGEST, digest.to_string()),
+        ],
+    )
+}
+
+fn accepted(repo: &RepoName, id: &UploadId, size: u64) -> Response {
+    empty(
+        StatusCode::ACCEPTED,
+        &[
+            (header::LOCATION, upload_location(repo, id)),
+            (header::RANGE, upload_range(size)),
+            (UPLOAD_UUID, id.to_string()),
+        ],
+    )
+}
+
+fn parse_upload_id(id: &str) -> Result<UploadId> {
+    id.parse::<UploadId>().map_err(RegistryError::from)
+}
+
+pub async fn get(
+    state: &Shared,
+    repo: &RepoName,
+    digest: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response> {
+    let size = {
+        let index = state.meta.read();
+        let r = index
+            .repos
+            .get(repo)
+            .ok_or_else(|| blob_unknown(repo, digest))?;
+        r.blobs
+            .get(digest)
+            .copied()
+            .or_else(|| r.manifests.get(digest).map(|m| m.size))
+    }
+    .ok_or_else(|| blob_unknown(repo, digest))?;
+
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(value) => Some(parse_range(value, size).ok_or_else(|| {
+            RegistryError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                ErrorCode::BlobUnknown,
+                format!("range {value:?} is not satisfiable for a blob of {size} bytes"),
+            )
+            .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+        })?),
+        None => None,
+    };
+    let (status, span) = match &range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.clone()),
+        None => (StatusCode::OK, 0..size),
+    };
+    let body = if head {
+        Body::empty()
+    } else {
+        match state.store.read(digest, span.clone()).await {
+            Ok(stream) => Body::from_stream(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(blob_unknown(repo, digest))
+            }
+            Err(e) => return Err(RegistryError::internal(e)),
+        }
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    let set = |h: &mut HeaderMap, name, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    set(
+        h,
+        header::CONTENT_LENGTH,
+        (span.end - span.start).to_string(),
+    );
+    set(h, header::CONTENT_TYPE, "application/octet-stream".into());
+    set(h, CONTENT_DIGEST, digest.to_string());
+    set(h, header::ETAG, format!("\"{digest}\""));
+    set(h, header::ACCEPT_RANGES, "bytes".into());
+    if range.is_some() {
+        set(
+            h,
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{size}", span.start, span.end - 1),
+        );
+    }
+    Ok(response)
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` against a blob of `size` bytes; `None` when the range
+/// is malformed or unsatisfiable.
+fn parse_range(value: &str, size: u64) -> Option<Range<u64>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        if n == 0 {
+            return None;
+        }
+        size.saturating_sub(n)..size
+    } else {
+        let start: u64 = a.parse().ok()?;
+        let end = if b.is_empty() {
+            size
+        } else {
+            b.parse::<u64>().ok()?.saturating_add(1).min(size)
+        };
+        start..end
+    };
+    (range.start < range.end && range.start < size).then_some(range)
+}
+
+pub async fn delete(state: &Shared, repo: &RepoName, digest: Digest) -> Result<Response> {
+    if !state.meta.unlink_blob(repo, digest).await? {
+        return Err(blob_unknown(repo, &digest));
+    }
+    collect_if_unused(state, &digest).await;
+    Ok(empty(StatusCode::ACCEPTED, &[]))
+}
+
+/// Removes a blob's content once no repository links it any more.
+pub async fn collect_if_unused(state: &Shared, digest: &Digest) {
+    if !state.meta.read().blob_in_use(digest) {
+        if let Err(e) = state.store.delete(digest).await {
+            tracing::warn!(%digest, "cannot remove unused blob: {e}");
+        }
+    }
+}
+
+/// The `from` repository of a cross-repository mount.
+pub fn mount_source(uri: &Uri) -> Result<Option<RepoName>> {
+    match query_param(uri, "mount").and(query_param(uri, "from")) {
+        Some(from) => Ok(Some(from.parse()?)),
+        None => Ok(None),
+    }
+}
+
+/// `POST /v2/<name>/blobs/uploads/`: mount, monolithic upload, or a new session.
+pub async fn start(
+    state: &Shared,
+    repo: RepoName,
+    from: Option<RepoName>,
+    parts: &Parts,
+    body: Body,
+) -> Result<Response> {
+    state
+        .meta
+        .ensure_repo(&repo, state.config.create_on_push)
+        .await?;
+    let uri = &parts.uri;
+    if let Some(mount) = query_param(uri, "mount") {
+        let digest: Digest = mount.parse()?;
+        let size = {
+            let index = state.meta.read();
+            match &from {
+                Some(from) => index
+                    .repos
+                    .get(from)
+                    .and_then(|r| r.blobs.get(&digest).copied()),
+                None => index.any_blob_size(&digest),
+            }
+        };
+        if let Some(size) = size {
+            if state
+                .store
+                .stat(&digest)
+                .await
+                .map_err(RegistryError::internal)?
+                .is_some()
+            {
+                state.meta.link_blob(&repo, digest, size).await?;
+                return Ok(created(&repo, &digest));
+            }
+        }
+        // Not mountable: fall through to an ordinary upload session, as the spec asks.
+    }
+    if let Some(digest) = query_param(uri, "digest") {
+        let digest: Digest = digest.parse()?;
+        let id = state.store.upload_start()?;
+        state
+            .store
+            .upload_write(&id, None, body.into_data_stream())
+            .await?;
+        let size = state.store.upload_finish(&id, &digest).await?;
+        state.meta.link_blob(&repo, digest, size).await?;
+        return Ok(created(&repo, &digest));
+    }
+    let id = state.store.upload_start()?;
+    Ok(accepted(&repo, &id, 0))
+}
+
+pub async fn status(state: &Shared, repo: &RepoName, id: &str) -> Result<Response> {
+    let id = parse_upload_id(id)?;
+    let size = state.store.upload_size(&id).await?;
+    Ok(empty(
+        StatusCode::NO_CONTENT,
+        &[
+            (header::LOCATION, upload_location(repo, &id)),
+            (header::RANGE, upload_range(size)),
+            (UPLOAD_UUID, id.to_string()),
+        ],
+    ))
+}
+
+/// The start offset a `Content-Range` names (`a-b`, or `bytes a-b/*`), checked against the
+/// body's `Content-Length` when both are given.
+fn chunk_offset(headers: &HeaderMap) -> Result<Option<u64>> {
+    let Some(value) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let invalid = |why: &str| {
+        RegistryError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::BlobUploadInvalid,
+            format!("invalid Content-Range {value:?}: {why}"),
+        )
+    };
+    let text = value.to_str().map_err(|_| invalid("not text"))?.trim();
+    let text = text.strip_prefix("bytes ").unwrap_or(text);
+    let text = text.split('/').next().unwrap_or(text);
+    let (a, b) = text
+        .split_once('-')
+        .ok_or_else(|| invalid("expected start-end"))?;
+    let (start, end): (u64, u64) = match (a.trim().parse(), b.trim().parse()) {
+        (Ok(a), Ok(b)) if a <= b => (a, b),
+        _ => return Err(invalid("expected start-end with start <= end")),
+    };
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if length != end - start + 1 {
+            return Err(invalid(&format!(
+                "it spans {} bytes but the body has {length}",
+                end - start + 1
+            )));
+        }
+    }
+    Ok(Some(start))
+}
+
+pub async fn patch(
+    state: &Shared,
+    repo: &RepoName,
+    id: &str,
+    parts: &Parts,
+    body: Body,
+) -> Result<Response> {
+    let id = parse_upload_id(id)?;
+    let offset = match chunk_offset(&parts.headers) {
+        Ok(offset) => offset,
+        Err(e) => {
+            let size = state.store.upload_size(&id).await?;
+            return Err(e
+                .header(header::RANGE, upload_range(size))
+                .header(header::LOCATION, upload_location(repo, &id)));
+        }
+    };
+    let size = match state
+        .store
+        .upload_write(&id, offset, body.into_data_stream())
+        .await
+    {
+        Ok(size) => size,
+        Err(e) => {
+            return Err(RegistryError::from(e).header(header::LOCATION, upload_location(repo, &id)))
+        }
+    };
+    Ok(accepted(repo, &id, size))
+}
+
+pub async fn finish(
+    state: &Shared,
+    repo: &RepoName,
+    id: &str,
+    parts: &Parts,
+    body: Body,
+) -> Result<Response> {
+    let id = parse_upload_id(id)?;
+    let digest: Digest = query_param(&parts.uri, "digest")
+        .ok_or_else(|| {
+            RegistryError::bad_request(
+                ErrorCode::DigestInvalid,
+                "completing an upload needs ?digest=sha256:...",
+            )
+        })?
+        .parse()?;
+    let offset = chunk_offset(&parts.headers)?;
+    state
+        .store
+        .upload_write(&id, offset, body.into_data_stream())
+        .await?;
+    let size = state.store.upload_finish(&id, &digest).await?;
+    state.meta.link_blob(repo, digest, size).await?;
+    Ok(created(repo, &digest))
+}
+
+pub async fn cancel(state: &Shared, _repo: &RepoName, id: &str) -> Result<Response> {
+    let id = parse_upload_id(id)?;
+    state.store.upload_cancel(&id).await?;
+    Ok(empty(StatusCode::NO_CONTENT, &[]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(0..10));
+        assert_eq!(parse_range("bytes=90-", 100), Some(90..100));
+        assert_eq!(parse_range("bytes=-10", 100), Some(90..100));
+        assert_eq!(parse_range("bytes=95-200", 100), Some(95..100));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-2", 100), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+        assert_eq!(parse_range("bytes=-0", 100), None);
+    }
+}

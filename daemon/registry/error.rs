@@ -1,0 +1,146 @@
+//! Registry errors as the distribution spec's JSON bodies, built from oci-spec's types.
+
+use crate::auth::AuthError;
+use crate::metadata::MetaError;
+use crate::storage::StoreError;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ecrl::names::NameError;
+use oci_spec::distribution::{ErrorCode, ErrorInfoBuilder, ErrorResponseBuilder};
+
+#[derive(Debug)]
+pub struct RegistryError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+    pub headers: HeaderMap,
+}
+
+impl RegistryError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        RegistryError {
+            status,
+            code,
+            message: message.into(),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    pub fn header(mut self, name: HeaderName, value: impl AsRef<str>) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+            self.headers.insert(name, v);
+        }
+        self
+    }
+
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        tracing::error!("registry request failed: {message}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unsupported,
+            format!("internal error: {message}"),
+        )
+    }
+}
+
+impl IntoResponse for RegistryError {
+    fn into_response(self) -> Response {
+        let body = ErrorInfoBuilder::default()
+            .code(self.code.clone())
+            .message(self.message.clone())
+            .build()
+            .and_then(|info| ErrorResponseBuilder::default().errors(vec![info]).build())
+            .ok()
+            .and_then(|r| serde_json::to_vec(&r).ok())
+            .unwrap_or_else(|| b"{\"errors\":[]}".to_vec());
+        let mut response = (self.status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response.headers_mut().extend(self.headers);
+        response
+    }
+}
+
+impl From<NameError> for RegistryError {
+    fn from(e: NameError) -> Self {
+        let code = match e {
+            NameError::Repository(_) => ErrorCode::NameInvalid,
+            NameError::Digest(_) | NameError::Algorithm(_) => ErrorCode::DigestInvalid,
+            NameError::Tag(_) | NameError::Reference(_) => ErrorCode::ManifestInvalid,
+        };
+        Self::bad_request(code, e.to_string())
+    }
+}
+
+impl From<MetaError> for RegistryError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::RepoNotFound(ref name) => Self::not_found(
+                ErrorCode::NameUnknown,
+                format!(
+                    "repository {name} does not exist; create it with 'ecrl repo create {name}' \
+                     (pushes create repositories only when registry.create_on_push is on)"
+                ),
+            ),
+            MetaError::TagImmutable { .. } => Self::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Denied,
+                format!("ImageTagAlreadyExistsException: {e}"),
+            ),
+            MetaError::ManifestNotFound { .. } => {
+                Self::not_found(ErrorCode::ManifestUnknown, e.to_string())
+            }
+            MetaError::RepoExists(_) | MetaError::RepoNotEmpty(_) => {
+                Self::new(StatusCode::CONFLICT, ErrorCode::Denied, e.to_string())
+            }
+            MetaError::Db(_) => Self::internal(e),
+        }
+    }
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UploadNotFound => Self::not_found(
+                ErrorCode::BlobUploadUnknown,
+                "upload session not found: it finished, was cancelled or expired",
+            ),
+            StoreError::DigestMismatch { .. } => {
+                Self::bad_request(ErrorCode::DigestInvalid, e.to_string())
+            }
+            StoreError::RangeMismatch { size, .. } => Self::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                ErrorCode::BlobUploadInvalid,
+                e.to_string(),
+            )
+            .header(header::RANGE, super::upload_range(size)),
+            StoreError::Body(_) => Self::bad_request(ErrorCode::SizeInvalid, e.to_string()),
+            StoreError::Io(_) => Self::internal(e),
+        }
+    }
+}
+
+impl From<AuthError> for RegistryError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthenticated => Self::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                e.to_string(),
+            ),
+            AuthError::Denied { .. } => {
+                Self::new(StatusCode::FORBIDDEN, ErrorCode::Denied, e.to_string())
+            }
+        }
+    }
+}
