@@ -1,6 +1,6 @@
 //! The command tree and what every command shares: output format, quiet, the daemon's socket.
 
-use crate::{completions, daemon, output::OutputFormat};
+use crate::{completions, daemon, image, output::OutputFormat, repo};
 use clap::{Parser, Subcommand};
 use ecrl::client::{Client, ClientError};
 use ecrl::config::{self, DaemonConfig, DaemonOptions, ENV_SOCKET};
@@ -47,6 +47,12 @@ pub enum Command {
     /// Start, stop and inspect the ecrld daemon
     #[command(subcommand)]
     Daemon(daemon::DaemonCommand),
+    /// Create, list, describe and delete repositories
+    #[command(subcommand)]
+    Repo(repo::RepoCommand),
+    /// List, describe, delete and tag images
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
     /// Write completion scripts and man pages into a directory (for packagers and the tests)
@@ -88,6 +94,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Daemon(cmd) => daemon::run(&ctx, cmd),
+        Command::Repo(cmd) => repo::run(&ctx, cmd),
+        Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Completions(args) => completions::print(args),
         Command::GenerateDocs(args) => completions::generate_docs(args),
     }

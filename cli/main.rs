@@ -3,7 +3,9 @@
 mod app;
 mod completions;
 mod daemon;
+mod image;
 mod output;
+mod repo;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -32,6 +32,8 @@ complete -c ecrl -n "__fish_ecrl_needs_command" -s q -l quiet -d 'Print only res
 complete -c ecrl -n "__fish_ecrl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ecrl -n "__fish_ecrl_needs_command" -s V -l version -d 'Print version'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "daemon" -d 'Start, stop and inspect the ecrld daemon'
+complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "repo" -d 'Create, list, describe and delete repositories'
+complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "image" -d 'List, describe, delete and tag images'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "generate-docs" -d 'Write completion scripts and man pages into a directory (for packagers and the tests)'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -89,6 +91,103 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcom
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show whether ecrld runs, where it listens and what it stores (exit 3 when it does not run)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "logs" -d 'Print the log of an ecrld started with \'ecrl daemon start\''
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -f -a "create" -d 'Create a repository'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -f -a "list" -d 'List repositories, optionally those whose name starts with PREFIX'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -f -a "describe" -d 'Show a repository: URI, creation time, image count, size'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -f -a "delete" -d 'Delete a repository (one that holds images needs --force)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -l tag-mutability -d 'Whether a pushed tag may later point at another image' -r -f -a "MUTABLE\t''
+IMMUTABLE\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -l tag -d 'A resource tag KEY=VALUE (repeatable)' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from list" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from describe" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from describe" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from describe" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from describe" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from describe" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from delete" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from delete" -l force -d 'Delete it even if it holds images'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from delete" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create a repository'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "list" -d 'List repositories, optionally those whose name starts with PREFIX'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "describe" -d 'Show a repository: URI, creation time, image count, size'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a repository (one that holds images needs --force)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and not __fish_seen_subcommand_from list describe delete tag help" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and not __fish_seen_subcommand_from list describe delete tag help" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and not __fish_seen_subcommand_from list describe delete tag help" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and not __fish_seen_subcommand_from list describe delete tag help" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and not __fish_seen_subcommand_from list describe delete tag help" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and not __fish_seen_subcommand_from list describe delete tag help" -f -a "list" -d 'List a repository\'s images (digest and tag pairs)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and not __fish_seen_subcommand_from list describe delete tag help" -f -a "describe" -d 'Show an image (REPO:TAG or REPO@DIGEST), or every image of REPO'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and not __fish_seen_subcommand_from list describe delete tag help" -f -a "delete" -d 'Delete images: a tag removes the tag (an image left without tags goes too); a digest removes the image and its tags'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and not __fish_seen_subcommand_from list describe delete tag help" -f -a "tag" -d 'Give an existing image another tag'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and not __fish_seen_subcommand_from list describe delete tag help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -l tag-status -d 'Which images to list' -r -f -a "tagged\t''
+untagged\t''
+any\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from describe" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from describe" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from describe" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from describe" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from describe" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from delete" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from delete" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from tag" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from tag" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from tag" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from tag" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from tag" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "list" -d 'List a repository\'s images (digest and tag pairs)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "describe" -d 'Show an image (REPO:TAG or REPO@DIGEST), or every image of REPO'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete images: a tag removes the tag (an image left without tags goes too); a digest removes the image and its tags'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "tag" -d 'Give an existing image another tag'
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand completions" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
@@ -103,11 +202,21 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -l socket -d 'T
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s V -l version -d 'Print version'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon completions generate-docs help" -f -a "daemon" -d 'Start, stop and inspect the ecrld daemon'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon completions generate-docs help" -f -a "completions" -d 'Print a shell completion script'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon completions generate-docs help" -f -a "generate-docs" -d 'Write completion scripts and man pages into a directory (for packagers and the tests)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon completions generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image completions generate-docs help" -f -a "daemon" -d 'Start, stop and inspect the ecrld daemon'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image completions generate-docs help" -f -a "repo" -d 'Create, list, describe and delete repositories'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image completions generate-docs help" -f -a "image" -d 'List, describe, delete and tag images'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image completions generate-docs help" -f -a "completions" -d 'Print a shell completion script'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image completions generate-docs help" -f -a "generate-docs" -d 'Write completion scripts and man pages into a directory (for packagers and the tests)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image completions generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "start" -d 'Start ecrld in the background and wait until it answers'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "stop" -d 'Stop ecrld and wait until it is gone'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "status" -d 'Show whether ecrld runs, where it listens and what it stores (exit 3 when it does not run)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "logs" -d 'Print the log of an ecrld started with \'ecrl daemon start\''
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from repo" -f -a "create" -d 'Create a repository'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from repo" -f -a "list" -d 'List repositories, optionally those whose name starts with PREFIX'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from repo" -f -a "describe" -d 'Show a repository: URI, creation time, image count, size'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from repo" -f -a "delete" -d 'Delete a repository (one that holds images needs --force)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "list" -d 'List a repository\'s images (digest and tag pairs)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "describe" -d 'Show an image (REPO:TAG or REPO@DIGEST), or every image of REPO'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "delete" -d 'Delete images: a tag removes the tag (an image left without tags goes too); a digest removes the image and its tags'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "tag" -d 'Give an existing image another tag'

@@ -25,6 +25,36 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
+impl AppState {
+    /// `host:port` as clients should name the registry (`localhost` for loopback, where
+    /// docker allows plain HTTP).
+    pub fn registry_host(&self) -> String {
+        let ip = self.registry_addr.ip();
+        if ip.is_loopback() || ip.is_unspecified() {
+            format!("localhost:{}", self.registry_addr.port())
+        } else {
+            self.registry_addr.to_string()
+        }
+    }
+
+    pub fn repository_arn(&self, name: &ecrl::names::RepoName) -> String {
+        format!(
+            "arn:aws:ecr:{}:{}:repository/{name}",
+            self.config.region,
+            self.meta.account_id()
+        )
+    }
+
+    /// Removes a blob's content once no repository links it or holds it as a manifest.
+    pub async fn collect_if_unused(&self, digest: &ecrl::names::Digest) {
+        if !self.meta.read().blob_in_use(digest) {
+            if let Err(e) = self.store.delete(digest).await {
+                tracing::warn!(%digest, "cannot remove unused blob: {e}");
+            }
+        }
+    }
+}
+
 pub fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -17,6 +17,9 @@ pub const ENV_LOG_FORMAT: &str = "ECRL_LOG_FORMAT";
 /// The tracing filter both binaries read (`info`, `ecrld=debug`, ...).
 pub const ENV_LOG: &str = "ECRL_LOG";
 
+/// The region ARNs name when the config file names none.
+pub const DEFAULT_REGION: &str = "local";
+
 /// The registry's address when nothing else says.
 pub const DEFAULT_REGISTRY_ADDR: &str = "127.0.0.1:5000";
 
@@ -92,6 +95,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    /// The region in ARNs (`arn:aws:ecr:REGION:ACCOUNT:repository/NAME`).
+    pub region: Option<String>,
     #[serde(default)]
     pub registry: RegistryFileConfig,
 }
@@ -133,6 +138,7 @@ pub struct DaemonConfig {
     pub log_format: LogFormat,
     pub create_on_push: bool,
     pub upload_expiry: std::time::Duration,
+    pub region: String,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -227,6 +233,7 @@ pub fn resolve(
     };
     Ok(DaemonConfig {
         create_on_push: file.registry.create_on_push.unwrap_or(true),
+        region: file.region.unwrap_or_else(|| DEFAULT_REGION.to_string()),
         upload_expiry,
         data_dir,
         socket,

@@ -47,6 +47,7 @@ pub enum Principal {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[allow(dead_code)] // the registry maps both to their HTTP answers; policies produce them
 pub enum AuthError {
     /// No or bad credentials (401).
     #[error("authentication required")]

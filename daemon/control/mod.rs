@@ -4,6 +4,7 @@
 //! peers of another uid (root excepted), and routes the endpoints defined in `ecrl::api`.
 //! Handlers call into the daemon's services; they never touch files themselves.
 
+mod repos;
 mod system;
 
 use crate::app::AppState;
@@ -165,6 +166,7 @@ pub async fn serve(
 fn router(state: Arc<AppState>) -> Router {
     let app = Router::new();
     let app = system::routes(app);
+    let app = repos::routes(app);
     app.fallback(unknown_operation)
         .layer(axum::middleware::map_response(add_version_header))
         .with_state(state)

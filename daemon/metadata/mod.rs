@@ -121,6 +121,7 @@ type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(Option<(&Connection, &mut Index)>) -> (bool, Reply) + Send>;
 
 pub struct Metadata {
+    account_id: String,
     index: Arc<RwLock<Index>>,
     jobs: Mutex<mpsc::Sender<Job>>,
     pulls: Mutex<HashMap<(RepoName, Digest), i64>>,
@@ -141,6 +142,7 @@ impl Metadata {
         manifest_bytes: impl Fn(&Digest) -> std::io::Result<Bytes>,
     ) -> Result<Self, MetaError> {
         let conn = schema::open(&data_dir.join("metadata.db"))?;
+        let account_id = account_id(&conn)?;
         let index = Arc::new(RwLock::new(load(&conn, &manifest_bytes)?));
         let (tx, rx) = mpsc::channel::<Job>();
         let writer_index = index.clone();
@@ -149,10 +151,16 @@ impl Metadata {
             .spawn(move || writer(conn, rx, writer_index))
             .map_err(|e| MetaError::Db(e.to_string()))?;
         Ok(Metadata {
+            account_id,
             index,
             jobs: Mutex::new(tx),
             pulls: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The 12-digit account id this registry was given at its first start (ECR's registryId).
+    pub fn account_id(&self) -> &str {
+        &self.account_id
     }
 
     /// A read view of the index. Hold it briefly: writes wait for it.
@@ -330,7 +338,7 @@ impl Metadata {
                 }
             }
             let digest = manifest.digest;
-            if !entry.manifests.contains_key(&digest) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = entry.manifests.entry(digest) {
                 conn.execute(
                     "INSERT INTO manifests (repo, digest, media_type, artifact_type, subject, size,
                         image_size, refs, annotations, pushed_at, last_pulled_at)
@@ -351,7 +359,7 @@ impl Metadata {
                         manifest.pushed_at,
                     ],
                 )?;
-                entry.manifests.insert(digest, Arc::new(manifest));
+                slot.insert(Arc::new(manifest));
             }
             if let Some(tag) = tag {
                 conn.execute(
@@ -488,6 +496,26 @@ impl Metadata {
             .and_then(|p| p.get(&(repo.clone(), manifest.digest)).copied())
             .or(manifest.last_pulled_at)
     }
+}
+
+fn account_id(conn: &Connection) -> Result<String, MetaError> {
+    let existing: Option<String> = conn
+        .query_row(
+            "SELECT value FROM settings WHERE key = 'account_id'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    let random = uuid::Uuid::new_v4().as_u128();
+    let id = format!("{:012}", random % 1_000_000_000_000);
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES ('account_id', ?1)",
+        [&id],
+    )?;
+    Ok(id)
 }
 
 fn insert_repo(
@@ -701,4 +729,103 @@ fn load(
         }
     }
     Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Metadata {
+        Metadata::open(dir, |_| Ok(Bytes::from_static(b"{}"))).unwrap()
+    }
+
+    fn manifest(n: u8) -> Manifest {
+        Manifest {
+            digest: Digest::from_bytes([n; 32]),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            artifact_type: None,
+            subject: None,
+            size: 2,
+            image_size: 2,
+            refs: vec![],
+            annotations: None,
+            pushed_at: now_millis(),
+            last_pulled_at: None,
+            bytes: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopening_and_migrations_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo: RepoName = "team/app".parse().unwrap();
+        let account = {
+            let meta = open(dir.path());
+            meta.ensure_repo(&repo, true).await.unwrap();
+            meta.link_blob(&repo, Digest::from_bytes([9; 32]), 42)
+                .await
+                .unwrap();
+            meta.put_manifest(&repo, manifest(1), Some("v1".parse().unwrap()))
+                .await
+                .unwrap();
+            meta.account_id().to_string()
+        };
+        let meta = open(dir.path());
+        assert_eq!(meta.account_id(), account);
+        let index = meta.read();
+        let r = &index.repos[&repo];
+        assert_eq!(r.blobs[&Digest::from_bytes([9; 32])], 42);
+        assert_eq!(
+            r.tags[&"v1".parse::<Tag>().unwrap()],
+            Digest::from_bytes([1; 32])
+        );
+        let conn = Connection::open(dir.path().join("metadata.db")).unwrap();
+        let version: usize = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, schema::latest());
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_commit_together_and_a_failing_one_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(open(dir.path()));
+        let repo: RepoName = "r".parse().unwrap();
+        meta.create_repo(repo.clone(), TagMutability::Immutable, BTreeMap::new())
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..64u8 {
+            let (meta, repo) = (meta.clone(), repo.clone());
+            tasks.push(tokio::spawn(async move {
+                meta.link_blob(&repo, Digest::from_bytes([i; 32]), i as u64)
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        meta.put_manifest(&repo, manifest(1), Some("t".parse().unwrap()))
+            .await
+            .unwrap();
+        let err = meta
+            .put_manifest(&repo, manifest(2), Some("t".parse().unwrap()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, MetaError::TagImmutable { .. }));
+        assert!(matches!(
+            meta.create_repo(repo.clone(), TagMutability::Mutable, BTreeMap::new())
+                .await,
+            Err(MetaError::RepoExists(_))
+        ));
+        drop(meta);
+        let meta = open(dir.path());
+        let index = meta.read();
+        assert_eq!(index.repos[&repo].blobs.len(), 64);
+        assert_eq!(
+            index.repos[&repo].manifests.len(),
+            1,
+            "the refused manifest left nothing"
+        );
+    }
 }

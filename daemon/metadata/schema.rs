@@ -40,6 +40,8 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (repo, tag),
         FOREIGN KEY (repo, digest) REFERENCES manifests(repo, digest) ON DELETE CASCADE
     ) STRICT, WITHOUT ROWID;",
+    // 2: registry-wide settings (the generated account id).
+    "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;",
 ];
 
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {

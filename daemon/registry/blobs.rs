@@ -157,17 +157,8 @@ pub async fn delete(state: &Shared, repo: &RepoName, digest: Digest) -> Result<R
     if !state.meta.unlink_blob(repo, digest).await? {
         return Err(blob_unknown(repo, &digest));
     }
-    collect_if_unused(state, &digest).await;
+    state.collect_if_unused(&digest).await;
     Ok(empty(StatusCode::ACCEPTED, &[]))
-}
-
-/// Removes a blob's content once no repository links it any more.
-pub async fn collect_if_unused(state: &Shared, digest: &Digest) {
-    if !state.meta.read().blob_in_use(digest) {
-        if let Err(e) = state.store.delete(digest).await {
-            tracing::warn!(%digest, "cannot remove unused blob: {e}");
-        }
-    }
 }
 
 /// The `from` repository of a cross-repository mount.

@@ -3,7 +3,7 @@
 use crate::auth::AuthError;
 use crate::metadata::MetaError;
 use crate::storage::StoreError;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ecrl::names::NameError;
 use oci_spec::distribution::{ErrorCode, ErrorInfoBuilder, ErrorResponseBuilder};
@@ -13,7 +13,8 @@ pub struct RegistryError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
-    pub headers: HeaderMap,
+    /// Extra response headers (`Range`, `Location`); few, so a Vec keeps errors small.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl RegistryError {
@@ -22,13 +23,14 @@ impl RegistryError {
             status,
             code,
             message: message.into(),
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
         }
     }
 
     pub fn header(mut self, name: HeaderName, value: impl AsRef<str>) -> Self {
         if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
-            self.headers.insert(name, v);
+            self.headers.retain(|(n, _)| *n != name);
+            self.headers.push((name, v));
         }
         self
     }
@@ -66,7 +68,9 @@ impl IntoResponse for RegistryError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        response.headers_mut().extend(self.headers);
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
         response
     }
 }

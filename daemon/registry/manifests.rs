@@ -1,7 +1,7 @@
 //! Manifest routes (GET / HEAD / PUT / DELETE by tag or digest), tag listing, the catalog and
 //! the referrers API.
 
-use super::{blobs, empty, paginate, query_param, RegistryError, Result, Shared, CONTENT_DIGEST};
+use super::{empty, paginate, query_param, RegistryError, Result, Shared, CONTENT_DIGEST};
 use crate::metadata::{now_millis, Manifest, TagMutability};
 use axum::body::Body;
 use axum::http::request::Parts;
@@ -335,7 +335,7 @@ pub async fn delete(state: &Shared, repo: &RepoName, reference: Reference) -> Re
             if state.meta.delete_manifest(repo, *digest).await?.is_none() {
                 return Err(manifest_unknown(repo, &reference));
             }
-            blobs::collect_if_unused(state, digest).await;
+            state.collect_if_unused(digest).await;
         }
     }
     Ok(empty(StatusCode::ACCEPTED, &[]))

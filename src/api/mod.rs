@@ -4,6 +4,7 @@
 //! and response types are defined here once. The client has one generic call and the daemon
 //! routes by the same constants, so neither side writes a URL by hand.
 
+pub mod repos;
 pub mod system;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -77,6 +78,11 @@ pub enum ErrorCode {
     Internal,
     /// The daemon is shutting down.
     ShuttingDown,
+    RepositoryNotFound,
+    RepositoryAlreadyExists,
+    RepositoryNotEmpty,
+    ImageNotFound,
+    ImageTagAlreadyExists,
     /// A code this client does not know yet.
     #[serde(other)]
     Unknown,
@@ -87,7 +93,12 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::InvalidParameter => 400,
-            ErrorCode::UnknownOperation => 404,
+            ErrorCode::UnknownOperation
+            | ErrorCode::RepositoryNotFound
+            | ErrorCode::ImageNotFound => 404,
+            ErrorCode::RepositoryAlreadyExists
+            | ErrorCode::RepositoryNotEmpty
+            | ErrorCode::ImageTagAlreadyExists => 409,
             ErrorCode::ShuttingDown => 503,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
         }

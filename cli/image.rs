@@ -1,0 +1,250 @@
+//! `ecrl image list|describe|delete|tag`.
+
+use crate::app::{block_on, Context, UsageError};
+use crate::output::{self, human_bytes, Table};
+use clap::{Subcommand, ValueEnum};
+use ecrl::api::repos::*;
+use ecrl::names::{ImageRef, Reference, Tag};
+use std::process::ExitCode;
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// List a repository's images (digest and tag pairs)
+    List {
+        /// Repository name
+        repository: String,
+        /// Which images to list
+        #[arg(long, value_enum, default_value = "any", ignore_case = true)]
+        tag_status: TagStatus,
+    },
+    /// Show an image (REPO:TAG or REPO@DIGEST), or every image of REPO
+    Describe {
+        /// REPO, REPO:TAG or REPO@DIGEST
+        image: String,
+    },
+    /// Delete images: a tag removes the tag (an image left without tags goes too); a digest
+    /// removes the image and its tags
+    Delete {
+        /// REPO:TAG or REPO@DIGEST, all in one repository
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Give an existing image another tag
+    Tag {
+        /// REPO:TAG or REPO@DIGEST of the image
+        image: String,
+        /// The new tag
+        tag: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TagStatus {
+    Tagged,
+    Untagged,
+    Any,
+}
+
+fn parse_image(text: &str) -> anyhow::Result<ImageRef> {
+    text.parse::<ImageRef>()
+        .map_err(|e| UsageError(format!("{text:?}: {e}")).into())
+}
+
+fn image_id(reference: &Option<Reference>) -> ImageId {
+    match reference {
+        Some(Reference::Tag(t)) => ImageId {
+            image_tag: Some(t.to_string()),
+            image_digest: None,
+        },
+        Some(Reference::Digest(d)) => ImageId {
+            image_digest: Some(d.to_string()),
+            image_tag: None,
+        },
+        None => ImageId::default(),
+    }
+}
+
+pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<ExitCode> {
+    let client = ctx.client()?;
+    match command {
+        ImageCommand::List {
+            repository,
+            tag_status,
+        } => {
+            let request = ListImagesRequest {
+                repository_name: repository,
+                tag_status: Some(
+                    match tag_status {
+                        TagStatus::Tagged => "TAGGED",
+                        TagStatus::Untagged => "UNTAGGED",
+                        TagStatus::Any => "ANY",
+                    }
+                    .into(),
+                ),
+            };
+            let response = block_on(client.call::<ListImages>(&request))??;
+            output::print(ctx.output, &response)?;
+        }
+        ImageCommand::Describe { image } => {
+            let image = parse_image(&image)?;
+            let id = image_id(&image.reference);
+            let request = DescribeImagesRequest {
+                repository_name: image.repository.to_string(),
+                image_tag: id.image_tag,
+                image_digest: id.image_digest,
+            };
+            let response = block_on(client.call::<DescribeImages>(&request))??;
+            output::print(ctx.output, &response)?;
+        }
+        ImageCommand::Delete { images } => {
+            let mut repository = None;
+            let mut ids = Vec::new();
+            for text in &images {
+                let image = parse_image(text)?;
+                if image.reference.is_none() {
+                    return Err(UsageError(format!(
+                        "{text:?}: name the image as REPO:TAG or REPO@DIGEST"
+                    ))
+                    .into());
+                }
+                match &repository {
+                    None => repository = Some(image.repository.clone()),
+                    Some(r) if *r != image.repository => {
+                        return Err(UsageError(format!(
+                        "{text:?}: all images of one delete must be in the same repository ({r})"
+                    ))
+                        .into())
+                    }
+                    Some(_) => {}
+                }
+                ids.push(image_id(&image.reference));
+            }
+            let request = BatchDeleteImageRequest {
+                repository_name: repository.map(|r| r.to_string()).unwrap_or_default(),
+                image_ids: ids,
+            };
+            let response = block_on(client.call::<BatchDeleteImage>(&request))??;
+            for failure in &response.failures {
+                ctx.note(format!(
+                    "error: {}: {} ({})",
+                    failure
+                        .image_id
+                        .image_tag
+                        .as_ref()
+                        .or(failure.image_id.image_digest.as_ref())
+                        .cloned()
+                        .unwrap_or_default(),
+                    failure.failure_reason,
+                    failure.failure_code
+                ));
+            }
+            output::print(ctx.output, &response)?;
+            if !response.failures.is_empty() {
+                return Ok(ExitCode::from(crate::app::exit::FAILED));
+            }
+        }
+        ImageCommand::Tag { image, tag } => {
+            let image = parse_image(&image)?;
+            if image.reference.is_none() {
+                return Err(UsageError("name the image as REPO:TAG or REPO@DIGEST".into()).into());
+            }
+            let tag: Tag = tag
+                .parse()
+                .map_err(|e| UsageError(format!("{tag:?}: {e}")))?;
+            let request = TagImageRequest {
+                repository_name: image.repository.to_string(),
+                source: image_id(&image.reference),
+                image_tag: tag.to_string(),
+            };
+            let response = block_on(client.call::<TagImage>(&request))??;
+            output::print(ctx.output, &response)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn short(digest: &str) -> String {
+    digest
+        .strip_prefix("sha256:")
+        .map(|h| format!("sha256:{}", &h[..h.len().min(12)]))
+        .unwrap_or_else(|| digest.to_string())
+}
+
+impl Table for ListImagesResponse {
+    fn table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .image_ids
+            .iter()
+            .map(|id| {
+                vec![
+                    id.image_tag.clone().unwrap_or_else(|| "<untagged>".into()),
+                    id.image_digest.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        output::columns(&["TAG", "DIGEST"], &rows)
+    }
+}
+
+impl Table for DescribeImagesResponse {
+    fn table(&self) -> String {
+        if let [d] = self.image_details.as_slice() {
+            let mut rows = vec![
+                ("repository", d.repository_name.clone()),
+                ("digest", d.image_digest.clone()),
+                ("tags", d.image_tags.join(", ")),
+                ("size", human_bytes(d.image_size_in_bytes)),
+                ("media type", d.image_manifest_media_type.clone()),
+            ];
+            if let Some(t) = &d.artifact_media_type {
+                rows.push(("artifact type", t.clone()));
+            }
+            rows.push(("pushed", d.image_pushed_at.clone()));
+            rows.push((
+                "last pulled",
+                d.last_recorded_pull_time
+                    .clone()
+                    .unwrap_or_else(|| "never".into()),
+            ));
+            return output::key_values(&rows);
+        }
+        let rows: Vec<Vec<String>> = self
+            .image_details
+            .iter()
+            .map(|d| {
+                vec![
+                    short(&d.image_digest),
+                    if d.image_tags.is_empty() {
+                        "<untagged>".into()
+                    } else {
+                        d.image_tags.join(",")
+                    },
+                    human_bytes(d.image_size_in_bytes),
+                    d.image_pushed_at.clone(),
+                    d.last_recorded_pull_time
+                        .clone()
+                        .unwrap_or_else(|| "never".into()),
+                ]
+            })
+            .collect();
+        output::columns(&["DIGEST", "TAGS", "SIZE", "PUSHED", "LAST PULLED"], &rows)
+    }
+}
+
+impl Table for BatchDeleteImageResponse {
+    fn table(&self) -> String {
+        self.image_ids
+            .iter()
+            .map(|id| {
+                format!(
+                    "deleted {}{}\n",
+                    id.image_tag
+                        .as_ref()
+                        .map(|t| format!("tag {t} of "))
+                        .unwrap_or_default(),
+                    id.image_digest.clone().unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}

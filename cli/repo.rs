@@ -1,0 +1,144 @@
+//! `ecrl repo create|list|describe|delete`.
+
+use crate::app::{block_on, Context, UsageError};
+use crate::output::{self, human_bytes, Table};
+use clap::{Args, Subcommand, ValueEnum};
+use ecrl::api::repos::*;
+use std::process::ExitCode;
+
+#[derive(Subcommand, Debug)]
+pub enum RepoCommand {
+    /// Create a repository
+    Create(CreateArgs),
+    /// List repositories, optionally those whose name starts with PREFIX
+    List {
+        /// Only repositories whose name starts with this
+        prefix: Option<String>,
+    },
+    /// Show a repository: URI, creation time, image count, size
+    Describe {
+        /// Repository name, e.g. team/app
+        name: String,
+    },
+    /// Delete a repository (one that holds images needs --force)
+    Delete {
+        /// Repository name
+        name: String,
+        /// Delete it even if it holds images
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum Mutability {
+    Mutable,
+    Immutable,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Repository name, e.g. team/app (lowercase, '/'-separated)
+    pub name: String,
+    /// Whether a pushed tag may later point at another image
+    #[arg(long, value_enum, default_value = "MUTABLE", ignore_case = true)]
+    pub tag_mutability: Mutability,
+    /// A resource tag KEY=VALUE (repeatable)
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+}
+
+pub fn run(ctx: &Context, command: RepoCommand) -> anyhow::Result<ExitCode> {
+    let client = ctx.client()?;
+    match command {
+        RepoCommand::Create(args) => {
+            let mut tags = Vec::new();
+            for tag in &args.tags {
+                let (key, value) = tag
+                    .split_once('=')
+                    .ok_or_else(|| UsageError(format!("--tag {tag:?}: expected KEY=VALUE")))?;
+                tags.push(ResourceTag {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                });
+            }
+            let request = CreateRepositoryRequest {
+                repository_name: args.name,
+                image_tag_mutability: Some(
+                    match args.tag_mutability {
+                        Mutability::Mutable => "MUTABLE",
+                        Mutability::Immutable => "IMMUTABLE",
+                    }
+                    .to_string(),
+                ),
+                tags,
+            };
+            let response = block_on(client.call::<CreateRepository>(&request))??;
+            output::print(ctx.output, &response)?;
+        }
+        RepoCommand::List { prefix } => {
+            let response =
+                block_on(client.call::<ListRepositories>(&ListRepositoriesRequest { prefix }))??;
+            output::print(ctx.output, &response)?;
+        }
+        RepoCommand::Describe { name } => {
+            let response = block_on(client.call::<DescribeRepository>(&RepositoryName {
+                repository_name: name,
+            }))??;
+            output::print(ctx.output, &response)?;
+        }
+        RepoCommand::Delete { name, force } => {
+            let response = block_on(client.call::<DeleteRepository>(&DeleteRepositoryRequest {
+                repository_name: name,
+                force,
+            }))??;
+            output::print(ctx.output, &response)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Table for RepositoryResponse {
+    fn table(&self) -> String {
+        let r = &self.repository;
+        let mut rows = vec![
+            ("name", r.repository_name.clone()),
+            ("uri", r.repository_uri.clone()),
+            ("arn", r.repository_arn.clone()),
+            ("created", r.created_at.clone()),
+            ("tag mutability", r.image_tag_mutability.clone()),
+            ("images", r.image_count.to_string()),
+            ("size", human_bytes(r.size_in_bytes)),
+        ];
+        if !r.tags.is_empty() {
+            let tags: Vec<String> = r
+                .tags
+                .iter()
+                .map(|t| format!("{}={}", t.key, t.value))
+                .collect();
+            rows.push(("tags", tags.join(", ")));
+        }
+        output::key_values(&rows)
+    }
+}
+
+impl Table for ListRepositoriesResponse {
+    fn table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .repositories
+            .iter()
+            .map(|r| {
+                vec![
+                    r.repository_name.clone(),
+                    r.repository_uri.clone(),
+                    r.image_count.to_string(),
+                    human_bytes(r.size_in_bytes),
+                    r.image_tag_mutability.clone(),
+                    r.created_at.clone(),
+                ]
+            })
+            .collect();
+        output::columns(&["NAME", "URI", "IMAGES", "SIZE", "TAGS", "CREATED"], &rows)
+    }
+}

@@ -1,0 +1,446 @@
+//! Repository and image operations for the CLI: ECR's CreateRepository, DescribeRepositories,
+//! DeleteRepository, ListImages, DescribeImages, BatchDeleteImage and PutImage (re-tag).
+
+use super::{endpoint, Peer, Shared};
+use crate::metadata::{Manifest, MetaError, Repo, TagMutability};
+use axum::Router;
+use ecrl::api::repos::*;
+use ecrl::api::{ApiError, ErrorCode};
+use ecrl::names::{Digest, RepoName, Tag};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub fn routes(router: Router<Shared>) -> Router<Shared> {
+    let router = endpoint::<CreateRepository, _, _>(router, create);
+    let router = endpoint::<ListRepositories, _, _>(router, list);
+    let router = endpoint::<DescribeRepository, _, _>(router, describe);
+    let router = endpoint::<DeleteRepository, _, _>(router, delete);
+    let router = endpoint::<ListImages, _, _>(router, list_images);
+    let router = endpoint::<DescribeImages, _, _>(router, describe_images);
+    let router = endpoint::<BatchDeleteImage, _, _>(router, delete_images);
+    endpoint::<TagImage, _, _>(router, tag_image)
+}
+
+fn invalid(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::InvalidParameter, e.to_string())
+}
+
+fn repo_name(name: &str) -> Result<RepoName, ApiError> {
+    name.parse().map_err(invalid)
+}
+
+impl From<MetaError> for ApiError {
+    fn from(e: MetaError) -> Self {
+        let code = match &e {
+            MetaError::RepoNotFound(_) => ErrorCode::RepositoryNotFound,
+            MetaError::RepoExists(_) => ErrorCode::RepositoryAlreadyExists,
+            MetaError::RepoNotEmpty(_) => ErrorCode::RepositoryNotEmpty,
+            MetaError::TagImmutable { .. } => ErrorCode::ImageTagAlreadyExists,
+            MetaError::ManifestNotFound { .. } => ErrorCode::ImageNotFound,
+            MetaError::Db(_) => ErrorCode::Internal,
+        };
+        let message = match &e {
+            MetaError::RepoNotFound(name) => {
+                format!("repository {name} does not exist; 'ecrl repo list' shows the ones that do")
+            }
+            MetaError::RepoNotEmpty(name) => {
+                format!("repository {name} still holds images; delete them first or pass --force")
+            }
+            _ => e.to_string(),
+        };
+        ApiError::new(code, message)
+    }
+}
+
+pub fn rfc3339(millis: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn repository(state: &Shared, name: &RepoName, repo: &Repo) -> Repository {
+    let size_in_bytes = repo.blobs.values().sum::<u64>()
+        + repo
+            .manifests
+            .values()
+            .filter(|m| !repo.blobs.contains_key(&m.digest))
+            .map(|m| m.size)
+            .sum::<u64>();
+    Repository {
+        repository_arn: state.repository_arn(name),
+        registry_id: state.meta.account_id().to_string(),
+        repository_name: name.to_string(),
+        repository_uri: format!("{}/{name}", state.registry_host()),
+        created_at: rfc3339(repo.created_at),
+        image_tag_mutability: match repo.mutability {
+            TagMutability::Mutable => "MUTABLE",
+            TagMutability::Immutable => "IMMUTABLE",
+        }
+        .to_string(),
+        image_scanning_configuration: ScanningConfiguration::default(),
+        encryption_configuration: EncryptionConfiguration {
+            encryption_type: "AES256".into(),
+        },
+        tags: repo
+            .resource_tags
+            .iter()
+            .map(|(k, v)| ResourceTag {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+        image_count: repo.manifests.len() as u64,
+        size_in_bytes,
+    }
+}
+
+async fn create(
+    state: Shared,
+    _: Peer,
+    req: CreateRepositoryRequest,
+) -> Result<RepositoryResponse, ApiError> {
+    let name = repo_name(&req.repository_name)?;
+    let mutability = match req.image_tag_mutability.as_deref() {
+        None | Some("MUTABLE") => TagMutability::Mutable,
+        Some("IMMUTABLE") => TagMutability::Immutable,
+        Some(other) => {
+            return Err(invalid(format!(
+                "imageTagMutability {other:?}: expected MUTABLE or IMMUTABLE"
+            )))
+        }
+    };
+    let mut tags = BTreeMap::new();
+    for tag in req.tags {
+        if tag.key.is_empty() || tag.key.len() > 128 || tag.value.len() > 256 {
+            return Err(invalid(format!(
+                "tag {:?}: keys are 1-128 characters, values at most 256",
+                tag.key
+            )));
+        }
+        tags.insert(tag.key, tag.value);
+    }
+    let repo = state
+        .meta
+        .create_repo(name.clone(), mutability, tags)
+        .await?;
+    tracing::info!(repository = %name, "repository created");
+    Ok(RepositoryResponse {
+        repository: repository(&state, &name, &repo),
+    })
+}
+
+async fn list(
+    state: Shared,
+    _: Peer,
+    req: ListRepositoriesRequest,
+) -> Result<ListRepositoriesResponse, ApiError> {
+    let index = state.meta.read();
+    let prefix = req.prefix.unwrap_or_default();
+    Ok(ListRepositoriesResponse {
+        repositories: index
+            .repos
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with(&prefix))
+            .map(|(name, repo)| repository(&state, name, repo))
+            .collect(),
+    })
+}
+
+async fn describe(
+    state: Shared,
+    _: Peer,
+    req: RepositoryName,
+) -> Result<RepositoryResponse, ApiError> {
+    let name = repo_name(&req.repository_name)?;
+    let index = state.meta.read();
+    let repo = index
+        .repos
+        .get(&name)
+        .ok_or_else(|| ApiError::from(MetaError::RepoNotFound(name.clone())))?;
+    Ok(RepositoryResponse {
+        repository: repository(&state, &name, repo),
+    })
+}
+
+async fn delete(
+    state: Shared,
+    _: Peer,
+    req: DeleteRepositoryRequest,
+) -> Result<RepositoryResponse, ApiError> {
+    let name = repo_name(&req.repository_name)?;
+    let described = {
+        let index = state.meta.read();
+        let repo = index
+            .repos
+            .get(&name)
+            .ok_or_else(|| ApiError::from(MetaError::RepoNotFound(name.clone())))?;
+        repository(&state, &name, repo)
+    };
+    let digests = state.meta.delete_repo(name.clone(), req.force).await?;
+    for digest in digests {
+        state.collect_if_unused(&digest).await;
+    }
+    tracing::info!(repository = %name, "repository deleted");
+    Ok(RepositoryResponse {
+        repository: described,
+    })
+}
+
+fn detail(state: &Shared, name: &RepoName, repo: &Repo, m: &Manifest) -> ImageDetail {
+    let mut tags: Vec<String> = repo
+        .tags
+        .iter()
+        .filter(|(_, d)| **d == m.digest)
+        .map(|(t, _)| t.to_string())
+        .collect();
+    tags.sort();
+    ImageDetail {
+        registry_id: state.meta.account_id().to_string(),
+        repository_name: name.to_string(),
+        image_digest: m.digest.to_string(),
+        image_tags: tags,
+        image_size_in_bytes: m.image_size,
+        image_pushed_at: rfc3339(m.pushed_at),
+        image_manifest_media_type: m.media_type.clone(),
+        artifact_media_type: m.artifact_type.clone(),
+        last_recorded_pull_time: state.meta.last_pulled(name, m).map(rfc3339),
+    }
+}
+
+async fn list_images(
+    state: Shared,
+    _: Peer,
+    req: ListImagesRequest,
+) -> Result<ListImagesResponse, ApiError> {
+    let name = repo_name(&req.repository_name)?;
+    let status = req
+        .tag_status
+        .as_deref()
+        .unwrap_or("ANY")
+        .to_ascii_uppercase();
+    let (tagged, untagged) = match status.as_str() {
+        "ANY" => (true, true),
+        "TAGGED" => (true, false),
+        "UNTAGGED" => (false, true),
+        other => {
+            return Err(invalid(format!(
+                "tagStatus {other:?}: expected TAGGED, UNTAGGED or ANY"
+            )))
+        }
+    };
+    let index = state.meta.read();
+    let repo = index
+        .repos
+        .get(&name)
+        .ok_or_else(|| ApiError::from(MetaError::RepoNotFound(name.clone())))?;
+    let mut ids = Vec::new();
+    if tagged {
+        ids.extend(repo.tags.iter().map(|(t, d)| ImageId {
+            image_digest: Some(d.to_string()),
+            image_tag: Some(t.to_string()),
+        }));
+    }
+    if untagged {
+        let mut digests: Vec<&Digest> = repo
+            .manifests
+            .keys()
+            .filter(|d| !repo.tags.values().any(|t| t == *d))
+            .collect();
+        digests.sort();
+        ids.extend(digests.into_iter().map(|d| ImageId {
+            image_digest: Some(d.to_string()),
+            image_tag: None,
+        }));
+    }
+    Ok(ListImagesResponse { image_ids: ids })
+}
+
+/// The manifest an image id names in a repository.
+fn find(repo: &Repo, id: &ImageId) -> Result<Arc<Manifest>, (String, String)> {
+    let by_tag = match &id.image_tag {
+        Some(tag) => {
+            let tag: Tag = tag
+                .parse()
+                .map_err(|e: ecrl::names::NameError| ("InvalidImageTag".into(), e.to_string()))?;
+            Some(
+                *repo
+                    .tags
+                    .get(&tag)
+                    .ok_or(("ImageNotFound".to_string(), format!("tag {tag} not found")))?,
+            )
+        }
+        None => None,
+    };
+    let by_digest = match &id.image_digest {
+        Some(d) => Some(
+            d.parse::<Digest>()
+                .map_err(|e| ("InvalidImageDigest".to_string(), e.to_string()))?,
+        ),
+        None => None,
+    };
+    let digest = match (by_tag, by_digest) {
+        (Some(a), Some(b)) if a != b => {
+            return Err((
+                "ImageNotFound".into(),
+                "the tag does not point at that digest".into(),
+            ))
+        }
+        (Some(d), _) | (None, Some(d)) => d,
+        (None, None) => {
+            return Err((
+                "MissingDigestAndTag".into(),
+                "an image id needs a tag or a digest".into(),
+            ))
+        }
+    };
+    repo.manifests
+        .get(&digest)
+        .cloned()
+        .ok_or(("ImageNotFound".into(), format!("image {digest} not found")))
+}
+
+async fn describe_images(
+    state: Shared,
+    _: Peer,
+    req: DescribeImagesRequest,
+) -> Result<DescribeImagesResponse, ApiError> {
+    let name = repo_name(&req.repository_name)?;
+    let index = state.meta.read();
+    let repo = index
+        .repos
+        .get(&name)
+        .ok_or_else(|| ApiError::from(MetaError::RepoNotFound(name.clone())))?;
+    let mut details = if req.image_tag.is_none() && req.image_digest.is_none() {
+        repo.manifests
+            .values()
+            .map(|m| detail(&state, &name, repo, m))
+            .collect::<Vec<_>>()
+    } else {
+        let id = ImageId {
+            image_digest: req.image_digest,
+            image_tag: req.image_tag,
+        };
+        let m = find(repo, &id).map_err(|(code, reason)| {
+            let code = if code == "ImageNotFound" {
+                ErrorCode::ImageNotFound
+            } else {
+                ErrorCode::InvalidParameter
+            };
+            ApiError::new(code, format!("{name}: {reason}"))
+        })?;
+        vec![detail(&state, &name, repo, &m)]
+    };
+    details.sort_by(|a, b| {
+        b.image_pushed_at
+            .cmp(&a.image_pushed_at)
+            .then(a.image_digest.cmp(&b.image_digest))
+    });
+    Ok(DescribeImagesResponse {
+        image_details: details,
+    })
+}
+
+async fn delete_images(
+    state: Shared,
+    _: Peer,
+    req: BatchDeleteImageRequest,
+) -> Result<BatchDeleteImageResponse, ApiError> {
+    let name = repo_name(&req.repository_name)?;
+    if !state.meta.read().repos.contains_key(&name) {
+        return Err(MetaError::RepoNotFound(name).into());
+    }
+    let mut deleted = Vec::new();
+    let mut failures = Vec::new();
+    for id in req.image_ids {
+        let fail = |code: String, reason: String| ImageFailure {
+            image_id: id.clone(),
+            failure_code: code,
+            failure_reason: reason,
+        };
+        let found = {
+            let index = state.meta.read();
+            match index.repos.get(&name) {
+                Some(repo) => find(repo, &id).map(|m| {
+                    let referenced = repo
+                        .manifests
+                        .values()
+                        .any(|other| other.digest != m.digest && other.refs.contains(&m.digest));
+                    (m, referenced)
+                }),
+                None => Err(("RepositoryNotFound".into(), format!("{name} was deleted"))),
+            }
+        };
+        let (manifest, referenced) = match found {
+            Ok(found) => found,
+            Err((code, reason)) => {
+                failures.push(fail(code, reason));
+                continue;
+            }
+        };
+        let digest = manifest.digest;
+        // A tag alone removes the tag; the image goes only when no tag is left.
+        let remove_image = match (&id.image_tag, &id.image_digest) {
+            (Some(tag), None) => {
+                let tag: Tag = tag.parse().map_err(invalid)?;
+                state.meta.delete_tag(&name, tag).await?;
+                let index = state.meta.read();
+                !index
+                    .repos
+                    .get(&name)
+                    .is_some_and(|r| r.tags.values().any(|d| *d == digest))
+            }
+            _ => true,
+        };
+        if remove_image {
+            if referenced {
+                failures.push(fail(
+                    "ImageReferencedByManifestList".into(),
+                    format!("image {digest} is referenced by a manifest list or index in {name}"),
+                ));
+                continue;
+            }
+            state.meta.delete_manifest(&name, digest).await?;
+            state.collect_if_unused(&digest).await;
+        }
+        deleted.push(ImageId {
+            image_digest: Some(digest.to_string()),
+            image_tag: id.image_tag.clone(),
+        });
+    }
+    Ok(BatchDeleteImageResponse {
+        image_ids: deleted,
+        failures,
+    })
+}
+
+async fn tag_image(
+    state: Shared,
+    _: Peer,
+    req: TagImageRequest,
+) -> Result<DescribeImagesResponse, ApiError> {
+    let name = repo_name(&req.repository_name)?;
+    let tag: Tag = req.image_tag.parse().map_err(invalid)?;
+    let manifest = {
+        let index = state.meta.read();
+        let repo = index
+            .repos
+            .get(&name)
+            .ok_or_else(|| ApiError::from(MetaError::RepoNotFound(name.clone())))?;
+        find(repo, &req.source).map_err(|(_, reason)| {
+            ApiError::new(ErrorCode::ImageNotFound, format!("{name}: {reason}"))
+        })?
+    };
+    state.meta.tag_manifest(&name, manifest.digest, tag).await?;
+    let index = state.meta.read();
+    let repo = index
+        .repos
+        .get(&name)
+        .ok_or_else(|| ApiError::from(MetaError::RepoNotFound(name.clone())))?;
+    Ok(DescribeImagesResponse {
+        image_details: vec![detail(&state, &name, repo, &manifest)],
+    })
+}
