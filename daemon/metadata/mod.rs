@@ -123,7 +123,7 @@ type Job = Box<dyn FnOnce(Option<(&Connection, &mut Index)>) -> (bool, Reply) + 
 pub struct Metadata {
     account_id: String,
     index: Arc<RwLock<Index>>,
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
     pulls: Mutex<HashMap<(RepoName, Digest), i64>>,
 }
 
@@ -153,7 +153,7 @@ impl Metadata {
         Ok(Metadata {
             account_id,
             index,
-            jobs: Mutex::new(tx),
+            jobs: tx,
             pulls: Mutex::new(HashMap::new()),
         })
     }
@@ -200,8 +200,6 @@ impl Metadata {
             },
         );
         self.jobs
-            .lock()
-            .map_err(|_| MetaError::Db("writer lock poisoned".into()))?
             .send(job)
             .map_err(|_| MetaError::Db("the metadata writer has stopped".into()))?;
         rx.await
