@@ -1077,6 +1077,32 @@ fn mount_without_from_is_201_when_any_repository_holds_the_blob_and_202_otherwis
     assert_status(&reg.head(&format!("/v2/taker/blobs/{absent}")), 404);
 }
 
+#[test]
+fn mount_with_invalid_arguments_falls_back_to_an_upload_session() {
+    let reg = Registry::start();
+    let data = bytes("fallback", 900);
+    let digest = push_blob(&reg, "holder", &data);
+    // "If a mount fails due to invalid repository or digest arguments, the registry will fall
+    // back to the standard upload behavior and return a 202 Accepted".
+    for query in [
+        "mount=sha256:abc&from=holder".to_string(),
+        format!("mount=md5:{}&from=holder", "a".repeat(32)),
+        format!("mount={digest}&from=Not..A..Name"),
+        format!("mount={digest}&from="),
+    ] {
+        let resp = reg
+            .post(&format!("/v2/taker/blobs/uploads/?{query}"))
+            .send()
+            .unwrap();
+        assert_status(&resp, 202);
+        let location = header(&resp, "location");
+        assert!(location.starts_with("/v2/taker/blobs/uploads/"), "{query}");
+        // An invalid `from` must not widen the mount to "any repository".
+        assert_status(&reg.head(&format!("/v2/taker/blobs/{digest}")), 404);
+        assert_status(&reg.delete(&location), 204);
+    }
+}
+
 // --- blob reads and deletes -----------------------------------------------------------------
 
 #[test]

@@ -170,11 +170,14 @@ pub async fn collect_if_unused(state: &Shared, digest: &Digest) {
     }
 }
 
-/// The `from` repository of a cross-repository mount.
-pub fn mount_source(uri: &Uri) -> Result<Option<RepoName>> {
-    match query_param(uri, "mount").and(query_param(uri, "from")) {
-        Some(from) => Ok(Some(from.parse()?)),
-        None => Ok(None),
+/// The cross-repository mount a POST asks for: the digest, and the `from` repository (`None`:
+/// any repository). `None` when it asks for none, and when `mount` is not a digest or `from`
+/// not a repository name: the spec then falls back to an ordinary upload session (202).
+pub fn mount_request(uri: &Uri) -> Option<(Digest, Option<RepoName>)> {
+    let digest = query_param(uri, "mount")?.parse().ok()?;
+    match query_param(uri, "from") {
+        Some(from) => Some((digest, Some(from.parse().ok()?))),
+        None => Some((digest, None)),
     }
 }
 
@@ -182,7 +185,7 @@ pub fn mount_source(uri: &Uri) -> Result<Option<RepoName>> {
 pub async fn start(
     state: &Shared,
     repo: RepoName,
-    from: Option<RepoName>,
+    mount: Option<(Digest, Option<RepoName>)>,
     parts: &Parts,
     body: Body,
 ) -> Result<Response> {
@@ -191,8 +194,7 @@ pub async fn start(
         .ensure_repo(&repo, state.config.create_on_push)
         .await?;
     let uri = &parts.uri;
-    if let Some(mount) = query_param(uri, "mount") {
-        let digest: Digest = mount.parse()?;
+    if let Some((digest, from)) = mount {
         let size = {
             let index = state.meta.read();
             match &from {
