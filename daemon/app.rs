@@ -1,9 +1,12 @@
 //! The daemon's life: take the data dir, bind the control socket and the registry port,
 //! serve until a signal or a shutdown request, then drain and clean up.
 
+use crate::storage::UploadId;
 use crate::{control, lock::DataDirLock, metadata::Metadata, registry, storage::BlobStore};
 use anyhow::Context;
 use ecrl::config::DaemonConfig;
+use ecrl::names::{Digest, RepoName};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
@@ -22,6 +25,11 @@ pub struct AppState {
     pub started_at: time::OffsetDateTime,
     pub store: BlobStore,
     pub meta: Metadata,
+    /// Serialises, per digest, "content is written and linked" against "content nobody
+    /// links is removed", so a delete never removes a blob a concurrent push just stored.
+    blob_locks: Box<[tokio::sync::Mutex<()>; 256]>,
+    /// The repository each open upload session belongs to: a session is only usable there.
+    upload_owners: std::sync::Mutex<HashMap<UploadId, RepoName>>,
     pub shutdown: CancellationToken,
 }
 
@@ -37,7 +45,7 @@ impl AppState {
         }
     }
 
-    pub fn repository_arn(&self, name: &ecrl::names::RepoName) -> String {
+    pub fn repository_arn(&self, name: &RepoName) -> String {
         format!(
             "arn:aws:ecr:{}:{}:repository/{name}",
             self.config.region,
@@ -45,8 +53,33 @@ impl AppState {
         )
     }
 
+    /// Held while a digest's content is stored and linked, or checked and removed.
+    pub async fn lock_blob(&self, digest: &Digest) -> tokio::sync::MutexGuard<'_, ()> {
+        self.blob_locks[digest.bytes()[0] as usize].lock().await
+    }
+
+    pub fn own_upload(&self, id: UploadId, repo: RepoName) {
+        if let Ok(mut owners) = self.upload_owners.lock() {
+            owners.insert(id, repo);
+        }
+    }
+
+    /// True when the upload session was opened in `repo`.
+    pub fn owns_upload(&self, id: &UploadId, repo: &RepoName) -> bool {
+        self.upload_owners
+            .lock()
+            .is_ok_and(|owners| owners.get(id) == Some(repo))
+    }
+
+    pub fn disown_upload(&self, id: &UploadId) {
+        if let Ok(mut owners) = self.upload_owners.lock() {
+            owners.remove(id);
+        }
+    }
+
     /// Removes a blob's content once no repository links it or holds it as a manifest.
-    pub async fn collect_if_unused(&self, digest: &ecrl::names::Digest) {
+    pub async fn collect_if_unused(&self, digest: &Digest) {
+        let _guard = self.lock_blob(digest).await;
         if !self.meta.read().blob_in_use(digest) {
             if let Err(e) = self.store.delete(digest).await {
                 tracing::warn!(%digest, "cannot remove unused blob: {e}");
@@ -97,6 +130,8 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         started_at: time::OffsetDateTime::now_utc(),
         store,
         meta,
+        blob_locks: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
+        upload_owners: std::sync::Mutex::new(HashMap::new()),
         shutdown: shutdown.clone(),
         config,
     });
@@ -203,6 +238,15 @@ async fn housekeeping(state: Arc<AppState>) {
                 let n = state.store.expire_uploads(state.config.upload_expiry).await;
                 if n > 0 {
                     tracing::info!(count = n, "removed abandoned uploads");
+                }
+                let owned: Vec<UploadId> = match state.upload_owners.lock() {
+                    Ok(owners) => owners.keys().copied().collect(),
+                    Err(_) => Vec::new(),
+                };
+                for id in owned {
+                    if state.store.upload_size(&id).await.is_err() {
+                        state.disown_upload(&id);
+                    }
                 }
             }
         }

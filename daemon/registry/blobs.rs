@@ -49,8 +49,14 @@ fn accepted(repo: &RepoName, id: &UploadId, size: u64) -> Response {
     )
 }
 
-fn parse_upload_id(id: &str) -> Result<UploadId> {
-    id.parse::<UploadId>().map_err(RegistryError::from)
+/// The session `id` names, if it was opened in `repo` (elsewhere it does not exist).
+fn session(state: &Shared, repo: &RepoName, id: &str) -> Result<UploadId> {
+    let id = id.parse::<UploadId>().map_err(RegistryError::from)?;
+    if state.owns_upload(&id, repo) {
+        Ok(id)
+    } else {
+        Err(crate::storage::StoreError::UploadNotFound.into())
+    }
 }
 
 pub async fn get(
@@ -161,11 +167,14 @@ pub async fn delete(state: &Shared, repo: &RepoName, digest: Digest) -> Result<R
     Ok(empty(StatusCode::ACCEPTED, &[]))
 }
 
-/// The `from` repository of a cross-repository mount.
-pub fn mount_source(uri: &Uri) -> Result<Option<RepoName>> {
-    match query_param(uri, "mount").and(query_param(uri, "from")) {
-        Some(from) => Ok(Some(from.parse()?)),
-        None => Ok(None),
+/// The cross-repository mount a POST asks for: the digest, and the `from` repository (`None`:
+/// any repository). `None` when it asks for none, and when `mount` is not a digest or `from`
+/// not a repository name: the spec then falls back to an ordinary upload session (202).
+pub fn mount_request(uri: &Uri) -> Option<(Digest, Option<RepoName>)> {
+    let digest = query_param(uri, "mount")?.parse().ok()?;
+    match query_param(uri, "from") {
+        Some(from) => Some((digest, Some(from.parse().ok()?))),
+        None => Some((digest, None)),
     }
 }
 
@@ -173,7 +182,7 @@ pub fn mount_source(uri: &Uri) -> Result<Option<RepoName>> {
 pub async fn start(
     state: &Shared,
     repo: RepoName,
-    from: Option<RepoName>,
+    mount: Option<(Digest, Option<RepoName>)>,
     parts: &Parts,
     body: Body,
 ) -> Result<Response> {
@@ -182,8 +191,7 @@ pub async fn start(
         .ensure_repo(&repo, state.config.create_on_push)
         .await?;
     let uri = &parts.uri;
-    if let Some(mount) = query_param(uri, "mount") {
-        let digest: Digest = mount.parse()?;
+    if let Some((digest, from)) = mount {
         let size = {
             let index = state.meta.read();
             match &from {
@@ -195,6 +203,7 @@ pub async fn start(
             }
         };
         if let Some(size) = size {
+            let _guard = state.lock_blob(&digest).await;
             if state
                 .store
                 .stat(&digest)
@@ -215,16 +224,18 @@ pub async fn start(
             .store
             .upload_write(&id, None, body.into_data_stream())
             .await?;
+        let _guard = state.lock_blob(&digest).await;
         let size = state.store.upload_finish(&id, &digest).await?;
         state.meta.link_blob(&repo, digest, size).await?;
         return Ok(created(&repo, &digest));
     }
     let id = state.store.upload_start()?;
+    state.own_upload(id, repo.clone());
     Ok(accepted(&repo, &id, 0))
 }
 
 pub async fn status(state: &Shared, repo: &RepoName, id: &str) -> Result<Response> {
-    let id = parse_upload_id(id)?;
+    let id = session(state, repo, id)?;
     let size = state.store.upload_size(&id).await?;
     Ok(empty(
         StatusCode::NO_CONTENT,
@@ -281,7 +292,7 @@ pub async fn patch(
     parts: &Parts,
     body: Body,
 ) -> Result<Response> {
-    let id = parse_upload_id(id)?;
+    let id = session(state, repo, id)?;
     let offset = match chunk_offset(&parts.headers) {
         Ok(offset) => offset,
         Err(e) => {
@@ -311,7 +322,7 @@ pub async fn finish(
     parts: &Parts,
     body: Body,
 ) -> Result<Response> {
-    let id = parse_upload_id(id)?;
+    let id = session(state, repo, id)?;
     let digest: Digest = query_param(&parts.uri, "digest")
         .ok_or_else(|| {
             RegistryError::bad_request(
@@ -325,13 +336,16 @@ pub async fn finish(
         .store
         .upload_write(&id, offset, body.into_data_stream())
         .await?;
-    let size = state.store.upload_finish(&id, &digest).await?;
-    state.meta.link_blob(repo, digest, size).await?;
+    let _guard = state.lock_blob(&digest).await;
+    let finished = state.store.upload_finish(&id, &digest).await;
+    state.disown_upload(&id);
+    state.meta.link_blob(repo, digest, finished?).await?;
     Ok(created(repo, &digest))
 }
 
-pub async fn cancel(state: &Shared, _repo: &RepoName, id: &str) -> Result<Response> {
-    let id = parse_upload_id(id)?;
+pub async fn cancel(state: &Shared, repo: &RepoName, id: &str) -> Result<Response> {
+    let id = session(state, repo, id)?;
+    state.disown_upload(&id);
     state.store.upload_cancel(&id).await?;
     Ok(empty(StatusCode::NO_CONTENT, &[]))
 }

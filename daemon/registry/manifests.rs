@@ -145,6 +145,9 @@ pub async fn put(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_MANIFEST as u64) {
+        // Read (and drop) a moderately oversized body before answering, so the client gets
+        // the 413 instead of a broken pipe; a huge one is cut off.
+        let _ = axum::body::to_bytes(body, 4 * MAX_MANIFEST).await;
         return Err(too_large());
     }
     let content_type = parts
@@ -284,6 +287,7 @@ pub async fn put(
         None => None,
     };
 
+    let _guard = state.lock_blob(&digest).await;
     if state
         .store
         .stat(&digest)

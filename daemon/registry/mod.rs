@@ -161,11 +161,11 @@ async fn route(state: Shared, request: Request) -> Result<Response> {
         }
         (&Method::POST, Route::Uploads(repo)) => {
             allow(Action::InitiateLayerUpload, Some(&repo))?;
-            let from = blobs::mount_source(&parts.uri)?;
-            if let Some(from) = &from {
+            let mount = blobs::mount_request(&parts.uri);
+            if let Some((_, Some(from))) = &mount {
                 allow(Action::GetDownloadUrlForLayer, Some(from))?;
             }
-            blobs::start(&state, repo, from, &parts, body).await
+            blobs::start(&state, repo, mount, &parts, body).await
         }
         (&Method::GET, Route::Upload(repo, id)) => {
             allow(Action::UploadLayerPart, Some(&repo))?;
