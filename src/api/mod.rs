@@ -5,6 +5,7 @@
 //! routes by the same constants, so neither side writes a URL by hand.
 
 pub mod repos;
+pub mod transfer;
 pub mod system;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
