@@ -79,7 +79,18 @@ impl BlobStore {
     /// removed: their sessions died with it.
     pub fn open(data_dir: &Path) -> io::Result<Self> {
         let root = data_dir.to_path_buf();
-        std::fs::create_dir_all(root.join("blobs").join("sha256"))?;
+        let blobs = root.join("blobs").join("sha256");
+        std::fs::create_dir_all(&blobs)?;
+        // Every prefix directory exists, durably, before the first blob: a commit then needs
+        // only its own directory fsynced. (Without a journal a new directory entry survives
+        // a power loss only once its parent is fsynced; a prefix directory made by a commit
+        // could vanish with the blob a manifest already references.)
+        for prefix in 0..=255u8 {
+            std::fs::create_dir_all(blobs.join(format!("{prefix:02x}")))?;
+        }
+        for dir in [blobs.as_path(), &root.join("blobs"), &root] {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
         let uploads = root.join("uploads");
         if uploads.exists() {
             std::fs::remove_dir_all(&uploads)?;

@@ -2,6 +2,8 @@
 //! real `ecrl` and `ecrld` binaries, and a daemon that is stopped when the test ends.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -1,0 +1,132 @@
+//! The real Docker Engine against the real `ecrld`: build, push, remove, pull, run.
+
+mod common;
+
+use common::registry::{
+    build_busybox_image, localhost, require_docker, run, run_ok, spawn_registry, unique,
+    DockerImages,
+};
+use common::Env;
+
+/// The digest `docker push` reports (`1: digest: sha256:... size: N`).
+fn pushed_digest(output: &str) -> String {
+    output
+        .lines()
+        .find_map(|line| {
+            let (_, rest) = line.split_once("digest: ")?;
+            Some(rest.split_whitespace().next()?.to_string())
+        })
+        .unwrap_or_else(|| panic!("docker push printed no digest:\n{output}"))
+}
+
+#[test]
+fn docker_push_pull_run() {
+    require_docker();
+    let env = Env::new();
+    let (_daemon, address) = spawn_registry(&env);
+    let host = localhost(&address);
+    let images = DockerImages::new();
+
+    let id = unique("ecrl-docker");
+    let local = format!("ecrl-test/busybox:{id}");
+    let repo = format!("{host}/team/busybox");
+    let remote = format!("{repo}:1");
+    images.track(&remote);
+    let image_id = build_busybox_image(&images, &local, &id);
+    run_ok("docker", &["tag", &local, &remote]);
+
+    let push = run_ok("docker", &["push", &remote]);
+    let digest = pushed_digest(&push);
+    assert!(digest.starts_with("sha256:"), "{push}");
+
+    // The registry serves that manifest under the tag, with that digest.
+    let http = reqwest::blocking::Client::new();
+    let head = http
+        .head(format!("http://{address}/v2/team/busybox/manifests/1"))
+        .header(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["docker-content-digest"], digest.as_str());
+    let tags: serde_json::Value = http
+        .get(format!("http://{address}/v2/team/busybox/tags/list"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["1"]), "{tags}");
+
+    // A push to another repository mounts the layers from the first instead of sending them.
+    let copy = format!("{host}/team/busybox-copy:1");
+    images.track(&copy);
+    run_ok("docker", &["tag", &local, &copy]);
+    let push_copy = run_ok("docker", &["push", &copy]);
+    assert_eq!(pushed_digest(&push_copy), digest);
+    assert!(
+        push_copy.contains("Mounted from team/busybox"),
+        "docker did not mount the layers from team/busybox:\n{push_copy}"
+    );
+    run_ok("docker", &["rmi", &copy]);
+
+    // Remove every local name of the image, so the pull must fetch all of it.
+    run_ok("docker", &["rmi", &remote, &local]);
+    let gone = run("docker", &["image", "inspect", &image_id]);
+    assert!(
+        !gone.status.success(),
+        "the image is still present locally after docker rmi"
+    );
+
+    let pull = run_ok("docker", &["pull", &remote]);
+    assert!(
+        pull.contains(&format!("Digest: {digest}")),
+        "docker pull names another digest:\n{pull}"
+    );
+    assert!(
+        pull.contains("Downloaded newer image"),
+        "docker pull did not download the image:\n{pull}"
+    );
+    let repo_digest = run_ok(
+        "docker",
+        &[
+            "inspect",
+            "--format",
+            "{{index .RepoDigests 0}}",
+            remote.as_str(),
+        ],
+    );
+    assert_eq!(repo_digest.trim(), format!("{repo}@{digest}"));
+    let pulled_id = run_ok(
+        "docker",
+        &["image", "inspect", "--format", "{{.Id}}", &remote],
+    );
+    assert_eq!(
+        pulled_id.trim(),
+        image_id,
+        "the pulled image is not the built one"
+    );
+
+    // The pulled image runs, and it is ours: the id file and busybox's applets are there.
+    let out = run_ok(
+        "docker",
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &remote,
+            "sh",
+            "-c",
+            "cat /etc/ecrl-test-id && echo hello from $(basename $(readlink /bin/ls))",
+        ],
+    );
+    assert_eq!(out, format!("{id}\nhello from busybox\n"));
+
+    // A pull by digest gets the same image.
+    let by_digest = format!("{repo}@{digest}");
+    images.track(&by_digest);
+    let pull = run_ok("docker", &["pull", &by_digest]);
+    assert!(pull.contains(&digest), "{pull}");
+}

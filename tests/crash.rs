@@ -1,0 +1,435 @@
+//! A hard kill of `ecrld` in the middle of a 1 GiB upload: what was committed before
+//! survives whole, no half blob appears under a real name, the dead session is gone, and the
+//! same blob can be pushed again.
+
+mod common;
+
+use common::registry::{hex, registry_address, sha256_digest, spawn_registry};
+use common::Env;
+use sha2::{Digest as _, Sha256};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+const CHUNK: usize = MIB as usize;
+const POOL: usize = 4 * CHUNK;
+
+/// A deterministic, incompressible stream of `len` bytes, made without holding it: each
+/// MiB is a window of a 4 MiB random pool, stamped with its index.
+struct Generator {
+    pool: Arc<Vec<u8>>,
+    len: u64,
+    pos: u64,
+    chunk: Vec<u8>,
+    chunk_index: Option<u64>,
+}
+
+impl Generator {
+    fn new(len: u64) -> Self {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut pool = Vec::with_capacity(POOL);
+        while pool.len() < POOL {
+            // splitmix64
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            pool.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+        }
+        Generator {
+            pool: Arc::new(pool),
+            len,
+            pos: 0,
+            chunk: vec![0; CHUNK],
+            chunk_index: None,
+        }
+    }
+
+    fn load(&mut self, index: u64) {
+        if self.chunk_index != Some(index) {
+            let start = (index as usize * 4099 * 8) % (POOL - CHUNK);
+            self.chunk.copy_from_slice(&self.pool[start..start + CHUNK]);
+            self.chunk[..8].copy_from_slice(&index.to_le_bytes());
+            self.chunk_index = Some(index);
+        }
+    }
+
+    /// The bytes at `offset..offset + n`.
+    fn bytes_at(&mut self, offset: u64, n: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n);
+        let mut pos = offset;
+        while out.len() < n {
+            self.load(pos / MIB);
+            let at = (pos % MIB) as usize;
+            let take = (CHUNK - at).min(n - out.len());
+            out.extend_from_slice(&self.chunk[at..at + take]);
+            pos += take as u64;
+        }
+        out
+    }
+}
+
+impl Read for Generator {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.len {
+            return Ok(0);
+        }
+        self.load(self.pos / MIB);
+        let at = (self.pos % MIB) as usize;
+        let n = buf
+            .len()
+            .min(CHUNK - at)
+            .min((self.len - self.pos) as usize);
+        buf[..n].copy_from_slice(&self.chunk[at..at + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+fn digest_of_generated(len: u64) -> String {
+    let mut generator = Generator::new(len);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; CHUNK];
+    loop {
+        let n = generator.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    format!("sha256:{}", hex(&hasher.finalize()))
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .unwrap()
+}
+
+/// The path part of an upload `Location` (relative or absolute).
+fn location_path(response: &reqwest::blocking::Response) -> String {
+    let location = response.headers()["location"].to_str().unwrap();
+    match location.find("/v2/") {
+        Some(i) => location[i..].to_string(),
+        None => panic!("odd upload location {location}"),
+    }
+}
+
+fn push_blob(address: &str, repo: &str, data: &[u8]) -> String {
+    let digest = sha256_digest(data);
+    let response = http()
+        .post(format!(
+            "http://{address}/v2/{repo}/blobs/uploads/?digest={digest}"
+        ))
+        .body(data.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201, "monolithic push of {digest}");
+    assert_eq!(response.headers()["docker-content-digest"], digest.as_str());
+    digest
+}
+
+/// Every file under `blobs/sha256/` must hash to its own name; returns how many there are
+/// and the largest size.
+fn check_blob_files(data_dir: &Path) -> (usize, u64) {
+    let root = data_dir.join("blobs").join("sha256");
+    let mut count = 0;
+    let mut largest = 0;
+    for prefix in std::fs::read_dir(&root).unwrap() {
+        let prefix = prefix.unwrap();
+        assert!(
+            prefix.file_type().unwrap().is_dir(),
+            "stray file {} in the blob store",
+            prefix.path().display()
+        );
+        for entry in std::fs::read_dir(prefix.path()).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            assert!(
+                name.starts_with(prefix.file_name().to_str().unwrap()),
+                "{name} is under the wrong prefix"
+            );
+            let mut file = std::fs::File::open(entry.path()).unwrap();
+            let mut hasher = Sha256::new();
+            let size = std::io::copy(&mut file, &mut hasher).unwrap();
+            assert_eq!(
+                hex(&hasher.finalize()),
+                name,
+                "{} ({size} bytes) does not hash to its name",
+                entry.path().display()
+            );
+            count += 1;
+            largest = largest.max(size);
+        }
+    }
+    (count, largest)
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn kill_during_a_1gib_upload_loses_nothing_committed() {
+    let started = Instant::now();
+    let env = Env::new();
+    let (mut daemon, address) = spawn_registry(&env);
+    let repo = "crash/app";
+    let client = http();
+
+    // The digest of the big blob, computed next to the first upload.
+    let digest_thread = std::thread::spawn(|| digest_of_generated(GIB));
+
+    // Committed state: a config, two layers, a manifest under a tag, and a blob in another
+    // repository pushed in a session (POST, PATCH, PUT).
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer_a = vec![b'a'; 300_000];
+    let layer_b: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let config_digest = push_blob(&address, repo, config);
+    let a_digest = push_blob(&address, repo, &layer_a);
+    let b_digest = push_blob(&address, repo, &layer_b);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest, "size": config.len(),
+        },
+        "layers": [
+            { "mediaType": "application/vnd.oci.image.layer.v1.tar",
+              "digest": a_digest, "size": layer_a.len() },
+            { "mediaType": "application/vnd.oci.image.layer.v1.tar",
+              "digest": b_digest, "size": layer_b.len() },
+        ],
+    }))
+    .unwrap();
+    let manifest_digest = sha256_digest(&manifest);
+    let put = client
+        .put(format!("http://{address}/v2/{repo}/manifests/v1"))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    let session_blob = b"pushed in a session before the crash".to_vec();
+    let session_digest = sha256_digest(&session_blob);
+    let post = client
+        .post(format!("http://{address}/v2/crash/other/blobs/uploads/"))
+        .send()
+        .unwrap();
+    assert_eq!(post.status(), 202);
+    let patch = client
+        .patch(format!("http://{address}{}", location_path(&post)))
+        .body(session_blob.clone())
+        .send()
+        .unwrap();
+    assert_eq!(patch.status(), 202);
+    let put = client
+        .put(format!(
+            "http://{address}{}?digest={session_digest}",
+            location_path(&patch)
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 201);
+
+    // The 1 GiB upload: a streamed PATCH over a raw connection, from a thread.
+    let post = client
+        .post(format!("http://{address}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .unwrap();
+    assert_eq!(post.status(), 202);
+    let upload = location_path(&post);
+    let sent = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (sent, finished, address, upload) = (
+            sent.clone(),
+            finished.clone(),
+            address.clone(),
+            upload.clone(),
+        );
+        std::thread::spawn(move || -> std::io::Result<()> {
+            let mut conn = std::net::TcpStream::connect(&address)?;
+            write!(
+                conn,
+                "PATCH {upload} HTTP/1.1\r\nHost: {address}\r\n\
+                 Content-Type: application/octet-stream\r\nContent-Length: {GIB}\r\n\r\n"
+            )?;
+            let mut generator = Generator::new(GIB);
+            let mut buf = vec![0; CHUNK];
+            loop {
+                let n = generator.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                conn.write_all(&buf[..n])?;
+                sent.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            finished.store(true, Ordering::Relaxed);
+            Ok(())
+        })
+    };
+
+    // Kill -9 once hundreds of MiB are sent and the daemon has written a good part of them.
+    let uploads_dir = env.data_dir().join("uploads");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let on_disk = dir_bytes(&uploads_dir);
+        if sent.load(Ordering::Relaxed) >= 400 * MIB && on_disk >= 256 * MIB {
+            break;
+        }
+        assert!(
+            !finished.load(Ordering::Relaxed),
+            "the whole GiB went out before the kill"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the upload did not progress: {} bytes sent, {on_disk} on disk",
+            sent.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    daemon.signal(libc::SIGKILL);
+    let status = daemon.wait(Duration::from_secs(10));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    let result = sender.join().unwrap();
+    let sent_before_kill = sent.load(Ordering::Relaxed);
+    assert!(
+        result.is_err() && sent_before_kill < GIB,
+        "the upload was not cut: {sent_before_kill} bytes sent, {result:?}"
+    );
+    eprintln!(
+        "killed ecrld after {} MiB sent ({:?} in)",
+        sent_before_kill / MIB,
+        started.elapsed()
+    );
+
+    // What the crash left: only whole blobs under their names, nothing of the big upload.
+    let (count, largest) = check_blob_files(&env.data_dir());
+    assert_eq!(count, 5, "config, two layers, manifest, session blob");
+    assert!(
+        largest < MIB,
+        "a piece of the cut upload is in the blob store"
+    );
+
+    // Restart on the same data dir.
+    drop(daemon);
+    let _daemon = env.spawn_daemon(&[]);
+    let address = registry_address(&env);
+    assert_eq!(
+        dir_bytes(&uploads_dir),
+        0,
+        "the dead upload's file is still there"
+    );
+    assert_eq!(check_blob_files(&env.data_dir()), (count, largest));
+
+    // Everything committed is intact.
+    for (r, digest, bytes) in [
+        (repo, &config_digest, config.to_vec()),
+        (repo, &a_digest, layer_a.clone()),
+        (repo, &b_digest, layer_b.clone()),
+        ("crash/other", &session_digest, session_blob.clone()),
+    ] {
+        let response = client
+            .get(format!("http://{address}/v2/{r}/blobs/{digest}"))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200, "{r} {digest}");
+        assert_eq!(response.headers()["docker-content-digest"], digest.as_str());
+        assert_eq!(response.bytes().unwrap().as_ref(), bytes.as_slice());
+    }
+    let response = client
+        .get(format!("http://{address}/v2/{repo}/manifests/v1"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["docker-content-digest"],
+        manifest_digest.as_str()
+    );
+    assert_eq!(response.bytes().unwrap().as_ref(), manifest.as_slice());
+    let tags: serde_json::Value = client
+        .get(format!("http://{address}/v2/{repo}/tags/list"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["v1"]));
+
+    // The cut session is gone.
+    let response = client
+        .get(format!("http://{address}{upload}"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let body: serde_json::Value = response.json().unwrap();
+    assert_eq!(body["errors"][0]["code"], "BLOB_UPLOAD_UNKNOWN", "{body}");
+
+    // The client starts over: POST, then one streamed PUT of the whole GiB.
+    let big_digest = digest_thread.join().unwrap();
+    let post = client
+        .post(format!("http://{address}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .unwrap();
+    assert_eq!(post.status(), 202);
+    let put = client
+        .put(format!(
+            "http://{address}{}?digest={big_digest}",
+            location_path(&post)
+        ))
+        .header("Content-Type", "application/octet-stream")
+        .body(reqwest::blocking::Body::sized(Generator::new(GIB), GIB))
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 201, "{:?}", put.text());
+    assert_eq!(put.headers()["docker-content-digest"], big_digest.as_str());
+
+    let head = client
+        .head(format!("http://{address}/v2/{repo}/blobs/{big_digest}"))
+        .send()
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["docker-content-digest"], big_digest.as_str());
+    assert_eq!(head.headers()["content-length"], GIB.to_string().as_str());
+
+    // Its bytes read back where they were cut and at the ends.
+    let mut generator = Generator::new(GIB);
+    for offset in [0, sent_before_kill - 100, GIB / 2 + 12345, GIB - 4096] {
+        let response = client
+            .get(format!("http://{address}/v2/{repo}/blobs/{big_digest}"))
+            .header("Range", format!("bytes={offset}-{}", offset + 4095))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 206);
+        assert_eq!(
+            response.bytes().unwrap().as_ref(),
+            generator.bytes_at(offset, 4096).as_slice(),
+            "bytes at {offset}"
+        );
+    }
+    let on_disk = env
+        .data_dir()
+        .join("blobs/sha256")
+        .join(&big_digest["sha256:".len().."sha256:".len() + 2])
+        .join(&big_digest["sha256:".len()..]);
+    assert_eq!(std::fs::metadata(&on_disk).unwrap().len(), GIB);
+    eprintln!("done in {:?}", started.elapsed());
+}
