@@ -1,6 +1,8 @@
 //! The control-socket client: one generic call for every [`Endpoint`].
 
+use crate::api::transfer::StreamEndpoint;
 use crate::api::{ApiError, Endpoint, Method, API_VERSION, API_VERSION_HEADER};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -83,8 +85,8 @@ impl Client {
         }
     }
 
-    /// Sends a request and returns the response head with its body unread, for streams.
-    pub async fn send<E: Endpoint>(
+    /// Sends a request and returns the response head with its body unread.
+    async fn send<E: Endpoint>(
         &self,
         request: &E::Request,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
@@ -105,12 +107,50 @@ impl Client {
                 (E::PATH.to_string(), Bytes::from(body))
             }
         };
+        let body = Full::new(body).map_err(|never| match never {}).boxed();
+        self.request(E::METHOD.as_str(), uri, "application/json", body)
+            .await
+    }
+
+    /// Opens a stream: the request in the query string, `body` as the request body. A
+    /// response that is not a success is returned as the daemon's error.
+    pub async fn stream<E: StreamEndpoint>(
+        &self,
+        request: &E::Request,
+        body: BoxBody<Bytes, io::Error>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let query = serde_urlencoded::to_string(request)
+            .map_err(|e| ClientError::Protocol(format!("encoding request: {e}")))?;
+        let uri = format!("{}?{query}", E::PATH);
+        let response = self
+            .request("POST", uri, "application/octet-stream", body)
+            .await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.connect_error(e.to_string()))?
+            .to_bytes();
+        Err(decode_error(status, &body))
+    }
+
+    async fn request(
+        &self,
+        method: &str,
+        uri: String,
+        content_type: &str,
+        body: BoxBody<Bytes, io::Error>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let request = hyper::Request::builder()
-            .method(E::METHOD.as_str())
+            .method(method)
             .uri(uri)
             .header(hyper::header::HOST, "ecrld")
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(body)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
 
         let stream = UnixStream::connect(&self.socket)
@@ -180,5 +220,63 @@ pub fn decode_error(status: u16, body: &[u8]) -> ClientError {
             "HTTP {status}: {}",
             String::from_utf8_lossy(body).trim()
         )),
+    }
+}
+
+/// Newline-delimited JSON values read from a response body.
+pub struct JsonLines {
+    body: hyper::body::Incoming,
+    buffer: Vec<u8>,
+    done: bool,
+}
+
+impl JsonLines {
+    pub fn new(body: hyper::body::Incoming) -> Self {
+        JsonLines {
+            body,
+            buffer: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The next value, or `None` at the end of the stream.
+    pub async fn next<T: serde::de::DeserializeOwned>(&mut self) -> Option<Result<T, ClientError>> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Some(serde_json::from_slice(&line).map_err(|e| {
+                    ClientError::Protocol(format!(
+                        "bad event line {:?}: {e}",
+                        String::from_utf8_lossy(&line)
+                    ))
+                }));
+            }
+            if self.done {
+                if self.buffer.iter().all(u8::is_ascii_whitespace) {
+                    return None;
+                }
+                let line = std::mem::take(&mut self.buffer);
+                return Some(serde_json::from_slice(&line).map_err(|e| {
+                    ClientError::Protocol(format!("bad last event line: {e}"))
+                }));
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(ClientError::Protocol(format!(
+                        "the daemon's stream broke off: {e}"
+                    ))));
+                }
+                None => self.done = true,
+            }
+        }
     }
 }
