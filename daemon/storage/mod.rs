@@ -11,6 +11,8 @@
 //! their hash state (each byte is hashed once, as it arrives); a restart forgets them and
 //! removes their files, and clients start those uploads again.
 
+#[cfg(test)]
+mod bench;
 mod reader;
 mod writer;
 
