@@ -5,6 +5,8 @@
 //!
 //! `ECRL_BENCH_DIR` picks the data dir (default: a temp dir under /tmp, which is on the
 //! real disk here). `ECRL_BENCH_MIB` sets the big blob's size (default 1024).
+//! `ECRL_BENCH_SMALL=0` skips the 4 KiB pushes, `ECRL_BENCH_BIG=0` the big blob,
+//! `ECRL_BENCH_PULL=0` its reads.
 
 use super::BlobStore;
 use bytes::Bytes;
@@ -74,14 +76,20 @@ async fn run() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1024);
     let size = mib << 20;
-    let mut data = random_bytes(size, 0x9e37_79b9_7f4a_7c15);
+    let big = std::env::var("ECRL_BENCH_BIG").map_or(true, |v| v != "0");
+    let small = std::env::var("ECRL_BENCH_SMALL").map_or(true, |v| v != "0");
+    let pulls = std::env::var("ECRL_BENCH_PULL").map_or(true, |v| v != "0");
+    let mut data = random_bytes(if big { size } else { 0 }, 0x9e37_79b9_7f4a_7c15);
 
     for kind in ["monolithic", "16 MiB chunks"] {
+        if !big {
+            break;
+        }
         data[..16].copy_from_slice(&random_bytes(
             16,
             Instant::now().elapsed().as_nanos() as u64 + kind.len() as u64,
         ));
-        let bytes = Bytes::from(data.clone());
+        let bytes = Bytes::from(std::mem::take(&mut data));
         let digest = digest_of(&bytes);
         let t = Instant::now();
         let id = store.upload_start().unwrap();
@@ -99,8 +107,9 @@ async fn run() {
         let got = store.upload_finish(&id, &digest).await.unwrap();
         assert_eq!(got, size as u64);
         println!("push {mib} MiB {kind}: {:.2} GB/s", gbps(size, t));
-        drop(bytes);
-        if kind == "16 MiB chunks" {
+        // Back to a Vec without a copy (the only reference), for the next round.
+        data = Vec::from(bytes);
+        if kind == "16 MiB chunks" && pulls {
             for label in [
                 "pull (just pushed)",
                 "pull again",
@@ -116,6 +125,9 @@ async fn run() {
     drop(data);
 
     for clients in [1usize, 16] {
+        if !small {
+            break;
+        }
         let per_client = if clients == 1 { 500 } else { 400 };
         let t = Instant::now();
         let mut tasks = Vec::new();
