@@ -137,7 +137,7 @@ async fn run() {
                 for i in 0..per_client {
                     let blob = Bytes::from(random_bytes(
                         4096,
-                        (c * 100_000 + i + 7) as u64 ^ clients as u64 * 31,
+                        (c * 100_000 + i + 7) as u64 ^ (clients as u64 * 31),
                     ));
                     let digest = digest_of(&blob);
                     let id = store.upload_start().unwrap();
