@@ -22,6 +22,12 @@ const KEEP: usize = 4;
 
 static FREE: Mutex<Vec<Block>> = Mutex::new(Vec::new());
 
+/// Blocks allocated now and at most (tests and the benchmark report them).
+#[cfg(test)]
+pub static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+#[cfg(test)]
+pub static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// One aligned allocation of `BUF_SIZE` bytes.
 struct Block(NonNull<u8>);
 
@@ -40,6 +46,12 @@ impl Block {
         // Zeroed, so every byte is initialized (fresh pages from the kernel are zero anyway).
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { alloc::alloc_zeroed(layout()) };
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let live = LIVE.fetch_add(1, Relaxed) + 1;
+            PEAK.fetch_max(live, Relaxed);
+        }
         match NonNull::new(ptr) {
             Some(ptr) => Block(ptr),
             None => alloc::handle_alloc_error(layout()),
@@ -49,6 +61,8 @@ impl Block {
 
 impl Drop for Block {
     fn drop(&mut self) {
+        #[cfg(test)]
+        LIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: allocated in `Block::new` with the same layout, freed once.
         unsafe { alloc::dealloc(self.0.as_ptr(), layout()) }
     }

@@ -322,17 +322,18 @@ impl Upload {
         Ok(())
     }
 
-    fn commit_blocking(self, target: &Path, dirs: &DirSync) -> io::Result<()> {
+    fn commit_blocking(mut self, target: &Path, dirs: &DirSync) -> io::Result<()> {
         let dir = target
             .parent()
             .ok_or_else(|| io::Error::other("blob path has no parent"))?;
         if target.exists() {
             // Same digest, same bytes: keep the one there. Its writer may not have synced
             // the directory yet, so sync it before saying the blob is durable.
-            drop(self.file);
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    return Err(e);
+            if self.file.take().is_some() {
+                if let Err(e) = std::fs::remove_file(&self.path) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        return Err(e);
+                    }
                 }
             }
             return dirs.sync(dir);
