@@ -259,9 +259,10 @@ impl JsonLines {
                     return None;
                 }
                 let line = std::mem::take(&mut self.buffer);
-                return Some(serde_json::from_slice(&line).map_err(|e| {
-                    ClientError::Protocol(format!("bad last event line: {e}"))
-                }));
+                return Some(
+                    serde_json::from_slice(&line)
+                        .map_err(|e| ClientError::Protocol(format!("bad last event line: {e}"))),
+                );
             }
             match self.body.frame().await {
                 Some(Ok(frame)) => {

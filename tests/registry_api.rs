@@ -830,7 +830,8 @@ fn upload_status_is_204_with_range_and_a_usable_location() {
 #[test]
 fn cancelled_upload_is_204_then_blob_upload_unknown() {
     let reg = Registry::start();
-    let data = bytes("cancel", 1000);
+    // Larger than the store keeps in memory, so the session has a file to remove.
+    let data = bytes("cancel", 200_000);
     let digest = sha256(&data);
     let location = start_upload(&reg, "app");
     assert_status(&patch_chunk(&reg, &location, 0, &data), 202);
@@ -913,7 +914,8 @@ fn completing_an_upload_with_a_wrong_digest_is_digest_invalid_and_stores_nothing
 #[test]
 fn body_shorter_than_its_content_length_completes_nothing() {
     let reg = Registry::start();
-    let sent = bytes("truncated", 50_000);
+    // Larger than the store keeps in memory, so the upload shows as a file while it runs.
+    let sent = bytes("truncated", 500_000);
     // The digest of exactly what was sent: a registry that took the short body as the whole
     // would store it under this digest.
     let digest = sha256(&sent);
@@ -925,7 +927,7 @@ fn body_shorter_than_its_content_length_completes_nothing() {
     write!(
         conn,
         "POST /v2/app/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: {}\r\n\
-         Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n",
+         Content-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n",
         reg.addr
     )
     .unwrap();
@@ -951,7 +953,7 @@ fn body_shorter_than_its_content_length_completes_nothing() {
     write!(
         conn,
         "PATCH {location} HTTP/1.1\r\nHost: {}\r\n\
-         Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n",
+         Content-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n",
         reg.addr
     )
     .unwrap();

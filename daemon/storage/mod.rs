@@ -11,13 +11,18 @@
 //! their hash state (each byte is hashed once, as it arrives); a restart forgets them and
 //! removes their files, and clients start those uploads again.
 
+#[cfg(test)]
+mod bench;
+mod buf;
 mod reader;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use bytes::Bytes;
 use ecrl::names::Digest;
 use futures_util::Stream;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -66,7 +71,15 @@ type Session = Arc<tokio::sync::Mutex<Option<writer::Upload>>>;
 struct Inner {
     root: PathBuf,
     uploads: Mutex<HashMap<UploadId, (Session, Instant)>>,
+    /// Write and first-read big blobs with O_DIRECT (off only to test the fallback).
+    direct: bool,
+    dirs: Arc<writer::DirSync>,
+    /// Blobs read before (bounded): their next reads go through the page cache.
+    read_before: Mutex<HashSet<Digest>>,
 }
+
+/// How many blobs `read_before` remembers before it starts over.
+const READ_BEFORE_MAX: usize = 4096;
 
 /// The blob store. Cheap to clone.
 #[derive(Clone)]
@@ -78,18 +91,29 @@ impl BlobStore {
     /// Opens (creating) the store under `data_dir`. Upload files left by a previous run are
     /// removed: their sessions died with it.
     pub fn open(data_dir: &Path) -> io::Result<Self> {
+        Self::open_with(data_dir, true)
+    }
+
+    fn open_with(data_dir: &Path, direct: bool) -> io::Result<Self> {
         let root = data_dir.to_path_buf();
-        let blobs = root.join("blobs").join("sha256");
-        std::fs::create_dir_all(&blobs)?;
-        // Every prefix directory exists, durably, before the first blob: a commit then needs
-        // only its own directory fsynced. (Without a journal a new directory entry survives
-        // a power loss only once its parent is fsynced; a prefix directory made by a commit
-        // could vanish with the blob a manifest already references.)
-        for prefix in 0..=255u8 {
-            std::fs::create_dir_all(blobs.join(format!("{prefix:02x}")))?;
+        let sha = root.join("blobs").join("sha256");
+        std::fs::create_dir_all(&sha)?;
+        // All 256 fan-out directories exist (durably) before any commit, so a commit only
+        // ever needs to sync the one directory it renames into.
+        let mut made = false;
+        for i in 0..=255u8 {
+            let dir = sha.join(format!("{i:02x}"));
+            if !dir.is_dir() {
+                std::fs::create_dir(&dir)?;
+                made = true;
+            }
         }
-        for dir in [blobs.as_path(), &root.join("blobs"), &root] {
-            std::fs::File::open(dir)?.sync_all()?;
+        if made {
+            std::fs::File::open(&sha)?.sync_all()?;
+            if let Some(blobs) = sha.parent() {
+                std::fs::File::open(blobs)?.sync_all()?;
+            }
+            std::fs::File::open(&root)?.sync_all()?;
         }
         let uploads = root.join("uploads");
         if uploads.exists() {
@@ -100,6 +124,9 @@ impl BlobStore {
             inner: Arc::new(Inner {
                 root,
                 uploads: Mutex::new(HashMap::new()),
+                direct,
+                dirs: Arc::new(writer::DirSync::default()),
+                read_before: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -129,14 +156,30 @@ impl BlobStore {
 
     /// The bytes of `range` of a stored blob (the caller checks the range against the size).
     pub async fn read(&self, digest: &Digest, range: Range<u64>) -> io::Result<BlobStream> {
-        reader::open(self.blob_path(digest), range).await
+        let mode = if self.inner.direct && self.first_read(digest) {
+            reader::Mode::Cold
+        } else {
+            reader::Mode::Cached
+        };
+        reader::open(self.blob_path(digest), range, mode).await
+    }
+
+    /// True the first time a blob is read (as far as this process remembers). A blob we
+    /// wrote is not in the page cache: its first read goes O_DIRECT, and later reads through
+    /// the cache, which keeps hot blobs in memory.
+    fn first_read(&self, digest: &Digest) -> bool {
+        let Ok(mut seen) = self.inner.read_before.lock() else {
+            return false;
+        };
+        if seen.len() >= READ_BEFORE_MAX {
+            seen.clear();
+        }
+        seen.insert(*digest)
     }
 
     /// A whole (small) blob in memory: manifests and configs.
     pub async fn read_all(&self, digest: &Digest) -> io::Result<Bytes> {
-        tokio::fs::read(self.blob_path(digest))
-            .await
-            .map(Bytes::from)
+        reader::read_all(self.blob_path(digest)).await
     }
 
     /// Stores bytes that are already in memory; returns their digest. With `expected`, a
@@ -153,6 +196,9 @@ impl BlobStore {
 
     /// Removes a blob's content. True when it was there.
     pub async fn delete(&self, digest: &Digest) -> io::Result<bool> {
+        if let Ok(mut seen) = self.inner.read_before.lock() {
+            seen.remove(digest);
+        }
         match tokio::fs::remove_file(self.blob_path(digest)).await {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -171,7 +217,7 @@ impl BlobStore {
     /// Opens an upload session.
     pub fn upload_start(&self) -> Result<UploadId, StoreError> {
         let id = UploadId(uuid::Uuid::new_v4());
-        let upload = writer::Upload::create(self.upload_path(&id))?;
+        let upload = writer::Upload::create(self.upload_path(&id), self.inner.direct)?;
         self.inner.uploads.lock().map_err(poisoned)?.insert(
             id,
             (
@@ -256,7 +302,9 @@ impl BlobStore {
         self.forget(id);
         let size = upload.size();
         let target = self.blob_path(expected);
-        upload.commit(Some(expected), &target).await?;
+        upload
+            .commit(Some(expected), &target, &self.inner.dirs)
+            .await?;
         Ok(size)
     }
 
@@ -270,7 +318,9 @@ impl BlobStore {
         self.forget(id);
         let digest = upload.digest_so_far();
         let target = self.blob_path(&digest);
-        upload.commit(Some(&digest), &target).await?;
+        upload
+            .commit(Some(&digest), &target, &self.inner.dirs)
+            .await?;
         Ok(digest)
     }
 

@@ -5,8 +5,8 @@
 //! routes by the same constants, so neither side writes a URL by hand.
 
 pub mod repos;
-pub mod transfer;
 pub mod system;
+pub mod transfer;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
