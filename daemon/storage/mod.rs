@@ -310,13 +310,19 @@ impl BlobStore {
 
     async fn upload_finish_any(&self, id: &UploadId) -> Result<Digest, StoreError> {
         let session = self.session(id)?;
-        let upload = session
+        let mut upload = session
             .lock()
             .await
             .take()
             .ok_or(StoreError::UploadNotFound)?;
         self.forget(id);
-        let digest = upload.digest_so_far();
+        let digest = match upload.digest().await {
+            Ok(digest) => digest,
+            Err(e) => {
+                upload.discard().await;
+                return Err(e);
+            }
+        };
         let target = self.blob_path(&digest);
         upload
             .commit(Some(&digest), &target, &self.inner.dirs)

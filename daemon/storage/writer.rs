@@ -6,9 +6,13 @@
 //!   they arrive; the commit writes, syncs and renames them in one blocking call.
 //! - Bigger ones are copied into pooled 4096-aligned buffers; each full buffer goes at once
 //!   to a hasher worker and to a writer worker (O_DIRECT `pwrite`), which run concurrently on
-//!   two threads over the same bytes. Between requests (PATCH after PATCH) the session keeps
-//!   only its hash state, the aligned file offset written so far and the unaligned remainder
-//!   (< 4096 bytes); buffers go back to the pool, so an idle session holds no big memory.
+//!   two threads over the same bytes. The workers outlive the request: a PATCH is answered
+//!   as soon as its bytes are handed over, and the next PATCH feeds the same pipeline, so a
+//!   chunked upload never waits for the disk or the hash between chunks; the final PUT
+//!   drains the pipeline before the digest is checked. Between requests the session keeps
+//!   the aligned file offset queued so far and the unaligned remainder (< 4096 bytes); the
+//!   buffers return to the pool as the workers finish them, so an idle session holds no big
+//!   memory.
 //! - At the commit the remainder is written without O_DIRECT, the file is fdatasync'ed, the
 //!   digest checked, the file renamed to its real name and that directory fsynced (shared
 //!   with concurrent commits to the same directory: see [`DirSync`]).
@@ -32,7 +36,7 @@ use tokio::sync::mpsc;
 /// Uploads up to this size are kept in memory until their commit.
 pub const SMALL: usize = 64 * 1024;
 /// Buffers queued to each worker beyond the one it is working on.
-const QUEUE: usize = 1;
+const QUEUE: usize = 2;
 
 pub struct Upload {
     path: PathBuf,
@@ -46,6 +50,8 @@ pub struct Upload {
     flushed: u64,
     /// Bytes received and hashed but not yet written (after `flushed`).
     tail: Vec<u8>,
+    /// The hash and write workers, kept across requests; while they run, `hasher` is theirs.
+    workers: Option<Workers>,
 }
 
 /// One filled buffer on its way to both workers.
@@ -145,6 +151,7 @@ impl Upload {
             size: 0,
             flushed: 0,
             tail: Vec::new(),
+            workers: None,
         })
     }
 
@@ -152,8 +159,18 @@ impl Upload {
         self.size
     }
 
-    pub fn digest_so_far(&self) -> Digest {
-        Digest::from_bytes(self.hasher.clone().finalize().into())
+    /// Waits for the workers to finish what they were given and takes the hash state back.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        if let Some(workers) = self.workers.take() {
+            self.hasher = workers.join().await?;
+        }
+        Ok(())
+    }
+
+    /// The digest of everything appended, once the workers are done with it.
+    pub async fn digest(&mut self) -> Result<Digest, StoreError> {
+        self.settle().await?;
+        Ok(Digest::from_bytes(self.hasher.clone().finalize().into()))
     }
 
     /// Appends a request body. On an error the upload is unusable: the caller discards it.
@@ -204,7 +221,7 @@ impl Upload {
         let mut hash_from = self.tail.len();
         self.tail.clear();
         let mut offset = self.flushed;
-        let mut workers: Option<Workers> = None;
+        let mut workers: Option<Workers> = self.workers.take();
         let mut failed: Option<StoreError> = None;
         let mut broken = false;
 
@@ -263,13 +280,18 @@ impl Upload {
                 if failed.is_none() && !broken && !w.send(last).await {
                     broken = true;
                 }
-                // Joining also surfaces a worker's own error.
-                match w.join().await {
-                    Ok(hasher) => self.hasher = hasher,
-                    Err(e) => failed = failed.or(Some(e)),
-                }
-                if broken && failed.is_none() {
-                    failed = Some(io::Error::other("upload writer stopped").into());
+                if failed.is_none() && !broken {
+                    // Keep the pipeline running for the next request or the commit.
+                    self.workers = Some(w);
+                } else {
+                    // Joining surfaces a worker's own error.
+                    match w.join().await {
+                        Ok(hasher) => self.hasher = hasher,
+                        Err(e) => failed = failed.or(Some(e)),
+                    }
+                    if broken && failed.is_none() {
+                        failed = Some(io::Error::other("upload writer stopped").into());
+                    }
                 }
             }
             None if failed.is_none() => {
@@ -299,12 +321,18 @@ impl Upload {
     /// Checks the digest and makes the blob durable under `target`. On a mismatch nothing
     /// remains.
     pub async fn commit(
-        self,
+        mut self,
         expected: Option<&Digest>,
         target: &Path,
         dirs: &Arc<DirSync>,
     ) -> Result<(), StoreError> {
-        let actual = self.digest_so_far();
+        let actual = match self.digest().await {
+            Ok(digest) => digest,
+            Err(e) => {
+                self.discard().await;
+                return Err(e);
+            }
+        };
         if let Some(expected) = expected {
             if *expected != actual {
                 self.discard().await;
@@ -377,7 +405,9 @@ impl Upload {
         dirs.sync(dir)
     }
 
-    pub async fn discard(self) {
+    pub async fn discard(mut self) {
+        // Stopping the workers first: no write may land after the file is removed.
+        let _ = self.settle().await;
         if self.file.is_some() {
             let path = self.path.clone();
             drop(self.file);
