@@ -3,6 +3,7 @@
 mod app;
 mod auth;
 mod control;
+mod images;
 mod lock;
 mod logging;
 mod metadata;

@@ -1,6 +1,7 @@
 //! Registry errors as the distribution spec's JSON bodies, built from oci-spec's types.
 
 use crate::auth::AuthError;
+use crate::images::ImageError;
 use crate::metadata::MetaError;
 use crate::storage::StoreError;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
@@ -130,6 +131,18 @@ impl From<StoreError> for RegistryError {
             .header(header::RANGE, super::upload_range(size)),
             StoreError::Body(_) => Self::bad_request(ErrorCode::SizeInvalid, e.to_string()),
             StoreError::Io(_) => Self::internal(e),
+        }
+    }
+}
+
+impl From<ImageError> for RegistryError {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::Invalid(m) => Self::bad_request(ErrorCode::ManifestInvalid, m),
+            ImageError::BlobUnknown(m) => Self::bad_request(ErrorCode::ManifestBlobUnknown, m),
+            ImageError::DigestMismatch(m) => Self::bad_request(ErrorCode::DigestInvalid, m),
+            ImageError::Meta(e) => e.into(),
+            ImageError::Store(e) => e.into(),
         }
     }
 }

@@ -1,26 +1,17 @@
 //! Manifest routes (GET / HEAD / PUT / DELETE by tag or digest), tag listing, the catalog and
 //! the referrers API.
 
+use crate::images::{self, MAX_MANIFEST, OCI_INDEX};
 use super::{empty, paginate, query_param, RegistryError, Result, Shared, CONTENT_DIGEST};
-use crate::metadata::{now_millis, Manifest, TagMutability};
+use crate::metadata::Manifest;
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use ecrl::names::{Digest, Reference, RepoName};
 use oci_spec::distribution::ErrorCode;
-use serde::Deserialize;
-use sha2::Digest as _;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// The spec's limit on manifest size, which registries should enforce.
-pub const MAX_MANIFEST: usize = 4 * 1024 * 1024;
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
@@ -37,10 +28,6 @@ fn manifest_unknown(repo: &RepoName, reference: &Reference) -> RegistryError {
         ErrorCode::ManifestUnknown,
         format!("manifest {reference} is not in repository {repo}"),
     )
-}
-
-fn invalid(message: impl Into<String>) -> RegistryError {
-    RegistryError::bad_request(ErrorCode::ManifestInvalid, message)
 }
 
 /// Finds the manifest a tag or digest names.
@@ -80,49 +67,6 @@ pub fn get(state: &Shared, repo: &RepoName, reference: &Reference, head: bool) -
         h.insert(header::ETAG, v);
     }
     Ok(response)
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Doc {
-    schema_version: Option<i64>,
-    media_type: Option<String>,
-    artifact_type: Option<String>,
-    config: Option<Descriptor>,
-    layers: Option<Vec<Descriptor>>,
-    manifests: Option<Vec<Descriptor>>,
-    subject: Option<Descriptor>,
-    annotations: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    media_type: Option<String>,
-    digest: String,
-    size: Option<i64>,
-    urls: Option<Vec<String>>,
-}
-
-impl Descriptor {
-    fn digest(&self, what: &str) -> Result<Digest> {
-        self.digest
-            .parse()
-            .map_err(|e| invalid(format!("{what}: {e}")))
-    }
-}
-
-enum Kind {
-    Image,
-    Index,
-}
-
-fn kind_of(media_type: &str) -> Option<Kind> {
-    match media_type {
-        OCI_MANIFEST | DOCKER_MANIFEST => Some(Kind::Image),
-        OCI_INDEX | DOCKER_LIST => Some(Kind::Index),
-        _ => None,
-    }
 }
 
 pub async fn put(
@@ -168,161 +112,15 @@ pub async fn put(
             }
         })?;
 
-    let doc: Doc = serde_json::from_slice(&body)
-        .map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
-    if doc.schema_version != Some(2) {
-        return Err(invalid("manifest schemaVersion must be 2"));
-    }
-    let media_type = match (&content_type, &doc.media_type) {
-        (Some(header), Some(body)) if header != body => {
-            return Err(invalid(format!(
-                "Content-Type {header} does not match the manifest's mediaType {body}"
-            )))
-        }
-        (Some(header), _) => header.clone(),
-        (None, Some(body)) => body.clone(),
-        (None, None) => {
-            // An OCI manifest may leave mediaType out; its shape says which it is.
-            if doc.manifests.is_some() {
-                OCI_INDEX.to_string()
-            } else {
-                OCI_MANIFEST.to_string()
-            }
-        }
-    };
-    let kind = kind_of(&media_type).ok_or_else(|| {
-        invalid(format!(
-            "unsupported manifest media type {media_type}: ecrl stores OCI image manifests and \
-             indexes and Docker schema 2 manifests and manifest lists"
-        ))
-    })?;
-
-    let digest = Digest::from_bytes(sha2::Sha256::digest(&body).into());
-    let tag = match reference {
-        Reference::Digest(d) if d != digest => {
-            return Err(RegistryError::bad_request(
-                ErrorCode::DigestInvalid,
-                format!("manifest content has digest {digest}, not {d}"),
-            ))
-        }
-        Reference::Digest(_) => None,
-        Reference::Tag(tag) => Some(tag),
-    };
-    state
-        .meta
-        .ensure_repo(&repo, state.config.create_on_push)
-        .await?;
-
-    // Everything it references must be here: blobs for an image, manifests for an index.
-    let (refs, blob_bytes, artifact_type) = {
-        let index = state.meta.read();
-        let r = index.repos.get(&repo).ok_or_else(|| repo_unknown(&repo))?;
-        if let (Some(tag), TagMutability::Immutable) = (&tag, r.mutability) {
-            if r.tags.get(tag).is_some_and(|d| *d != digest) {
-                return Err(crate::metadata::MetaError::TagImmutable {
-                    repo: repo.clone(),
-                    tag: tag.clone(),
-                }
-                .into());
-            }
-        }
-        let unknown = |what: &str, d: &Digest| {
-            RegistryError::bad_request(
-                ErrorCode::ManifestBlobUnknown,
-                format!("{what} {d} is not in repository {repo}: push it first"),
-            )
-        };
-        let mut refs = Vec::new();
-        let mut bytes = 0u64;
-        let mut artifact_type = doc.artifact_type.clone();
-        match kind {
-            Kind::Image => {
-                let config = doc
-                    .config
-                    .as_ref()
-                    .ok_or_else(|| invalid("an image manifest needs a config"))?;
-                let layers = doc
-                    .layers
-                    .as_ref()
-                    .ok_or_else(|| invalid("an image manifest needs layers"))?;
-                let config_digest = config.digest("config")?;
-                bytes += *r
-                    .blobs
-                    .get(&config_digest)
-                    .ok_or_else(|| unknown("config blob", &config_digest))?;
-                refs.push(config_digest);
-                for (i, layer) in layers.iter().enumerate() {
-                    let d = layer.digest(&format!("layers[{i}]"))?;
-                    if layer.size.is_some_and(|s| s < 0) {
-                        return Err(invalid(format!("layers[{i}]: negative size")));
-                    }
-                    // Non-distributable layers live elsewhere (their urls): not required here.
-                    if layer.urls.as_ref().is_some_and(|u| !u.is_empty()) {
-                        continue;
-                    }
-                    bytes += *r.blobs.get(&d).ok_or_else(|| unknown("layer blob", &d))?;
-                    refs.push(d);
-                }
-                if artifact_type.is_none() {
-                    artifact_type = config.media_type.clone();
-                }
-            }
-            Kind::Index => {
-                let manifests = doc
-                    .manifests
-                    .as_ref()
-                    .ok_or_else(|| invalid("an index needs manifests"))?;
-                for (i, m) in manifests.iter().enumerate() {
-                    let d = m.digest(&format!("manifests[{i}]"))?;
-                    let child = r.manifests.get(&d).ok_or_else(|| unknown("manifest", &d))?;
-                    bytes += child.image_size;
-                    refs.push(d);
-                }
-            }
-        }
-        (refs, bytes, artifact_type)
-    };
-    let subject = match &doc.subject {
-        Some(s) => Some(s.digest("subject")?),
-        None => None,
-    };
-
-    let _guard = state.lock_blob(&digest).await;
-    if state
-        .store
-        .stat(&digest)
-        .await
-        .map_err(RegistryError::internal)?
-        .is_none()
-    {
-        state.store.put(body.clone(), Some(&digest)).await?;
-    }
-    let size = body.len() as u64;
-    state
-        .meta
-        .put_manifest(
-            &repo,
-            Manifest {
-                digest,
-                media_type,
-                artifact_type,
-                subject,
-                size,
-                image_size: size + blob_bytes,
-                refs,
-                annotations: doc.annotations,
-                pushed_at: now_millis(),
-                last_pulled_at: None,
-                bytes: body,
-            },
-            tag,
-        )
-        .await?;
+    let stored = images::put_manifest(state, &repo, reference, content_type, body).await?;
     let mut headers = vec![
-        (header::LOCATION, format!("/v2/{repo}/manifests/{digest}")),
-        (CONTENT_DIGEST, digest.to_string()),
+        (
+            header::LOCATION,
+            format!("/v2/{repo}/manifests/{}", stored.digest),
+        ),
+        (CONTENT_DIGEST, stored.digest.to_string()),
     ];
-    if let Some(subject) = subject {
+    if let Some(subject) = stored.subject {
         headers.push((OCI_SUBJECT, subject.to_string()));
     }
     Ok(empty(StatusCode::CREATED, &headers))
