@@ -173,10 +173,9 @@ pub async fn put_manifest(
         let mut artifact_type = doc.artifact_type.clone();
         match kind {
             Kind::Image => {
-                let config = doc
-                    .config
-                    .as_ref()
-                    .ok_or_else(|| ImageError::Invalid("an image manifest needs a config".into()))?;
+                let config = doc.config.as_ref().ok_or_else(|| {
+                    ImageError::Invalid("an image manifest needs a config".into())
+                })?;
                 let layers = doc
                     .layers
                     .as_ref()
@@ -224,11 +223,7 @@ pub async fn put_manifest(
     };
 
     let _guard = state.lock_blob(&digest).await;
-    let stored = state
-        .store
-        .stat(&digest)
-        .await
-        .map_err(StoreError::Io)?;
+    let stored = state.store.stat(&digest).await.map_err(StoreError::Io)?;
     if stored.is_none() {
         state.store.put(body.clone(), Some(&digest)).await?;
     }

@@ -9,6 +9,7 @@ mod logging;
 mod metadata;
 mod registry;
 mod storage;
+mod transfer;
 
 use clap::Parser;
 use ecrl::config::{self, EcrldArgs};

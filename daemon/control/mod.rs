@@ -6,6 +6,7 @@
 
 mod repos;
 mod system;
+mod transfer;
 
 use crate::app::AppState;
 use axum::extract::connect_info::Connected;
@@ -167,6 +168,7 @@ fn router(state: Arc<AppState>) -> Router {
     let app = Router::new();
     let app = system::routes(app);
     let app = repos::routes(app);
+    let app = transfer::routes(app);
     app.fallback(unknown_operation)
         .layer(axum::middleware::map_response(add_version_header))
         .with_state(state)

@@ -1,8 +1,8 @@
 //! Manifest routes (GET / HEAD / PUT / DELETE by tag or digest), tag listing, the catalog and
 //! the referrers API.
 
-use crate::images::{self, MAX_MANIFEST, OCI_INDEX};
 use super::{empty, paginate, query_param, RegistryError, Result, Shared, CONTENT_DIGEST};
+use crate::images::{self, MAX_MANIFEST, OCI_INDEX};
 use crate::metadata::Manifest;
 use axum::body::Body;
 use axum::http::request::Parts;
@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use ecrl::names::{Digest, Reference, RepoName};
 use oci_spec::distribution::ErrorCode;
 use std::sync::Arc;
-
 
 const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");

@@ -190,7 +190,7 @@ impl BlobStore {
         self.upload_write(&id, None, body).await?;
         match expected {
             Some(expected) => self.upload_finish(&id, expected).await.map(|_| *expected),
-            None => self.upload_finish_any(&id).await,
+            None => self.upload_finish_computed(&id).await.map(|(d, _)| d),
         }
     }
 
@@ -308,7 +308,13 @@ impl BlobStore {
         Ok(size)
     }
 
-    async fn upload_finish_any(&self, id: &UploadId) -> Result<Digest, StoreError> {
+    /// Completes an upload under the digest of what it holds (content that names no digest
+    /// of its own, such as a layer compressed on the way in). Returns the digest and whether
+    /// the store did not hold that content before.
+    pub async fn upload_finish_computed(
+        &self,
+        id: &UploadId,
+    ) -> Result<(Digest, bool), StoreError> {
         let session = self.session(id)?;
         let mut upload = session
             .lock()
@@ -323,11 +329,12 @@ impl BlobStore {
                 return Err(e);
             }
         };
+        let new = self.stat(&digest).await?.is_none();
         let target = self.blob_path(&digest);
         upload
             .commit(Some(&digest), &target, &self.inner.dirs)
             .await?;
-        Ok(digest)
+        Ok((digest, new))
     }
 
     /// Abandons an upload and removes its file.
