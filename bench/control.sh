@@ -10,7 +10,7 @@ dir=$(mktemp -d)
 export ECRL_DATA_DIR=$dir/data ECRL_SOCKET=$dir/ecrl.sock ECRL_REGISTRY_ADDR=127.0.0.1:0 HOME=$dir
 trap '"$bin/ecrl" daemon stop -q >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 "$bin/ecrl" daemon start -q >/dev/null
-pid=$("$bin/ecrl" daemon status -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+pid=$("$bin/ecrl" daemon status --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
 hyperfine --warmup 20 --runs 300 -N --export-json "$dir/h.json" "$bin/ecrl daemon status" >&2
 sleep 1
 python3 - "$dir/h.json" "$pid" <<'PY'

@@ -27,7 +27,7 @@ pub mod exit {
 )]
 pub struct Cli {
     /// Output format for results on stdout
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table, env = "ECRL_OUTPUT")]
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table, env = "ECRL_OUTPUT")]
     pub output: OutputFormat,
 
     /// Print only results: no progress, no notes

@@ -240,7 +240,7 @@ fn config_file_is_read_and_flags_win() {
         config.to_str().unwrap(),
         "--registry-addr",
         "127.0.0.1:0",
-        "-o",
+        "--output",
         "json",
     ]);
     let info: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -258,7 +258,7 @@ fn bad_flags_exit_2() {
     assert_eq!(env.ecrl(&["--no-such-flag"]).status.code(), Some(2));
     assert_eq!(env.ecrl(&["daemon", "frobnicate"]).status.code(), Some(2));
     assert_eq!(
-        env.ecrl(&["-o", "xml", "daemon", "status"]).status.code(),
+        env.ecrl(&["--output", "xml", "daemon", "status"]).status.code(),
         Some(2)
     );
     let out = env.ecrld_command(&["--bogus"]).output().unwrap();
@@ -277,7 +277,7 @@ fn output_formats_are_machine_readable() {
         serde_yaml::from_str(&env.ecrl_ok(&["daemon", "status", "--output", "yaml"])).unwrap();
     assert_eq!(yaml["pid"].as_u64(), json["pid"].as_u64());
     let stopped: serde_json::Value =
-        serde_json::from_str(&env.ecrl_ok(&["daemon", "stop", "-o", "json"])).unwrap();
+        serde_json::from_str(&env.ecrl_ok(&["daemon", "stop", "--output", "json"])).unwrap();
     assert_eq!(stopped["stopped"], true);
 }
 

@@ -75,7 +75,7 @@ impl Registry {
 
 fn json_of(env: &Env, args: &[&str]) -> Value {
     let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
+    all.extend(["--output", "json"]);
     serde_json::from_str(&env.ecrl_ok(&all)).unwrap()
 }
 
@@ -256,7 +256,7 @@ fn images_are_listed_described_tagged_and_deleted_as_on_ecr() {
         "delete",
         "app:nope",
         &format!("app@{b}"),
-        "-o",
+        "--output",
         "json",
     ]);
     assert_eq!(out.status.code(), Some(1));
@@ -297,7 +297,7 @@ fn an_image_in_an_index_cannot_be_deleted_alone() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 201);
-    let out = env.ecrl(&["image", "delete", &format!("multi@{child}"), "-o", "json"]);
+    let out = env.ecrl(&["image", "delete", &format!("multi@{child}"), "--output", "json"]);
     assert_eq!(out.status.code(), Some(1));
     let body: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

@@ -406,7 +406,7 @@ impl Importer {
         if total != size {
             let _ = self.handle.block_on(store.upload_cancel(&id));
             return Err(TransferError::Format(format!(
-                "{path}: the tar says {size} bytes but holds {total}"
+                "the archive is truncated: {path} should hold {size} bytes but has {total}"
             )));
         }
         let diff_id = Digest::from_bytes(raw.finalize().into());

@@ -109,12 +109,12 @@ impl Env {
 
     /// Starts the daemon with `ecrl daemon start` and returns its info.
     pub fn start(&self) -> serde_json::Value {
-        let out = self.ecrl_ok(&["daemon", "start", "-o", "json"]);
+        let out = self.ecrl_ok(&["daemon", "start", "--output", "json"]);
         serde_json::from_str(&out).expect("start prints JSON")
     }
 
     pub fn info(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ecrl_ok(&["daemon", "status", "-o", "json"])).unwrap()
+        serde_json::from_str(&self.ecrl_ok(&["daemon", "status", "--output", "json"])).unwrap()
     }
 }
 
