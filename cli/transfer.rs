@@ -405,10 +405,9 @@ async fn follow_events(
             event => progress.event(&event),
         }
     }
-    Err(ClientError::Protocol(
-        "ecrld ended the transfer without a result (see 'ecrl daemon logs')".into(),
-    )
-    .into())
+    Err(anyhow::anyhow!(
+        "ecrld ended the transfer without a result; see 'ecrl daemon logs'"
+    ))
 }
 
 /// Writes a producer's bytes into the body.
@@ -485,7 +484,13 @@ impl Body for ChannelBody {
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                // All sent: stop the clock, so the rate shown is the transfer's.
+                if let Some(bar) = &self.overall {
+                    bar.abandon();
+                }
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -713,10 +718,10 @@ async fn receive(
     let mut received = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            ClientError::Protocol(format!(
-                "the archive stream broke off after {}: {e} (see 'ecrl daemon logs')",
+            anyhow::anyhow!(
+                "the archive stream from ecrld broke off after {}: {e}; see 'ecrl daemon logs'",
                 human_bytes(received)
-            ))
+            )
         })?;
         let Ok(data) = frame.into_data() else {
             continue;
@@ -739,11 +744,11 @@ async fn receive(
     // The content size counts the blobs; the archive around them can only be larger.
     if let Some(total) = total {
         if received < total {
-            anyhow::bail!(ClientError::Protocol(format!(
-                "the archive ended after {} of at least {} (see 'ecrl daemon logs')",
+            anyhow::bail!(
+                "the archive from ecrld ended after {} of at least {}; see 'ecrl daemon logs'",
                 human_bytes(received),
                 human_bytes(total)
-            )));
+            );
         }
     }
     // An empty chunk tells the writer the stream is complete.
