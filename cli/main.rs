@@ -6,6 +6,7 @@ mod daemon;
 mod image;
 mod output;
 mod repo;
+mod transfer;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -1,7 +1,8 @@
-//! `ecrl repo create|list|describe|delete`.
+//! `ecrl repo create|list|describe|delete|push|pull`.
 
 use crate::app::{block_on, Context, UsageError};
 use crate::output::{self, human_bytes, Table};
+use crate::transfer;
 use clap::{Args, Subcommand, ValueEnum};
 use ecrl::api::repos::*;
 use std::process::ExitCode;
@@ -28,6 +29,12 @@ pub enum RepoCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Push an image from an archive, an OCI layout or the Docker engine into a repository
+    #[command(long_about = transfer::PUSH_LONG_ABOUT)]
+    Push(transfer::PushArgs),
+    /// Pull an image into an archive, an OCI layout or the Docker engine
+    #[command(long_about = transfer::PULL_LONG_ABOUT)]
+    Pull(transfer::PullArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -95,6 +102,8 @@ pub fn run(ctx: &Context, command: RepoCommand) -> anyhow::Result<ExitCode> {
             }))??;
             output::print(ctx.output, &response)?;
         }
+        RepoCommand::Push(args) => return transfer::push(ctx, args),
+        RepoCommand::Pull(args) => return transfer::pull(ctx, args),
     }
     Ok(ExitCode::SUCCESS)
 }
