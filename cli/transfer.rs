@@ -64,15 +64,15 @@ pub const PULL_LONG_ABOUT: &str = "\
 Pull an image out of the local registry: into an archive, an OCI layout directory, or the
 local Docker engine.
 
-The archive goes to FILE with -O FILE, or to stdout when stdout is not a terminal. A file is
+The archive goes to FILE with -o FILE, or to stdout when stdout is not a terminal. A file is
 written to FILE.partial and renamed when complete, so FILE is never half-written; an
 interrupted or failed pull leaves nothing behind.
 
 Examples:
-  ecrl repo pull team/app:1 -O app.tar
+  ecrl repo pull team/app:1 -o app.tar
   ecrl repo pull team/app:1 | docker load
-  ecrl repo pull team/app@sha256:... --format oci -O ./layout
-  ecrl repo pull team/app:1 --platform linux/arm64 -O app-arm64.tar
+  ecrl repo pull team/app@sha256:... --format oci -o ./layout
+  ecrl repo pull team/app:1 --platform linux/arm64 -o app-arm64.tar
   ecrl repo pull team/app:1 --to docker
 
 Exit codes: 0 pulled, 1 the pull failed, 2 usage error, 3 the daemon is unreachable,
@@ -104,7 +104,7 @@ pub struct PullArgs {
     #[arg(value_name = "REPO[:TAG|@DIGEST]")]
     pub image: String,
     /// Write the archive to FILE (a directory with --format oci); '-' is stdout
-    #[arg(long = "output-file", short = 'O', value_name = "FILE|DIR")]
+    #[arg(long = "output-file", short = 'o', value_name = "FILE|DIR")]
     pub output_file: Option<PathBuf>,
     /// What to write
     #[arg(long, value_enum, default_value_t = PullFormat::DockerArchive, conflicts_with = "to")]
@@ -121,7 +121,7 @@ pub struct PullArgs {
 pub enum PullFormat {
     /// A tar as 'docker save' writes it ('docker load' reads it)
     DockerArchive,
-    /// An OCI image layout unpacked into a directory (needs -O DIR)
+    /// An OCI image layout unpacked into a directory (needs -o DIR)
     Oci,
     /// An OCI image layout in a tar
     OciArchive,
@@ -211,13 +211,13 @@ pub fn destination(
     if format == PullFormat::Oci {
         return match output_file {
             Some(dir) => Ok(Destination::Dir(dir.to_path_buf())),
-            None => Err("--format oci unpacks into a directory: give it with -O DIR".into()),
+            None => Err("--format oci unpacks into a directory: give it with -o DIR".into()),
         };
     }
     match output_file {
         Some(file) => Ok(Destination::File(file.to_path_buf())),
         None if stdout_is_tty => Err("refusing to write an image archive to a terminal: \
-             use -O FILE, or pipe the output (ecrl repo pull REPO:TAG | docker load)"
+             use -o FILE, or pipe the output (ecrl repo pull REPO:TAG | docker load)"
             .into()),
         None => Ok(Destination::Stdout),
     }

@@ -118,6 +118,12 @@ _ecrl() {
             ecrl__subcmd__help__subcmd__repo,list)
                 cmd="ecrl__subcmd__help__subcmd__repo__subcmd__list"
                 ;;
+            ecrl__subcmd__help__subcmd__repo,pull)
+                cmd="ecrl__subcmd__help__subcmd__repo__subcmd__pull"
+                ;;
+            ecrl__subcmd__help__subcmd__repo,push)
+                cmd="ecrl__subcmd__help__subcmd__repo__subcmd__push"
+                ;;
             ecrl__subcmd__image,delete)
                 cmd="ecrl__subcmd__image__subcmd__delete"
                 ;;
@@ -163,6 +169,12 @@ _ecrl() {
             ecrl__subcmd__repo,list)
                 cmd="ecrl__subcmd__repo__subcmd__list"
                 ;;
+            ecrl__subcmd__repo,pull)
+                cmd="ecrl__subcmd__repo__subcmd__pull"
+                ;;
+            ecrl__subcmd__repo,push)
+                cmd="ecrl__subcmd__repo__subcmd__push"
+                ;;
             ecrl__subcmd__repo__subcmd__help,create)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__create"
                 ;;
@@ -178,6 +190,12 @@ _ecrl() {
             ecrl__subcmd__repo__subcmd__help,list)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__list"
                 ;;
+            ecrl__subcmd__repo__subcmd__help,pull)
+                cmd="ecrl__subcmd__repo__subcmd__help__subcmd__pull"
+                ;;
+            ecrl__subcmd__repo__subcmd__help,push)
+                cmd="ecrl__subcmd__repo__subcmd__help__subcmd__push"
+                ;;
             *)
                 ;;
         esac
@@ -185,17 +203,13 @@ _ecrl() {
 
     case "${cmd}" in
         ecrl)
-            opts="-o -q -h -V --output --quiet --socket --help --version daemon repo image completions generate-docs help"
+            opts="-q -h -V --output --quiet --socket --help --version daemon repo image completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --output)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
@@ -211,17 +225,13 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__completions)
-            opts="-o -q -h -V --output --quiet --socket --help --version bash elvish fish powershell zsh"
+            opts="-q -h -V --output --quiet --socket --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --output)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
@@ -237,17 +247,13 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__daemon)
-            opts="-o -q -h -V --output --quiet --socket --help --version start stop status logs help"
+            opts="-q -h -V --output --quiet --socket --help --version start stop status logs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --output)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
@@ -347,7 +353,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__daemon__subcmd__logs)
-            opts="-f -n -o -q -h -V --follow --tail --output --quiet --socket --help --version"
+            opts="-f -n -q -h -V --follow --tail --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -365,10 +371,6 @@ _ecrl() {
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
-                -o)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -381,7 +383,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__daemon__subcmd__start)
-            opts="-o -q -h -V --data-dir --registry-addr --config --log-format --wait --output --quiet --socket --help --version"
+            opts="-q -h -V --data-dir --registry-addr --config --log-format --wait --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -411,10 +413,6 @@ _ecrl() {
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
-                -o)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -427,17 +425,13 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__daemon__subcmd__status)
-            opts="-o -q -h -V --output --quiet --socket --help --version"
+            opts="-q -h -V --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --output)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
@@ -453,7 +447,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__daemon__subcmd__stop)
-            opts="-o -q -h -V --wait --output --quiet --socket --help --version"
+            opts="-q -h -V --wait --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -464,10 +458,6 @@ _ecrl() {
                     return 0
                     ;;
                 --output)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
@@ -483,17 +473,13 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__generate__subcmd__docs)
-            opts="-o -q -h -V --output --quiet --socket --help --version"
+            opts="-q -h -V --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --output)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
@@ -705,7 +691,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help__subcmd__repo)
-            opts="create list describe delete"
+            opts="create list describe delete push pull"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -774,18 +760,42 @@ _ecrl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ecrl__subcmd__help__subcmd__repo__subcmd__pull)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__repo__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ecrl__subcmd__image)
-            opts="-o -q -h -V --output --quiet --socket --help --version list describe delete tag help"
+            opts="-q -h -V --output --quiet --socket --help --version list describe delete tag help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --output)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
@@ -801,17 +811,13 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__image__subcmd__delete)
-            opts="-o -q -h -V --output --quiet --socket --help --version"
+            opts="-q -h -V --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --output)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
@@ -827,17 +833,13 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__image__subcmd__describe)
-            opts="-o -q -h -V --output --quiet --socket --help --version"
+            opts="-q -h -V --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --output)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
@@ -937,7 +939,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__image__subcmd__list)
-            opts="-o -q -h -V --tag-status --output --quiet --socket --help --version"
+            opts="-q -h -V --tag-status --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -948,10 +950,6 @@ _ecrl() {
                     return 0
                     ;;
                 --output)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
@@ -967,17 +965,13 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__image__subcmd__tag)
-            opts="-o -q -h -V --output --quiet --socket --help --version"
+            opts="-q -h -V --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --output)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
@@ -993,17 +987,13 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo)
-            opts="-o -q -h -V --output --quiet --socket --help --version create list describe delete help"
+            opts="-q -h -V --output --quiet --socket --help --version create list describe delete push pull help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --output)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
@@ -1019,7 +1009,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo__subcmd__create)
-            opts="-o -q -h -V --tag-mutability --tag --output --quiet --socket --help --version"
+            opts="-q -h -V --tag-mutability --tag --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1037,10 +1027,6 @@ _ecrl() {
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
-                -o)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1053,17 +1039,13 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo__subcmd__delete)
-            opts="-o -q -h -V --force --output --quiet --socket --help --version"
+            opts="-q -h -V --force --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --output)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
@@ -1079,17 +1061,13 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo__subcmd__describe)
-            opts="-o -q -h -V --output --quiet --socket --help --version"
+            opts="-q -h -V --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --output)
-                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
-                    return 0
-                    ;;
-                -o)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
@@ -1105,7 +1083,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo__subcmd__help)
-            opts="create list describe delete help"
+            opts="create list describe delete push pull help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1188,8 +1166,36 @@ _ecrl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ecrl__subcmd__repo__subcmd__help__subcmd__pull)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__help__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ecrl__subcmd__repo__subcmd__list)
-            opts="-o -q -h -V --output --quiet --socket --help --version"
+            opts="-q -h -V --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1199,7 +1205,71 @@ _ecrl() {
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__pull)
+            opts="-o -q -h -V --output-file --format --platform --to --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "docker-archive oci oci-archive" -- "${cur}"))
+                    return 0
+                    ;;
+                --platform)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -W "docker" -- "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__push)
+            opts="-q -h -V --compression --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --compression)
+                    COMPREPLY=($(compgen -W "gzip none" -- "${cur}"))
+                    return 0
+                    ;;
+                --output)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0
                     ;;

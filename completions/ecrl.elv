@@ -18,7 +18,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
     }
     var completions = [
         &'ecrl'= {
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -35,7 +34,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ecrl;daemon'= {
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -56,7 +54,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --config 'YAML config file [default: ~/.config/ecrl/config.yaml when it exists]'
             cand --log-format 'Log format on stderr [default: text]'
             cand --wait 'Seconds to wait for the daemon to answer'
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -68,7 +65,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         }
         &'ecrl;daemon;stop'= {
             cand --wait 'Seconds to wait for the daemon to exit'
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -79,7 +75,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --version 'Print version'
         }
         &'ecrl;daemon;status'= {
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -92,7 +87,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;daemon;logs'= {
             cand -n 'Print only the last N lines'
             cand --tail 'Print only the last N lines'
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -f 'Keep printing new lines as they are written'
@@ -122,7 +116,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;daemon;help;help'= {
         }
         &'ecrl;repo'= {
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -135,12 +128,13 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand list 'List repositories, optionally those whose name starts with PREFIX'
             cand describe 'Show a repository: URI, creation time, image count, size'
             cand delete 'Delete a repository (one that holds images needs --force)'
+            cand push 'Push an image from an archive, an OCI layout or the Docker engine into a repository'
+            cand pull 'Pull an image into an archive, an OCI layout or the Docker engine'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ecrl;repo;create'= {
             cand --tag-mutability 'Whether a pushed tag may later point at another image'
             cand --tag 'A resource tag KEY=VALUE (repeatable)'
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -151,7 +145,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --version 'Print version'
         }
         &'ecrl;repo;list'= {
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -162,7 +155,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --version 'Print version'
         }
         &'ecrl;repo;describe'= {
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -173,7 +165,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --version 'Print version'
         }
         &'ecrl;repo;delete'= {
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand --force 'Delete it even if it holds images'
@@ -184,11 +175,39 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'ecrl;repo;push'= {
+            cand --compression 'How layers that arrive uncompressed are stored [daemon default: gzip]'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;repo;pull'= {
+            cand -o 'Write the archive to FILE (a directory with --format oci); ''-'' is stdout'
+            cand --output-file 'Write the archive to FILE (a directory with --format oci); ''-'' is stdout'
+            cand --format 'What to write'
+            cand --platform 'Which image of a multi-platform index, e.g. linux/arm64'
+            cand --to 'Load the image into a local engine instead of writing an archive'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'ecrl;repo;help'= {
             cand create 'Create a repository'
             cand list 'List repositories, optionally those whose name starts with PREFIX'
             cand describe 'Show a repository: URI, creation time, image count, size'
             cand delete 'Delete a repository (one that holds images needs --force)'
+            cand push 'Push an image from an archive, an OCI layout or the Docker engine into a repository'
+            cand pull 'Pull an image into an archive, an OCI layout or the Docker engine'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ecrl;repo;help;create'= {
@@ -199,10 +218,13 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         }
         &'ecrl;repo;help;delete'= {
         }
+        &'ecrl;repo;help;push'= {
+        }
+        &'ecrl;repo;help;pull'= {
+        }
         &'ecrl;repo;help;help'= {
         }
         &'ecrl;image'= {
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -219,7 +241,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         }
         &'ecrl;image;list'= {
             cand --tag-status 'Which images to list'
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -230,7 +251,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --version 'Print version'
         }
         &'ecrl;image;describe'= {
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -241,7 +261,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --version 'Print version'
         }
         &'ecrl;image;delete'= {
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -252,7 +271,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --version 'Print version'
         }
         &'ecrl;image;tag'= {
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -280,7 +298,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;image;help;help'= {
         }
         &'ecrl;completions'= {
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -291,7 +308,6 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --version 'Print version'
         }
         &'ecrl;generate-docs'= {
-            cand -o 'Output format for results on stdout'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -328,6 +344,8 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand list 'List repositories, optionally those whose name starts with PREFIX'
             cand describe 'Show a repository: URI, creation time, image count, size'
             cand delete 'Delete a repository (one that holds images needs --force)'
+            cand push 'Push an image from an archive, an OCI layout or the Docker engine into a repository'
+            cand pull 'Pull an image into an archive, an OCI layout or the Docker engine'
         }
         &'ecrl;help;repo;create'= {
         }
@@ -336,6 +354,10 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;repo;describe'= {
         }
         &'ecrl;help;repo;delete'= {
+        }
+        &'ecrl;help;repo;push'= {
+        }
+        &'ecrl;help;repo;pull'= {
         }
         &'ecrl;help;image'= {
             cand list 'List a repository''s images (digest and tag pairs)'

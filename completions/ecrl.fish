@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_ecrl_global_optspecs
-    string join \n o/output= q/quiet socket= h/help V/version
+    string join \n output= q/quiet socket= h/help V/version
 end
 
 function __fish_ecrl_needs_command
@@ -24,7 +24,7 @@ function __fish_ecrl_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c ecrl -n "__fish_ecrl_needs_command" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_needs_command" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_needs_command" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
@@ -37,7 +37,7 @@ complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "image" -d 'List, describe
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "generate-docs" -d 'Write completion scripts and man pages into a directory (for packagers and the tests)'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and not __fish_seen_subcommand_from start stop status logs help" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and not __fish_seen_subcommand_from start stop status logs help" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and not __fish_seen_subcommand_from start stop status logs help" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
@@ -55,7 +55,7 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcom
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l log-format -d 'Log format on stderr [default: text]' -r -f -a "text\t''
 json\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l wait -d 'Seconds to wait for the daemon to answer' -r
-complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
@@ -63,14 +63,14 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcom
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -s V -l version -d 'Print version'
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from stop" -l wait -d 'Seconds to wait for the daemon to exit' -r
-complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from stop" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from stop" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from stop" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from stop" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from stop" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from stop" -s V -l version -d 'Print version'
-complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from status" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from status" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from status" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
@@ -78,7 +78,7 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcom
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from status" -s V -l version -d 'Print version'
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from logs" -s n -l tail -d 'Print only the last N lines' -r
-complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from logs" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from logs" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from logs" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
@@ -91,43 +91,45 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcom
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show whether ecrld runs, where it listens and what it stores (exit 3 when it does not run)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "logs" -d 'Print the log of an ecrld started with \'ecrl daemon start\''
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull help" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -s q -l quiet -d 'Print only results: no progress, no notes'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -s h -l help -d 'Print help'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -s V -l version -d 'Print version'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -f -a "create" -d 'Create a repository'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -f -a "list" -d 'List repositories, optionally those whose name starts with PREFIX'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -f -a "describe" -d 'Show a repository: URI, creation time, image count, size'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -f -a "delete" -d 'Delete a repository (one that holds images needs --force)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull help" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull help" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull help" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull help" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull help" -f -a "create" -d 'Create a repository'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull help" -f -a "list" -d 'List repositories, optionally those whose name starts with PREFIX'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull help" -f -a "describe" -d 'Show a repository: URI, creation time, image count, size'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull help" -f -a "delete" -d 'Delete a repository (one that holds images needs --force)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull help" -f -a "push" -d 'Push an image from an archive, an OCI layout or the Docker engine into a repository'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull help" -f -a "pull" -d 'Pull an image into an archive, an OCI layout or the Docker engine'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -l tag-mutability -d 'Whether a pushed tag may later point at another image' -r -f -a "MUTABLE\t''
 IMMUTABLE\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -l tag -d 'A resource tag KEY=VALUE (repeatable)' -r
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from list" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from list" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from describe" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from describe" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from describe" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from describe" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from describe" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from describe" -s V -l version -d 'Print version'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from delete" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from delete" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
@@ -135,12 +137,36 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcomma
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from delete" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from push" -l compression -d 'How layers that arrive uncompressed are stored [daemon default: gzip]' -r -f -a "gzip\t''
+none\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from push" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from push" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from push" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from push" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from push" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from pull" -s o -l output-file -d 'Write the archive to FILE (a directory with --format oci); \'-\' is stdout' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from pull" -l format -d 'What to write' -r -f -a "docker-archive\t'A tar as \'docker save\' writes it (\'docker load\' reads it)'
+oci\t'An OCI image layout unpacked into a directory (needs -o DIR)'
+oci-archive\t'An OCI image layout in a tar'"
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from pull" -l platform -d 'Which image of a multi-platform index, e.g. linux/arm64' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from pull" -l to -d 'Load the image into a local engine instead of writing an archive' -r -f -a "docker\t'The Docker engine the daemon is configured with'"
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from pull" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from pull" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from pull" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from pull" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from pull" -s V -l version -d 'Print version'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create a repository'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "list" -d 'List repositories, optionally those whose name starts with PREFIX'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "describe" -d 'Show a repository: URI, creation time, image count, size'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a repository (one that holds images needs --force)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "push" -d 'Push an image from an archive, an OCI layout or the Docker engine into a repository'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "pull" -d 'Pull an image into an archive, an OCI layout or the Docker engine'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand image; and not __fish_seen_subcommand_from list describe delete tag help" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and not __fish_seen_subcommand_from list describe delete tag help" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and not __fish_seen_subcommand_from list describe delete tag help" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
@@ -155,28 +181,28 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand image; and not __fish_seen_sub
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -l tag-status -d 'Which images to list' -r -f -a "tagged\t''
 untagged\t''
 any\t''"
-complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
-complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from describe" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from describe" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from describe" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from describe" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from describe" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from describe" -s V -l version -d 'Print version'
-complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from delete" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from delete" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from delete" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from delete" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
-complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from tag" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from tag" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from tag" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
@@ -188,14 +214,14 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcomm
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete images: a tag removes the tag (an image left without tags goes too); a digest removes the image and its tags'
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "tag" -d 'Give an existing image another tag'
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand completions" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand completions" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand completions" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
 complete -c ecrl -n "__fish_ecrl_using_subcommand completions" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s o -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
@@ -216,6 +242,8 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcomma
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from repo" -f -a "list" -d 'List repositories, optionally those whose name starts with PREFIX'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from repo" -f -a "describe" -d 'Show a repository: URI, creation time, image count, size'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from repo" -f -a "delete" -d 'Delete a repository (one that holds images needs --force)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from repo" -f -a "push" -d 'Push an image from an archive, an OCI layout or the Docker engine into a repository'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from repo" -f -a "pull" -d 'Pull an image into an archive, an OCI layout or the Docker engine'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "list" -d 'List a repository\'s images (digest and tag pairs)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "describe" -d 'Show an image (REPO:TAG or REPO@DIGEST), or every image of REPO'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "delete" -d 'Delete images: a tag removes the tag (an image left without tags goes too); a digest removes the image and its tags'

@@ -258,7 +258,9 @@ fn bad_flags_exit_2() {
     assert_eq!(env.ecrl(&["--no-such-flag"]).status.code(), Some(2));
     assert_eq!(env.ecrl(&["daemon", "frobnicate"]).status.code(), Some(2));
     assert_eq!(
-        env.ecrl(&["--output", "xml", "daemon", "status"]).status.code(),
+        env.ecrl(&["--output", "xml", "daemon", "status"])
+            .status
+            .code(),
         Some(2)
     );
     let out = env.ecrld_command(&["--bogus"]).output().unwrap();

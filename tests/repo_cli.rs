@@ -297,7 +297,13 @@ fn an_image_in_an_index_cannot_be_deleted_alone() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 201);
-    let out = env.ecrl(&["image", "delete", &format!("multi@{child}"), "--output", "json"]);
+    let out = env.ecrl(&[
+        "image",
+        "delete",
+        &format!("multi@{child}"),
+        "--output",
+        "json",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let body: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

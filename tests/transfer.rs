@@ -5,8 +5,7 @@
 mod common;
 
 use common::registry::{
-    build_busybox_image, localhost, require_docker, require_skopeo, run_ok, unique,
-    DockerImages,
+    build_busybox_image, localhost, require_docker, require_skopeo, run_ok, unique, DockerImages,
 };
 use common::{stderr, Env};
 use serde_json::{json, Value};
@@ -28,7 +27,11 @@ fn blob_files(env: &Env) -> Vec<std::path::PathBuf> {
     let root = env.data_dir().join("blobs/sha256");
     let mut out = Vec::new();
     for dir in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-        for file in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+        for file in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             out.push(file.path());
         }
     }
@@ -39,7 +42,13 @@ fn blob_files(env: &Env) -> Vec<std::path::PathBuf> {
 fn diff_ids(image: &str) -> String {
     run_ok(
         "docker",
-        &["image", "inspect", "--format", "{{json .RootFS.Layers}}", image],
+        &[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RootFS.Layers}}",
+            image,
+        ],
     )
 }
 
@@ -67,11 +76,20 @@ fn docker_save_archives_push_pull_and_run() {
     images.track(&remote);
     run_ok("docker", &["pull", &remote]);
     assert_eq!(diff_ids(&remote), diff_ids(&local));
-    let out = run_ok("docker", &["run", "--rm", &remote, "cat", "/etc/ecrl-test-id"]);
+    let out = run_ok(
+        "docker",
+        &["run", "--rm", &remote, "cat", "/etc/ecrl-test-id"],
+    );
     assert_eq!(out.trim(), id);
     let repo_digest = run_ok(
         "docker",
-        &["image", "inspect", "--format", "{{index .RepoDigests 0}}", &remote],
+        &[
+            "image",
+            "inspect",
+            "--format",
+            "{{index .RepoDigests 0}}",
+            &remote,
+        ],
     );
     assert_eq!(repo_digest.trim(), format!("{host}/team/app@{digest}"));
     run_ok("docker", &["rmi", &remote]);
@@ -91,17 +109,29 @@ fn docker_save_archives_push_pull_and_run() {
     let loaded = run_ok("docker", &["load", "-i", pulled.to_str().unwrap()]);
     assert!(loaded.contains(&remote), "{loaded}");
     assert_eq!(diff_ids(&remote), diff_ids(&local));
-    let out = run_ok("docker", &["run", "--rm", &remote, "cat", "/etc/ecrl-test-id"]);
+    let out = run_ok(
+        "docker",
+        &["run", "--rm", &remote, "cat", "/etc/ecrl-test-id"],
+    );
     assert_eq!(out.trim(), id);
     run_ok("docker", &["rmi", &remote]);
 
     // ...and straight into the engine.
     let result: Value = serde_json::from_str(&env.ecrl_ok(&[
-        "repo", "pull", "team/app:1", "--to", "docker", "--output", "json",
+        "repo",
+        "pull",
+        "team/app:1",
+        "--to",
+        "docker",
+        "--output",
+        "json",
     ]))
     .unwrap();
     assert_eq!(result["dockerReference"], remote);
-    let out = run_ok("docker", &["run", "--rm", &remote, "cat", "/etc/ecrl-test-id"]);
+    let out = run_ok(
+        "docker",
+        &["run", "--rm", &remote, "cat", "/etc/ecrl-test-id"],
+    );
     assert_eq!(out.trim(), id);
 }
 
@@ -121,11 +151,7 @@ fn push_reads_stdin_gzip_and_the_docker_engine() {
     let gz = env.path().join("image.tar.gz");
     let status = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!(
-            "gzip -c {} > {}",
-            archive.display(),
-            gz.display()
-        ))
+        .arg(format!("gzip -c {} > {}", archive.display(), gz.display()))
         .status()
         .unwrap();
     assert!(status.success());
@@ -139,7 +165,12 @@ fn push_reads_stdin_gzip_and_the_docker_engine() {
 
     // docker://NAME exports from the engine; the image is the same.
     let mut command = env.ecrl_command(&[
-        "repo", "push", &format!("docker://{local}"), "engine/app:1", "--output", "json",
+        "repo",
+        "push",
+        &format!("docker://{local}"),
+        "engine/app:1",
+        "--output",
+        "json",
     ]);
     let out = command.output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -148,8 +179,14 @@ fn push_reads_stdin_gzip_and_the_docker_engine() {
 
     // Uncompressed layers when asked: another digest, same content.
     let plain = env.ecrl_ok(&[
-        "repo", "push", archive.to_str().unwrap(), "plain/app:1", "--compression", "none",
-        "--output", "json",
+        "repo",
+        "push",
+        archive.to_str().unwrap(),
+        "plain/app:1",
+        "--compression",
+        "none",
+        "--output",
+        "json",
     ]);
     let plain: Value = serde_json::from_str(&plain).unwrap();
     assert_ne!(plain["imageDigest"], from_stdin["imageDigest"]);
@@ -186,16 +223,35 @@ fn oci_layouts_round_trip_with_skopeo() {
 
     let out_dir = env.path().join("pulled-layout");
     env.ecrl_ok(&[
-        "repo", "pull", "oci/app:v1", "--format", "oci", "-o", out_dir.to_str().unwrap(),
+        "repo",
+        "pull",
+        "oci/app:v1",
+        "--format",
+        "oci",
+        "-o",
+        out_dir.to_str().unwrap(),
     ]);
-    assert_eq!(skopeo_digest(&format!("oci:{}:v1", out_dir.display())), want);
+    assert_eq!(
+        skopeo_digest(&format!("oci:{}:v1", out_dir.display())),
+        want
+    );
 
     // An OCI archive (a tar of the layout) goes in too, and comes out the same.
     let archive = env.path().join("layout.tar");
     env.ecrl_ok(&[
-        "repo", "pull", "oci/app:v1", "--format", "oci-archive", "-o", archive.to_str().unwrap(),
+        "repo",
+        "pull",
+        "oci/app:v1",
+        "--format",
+        "oci-archive",
+        "-o",
+        archive.to_str().unwrap(),
     ]);
-    let again = push(&env, &format!("oci-archive:{}", archive.display()), "oci/copy:v1");
+    let again = push(
+        &env,
+        &format!("oci-archive:{}", archive.display()),
+        "oci/copy:v1",
+    );
     assert_eq!(again["imageDigest"], want);
     assert_eq!(again["blobsPushed"], 0);
 }
@@ -203,7 +259,13 @@ fn oci_layouts_round_trip_with_skopeo() {
 fn skopeo_digest(reference: &str) -> String {
     let out = run_ok(
         "skopeo",
-        &["inspect", "--tls-verify=false", "--format", "{{.Digest}}", reference],
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+            reference,
+        ],
     );
     out.trim().to_string()
 }
@@ -297,7 +359,11 @@ fn a_multi_platform_index_round_trips_with_every_platform() {
     let (archive, index_digest, platforms) = multi_platform_layout();
     let path = env.path().join("multi.tar");
     std::fs::write(&path, &archive).unwrap();
-    let result = push(&env, &format!("oci-archive:{}", path.display()), "multi/app");
+    let result = push(
+        &env,
+        &format!("oci-archive:{}", path.display()),
+        "multi/app",
+    );
     assert_eq!(result["imageDigest"], index_digest);
     assert_eq!(result["imageTag"], "multi");
     for digest in &platforms {
@@ -308,7 +374,13 @@ fn a_multi_platform_index_round_trips_with_every_platform() {
     // Out as an OCI archive: the same index and both platforms, byte for byte.
     let out = env.path().join("out.tar");
     env.ecrl_ok(&[
-        "repo", "pull", "multi/app:multi", "--format", "oci-archive", "-o", out.to_str().unwrap(),
+        "repo",
+        "pull",
+        "multi/app:multi",
+        "--format",
+        "oci-archive",
+        "-o",
+        out.to_str().unwrap(),
     ]);
     let mut names = Vec::new();
     let mut archive = tar::Archive::new(std::fs::File::open(&out).unwrap());
@@ -330,7 +402,13 @@ fn a_multi_platform_index_round_trips_with_every_platform() {
     // A docker-archive holds one image: the platform asked for.
     let arm = env.path().join("arm.tar");
     env.ecrl_ok(&[
-        "repo", "pull", "multi/app:multi", "--platform", "linux/arm64", "-o", arm.to_str().unwrap(),
+        "repo",
+        "pull",
+        "multi/app:multi",
+        "--platform",
+        "linux/arm64",
+        "-o",
+        arm.to_str().unwrap(),
     ]);
     let mut archive = tar::Archive::new(std::fs::File::open(&arm).unwrap());
     let mut config = None;
@@ -345,7 +423,12 @@ fn a_multi_platform_index_round_trips_with_every_platform() {
     }
     assert!(config.unwrap().contains("arm64"));
     let out = env.ecrl(&[
-        "repo", "pull", "multi/app:multi", "--platform", "linux/s390x", "-o",
+        "repo",
+        "pull",
+        "multi/app:multi",
+        "--platform",
+        "linux/s390x",
+        "-o",
         env.path().join("none.tar").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
@@ -354,14 +437,23 @@ fn a_multi_platform_index_round_trips_with_every_platform() {
 
 /// A docker-archive built by hand: one layer, its config and manifest.json, with knobs to
 /// break it.
-fn docker_archive(layer: &[u8], diff_id: Option<&str>, list_layer: bool, keep_layer: bool) -> Vec<u8> {
+fn docker_archive(
+    layer: &[u8],
+    diff_id: Option<&str>,
+    list_layer: bool,
+    keep_layer: bool,
+) -> Vec<u8> {
     let real = format!("sha256:{:x}", Sha256::digest(layer));
     let config = json!({"architecture": "amd64", "os": "linux",
         "rootfs": {"type": "layers", "diff_ids": [diff_id.unwrap_or(&real)]}})
     .to_string()
     .into_bytes();
     let config_name = format!("{:x}.json", Sha256::digest(&config));
-    let layers: Vec<&str> = if list_layer { vec!["l1/layer.tar"] } else { vec![] };
+    let layers: Vec<&str> = if list_layer {
+        vec!["l1/layer.tar"]
+    } else {
+        vec![]
+    };
     let manifest = json!([{"Config": config_name, "RepoTags": ["hand:made"], "Layers": layers}]);
     let mut files = vec![(config_name, config)];
     if keep_layer {
@@ -372,16 +464,27 @@ fn docker_archive(layer: &[u8], diff_id: Option<&str>, list_layer: bool, keep_la
 }
 
 fn layer_tar() -> Vec<u8> {
-    tar_of(&[("hello.txt".into(), b"hello from a hand-made layer\n".to_vec())])
+    tar_of(&[(
+        "hello.txt".into(),
+        b"hello from a hand-made layer\n".to_vec(),
+    )])
 }
 
 fn push_fails(env: &Env, bytes: &[u8], target: &str) -> String {
     let path = env.path().join(format!("bad-{}.tar", unique("x")));
     std::fs::write(&path, bytes).unwrap();
     let out = env.ecrl(&["repo", "push", path.to_str().unwrap(), target]);
-    assert_eq!(out.status.code(), Some(1), "stdout: {}", common::stdout(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {}",
+        common::stdout(&out)
+    );
     let err = stderr(&out);
-    assert!(err.starts_with("error: ") || err.contains("\nerror: "), "{err}");
+    assert!(
+        err.starts_with("error: ") || err.contains("\nerror: "),
+        "{err}"
+    );
     // Nothing was tagged, and no blob the push brought stays behind.
     let repo = target.split(':').next().unwrap();
     let listed = env.ecrl(&["image", "list", repo, "--output", "json"]);
@@ -409,15 +512,37 @@ fn bad_archives_are_refused_and_leave_nothing_behind() {
 
     // ...and every broken variant is refused with a message that says what is wrong.
     let err = push_fails(&env, &good[..good.len() / 2], "hand/made:1");
-    assert!(err.contains("truncated") || err.contains("corrupt"), "{err}");
-    let err = push_fails(&env, &docker_archive(&layer_tar(), None, true, false), "hand/made:1");
-    assert!(err.contains("l1/layer.tar") && err.contains("not in the archive"), "{err}");
+    assert!(
+        err.contains("truncated") || err.contains("corrupt"),
+        "{err}"
+    );
+    let err = push_fails(
+        &env,
+        &docker_archive(&layer_tar(), None, true, false),
+        "hand/made:1",
+    );
+    assert!(
+        err.contains("l1/layer.tar") && err.contains("not in the archive"),
+        "{err}"
+    );
     let wrong = format!("sha256:{}", "0".repeat(64));
-    let err = push_fails(&env, &docker_archive(&layer_tar(), Some(&wrong), true, true), "hand/made:1");
+    let err = push_fails(
+        &env,
+        &docker_archive(&layer_tar(), Some(&wrong), true, true),
+        "hand/made:1",
+    );
     assert!(err.contains("does not match"), "{err}");
-    let err = push_fails(&env, b"this is not an archive at all, just some text", "hand/made:1");
+    let err = push_fails(
+        &env,
+        b"this is not an archive at all, just some text",
+        "hand/made:1",
+    );
     assert!(err.contains("tar") || err.contains("format"), "{err}");
-    let err = push_fails(&env, &tar_of(&[("README".into(), b"hi".to_vec())]), "hand/made:1");
+    let err = push_fails(
+        &env,
+        &tar_of(&[("README".into(), b"hi".to_vec())]),
+        "hand/made:1",
+    );
     assert!(err.contains("unknown archive format"), "{err}");
     // A bad target name is a usage error, found before anything is sent.
     let out = env.ecrl(&["repo", "push", path.to_str().unwrap(), "Bad/Name:1"]);
@@ -436,7 +561,10 @@ fn a_docker_engine_that_is_not_running_is_a_clear_error() {
     let out = env.ecrl(&["repo", "push", "docker://busybox:latest", "x/y:1"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("Docker engine") && err.contains("dockerd"), "{err}");
+    assert!(
+        err.contains("Docker engine") && err.contains("dockerd"),
+        "{err}"
+    );
     let out = env.ecrl(&["repo", "pull", "x/y:1", "--to", "docker"]);
     assert_eq!(out.status.code(), Some(1));
 }
@@ -451,7 +579,11 @@ fn push_to_a_missing_repository_without_create_on_push_is_refused() {
     std::fs::write(&path, docker_archive(&layer_tar(), None, true, true)).unwrap();
     let out = env.ecrl(&["repo", "push", path.to_str().unwrap(), "nope/app:1"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("ecrl repo create nope/app"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ecrl repo create nope/app"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(blob_files(&env), Vec::<std::path::PathBuf>::new());
     env.ecrl_ok(&["repo", "create", "nope/app"]);
     env.ecrl_ok(&["repo", "push", path.to_str().unwrap(), "nope/app:1"]);
