@@ -15,6 +15,7 @@ use ecrl::api::transfer::{
     BlobStatus, LoadImage, PullImage, PullRequest, PushImage, PushRequest, TransferEvent,
     TransferResult, CONTENT_SIZE_HEADER,
 };
+use ecrl::api::ErrorCode;
 use ecrl::client::{ClientError, JsonLines};
 use ecrl::names::{ImageRef, Reference};
 use http_body_util::BodyExt;
@@ -282,7 +283,42 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
             .to_string()
         }),
         docker_image: None,
+        source_path: None,
     };
+
+    // A file on this machine: the daemon reads it itself when it can, which lets it skip
+    // layers it already holds instead of receiving them.
+    if let Source::Archive(path) = &source {
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let by_path = PushRequest {
+            source_path: Some(ecrl::paths::absolute(path).to_string_lossy().into_owned()),
+            ..request.clone()
+        };
+        let client = ctx.client()?;
+        let mut progress = Progress::new(ctx.quiet, "pushed");
+        let empty = http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed();
+        let outcome = block_on(async {
+            tokio::select! {
+                result = async {
+                    let response = client.stream::<PushImage>(&by_path, empty).await?;
+                    follow_events(JsonLines::new(response.into_body()), &mut progress).await
+                } => Some(result),
+                _ = tokio::signal::ctrl_c() => None,
+            }
+        })?;
+        let unreadable = matches!(
+            &outcome,
+            Some(Err(e)) if e.downcast_ref::<ClientError>().is_some_and(|c| matches!(
+                c, ClientError::Api(api) if api.code == ErrorCode::SourceUnreadable
+            ))
+        );
+        if !unreadable {
+            progress.clear();
+            return finish_push(ctx, outcome, None);
+        }
+    }
 
     // Open the source before talking to the daemon, so a typo fails fast and clearly.
     let producer: Option<(Producer, Option<u64>)> = match &source {
@@ -362,6 +398,17 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
         }
     })?;
     progress.clear();
+    let read_error = read_error.lock().ok().and_then(|mut s| s.take());
+    finish_push(ctx, outcome, read_error)
+}
+
+/// Prints a push's result, or says why it failed (`read_error`: reading the source failed,
+/// which is the cause of whatever the connection says).
+fn finish_push(
+    ctx: &Context,
+    outcome: Option<anyhow::Result<TransferResult>>,
+    read_error: Option<String>,
+) -> anyhow::Result<ExitCode> {
     match outcome {
         None => {
             eprintln!("error: push cancelled; nothing was tagged");
@@ -371,14 +418,10 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
             output::print(ctx.output, &result)?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Err(e)) => {
-            // A failed read of the source is the cause of whatever the connection says.
-            let read_error = read_error.lock().ok().and_then(|mut s| s.take());
-            match read_error {
-                Some(message) => Err(anyhow::anyhow!("{message}; nothing was tagged")),
-                None => Err(e),
-            }
-        }
+        Some(Err(e)) => match read_error {
+            Some(message) => Err(anyhow::anyhow!("{message}; nothing was tagged")),
+            None => Err(e),
+        },
     }
 }
 

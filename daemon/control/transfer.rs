@@ -76,6 +76,26 @@ async fn push(
     }
     let options = import::PushOptions { repo, tag, gzip };
     let (tx, rx) = mpsc::channel(64);
+    if let Some(path) = &request.source_path {
+        let file = std::fs::File::open(path).map_err(|e| {
+            ControlError(ApiError::new(
+                ErrorCode::SourceUnreadable,
+                format!("ecrld cannot read {path}: {e}"),
+            ))
+        })?;
+        let events = tx.clone();
+        tokio::spawn(async move {
+            let outcome = tokio::task::spawn_blocking(move || {
+                import::import_file(state, file, options, events)
+            })
+            .await
+            .unwrap_or_else(|e| Err(TransferError::Io(std::io::Error::other(e))));
+            if let Some(event) = outcome_event(outcome) {
+                let _ = tx.send(event).await;
+            }
+        });
+        return Ok(event_stream(rx));
+    }
     let source: Body = match &request.docker_image {
         Some(name) => {
             let stream = docker::export(name)
@@ -98,26 +118,32 @@ async fn push(
         })
         .await
         .unwrap_or_else(|e| Err(TransferError::Io(std::io::Error::other(e))));
-        let event = match outcome {
-            Ok(result) => {
-                tracing::info!(
-                    repository = %result.repository_name,
-                    digest = %result.image_digest,
-                    pushed = result.blobs_pushed,
-                    existing = result.blobs_existing,
-                    "image pushed"
-                );
-                TransferEvent::Done(result)
-            }
-            Err(TransferError::Cancelled) => return,
-            Err(e) => {
-                tracing::warn!("image push failed: {e}");
-                TransferEvent::Error(e.into())
-            }
-        };
-        let _ = tx.send(event).await;
+        if let Some(event) = outcome_event(outcome) {
+            let _ = tx.send(event).await;
+        }
     });
     Ok(event_stream(rx))
+}
+
+/// The last event of a push; none when the client is gone.
+fn outcome_event(outcome: Result<TransferResult, TransferError>) -> Option<TransferEvent> {
+    match outcome {
+        Ok(result) => {
+            tracing::info!(
+                repository = %result.repository_name,
+                digest = %result.image_digest,
+                pushed = result.blobs_pushed,
+                existing = result.blobs_existing,
+                "image pushed"
+            );
+            Some(TransferEvent::Done(result))
+        }
+        Err(TransferError::Cancelled) => None,
+        Err(e) => {
+            tracing::warn!("image push failed: {e}");
+            Some(TransferEvent::Error(e.into()))
+        }
+    }
 }
 
 fn parse_pull(

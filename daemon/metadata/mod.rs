@@ -96,6 +96,8 @@ pub struct Manifest {
 #[derive(Debug, Default)]
 pub struct Index {
     pub repos: BTreeMap<RepoName, Repo>,
+    /// (uncompressed digest, compression) → the stored compressed blob and its size.
+    pub layers: HashMap<(Digest, String), (Digest, u64)>,
 }
 
 impl Index {
@@ -454,6 +456,31 @@ impl Metadata {
         .await
     }
 
+    /// Remembers that the layer whose uncompressed digest is `diff_id` is stored, compressed
+    /// with `compression`, as `digest`.
+    pub async fn remember_layer(
+        &self,
+        diff_id: Digest,
+        compression: &str,
+        digest: Digest,
+        size: u64,
+    ) -> Result<(), MetaError> {
+        let key = (diff_id, compression.to_string());
+        if self.read().layers.get(&key) == Some(&(digest, size)) {
+            return Ok(());
+        }
+        self.write(move |conn, index| {
+            conn.execute(
+                "INSERT OR REPLACE INTO layer_cache (diff_id, compression, digest, size)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![key.0.to_string(), key.1, digest.to_string(), size as i64],
+            )?;
+            index.layers.insert(key, (digest, size));
+            Ok(())
+        })
+        .await
+    }
+
     /// Notes a pull; written to the database in the background by [`Metadata::flush_pulls`].
     pub fn record_pull(&self, repo: &RepoName, digest: Digest) {
         if let Ok(mut pulls) = self.pulls.lock() {
@@ -702,6 +729,23 @@ fn load(
                     bytes,
                 }),
             );
+        }
+    }
+    let mut stmt = conn.prepare("SELECT diff_id, compression, digest, size FROM layer_cache")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (diff_id, compression, digest, size) = row?;
+        if let (Ok(diff_id), Ok(digest)) = (diff_id.parse::<Digest>(), digest.parse::<Digest>()) {
+            index
+                .layers
+                .insert((diff_id, compression), (digest, size as u64));
         }
     }
     let mut stmt = conn.prepare("SELECT repo, tag, digest FROM tags")?;

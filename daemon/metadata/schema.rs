@@ -42,6 +42,15 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;",
     // 2: registry-wide settings (the generated account id).
     "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;",
+    // 3: layers compressed on push, by their uncompressed digest, so the same layer pushed
+    // again need not be read or compressed again.
+    "CREATE TABLE layer_cache (
+        diff_id TEXT NOT NULL,
+        compression TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        PRIMARY KEY (diff_id, compression)
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {

@@ -93,6 +93,45 @@ pub fn import(
     result
 }
 
+/// Pushes an archive file the daemon opened itself. A docker-archive whose layers were all
+/// pushed before (the same uncompressed content, compressed the same way) is recorded from its
+/// small JSON files alone: its layers are skipped, not read. Anything else is read in full.
+pub fn import_file(
+    state: Arc<AppState>,
+    mut file: std::fs::File,
+    options: PushOptions,
+    events: Events,
+) -> Result<TransferResult, TransferError> {
+    use std::io::{Seek, SeekFrom};
+    let mut importer = Importer {
+        state: state.clone(),
+        handle: Handle::current(),
+        events: events.clone(),
+        gzip: options.gzip,
+        files: HashMap::new(),
+        blobs: HashMap::new(),
+        links: HashMap::new(),
+        new_blobs: Vec::new(),
+        pushed: 0,
+        existing: 0,
+    };
+    let mut magic = [0u8; 2];
+    let compressed_archive = read_full(&mut file, &mut magic)? == 2 && magic == [0x1f, 0x8b];
+    file.seek(SeekFrom::Start(0))?;
+    if options.gzip && !compressed_archive {
+        match importer.known_layers(&file, &options) {
+            Ok(Some(result)) => return Ok(result),
+            Ok(None) => {}
+            Err(e) => {
+                importer.clean_up();
+                return Err(e);
+            }
+        }
+        file.seek(SeekFrom::Start(0))?;
+    }
+    import(state, file, options, events)
+}
+
 fn normalize(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
@@ -227,6 +266,135 @@ impl Importer {
             ));
         }
         Ok(())
+    }
+
+    /// Lists a seekable archive's entries (reading only its JSON files) and, when it is a
+    /// docker-archive whose every layer is already stored compressed, records the image
+    /// without reading the layers. `None`: it is not, read it all.
+    fn known_layers(
+        &mut self,
+        file: &std::fs::File,
+        options: &PushOptions,
+    ) -> Result<Option<TransferResult>, TransferError> {
+        let mut archive = tar::Archive::new(file);
+        let entries = match archive.entries_with_seek() {
+            Ok(entries) => entries,
+            Err(_) => return Ok(None),
+        };
+        let mut layers: HashMap<String, u64> = HashMap::new();
+        for entry in entries {
+            let Ok(mut entry) = entry else {
+                return Ok(None);
+            };
+            let path = normalize(&entry.path()?.to_string_lossy());
+            let kind = entry.header().entry_type();
+            if kind.is_symlink() || kind.is_hard_link() {
+                if let Some(target) = entry.link_name()? {
+                    let base = if kind.is_symlink() {
+                        path.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
+                    } else {
+                        ""
+                    };
+                    let resolved = normalize(&format!("{base}/{}", target.to_string_lossy()));
+                    self.links.insert(path, resolved);
+                }
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            let size = entry.header().size()?;
+            if is_json_name(&path) && size <= MAX_JSON {
+                let mut data = Vec::with_capacity(size as usize);
+                if entry.read_to_end(&mut data).is_err() {
+                    return Ok(None);
+                }
+                self.files.insert(path, Bytes::from(data));
+            } else {
+                layers.insert(path, size);
+            }
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Entry {
+            config: String,
+            layers: Vec<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Config {
+            rootfs: RootFs,
+        }
+        #[derive(serde::Deserialize)]
+        struct RootFs {
+            diff_ids: Vec<String>,
+        }
+        let Some(manifest) = self.files.get("manifest.json").cloned() else {
+            return Ok(None);
+        };
+        let mut entries: Vec<Entry> = match serde_json::from_slice(&manifest) {
+            Ok(entries) => entries,
+            Err(_) => return Ok(None),
+        };
+        if entries.len() != 1 {
+            return Ok(None);
+        }
+        let entry = entries.remove(0);
+        let Some(config) = self.file_at(&entry.config).cloned() else {
+            return Ok(None);
+        };
+        let Ok(config) = serde_json::from_slice::<Config>(&config) else {
+            return Ok(None);
+        };
+        if config.rootfs.diff_ids.len() != entry.layers.len() {
+            return Ok(None);
+        }
+        let mut known = Vec::new();
+        for (path, diff_id) in entry.layers.iter().zip(&config.rootfs.diff_ids) {
+            let Ok(diff_id) = diff_id.parse::<Digest>() else {
+                return Ok(None);
+            };
+            let cached = self
+                .state
+                .meta
+                .read()
+                .layers
+                .get(&(diff_id, "gzip".to_string()))
+                .copied();
+            let Some((digest, size)) = cached else {
+                return Ok(None);
+            };
+            if self.handle.block_on(self.state.store.stat(&digest))? != Some(size) {
+                return Ok(None);
+            }
+            let mut resolved = normalize(path);
+            for _ in 0..16 {
+                match self.links.get(&resolved) {
+                    Some(target) => resolved = target.clone(),
+                    None => break,
+                }
+            }
+            if !layers.contains_key(&resolved) {
+                return Ok(None);
+            }
+            known.push((resolved, digest, size, diff_id));
+        }
+        for (path, digest, size, diff_id) in known {
+            self.send(TransferEvent::BlobStarted {
+                name: path.clone(),
+                size: Some(size),
+            })?;
+            self.done(&path, digest, size, true)?;
+            self.blobs.insert(
+                path,
+                Blob {
+                    digest,
+                    size,
+                    diff_id: Some(diff_id),
+                    compressed: true,
+                },
+            );
+        }
+        self.finish_docker(options).map(Some)
     }
 
     /// A blob of an OCI layout: stored as it is, under the digest its name says.
@@ -609,6 +777,19 @@ impl Importer {
                 "digest": l.digest.to_string(),
             })).collect::<Vec<_>>(),
         });
+        for layer in layers.iter().filter(|l| l.compressed) {
+            if let Some(diff_id) = layer.diff_id {
+                let remembered = self.handle.block_on(self.state.meta.remember_layer(
+                    diff_id,
+                    "gzip",
+                    layer.digest,
+                    layer.size,
+                ));
+                if let Err(e) = remembered {
+                    tracing::warn!("cannot remember layer {diff_id}: {e}");
+                }
+            }
+        }
         let mut needed: Vec<(Digest, u64)> = vec![(config_digest, config_size)];
         needed.extend(layers.iter().map(|l| (l.digest, l.size)));
         self.record(

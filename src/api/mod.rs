@@ -84,6 +84,8 @@ pub enum ErrorCode {
     RepositoryNotEmpty,
     ImageNotFound,
     ImageTagAlreadyExists,
+    /// The daemon cannot read a file the request names (the client sends its bytes instead).
+    SourceUnreadable,
     /// A code this client does not know yet.
     #[serde(other)]
     Unknown,
@@ -93,7 +95,7 @@ impl ErrorCode {
     /// The HTTP status the daemon answers with for this code.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::InvalidParameter => 400,
+            ErrorCode::InvalidParameter | ErrorCode::SourceUnreadable => 400,
             ErrorCode::UnknownOperation
             | ErrorCode::RepositoryNotFound
             | ErrorCode::ImageNotFound => 404,

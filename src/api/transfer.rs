@@ -37,6 +37,11 @@ pub struct PushRequest {
     /// An image in the local Docker engine to push instead of a body (`name[:tag]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_image: Option<String>,
+    /// An archive file the daemon reads itself instead of a body (the CLI and the daemon
+    /// share the machine): it can skip what it already holds without reading it. A daemon
+    /// that cannot open it answers `SourceUnreadable`, and the CLI streams the file instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_path: Option<String>,
 }
 
 /// `POST /v1/images/pull?...`: answers the archive itself (`application/x-tar`).
