@@ -62,6 +62,14 @@ pub fn rfc3339(millis: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The repository `name`, or ECR's RepositoryNotFoundException.
+fn find_repo<'a>(index: &'a crate::metadata::Index, name: &RepoName) -> Result<&'a Repo, ApiError> {
+    index
+        .repos
+        .get(name)
+        .ok_or_else(|| MetaError::RepoNotFound(name.clone()).into())
+}
+
 fn repository(state: &Shared, name: &RepoName, repo: &Repo) -> Repository {
     let size_in_bytes = repo.blobs.values().sum::<u64>()
         + repo
@@ -157,10 +165,7 @@ async fn describe(
 ) -> Result<RepositoryResponse, ApiError> {
     let name = repo_name(&req.repository_name)?;
     let index = state.meta.read();
-    let repo = index
-        .repos
-        .get(&name)
-        .ok_or_else(|| ApiError::from(MetaError::RepoNotFound(name.clone())))?;
+    let repo = find_repo(&index, &name)?;
     Ok(RepositoryResponse {
         repository: repository(&state, &name, repo),
     })
@@ -174,10 +179,7 @@ async fn delete(
     let name = repo_name(&req.repository_name)?;
     let described = {
         let index = state.meta.read();
-        let repo = index
-            .repos
-            .get(&name)
-            .ok_or_else(|| ApiError::from(MetaError::RepoNotFound(name.clone())))?;
+        let repo = find_repo(&index, &name)?;
         repository(&state, &name, repo)
     };
     let digests = state.meta.delete_repo(name.clone(), req.force).await?;
@@ -233,10 +235,7 @@ async fn list_images(
         }
     };
     let index = state.meta.read();
-    let repo = index
-        .repos
-        .get(&name)
-        .ok_or_else(|| ApiError::from(MetaError::RepoNotFound(name.clone())))?;
+    let repo = find_repo(&index, &name)?;
     let mut ids = Vec::new();
     if tagged {
         ids.extend(repo.tags.iter().map(|(t, d)| ImageId {
@@ -310,10 +309,7 @@ async fn describe_images(
 ) -> Result<DescribeImagesResponse, ApiError> {
     let name = repo_name(&req.repository_name)?;
     let index = state.meta.read();
-    let repo = index
-        .repos
-        .get(&name)
-        .ok_or_else(|| ApiError::from(MetaError::RepoNotFound(name.clone())))?;
+    let repo = find_repo(&index, &name)?;
     let mut details = if req.image_tag.is_none() && req.image_digest.is_none() {
         repo.manifests
             .values()
@@ -426,20 +422,14 @@ async fn tag_image(
     let tag: Tag = req.image_tag.parse().map_err(invalid)?;
     let manifest = {
         let index = state.meta.read();
-        let repo = index
-            .repos
-            .get(&name)
-            .ok_or_else(|| ApiError::from(MetaError::RepoNotFound(name.clone())))?;
+        let repo = find_repo(&index, &name)?;
         find(repo, &req.source).map_err(|(_, reason)| {
             ApiError::new(ErrorCode::ImageNotFound, format!("{name}: {reason}"))
         })?
     };
     state.meta.tag_manifest(&name, manifest.digest, tag).await?;
     let index = state.meta.read();
-    let repo = index
-        .repos
-        .get(&name)
-        .ok_or_else(|| ApiError::from(MetaError::RepoNotFound(name.clone())))?;
+    let repo = find_repo(&index, &name)?;
     Ok(DescribeImagesResponse {
         image_details: vec![detail(&state, &name, repo, &manifest)],
     })

@@ -35,6 +35,27 @@ pub struct PushOptions {
     pub gzip: bool,
 }
 
+/// One image of a docker-archive's `manifest.json`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+/// The part of an image config that ties layers to their content.
+#[derive(serde::Deserialize)]
+struct ImageConfig {
+    rootfs: RootFs,
+}
+
+#[derive(serde::Deserialize)]
+struct RootFs {
+    diff_ids: Vec<String>,
+}
+
 /// A blob this import put in place (or found there).
 #[derive(Debug, Clone)]
 struct Blob {
@@ -314,24 +335,10 @@ impl Importer {
                 layers.insert(path, size);
             }
         }
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Entry {
-            config: String,
-            layers: Vec<String>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Config {
-            rootfs: RootFs,
-        }
-        #[derive(serde::Deserialize)]
-        struct RootFs {
-            diff_ids: Vec<String>,
-        }
         let Some(manifest) = self.files.get("manifest.json").cloned() else {
             return Ok(None);
         };
-        let mut entries: Vec<Entry> = match serde_json::from_slice(&manifest) {
+        let mut entries: Vec<DockerEntry> = match serde_json::from_slice(&manifest) {
             Ok(entries) => entries,
             Err(_) => return Ok(None),
         };
@@ -342,7 +349,7 @@ impl Importer {
         let Some(config) = self.file_at(&entry.config).cloned() else {
             return Ok(None);
         };
-        let Ok(config) = serde_json::from_slice::<Config>(&config) else {
+        let Ok(config) = serde_json::from_slice::<ImageConfig>(&config) else {
             return Ok(None);
         };
         if config.rootfs.diff_ids.len() != entry.layers.len() {
@@ -668,24 +675,8 @@ impl Importer {
     }
 
     fn finish_docker(&mut self, options: &PushOptions) -> Result<TransferResult, TransferError> {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Entry {
-            config: String,
-            #[serde(default)]
-            repo_tags: Option<Vec<String>>,
-            layers: Vec<String>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Config {
-            rootfs: RootFs,
-        }
-        #[derive(serde::Deserialize)]
-        struct RootFs {
-            diff_ids: Vec<String>,
-        }
         let manifest = self.files.get("manifest.json").cloned().unwrap_or_default();
-        let entries: Vec<Entry> = serde_json::from_slice(&manifest)
+        let entries: Vec<DockerEntry> = serde_json::from_slice(&manifest)
             .map_err(|e| TransferError::Format(format!("manifest.json: {e}")))?;
         let entry = match entries.as_slice() {
             [one] => one,
@@ -721,7 +712,7 @@ impl Importer {
                 entry.config
             ))
         })?;
-        let config: Config = serde_json::from_slice(&config_bytes)
+        let config: ImageConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| TransferError::Format(format!("{}: {e}", entry.config)))?;
         if config.rootfs.diff_ids.len() != entry.layers.len() {
             return Err(TransferError::Mismatch(format!(
