@@ -288,10 +288,9 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
 
     // A file on this machine: the daemon reads it itself when it can, which lets it skip
     // layers it already holds instead of receiving them.
-    if let Source::Archive(path) = &source {
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    if let Some(shared) = shareable_path(&source)? {
         let by_path = PushRequest {
-            source_path: Some(ecrl::paths::absolute(path).to_string_lossy().into_owned()),
+            source_path: Some(shared.to_string_lossy().into_owned()),
             ..request.clone()
         };
         let client = ctx.client()?;
@@ -423,6 +422,25 @@ fn finish_push(
             None => Err(e),
         },
     }
+}
+
+/// The path the daemon may open itself for an archive file: canonical (a `/proc/self/...` or
+/// `/dev/fd/...` path means something else in the daemon) and a regular file (a pipe from
+/// `<(docker save ...)` must be streamed). `None`: stream the bytes.
+fn shareable_path(source: &Source) -> anyhow::Result<Option<PathBuf>> {
+    let Source::Archive(path) = source else {
+        return Ok(None);
+    };
+    // stat, not open: opening a FIFO would consume its writer.
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return Ok(None);
+    };
+    Ok((!real.starts_with("/proc") && !real.starts_with("/dev")).then_some(real))
 }
 
 fn source_label(source: &Source) -> String {
@@ -1260,6 +1278,23 @@ impl Table for TransferResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_regular_files_are_read_by_the_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("image.tar");
+        std::fs::write(&file, b"x").unwrap();
+        let link = dir.path().join("link.tar");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let real = std::fs::canonicalize(&file).unwrap();
+        assert_eq!(shareable_path(&Source::Archive(link)).unwrap(), Some(real));
+        assert_eq!(shareable_path(&Source::Stdin).unwrap(), None);
+        assert_eq!(
+            shareable_path(&Source::Archive("/dev/null".into())).unwrap(),
+            None
+        );
+        assert!(shareable_path(&Source::Archive(dir.path().join("missing"))).is_err());
+    }
 
     fn parse(text: &str) -> Result<Source, String> {
         parse_source(text, |p| {

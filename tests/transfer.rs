@@ -604,3 +604,22 @@ fn wait_for(path: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+#[test]
+fn a_pipe_given_as_a_path_is_streamed_not_opened_by_the_daemon() {
+    // `ecrl repo push <(docker save app) ...` hands ecrl a /dev/fd path to a pipe: the daemon
+    // cannot open that path itself, so the CLI must send the bytes.
+    let env = Env::new();
+    env.start();
+    let fifo = env.path().join("image.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let archive = docker_archive(&layer_tar(), None, true, true);
+    let writer_path = fifo.clone();
+    let writer = std::thread::spawn(move || std::fs::write(writer_path, archive));
+    let result = push(&env, fifo.to_str().unwrap(), "piped/fifo:1");
+    writer.join().unwrap().unwrap();
+    assert_eq!(result["repositoryName"], "piped/fifo");
+    assert_eq!(result["blobsPushed"], 1);
+}
