@@ -623,3 +623,74 @@ fn a_pipe_given_as_a_path_is_streamed_not_opened_by_the_daemon() {
     assert_eq!(result["repositoryName"], "piped/fifo");
     assert_eq!(result["blobsPushed"], 1);
 }
+
+#[test]
+fn interrupting_a_push_tags_nothing_and_leaves_no_blob() {
+    let env = Env::new();
+    env.start();
+    let fifo = env.path().join("slow.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    // Most of the archive arrives, then the source stalls: the push is under way.
+    let big_layer: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect();
+    let archive = docker_archive(&tar_of(&[("big.bin".into(), big_layer)]), None, true, true);
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let writer_path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut pipe = std::fs::OpenOptions::new()
+            .write(true)
+            .open(writer_path)
+            .unwrap();
+        let _ = pipe.write_all(&archive[..archive.len() - 2048]);
+        let _ = release_rx.recv_timeout(std::time::Duration::from_secs(30));
+    });
+    let child = env
+        .ecrl_command(&["repo", "push", fifo.to_str().unwrap(), "cut/app:1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the daemon is in the middle of the layer (its upload has a file), then Ctrl-C.
+    let uploads = env.data_dir().join("uploads");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the push never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let _ = release_tx.send(());
+    writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing was tagged"),
+        "{}",
+        stderr(&out)
+    );
+    // The daemon notices the dropped connection and cleans up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let leftover = std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
+        if leftover == 0 && blob_files(&env).is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancelled push left files behind"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let listed = env.ecrl(&["image", "list", "cut/app", "--output", "json"]);
+    if listed.status.success() {
+        let ids: Value = serde_json::from_slice(&listed.stdout).unwrap();
+        assert_eq!(ids["imageIds"], json!([]));
+    }
+}
