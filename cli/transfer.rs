@@ -295,13 +295,10 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
         };
         let client = ctx.client()?;
         let mut progress = Progress::new(ctx.quiet, "pushed");
-        let empty = http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed();
         let outcome = block_on(async {
             tokio::select! {
                 result = async {
-                    let response = client.stream::<PushImage>(&by_path, empty).await?;
+                    let response = client.stream::<PushImage>(&by_path, empty_body()).await?;
                     follow_events(JsonLines::new(response.into_body()), &mut progress).await
                 } => Some(result),
                 _ = tokio::signal::ctrl_c() => None,
@@ -363,9 +360,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
     let mut progress = Progress::new(ctx.quiet, "pushed");
     let read_error: Arc<Mutex<Option<String>>> = Arc::default();
     let body = match producer {
-        None => http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed(),
+        None => empty_body(),
         Some((producer, size)) => {
             let overall = progress.overall(size);
             let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
