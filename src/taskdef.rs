@@ -707,8 +707,9 @@ pub fn parse(text: &str) -> Result<TaskDefinitionInput, TaskDefError> {
     }
     match parse_yaml(text) {
         Ok(def) => Ok(def),
-        // Text that was meant as JSON is better served by the JSON parser's complaint.
-        Err(e) if text.trim_start().starts_with('{') && e.path.is_empty() => parse_json(text),
+        // Text that starts like JSON and is not YAML either was almost surely meant as JSON:
+        // the JSON parser's complaint (with line and column) serves it better.
+        Err(_) if text.trim_start().starts_with('{') => parse_json(text),
         Err(e) => Err(e),
     }
 }
@@ -1141,4 +1142,811 @@ fn validate_container(
 
     errs.range(format!("{at}.startTimeout"), c.start_timeout, 2, 120);
     errs.range(format!("{at}.stopTimeout"), c.stop_timeout, 2, 120);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// In the style of the AWS docs' sample: a web server and a client that waits for it to
+    /// be healthy.
+    const SAMPLE_JSON: &str = r#"{
+        "family": "webserver",
+        "networkMode": "bridge",
+        "requiresCompatibilities": ["EC2"],
+        "executionRoleArn": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
+        "volumes": [{"name": "html", "host": {"sourcePath": "/srv/html"}}],
+        "containerDefinitions": [
+            {
+                "name": "web",
+                "image": "public.ecr.aws/docker/library/nginx:latest",
+                "essential": true,
+                "cpu": 128,
+                "memory": 256,
+                "portMappings": [{"containerPort": 80, "hostPort": 0, "protocol": "tcp"}],
+                "mountPoints": [{"sourceVolume": "html", "containerPath": "/usr/share/nginx/html", "readOnly": true}],
+                "healthCheck": {
+                    "command": ["CMD-SHELL", "curl -f http://localhost/ || exit 1"],
+                    "interval": 10,
+                    "timeout": 5,
+                    "retries": 3,
+                    "startPeriod": 10
+                },
+                "ulimits": [{"name": "nofile", "softLimit": 1024, "hardLimit": 4096}],
+                "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/ecs/web"}}
+            },
+            {
+                "name": "client",
+                "image": "public.ecr.aws/docker/library/busybox:latest",
+                "essential": false,
+                "memoryReservation": 64,
+                "command": ["sh", "-c", "wget -qO- http://web/"],
+                "environment": [{"name": "TARGET", "value": "web"}],
+                "links": ["web"],
+                "dependsOn": [{"containerName": "web", "condition": "HEALTHY"}],
+                "stopTimeout": 10
+            }
+        ]
+    }"#;
+
+    const SAMPLE_YAML: &str = r#"
+family: webserver
+networkMode: bridge
+requiresCompatibilities: [EC2]
+executionRoleArn: arn:aws:iam::123456789012:role/ecsTaskExecutionRole
+volumes:
+  - name: html
+    host:
+      sourcePath: /srv/html
+containerDefinitions:
+  - name: web
+    image: public.ecr.aws/docker/library/nginx:latest
+    essential: true
+    cpu: 128
+    memory: 256
+    portMappings:
+      - containerPort: 80
+        hostPort: 0
+        protocol: tcp
+    mountPoints:
+      - sourceVolume: html
+        containerPath: /usr/share/nginx/html
+        readOnly: true
+    healthCheck:
+      command: [CMD-SHELL, "curl -f http://localhost/ || exit 1"]
+      interval: 10
+      timeout: 5
+      retries: 3
+      startPeriod: 10
+    ulimits:
+      - {name: nofile, softLimit: 1024, hardLimit: 4096}
+    logConfiguration:
+      logDriver: awslogs
+      options:
+        awslogs-group: /ecs/web
+  - name: client
+    image: public.ecr.aws/docker/library/busybox:latest
+    essential: false
+    memoryReservation: 64
+    command: [sh, -c, "wget -qO- http://web/"]
+    environment:
+      - name: TARGET
+        value: web
+    links: [web]
+    dependsOn:
+      - containerName: web
+        condition: HEALTHY
+    stopTimeout: 10
+"#;
+
+    fn sample() -> Value {
+        match serde_json::from_str(SAMPLE_JSON) {
+            Ok(v) => v,
+            Err(e) => panic!("sample JSON: {e}"),
+        }
+    }
+
+    fn from_value(v: Value) -> TaskDefinitionInput {
+        match parse(&v.to_string()) {
+            Ok(d) => d,
+            Err(e) => panic!("parse failed: {e}"),
+        }
+    }
+
+    /// The validation errors for the sample after `edit`.
+    fn errors_after(edit: impl FnOnce(&mut Value)) -> Vec<ValidationError> {
+        let mut v = sample();
+        edit(&mut v);
+        match validate(&from_value(v)) {
+            Ok(()) => Vec::new(),
+            Err(errs) => errs,
+        }
+    }
+
+    /// Asserts that `edit` makes exactly one error, at `path`, whose message contains
+    /// `needle`.
+    #[track_caller]
+    fn assert_only_error(edit: impl FnOnce(&mut Value), path: &str, needle: &str) {
+        let errs = errors_after(edit);
+        assert_eq!(errs.len(), 1, "expected one error at {path}, got {errs:?}");
+        assert_eq!(errs[0].path, path, "{errs:?}");
+        assert!(
+            errs[0].message.contains(needle),
+            "message {:?} lacks {needle:?}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn sample_parses_and_validates() {
+        let def = from_value(sample());
+        assert_eq!(def.family, "webserver");
+        assert_eq!(def.container_definitions.len(), 2);
+        let web = &def.container_definitions[0];
+        let client = &def.container_definitions[1];
+        assert!(web.is_essential());
+        assert!(!client.is_essential());
+        let hc = web.health_check.as_ref().expect("web has a health check");
+        assert!(hc.is_shell());
+        assert_eq!(hc.interval_or_default(), 10);
+        assert_eq!(
+            client.depends_on.as_ref().map(|d| d[0].condition.as_str()),
+            Some("HEALTHY")
+        );
+        assert_eq!(client.stop_timeout_or_default(), 10);
+        assert_eq!(web.stop_timeout_or_default(), 30);
+        assert_eq!(def.network_mode(), Some(NetworkMode::Bridge));
+        assert_eq!(validate(&def), Ok(()));
+    }
+
+    #[test]
+    fn yaml_parses_to_the_same_value() {
+        let from_json = parse(SAMPLE_JSON).expect("json");
+        let from_yaml = parse(SAMPLE_YAML).expect("yaml");
+        assert_eq!(from_json, from_yaml);
+    }
+
+    #[test]
+    fn round_trip_keeps_aws_names() {
+        let def = parse(SAMPLE_JSON).expect("json");
+        let out = serde_json::to_value(&def).expect("serialize");
+        assert_eq!(out, sample(), "serialization must give back the input");
+        let text = out.to_string();
+        for name in [
+            "containerDefinitions",
+            "networkMode",
+            "executionRoleArn",
+            "requiresCompatibilities",
+            "portMappings",
+            "containerPort",
+            "hostPort",
+            "mountPoints",
+            "sourceVolume",
+            "containerPath",
+            "readOnly",
+            "healthCheck",
+            "startPeriod",
+            "memoryReservation",
+            "dependsOn",
+            "containerName",
+            "stopTimeout",
+            "softLimit",
+            "hardLimit",
+            "logConfiguration",
+            "sourcePath",
+        ] {
+            assert!(text.contains(&format!("\"{name}\"")), "{name} missing");
+        }
+        // None is skipped, not written as null.
+        assert!(!text.contains("null"), "{text}");
+        assert_eq!(parse(&text).expect("reparse"), def);
+    }
+
+    #[test]
+    fn environment_file_type_and_volume_configs_keep_aws_names() {
+        let mut v = sample();
+        v["containerDefinitions"][0]["environmentFiles"] =
+            json!([{"value": "arn:aws:s3:::b/app.env", "type": "s3"}]);
+        v["containerDefinitions"][0]["extraHosts"] =
+            json!([{"hostname": "db", "ipAddress": "10.0.0.5"}]);
+        v["volumes"] = json!([
+            {"name": "html", "host": {"sourcePath": "/srv/html"}},
+            {"name": "data", "dockerVolumeConfiguration": {
+                "scope": "shared", "autoprovision": true, "driver": "local",
+                "driverOpts": {"type": "tmpfs"}, "labels": {"a": "b"}}},
+            {"name": "efs", "efsVolumeConfiguration": {"fileSystemId": "fs-1"}}
+        ]);
+        let def = from_value(v.clone());
+        assert_eq!(serde_json::to_value(&def).expect("serialize"), v);
+        assert_eq!(validate(&def), Ok(()));
+    }
+
+    #[test]
+    fn parse_errors_name_the_field_path() {
+        let mut v = sample();
+        v["containerDefinitions"][1]["portMappings"] = json!([{"containerPort": "eighty"}]);
+        let err = parse(&v.to_string()).expect_err("string port");
+        assert_eq!(
+            err.path,
+            "containerDefinitions[1].portMappings[0].containerPort"
+        );
+        assert_eq!(err.format, "json");
+        let shown = err.to_string();
+        assert!(
+            shown
+                .starts_with("containerDefinitions[1].portMappings[0].containerPort: invalid type"),
+            "{shown}"
+        );
+
+        let yaml = SAMPLE_YAML.replace("containerPort: 80", "containerPort: [80]");
+        let err = parse(&yaml).expect_err("sequence port");
+        assert_eq!(err.format, "yaml");
+        assert_eq!(
+            err.path,
+            "containerDefinitions[0].portMappings[0].containerPort"
+        );
+        assert!(err.message.contains("invalid type"), "{}", err.message);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_naming_their_path() {
+        let mut v = sample();
+        v["containerDefinitions"][0]["healthCheck"]["intervalSeconds"] = json!(5);
+        let err = parse(&v.to_string()).expect_err("unknown field");
+        assert_eq!(
+            err.path,
+            "containerDefinitions[0].healthCheck.intervalSeconds"
+        );
+        assert!(
+            err.message.contains("unknown field `intervalSeconds`"),
+            "{}",
+            err.message
+        );
+
+        let mut v = sample();
+        v["familyName"] = json!("x");
+        let err = parse(&v.to_string()).expect_err("unknown top-level field");
+        assert_eq!(err.path, "familyName");
+
+        let yaml = SAMPLE_YAML.replace(
+            "    essential: false\n",
+            "    essential: false\n    restart: always\n",
+        );
+        let err = parse(&yaml).expect_err("unknown yaml field");
+        assert_eq!(err.path, "containerDefinitions[1].restart");
+    }
+
+    #[test]
+    fn missing_required_fields_and_bad_syntax_are_errors() {
+        let err = parse(r#"{"containerDefinitions": []}"#).expect_err("no family");
+        assert!(err.message.contains("missing field `family`"), "{err}");
+        let err = parse(r#"{"family": "x", "containerDefinitions": [}"#).expect_err("syntax");
+        assert_eq!(err.format, "json");
+        assert!(err.message.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn family_rule() {
+        assert_only_error(
+            |v| v["family"] = json!("web server"),
+            "family",
+            "must be 1-255",
+        );
+        assert_only_error(|v| v["family"] = json!(""), "family", "must be 1-255");
+        assert_only_error(
+            |v| v["family"] = json!("a".repeat(256)),
+            "family",
+            "must be 1-255",
+        );
+        assert!(errors_after(|v| v["family"] = json!("a".repeat(255))).is_empty());
+    }
+
+    #[test]
+    fn at_least_one_container() {
+        assert_only_error(
+            |v| v["containerDefinitions"] = json!([]),
+            "containerDefinitions",
+            "at least one container",
+        );
+    }
+
+    #[test]
+    fn container_names_are_valid_and_unique() {
+        assert_only_error(
+            |v| {
+                v["containerDefinitions"][1]["name"] = json!("web");
+                v["containerDefinitions"][1]["links"] = json!([]);
+                v["containerDefinitions"][1]["dependsOn"] = json!([]);
+            },
+            "containerDefinitions[1].name",
+            "duplicate container name",
+        );
+        let errs = errors_after(|v| v["containerDefinitions"][0]["name"] = json!("web.1"));
+        assert!(
+            errs.iter()
+                .any(|e| e.path == "containerDefinitions[0].name"
+                    && e.message.contains("must be 1-255")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn at_least_one_essential_container() {
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["essential"] = json!(false),
+            "containerDefinitions",
+            "essential",
+        );
+        // essential defaults to true.
+        let mut v = sample();
+        v["containerDefinitions"][0]
+            .as_object_mut()
+            .expect("object")
+            .remove("essential");
+        let def = from_value(v);
+        assert!(def.container_definitions[0].is_essential());
+        assert_eq!(validate(&def), Ok(()));
+    }
+
+    #[test]
+    fn network_mode_rule() {
+        assert_only_error(
+            |v| v["networkMode"] = json!("nat"),
+            "networkMode",
+            "not one of",
+        );
+    }
+
+    #[test]
+    fn port_rules() {
+        let p = "containerDefinitions[0].portMappings[0]";
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["portMappings"][0]["containerPort"] = json!(0),
+            &format!("{p}.containerPort"),
+            "out of range 1-65535",
+        );
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["portMappings"][0]["containerPort"] = json!(65536),
+            &format!("{p}.containerPort"),
+            "out of range",
+        );
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["portMappings"][0]["hostPort"] = json!(70000),
+            &format!("{p}.hostPort"),
+            "out of range 0-65535",
+        );
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["portMappings"][0]["hostPort"] = json!(-1),
+            &format!("{p}.hostPort"),
+            "out of range",
+        );
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["portMappings"][0]["protocol"] = json!("sctp"),
+            &format!("{p}.protocol"),
+            "tcp, udp",
+        );
+        assert_only_error(
+            |v| {
+                v["containerDefinitions"][0]["portMappings"][0]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("containerPort");
+            },
+            &format!("{p}.containerPort"),
+            "required",
+        );
+    }
+
+    #[test]
+    fn host_port_must_equal_container_port_in_awsvpc_and_host() {
+        for mode in ["awsvpc", "host"] {
+            let p = "containerDefinitions[0].portMappings[0].hostPort";
+            let edit = |v: &mut Value| {
+                v["networkMode"] = json!(mode);
+                v["containerDefinitions"][1]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("links");
+            };
+            // hostPort 0 is not ephemeral outside bridge.
+            assert_only_error(edit, p, "must equal containerPort");
+            let errs = errors_after(|v| {
+                edit(v);
+                v["containerDefinitions"][0]["portMappings"][0]["hostPort"] = json!(80);
+            });
+            assert!(errs.is_empty(), "{errs:?}");
+            let errs = errors_after(|v| {
+                edit(v);
+                v["containerDefinitions"][0]["portMappings"][0]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("hostPort");
+            });
+            assert!(errs.is_empty(), "{errs:?}");
+        }
+    }
+
+    #[test]
+    fn no_port_mappings_without_a_network() {
+        assert_only_error(
+            |v| {
+                v["networkMode"] = json!("none");
+                v["containerDefinitions"][1]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("links");
+            },
+            "containerDefinitions[0].portMappings",
+            "networkMode none",
+        );
+    }
+
+    #[test]
+    fn depends_on_condition_must_be_known() {
+        assert_only_error(
+            |v| v["containerDefinitions"][1]["dependsOn"][0]["condition"] = json!("READY"),
+            "containerDefinitions[1].dependsOn[0].condition",
+            "START, COMPLETE, SUCCESS, HEALTHY",
+        );
+    }
+
+    #[test]
+    fn depends_on_must_name_another_container() {
+        assert_only_error(
+            |v| v["containerDefinitions"][1]["dependsOn"][0]["containerName"] = json!("db"),
+            "containerDefinitions[1].dependsOn[0].containerName",
+            "not another container",
+        );
+        assert_only_error(
+            |v| {
+                v["containerDefinitions"][1]["dependsOn"] =
+                    json!([{"containerName": "client", "condition": "START"}]);
+            },
+            "containerDefinitions[1].dependsOn[0].containerName",
+            "not another container",
+        );
+    }
+
+    #[test]
+    fn complete_and_success_not_on_essential_containers() {
+        for cond in ["COMPLETE", "SUCCESS"] {
+            assert_only_error(
+                |v| v["containerDefinitions"][1]["dependsOn"][0]["condition"] = json!(cond),
+                "containerDefinitions[1].dependsOn[0].condition",
+                "essential container \"web\"",
+            );
+        }
+        // Fine on a non-essential one.
+        let errs = errors_after(|v| {
+            v["containerDefinitions"][0]["dependsOn"] =
+                json!([{"containerName": "init", "condition": "SUCCESS"}]);
+            v["containerDefinitions"]
+                .as_array_mut()
+                .expect("array")
+                .push(
+                    json!({"name": "init", "image": "busybox", "essential": false, "memory": 32}),
+                );
+        });
+        assert!(errs.is_empty(), "{errs:?}");
+    }
+
+    #[test]
+    fn healthy_needs_a_health_check() {
+        assert_only_error(
+            |v| {
+                v["containerDefinitions"][0]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("healthCheck");
+            },
+            "containerDefinitions[1].dependsOn[0].condition",
+            "needs a healthCheck",
+        );
+    }
+
+    #[test]
+    fn dependency_cycles_are_named() {
+        let errs = errors_after(|v| {
+            v["containerDefinitions"][0]["dependsOn"] =
+                json!([{"containerName": "client", "condition": "START"}]);
+            v["containerDefinitions"][1]["essential"] = json!(true);
+            v["containerDefinitions"][1]["dependsOn"][0]["condition"] = json!("START");
+        });
+        assert_eq!(
+            errs,
+            vec![ValidationError {
+                path: "containerDefinitions[0].dependsOn".into(),
+                message: "dependency cycle: web -> client -> web".into(),
+            }]
+        );
+
+        // A longer one, through a link.
+        let def = from_value(json!({
+            "family": "f",
+            "containerDefinitions": [
+                {"name": "a", "image": "i", "memory": 8, "dependsOn": [{"containerName": "b", "condition": "START"}]},
+                {"name": "b", "image": "i", "memory": 8, "links": ["c:see"]},
+                {"name": "c", "image": "i", "memory": 8, "dependsOn": [{"containerName": "a", "condition": "START"}]},
+                {"name": "d", "image": "i", "memory": 8}
+            ]
+        }));
+        let errs = validate(&def).expect_err("cycle");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].message, "dependency cycle: a -> b -> c -> a");
+        let err = def.start_order().expect_err("cycle");
+        assert_eq!(err.cycle, ["a", "b", "c", "a"]);
+        assert_eq!(err.to_string(), "dependency cycle: a -> b -> c -> a");
+    }
+
+    #[test]
+    fn links_only_in_bridge_and_to_existing_containers() {
+        assert_only_error(
+            |v| v["containerDefinitions"][1]["links"] = json!(["db:database"]),
+            "containerDefinitions[1].links[0]",
+            "\"db\" is not another container",
+        );
+        assert!(
+            errors_after(|v| v["containerDefinitions"][1]["links"] = json!(["web:www"])).is_empty()
+        );
+        assert_only_error(
+            |v| {
+                v["networkMode"] = json!("awsvpc");
+                v["containerDefinitions"][0]["portMappings"][0]["hostPort"] = json!(80);
+            },
+            "containerDefinitions[1].links",
+            "bridge",
+        );
+    }
+
+    #[test]
+    fn health_check_rules() {
+        let h = "containerDefinitions[0].healthCheck";
+        let set = |field: &'static str, value: Value| {
+            move |v: &mut Value| v["containerDefinitions"][0]["healthCheck"][field] = value
+        };
+        assert_only_error(set("command", json!([])), &format!("{h}.command"), "empty");
+        assert_only_error(
+            set("command", json!(["CMD-SHELL"])),
+            &format!("{h}.command"),
+            "needs a command",
+        );
+        assert_only_error(
+            set("command", json!(["curl", "-f", "http://localhost/"])),
+            &format!("{h}.command[0]"),
+            "CMD or CMD-SHELL",
+        );
+        assert!(errors_after(set("command", json!(["CMD", "true"]))).is_empty());
+        assert_only_error(set("interval", json!(4)), &format!("{h}.interval"), "5-300");
+        assert_only_error(
+            set("interval", json!(301)),
+            &format!("{h}.interval"),
+            "5-300",
+        );
+        assert_only_error(set("timeout", json!(1)), &format!("{h}.timeout"), "2-60");
+        assert_only_error(set("timeout", json!(61)), &format!("{h}.timeout"), "2-60");
+        assert_only_error(set("retries", json!(0)), &format!("{h}.retries"), "1-10");
+        assert_only_error(set("retries", json!(11)), &format!("{h}.retries"), "1-10");
+        assert_only_error(
+            set("startPeriod", json!(-1)),
+            &format!("{h}.startPeriod"),
+            "0-300",
+        );
+        assert_only_error(
+            set("startPeriod", json!(301)),
+            &format!("{h}.startPeriod"),
+            "0-300",
+        );
+    }
+
+    #[test]
+    fn health_check_defaults() {
+        let hc: HealthCheck =
+            serde_json::from_value(json!({"command": ["CMD", "true"]})).expect("health check");
+        assert_eq!(hc.interval_or_default(), 30);
+        assert_eq!(hc.timeout_or_default(), 5);
+        assert_eq!(hc.retries_or_default(), 3);
+        assert_eq!(hc.start_period_or_default(), 0);
+        assert!(!hc.is_shell());
+    }
+
+    #[test]
+    fn memory_rules() {
+        assert_only_error(
+            |v| {
+                v["containerDefinitions"][1]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("memoryReservation");
+            },
+            "containerDefinitions[1].memory",
+            "memory or memoryReservation",
+        );
+        // Task-level memory lifts the requirement.
+        let errs = errors_after(|v| {
+            v["memory"] = json!("1 GB");
+            v["containerDefinitions"][1]
+                .as_object_mut()
+                .expect("object")
+                .remove("memoryReservation");
+        });
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["memoryReservation"] = json!(512),
+            "containerDefinitions[0].memoryReservation",
+            "exceeds memory 256",
+        );
+        assert_only_error(|v| v["memory"] = json!("lots"), "memory", "MiB");
+        assert_only_error(|v| v["cpu"] = json!("fast"), "cpu", "CPU units");
+        let def = from_value({
+            let mut v = sample();
+            v["memory"] = json!("2GB");
+            v["cpu"] = json!("0.5 vCPU");
+            v
+        });
+        assert_eq!(def.memory_mib(), Some(2048));
+        assert_eq!(def.cpu_units(), Some(512));
+    }
+
+    #[test]
+    fn mount_points_need_a_task_volume() {
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["mountPoints"][0]["sourceVolume"] = json!("logs"),
+            "containerDefinitions[0].mountPoints[0].sourceVolume",
+            "\"logs\" is not a volume",
+        );
+        assert_only_error(
+            |v| v["volumes"] = json!([{"name": "html"}, {"name": "html"}]),
+            "volumes[1].name",
+            "duplicate volume name",
+        );
+        assert_only_error(
+            |v| v["volumes"][0]["dockerVolumeConfiguration"] = json!({"scope": "shared"}),
+            "volumes[0]",
+            "cannot both",
+        );
+        assert_only_error(
+            |v| v["volumes"] = json!([{"name": "html", "dockerVolumeConfiguration": {"scope": "task", "autoprovision": true}}]),
+            "volumes[0].dockerVolumeConfiguration.autoprovision",
+            "shared",
+        );
+    }
+
+    #[test]
+    fn docker_volume_scope_rule() {
+        assert_only_error(
+            |v| {
+                v["volumes"] =
+                    json!([{"name": "html", "dockerVolumeConfiguration": {"scope": "cluster"}}])
+            },
+            "volumes[0].dockerVolumeConfiguration.scope",
+            "task, shared",
+        );
+    }
+
+    #[test]
+    fn volumes_from_must_name_a_container() {
+        assert_only_error(
+            |v| v["containerDefinitions"][1]["volumesFrom"] = json!([{"sourceContainer": "data"}]),
+            "containerDefinitions[1].volumesFrom[0].sourceContainer",
+            "\"data\" is not another container",
+        );
+        assert!(
+            errors_after(|v| v["containerDefinitions"][1]["volumesFrom"] =
+                json!([{"sourceContainer": "web", "readOnly": true}]))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn ulimit_rules() {
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["ulimits"][0]["name"] = json!("files"),
+            "containerDefinitions[0].ulimits[0].name",
+            "not one of core",
+        );
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["ulimits"][0]["softLimit"] = json!(8192),
+            "containerDefinitions[0].ulimits[0].softLimit",
+            "exceeds hardLimit 4096",
+        );
+    }
+
+    #[test]
+    fn timeout_rules() {
+        assert_only_error(
+            |v| v["containerDefinitions"][1]["stopTimeout"] = json!(1),
+            "containerDefinitions[1].stopTimeout",
+            "2-120",
+        );
+        assert_only_error(
+            |v| v["containerDefinitions"][1]["startTimeout"] = json!(121),
+            "containerDefinitions[1].startTimeout",
+            "2-120",
+        );
+    }
+
+    #[test]
+    fn start_order_levels() {
+        let def = parse(SAMPLE_JSON).expect("sample");
+        assert_eq!(
+            def.start_order().expect("no cycle"),
+            vec![vec!["web".to_string()], vec!["client".to_string()]]
+        );
+
+        let def = from_value(json!({
+            "family": "f",
+            "memory": "512",
+            "containerDefinitions": [
+                {"name": "app", "image": "i", "dependsOn": [
+                    {"containerName": "db", "condition": "HEALTHY"},
+                    {"containerName": "migrate", "condition": "SUCCESS"}]},
+                {"name": "db", "image": "i", "healthCheck": {"command": ["CMD", "pg_isready"]}},
+                {"name": "migrate", "image": "i", "essential": false,
+                 "dependsOn": [{"containerName": "db", "condition": "HEALTHY"}]},
+                {"name": "cache", "image": "i"},
+                {"name": "sidecar", "image": "i", "volumesFrom": [{"sourceContainer": "app"}]}
+            ]
+        }));
+        assert_eq!(validate(&def), Ok(()));
+        let levels = def.start_order().expect("no cycle");
+        assert_eq!(
+            levels,
+            vec![
+                vec!["db".to_string(), "cache".to_string()],
+                vec!["migrate".to_string()],
+                vec!["app".to_string()],
+                vec!["sidecar".to_string()],
+            ]
+        );
+    }
+
+    #[test]
+    fn ignored_fields_lists_what_was_given() {
+        let def = parse(SAMPLE_JSON).expect("sample");
+        assert_eq!(
+            def.ignored_fields(),
+            vec![
+                "executionRoleArn",
+                "requiresCompatibilities",
+                "logConfiguration"
+            ]
+        );
+        let mut v = sample();
+        v["taskRoleArn"] = json!("arn:aws:iam::1:role/r");
+        v["runtimePlatform"] = json!({"cpuArchitecture": "X86_64"});
+        v["containerDefinitions"][0]["secrets"] = json!([{"name": "A", "valueFrom": "arn:x"}]);
+        v["containerDefinitions"][1]["secrets"] = json!([{"name": "B", "valueFrom": "arn:y"}]);
+        let def = from_value(v);
+        assert_eq!(
+            def.ignored_fields(),
+            vec![
+                "taskRoleArn",
+                "executionRoleArn",
+                "requiresCompatibilities",
+                "runtimePlatform",
+                "secrets",
+                "logConfiguration"
+            ]
+        );
+    }
+
+    #[test]
+    fn all_errors_are_reported_together() {
+        let errs = errors_after(|v| {
+            v["family"] = json!("bad name");
+            v["containerDefinitions"][0]["stopTimeout"] = json!(500);
+            v["containerDefinitions"][1]["portMappings"] =
+                json!([{"containerPort": 8080, "protocol": "icmp"}]);
+        });
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "family",
+                "containerDefinitions[0].stopTimeout",
+                "containerDefinitions[1].portMappings[0].protocol"
+            ]
+        );
+    }
 }
