@@ -730,18 +730,9 @@ fn parse_yaml(text: &str) -> Result<TaskDefinitionInput, TaskDefError> {
 }
 
 fn path_error(format: &'static str, path: String, message: String) -> TaskDefError {
-    let mut path = if path == "." { String::new() } else { path };
-    // serde_path_to_error stops at the struct holding an unknown field: name the field.
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((field, _)) = rest.split_once('`') {
-            if !path.ends_with(field) {
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(field);
-            }
-        }
-    }
+    // serde_path_to_error shows the top level as "."; an unknown field's path already ends
+    // with that field's name.
+    let path = if path == "." { String::new() } else { path };
     TaskDefError {
         format,
         path,
