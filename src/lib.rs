@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod names;
 pub mod paths;
+pub mod taskdef;
 
 /// The crate version both binaries report.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

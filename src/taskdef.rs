@@ -1,0 +1,1943 @@
+//! ECS task definitions: the RegisterTaskDefinition input model the daemon and the CLI share.
+//!
+//! This module owns the serde types (AWS's exact camelCase field names, unknown fields
+//! rejected), parsing from JSON or YAML with errors that name the field path, validation
+//! against ECS's rules (each error carries the path of the offending field), and the small
+//! helpers the runner needs: ECS defaults, the start order derived from `dependsOn`, and the
+//! list of given fields that have no local meaning. It does no I/O.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// RegisterTaskDefinition input, as AWS spells it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskDefinitionInput {
+    pub family: String,
+    pub container_definitions: Vec<ContainerDefinition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_role_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_role_arn: Option<String>,
+    /// `bridge` (the default), `host`, `awsvpc` or `none`; checked by [`validate`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<Volume>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_constraints: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires_compatibilities: Option<Vec<String>>,
+    /// CPU units (`"256"`) or vCPUs (`"0.25 vCPU"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// MiB (`"512"`) or GB (`"1 GB"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipc_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_configuration: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_accelerators: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral_storage: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_platform: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_fault_injection: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tag {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// A task volume: a host path, a Docker volume, or (accepted, not run) EFS / FSx.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Volume {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostVolumeProperties>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_volume_configuration: Option<DockerVolumeConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efs_volume_configuration: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsx_windows_file_server_volume_configuration: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configured_at_launch: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostVolumeProperties {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DockerVolumeConfiguration {
+    /// `task` (removed with the task) or `shared` (outlives it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoprovision: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_opts: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// One entry of `containerDefinitions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerDefinition {
+    pub name: String,
+    pub image: String,
+    /// Defaults to true; see [`ContainerDefinition::is_essential`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub essential: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_point: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Vec<KeyValuePair>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_files: Option<Vec<EnvironmentFile>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<Vec<Secret>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_mappings: Option<Vec<PortMapping>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_points: Option<Vec<MountPoint>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes_from: Option<Vec<VolumeFrom>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<Vec<ContainerDependency>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timeout: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_configuration: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<i64>,
+    /// Hard limit in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<i64>,
+    /// Soft limit in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_reservation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ulimits: Option<Vec<Ulimit>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux_parameters: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readonly_root_filesystem: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_servers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_search_domains: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_hosts: Option<Vec<HostEntry>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_security_options: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pseudo_terminal: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_networking: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_controls: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_requirements: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_consistency: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_credentials: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firelens_configuration: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_specs: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyValuePair {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvironmentFile {
+    pub value: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Secret {
+    pub name: String,
+    pub value_from: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortMapping {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port: Option<i64>,
+    /// Absent or 0 in bridge mode: an ephemeral host port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<i64>,
+    /// `tcp` (the default) or `udp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_port_range: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MountPoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_volume: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeFrom {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_container: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerDependency {
+    pub container_name: String,
+    /// `START`, `COMPLETE`, `SUCCESS` or `HEALTHY`.
+    pub condition: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `["CMD", exe, args...]` or `["CMD-SHELL", "shell command"]`.
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_period: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft_limit: i64,
+    pub hard_limit: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostEntry {
+    pub hostname: String,
+    pub ip_address: String,
+}
+
+/// The task's network mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkMode {
+    Bridge,
+    Host,
+    Awsvpc,
+    None,
+}
+
+impl NetworkMode {
+    pub fn parse(s: &str) -> Option<NetworkMode> {
+        match s {
+            "bridge" => Some(NetworkMode::Bridge),
+            "host" => Some(NetworkMode::Host),
+            "awsvpc" => Some(NetworkMode::Awsvpc),
+            "none" => Some(NetworkMode::None),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Bridge => "bridge",
+            NetworkMode::Host => "host",
+            NetworkMode::Awsvpc => "awsvpc",
+            NetworkMode::None => "none",
+        }
+    }
+}
+
+/// A `dependsOn` condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DependencyCondition {
+    /// The dependency has started.
+    Start,
+    /// The dependency has exited, with any code.
+    Complete,
+    /// The dependency has exited with code 0.
+    Success,
+    /// The dependency's health check passed.
+    Healthy,
+}
+
+impl DependencyCondition {
+    pub fn parse(s: &str) -> Option<DependencyCondition> {
+        match s {
+            "START" => Some(DependencyCondition::Start),
+            "COMPLETE" => Some(DependencyCondition::Complete),
+            "SUCCESS" => Some(DependencyCondition::Success),
+            "HEALTHY" => Some(DependencyCondition::Healthy),
+            _ => None,
+        }
+    }
+}
+
+/// Docker's ulimit names.
+pub const ULIMIT_NAMES: &[&str] = &[
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// ECS's default health-check interval, seconds.
+pub const DEFAULT_HEALTH_INTERVAL: u64 = 30;
+/// ECS's default health-check timeout, seconds.
+pub const DEFAULT_HEALTH_TIMEOUT: u64 = 5;
+/// ECS's default number of health-check retries.
+pub const DEFAULT_HEALTH_RETRIES: u32 = 3;
+/// ECS's default health-check start period, seconds.
+pub const DEFAULT_HEALTH_START_PERIOD: u64 = 0;
+/// ECS's default stop timeout, seconds.
+pub const DEFAULT_STOP_TIMEOUT: u64 = 30;
+
+impl HealthCheck {
+    pub fn interval_or_default(&self) -> u64 {
+        secs_or(self.interval, DEFAULT_HEALTH_INTERVAL)
+    }
+
+    pub fn timeout_or_default(&self) -> u64 {
+        secs_or(self.timeout, DEFAULT_HEALTH_TIMEOUT)
+    }
+
+    pub fn retries_or_default(&self) -> u32 {
+        self.retries
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(DEFAULT_HEALTH_RETRIES)
+    }
+
+    pub fn start_period_or_default(&self) -> u64 {
+        secs_or(self.start_period, DEFAULT_HEALTH_START_PERIOD)
+    }
+
+    /// True for `CMD-SHELL` (the rest runs in a shell), false for `CMD` (run directly).
+    pub fn is_shell(&self) -> bool {
+        self.command.first().map(String::as_str) == Some("CMD-SHELL")
+    }
+}
+
+fn secs_or(v: Option<i64>, default: u64) -> u64 {
+    v.and_then(|v| u64::try_from(v).ok()).unwrap_or(default)
+}
+
+impl ContainerDefinition {
+    /// `essential` defaults to true.
+    pub fn is_essential(&self) -> bool {
+        self.essential.unwrap_or(true)
+    }
+
+    /// Seconds to wait after SIGTERM before killing; ECS's default is 30.
+    pub fn stop_timeout_or_default(&self) -> u64 {
+        secs_or(self.stop_timeout, DEFAULT_STOP_TIMEOUT)
+    }
+
+    /// The containers this one must wait for before starting: its `dependsOn` targets, then
+    /// the containers it `links` to and takes `volumesFrom` (as the ECS agent does, so that
+    /// Docker finds them when this one is created), without duplicates or itself.
+    pub fn start_dependencies(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        let deps = self
+            .depends_on
+            .iter()
+            .flatten()
+            .map(|d| d.container_name.as_str());
+        let links = self.links.iter().flatten().map(|l| link_target(l));
+        let from = self
+            .volumes_from
+            .iter()
+            .flatten()
+            .filter_map(|v| v.source_container.as_deref());
+        for name in deps.chain(links).chain(from) {
+            if name != self.name && !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        out
+    }
+}
+
+/// `name` or `name:alias` → `name`.
+fn link_target(link: &str) -> &str {
+    link.split_once(':').map_or(link, |(name, _)| name)
+}
+
+impl TaskDefinitionInput {
+    /// The network mode, `bridge` when unset; `None` when the value is not one ECS knows.
+    pub fn network_mode(&self) -> Option<NetworkMode> {
+        match &self.network_mode {
+            None => Some(NetworkMode::Bridge),
+            Some(s) => NetworkMode::parse(s),
+        }
+    }
+
+    /// The container definition named `name`.
+    pub fn container(&self, name: &str) -> Option<&ContainerDefinition> {
+        self.container_definitions.iter().find(|c| c.name == name)
+    }
+
+    /// Task-level memory in MiB (`"512"`, `"1 GB"`, `"2GB"`); `None` when unset or malformed.
+    pub fn memory_mib(&self) -> Option<u64> {
+        self.memory.as_deref().and_then(parse_memory_mib)
+    }
+
+    /// Task-level CPU units (`"256"`, `"0.25 vCPU"`); `None` when unset or malformed.
+    pub fn cpu_units(&self) -> Option<u64> {
+        self.cpu.as_deref().and_then(parse_cpu_units)
+    }
+
+    /// The AWS fields given in this definition that mean nothing on a local runtime (IAM
+    /// roles, placement, Fargate/EC2 capacity, AWS-side integrations, registry credentials,
+    /// log drivers, …), in a fixed order without duplicates, so callers can warn about them.
+    pub fn ignored_fields(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        let mut add = |given: bool, name: &'static str| {
+            if given && !out.contains(&name) {
+                out.push(name);
+            }
+        };
+        add(self.task_role_arn.is_some(), "taskRoleArn");
+        add(self.execution_role_arn.is_some(), "executionRoleArn");
+        add(self.placement_constraints.is_some(), "placementConstraints");
+        add(
+            self.requires_compatibilities.is_some(),
+            "requiresCompatibilities",
+        );
+        add(self.proxy_configuration.is_some(), "proxyConfiguration");
+        add(
+            self.inference_accelerators.is_some(),
+            "inferenceAccelerators",
+        );
+        add(self.ephemeral_storage.is_some(), "ephemeralStorage");
+        add(self.runtime_platform.is_some(), "runtimePlatform");
+        add(
+            self.enable_fault_injection.is_some(),
+            "enableFaultInjection",
+        );
+        for v in self.volumes.iter().flatten() {
+            add(
+                v.efs_volume_configuration.is_some(),
+                "efsVolumeConfiguration",
+            );
+            add(
+                v.fsx_windows_file_server_volume_configuration.is_some(),
+                "fsxWindowsFileServerVolumeConfiguration",
+            );
+            add(v.configured_at_launch.is_some(), "configuredAtLaunch");
+        }
+        for c in &self.container_definitions {
+            add(c.secrets.is_some(), "secrets");
+            add(c.repository_credentials.is_some(), "repositoryCredentials");
+            add(c.firelens_configuration.is_some(), "firelensConfiguration");
+            add(c.log_configuration.is_some(), "logConfiguration");
+            add(c.credential_specs.is_some(), "credentialSpecs");
+            add(c.resource_requirements.is_some(), "resourceRequirements");
+            add(c.restart_policy.is_some(), "restartPolicy");
+            add(c.version_consistency.is_some(), "versionConsistency");
+            let app_protocol = c
+                .port_mappings
+                .iter()
+                .flatten()
+                .any(|p| p.app_protocol.is_some());
+            add(app_protocol, "appProtocol");
+        }
+        out
+    }
+
+    /// Dependency levels: the first holds the containers that depend on nothing, each next
+    /// one the containers whose dependencies (see
+    /// [`ContainerDefinition::start_dependencies`]) are all in earlier levels. Containers of
+    /// one level can start together; stopping runs the levels in reverse. Within a level the
+    /// order is the definition's. Dependencies on unknown containers are left to [`validate`].
+    pub fn start_order(&self) -> Result<Vec<Vec<String>>, DependencyCycle> {
+        let names: HashSet<&str> = self
+            .container_definitions
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        let mut placed: HashSet<&str> = HashSet::new();
+        let mut remaining: Vec<&ContainerDefinition> = self.container_definitions.iter().collect();
+        let mut levels = Vec::new();
+        while !remaining.is_empty() {
+            let (ready, rest): (Vec<&ContainerDefinition>, Vec<&ContainerDefinition>) =
+                remaining.into_iter().partition(|c| {
+                    c.start_dependencies()
+                        .iter()
+                        .all(|d| placed.contains(d) || !names.contains(d))
+                });
+            if ready.is_empty() {
+                let cycle = find_cycle(self)
+                    .unwrap_or_else(|| rest.iter().map(|c| c.name.clone()).collect::<Vec<_>>());
+                return Err(DependencyCycle { cycle });
+            }
+            placed.extend(ready.iter().map(|c| c.name.as_str()));
+            levels.push(ready.iter().map(|c| c.name.clone()).collect());
+            remaining = rest;
+        }
+        Ok(levels)
+    }
+}
+
+fn parse_memory_mib(s: &str) -> Option<u64> {
+    let t = s.trim();
+    if let Ok(v) = t.parse::<u64>() {
+        return Some(v);
+    }
+    let lower = t.to_ascii_lowercase();
+    let gb = lower.strip_suffix("gb")?.trim();
+    let v: f64 = gb.parse().ok()?;
+    if !(v.is_finite() && v > 0.0) {
+        return None;
+    }
+    Some((v * 1024.0).round() as u64)
+}
+
+fn parse_cpu_units(s: &str) -> Option<u64> {
+    let t = s.trim();
+    if let Ok(v) = t.parse::<u64>() {
+        return Some(v);
+    }
+    let lower = t.to_ascii_lowercase();
+    let vcpu = lower.strip_suffix("vcpu")?.trim();
+    let v: f64 = vcpu.parse().ok()?;
+    if !(v.is_finite() && v > 0.0) {
+        return None;
+    }
+    Some((v * 1024.0).round() as u64)
+}
+
+/// A cycle in the containers' start dependencies, first container repeated at the end.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dependency cycle: {}", .cycle.join(" -> "))]
+pub struct DependencyCycle {
+    pub cycle: Vec<String>,
+}
+
+/// Finds one dependency cycle, as `[a, b, a]`, starting at the earliest-defined container
+/// on it.
+fn find_cycle(def: &TaskDefinitionInput) -> Option<Vec<String>> {
+    find_cycles(def).into_iter().next()
+}
+
+/// Every cycle a depth-first search meets (one per back edge), each rotated to start at
+/// its earliest-defined container and closed by repeating it.
+fn find_cycles(def: &TaskDefinitionInput) -> Vec<Vec<String>> {
+    let index: HashMap<&str, usize> = def
+        .container_definitions
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    let edges: Vec<Vec<usize>> = def
+        .container_definitions
+        .iter()
+        .map(|c| {
+            c.start_dependencies()
+                .iter()
+                .filter_map(|d| index.get(d).copied())
+                .collect()
+        })
+        .collect();
+    // 0 = unvisited, 1 = on the stack, 2 = done.
+    let mut state = vec![0u8; edges.len()];
+    let mut cycles: Vec<Vec<usize>> = Vec::new();
+    for start in 0..edges.len() {
+        if state[start] != 0 {
+            continue;
+        }
+        // Iterative DFS: (node, next edge to look at).
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        state[start] = 1;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if let Some(&to) = edges[node].get(*next) {
+                *next += 1;
+                match state[to] {
+                    0 => {
+                        state[to] = 1;
+                        stack.push((to, 0));
+                    }
+                    1 => {
+                        let from = stack.iter().position(|&(n, _)| n == to).unwrap_or(0);
+                        let mut cycle: Vec<usize> = stack[from..].iter().map(|&(n, _)| n).collect();
+                        let min_at = cycle
+                            .iter()
+                            .enumerate()
+                            .min_by_key(|&(_, &n)| n)
+                            .map_or(0, |(i, _)| i);
+                        cycle.rotate_left(min_at);
+                        if !cycles.contains(&cycle) {
+                            cycles.push(cycle);
+                        }
+                    }
+                    _ => {}
+                }
+            } else {
+                state[node] = 2;
+                stack.pop();
+            }
+        }
+    }
+    cycles
+        .into_iter()
+        .map(|cycle| {
+            let mut names: Vec<String> = cycle
+                .iter()
+                .map(|&i| def.container_definitions[i].name.clone())
+                .collect();
+            if let Some(first) = names.first().cloned() {
+                names.push(first);
+            }
+            names
+        })
+        .collect()
+}
+
+/// A task definition that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", display_path_message(.path, .message))]
+pub struct TaskDefError {
+    /// `json` or `yaml`: the format the text was read as.
+    pub format: &'static str,
+    /// Where the error is, e.g. `containerDefinitions[1].portMappings[0].containerPort`;
+    /// empty at the top level.
+    pub path: String,
+    pub message: String,
+}
+
+fn display_path_message(path: &str, message: &str) -> String {
+    if path.is_empty() {
+        message.to_string()
+    } else {
+        format!("{path}: {message}")
+    }
+}
+
+/// Parses a task definition from JSON, or from YAML when the text is not JSON.
+pub fn parse(text: &str) -> Result<TaskDefinitionInput, TaskDefError> {
+    let is_json = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+    if is_json {
+        return parse_json(text);
+    }
+    match parse_yaml(text) {
+        Ok(def) => Ok(def),
+        // Text that starts like JSON and is not YAML either was almost surely meant as JSON:
+        // the JSON parser's complaint (with line and column) serves it better.
+        Err(_) if text.trim_start().starts_with('{') => parse_json(text),
+        Err(e) => Err(e),
+    }
+}
+
+fn parse_json(text: &str) -> Result<TaskDefinitionInput, TaskDefError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let def = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| path_error("json", e.path().to_string(), e.into_inner().to_string()))?;
+    de.end()
+        .map_err(|e| path_error("json", String::new(), e.to_string()))?;
+    Ok(def)
+}
+
+fn parse_yaml(text: &str) -> Result<TaskDefinitionInput, TaskDefError> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| path_error("yaml", e.path().to_string(), e.into_inner().to_string()))
+}
+
+fn path_error(format: &'static str, path: String, message: String) -> TaskDefError {
+    // serde_path_to_error shows the top level as "."; an unknown field's path already ends
+    // with that field's name.
+    let path = if path == "." { String::new() } else { path };
+    TaskDefError {
+        format,
+        path,
+        message,
+    }
+}
+
+/// One broken ECS rule: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ValidationError {
+    /// e.g. `containerDefinitions[1].portMappings[0].containerPort`.
+    pub path: String,
+    pub message: String,
+}
+
+struct Errors(Vec<ValidationError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ValidationError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn range(&mut self, path: impl Into<String>, value: Option<i64>, min: i64, max: i64) {
+        if let Some(v) = value {
+            if !(min..=max).contains(&v) {
+                self.push(path, format!("{v} is out of range {min}-{max}"));
+            }
+        }
+    }
+}
+
+/// 1-255 characters of `[A-Za-z0-9_-]`: ECS's rule for families, containers and volumes.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+const NAME_RULE: &str = "must be 1-255 letters, digits, '_' or '-'";
+
+/// Checks a parsed task definition against ECS's rules, returning every broken one.
+pub fn validate(def: &TaskDefinitionInput) -> Result<(), Vec<ValidationError>> {
+    let mut errs = Errors(Vec::new());
+
+    if !valid_name(&def.family) {
+        errs.push("family", format!("{:?} {NAME_RULE}", def.family));
+    }
+    let mode = def.network_mode();
+    if let (Some(given), None) = (&def.network_mode, mode) {
+        errs.push(
+            "networkMode",
+            format!("{given:?} is not one of bridge, host, awsvpc, none"),
+        );
+    }
+    if let Some(pid) = &def.pid_mode {
+        if pid != "host" && pid != "task" {
+            errs.push("pidMode", format!("{pid:?} is not one of host, task"));
+        }
+    }
+    if let Some(ipc) = &def.ipc_mode {
+        if !["host", "task", "none"].contains(&ipc.as_str()) {
+            errs.push("ipcMode", format!("{ipc:?} is not one of host, task, none"));
+        }
+    }
+    if def.memory.is_some() && def.memory_mib().is_none_or(|m| m == 0) {
+        errs.push(
+            "memory",
+            "must be a positive number of MiB (\"512\") or GB (\"1 GB\")",
+        );
+    }
+    if def.cpu.is_some() && def.cpu_units().is_none_or(|c| c == 0) {
+        errs.push(
+            "cpu",
+            "must be a positive number of CPU units (\"256\") or vCPUs (\"0.25 vCPU\")",
+        );
+    }
+
+    let mut volume_names: HashSet<&str> = HashSet::new();
+    for (v, vol) in def.volumes.iter().flatten().enumerate() {
+        let at = format!("volumes[{v}]");
+        if !valid_name(&vol.name) {
+            errs.push(format!("{at}.name"), format!("{:?} {NAME_RULE}", vol.name));
+        } else if !volume_names.insert(vol.name.as_str()) {
+            errs.push(
+                format!("{at}.name"),
+                format!("duplicate volume name {:?}", vol.name),
+            );
+        }
+        if vol.host.is_some() && vol.docker_volume_configuration.is_some() {
+            errs.push(
+                at.clone(),
+                "host and dockerVolumeConfiguration cannot both be given",
+            );
+        }
+        if let Some(dv) = &vol.docker_volume_configuration {
+            match dv.scope.as_deref() {
+                None | Some("task") => {
+                    if dv.autoprovision == Some(true) {
+                        errs.push(
+                            format!("{at}.dockerVolumeConfiguration.autoprovision"),
+                            "autoprovision is only allowed with scope shared",
+                        );
+                    }
+                }
+                Some("shared") => {}
+                Some(other) => errs.push(
+                    format!("{at}.dockerVolumeConfiguration.scope"),
+                    format!("{other:?} is not one of task, shared"),
+                ),
+            }
+        }
+    }
+
+    if def.container_definitions.is_empty() {
+        errs.push("containerDefinitions", "at least one container is required");
+    }
+    let mut first_index: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in def.container_definitions.iter().enumerate() {
+        if !valid_name(&c.name) {
+            errs.push(
+                format!("containerDefinitions[{i}].name"),
+                format!("{:?} {NAME_RULE}", c.name),
+            );
+        } else if let Some(j) = first_index.get(c.name.as_str()) {
+            errs.push(
+                format!("containerDefinitions[{i}].name"),
+                format!(
+                    "duplicate container name {:?} (also containerDefinitions[{j}])",
+                    c.name
+                ),
+            );
+        } else {
+            first_index.insert(c.name.as_str(), i);
+        }
+    }
+    if !def.container_definitions.is_empty()
+        && !def.container_definitions.iter().any(|c| c.is_essential())
+    {
+        errs.push(
+            "containerDefinitions",
+            "at least one container must be essential",
+        );
+    }
+
+    let task_memory = def.memory.is_some();
+    for (i, c) in def.container_definitions.iter().enumerate() {
+        validate_container(def, i, c, mode, task_memory, &volume_names, &mut errs);
+    }
+
+    for cycle in find_cycles(def) {
+        let first = cycle.first().map(String::as_str).unwrap_or_default();
+        let i = first_index.get(first).copied().unwrap_or(0);
+        errs.push(
+            format!("containerDefinitions[{i}].dependsOn"),
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+        );
+    }
+
+    if errs.0.is_empty() {
+        Ok(())
+    } else {
+        Err(errs.0)
+    }
+}
+
+fn validate_container(
+    def: &TaskDefinitionInput,
+    i: usize,
+    c: &ContainerDefinition,
+    mode: Option<NetworkMode>,
+    task_memory: bool,
+    volume_names: &HashSet<&str>,
+    errs: &mut Errors,
+) {
+    let at = format!("containerDefinitions[{i}]");
+    // Another container of this task, by name.
+    let other = |name: &str| -> Option<&ContainerDefinition> {
+        if name == c.name {
+            None
+        } else {
+            def.container(name)
+        }
+    };
+
+    if c.image.trim().is_empty() {
+        errs.push(format!("{at}.image"), "an image is required");
+    }
+
+    // Ports.
+    let mappings = c.port_mappings.as_deref().unwrap_or_default();
+    if mode == Some(NetworkMode::None) && !mappings.is_empty() {
+        errs.push(
+            format!("{at}.portMappings"),
+            "port mappings are not allowed with networkMode none",
+        );
+    }
+    for (k, p) in mappings.iter().enumerate() {
+        let pat = format!("{at}.portMappings[{k}]");
+        match p.container_port {
+            None if p.container_port_range.is_none() => {
+                errs.push(format!("{pat}.containerPort"), "containerPort is required")
+            }
+            v => errs.range(format!("{pat}.containerPort"), v, 1, 65535),
+        }
+        if let Some(host) = p.host_port {
+            match mode {
+                Some(NetworkMode::Awsvpc) | Some(NetworkMode::Host) => {
+                    if p.container_port.is_some_and(|cp| cp != host) {
+                        errs.push(
+                            format!("{pat}.hostPort"),
+                            format!(
+                                "hostPort must equal containerPort in {} mode",
+                                mode.map_or("", NetworkMode::as_str)
+                            ),
+                        );
+                    } else {
+                        errs.range(format!("{pat}.hostPort"), Some(host), 1, 65535);
+                    }
+                }
+                // bridge: 0 asks for an ephemeral port.
+                _ => errs.range(format!("{pat}.hostPort"), Some(host), 0, 65535),
+            }
+        }
+        if let Some(proto) = &p.protocol {
+            if proto != "tcp" && proto != "udp" {
+                errs.push(
+                    format!("{pat}.protocol"),
+                    format!("{proto:?} is not one of tcp, udp"),
+                );
+            }
+        }
+    }
+
+    // Links.
+    if let Some(links) = &c.links {
+        if mode.is_some_and(|m| m != NetworkMode::Bridge) {
+            errs.push(
+                format!("{at}.links"),
+                "links are only allowed with networkMode bridge",
+            );
+        }
+        for (k, link) in links.iter().enumerate() {
+            let target = link_target(link);
+            if other(target).is_none() {
+                errs.push(
+                    format!("{at}.links[{k}]"),
+                    format!("{target:?} is not another container of this task"),
+                );
+            }
+        }
+    }
+
+    // dependsOn.
+    for (k, dep) in c.depends_on.iter().flatten().enumerate() {
+        let dat = format!("{at}.dependsOn[{k}]");
+        let target = other(&dep.container_name);
+        if target.is_none() {
+            errs.push(
+                format!("{dat}.containerName"),
+                format!(
+                    "{:?} is not another container of this task",
+                    dep.container_name
+                ),
+            );
+        }
+        match DependencyCondition::parse(&dep.condition) {
+            None => errs.push(
+                format!("{dat}.condition"),
+                format!(
+                    "{:?} is not one of START, COMPLETE, SUCCESS, HEALTHY",
+                    dep.condition
+                ),
+            ),
+            Some(DependencyCondition::Complete | DependencyCondition::Success) => {
+                if target.is_some_and(ContainerDefinition::is_essential) {
+                    errs.push(
+                        format!("{dat}.condition"),
+                        format!(
+                            "{} cannot be used on essential container {:?}",
+                            dep.condition, dep.container_name
+                        ),
+                    );
+                }
+            }
+            Some(DependencyCondition::Healthy) => {
+                if target.is_some_and(|t| t.health_check.is_none()) {
+                    errs.push(
+                        format!("{dat}.condition"),
+                        format!(
+                            "HEALTHY needs a healthCheck on container {:?}",
+                            dep.container_name
+                        ),
+                    );
+                }
+            }
+            Some(DependencyCondition::Start) => {}
+        }
+    }
+
+    // healthCheck.
+    if let Some(hc) = &c.health_check {
+        let hat = format!("{at}.healthCheck");
+        match hc.command.first().map(String::as_str) {
+            None => errs.push(format!("{hat}.command"), "the command must not be empty"),
+            Some("CMD") | Some("CMD-SHELL") => {
+                if hc.command.len() < 2 {
+                    errs.push(
+                        format!("{hat}.command"),
+                        format!("{} needs a command after it", hc.command[0]),
+                    );
+                }
+            }
+            Some(first) => errs.push(
+                format!("{hat}.command[0]"),
+                format!("{first:?} must be CMD or CMD-SHELL"),
+            ),
+        }
+        errs.range(format!("{hat}.interval"), hc.interval, 5, 300);
+        errs.range(format!("{hat}.timeout"), hc.timeout, 2, 60);
+        errs.range(format!("{hat}.retries"), hc.retries, 1, 10);
+        errs.range(format!("{hat}.startPeriod"), hc.start_period, 0, 300);
+    }
+
+    // Memory.
+    if c.memory.is_none() && c.memory_reservation.is_none() && !task_memory {
+        errs.push(
+            format!("{at}.memory"),
+            "memory or memoryReservation is required when the task sets no memory",
+        );
+    }
+    errs.range(format!("{at}.memory"), c.memory, 1, i64::MAX);
+    errs.range(
+        format!("{at}.memoryReservation"),
+        c.memory_reservation,
+        1,
+        i64::MAX,
+    );
+    if let (Some(mem), Some(res)) = (c.memory, c.memory_reservation) {
+        if res > mem {
+            errs.push(
+                format!("{at}.memoryReservation"),
+                format!("memoryReservation {res} exceeds memory {mem}"),
+            );
+        }
+    }
+    errs.range(format!("{at}.cpu"), c.cpu, 0, i64::MAX);
+
+    // Volumes.
+    for (k, m) in c.mount_points.iter().flatten().enumerate() {
+        let mat = format!("{at}.mountPoints[{k}]");
+        match m.source_volume.as_deref() {
+            None => errs.push(format!("{mat}.sourceVolume"), "sourceVolume is required"),
+            Some(v) if !volume_names.contains(v) => errs.push(
+                format!("{mat}.sourceVolume"),
+                format!("{v:?} is not a volume of this task"),
+            ),
+            Some(_) => {}
+        }
+        if m.container_path.as_deref().is_none_or(str::is_empty) {
+            errs.push(format!("{mat}.containerPath"), "containerPath is required");
+        }
+    }
+    for (k, v) in c.volumes_from.iter().flatten().enumerate() {
+        let vat = format!("{at}.volumesFrom[{k}].sourceContainer");
+        match v.source_container.as_deref() {
+            None => errs.push(vat, "sourceContainer is required"),
+            Some(s) if other(s).is_none() => {
+                errs.push(vat, format!("{s:?} is not another container of this task"))
+            }
+            Some(_) => {}
+        }
+    }
+
+    // Ulimits.
+    for (k, u) in c.ulimits.iter().flatten().enumerate() {
+        let uat = format!("{at}.ulimits[{k}]");
+        if !ULIMIT_NAMES.contains(&u.name.as_str()) {
+            errs.push(
+                format!("{uat}.name"),
+                format!("{:?} is not one of {}", u.name, ULIMIT_NAMES.join(", ")),
+            );
+        }
+        if u.soft_limit > u.hard_limit {
+            errs.push(
+                format!("{uat}.softLimit"),
+                format!(
+                    "softLimit {} exceeds hardLimit {}",
+                    u.soft_limit, u.hard_limit
+                ),
+            );
+        }
+    }
+
+    errs.range(format!("{at}.startTimeout"), c.start_timeout, 2, 120);
+    errs.range(format!("{at}.stopTimeout"), c.stop_timeout, 2, 120);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// In the style of the AWS docs' sample: a web server and a client that waits for it to
+    /// be healthy.
+    const SAMPLE_JSON: &str = r#"{
+        "family": "webserver",
+        "networkMode": "bridge",
+        "requiresCompatibilities": ["EC2"],
+        "executionRoleArn": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
+        "volumes": [{"name": "html", "host": {"sourcePath": "/srv/html"}}],
+        "containerDefinitions": [
+            {
+                "name": "web",
+                "image": "public.ecr.aws/docker/library/nginx:latest",
+                "essential": true,
+                "cpu": 128,
+                "memory": 256,
+                "portMappings": [{"containerPort": 80, "hostPort": 0, "protocol": "tcp"}],
+                "mountPoints": [{"sourceVolume": "html", "containerPath": "/usr/share/nginx/html", "readOnly": true}],
+                "healthCheck": {
+                    "command": ["CMD-SHELL", "curl -f http://localhost/ || exit 1"],
+                    "interval": 10,
+                    "timeout": 5,
+                    "retries": 3,
+                    "startPeriod": 10
+                },
+                "ulimits": [{"name": "nofile", "softLimit": 1024, "hardLimit": 4096}],
+                "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/ecs/web"}}
+            },
+            {
+                "name": "client",
+                "image": "public.ecr.aws/docker/library/busybox:latest",
+                "essential": false,
+                "memoryReservation": 64,
+                "command": ["sh", "-c", "wget -qO- http://web/"],
+                "environment": [{"name": "TARGET", "value": "web"}],
+                "links": ["web"],
+                "dependsOn": [{"containerName": "web", "condition": "HEALTHY"}],
+                "stopTimeout": 10
+            }
+        ]
+    }"#;
+
+    const SAMPLE_YAML: &str = r#"
+family: webserver
+networkMode: bridge
+requiresCompatibilities: [EC2]
+executionRoleArn: arn:aws:iam::123456789012:role/ecsTaskExecutionRole
+volumes:
+  - name: html
+    host:
+      sourcePath: /srv/html
+containerDefinitions:
+  - name: web
+    image: public.ecr.aws/docker/library/nginx:latest
+    essential: true
+    cpu: 128
+    memory: 256
+    portMappings:
+      - containerPort: 80
+        hostPort: 0
+        protocol: tcp
+    mountPoints:
+      - sourceVolume: html
+        containerPath: /usr/share/nginx/html
+        readOnly: true
+    healthCheck:
+      command: [CMD-SHELL, "curl -f http://localhost/ || exit 1"]
+      interval: 10
+      timeout: 5
+      retries: 3
+      startPeriod: 10
+    ulimits:
+      - {name: nofile, softLimit: 1024, hardLimit: 4096}
+    logConfiguration:
+      logDriver: awslogs
+      options:
+        awslogs-group: /ecs/web
+  - name: client
+    image: public.ecr.aws/docker/library/busybox:latest
+    essential: false
+    memoryReservation: 64
+    command: [sh, -c, "wget -qO- http://web/"]
+    environment:
+      - name: TARGET
+        value: web
+    links: [web]
+    dependsOn:
+      - containerName: web
+        condition: HEALTHY
+    stopTimeout: 10
+"#;
+
+    fn sample() -> Value {
+        match serde_json::from_str(SAMPLE_JSON) {
+            Ok(v) => v,
+            Err(e) => panic!("sample JSON: {e}"),
+        }
+    }
+
+    fn from_value(v: Value) -> TaskDefinitionInput {
+        match parse(&v.to_string()) {
+            Ok(d) => d,
+            Err(e) => panic!("parse failed: {e}"),
+        }
+    }
+
+    /// The validation errors for the sample after `edit`.
+    fn errors_after(edit: impl FnOnce(&mut Value)) -> Vec<ValidationError> {
+        let mut v = sample();
+        edit(&mut v);
+        match validate(&from_value(v)) {
+            Ok(()) => Vec::new(),
+            Err(errs) => errs,
+        }
+    }
+
+    /// Asserts that `edit` makes exactly one error, at `path`, whose message contains
+    /// `needle`.
+    #[track_caller]
+    fn assert_only_error(edit: impl FnOnce(&mut Value), path: &str, needle: &str) {
+        let errs = errors_after(edit);
+        assert_eq!(errs.len(), 1, "expected one error at {path}, got {errs:?}");
+        assert_eq!(errs[0].path, path, "{errs:?}");
+        assert!(
+            errs[0].message.contains(needle),
+            "message {:?} lacks {needle:?}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn sample_parses_and_validates() {
+        let def = from_value(sample());
+        assert_eq!(def.family, "webserver");
+        assert_eq!(def.container_definitions.len(), 2);
+        let web = &def.container_definitions[0];
+        let client = &def.container_definitions[1];
+        assert!(web.is_essential());
+        assert!(!client.is_essential());
+        let hc = web.health_check.as_ref().expect("web has a health check");
+        assert!(hc.is_shell());
+        assert_eq!(hc.interval_or_default(), 10);
+        assert_eq!(
+            client.depends_on.as_ref().map(|d| d[0].condition.as_str()),
+            Some("HEALTHY")
+        );
+        assert_eq!(client.stop_timeout_or_default(), 10);
+        assert_eq!(web.stop_timeout_or_default(), 30);
+        assert_eq!(def.network_mode(), Some(NetworkMode::Bridge));
+        assert_eq!(validate(&def), Ok(()));
+    }
+
+    #[test]
+    fn yaml_parses_to_the_same_value() {
+        let from_json = parse(SAMPLE_JSON).expect("json");
+        let from_yaml = parse(SAMPLE_YAML).expect("yaml");
+        assert_eq!(from_json, from_yaml);
+    }
+
+    #[test]
+    fn round_trip_keeps_aws_names() {
+        let def = parse(SAMPLE_JSON).expect("json");
+        let out = serde_json::to_value(&def).expect("serialize");
+        assert_eq!(out, sample(), "serialization must give back the input");
+        let text = out.to_string();
+        for name in [
+            "containerDefinitions",
+            "networkMode",
+            "executionRoleArn",
+            "requiresCompatibilities",
+            "portMappings",
+            "containerPort",
+            "hostPort",
+            "mountPoints",
+            "sourceVolume",
+            "containerPath",
+            "readOnly",
+            "healthCheck",
+            "startPeriod",
+            "memoryReservation",
+            "dependsOn",
+            "containerName",
+            "stopTimeout",
+            "softLimit",
+            "hardLimit",
+            "logConfiguration",
+            "sourcePath",
+        ] {
+            assert!(text.contains(&format!("\"{name}\"")), "{name} missing");
+        }
+        // None is skipped, not written as null.
+        assert!(!text.contains("null"), "{text}");
+        assert_eq!(parse(&text).expect("reparse"), def);
+    }
+
+    #[test]
+    fn environment_file_type_and_volume_configs_keep_aws_names() {
+        let mut v = sample();
+        v["containerDefinitions"][0]["environmentFiles"] =
+            json!([{"value": "arn:aws:s3:::b/app.env", "type": "s3"}]);
+        v["containerDefinitions"][0]["extraHosts"] =
+            json!([{"hostname": "db", "ipAddress": "10.0.0.5"}]);
+        v["volumes"] = json!([
+            {"name": "html", "host": {"sourcePath": "/srv/html"}},
+            {"name": "data", "dockerVolumeConfiguration": {
+                "scope": "shared", "autoprovision": true, "driver": "local",
+                "driverOpts": {"type": "tmpfs"}, "labels": {"a": "b"}}},
+            {"name": "efs", "efsVolumeConfiguration": {"fileSystemId": "fs-1"}}
+        ]);
+        let def = from_value(v.clone());
+        assert_eq!(serde_json::to_value(&def).expect("serialize"), v);
+        assert_eq!(validate(&def), Ok(()));
+    }
+
+    #[test]
+    fn parse_errors_name_the_field_path() {
+        let mut v = sample();
+        v["containerDefinitions"][1]["portMappings"] = json!([{"containerPort": "eighty"}]);
+        let err = parse(&v.to_string()).expect_err("string port");
+        assert_eq!(
+            err.path,
+            "containerDefinitions[1].portMappings[0].containerPort"
+        );
+        assert_eq!(err.format, "json");
+        let shown = err.to_string();
+        assert!(
+            shown
+                .starts_with("containerDefinitions[1].portMappings[0].containerPort: invalid type"),
+            "{shown}"
+        );
+
+        let yaml = SAMPLE_YAML.replace("containerPort: 80", "containerPort: [80]");
+        let err = parse(&yaml).expect_err("sequence port");
+        assert_eq!(err.format, "yaml");
+        assert_eq!(
+            err.path,
+            "containerDefinitions[0].portMappings[0].containerPort"
+        );
+        assert!(err.message.contains("invalid type"), "{}", err.message);
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_naming_their_path() {
+        let mut v = sample();
+        v["containerDefinitions"][0]["healthCheck"]["intervalSeconds"] = json!(5);
+        let err = parse(&v.to_string()).expect_err("unknown field");
+        assert_eq!(
+            err.path,
+            "containerDefinitions[0].healthCheck.intervalSeconds"
+        );
+        assert!(
+            err.message.contains("unknown field `intervalSeconds`"),
+            "{}",
+            err.message
+        );
+
+        let mut v = sample();
+        v["familyName"] = json!("x");
+        let err = parse(&v.to_string()).expect_err("unknown top-level field");
+        assert_eq!(err.path, "familyName");
+
+        let yaml = SAMPLE_YAML.replace(
+            "    essential: false\n",
+            "    essential: false\n    restart: always\n",
+        );
+        let err = parse(&yaml).expect_err("unknown yaml field");
+        assert_eq!(err.path, "containerDefinitions[1].restart");
+    }
+
+    #[test]
+    fn missing_required_fields_and_bad_syntax_are_errors() {
+        let err = parse(r#"{"containerDefinitions": []}"#).expect_err("no family");
+        assert!(err.message.contains("missing field `family`"), "{err}");
+        let err = parse(r#"{"family": "x", "containerDefinitions": [}"#).expect_err("syntax");
+        assert_eq!(err.format, "json");
+        assert!(err.message.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn family_rule() {
+        assert_only_error(
+            |v| v["family"] = json!("web server"),
+            "family",
+            "must be 1-255",
+        );
+        assert_only_error(|v| v["family"] = json!(""), "family", "must be 1-255");
+        assert_only_error(
+            |v| v["family"] = json!("a".repeat(256)),
+            "family",
+            "must be 1-255",
+        );
+        assert!(errors_after(|v| v["family"] = json!("a".repeat(255))).is_empty());
+    }
+
+    #[test]
+    fn at_least_one_container() {
+        assert_only_error(
+            |v| v["containerDefinitions"] = json!([]),
+            "containerDefinitions",
+            "at least one container",
+        );
+    }
+
+    #[test]
+    fn container_names_are_valid_and_unique() {
+        assert_only_error(
+            |v| {
+                v["containerDefinitions"][1]["name"] = json!("web");
+                v["containerDefinitions"][1]["links"] = json!([]);
+                v["containerDefinitions"][1]["dependsOn"] = json!([]);
+            },
+            "containerDefinitions[1].name",
+            "duplicate container name",
+        );
+        let errs = errors_after(|v| v["containerDefinitions"][0]["name"] = json!("web.1"));
+        assert!(
+            errs.iter()
+                .any(|e| e.path == "containerDefinitions[0].name"
+                    && e.message.contains("must be 1-255")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn at_least_one_essential_container() {
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["essential"] = json!(false),
+            "containerDefinitions",
+            "essential",
+        );
+        // essential defaults to true.
+        let mut v = sample();
+        v["containerDefinitions"][0]
+            .as_object_mut()
+            .expect("object")
+            .remove("essential");
+        let def = from_value(v);
+        assert!(def.container_definitions[0].is_essential());
+        assert_eq!(validate(&def), Ok(()));
+    }
+
+    #[test]
+    fn network_mode_rule() {
+        assert_only_error(
+            |v| v["networkMode"] = json!("nat"),
+            "networkMode",
+            "not one of",
+        );
+    }
+
+    #[test]
+    fn port_rules() {
+        let p = "containerDefinitions[0].portMappings[0]";
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["portMappings"][0]["containerPort"] = json!(0),
+            &format!("{p}.containerPort"),
+            "out of range 1-65535",
+        );
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["portMappings"][0]["containerPort"] = json!(65536),
+            &format!("{p}.containerPort"),
+            "out of range",
+        );
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["portMappings"][0]["hostPort"] = json!(70000),
+            &format!("{p}.hostPort"),
+            "out of range 0-65535",
+        );
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["portMappings"][0]["hostPort"] = json!(-1),
+            &format!("{p}.hostPort"),
+            "out of range",
+        );
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["portMappings"][0]["protocol"] = json!("sctp"),
+            &format!("{p}.protocol"),
+            "tcp, udp",
+        );
+        assert_only_error(
+            |v| {
+                v["containerDefinitions"][0]["portMappings"][0]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("containerPort");
+            },
+            &format!("{p}.containerPort"),
+            "required",
+        );
+    }
+
+    #[test]
+    fn host_port_must_equal_container_port_in_awsvpc_and_host() {
+        for mode in ["awsvpc", "host"] {
+            let p = "containerDefinitions[0].portMappings[0].hostPort";
+            let edit = |v: &mut Value| {
+                v["networkMode"] = json!(mode);
+                v["containerDefinitions"][1]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("links");
+            };
+            // hostPort 0 is not ephemeral outside bridge.
+            assert_only_error(edit, p, "must equal containerPort");
+            let errs = errors_after(|v| {
+                edit(v);
+                v["containerDefinitions"][0]["portMappings"][0]["hostPort"] = json!(80);
+            });
+            assert!(errs.is_empty(), "{errs:?}");
+            let errs = errors_after(|v| {
+                edit(v);
+                v["containerDefinitions"][0]["portMappings"][0]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("hostPort");
+            });
+            assert!(errs.is_empty(), "{errs:?}");
+        }
+    }
+
+    #[test]
+    fn no_port_mappings_without_a_network() {
+        assert_only_error(
+            |v| {
+                v["networkMode"] = json!("none");
+                v["containerDefinitions"][1]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("links");
+            },
+            "containerDefinitions[0].portMappings",
+            "networkMode none",
+        );
+    }
+
+    #[test]
+    fn depends_on_condition_must_be_known() {
+        assert_only_error(
+            |v| v["containerDefinitions"][1]["dependsOn"][0]["condition"] = json!("READY"),
+            "containerDefinitions[1].dependsOn[0].condition",
+            "START, COMPLETE, SUCCESS, HEALTHY",
+        );
+    }
+
+    #[test]
+    fn depends_on_must_name_another_container() {
+        assert_only_error(
+            |v| v["containerDefinitions"][1]["dependsOn"][0]["containerName"] = json!("db"),
+            "containerDefinitions[1].dependsOn[0].containerName",
+            "not another container",
+        );
+        assert_only_error(
+            |v| {
+                v["containerDefinitions"][1]["dependsOn"] =
+                    json!([{"containerName": "client", "condition": "START"}]);
+            },
+            "containerDefinitions[1].dependsOn[0].containerName",
+            "not another container",
+        );
+    }
+
+    #[test]
+    fn complete_and_success_not_on_essential_containers() {
+        for cond in ["COMPLETE", "SUCCESS"] {
+            assert_only_error(
+                |v| v["containerDefinitions"][1]["dependsOn"][0]["condition"] = json!(cond),
+                "containerDefinitions[1].dependsOn[0].condition",
+                "essential container \"web\"",
+            );
+        }
+        // Fine on a non-essential one.
+        let errs = errors_after(|v| {
+            v["containerDefinitions"][0]["dependsOn"] =
+                json!([{"containerName": "init", "condition": "SUCCESS"}]);
+            v["containerDefinitions"]
+                .as_array_mut()
+                .expect("array")
+                .push(
+                    json!({"name": "init", "image": "busybox", "essential": false, "memory": 32}),
+                );
+        });
+        assert!(errs.is_empty(), "{errs:?}");
+    }
+
+    #[test]
+    fn healthy_needs_a_health_check() {
+        assert_only_error(
+            |v| {
+                v["containerDefinitions"][0]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("healthCheck");
+            },
+            "containerDefinitions[1].dependsOn[0].condition",
+            "needs a healthCheck",
+        );
+    }
+
+    #[test]
+    fn dependency_cycles_are_named() {
+        let errs = errors_after(|v| {
+            v["containerDefinitions"][0]["dependsOn"] =
+                json!([{"containerName": "client", "condition": "START"}]);
+            v["containerDefinitions"][1]["essential"] = json!(true);
+            v["containerDefinitions"][1]["dependsOn"][0]["condition"] = json!("START");
+        });
+        assert_eq!(
+            errs,
+            vec![ValidationError {
+                path: "containerDefinitions[0].dependsOn".into(),
+                message: "dependency cycle: web -> client -> web".into(),
+            }]
+        );
+
+        // A longer one, through a link.
+        let def = from_value(json!({
+            "family": "f",
+            "containerDefinitions": [
+                {"name": "a", "image": "i", "memory": 8, "dependsOn": [{"containerName": "b", "condition": "START"}]},
+                {"name": "b", "image": "i", "memory": 8, "links": ["c:see"]},
+                {"name": "c", "image": "i", "memory": 8, "dependsOn": [{"containerName": "a", "condition": "START"}]},
+                {"name": "d", "image": "i", "memory": 8}
+            ]
+        }));
+        let errs = validate(&def).expect_err("cycle");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].message, "dependency cycle: a -> b -> c -> a");
+        let err = def.start_order().expect_err("cycle");
+        assert_eq!(err.cycle, ["a", "b", "c", "a"]);
+        assert_eq!(err.to_string(), "dependency cycle: a -> b -> c -> a");
+    }
+
+    #[test]
+    fn links_only_in_bridge_and_to_existing_containers() {
+        assert_only_error(
+            |v| v["containerDefinitions"][1]["links"] = json!(["db:database"]),
+            "containerDefinitions[1].links[0]",
+            "\"db\" is not another container",
+        );
+        assert!(
+            errors_after(|v| v["containerDefinitions"][1]["links"] = json!(["web:www"])).is_empty()
+        );
+        assert_only_error(
+            |v| {
+                v["networkMode"] = json!("awsvpc");
+                v["containerDefinitions"][0]["portMappings"][0]["hostPort"] = json!(80);
+            },
+            "containerDefinitions[1].links",
+            "bridge",
+        );
+    }
+
+    #[test]
+    fn health_check_rules() {
+        let h = "containerDefinitions[0].healthCheck";
+        let set = |field: &'static str, value: Value| {
+            move |v: &mut Value| v["containerDefinitions"][0]["healthCheck"][field] = value
+        };
+        assert_only_error(set("command", json!([])), &format!("{h}.command"), "empty");
+        assert_only_error(
+            set("command", json!(["CMD-SHELL"])),
+            &format!("{h}.command"),
+            "needs a command",
+        );
+        assert_only_error(
+            set("command", json!(["curl", "-f", "http://localhost/"])),
+            &format!("{h}.command[0]"),
+            "CMD or CMD-SHELL",
+        );
+        assert!(errors_after(set("command", json!(["CMD", "true"]))).is_empty());
+        assert_only_error(set("interval", json!(4)), &format!("{h}.interval"), "5-300");
+        assert_only_error(
+            set("interval", json!(301)),
+            &format!("{h}.interval"),
+            "5-300",
+        );
+        assert_only_error(set("timeout", json!(1)), &format!("{h}.timeout"), "2-60");
+        assert_only_error(set("timeout", json!(61)), &format!("{h}.timeout"), "2-60");
+        assert_only_error(set("retries", json!(0)), &format!("{h}.retries"), "1-10");
+        assert_only_error(set("retries", json!(11)), &format!("{h}.retries"), "1-10");
+        assert_only_error(
+            set("startPeriod", json!(-1)),
+            &format!("{h}.startPeriod"),
+            "0-300",
+        );
+        assert_only_error(
+            set("startPeriod", json!(301)),
+            &format!("{h}.startPeriod"),
+            "0-300",
+        );
+    }
+
+    #[test]
+    fn health_check_defaults() {
+        let hc: HealthCheck =
+            serde_json::from_value(json!({"command": ["CMD", "true"]})).expect("health check");
+        assert_eq!(hc.interval_or_default(), 30);
+        assert_eq!(hc.timeout_or_default(), 5);
+        assert_eq!(hc.retries_or_default(), 3);
+        assert_eq!(hc.start_period_or_default(), 0);
+        assert!(!hc.is_shell());
+    }
+
+    #[test]
+    fn memory_rules() {
+        assert_only_error(
+            |v| {
+                v["containerDefinitions"][1]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("memoryReservation");
+            },
+            "containerDefinitions[1].memory",
+            "memory or memoryReservation",
+        );
+        // Task-level memory lifts the requirement.
+        let errs = errors_after(|v| {
+            v["memory"] = json!("1 GB");
+            v["containerDefinitions"][1]
+                .as_object_mut()
+                .expect("object")
+                .remove("memoryReservation");
+        });
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["memoryReservation"] = json!(512),
+            "containerDefinitions[0].memoryReservation",
+            "exceeds memory 256",
+        );
+        assert_only_error(|v| v["memory"] = json!("lots"), "memory", "MiB");
+        assert_only_error(|v| v["cpu"] = json!("fast"), "cpu", "CPU units");
+        let def = from_value({
+            let mut v = sample();
+            v["memory"] = json!("2GB");
+            v["cpu"] = json!("0.5 vCPU");
+            v
+        });
+        assert_eq!(def.memory_mib(), Some(2048));
+        assert_eq!(def.cpu_units(), Some(512));
+    }
+
+    #[test]
+    fn mount_points_need_a_task_volume() {
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["mountPoints"][0]["sourceVolume"] = json!("logs"),
+            "containerDefinitions[0].mountPoints[0].sourceVolume",
+            "\"logs\" is not a volume",
+        );
+        assert_only_error(
+            |v| v["volumes"] = json!([{"name": "html"}, {"name": "html"}]),
+            "volumes[1].name",
+            "duplicate volume name",
+        );
+        assert_only_error(
+            |v| v["volumes"][0]["dockerVolumeConfiguration"] = json!({"scope": "shared"}),
+            "volumes[0]",
+            "cannot both",
+        );
+        assert_only_error(
+            |v| v["volumes"] = json!([{"name": "html", "dockerVolumeConfiguration": {"scope": "task", "autoprovision": true}}]),
+            "volumes[0].dockerVolumeConfiguration.autoprovision",
+            "shared",
+        );
+    }
+
+    #[test]
+    fn docker_volume_scope_rule() {
+        assert_only_error(
+            |v| {
+                v["volumes"] =
+                    json!([{"name": "html", "dockerVolumeConfiguration": {"scope": "cluster"}}])
+            },
+            "volumes[0].dockerVolumeConfiguration.scope",
+            "task, shared",
+        );
+    }
+
+    #[test]
+    fn volumes_from_must_name_a_container() {
+        assert_only_error(
+            |v| v["containerDefinitions"][1]["volumesFrom"] = json!([{"sourceContainer": "data"}]),
+            "containerDefinitions[1].volumesFrom[0].sourceContainer",
+            "\"data\" is not another container",
+        );
+        assert!(
+            errors_after(|v| v["containerDefinitions"][1]["volumesFrom"] =
+                json!([{"sourceContainer": "web", "readOnly": true}]))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn ulimit_rules() {
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["ulimits"][0]["name"] = json!("files"),
+            "containerDefinitions[0].ulimits[0].name",
+            "not one of core",
+        );
+        assert_only_error(
+            |v| v["containerDefinitions"][0]["ulimits"][0]["softLimit"] = json!(8192),
+            "containerDefinitions[0].ulimits[0].softLimit",
+            "exceeds hardLimit 4096",
+        );
+    }
+
+    #[test]
+    fn timeout_rules() {
+        assert_only_error(
+            |v| v["containerDefinitions"][1]["stopTimeout"] = json!(1),
+            "containerDefinitions[1].stopTimeout",
+            "2-120",
+        );
+        assert_only_error(
+            |v| v["containerDefinitions"][1]["startTimeout"] = json!(121),
+            "containerDefinitions[1].startTimeout",
+            "2-120",
+        );
+    }
+
+    #[test]
+    fn start_order_levels() {
+        let def = parse(SAMPLE_JSON).expect("sample");
+        assert_eq!(
+            def.start_order().expect("no cycle"),
+            vec![vec!["web".to_string()], vec!["client".to_string()]]
+        );
+
+        let def = from_value(json!({
+            "family": "f",
+            "memory": "512",
+            "containerDefinitions": [
+                {"name": "app", "image": "i", "dependsOn": [
+                    {"containerName": "db", "condition": "HEALTHY"},
+                    {"containerName": "migrate", "condition": "SUCCESS"}]},
+                {"name": "db", "image": "i", "healthCheck": {"command": ["CMD", "pg_isready"]}},
+                {"name": "migrate", "image": "i", "essential": false,
+                 "dependsOn": [{"containerName": "db", "condition": "HEALTHY"}]},
+                {"name": "cache", "image": "i"},
+                {"name": "sidecar", "image": "i", "volumesFrom": [{"sourceContainer": "app"}]}
+            ]
+        }));
+        assert_eq!(validate(&def), Ok(()));
+        let levels = def.start_order().expect("no cycle");
+        assert_eq!(
+            levels,
+            vec![
+                vec!["db".to_string(), "cache".to_string()],
+                vec!["migrate".to_string()],
+                vec!["app".to_string()],
+                vec!["sidecar".to_string()],
+            ]
+        );
+    }
+
+    #[test]
+    fn ignored_fields_lists_what_was_given() {
+        let def = parse(SAMPLE_JSON).expect("sample");
+        assert_eq!(
+            def.ignored_fields(),
+            vec![
+                "executionRoleArn",
+                "requiresCompatibilities",
+                "logConfiguration"
+            ]
+        );
+        let mut v = sample();
+        v["taskRoleArn"] = json!("arn:aws:iam::1:role/r");
+        v["runtimePlatform"] = json!({"cpuArchitecture": "X86_64"});
+        v["containerDefinitions"][0]["secrets"] = json!([{"name": "A", "valueFrom": "arn:x"}]);
+        v["containerDefinitions"][1]["secrets"] = json!([{"name": "B", "valueFrom": "arn:y"}]);
+        let def = from_value(v);
+        assert_eq!(
+            def.ignored_fields(),
+            vec![
+                "taskRoleArn",
+                "executionRoleArn",
+                "requiresCompatibilities",
+                "runtimePlatform",
+                "secrets",
+                "logConfiguration"
+            ]
+        );
+    }
+
+    #[test]
+    fn all_errors_are_reported_together() {
+        let errs = errors_after(|v| {
+            v["family"] = json!("bad name");
+            v["containerDefinitions"][0]["stopTimeout"] = json!(500);
+            v["containerDefinitions"][1]["portMappings"] =
+                json!([{"containerPort": 8080, "protocol": "icmp"}]);
+        });
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "family",
+                "containerDefinitions[0].stopTimeout",
+                "containerDefinitions[1].portMappings[0].protocol"
+            ]
+        );
+    }
+}
