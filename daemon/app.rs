@@ -97,6 +97,13 @@ pub fn run(config: DaemonConfig) -> anyhow::Result<()> {
 }
 
 async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
+    // Handlers first: a signal that arrives once the socket answers must mean a clean stop,
+    // never the default action.
+    use tokio::signal::unix::{signal, SignalKind};
+    let signals = (
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+    );
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -137,7 +144,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     });
     tokio::spawn(housekeeping(state.clone()));
 
-    tokio::spawn(watch_signals(shutdown.clone()));
+    tokio::spawn(watch_signals(signals, shutdown.clone()));
     let mut control_task = tokio::spawn(control::serve(
         control_listener,
         state.clone(),
@@ -205,15 +212,10 @@ fn server_failure(
     }
 }
 
-async fn watch_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop ecrld with 'ecrl daemon stop'");
-        return;
-    };
+async fn watch_signals(
+    (mut term, mut int): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+    shutdown: CancellationToken,
+) {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
