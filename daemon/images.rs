@@ -4,10 +4,10 @@
 //! Calls storage and metadata; must not call the registry, transfer or the control API.
 
 use crate::app::AppState;
-use crate::metadata::{now_millis, Manifest, MetaError, TagMutability};
+use crate::metadata::{now_millis, Manifest, MetaError};
 use crate::storage::StoreError;
 use bytes::Bytes;
-use ecrl::names::{Digest, Reference, RepoName, Tag};
+use ecrl::names::{Digest, Reference, RepoName};
 use serde::Deserialize;
 use sha2::Digest as _;
 use std::collections::BTreeMap;
@@ -161,8 +161,10 @@ pub async fn put_manifest(
             .repos
             .get(repo)
             .ok_or_else(|| MetaError::RepoNotFound(repo.clone()))?;
-        let current = tag.as_ref().and_then(|t| r.tags.get(t));
-        check_tag(repo, r.mutability, current, &tag, &digest)?;
+        // Checked again when recorded; here it spares storing a manifest that will be refused.
+        if let Some(tag) = &tag {
+            r.check_tag(repo, tag, &digest)?;
+        }
         let unknown = |what: &str, d: &Digest| {
             ImageError::BlobUnknown(format!(
                 "{what} {d} is not in repository {repo}: push it first"
@@ -254,24 +256,4 @@ pub async fn put_manifest(
         media_type,
         image_size: size + blob_bytes,
     })
-}
-
-/// An immutable repository refuses to move an existing tag to another manifest.
-fn check_tag(
-    repo: &RepoName,
-    mutability: TagMutability,
-    current: Option<&Digest>,
-    tag: &Option<Tag>,
-    digest: &Digest,
-) -> Result<(), ImageError> {
-    match (tag, mutability, current) {
-        (Some(tag), TagMutability::Immutable, Some(current)) if current != digest => {
-            Err(MetaError::TagImmutable {
-                repo: repo.clone(),
-                tag: tag.clone(),
-            }
-            .into())
-        }
-        _ => Ok(()),
-    }
 }

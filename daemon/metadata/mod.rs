@@ -74,6 +74,22 @@ pub struct Repo {
     pub blobs: HashMap<Digest, u64>,
 }
 
+impl Repo {
+    /// An immutable repository refuses to move an existing tag to another manifest
+    /// (ECR's ImageTagAlreadyExistsException); a new tag, or the same manifest again, is fine.
+    pub fn check_tag(&self, name: &RepoName, tag: &Tag, digest: &Digest) -> Result<(), MetaError> {
+        if self.mutability == TagMutability::Immutable
+            && self.tags.get(tag).is_some_and(|d| d != digest)
+        {
+            return Err(MetaError::TagImmutable {
+                repo: name.clone(),
+                tag: tag.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A manifest as the index holds it, with its bytes (manifests are at most 4 MiB and are
 /// what every pull asks for first).
 #[derive(Debug, Clone)]
@@ -328,14 +344,7 @@ impl Metadata {
                 .get_mut(&repo)
                 .ok_or_else(|| MetaError::RepoNotFound(repo.clone()))?;
             if let Some(tag) = &tag {
-                if entry.mutability == TagMutability::Immutable
-                    && entry.tags.get(tag).is_some_and(|d| *d != manifest.digest)
-                {
-                    return Err(MetaError::TagImmutable {
-                        repo: repo.clone(),
-                        tag: tag.clone(),
-                    });
-                }
+                entry.check_tag(&repo, tag, &manifest.digest)?;
             }
             let digest = manifest.digest;
             if let std::collections::hash_map::Entry::Vacant(slot) = entry.manifests.entry(digest) {
@@ -389,11 +398,7 @@ impl Metadata {
             if !entry.manifests.contains_key(&digest) {
                 return Err(MetaError::ManifestNotFound { repo, digest });
             }
-            if entry.mutability == TagMutability::Immutable
-                && entry.tags.get(&tag).is_some_and(|d| *d != digest)
-            {
-                return Err(MetaError::TagImmutable { repo, tag });
-            }
+            entry.check_tag(&repo, &tag, &digest)?;
             conn.execute(
                 "INSERT OR REPLACE INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4)",
                 params![repo.as_str(), tag.as_str(), digest.to_string(), now_millis()],

@@ -19,17 +19,7 @@ use std::time::Instant;
 const BODY_PIECE: usize = 256 * 1024;
 const PATCH: usize = 16 << 20;
 
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    for word in out.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        word.copy_from_slice(&x.to_le_bytes()[..word.len()]);
-    }
-    out
-}
+use super::tests::random_bytes;
 
 fn body(data: &Bytes) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let pieces: Vec<_> = (0..data.len())

@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+pub(super) fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut out = vec![0u8; len];
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     for word in out.chunks_mut(8) {
