@@ -6,6 +6,7 @@
 
 pub mod repos;
 pub mod system;
+pub mod tasks;
 pub mod transfer;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -86,6 +87,10 @@ pub enum ErrorCode {
     ImageTagAlreadyExists,
     /// The daemon cannot read a file the request names (the client sends its bytes instead).
     SourceUnreadable,
+    TaskDefinitionNotFound,
+    TaskNotFound,
+    /// The container runtime (the Docker engine) cannot be reached or refused the request.
+    RuntimeUnavailable,
     /// A code this client does not know yet.
     #[serde(other)]
     Unknown,
@@ -98,11 +103,13 @@ impl ErrorCode {
             ErrorCode::InvalidParameter | ErrorCode::SourceUnreadable => 400,
             ErrorCode::UnknownOperation
             | ErrorCode::RepositoryNotFound
-            | ErrorCode::ImageNotFound => 404,
+            | ErrorCode::ImageNotFound
+            | ErrorCode::TaskDefinitionNotFound
+            | ErrorCode::TaskNotFound => 404,
             ErrorCode::RepositoryAlreadyExists
             | ErrorCode::RepositoryNotEmpty
             | ErrorCode::ImageTagAlreadyExists => 409,
-            ErrorCode::ShuttingDown => 503,
+            ErrorCode::ShuttingDown | ErrorCode::RuntimeUnavailable => 503,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
         }
     }
