@@ -6,6 +6,7 @@ mod daemon;
 mod image;
 mod output;
 mod repo;
+mod task_run;
 mod transfer;
 
 use clap::Parser;

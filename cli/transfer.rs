@@ -16,7 +16,7 @@ use ecrl::api::transfer::{
     TransferResult, CONTENT_SIZE_HEADER,
 };
 use ecrl::api::ErrorCode;
-use ecrl::client::{ClientError, JsonLines};
+use ecrl::client::{empty_body, ClientError, JsonLines};
 use ecrl::names::{ImageRef, Reference};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Bytes, Frame};
@@ -741,12 +741,6 @@ pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<ExitCode> {
         )?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn empty_body() -> http_body_util::combinators::BoxBody<Bytes, io::Error> {
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed()
 }
 
 fn pull_bar(total: Option<u64>) -> ProgressBar {

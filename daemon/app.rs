@@ -1,7 +1,9 @@
 //! The daemon's life: take the data dir, bind the control socket and the registry port,
 //! serve until a signal or a shutdown request, then drain and clean up.
 
+use crate::runtime::{docker::DockerRuntime, Runtime};
 use crate::storage::UploadId;
+use crate::tasks::{store::MetaTaskStore, Ctx, TaskManager};
 use crate::{control, lock::DataDirLock, metadata::Metadata, registry, storage::BlobStore};
 use anyhow::Context;
 use ecrl::config::DaemonConfig;
@@ -24,7 +26,10 @@ pub struct AppState {
     pub started: Instant,
     pub started_at: time::OffsetDateTime,
     pub store: BlobStore,
-    pub meta: Metadata,
+    pub meta: Arc<Metadata>,
+    /// The container runtime tasks run on (and images load into).
+    pub runtime: Arc<dyn Runtime>,
+    pub tasks: TaskManager,
     /// Serialises, per digest, "content is written and linked" against "content nobody
     /// links is removed", so a delete never removes a blob a concurrent push just stored.
     blob_locks: Box<[tokio::sync::Mutex<()>; 256]>,
@@ -130,6 +135,15 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     let (control_listener, _socket_file) = control::bind(&config.socket).await?;
     let registry_addr = registry_listener.local_addr()?;
 
+    let meta = Arc::new(meta);
+    let runtime: Arc<dyn Runtime> = Arc::new(DockerRuntime::new());
+    let tasks = TaskManager::new(Ctx {
+        runtime: runtime.clone(),
+        store: Arc::new(MetaTaskStore(meta.clone())),
+        tasks_dir: config.data_dir.join("tasks"),
+        arn_prefix: format!("arn:aws:ecs:{}:{}:", config.region, meta.account_id()),
+    });
+
     let shutdown = CancellationToken::new();
     let state = Arc::new(AppState {
         registry_addr,
@@ -137,12 +151,19 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         started_at: time::OffsetDateTime::now_utc(),
         store,
         meta,
+        runtime,
+        tasks,
         blob_locks: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         upload_owners: std::sync::Mutex::new(HashMap::new()),
         shutdown: shutdown.clone(),
         config,
     });
     tokio::spawn(housekeeping(state.clone()));
+    // Tasks a previous daemon left running are supervised again (once the engine answers).
+    {
+        let state = state.clone();
+        tokio::spawn(async move { state.tasks.recover().await });
+    }
 
     tokio::spawn(watch_signals(signals, shutdown.clone()));
     let mut control_task = tokio::spawn(control::serve(
@@ -224,16 +245,26 @@ async fn watch_signals(
     shutdown.cancel();
 }
 
-/// Periodic chores: record pull times, expire abandoned uploads.
+/// How long a stopped task's record and logs are kept.
+const STOPPED_TASK_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Periodic chores: record pull times, expire abandoned uploads, prune old stopped tasks.
 async fn housekeeping(state: Arc<AppState>) {
     let mut pulls = tokio::time::interval(Duration::from_secs(5));
     let mut uploads = tokio::time::interval(Duration::from_secs(60));
+    let mut tasks = tokio::time::interval(Duration::from_secs(600));
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
             _ = pulls.tick() => {
                 if let Err(e) = state.meta.flush_pulls().await {
                     tracing::warn!("cannot record pull times: {e}");
+                }
+            }
+            _ = tasks.tick() => {
+                let n = state.tasks.prune(STOPPED_TASK_RETENTION).await;
+                if n > 0 {
+                    tracing::info!(count = n, "pruned stopped tasks");
                 }
             }
             _ = uploads.tick() => {

@@ -8,7 +8,9 @@ mod lock;
 mod logging;
 mod metadata;
 mod registry;
+mod runtime;
 mod storage;
+mod tasks;
 mod transfer;
 
 use clap::Parser;

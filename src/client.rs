@@ -223,6 +223,13 @@ pub fn decode_error(status: u16, body: &[u8]) -> ClientError {
     }
 }
 
+/// A request body with nothing in it, for streams whose request is all in the query.
+pub fn empty_body() -> BoxBody<Bytes, io::Error> {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 /// Newline-delimited JSON values read from a response body.
 pub struct JsonLines {
     body: hyper::body::Incoming,

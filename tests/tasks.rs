@@ -1,0 +1,500 @@
+//! Tasks on the real Docker engine: the real ecrld (its own data dir, registry on port 0),
+//! the real ecrl binary, a busybox-static image pushed into ecrld and pulled from it by the
+//! engine.
+
+mod common;
+
+use common::registry::{localhost, registry_address, require_docker, run, run_ok, unique};
+use common::{stderr, stdout, Daemon, Env};
+use serde_json::{json, Value};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+/// The busybox-static image the tasks run, built once per machine (the build is cached) and
+/// pushed into each test's ecrld.
+const BUSYBOX: &str = "ecrl-test/busybox:tasks";
+
+struct Tasks {
+    env: Env,
+    daemon: Option<Daemon>,
+    registry: String,
+    /// Families this test registers: what is left of them is removed at the end.
+    families: std::cell::RefCell<Vec<String>>,
+}
+
+impl Tasks {
+    /// A daemon with `busybox:1` in its registry.
+    fn new() -> Self {
+        require_docker();
+        build_busybox();
+        let env = Env::new();
+        let daemon = env.spawn_daemon(&[]);
+        let registry = registry_address(&env);
+        env.ecrl_ok(&["repo", "push", &format!("docker://{BUSYBOX}"), "busybox:1", "-q"]);
+        Tasks {
+            env,
+            daemon: Some(daemon),
+            registry,
+            families: Default::default(),
+        }
+    }
+
+    fn host(&self) -> String {
+        localhost(&self.registry)
+    }
+
+    /// Registers a definition (the family made unique) and answers `family:revision`.
+    fn register(&self, mut definition: Value) -> String {
+        let family = unique(definition["family"].as_str().unwrap());
+        definition["family"] = json!(family);
+        self.families.borrow_mut().push(family);
+        let file = self.env.path().join(format!("{}.json", unique("def")));
+        std::fs::write(&file, definition.to_string()).unwrap();
+        let out = self.env.ecrl_ok(&["task", "register", "-f", file.to_str().unwrap(), "-q"]);
+        out.trim().to_string()
+    }
+
+    fn ecrl(&self, args: &[&str]) -> Output {
+        self.env.ecrl(args)
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.env.ecrl_ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    }
+
+    /// Starts a task; answers its id.
+    fn run(&self, family_revision: &str) -> String {
+        let v = self.json(&["task", "run", family_revision]);
+        v["tasks"][0]["taskArn"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    fn inspect(&self, id: &str) -> Value {
+        self.json(&["task", "inspect", id])["tasks"][0].clone()
+    }
+
+    /// Polls the task until `done` holds (or fails after `timeout`).
+    fn until(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let task = self.inspect(id);
+            if done(&task) {
+                return task;
+            }
+            assert!(Instant::now() < deadline, "task never got there: {task:#}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn logs(&self, id: &str, container: &str) -> String {
+        stdout(&self.env.ecrl_command(&["task", "logs", id, "--container", container]).output().unwrap())
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        // Whatever a failed test left in the engine goes.
+        for family in self.families.borrow().iter() {
+            let filter = format!("label=ecrl.task-family={family}");
+            let ids = run("docker", &["ps", "-aq", "--filter", &filter]);
+            for id in stdout(&ids).split_whitespace() {
+                let _ = run("docker", &["rm", "-f", "-v", id]);
+            }
+            let nets = run("docker", &["network", "ls", "-q", "--filter", &filter]);
+            for id in stdout(&nets).split_whitespace() {
+                let _ = run("docker", &["network", "rm", id]);
+            }
+        }
+        // The images the engine pulled from this test's registry.
+        let images = run("docker", &["images", "--format", "{{.Repository}}@{{.Digest}}"]);
+        let prefix = format!("{}/", self.host());
+        for image in stdout(&images).lines().filter(|l| l.starts_with(&prefix)) {
+            let _ = run("docker", &["rmi", "-f", image]);
+        }
+        drop(self.daemon.take());
+    }
+}
+
+fn build_busybox() {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::copy("/bin/busybox", ctx.path().join("busybox"))
+        .expect("this test needs /bin/busybox (busybox-static; tests/run installs it)");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"--install\",\"-s\",\"/bin\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", BUSYBOX])
+        .arg(ctx.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker build: {}", stderr(&out));
+}
+
+/// No container or network of the task is left in the engine.
+fn assert_nothing_left(id: &str) {
+    let filter = format!("label=ecrl.task-id={id}");
+    let containers = run_ok("docker", &["ps", "-aq", "--filter", &filter]);
+    assert!(containers.trim().is_empty(), "containers left: {containers}");
+    let networks = run_ok("docker", &["network", "ls", "-q", "--filter", &filter]);
+    assert!(networks.trim().is_empty(), "networks left: {networks}");
+}
+
+fn container<'a>(task: &'a Value, name: &str) -> &'a Value {
+    task["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name} in {task:#}"))
+}
+
+fn http_get(port: u64) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port as u16)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+const WEB: &str = "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www";
+
+#[test]
+fn web_and_client_in_bridge_mode() {
+    let t = Tasks::new();
+    let def = t.register(json!({
+        "family": "sample",
+        "containerDefinitions": [
+            {"name": "web", "image": "busybox:1", "memory": 64, "stopTimeout": 2,
+             "command": ["sh", "-c", WEB],
+             "portMappings": [{"containerPort": 80, "hostPort": 0}],
+             "healthCheck": {"command": ["CMD-SHELL", "wget -q -O /dev/null http://localhost/ || exit 1"],
+                             "interval": 5, "timeout": 2, "retries": 3}},
+            {"name": "client", "image": "busybox:1", "memory": 32, "essential": false,
+             "command": ["sh", "-c", "wget -q -O - http://web/ && echo client-done"],
+             "dependsOn": [{"containerName": "web", "condition": "HEALTHY"}]}
+        ]
+    }));
+    let id = t.run(&def);
+    let task = t.until(&id, Duration::from_secs(60), |task| {
+        container(task, "client")["lastStatus"] == "STOPPED"
+    });
+    assert_eq!(task["lastStatus"], "RUNNING", "{task:#}");
+    assert_eq!(container(&task, "client")["exitCode"], 0, "{task:#}");
+    assert_eq!(container(&task, "web")["healthStatus"], "HEALTHY");
+    assert_eq!(task["healthStatus"], "HEALTHY");
+    // The image was resolved to its digest in ecrl when the task started.
+    let digest = container(&task, "web")["imageDigest"].as_str().unwrap().to_string();
+    assert!(digest.starts_with("sha256:"), "{task:#}");
+    let client_log = t.logs(&id, "client");
+    assert!(client_log.contains("hello-from-web") && client_log.contains("client-done"), "{client_log}");
+    // The web container answers on the host port the task reports.
+    let binding = container(&task, "web")["networkBindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["bindIP"] == "0.0.0.0")
+        .unwrap_or_else(|| panic!("no binding: {task:#}"))
+        .clone();
+    assert_eq!(binding["containerPort"], 80);
+    let port = binding["hostPort"].as_u64().unwrap();
+    assert_ne!(port, 0);
+    let page = http_get(port).expect("web answers on the host");
+    assert!(page.contains("hello-from-web"), "{page}");
+    // ps shows it running.
+    let ps = t.json(&["task", "ps", "--status", "RUNNING"]);
+    assert!(ps["tasks"].as_array().unwrap().iter().any(|x| x["taskArn"] == task["taskArn"]));
+
+    let stopped = t.json(&["task", "stop", &id, "--reason", "test over"]);
+    assert_eq!(stopped["task"]["lastStatus"], "STOPPED");
+    assert_eq!(stopped["task"]["stopCode"], "UserInitiated");
+    assert_eq!(stopped["task"]["stoppedReason"], "test over");
+    assert_nothing_left(&id);
+    // Logs outlive the containers; without --container every line names its container.
+    let all = stdout(&t.ecrl(&["task", "logs", &id]));
+    assert!(all.lines().any(|l| l.starts_with("client") && l.contains("hello-from-web")), "{all}");
+}
+
+#[test]
+fn awsvpc_containers_share_localhost() {
+    let t = Tasks::new();
+    let def = t.register(json!({
+        "family": "vpc",
+        "networkMode": "awsvpc",
+        "containerDefinitions": [
+            {"name": "web", "image": "busybox:1", "memory": 64, "essential": false, "stopTimeout": 2,
+             "command": ["sh", "-c", WEB.replace("-p 80", "-p 8080")],
+             "portMappings": [{"containerPort": 8080}]},
+            {"name": "client", "image": format!("{}/busybox:1", t.host()), "memory": 32,
+             "command": ["sh", "-c", "for i in $(seq 1 50); do wget -q -O - http://127.0.0.1:8080/ && exit 0; sleep 0.2; done; exit 1"],
+             "dependsOn": [{"containerName": "web", "condition": "START"}]}
+        ]
+    }));
+    let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let task = &v["tasks"][0];
+    assert_eq!(task["lastStatus"], "STOPPED");
+    assert_eq!(task["stopCode"], "EssentialContainerExited");
+    assert_eq!(task["networkMode"], "awsvpc");
+    let id = task["taskArn"].as_str().unwrap().rsplit('/').next().unwrap();
+    assert!(t.logs(id, "client").contains("hello-from-web"));
+    assert_nothing_left(id);
+}
+
+#[test]
+fn an_essential_exit_stops_the_task_and_wait_returns_its_code() {
+    let t = Tasks::new();
+    let def = t.register(json!({
+        "family": "essential",
+        "containerDefinitions": [
+            {"name": "long", "image": "busybox:1", "memory": 32, "command": ["sleep", "300"], "stopTimeout": 1},
+            {"name": "side", "image": "busybox:1", "memory": 32, "essential": false, "command": ["sh", "-c", "exit 5"]},
+            {"name": "short", "image": "busybox:1", "memory": 32, "command": ["sh", "-c", "sleep 2; exit 3"]}
+        ]
+    }));
+    let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{}\n{}", stdout(&out), stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let task = &v["tasks"][0];
+    assert_eq!(task["stopCode"], "EssentialContainerExited");
+    assert!(task["stoppedReason"].as_str().unwrap().contains("short"));
+    assert_eq!(container(task, "short")["exitCode"], 3);
+    // The non-essential failure did not stop the task: "short" did, two seconds later.
+    assert_eq!(container(task, "side")["exitCode"], 5);
+    // The other essential container was stopped (SIGTERM, then SIGKILL after 1 s).
+    let long = container(task, "long")["exitCode"].as_i64().unwrap();
+    assert!(long == 137 || long == 143, "{task:#}");
+    // State changes were told on stderr.
+    let err = stderr(&out);
+    assert!(err.contains("RUNNING") && err.contains("STOPPED"), "{err}");
+    let id = task["taskArn"].as_str().unwrap().rsplit('/').next().unwrap();
+    assert_nothing_left(id);
+    // `task wait` on a stopped task answers at once with the same code.
+    let again = t.ecrl(&["task", "wait", id, "-q"]);
+    assert_eq!(again.status.code(), Some(3));
+}
+
+#[test]
+fn success_and_complete_dependencies_order_the_start() {
+    let t = Tasks::new();
+    let def = t.register(json!({
+        "family": "order",
+        "volumes": [{"name": "shared"}],
+        "containerDefinitions": [
+            {"name": "app", "image": "busybox:1", "memory": 32,
+             "command": ["sh", "-c", "cat /data/marker /data/other"],
+             "mountPoints": [{"sourceVolume": "shared", "containerPath": "/data"}],
+             "dependsOn": [{"containerName": "init", "condition": "SUCCESS"},
+                           {"containerName": "other", "condition": "COMPLETE"}]},
+            {"name": "init", "image": "busybox:1", "memory": 32, "essential": false,
+             "command": ["sh", "-c", "sleep 1; echo init-wrote-this > /data/marker"],
+             "mountPoints": [{"sourceVolume": "shared", "containerPath": "/data"}]},
+            {"name": "other", "image": "busybox:1", "memory": 32, "essential": false,
+             "command": ["sh", "-c", "echo other-ran > /data/other; exit 4"],
+             "mountPoints": [{"sourceVolume": "shared", "containerPath": "/data"}]}
+        ]
+    }));
+    let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["tasks"][0]["taskArn"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    let log = t.logs(&id, "app");
+    assert!(log.contains("init-wrote-this") && log.contains("other-ran"), "{log}");
+    assert_eq!(container(&v["tasks"][0], "other")["exitCode"], 4);
+
+    // SUCCESS on a container that fails: the dependent never starts, the task fails.
+    let def = t.register(json!({
+        "family": "order-fail",
+        "containerDefinitions": [
+            {"name": "app", "image": "busybox:1", "memory": 32, "command": ["true"],
+             "dependsOn": [{"containerName": "init", "condition": "SUCCESS"}]},
+            {"name": "init", "image": "busybox:1", "memory": 32, "essential": false, "command": ["sh", "-c", "exit 2"]}
+        ]
+    }));
+    let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let task = &v["tasks"][0];
+    assert_eq!(task["stopCode"], "TaskFailedToStart");
+    let reason = container(task, "app")["reason"].as_str().unwrap();
+    assert!(reason.contains("init exited with code 2"), "{reason}");
+}
+
+#[test]
+fn bad_definitions_and_runs_fail_clearly() {
+    let t = Tasks::new();
+    let register = |def: Value| {
+        let file = t.env.path().join(format!("{}.json", unique("bad")));
+        std::fs::write(&file, def.to_string()).unwrap();
+        t.ecrl(&["task", "register", "-f", file.to_str().unwrap()])
+    };
+    let c = |name: &str, extra: Value| {
+        let mut v = json!({"name": name, "image": "busybox:1", "memory": 32});
+        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        v
+    };
+    let cases = [
+        (
+            json!({"family": "bad", "containerDefinitions": [
+                c("a", json!({"dependsOn": [{"containerName": "b", "condition": "START"}]})),
+                c("b", json!({"dependsOn": [{"containerName": "a", "condition": "START"}]}))]}),
+            "cycle",
+        ),
+        (
+            json!({"family": "bad", "containerDefinitions": [
+                c("a", json!({"dependsOn": [{"containerName": "b", "condition": "COMPLETE"}]})),
+                c("b", json!({}))]}),
+            "containerDefinitions[0].dependsOn[0]",
+        ),
+        (
+            json!({"family": "bad", "containerDefinitions": [c("a", json!({})), c("a", json!({}))]}),
+            "containerDefinitions[1].name",
+        ),
+    ];
+    for (def, expected) in cases {
+        let out = register(def.clone());
+        assert_eq!(out.status.code(), Some(1), "{def}");
+        assert!(stderr(&out).contains(expected), "{expected}: {}", stderr(&out));
+    }
+    let families = t.json(&["task", "families"]);
+    assert_eq!(families["families"], json!([]), "nothing was stored");
+
+    // An image ecrl should have and does not: refused before anything starts.
+    let def = t.register(json!({"family": "noimg", "containerDefinitions": [
+        {"name": "a", "image": format!("{}/nope:1", t.host()), "memory": 32}]}));
+    let out = t.ecrl(&["task", "run", &def]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not found in ecrl"), "{}", stderr(&out));
+    assert_eq!(t.json(&["task", "ps"])["tasks"], json!([]));
+
+    // An image the engine cannot find: the task fails to start and says why.
+    let def = t.register(json!({"family": "noimg2", "containerDefinitions": [
+        {"name": "a", "image": "ecrl-test/does-not-exist:1", "memory": 32}]}));
+    let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tasks"][0]["stopCode"], "TaskFailedToStart");
+    let reason = v["tasks"][0]["stoppedReason"].as_str().unwrap();
+    assert!(reason.starts_with("CannotPullContainerError") && reason.contains("does-not-exist"), "{reason}");
+
+    // A ulimit above what the host allows.
+    let def = t.register(json!({"family": "ulimit", "containerDefinitions": [
+        {"name": "a", "image": "busybox:1", "memory": 32, "command": ["true"],
+         "ulimits": [{"name": "nofile", "softLimit": 40000, "hardLimit": 40000}]}]}));
+    let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let task = &v["tasks"][0];
+    assert_eq!(task["stopCode"], "TaskFailedToStart");
+    let reason = container(task, "a")["reason"].as_str().unwrap();
+    assert!(reason.contains("nofile"), "{reason}");
+    let id = task["taskArn"].as_str().unwrap().rsplit('/').next().unwrap();
+    assert_nothing_left(id);
+}
+
+#[test]
+fn memory_limit_is_enforced() {
+    let t = Tasks::new();
+    let def = t.register(json!({"family": "oom", "containerDefinitions": [
+        {"name": "hog", "image": "busybox:1", "memory": 16, "command": ["tail", "/dev/zero"]}]}));
+    let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hog = container(&v["tasks"][0], "hog");
+    assert_eq!(hog["exitCode"], 137);
+    assert!(hog["reason"].as_str().unwrap().contains("OutOfMemory"), "{hog:#}");
+}
+
+#[test]
+fn stop_honours_stop_timeout_and_count_starts_independent_tasks() {
+    let t = Tasks::new();
+    let def = t.register(json!({"family": "stopper", "containerDefinitions": [
+        // PID 1 ignores SIGTERM: only the kill after stopTimeout ends it.
+        {"name": "a", "image": "busybox:1", "memory": 32, "command": ["sleep", "600"], "stopTimeout": 3}]}));
+    let v = t.json(&["task", "run", &def, "--count", "3", "--started-by", "tester"]);
+    let ids: Vec<String> = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["taskArn"].as_str().unwrap().rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), 3);
+    for id in &ids {
+        let out = t.ecrl(&["task", "wait", id, "--until", "RUNNING", "-q"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let ps = t.json(&["task", "ps", "--started-by", "tester", "--status", "RUNNING"]);
+    assert_eq!(ps["tasks"].as_array().unwrap().len(), 3);
+
+    let began = Instant::now();
+    let stopped = t.json(&["task", "stop", &ids[0]]);
+    let took = began.elapsed();
+    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(15), "{took:?}");
+    assert_eq!(container(&stopped["task"], "a")["exitCode"], 137);
+    // The other two still run.
+    for id in &ids[1..] {
+        assert_eq!(t.inspect(id)["lastStatus"], "RUNNING");
+        t.json(&["task", "stop", id]);
+        assert_nothing_left(id);
+    }
+    assert_nothing_left(&ids[0]);
+}
+
+#[test]
+fn a_restarted_daemon_supervises_its_running_tasks_again() {
+    let mut t = Tasks::new();
+    let def = t.register(json!({"family": "survivor", "containerDefinitions": [
+        {"name": "a", "image": "busybox:1", "memory": 32, "stopTimeout": 2,
+         "command": ["sh", "-c", "echo started; exec sleep 600"]}]}));
+    let id = t.run(&def);
+    t.until(&id, Duration::from_secs(30), |task| task["lastStatus"] == "RUNNING");
+    // ecrld dies hard; the container does not.
+    let mut daemon = t.daemon.take().unwrap();
+    daemon.signal(libc::SIGKILL);
+    daemon.wait(Duration::from_secs(10));
+    t.daemon = Some(t.env.spawn_daemon(&[]));
+    let task = t.until(&id, Duration::from_secs(20), |task| task["version"].as_u64().is_some());
+    assert_eq!(task["lastStatus"], "RUNNING", "{task:#}");
+    let stopped = t.json(&["task", "stop", &id]);
+    assert_eq!(stopped["task"]["lastStatus"], "STOPPED");
+    assert_eq!(stopped["task"]["stopCode"], "UserInitiated");
+    assert_nothing_left(&id);
+    assert!(t.logs(&id, "a").contains("started"));
+}
+
+#[test]
+fn no_engine_is_a_clear_error() {
+    let t = Tasks::new();
+    let def = t.register(json!({"family": "noengine", "containerDefinitions": [
+        {"name": "a", "image": "busybox:1", "memory": 32}]}));
+    // A second daemon on the same data is refused; use another env whose engine is nowhere.
+    drop(t.daemon.take());
+    let mut command = t.env.ecrld_command(&[]);
+    command.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let log = std::fs::File::create(t.env.path().join("ecrld-noengine.log")).unwrap();
+    let child = command.stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
+    let _daemon = Daemon { child: Some(child), socket: t.env.socket() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(t.env.socket()).is_err() {
+        assert!(Instant::now() < deadline, "ecrld did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = t.ecrl(&["task", "run", &def]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("Docker engine"), "{}", stderr(&out));
+    assert_eq!(t.json(&["task", "ps"])["tasks"], json!([]), "nothing recorded");
+}
