@@ -8,6 +8,9 @@ mod lock;
 mod logging;
 mod metadata;
 mod registry;
+// Most of the runtime is for the task supervisor, which is not written yet.
+#[allow(dead_code)]
+mod runtime;
 mod storage;
 mod transfer;
 
