@@ -1,6 +1,7 @@
 //! The daemon's life: take the data dir, bind the control socket and the registry port,
 //! serve until a signal or a shutdown request, then drain and clean up.
 
+use crate::runtime::{docker::DockerRuntime, Runtime};
 use crate::storage::UploadId;
 use crate::{control, lock::DataDirLock, metadata::Metadata, registry, storage::BlobStore};
 use anyhow::Context;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub started_at: time::OffsetDateTime,
     pub store: BlobStore,
     pub meta: Metadata,
+    /// The container engine tasks run on, and images are exported to and loaded from.
+    pub runtime: Arc<dyn Runtime>,
     /// Serialises, per digest, "content is written and linked" against "content nobody
     /// links is removed", so a delete never removes a blob a concurrent push just stored.
     blob_locks: Box<[tokio::sync::Mutex<()>; 256]>,
@@ -137,6 +140,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         started_at: time::OffsetDateTime::now_utc(),
         store,
         meta,
+        runtime: Arc::new(DockerRuntime::new()),
         blob_locks: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         upload_owners: std::sync::Mutex::new(HashMap::new()),
         shutdown: shutdown.clone(),
