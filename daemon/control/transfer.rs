@@ -5,7 +5,8 @@
 //! writes the archive into the Docker engine and answers events.
 
 use super::{ControlError, Shared};
-use crate::transfer::{docker, export, import, TransferError};
+use crate::runtime::RuntimeError;
+use crate::transfer::{export, import, TransferError};
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -24,6 +25,14 @@ pub fn routes(router: Router<Shared>) -> Router<Shared> {
         .route(PushImage::PATH, post(push))
         .route(PullImage::PATH, post(pull))
         .route(LoadImage::PATH, post(load))
+}
+
+/// The engine's errors as a transfer's: a missing image is the client's to fix.
+fn engine_error(e: RuntimeError) -> TransferError {
+    match e {
+        RuntimeError::NotFound(m) => TransferError::NotFound(m),
+        RuntimeError::Unreachable(m) | RuntimeError::Failed(m) => TransferError::Docker(m),
+    }
 }
 
 fn invalid(e: impl std::fmt::Display) -> ControlError {
@@ -98,9 +107,11 @@ async fn push(
     }
     let source: Body = match &request.docker_image {
         Some(name) => {
-            let stream = docker::export(name)
+            let stream = state
+                .runtime
+                .export_image(name)
                 .await
-                .map_err(|e| ControlError(e.into()))?;
+                .map_err(|e| ControlError(engine_error(e).into()))?;
             Body::from_stream(stream)
         }
         None => body,
@@ -209,9 +220,11 @@ async fn load(
     request.format = Some("docker-archive".into());
     let (repo, reference, plan) = parse_pull(&state, &request)?;
     // Reach the engine before anything streams, so "dockerd is not running" is a plain error.
-    docker::connect()
+    state
+        .runtime
+        .info()
         .await
-        .map_err(|e| ControlError(e.into()))?;
+        .map_err(|e| ControlError(engine_error(e).into()))?;
     let (tx, rx) = mpsc::channel(16);
     let result = TransferResult {
         repository_name: repo.to_string(),
@@ -240,7 +253,11 @@ async fn load(
                 _ => None,
             }
         });
-        let loaded = docker::load(archive).await;
+        let loaded = state
+            .runtime
+            .load_image(archive.boxed())
+            .await
+            .map_err(engine_error);
         let written = writer
             .await
             .unwrap_or_else(|e| Err(TransferError::Io(std::io::Error::other(e))));

@@ -248,8 +248,11 @@ pub trait Runtime: Send + Sync + 'static {
     async fn pause_image(&self) -> RtResult<String>;
 
     /// Creates a user bridge network; answers its id.
-    async fn create_network(&self, name: &str, labels: &BTreeMap<String, String>)
-        -> RtResult<String>;
+    async fn create_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> RtResult<String>;
     /// Removes a network; one that does not exist is not an error.
     async fn remove_network(&self, id: &str) -> RtResult<()>;
 

@@ -3,10 +3,9 @@
 //!
 //! Archives are read and written on blocking threads with the `tar` crate, streaming: an
 //! image never sits in memory, only its small JSON files do. Calls images, storage and
-//! metadata, and the Docker engine through bollard; must not call the registry or the
-//! control API.
+//! metadata; must not call the registry or the control API. The Docker engine's side
+//! (`docker save` and `docker load`) is the runtime's, which the control API calls.
 
-pub mod docker;
 pub mod export;
 pub mod import;
 
