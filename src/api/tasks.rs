@@ -484,7 +484,9 @@ pub struct WatchTaskRequest {
 #[serde(tag = "event", rename_all = "camelCase")]
 pub enum TaskEvent {
     /// The task as it is now.
-    Task { task: Box<Task> },
+    Task {
+        task: Box<Task>,
+    },
     Error(ApiError),
 }
 
@@ -511,7 +513,10 @@ pub struct TaskLogsRequest {
 #[serde(tag = "event", rename_all = "camelCase")]
 pub enum LogEvent {
     /// Output of one container (stdout and stderr as they came), lossily UTF-8.
-    Output { container: String, data: String },
+    Output {
+        container: String,
+        data: String,
+    },
     Error(ApiError),
 }
 
