@@ -9,6 +9,7 @@ mod logging;
 mod metadata;
 mod registry;
 mod storage;
+mod tasks;
 mod transfer;
 
 use clap::Parser;

@@ -97,12 +97,17 @@ impl Endpoint for ListTaskDefinitions {
     type Response = ListTaskDefinitionsResponse;
 }
 
+/// The filters of both listings, with ECS's meanings, which differ between the two.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListTaskDefinitionsRequest {
+    /// ListTaskDefinitions: the full family name (ECS's naming, despite "prefix").
+    /// ListTaskDefinitionFamilies: a prefix of family names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family_prefix: Option<String>,
-    /// `ACTIVE` or `INACTIVE`; both when absent.
+    /// `ACTIVE` or `INACTIVE`. ListTaskDefinitions: the revisions' status, `ACTIVE` when
+    /// absent. ListTaskDefinitionFamilies: `ACTIVE` lists families with an ACTIVE revision,
+    /// `INACTIVE` those without one, absent lists every family.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
 }
