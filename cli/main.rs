@@ -6,6 +6,7 @@ mod daemon;
 mod image;
 mod output;
 mod repo;
+mod task;
 mod transfer;
 
 use clap::Parser;
