@@ -29,6 +29,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand daemon 'Start, stop and inspect the ecrld daemon'
             cand repo 'Create, list, describe and delete repositories'
             cand image 'List, describe, delete and tag images'
+            cand task 'Register, describe, list, deregister and delete ECS task definitions'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -297,6 +298,112 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         }
         &'ecrl;image;help;help'= {
         }
+        &'ecrl;task'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand register 'Register a task definition (ECS JSON or YAML) as its family''s next revision'
+            cand describe 'Show a task definition: FAMILY (its latest ACTIVE revision), FAMILY:REVISION or ARN'
+            cand list 'List task definition ARNs (ACTIVE revisions unless --status says otherwise)'
+            cand families 'List task definition families'
+            cand deregister 'Deregister a revision: it becomes INACTIVE and can no longer be run'
+            cand delete 'Delete INACTIVE revisions'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;task;register'= {
+            cand -f 'The task definition: a JSON or YAML file, or - for stdin'
+            cand --file 'The task definition: a JSON or YAML file, or - for stdin'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;describe'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;list'= {
+            cand --family-prefix 'Only this family''s revisions (the full family name, as ECS takes it)'
+            cand --status 'Revisions with this status [default: ACTIVE]'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;families'= {
+            cand --family-prefix 'Only families whose name starts with this'
+            cand --status 'ACTIVE: families with an ACTIVE revision; INACTIVE: families with none [default: all]'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;deregister'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;delete'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;help'= {
+            cand register 'Register a task definition (ECS JSON or YAML) as its family''s next revision'
+            cand describe 'Show a task definition: FAMILY (its latest ACTIVE revision), FAMILY:REVISION or ARN'
+            cand list 'List task definition ARNs (ACTIVE revisions unless --status says otherwise)'
+            cand families 'List task definition families'
+            cand deregister 'Deregister a revision: it becomes INACTIVE and can no longer be run'
+            cand delete 'Delete INACTIVE revisions'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;task;help;register'= {
+        }
+        &'ecrl;task;help;describe'= {
+        }
+        &'ecrl;task;help;list'= {
+        }
+        &'ecrl;task;help;families'= {
+        }
+        &'ecrl;task;help;deregister'= {
+        }
+        &'ecrl;task;help;delete'= {
+        }
+        &'ecrl;task;help;help'= {
+        }
         &'ecrl;completions'= {
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
@@ -321,6 +428,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand daemon 'Start, stop and inspect the ecrld daemon'
             cand repo 'Create, list, describe and delete repositories'
             cand image 'List, describe, delete and tag images'
+            cand task 'Register, describe, list, deregister and delete ECS task definitions'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -372,6 +480,26 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;image;delete'= {
         }
         &'ecrl;help;image;tag'= {
+        }
+        &'ecrl;help;task'= {
+            cand register 'Register a task definition (ECS JSON or YAML) as its family''s next revision'
+            cand describe 'Show a task definition: FAMILY (its latest ACTIVE revision), FAMILY:REVISION or ARN'
+            cand list 'List task definition ARNs (ACTIVE revisions unless --status says otherwise)'
+            cand families 'List task definition families'
+            cand deregister 'Deregister a revision: it becomes INACTIVE and can no longer be run'
+            cand delete 'Delete INACTIVE revisions'
+        }
+        &'ecrl;help;task;register'= {
+        }
+        &'ecrl;help;task;describe'= {
+        }
+        &'ecrl;help;task;list'= {
+        }
+        &'ecrl;help;task;families'= {
+        }
+        &'ecrl;help;task;deregister'= {
+        }
+        &'ecrl;help;task;delete'= {
         }
         &'ecrl;help;completions'= {
         }
