@@ -5,7 +5,7 @@ mod common;
 use common::{stderr, stdout, Env};
 use serde_json::Value;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 const WEB_JSON: &str = r#"{
@@ -48,7 +48,7 @@ fn json_of(env: &Env, args: &[&str]) -> Value {
 }
 
 /// Registers the definition in `file`; returns what table mode prints (`family:revision`).
-fn register(env: &Env, file: &PathBuf) -> String {
+fn register(env: &Env, file: &Path) -> String {
     env.ecrl_ok(&["task", "register", "-f", file.to_str().unwrap()])
         .trim()
         .to_string()
