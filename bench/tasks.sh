@@ -33,7 +33,7 @@ DOCKER_BUILDKIT=0 docker build -q -t "$image" "$dir/ctx" >/dev/null
 one='{"family":"bench-one","containerDefinitions":[{"name":"a","image":"busybox:1","memory":32,"command":["true"]}]}'
 echo "$one" | "$bin/ecrl" task register -f - -q >/dev/null
 ten=$(python3 -c 'import json; print(json.dumps({"family":"bench-ten","containerDefinitions":[
-  {"name":f"c{i}","image":"busybox:1","memory":32,"command":["sleep","600"],"stopTimeout":1} for i in range(10)]}))')
+  {"name":f"c{i}","image":"busybox:1","memory":32,"command":["sleep","600"],"stopTimeout":2} for i in range(10)]}))')
 echo "$ten" | "$bin/ecrl" task register -f - -q >/dev/null
 # Warm up: the engine pulls the image from ecrl once.
 "$bin/ecrl" task run bench-one --wait -q >/dev/null

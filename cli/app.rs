@@ -1,6 +1,6 @@
 //! The command tree and what every command shares: output format, quiet, the daemon's socket.
 
-use crate::{completions, daemon, image, output::OutputFormat, repo};
+use crate::{completions, daemon, image, output::OutputFormat, repo, task};
 use clap::{Parser, Subcommand};
 use ecrl::client::{Client, ClientError};
 use ecrl::config::{self, DaemonConfig, DaemonOptions, ENV_SOCKET};
@@ -53,6 +53,9 @@ pub enum Command {
     /// List, describe, delete and tag images
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Register, describe, list, deregister and delete ECS task definitions
+    #[command(subcommand)]
+    Task(task::TaskCommand),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
     /// Write completion scripts and man pages into a directory (for packagers and the tests)
@@ -96,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Daemon(cmd) => daemon::run(&ctx, cmd),
         Command::Repo(cmd) => repo::run(&ctx, cmd),
         Command::Image(cmd) => image::run(&ctx, cmd),
+        Command::Task(cmd) => block_on(task::run(&ctx, cmd))?,
         Command::Completions(args) => completions::print(args),
         Command::GenerateDocs(args) => completions::generate_docs(args),
     }

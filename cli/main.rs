@@ -6,6 +6,7 @@ mod daemon;
 mod image;
 mod output;
 mod repo;
+mod task;
 mod task_run;
 mod transfer;
 

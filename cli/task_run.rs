@@ -10,6 +10,25 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub const RUN_LONG_ABOUT: &str = "\
+Run tasks of a registered definition on the local container runtime (the Docker engine at
+DOCKER_HOST or /var/run/docker.sock; podman's socket works the same), as ECS RunTask does.
+
+Images that name ecrl's registry (localhost:PORT/repo:tag, or repo:tag that ecrl holds) are
+resolved to their digest now and pulled by the engine from ecrld. Containers start in
+dependsOn order; the task stops when an essential container exits.
+
+Without --wait, prints the new tasks (PROVISIONING) and returns. With --wait, tells every
+state change on stderr until the tasks stop, then exits with the exit code of the essential
+container that stopped them (0 when every essential container exited 0, 1 when a task
+failed to start); Ctrl-C stops the tasks and exits 130.
+
+Examples:
+  ecrl task run web
+  ecrl task run web:3 --count 3 --started-by ci
+  ecrl task run migrate --wait --env app.DB_URL=postgres://db/app
+  ecrl task run web --overrides overrides.json --output json | jq -r '.tasks[].taskArn'";
+
 /// Ctrl-C while waiting: the tasks were asked to stop.
 const EXIT_INTERRUPTED: u8 = 130;
 
@@ -111,13 +130,18 @@ pub async fn run(ctx: &Context, client: &Client, args: RunArgs) -> anyhow::Resul
                     name: container.to_string(),
                     ..Default::default()
                 });
-                overrides.container_overrides.last_mut().expect("just pushed")
+                overrides
+                    .container_overrides
+                    .last_mut()
+                    .expect("just pushed")
             }
         };
-        over.environment.get_or_insert_with(Vec::new).push(KeyValuePair {
-            name: Some(name.to_string()),
-            value: Some(value.to_string()),
-        });
+        over.environment
+            .get_or_insert_with(Vec::new)
+            .push(KeyValuePair {
+                name: Some(name.to_string()),
+                value: Some(value.to_string()),
+            });
     }
     let response = client
         .call::<RunTask>(&RunTaskRequest {
@@ -168,8 +192,9 @@ fn read_overrides(path: &PathBuf) -> anyhow::Result<TaskOverride> {
         std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
     };
-    let parsed: Result<TaskOverride, String> =
-        serde_json::from_str(&text).map_err(|e| e.to_string()).or_else(|json_err| {
+    let parsed: Result<TaskOverride, String> = serde_json::from_str(&text)
+        .map_err(|e| e.to_string())
+        .or_else(|json_err| {
             if text.trim_start().starts_with('{') {
                 Err(json_err)
             } else {
@@ -245,8 +270,7 @@ fn changes(before: Option<&Task>, now: &Task) -> Vec<String> {
             }
             out.push(line);
         }
-        if old.map(|o| &o.health_status) != Some(&c.health_status) && c.health_status != "UNKNOWN"
-        {
+        if old.map(|o| &o.health_status) != Some(&c.health_status) && c.health_status != "UNKNOWN" {
             out.push(format!("  {} {}", c.name, c.health_status));
         }
     }
@@ -311,7 +335,15 @@ impl Table for TaskList {
             .collect();
         let last = if self.1 { "STOPPED REASON" } else { "CREATED" };
         columns(
-            &["TASK", "DEFINITION", "STATUS", "HEALTH", "CONTAINERS", "PORTS", last],
+            &[
+                "TASK",
+                "DEFINITION",
+                "STATUS",
+                "HEALTH",
+                "CONTAINERS",
+                "PORTS",
+                last,
+            ],
             &rows,
         )
     }
@@ -359,7 +391,10 @@ impl Table for Inspected {
                 ("Task", t.id().to_string()),
                 ("ARN", t.task_arn.clone()),
                 ("Definition", t.family_revision().to_string()),
-                ("Status", format!("{} (desired {})", t.last_status, t.desired_status)),
+                (
+                    "Status",
+                    format!("{} (desired {})", t.last_status, t.desired_status),
+                ),
                 ("Health", t.health_status.clone()),
                 ("Network mode", t.network_mode.clone()),
                 ("Started by", opt(&t.started_by)),
@@ -380,12 +415,17 @@ impl Table for Inspected {
                         c.health_status.clone(),
                         c.exit_code.map_or("-".into(), |e| e.to_string()),
                         if c.essential { "yes" } else { "no" }.into(),
-                        c.image_digest
-                            .as_deref()
-                            .map_or(c.image.clone(), |d| format!("{} ({})", c.image, &d[..d.len().min(19)])),
+                        c.image_digest.as_deref().map_or(c.image.clone(), |d| {
+                            format!("{} ({})", c.image, &d[..d.len().min(19)])
+                        }),
                         c.network_bindings
                             .iter()
-                            .map(|b| format!("{}:{}->{}/{}", b.bind_ip, b.host_port, b.container_port, b.protocol))
+                            .map(|b| {
+                                format!(
+                                    "{}:{}->{}/{}",
+                                    b.bind_ip, b.host_port, b.container_port, b.protocol
+                                )
+                            })
                             .collect::<Vec<_>>()
                             .join(","),
                         c.reason.clone().unwrap_or_default(),
@@ -393,7 +433,16 @@ impl Table for Inspected {
                 })
                 .collect();
             out.push_str(&columns(
-                &["CONTAINER", "STATUS", "HEALTH", "EXIT", "ESSENTIAL", "IMAGE", "PORTS", "REASON"],
+                &[
+                    "CONTAINER",
+                    "STATUS",
+                    "HEALTH",
+                    "EXIT",
+                    "ESSENTIAL",
+                    "IMAGE",
+                    "PORTS",
+                    "REASON",
+                ],
                 &rows,
             ));
         }

@@ -32,6 +32,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('daemon', 'daemon', [CompletionResultType]::ParameterValue, 'Start, stop and inspect the ecrld daemon')
             [CompletionResult]::new('repo', 'repo', [CompletionResultType]::ParameterValue, 'Create, list, describe and delete repositories')
             [CompletionResult]::new('image', 'image', [CompletionResultType]::ParameterValue, 'List, describe, delete and tag images')
+            [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Register, describe, list, deregister and delete ECS task definitions')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('generate-docs', 'generate-docs', [CompletionResultType]::ParameterValue, 'Write completion scripts and man pages into a directory (for packagers and the tests)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -338,6 +339,238 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
         'ecrl;image;help;help' {
             break
         }
+        'ecrl;task' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('register', 'register', [CompletionResultType]::ParameterValue, 'Register a task definition (ECS JSON or YAML) as its family''s next revision')
+            [CompletionResult]::new('describe', 'describe', [CompletionResultType]::ParameterValue, 'Show a task definition: FAMILY (its latest ACTIVE revision), FAMILY:REVISION or ARN')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List task definition ARNs (ACTIVE revisions unless --status says otherwise)')
+            [CompletionResult]::new('families', 'families', [CompletionResultType]::ParameterValue, 'List task definition families')
+            [CompletionResult]::new('deregister', 'deregister', [CompletionResultType]::ParameterValue, 'Deregister a revision: it becomes INACTIVE and can no longer be run')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete INACTIVE revisions')
+            [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run tasks of a definition on the local container runtime (ECS RunTask)')
+            [CompletionResult]::new('ps', 'ps', [CompletionResultType]::ParameterValue, 'List tasks, newest first')
+            [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Show a task: its state, stop code and reason, containers, exit codes, ports')
+            [CompletionResult]::new('logs', 'logs', [CompletionResultType]::ParameterValue, 'Print what a task''s containers wrote (kept after the task stopped)')
+            [CompletionResult]::new('stop', 'stop', [CompletionResultType]::ParameterValue, 'Stop a task: SIGTERM to its containers in reverse dependency order, SIGKILL after each one''s stopTimeout; returns once it is STOPPED')
+            [CompletionResult]::new('wait', 'wait', [CompletionResultType]::ParameterValue, 'Wait until a task stops (or runs) and exit with its exit code')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;task;register' {
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'The task definition: a JSON or YAML file, or - for stdin')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'The task definition: a JSON or YAML file, or - for stdin')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;task;describe' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;task;list' {
+            [CompletionResult]::new('--family-prefix', '--family-prefix', [CompletionResultType]::ParameterName, 'Only this family''s revisions (the full family name, as ECS takes it)')
+            [CompletionResult]::new('--status', '--status', [CompletionResultType]::ParameterName, 'Revisions with this status [default: ACTIVE]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;task;families' {
+            [CompletionResult]::new('--family-prefix', '--family-prefix', [CompletionResultType]::ParameterName, 'Only families whose name starts with this')
+            [CompletionResult]::new('--status', '--status', [CompletionResultType]::ParameterName, 'ACTIVE: families with an ACTIVE revision; INACTIVE: families with none [default: all]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;task;deregister' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;task;delete' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;task;run' {
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'How many tasks to start (1-10), each independent')
+            [CompletionResult]::new('-e', '-e', [CompletionResultType]::ParameterName, 'Set an environment variable in one container: CONTAINER.NAME=VALUE (repeatable)')
+            [CompletionResult]::new('--env', '--env', [CompletionResultType]::ParameterName, 'Set an environment variable in one container: CONTAINER.NAME=VALUE (repeatable)')
+            [CompletionResult]::new('--overrides', '--overrides', [CompletionResultType]::ParameterName, 'RunTask overrides, JSON or YAML as ECS takes them ({"containerOverrides": [...]})')
+            [CompletionResult]::new('--started-by', '--started-by', [CompletionResultType]::ParameterName, 'Who started the task (ECS startedBy), for filtering in ''ecrl task ps''')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Follow the tasks until they stop and exit with the exit code of the essential container that stopped them (0 when every essential container exited 0)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;task;ps' {
+            [CompletionResult]::new('--family', '--family', [CompletionResultType]::ParameterName, 'Only tasks of this family')
+            [CompletionResult]::new('--status', '--status', [CompletionResultType]::ParameterName, 'RUNNING: every task not yet stopped; STOPPED: the stopped ones')
+            [CompletionResult]::new('--started-by', '--started-by', [CompletionResultType]::ParameterName, 'Only tasks started with this --started-by')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;task;inspect' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;task;logs' {
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Only this container''s output')
+            [CompletionResult]::new('--container', '--container', [CompletionResultType]::ParameterName, 'Only this container''s output')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Keep printing new output until the task stops')
+            [CompletionResult]::new('--follow', '--follow', [CompletionResultType]::ParameterName, 'Keep printing new output until the task stops')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;task;stop' {
+            [CompletionResult]::new('--reason', '--reason', [CompletionResultType]::ParameterName, 'Why (recorded as the task''s stoppedReason)')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;task;wait' {
+            [CompletionResult]::new('--until', '--until', [CompletionResultType]::ParameterName, 'The state to wait for: STOPPED exits with the task''s exit code; RUNNING exits 0 once it runs, 1 if it stopped instead')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;task;help' {
+            [CompletionResult]::new('register', 'register', [CompletionResultType]::ParameterValue, 'Register a task definition (ECS JSON or YAML) as its family''s next revision')
+            [CompletionResult]::new('describe', 'describe', [CompletionResultType]::ParameterValue, 'Show a task definition: FAMILY (its latest ACTIVE revision), FAMILY:REVISION or ARN')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List task definition ARNs (ACTIVE revisions unless --status says otherwise)')
+            [CompletionResult]::new('families', 'families', [CompletionResultType]::ParameterValue, 'List task definition families')
+            [CompletionResult]::new('deregister', 'deregister', [CompletionResultType]::ParameterValue, 'Deregister a revision: it becomes INACTIVE and can no longer be run')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete INACTIVE revisions')
+            [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run tasks of a definition on the local container runtime (ECS RunTask)')
+            [CompletionResult]::new('ps', 'ps', [CompletionResultType]::ParameterValue, 'List tasks, newest first')
+            [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Show a task: its state, stop code and reason, containers, exit codes, ports')
+            [CompletionResult]::new('logs', 'logs', [CompletionResultType]::ParameterValue, 'Print what a task''s containers wrote (kept after the task stopped)')
+            [CompletionResult]::new('stop', 'stop', [CompletionResultType]::ParameterValue, 'Stop a task: SIGTERM to its containers in reverse dependency order, SIGKILL after each one''s stopTimeout; returns once it is STOPPED')
+            [CompletionResult]::new('wait', 'wait', [CompletionResultType]::ParameterValue, 'Wait until a task stops (or runs) and exit with its exit code')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;task;help;register' {
+            break
+        }
+        'ecrl;task;help;describe' {
+            break
+        }
+        'ecrl;task;help;list' {
+            break
+        }
+        'ecrl;task;help;families' {
+            break
+        }
+        'ecrl;task;help;deregister' {
+            break
+        }
+        'ecrl;task;help;delete' {
+            break
+        }
+        'ecrl;task;help;run' {
+            break
+        }
+        'ecrl;task;help;ps' {
+            break
+        }
+        'ecrl;task;help;inspect' {
+            break
+        }
+        'ecrl;task;help;logs' {
+            break
+        }
+        'ecrl;task;help;stop' {
+            break
+        }
+        'ecrl;task;help;wait' {
+            break
+        }
+        'ecrl;task;help;help' {
+            break
+        }
         'ecrl;completions' {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
             [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
@@ -364,6 +597,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('daemon', 'daemon', [CompletionResultType]::ParameterValue, 'Start, stop and inspect the ecrld daemon')
             [CompletionResult]::new('repo', 'repo', [CompletionResultType]::ParameterValue, 'Create, list, describe and delete repositories')
             [CompletionResult]::new('image', 'image', [CompletionResultType]::ParameterValue, 'List, describe, delete and tag images')
+            [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Register, describe, list, deregister and delete ECS task definitions')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('generate-docs', 'generate-docs', [CompletionResultType]::ParameterValue, 'Write completion scripts and man pages into a directory (for packagers and the tests)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -432,6 +666,57 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;help;image;tag' {
+            break
+        }
+        'ecrl;help;task' {
+            [CompletionResult]::new('register', 'register', [CompletionResultType]::ParameterValue, 'Register a task definition (ECS JSON or YAML) as its family''s next revision')
+            [CompletionResult]::new('describe', 'describe', [CompletionResultType]::ParameterValue, 'Show a task definition: FAMILY (its latest ACTIVE revision), FAMILY:REVISION or ARN')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List task definition ARNs (ACTIVE revisions unless --status says otherwise)')
+            [CompletionResult]::new('families', 'families', [CompletionResultType]::ParameterValue, 'List task definition families')
+            [CompletionResult]::new('deregister', 'deregister', [CompletionResultType]::ParameterValue, 'Deregister a revision: it becomes INACTIVE and can no longer be run')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete INACTIVE revisions')
+            [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run tasks of a definition on the local container runtime (ECS RunTask)')
+            [CompletionResult]::new('ps', 'ps', [CompletionResultType]::ParameterValue, 'List tasks, newest first')
+            [CompletionResult]::new('inspect', 'inspect', [CompletionResultType]::ParameterValue, 'Show a task: its state, stop code and reason, containers, exit codes, ports')
+            [CompletionResult]::new('logs', 'logs', [CompletionResultType]::ParameterValue, 'Print what a task''s containers wrote (kept after the task stopped)')
+            [CompletionResult]::new('stop', 'stop', [CompletionResultType]::ParameterValue, 'Stop a task: SIGTERM to its containers in reverse dependency order, SIGKILL after each one''s stopTimeout; returns once it is STOPPED')
+            [CompletionResult]::new('wait', 'wait', [CompletionResultType]::ParameterValue, 'Wait until a task stops (or runs) and exit with its exit code')
+            break
+        }
+        'ecrl;help;task;register' {
+            break
+        }
+        'ecrl;help;task;describe' {
+            break
+        }
+        'ecrl;help;task;list' {
+            break
+        }
+        'ecrl;help;task;families' {
+            break
+        }
+        'ecrl;help;task;deregister' {
+            break
+        }
+        'ecrl;help;task;delete' {
+            break
+        }
+        'ecrl;help;task;run' {
+            break
+        }
+        'ecrl;help;task;ps' {
+            break
+        }
+        'ecrl;help;task;inspect' {
+            break
+        }
+        'ecrl;help;task;logs' {
+            break
+        }
+        'ecrl;help;task;stop' {
+            break
+        }
+        'ecrl;help;task;wait' {
             break
         }
         'ecrl;help;completions' {

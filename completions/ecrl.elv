@@ -29,6 +29,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand daemon 'Start, stop and inspect the ecrld daemon'
             cand repo 'Create, list, describe and delete repositories'
             cand image 'List, describe, delete and tag images'
+            cand task 'Register, describe, list, deregister and delete ECS task definitions'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -297,6 +298,211 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         }
         &'ecrl;image;help;help'= {
         }
+        &'ecrl;task'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand register 'Register a task definition (ECS JSON or YAML) as its family''s next revision'
+            cand describe 'Show a task definition: FAMILY (its latest ACTIVE revision), FAMILY:REVISION or ARN'
+            cand list 'List task definition ARNs (ACTIVE revisions unless --status says otherwise)'
+            cand families 'List task definition families'
+            cand deregister 'Deregister a revision: it becomes INACTIVE and can no longer be run'
+            cand delete 'Delete INACTIVE revisions'
+            cand run 'Run tasks of a definition on the local container runtime (ECS RunTask)'
+            cand ps 'List tasks, newest first'
+            cand inspect 'Show a task: its state, stop code and reason, containers, exit codes, ports'
+            cand logs 'Print what a task''s containers wrote (kept after the task stopped)'
+            cand stop 'Stop a task: SIGTERM to its containers in reverse dependency order, SIGKILL after each one''s stopTimeout; returns once it is STOPPED'
+            cand wait 'Wait until a task stops (or runs) and exit with its exit code'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;task;register'= {
+            cand -f 'The task definition: a JSON or YAML file, or - for stdin'
+            cand --file 'The task definition: a JSON or YAML file, or - for stdin'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;describe'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;list'= {
+            cand --family-prefix 'Only this family''s revisions (the full family name, as ECS takes it)'
+            cand --status 'Revisions with this status [default: ACTIVE]'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;families'= {
+            cand --family-prefix 'Only families whose name starts with this'
+            cand --status 'ACTIVE: families with an ACTIVE revision; INACTIVE: families with none [default: all]'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;deregister'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;delete'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;run'= {
+            cand --count 'How many tasks to start (1-10), each independent'
+            cand -e 'Set an environment variable in one container: CONTAINER.NAME=VALUE (repeatable)'
+            cand --env 'Set an environment variable in one container: CONTAINER.NAME=VALUE (repeatable)'
+            cand --overrides 'RunTask overrides, JSON or YAML as ECS takes them ({"containerOverrides": [...]})'
+            cand --started-by 'Who started the task (ECS startedBy), for filtering in ''ecrl task ps'''
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand --wait 'Follow the tasks until they stop and exit with the exit code of the essential container that stopped them (0 when every essential container exited 0)'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;ps'= {
+            cand --family 'Only tasks of this family'
+            cand --status 'RUNNING: every task not yet stopped; STOPPED: the stopped ones'
+            cand --started-by 'Only tasks started with this --started-by'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;inspect'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;logs'= {
+            cand -c 'Only this container''s output'
+            cand --container 'Only this container''s output'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -f 'Keep printing new output until the task stops'
+            cand --follow 'Keep printing new output until the task stops'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;stop'= {
+            cand --reason 'Why (recorded as the task''s stoppedReason)'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;wait'= {
+            cand --until 'The state to wait for: STOPPED exits with the task''s exit code; RUNNING exits 0 once it runs, 1 if it stopped instead'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;task;help'= {
+            cand register 'Register a task definition (ECS JSON or YAML) as its family''s next revision'
+            cand describe 'Show a task definition: FAMILY (its latest ACTIVE revision), FAMILY:REVISION or ARN'
+            cand list 'List task definition ARNs (ACTIVE revisions unless --status says otherwise)'
+            cand families 'List task definition families'
+            cand deregister 'Deregister a revision: it becomes INACTIVE and can no longer be run'
+            cand delete 'Delete INACTIVE revisions'
+            cand run 'Run tasks of a definition on the local container runtime (ECS RunTask)'
+            cand ps 'List tasks, newest first'
+            cand inspect 'Show a task: its state, stop code and reason, containers, exit codes, ports'
+            cand logs 'Print what a task''s containers wrote (kept after the task stopped)'
+            cand stop 'Stop a task: SIGTERM to its containers in reverse dependency order, SIGKILL after each one''s stopTimeout; returns once it is STOPPED'
+            cand wait 'Wait until a task stops (or runs) and exit with its exit code'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;task;help;register'= {
+        }
+        &'ecrl;task;help;describe'= {
+        }
+        &'ecrl;task;help;list'= {
+        }
+        &'ecrl;task;help;families'= {
+        }
+        &'ecrl;task;help;deregister'= {
+        }
+        &'ecrl;task;help;delete'= {
+        }
+        &'ecrl;task;help;run'= {
+        }
+        &'ecrl;task;help;ps'= {
+        }
+        &'ecrl;task;help;inspect'= {
+        }
+        &'ecrl;task;help;logs'= {
+        }
+        &'ecrl;task;help;stop'= {
+        }
+        &'ecrl;task;help;wait'= {
+        }
+        &'ecrl;task;help;help'= {
+        }
         &'ecrl;completions'= {
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
@@ -321,6 +527,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand daemon 'Start, stop and inspect the ecrld daemon'
             cand repo 'Create, list, describe and delete repositories'
             cand image 'List, describe, delete and tag images'
+            cand task 'Register, describe, list, deregister and delete ECS task definitions'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -372,6 +579,44 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;image;delete'= {
         }
         &'ecrl;help;image;tag'= {
+        }
+        &'ecrl;help;task'= {
+            cand register 'Register a task definition (ECS JSON or YAML) as its family''s next revision'
+            cand describe 'Show a task definition: FAMILY (its latest ACTIVE revision), FAMILY:REVISION or ARN'
+            cand list 'List task definition ARNs (ACTIVE revisions unless --status says otherwise)'
+            cand families 'List task definition families'
+            cand deregister 'Deregister a revision: it becomes INACTIVE and can no longer be run'
+            cand delete 'Delete INACTIVE revisions'
+            cand run 'Run tasks of a definition on the local container runtime (ECS RunTask)'
+            cand ps 'List tasks, newest first'
+            cand inspect 'Show a task: its state, stop code and reason, containers, exit codes, ports'
+            cand logs 'Print what a task''s containers wrote (kept after the task stopped)'
+            cand stop 'Stop a task: SIGTERM to its containers in reverse dependency order, SIGKILL after each one''s stopTimeout; returns once it is STOPPED'
+            cand wait 'Wait until a task stops (or runs) and exit with its exit code'
+        }
+        &'ecrl;help;task;register'= {
+        }
+        &'ecrl;help;task;describe'= {
+        }
+        &'ecrl;help;task;list'= {
+        }
+        &'ecrl;help;task;families'= {
+        }
+        &'ecrl;help;task;deregister'= {
+        }
+        &'ecrl;help;task;delete'= {
+        }
+        &'ecrl;help;task;run'= {
+        }
+        &'ecrl;help;task;ps'= {
+        }
+        &'ecrl;help;task;inspect'= {
+        }
+        &'ecrl;help;task;logs'= {
+        }
+        &'ecrl;help;task;stop'= {
+        }
+        &'ecrl;help;task;wait'= {
         }
         &'ecrl;help;completions'= {
         }

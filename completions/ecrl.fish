@@ -34,6 +34,7 @@ complete -c ecrl -n "__fish_ecrl_needs_command" -s V -l version -d 'Print versio
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "daemon" -d 'Start, stop and inspect the ecrld daemon'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "repo" -d 'Create, list, describe and delete repositories'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "image" -d 'List, describe, delete and tag images'
+complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "task" -d 'Register, describe, list, deregister and delete ECS task definitions'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "generate-docs" -d 'Write completion scripts and man pages into a directory (for packagers and the tests)'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -214,6 +215,144 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcomm
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete images: a tag removes the tag (an image left without tags goes too); a digest removes the image and its tags'
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "tag" -d 'Give an existing image another tag'
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -f -a "register" -d 'Register a task definition (ECS JSON or YAML) as its family\'s next revision'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -f -a "describe" -d 'Show a task definition: FAMILY (its latest ACTIVE revision), FAMILY:REVISION or ARN'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -f -a "list" -d 'List task definition ARNs (ACTIVE revisions unless --status says otherwise)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -f -a "families" -d 'List task definition families'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -f -a "deregister" -d 'Deregister a revision: it becomes INACTIVE and can no longer be run'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -f -a "delete" -d 'Delete INACTIVE revisions'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -f -a "run" -d 'Run tasks of a definition on the local container runtime (ECS RunTask)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -f -a "ps" -d 'List tasks, newest first'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -f -a "inspect" -d 'Show a task: its state, stop code and reason, containers, exit codes, ports'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -f -a "logs" -d 'Print what a task\'s containers wrote (kept after the task stopped)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -f -a "stop" -d 'Stop a task: SIGTERM to its containers in reverse dependency order, SIGKILL after each one\'s stopTimeout; returns once it is STOPPED'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -f -a "wait" -d 'Wait until a task stops (or runs) and exit with its exit code'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and not __fish_seen_subcommand_from register describe list families deregister delete run ps inspect logs stop wait help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from register" -s f -l file -d 'The task definition: a JSON or YAML file, or - for stdin' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from register" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from register" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from register" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from register" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from register" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from describe" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from describe" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from describe" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from describe" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from describe" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from list" -l family-prefix -d 'Only this family\'s revisions (the full family name, as ECS takes it)' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from list" -l status -d 'Revisions with this status [default: ACTIVE]' -r -f -a "ACTIVE\t''
+INACTIVE\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from list" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from list" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from families" -l family-prefix -d 'Only families whose name starts with this' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from families" -l status -d 'ACTIVE: families with an ACTIVE revision; INACTIVE: families with none [default: all]' -r -f -a "ACTIVE\t''
+INACTIVE\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from families" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from families" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from families" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from families" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from families" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from deregister" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from deregister" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from deregister" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from deregister" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from deregister" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from delete" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from delete" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from delete" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -l count -d 'How many tasks to start (1-10), each independent' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -s e -l env -d 'Set an environment variable in one container: CONTAINER.NAME=VALUE (repeatable)' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -l overrides -d 'RunTask overrides, JSON or YAML as ECS takes them ({"containerOverrides": [...]})' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -l started-by -d 'Who started the task (ECS startedBy), for filtering in \'ecrl task ps\'' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -l wait -d 'Follow the tasks until they stop and exit with the exit code of the essential container that stopped them (0 when every essential container exited 0)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from ps" -l family -d 'Only tasks of this family' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from ps" -l status -d 'RUNNING: every task not yet stopped; STOPPED: the stopped ones' -r -f -a "RUNNING\t''
+STOPPED\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from ps" -l started-by -d 'Only tasks started with this --started-by' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from ps" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from ps" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from ps" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from ps" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from ps" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from inspect" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from inspect" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from inspect" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from inspect" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from inspect" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from logs" -s c -l container -d 'Only this container\'s output' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from logs" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from logs" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from logs" -s f -l follow -d 'Keep printing new output until the task stops'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from logs" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from logs" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from logs" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from stop" -l reason -d 'Why (recorded as the task\'s stoppedReason)' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from stop" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from stop" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from stop" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from stop" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from stop" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from wait" -l until -d 'The state to wait for: STOPPED exits with the task\'s exit code; RUNNING exits 0 once it runs, 1 if it stopped instead' -r -f -a "RUNNING\t''
+STOPPED\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from wait" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from wait" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from wait" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from wait" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from wait" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "register" -d 'Register a task definition (ECS JSON or YAML) as its family\'s next revision'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "describe" -d 'Show a task definition: FAMILY (its latest ACTIVE revision), FAMILY:REVISION or ARN'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "list" -d 'List task definition ARNs (ACTIVE revisions unless --status says otherwise)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "families" -d 'List task definition families'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "deregister" -d 'Deregister a revision: it becomes INACTIVE and can no longer be run'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete INACTIVE revisions'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "run" -d 'Run tasks of a definition on the local container runtime (ECS RunTask)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "ps" -d 'List tasks, newest first'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "inspect" -d 'Show a task: its state, stop code and reason, containers, exit codes, ports'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "logs" -d 'Print what a task\'s containers wrote (kept after the task stopped)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop a task: SIGTERM to its containers in reverse dependency order, SIGKILL after each one\'s stopTimeout; returns once it is STOPPED'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "wait" -d 'Wait until a task stops (or runs) and exit with its exit code'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand completions" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
@@ -228,12 +367,13 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -l socket -d 'T
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s V -l version -d 'Print version'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image completions generate-docs help" -f -a "daemon" -d 'Start, stop and inspect the ecrld daemon'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image completions generate-docs help" -f -a "repo" -d 'Create, list, describe and delete repositories'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image completions generate-docs help" -f -a "image" -d 'List, describe, delete and tag images'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image completions generate-docs help" -f -a "completions" -d 'Print a shell completion script'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image completions generate-docs help" -f -a "generate-docs" -d 'Write completion scripts and man pages into a directory (for packagers and the tests)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image completions generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task completions generate-docs help" -f -a "daemon" -d 'Start, stop and inspect the ecrld daemon'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task completions generate-docs help" -f -a "repo" -d 'Create, list, describe and delete repositories'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task completions generate-docs help" -f -a "image" -d 'List, describe, delete and tag images'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task completions generate-docs help" -f -a "task" -d 'Register, describe, list, deregister and delete ECS task definitions'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task completions generate-docs help" -f -a "completions" -d 'Print a shell completion script'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task completions generate-docs help" -f -a "generate-docs" -d 'Write completion scripts and man pages into a directory (for packagers and the tests)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task completions generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "start" -d 'Start ecrld in the background and wait until it answers'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "stop" -d 'Stop ecrld and wait until it is gone'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "status" -d 'Show whether ecrld runs, where it listens and what it stores (exit 3 when it does not run)'
@@ -248,3 +388,15 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcomma
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "describe" -d 'Show an image (REPO:TAG or REPO@DIGEST), or every image of REPO'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "delete" -d 'Delete images: a tag removes the tag (an image left without tags goes too); a digest removes the image and its tags'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "tag" -d 'Give an existing image another tag'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "register" -d 'Register a task definition (ECS JSON or YAML) as its family\'s next revision'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "describe" -d 'Show a task definition: FAMILY (its latest ACTIVE revision), FAMILY:REVISION or ARN'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "list" -d 'List task definition ARNs (ACTIVE revisions unless --status says otherwise)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "families" -d 'List task definition families'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "deregister" -d 'Deregister a revision: it becomes INACTIVE and can no longer be run'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "delete" -d 'Delete INACTIVE revisions'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "run" -d 'Run tasks of a definition on the local container runtime (ECS RunTask)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "ps" -d 'List tasks, newest first'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "inspect" -d 'Show a task: its state, stop code and reason, containers, exit codes, ports'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "logs" -d 'Print what a task\'s containers wrote (kept after the task stopped)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "stop" -d 'Stop a task: SIGTERM to its containers in reverse dependency order, SIGKILL after each one\'s stopTimeout; returns once it is STOPPED'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "wait" -d 'Wait until a task stops (or runs) and exit with its exit code'

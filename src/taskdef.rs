@@ -769,14 +769,15 @@ impl Errors {
 }
 
 /// 1-255 characters of `[A-Za-z0-9_-]`: ECS's rule for families, containers and volumes.
-fn valid_name(s: &str) -> bool {
+pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 255
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-const NAME_RULE: &str = "must be 1-255 letters, digits, '_' or '-'";
+/// [`valid_name`]'s rule, for messages.
+pub const NAME_RULE: &str = "must be 1-255 letters, digits, '_' or '-'";
 
 /// Checks a parsed task definition against ECS's rules, returning every broken one.
 pub fn validate(def: &TaskDefinitionInput) -> Result<(), Vec<ValidationError>> {

@@ -30,7 +30,13 @@ impl Tasks {
         let env = Env::new();
         let daemon = env.spawn_daemon(&[]);
         let registry = registry_address(&env);
-        env.ecrl_ok(&["repo", "push", &format!("docker://{BUSYBOX}"), "busybox:1", "-q"]);
+        env.ecrl_ok(&[
+            "repo",
+            "push",
+            &format!("docker://{BUSYBOX}"),
+            "busybox:1",
+            "-q",
+        ]);
         Tasks {
             env,
             daemon: Some(daemon),
@@ -50,7 +56,9 @@ impl Tasks {
         self.families.borrow_mut().push(family);
         let file = self.env.path().join(format!("{}.json", unique("def")));
         std::fs::write(&file, definition.to_string()).unwrap();
-        let out = self.env.ecrl_ok(&["task", "register", "-f", file.to_str().unwrap(), "-q"]);
+        let out = self
+            .env
+            .ecrl_ok(&["task", "register", "-f", file.to_str().unwrap(), "-q"]);
         out.trim().to_string()
     }
 
@@ -95,7 +103,13 @@ impl Tasks {
     }
 
     fn logs(&self, id: &str, container: &str) -> String {
-        stdout(&self.env.ecrl_command(&["task", "logs", id, "--container", container]).output().unwrap())
+        stdout(
+            &self
+                .env
+                .ecrl_command(&["task", "logs", id, "--container", container])
+                .output()
+                .unwrap(),
+        )
     }
 }
 
@@ -113,11 +127,25 @@ impl Drop for Tasks {
                 let _ = run("docker", &["network", "rm", id]);
             }
         }
-        // The images the engine pulled from this test's registry.
-        let images = run("docker", &["images", "--format", "{{.Repository}}@{{.Digest}}"]);
-        let prefix = format!("{}/", self.host());
-        for image in stdout(&images).lines().filter(|l| l.starts_with(&prefix)) {
-            let _ = run("docker", &["rmi", "-f", image]);
+        // The references the engine pulled from this test's registry (by digest: the CLI's
+        // image listing does not show them, the image's RepoDigests do).
+        let ids = stdout(&run("docker", &["images", "-q"]));
+        let mut ids: Vec<&str> = ids.split_whitespace().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if !ids.is_empty() {
+            let mut args = vec![
+                "image",
+                "inspect",
+                "--format",
+                "{{range .RepoDigests}}{{println .}}{{end}}",
+            ];
+            args.extend(ids);
+            let prefix = format!("{}/", self.host());
+            let digests = stdout(&run("docker", &args));
+            for reference in digests.lines().filter(|l| l.starts_with(&prefix)) {
+                let _ = run("docker", &["rmi", reference]);
+            }
         }
         drop(self.daemon.take());
     }
@@ -145,7 +173,10 @@ fn build_busybox() {
 fn assert_nothing_left(id: &str) {
     let filter = format!("label=ecrl.task-id={id}");
     let containers = run_ok("docker", &["ps", "-aq", "--filter", &filter]);
-    assert!(containers.trim().is_empty(), "containers left: {containers}");
+    assert!(
+        containers.trim().is_empty(),
+        "containers left: {containers}"
+    );
     let networks = run_ok("docker", &["network", "ls", "-q", "--filter", &filter]);
     assert!(networks.trim().is_empty(), "networks left: {networks}");
 }
@@ -163,13 +194,15 @@ fn http_get(port: u64) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port as u16)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
 }
 
-const WEB: &str = "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www";
+const WEB: &str =
+    "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www";
 
 #[test]
 fn web_and_client_in_bridge_mode() {
@@ -196,10 +229,16 @@ fn web_and_client_in_bridge_mode() {
     assert_eq!(container(&task, "web")["healthStatus"], "HEALTHY");
     assert_eq!(task["healthStatus"], "HEALTHY");
     // The image was resolved to its digest in ecrl when the task started.
-    let digest = container(&task, "web")["imageDigest"].as_str().unwrap().to_string();
+    let digest = container(&task, "web")["imageDigest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(digest.starts_with("sha256:"), "{task:#}");
     let client_log = t.logs(&id, "client");
-    assert!(client_log.contains("hello-from-web") && client_log.contains("client-done"), "{client_log}");
+    assert!(
+        client_log.contains("hello-from-web") && client_log.contains("client-done"),
+        "{client_log}"
+    );
     // The web container answers on the host port the task reports.
     let binding = container(&task, "web")["networkBindings"]
         .as_array()
@@ -215,7 +254,11 @@ fn web_and_client_in_bridge_mode() {
     assert!(page.contains("hello-from-web"), "{page}");
     // ps shows it running.
     let ps = t.json(&["task", "ps", "--status", "RUNNING"]);
-    assert!(ps["tasks"].as_array().unwrap().iter().any(|x| x["taskArn"] == task["taskArn"]));
+    assert!(ps["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|x| x["taskArn"] == task["taskArn"]));
 
     let stopped = t.json(&["task", "stop", &id, "--reason", "test over"]);
     assert_eq!(stopped["task"]["lastStatus"], "STOPPED");
@@ -224,7 +267,11 @@ fn web_and_client_in_bridge_mode() {
     assert_nothing_left(&id);
     // Logs outlive the containers; without --container every line names its container.
     let all = stdout(&t.ecrl(&["task", "logs", &id]));
-    assert!(all.lines().any(|l| l.starts_with("client") && l.contains("hello-from-web")), "{all}");
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("client") && l.contains("hello-from-web")),
+        "{all}"
+    );
 }
 
 #[test]
@@ -243,13 +290,24 @@ fn awsvpc_containers_share_localhost() {
         ]
     }));
     let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let task = &v["tasks"][0];
     assert_eq!(task["lastStatus"], "STOPPED");
     assert_eq!(task["stopCode"], "EssentialContainerExited");
     assert_eq!(task["networkMode"], "awsvpc");
-    let id = task["taskArn"].as_str().unwrap().rsplit('/').next().unwrap();
+    let id = task["taskArn"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
     assert!(t.logs(id, "client").contains("hello-from-web"));
     assert_nothing_left(id);
 }
@@ -260,13 +318,19 @@ fn an_essential_exit_stops_the_task_and_wait_returns_its_code() {
     let def = t.register(json!({
         "family": "essential",
         "containerDefinitions": [
-            {"name": "long", "image": "busybox:1", "memory": 32, "command": ["sleep", "300"], "stopTimeout": 1},
+            {"name": "long", "image": "busybox:1", "memory": 32, "command": ["sleep", "300"], "stopTimeout": 2},
             {"name": "side", "image": "busybox:1", "memory": 32, "essential": false, "command": ["sh", "-c", "exit 5"]},
             {"name": "short", "image": "busybox:1", "memory": 32, "command": ["sh", "-c", "sleep 2; exit 3"]}
         ]
     }));
     let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
-    assert_eq!(out.status.code(), Some(3), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let task = &v["tasks"][0];
     assert_eq!(task["stopCode"], "EssentialContainerExited");
@@ -280,7 +344,12 @@ fn an_essential_exit_stops_the_task_and_wait_returns_its_code() {
     // State changes were told on stderr.
     let err = stderr(&out);
     assert!(err.contains("RUNNING") && err.contains("STOPPED"), "{err}");
-    let id = task["taskArn"].as_str().unwrap().rsplit('/').next().unwrap();
+    let id = task["taskArn"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
     assert_nothing_left(id);
     // `task wait` on a stopped task answers at once with the same code.
     let again = t.ecrl(&["task", "wait", id, "-q"]);
@@ -308,11 +377,26 @@ fn success_and_complete_dependencies_order_the_start() {
         ]
     }));
     let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = v["tasks"][0]["taskArn"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    let id = v["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
     let log = t.logs(&id, "app");
-    assert!(log.contains("init-wrote-this") && log.contains("other-ran"), "{log}");
+    assert!(
+        log.contains("init-wrote-this") && log.contains("other-ran"),
+        "{log}"
+    );
     assert_eq!(container(&v["tasks"][0], "other")["exitCode"], 4);
 
     // SUCCESS on a container that fails: the dependent never starts, the task fails.
@@ -343,7 +427,9 @@ fn bad_definitions_and_runs_fail_clearly() {
     };
     let c = |name: &str, extra: Value| {
         let mut v = json!({"name": name, "image": "busybox:1", "memory": 32});
-        v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         v
     };
     let cases = [
@@ -367,7 +453,11 @@ fn bad_definitions_and_runs_fail_clearly() {
     for (def, expected) in cases {
         let out = register(def.clone());
         assert_eq!(out.status.code(), Some(1), "{def}");
-        assert!(stderr(&out).contains(expected), "{expected}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{expected}: {}",
+            stderr(&out)
+        );
     }
     let families = t.json(&["task", "families"]);
     assert_eq!(families["families"], json!([]), "nothing was stored");
@@ -377,7 +467,11 @@ fn bad_definitions_and_runs_fail_clearly() {
         {"name": "a", "image": format!("{}/nope:1", t.host()), "memory": 32}]}));
     let out = t.ecrl(&["task", "run", &def]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("not found in ecrl"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not found in ecrl"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(t.json(&["task", "ps"])["tasks"], json!([]));
 
     // An image the engine cannot find: the task fails to start and says why.
@@ -388,7 +482,10 @@ fn bad_definitions_and_runs_fail_clearly() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["tasks"][0]["stopCode"], "TaskFailedToStart");
     let reason = v["tasks"][0]["stoppedReason"].as_str().unwrap();
-    assert!(reason.starts_with("CannotPullContainerError") && reason.contains("does-not-exist"), "{reason}");
+    assert!(
+        reason.starts_with("CannotPullContainerError") && reason.contains("does-not-exist"),
+        "{reason}"
+    );
 
     // A ulimit above what the host allows.
     let def = t.register(json!({"family": "ulimit", "containerDefinitions": [
@@ -401,7 +498,12 @@ fn bad_definitions_and_runs_fail_clearly() {
     assert_eq!(task["stopCode"], "TaskFailedToStart");
     let reason = container(task, "a")["reason"].as_str().unwrap();
     assert!(reason.contains("nofile"), "{reason}");
-    let id = task["taskArn"].as_str().unwrap().rsplit('/').next().unwrap();
+    let id = task["taskArn"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
     assert_nothing_left(id);
 }
 
@@ -415,7 +517,10 @@ fn memory_limit_is_enforced() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let hog = container(&v["tasks"][0], "hog");
     assert_eq!(hog["exitCode"], 137);
-    assert!(hog["reason"].as_str().unwrap().contains("OutOfMemory"), "{hog:#}");
+    assert!(
+        hog["reason"].as_str().unwrap().contains("OutOfMemory"),
+        "{hog:#}"
+    );
 }
 
 #[test]
@@ -424,26 +529,55 @@ fn stop_honours_stop_timeout_and_count_starts_independent_tasks() {
     let def = t.register(json!({"family": "stopper", "containerDefinitions": [
         // PID 1 ignores SIGTERM: only the kill after stopTimeout ends it.
         {"name": "a", "image": "busybox:1", "memory": 32, "command": ["sleep", "600"], "stopTimeout": 3}]}));
-    let v = t.json(&["task", "run", &def, "--count", "3", "--started-by", "tester"]);
+    let v = t.json(&[
+        "task",
+        "run",
+        &def,
+        "--count",
+        "3",
+        "--started-by",
+        "tester",
+    ]);
     let ids: Vec<String> = v["tasks"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t["taskArn"].as_str().unwrap().rsplit('/').next().unwrap().to_string())
+        .map(|t| {
+            t["taskArn"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(ids.len(), 3);
-    assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), 3);
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        3
+    );
     for id in &ids {
         let out = t.ecrl(&["task", "wait", id, "--until", "RUNNING", "-q"]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     }
-    let ps = t.json(&["task", "ps", "--started-by", "tester", "--status", "RUNNING"]);
+    let ps = t.json(&[
+        "task",
+        "ps",
+        "--started-by",
+        "tester",
+        "--status",
+        "RUNNING",
+    ]);
     assert_eq!(ps["tasks"].as_array().unwrap().len(), 3);
 
     let began = Instant::now();
     let stopped = t.json(&["task", "stop", &ids[0]]);
     let took = began.elapsed();
-    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(15), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
     assert_eq!(container(&stopped["task"], "a")["exitCode"], 137);
     // The other two still run.
     for id in &ids[1..] {
@@ -461,13 +595,17 @@ fn a_restarted_daemon_supervises_its_running_tasks_again() {
         {"name": "a", "image": "busybox:1", "memory": 32, "stopTimeout": 2,
          "command": ["sh", "-c", "echo started; exec sleep 600"]}]}));
     let id = t.run(&def);
-    t.until(&id, Duration::from_secs(30), |task| task["lastStatus"] == "RUNNING");
+    t.until(&id, Duration::from_secs(30), |task| {
+        task["lastStatus"] == "RUNNING"
+    });
     // ecrld dies hard; the container does not.
     let mut daemon = t.daemon.take().unwrap();
     daemon.signal(libc::SIGKILL);
     daemon.wait(Duration::from_secs(10));
     t.daemon = Some(t.env.spawn_daemon(&[]));
-    let task = t.until(&id, Duration::from_secs(20), |task| task["version"].as_u64().is_some());
+    let task = t.until(&id, Duration::from_secs(20), |task| {
+        task["version"].as_u64().is_some()
+    });
     assert_eq!(task["lastStatus"], "RUNNING", "{task:#}");
     let stopped = t.json(&["task", "stop", &id]);
     assert_eq!(stopped["task"]["lastStatus"], "STOPPED");
@@ -478,7 +616,7 @@ fn a_restarted_daemon_supervises_its_running_tasks_again() {
 
 #[test]
 fn no_engine_is_a_clear_error() {
-    let t = Tasks::new();
+    let mut t = Tasks::new();
     let def = t.register(json!({"family": "noengine", "containerDefinitions": [
         {"name": "a", "image": "busybox:1", "memory": 32}]}));
     // A second daemon on the same data is refused; use another env whose engine is nowhere.
@@ -486,8 +624,15 @@ fn no_engine_is_a_clear_error() {
     let mut command = t.env.ecrld_command(&[]);
     command.env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
     let log = std::fs::File::create(t.env.path().join("ecrld-noengine.log")).unwrap();
-    let child = command.stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap();
-    let _daemon = Daemon { child: Some(child), socket: t.env.socket() };
+    let child = command
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _daemon = Daemon {
+        child: Some(child),
+        socket: t.env.socket(),
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::os::unix::net::UnixStream::connect(t.env.socket()).is_err() {
         assert!(Instant::now() < deadline, "ecrld did not start");
@@ -496,5 +641,9 @@ fn no_engine_is_a_clear_error() {
     let out = t.ecrl(&["task", "run", &def]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("Docker engine"), "{}", stderr(&out));
-    assert_eq!(t.json(&["task", "ps"])["tasks"], json!([]), "nothing recorded");
+    assert_eq!(
+        t.json(&["task", "ps"])["tasks"],
+        json!([]),
+        "nothing recorded"
+    );
 }

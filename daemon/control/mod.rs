@@ -6,6 +6,7 @@
 
 mod repos;
 mod system;
+mod taskdefs;
 mod tasks;
 mod transfer;
 
@@ -170,6 +171,7 @@ fn router(state: Arc<AppState>) -> Router {
     let app = system::routes(app);
     let app = repos::routes(app);
     let app = transfer::routes(app);
+    let app = taskdefs::routes(app);
     let app = tasks::routes(app);
     app.fallback(unknown_operation)
         .layer(axum::middleware::map_response(add_version_header))

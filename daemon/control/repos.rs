@@ -37,6 +37,10 @@ impl From<MetaError> for ApiError {
             MetaError::RepoNotEmpty(_) => ErrorCode::RepositoryNotEmpty,
             MetaError::TagImmutable { .. } => ErrorCode::ImageTagAlreadyExists,
             MetaError::ManifestNotFound { .. } => ErrorCode::ImageNotFound,
+            MetaError::TaskDefinitionNotFound(_) => ErrorCode::TaskDefinitionNotFound,
+            // ECS answers a ClientException: the request names the wrong revision.
+            MetaError::TaskDefinitionActive(_) => ErrorCode::InvalidParameter,
+            MetaError::TaskNotFound(_) => ErrorCode::TaskNotFound,
             MetaError::Db(_) => ErrorCode::Internal,
         };
         let message = match &e {
@@ -46,6 +50,9 @@ impl From<MetaError> for ApiError {
             MetaError::RepoNotEmpty(name) => {
                 format!("repository {name} still holds images; delete them first or pass --force")
             }
+            MetaError::TaskDefinitionNotFound(name) => format!(
+                "task definition {name} does not exist; 'ecrl task list' shows the ones that do"
+            ),
             _ => e.to_string(),
         };
         ApiError::new(code, message)

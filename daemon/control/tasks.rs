@@ -39,7 +39,11 @@ fn invalid(message: impl Into<String>) -> ApiError {
 /// ECS allows at most 10 tasks per RunTask.
 const MAX_COUNT: u32 = 10;
 
-async fn run_task(state: Shared, _peer: Peer, request: RunTaskRequest) -> Result<RunTaskResponse, ApiError> {
+async fn run_task(
+    state: Shared,
+    _peer: Peer,
+    request: RunTaskRequest,
+) -> Result<RunTaskResponse, ApiError> {
     let count = request.count.unwrap_or(1);
     if !(1..=MAX_COUNT).contains(&count) {
         return Err(invalid(format!("count must be 1-{MAX_COUNT}, not {count}")));
@@ -64,9 +68,8 @@ async fn run_task(state: Shared, _peer: Peer, request: RunTaskRequest) -> Result
         let index = state.meta.read();
         let mut images = BTreeMap::new();
         for c in &def.container_definitions {
-            let image = resolve_image(&index, &state, &c.image).map_err(|e| {
-                invalid(format!("container {}: {e}", c.name))
-            })?;
+            let image = resolve_image(&index, &state, &c.image)
+                .map_err(|e| invalid(format!("container {}: {e}", c.name)))?;
             images.insert(c.name.clone(), image);
         }
         images
@@ -80,7 +83,10 @@ async fn run_task(state: Shared, _peer: Peer, request: RunTaskRequest) -> Result
         let over_files = read_env_files(over.and_then(|o| o.environment_files.as_deref()))
             .await
             .map_err(|e| invalid(format!("container {} override: {e}", c.name)))?;
-        env.insert(c.name.clone(), spec::environment(c, &files, over, &over_files));
+        env.insert(
+            c.name.clone(),
+            spec::environment(c, &files, over, &over_files),
+        );
     }
     // Reach the engine before recording anything: "dockerd is not running" is an answer.
     state
@@ -165,7 +171,9 @@ fn resolve_image(index: &Index, state: &Shared, image: &str) -> Result<ResolvedI
 }
 
 /// Reads environment files (local paths; `file://` accepted) as `KEY=VALUE` pairs.
-async fn read_env_files(files: Option<&[EnvironmentFile]>) -> Result<Vec<(String, String)>, String> {
+async fn read_env_files(
+    files: Option<&[EnvironmentFile]>,
+) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for f in files.into_iter().flatten() {
         let path = f.value.strip_prefix("file://").unwrap_or(&f.value);
@@ -177,7 +185,9 @@ async fn read_env_files(files: Option<&[EnvironmentFile]>) -> Result<Vec<(String
         let text = tokio::fs::read_to_string(path)
             .await
             .map_err(|e| format!("cannot read environment file {path}: {e}"))?;
-        out.extend(spec::parse_env_file(&text).map_err(|e| format!("environment file {path}: {e}"))?);
+        out.extend(
+            spec::parse_env_file(&text).map_err(|e| format!("environment file {path}: {e}"))?,
+        );
     }
     Ok(out)
 }
@@ -189,11 +199,20 @@ fn find(state: &Shared, reference: &str) -> Result<Task, ApiError> {
     })
 }
 
-async fn list_tasks(state: Shared, _peer: Peer, request: ListTasksRequest) -> Result<TasksResponse, ApiError> {
-    let desired = request.desired_status.as_deref().map(str::to_ascii_uppercase);
+async fn list_tasks(
+    state: Shared,
+    _peer: Peer,
+    request: ListTasksRequest,
+) -> Result<TasksResponse, ApiError> {
+    let desired = request
+        .desired_status
+        .as_deref()
+        .map(str::to_ascii_uppercase);
     if let Some(d) = &desired {
         if !["RUNNING", "PENDING", "STOPPED"].contains(&d.as_str()) {
-            return Err(invalid(format!("desiredStatus {d:?}: expected RUNNING, PENDING or STOPPED")));
+            return Err(invalid(format!(
+                "desiredStatus {d:?}: expected RUNNING, PENDING or STOPPED"
+            )));
         }
     }
     let tasks = state
@@ -201,11 +220,19 @@ async fn list_tasks(state: Shared, _peer: Peer, request: ListTasksRequest) -> Re
         .list()
         .into_iter()
         .filter(|t| request.family.as_deref().is_none_or(|f| t.family() == f))
-        .filter(|t| request.started_by.as_deref().is_none_or(|s| t.started_by.as_deref() == Some(s)))
+        .filter(|t| {
+            request
+                .started_by
+                .as_deref()
+                .is_none_or(|s| t.started_by.as_deref() == Some(s))
+        })
         .filter(|t| match desired.as_deref() {
             None => true,
             Some("STOPPED") => t.is_stopped(),
-            Some("PENDING") => matches!(t.last_status.as_str(), task_status::PROVISIONING | task_status::PENDING),
+            Some("PENDING") => matches!(
+                t.last_status.as_str(),
+                task_status::PROVISIONING | task_status::PENDING
+            ),
             Some(_) => !t.is_stopped(),
         })
         .collect();
@@ -215,14 +242,22 @@ async fn list_tasks(state: Shared, _peer: Peer, request: ListTasksRequest) -> Re
     })
 }
 
-async fn describe_task(state: Shared, _peer: Peer, request: TaskRef) -> Result<TasksResponse, ApiError> {
+async fn describe_task(
+    state: Shared,
+    _peer: Peer,
+    request: TaskRef,
+) -> Result<TasksResponse, ApiError> {
     Ok(TasksResponse {
         tasks: vec![find(&state, &request.task)?],
         failures: Vec::new(),
     })
 }
 
-async fn stop_task(state: Shared, _peer: Peer, request: StopTaskRequest) -> Result<StopTaskResponse, ApiError> {
+async fn stop_task(
+    state: Shared,
+    _peer: Peer,
+    request: StopTaskRequest,
+) -> Result<StopTaskResponse, ApiError> {
     let task = find(&state, &request.task)?;
     let reason = request
         .reason
@@ -255,7 +290,12 @@ async fn watch_task(
     Query(request): Query<WatchTaskRequest>,
 ) -> Result<Response, ControlError> {
     let task = find(&state, &request.task)?;
-    let until_running = match request.until.as_deref().map(str::to_ascii_uppercase).as_deref() {
+    let until_running = match request
+        .until
+        .as_deref()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
         None | Some("STOPPED") => false,
         Some("RUNNING") => true,
         Some(other) => {
@@ -267,24 +307,42 @@ async fn watch_task(
     let done = move |t: &Task| {
         t.is_stopped()
             || (until_running
-                && matches!(t.last_status.as_str(), task_status::RUNNING | task_status::DEPROVISIONING))
+                && matches!(
+                    t.last_status.as_str(),
+                    task_status::RUNNING | task_status::DEPROVISIONING
+                ))
     };
     let (tx, rx) = mpsc::channel(16);
     let changes = state.tasks.watch(task.id()).await;
     tokio::spawn(async move {
         let Some(mut changes) = changes else {
-            let _ = tx.send(TaskEvent::Task { task: Box::new(task) }).await;
+            let _ = tx
+                .send(TaskEvent::Task {
+                    task: Box::new(task),
+                })
+                .await;
             return;
         };
         loop {
             let now = changes.borrow_and_update().clone();
             let finished = done(&now);
-            if tx.send(TaskEvent::Task { task: Box::new(now) }).await.is_err() || finished {
+            if tx
+                .send(TaskEvent::Task {
+                    task: Box::new(now),
+                })
+                .await
+                .is_err()
+                || finished
+            {
                 return;
             }
             if changes.changed().await.is_err() {
                 let last = changes.borrow().clone();
-                let _ = tx.send(TaskEvent::Task { task: Box::new(last) }).await;
+                let _ = tx
+                    .send(TaskEvent::Task {
+                        task: Box::new(last),
+                    })
+                    .await;
                 return;
             }
         }
@@ -335,7 +393,12 @@ async fn task_logs(
                 let bytes = match read_from(&file, offset).await {
                     Ok(b) => b,
                     Err(e) => {
-                        let _ = tx.send(LogEvent::Error(ApiError::new(ErrorCode::Internal, format!("reading {}: {e}", file.display())))).await;
+                        let _ = tx
+                            .send(LogEvent::Error(ApiError::new(
+                                ErrorCode::Internal,
+                                format!("reading {}: {e}", file.display()),
+                            )))
+                            .await;
                         return;
                     }
                 };
@@ -351,7 +414,14 @@ async fn task_logs(
                 if cut > 0 {
                     let data = String::from_utf8_lossy(&buf[..cut]).into_owned();
                     buf.drain(..cut);
-                    if tx.send(LogEvent::Output { container: name.clone(), data }).await.is_err() {
+                    if tx
+                        .send(LogEvent::Output {
+                            container: name.clone(),
+                            data,
+                        })
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

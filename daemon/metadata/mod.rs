@@ -1,5 +1,5 @@
-//! Repositories, tags, manifests and per-repository blob links: SQLite (WAL) for durability,
-//! an in-memory index in front of it for reads.
+//! Repositories, tags, manifests and per-repository blob links, task definitions and tasks:
+//! SQLite (WAL) for durability, an in-memory index in front of it for reads.
 //!
 //! One writer thread owns the connection and commits concurrent writes together (group
 //! commit: one fsync for a batch). Each write checks and updates the index as it runs, inside
@@ -7,6 +7,9 @@
 //! SQLite. This module must not call storage, the registry or the network.
 
 mod schema;
+mod tasks;
+
+pub use tasks::TaskFamily;
 
 use bytes::Bytes;
 use ecrl::names::{Digest, RepoName, Tag};
@@ -28,6 +31,15 @@ pub enum MetaError {
     TagImmutable { repo: RepoName, tag: Tag },
     #[error("manifest {digest} is not in repository {repo}")]
     ManifestNotFound { repo: RepoName, digest: Digest },
+    /// `family:revision` names no stored revision.
+    #[error("task definition {0} does not exist")]
+    TaskDefinitionNotFound(String),
+    /// Only INACTIVE revisions can be deleted (`family:revision`).
+    #[error("only INACTIVE task definitions can be deleted; deregister {0} first ('ecrl task deregister {0}')")]
+    TaskDefinitionActive(String),
+    /// No task has this id.
+    #[error("task {0} does not exist")]
+    TaskNotFound(String),
     #[error("metadata database: {0}")]
     Db(String),
 }
@@ -114,6 +126,10 @@ pub struct Index {
     pub repos: BTreeMap<RepoName, Repo>,
     /// (uncompressed digest, compression) → the stored compressed blob and its size.
     pub layers: HashMap<(Digest, String), (Digest, u64)>,
+    /// Task-definition families by name, each with its revisions.
+    pub task_families: BTreeMap<String, TaskFamily>,
+    /// Tasks by id (the last segment of the task ARN).
+    pub tasks: BTreeMap<String, ecrl::api::tasks::Task>,
 }
 
 impl Index {
@@ -775,6 +791,7 @@ fn load(
             }
         }
     }
+    tasks::load(conn, &mut index)?;
     Ok(index)
 }
 
@@ -782,7 +799,7 @@ fn load(
 mod tests {
     use super::*;
 
-    fn open(dir: &Path) -> Metadata {
+    pub(super) fn open(dir: &Path) -> Metadata {
         Metadata::open(dir, |_| Ok(Bytes::from_static(b"{}"))).unwrap()
     }
 

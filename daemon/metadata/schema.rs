@@ -51,6 +51,31 @@ const MIGRATIONS: &[&str] = &[
         size INTEGER NOT NULL,
         PRIMARY KEY (diff_id, compression)
     ) STRICT, WITHOUT ROWID;",
+    // 4: ECS task definitions and tasks. A family keeps the last revision it ever issued, so
+    // revisions only grow, also after revisions are deleted. Definitions and tasks are kept
+    // as their API JSON; the columns beside it are what lookups and listings filter on.
+    "CREATE TABLE task_families (
+        family TEXT PRIMARY KEY,
+        last_revision INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE task_definitions (
+        family TEXT NOT NULL REFERENCES task_families(family),
+        revision INTEGER NOT NULL,
+        arn TEXT NOT NULL,
+        status TEXT NOT NULL,
+        registered_at TEXT NOT NULL,
+        deregistered_at TEXT,
+        definition TEXT NOT NULL,
+        PRIMARY KEY (family, revision)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        family TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        last_status TEXT NOT NULL,
+        task TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX tasks_family ON tasks(family);",
 ];
 
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {

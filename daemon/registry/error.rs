@@ -108,7 +108,11 @@ impl From<MetaError> for RegistryError {
             MetaError::RepoExists(_) | MetaError::RepoNotEmpty(_) => {
                 Self::new(StatusCode::CONFLICT, ErrorCode::Denied, e.to_string())
             }
-            MetaError::Db(_) => Self::internal(e),
+            // The registry never touches task definitions or tasks.
+            MetaError::Db(_)
+            | MetaError::TaskDefinitionNotFound(_)
+            | MetaError::TaskDefinitionActive(_)
+            | MetaError::TaskNotFound(_) => Self::internal(e),
         }
     }
 }

@@ -186,11 +186,6 @@ impl FakeRuntime {
         lock(&self.state).find(id_or_name).map(|c| c.spec.clone())
     }
 
-    /// Makes an image present, as if pulled before.
-    pub fn add_image(&self, reference: &str) {
-        lock(&self.state).images.insert(reference.to_string());
-    }
-
     /// Makes a running container exit with `code`, as a crash would.
     pub fn kill_externally(&self, name: &str, code: i64) {
         if let Some(c) = lock(&self.state).find_mut(name) {

@@ -6,6 +6,7 @@
 //! again. What a task needs to run — the definition, overrides, resolved images and
 //! environment — is its [`TaskPlan`], saved beside its logs in `DATA_DIR/tasks/TASK_ID/`.
 
+pub mod defs;
 pub mod logs;
 pub mod spec;
 pub mod store;
@@ -148,7 +149,10 @@ impl TaskManager {
             .map(|c| {
                 let over = spec::container_override(&plan.overrides, &c.name);
                 Container {
-                    container_arn: format!("{prefix}container/default/{id}/{}", uuid::Uuid::new_v4()),
+                    container_arn: format!(
+                        "{prefix}container/default/{id}/{}",
+                        uuid::Uuid::new_v4()
+                    ),
                     task_arn: task_arn.clone(),
                     name: c.name.clone(),
                     image: c.image.clone(),
@@ -161,7 +165,10 @@ impl TaskManager {
                     health_status: "UNKNOWN".into(),
                     essential: c.is_essential(),
                     cpu: over.and_then(|o| o.cpu).or(c.cpu).map(|v| v.to_string()),
-                    memory: over.and_then(|o| o.memory).or(c.memory).map(|v| v.to_string()),
+                    memory: over
+                        .and_then(|o| o.memory)
+                        .or(c.memory)
+                        .map(|v| v.to_string()),
                     memory_reservation: over
                         .and_then(|o| o.memory_reservation)
                         .or(c.memory_reservation)
@@ -192,6 +199,7 @@ impl TaskManager {
             stopped_at: None,
             stop_code: None,
             stopped_reason: None,
+            essential_container_exited: None,
             version: 1,
         }
     }
@@ -248,7 +256,9 @@ impl TaskManager {
             .collect();
         match matches.len() {
             0 => Err(FindError::NotFound(reference.to_string())),
-            1 => Ok(self.get(matches[0].id()).unwrap_or_else(|| matches[0].clone())),
+            1 => Ok(self
+                .get(matches[0].id())
+                .unwrap_or_else(|| matches[0].clone())),
             n => Err(FindError::Ambiguous(reference.to_string(), n)),
         }
     }
@@ -375,7 +385,9 @@ impl TaskManager {
             }
             plan => {
                 let reason = match (&plan, started, any_running) {
-                    (Err(e), _, _) => format!("ecrld restarted and cannot read the task's plan: {e}"),
+                    (Err(e), _, _) => {
+                        format!("ecrld restarted and cannot read the task's plan: {e}")
+                    }
                     (Ok(_), true, _) => {
                         "the task's containers vanished while ecrld was not running".into()
                     }
@@ -383,7 +395,11 @@ impl TaskManager {
                 };
                 // Tear down whatever exists, then record the end.
                 for c in found {
-                    let _ = self.ctx.runtime.stop_container(&c.id, Duration::from_secs(10)).await;
+                    let _ = self
+                        .ctx
+                        .runtime
+                        .stop_container(&c.id, Duration::from_secs(10))
+                        .await;
                     let _ = self.ctx.runtime.remove_container(&c.id).await;
                 }
                 let names = spec::Names {
@@ -431,6 +447,7 @@ impl TaskManager {
 
     /// Removes the records and logs of tasks stopped longer ago than `keep`.
     pub async fn prune(&self, keep: Duration) -> usize {
+        self.forget_stopped();
         let cutoff = time::OffsetDateTime::now_utc() - keep;
         let mut removed = 0;
         for task in self.ctx.store.all() {

@@ -47,7 +47,12 @@ impl Names {
     }
 
     pub fn pause(&self) -> String {
-        format!("ecrl-{}-{}-pause-{}", self.family, self.revision, self.short())
+        format!(
+            "ecrl-{}-{}-pause-{}",
+            self.family,
+            self.revision,
+            self.short()
+        )
     }
 
     /// The task's user network (bridge and awsvpc modes).
@@ -126,7 +131,12 @@ pub fn volumes(def: &TaskDefinitionInput, names: &Names) -> BTreeMap<String, Vol
             };
             let mut labels = cfg.labels.clone().unwrap_or_default();
             if !shared {
-                labels.extend(names.labels(None).into_iter().filter(|(k, _)| k != LABEL_ROLE));
+                labels.extend(
+                    names
+                        .labels(None)
+                        .into_iter()
+                        .filter(|(k, _)| k != LABEL_ROLE),
+                );
             }
             VolumeSource::Engine {
                 create: Some(VolumeSpec {
@@ -203,7 +213,11 @@ pub fn environment(
     for (k, v) in override_files {
         set(k, v);
     }
-    for kv in over.and_then(|o| o.environment.as_ref()).into_iter().flatten() {
+    for kv in over
+        .and_then(|o| o.environment.as_ref())
+        .into_iter()
+        .flatten()
+    {
         if let Some(k) = &kv.name {
             set(k, kv.value.as_deref().unwrap_or(""));
         }
@@ -216,7 +230,10 @@ pub fn container_override<'a>(
     overrides: &'a TaskOverride,
     name: &str,
 ) -> Option<&'a ContainerOverride> {
-    overrides.container_overrides.iter().find(|o| o.name == name)
+    overrides
+        .container_overrides
+        .iter()
+        .find(|o| o.name == name)
 }
 
 /// Everything needed to build one container's spec besides its definition.
@@ -259,11 +276,7 @@ pub fn container_spec(c: &ContainerDefinition, input: &SpecInput<'_>) -> Contain
         TaskNetwork::None => NetworkAttachment::None,
     };
     let publishes = matches!(input.network, TaskNetwork::Bridge(_));
-    let ports = if publishes {
-        port_specs(c)
-    } else {
-        Vec::new()
-    };
+    let ports = if publishes { port_specs(c) } else { Vec::new() };
     // In a shared namespace the hostname, DNS and hosts belong to the pause container.
     let own_namespace = !matches!(input.network, TaskNetwork::Shared(_));
 
@@ -515,7 +528,12 @@ impl From<Option<&Value>> for LinuxParameters {
             out.cap_drop = strings(caps.get("drop"));
         }
         out.shm_size_mib = v.get("sharedMemorySize").and_then(Value::as_i64);
-        for t in v.get("tmpfs").and_then(Value::as_array).into_iter().flatten() {
+        for t in v
+            .get("tmpfs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let Some(path) = t.get("containerPath").and_then(Value::as_str) else {
                 continue;
             };
@@ -550,7 +568,11 @@ mod tests {
         }
     }
 
-    fn spec_of(d: &TaskDefinitionInput, network: TaskNetwork, over: Option<&ContainerOverride>) -> ContainerSpec {
+    fn spec_of(
+        d: &TaskDefinitionInput,
+        network: TaskNetwork,
+        over: Option<&ContainerOverride>,
+    ) -> ContainerSpec {
         let names = names();
         let volumes = volumes(d, &names);
         let c = &d.container_definitions[0];
@@ -582,7 +604,8 @@ mod tests {
 
     #[test]
     fn a_full_container_definition_maps_onto_the_engine() {
-        let d = def(r#"{"family":"web","volumes":[{"name":"data","host":{"sourcePath":"/srv"}},{"name":"scratch"}],
+        let d = def(
+            r#"{"family":"web","volumes":[{"name":"data","host":{"sourcePath":"/srv"}},{"name":"scratch"}],
             "containerDefinitions":[{"name":"app","image":"x","memory":128,"memoryReservation":64,"cpu":1,
             "command":["a"],"entryPoint":["sh","-c"],"user":"1000","workingDirectory":"/w","hostname":"h",
             "ulimits":[{"name":"nofile","softLimit":100,"hardLimit":200}],
@@ -593,7 +616,8 @@ mod tests {
             "links":["db:database"],
             "healthCheck":{"command":["CMD-SHELL","true"]},"stopTimeout":5,
             "linuxParameters":{"initProcessEnabled":true,"capabilities":{"add":["NET_ADMIN"]},"tmpfs":[{"containerPath":"/t","size":64}]}},
-            {"name":"db","image":"y","memory":64}]}"#);
+            {"name":"db","image":"y","memory":64}]}"#,
+        );
         let s = spec_of(&d, TaskNetwork::Bridge(Some("net".into())), None);
         assert_eq!(s.name, "ecrl-web-3-app-0123456789ab");
         assert_eq!(s.memory, Some(128 * MIB));
@@ -603,12 +627,27 @@ mod tests {
         assert_eq!(s.entrypoint, Some(vec!["sh".to_string(), "-c".to_string()]));
         assert_eq!(s.user.as_deref(), Some("1000"));
         assert_eq!(s.hostname.as_deref(), Some("h"));
-        assert_eq!(s.ulimits, vec![UlimitSpec { name: "nofile".into(), soft: 100, hard: 200 }]);
+        assert_eq!(
+            s.ulimits,
+            vec![UlimitSpec {
+                name: "nofile".into(),
+                soft: 100,
+                hard: 200
+            }]
+        );
         assert_eq!(
             s.mounts,
             vec![
-                MountSpec::Bind { source: "/srv".into(), target: "/d".into(), read_only: true },
-                MountSpec::Volume { name: "ecrl-0123456789ab-scratch".into(), target: "/s".into(), read_only: false },
+                MountSpec::Bind {
+                    source: "/srv".into(),
+                    target: "/d".into(),
+                    read_only: true
+                },
+                MountSpec::Volume {
+                    name: "ecrl-0123456789ab-scratch".into(),
+                    target: "/s".into(),
+                    read_only: false
+                },
             ]
         );
         assert!(s.readonly_rootfs && s.privileged && s.init);
@@ -617,8 +656,22 @@ mod tests {
         assert_eq!(s.extra_hosts, vec!["db:10.0.0.1".to_string()]);
         assert_eq!(s.dns, vec!["1.1.1.1".to_string()]);
         assert_eq!(s.ports.len(), 2);
-        assert_eq!(s.ports[0], PortSpec { container_port: 80, host_port: None, protocol: Protocol::Tcp });
-        assert_eq!(s.ports[1], PortSpec { container_port: 53, host_port: Some(5353), protocol: Protocol::Udp });
+        assert_eq!(
+            s.ports[0],
+            PortSpec {
+                container_port: 80,
+                host_port: None,
+                protocol: Protocol::Tcp
+            }
+        );
+        assert_eq!(
+            s.ports[1],
+            PortSpec {
+                container_port: 53,
+                host_port: Some(5353),
+                protocol: Protocol::Udp
+            }
+        );
         assert_eq!(
             s.network,
             NetworkAttachment::Network {
@@ -638,7 +691,9 @@ mod tests {
 
     #[test]
     fn overrides_replace_command_and_limits() {
-        let d = def(r#"{"family":"web","containerDefinitions":[{"name":"app","image":"x","memory":128,"command":["a"]}]}"#);
+        let d = def(
+            r#"{"family":"web","containerDefinitions":[{"name":"app","image":"x","memory":128,"command":["a"]}]}"#,
+        );
         let over = ContainerOverride {
             name: "app".into(),
             command: Some(vec!["b".into()]),
@@ -653,8 +708,10 @@ mod tests {
 
     #[test]
     fn a_shared_namespace_leaves_ports_hosts_and_dns_to_the_pause_container() {
-        let d = def(r#"{"family":"web","networkMode":"awsvpc","containerDefinitions":[{"name":"app","image":"x","memory":8,
-            "portMappings":[{"containerPort":80}],"dnsServers":["9.9.9.9"],"hostname":"h"}]}"#);
+        let d = def(
+            r#"{"family":"web","networkMode":"awsvpc","containerDefinitions":[{"name":"app","image":"x","memory":8,
+            "portMappings":[{"containerPort":80}],"dnsServers":["9.9.9.9"],"hostname":"h"}]}"#,
+        );
         let s = spec_of(&d, TaskNetwork::Shared("pauseid".into()), None);
         assert_eq!(s.network, NetworkAttachment::Container("pauseid".into()));
         assert!(s.ports.is_empty() && s.dns.is_empty() && s.hostname.is_none());
@@ -666,12 +723,20 @@ mod tests {
 
     #[test]
     fn environment_follows_ecs_precedence() {
-        let d = def(r#"{"family":"web","containerDefinitions":[{"name":"app","image":"x","memory":8,
-            "environment":[{"name":"A","value":"def"},{"name":"B","value":"def"}]}]}"#);
-        let files = vec![("A".to_string(), "file".to_string()), ("F".to_string(), "file".to_string())];
+        let d = def(
+            r#"{"family":"web","containerDefinitions":[{"name":"app","image":"x","memory":8,
+            "environment":[{"name":"A","value":"def"},{"name":"B","value":"def"}]}]}"#,
+        );
+        let files = vec![
+            ("A".to_string(), "file".to_string()),
+            ("F".to_string(), "file".to_string()),
+        ];
         let over = ContainerOverride {
             name: "app".into(),
-            environment: Some(vec![ecrl::taskdef::KeyValuePair { name: Some("B".into()), value: Some("over".into()) }]),
+            environment: Some(vec![ecrl::taskdef::KeyValuePair {
+                name: Some("B".into()),
+                value: Some("over".into()),
+            }]),
             ..Default::default()
         };
         let env = environment(&d.container_definitions[0], &files, Some(&over), &[]);
@@ -684,7 +749,10 @@ mod tests {
             parse_env_file("# c\n\nA=1\nB = x=y\r\n").unwrap(),
             vec![("A".into(), "1".into()), ("B".into(), " x=y".into())]
         );
-        assert_eq!(parse_env_file("A=1\nnonsense\n").unwrap_err(), "line 2: expected KEY=VALUE");
+        assert_eq!(
+            parse_env_file("A=1\nnonsense\n").unwrap_err(),
+            "line 2: expected KEY=VALUE"
+        );
     }
 
     #[test]
@@ -696,19 +764,32 @@ mod tests {
             "containerDefinitions":[{"name":"app","image":"x","memory":8}]}"#);
         let v = volumes(&d, &names());
         match &v["a"] {
-            VolumeSource::Engine { name, task_scoped, autoprovision, .. } => {
+            VolumeSource::Engine {
+                name,
+                task_scoped,
+                autoprovision,
+                ..
+            } => {
                 assert_eq!(name, "a");
                 assert!(!task_scoped && *autoprovision);
             }
             other => panic!("{other:?}"),
         }
         match &v["b"] {
-            VolumeSource::Engine { name, task_scoped, .. } => {
+            VolumeSource::Engine {
+                name, task_scoped, ..
+            } => {
                 assert_eq!(name, "ecrl-0123456789ab-b");
                 assert!(*task_scoped);
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(&v["c"], VolumeSource::Engine { task_scoped: true, .. }));
+        assert!(matches!(
+            &v["c"],
+            VolumeSource::Engine {
+                task_scoped: true,
+                ..
+            }
+        ));
     }
 }

@@ -263,7 +263,8 @@ impl Supervisor {
                     failure.get_or_insert(format!("cannot provide the awsvpc namespace: {e}"));
                 }
                 Err(e) => {
-                    let reason = format!("CannotPullContainerError: {}", pull_error(&reference, &e));
+                    let reason =
+                        format!("CannotPullContainerError: {}", pull_error(&reference, &e));
                     for c in self.task.containers.iter_mut() {
                         if self.plan.images.get(&c.name).map(|i| &i.reference) == Some(&reference) {
                             c.reason = Some(reason.clone());
@@ -280,15 +281,13 @@ impl Supervisor {
 
         if let Some(image) = pause_image {
             let spec = spec::pause_spec(self.def(), &self.names, image, self.network.clone());
-            let id = runtime
-                .create_container(&spec)
-                .await
-                .map_err(|e| StopCause::failed(format!("cannot create the awsvpc namespace: {e}")))?;
+            let id = runtime.create_container(&spec).await.map_err(|e| {
+                StopCause::failed(format!("cannot create the awsvpc namespace: {e}"))
+            })?;
             self.pause = Some(id.clone());
-            runtime
-                .start_container(&id)
-                .await
-                .map_err(|e| StopCause::failed(format!("cannot start the awsvpc namespace: {e}")))?;
+            runtime.start_container(&id).await.map_err(|e| {
+                StopCause::failed(format!("cannot start the awsvpc namespace: {e}"))
+            })?;
         }
         Ok(())
     }
@@ -559,6 +558,7 @@ impl Supervisor {
         self.publish().await;
         let essential = self.container_def(name).is_some_and(|c| c.is_essential());
         if essential {
+            self.task.essential_container_exited = Some(name.to_string());
             return Some(StopCause {
                 code: stop_code::ESSENTIAL_CONTAINER_EXITED,
                 reason: format!("Essential container in task exited ({name})"),
@@ -591,7 +591,8 @@ impl Supervisor {
                     .get_or_insert_with(|| "the container was removed outside ecrl".into());
             }
             Err(e) => {
-                c.reason.get_or_insert_with(|| format!("cannot inspect: {e}"));
+                c.reason
+                    .get_or_insert_with(|| format!("cannot inspect: {e}"));
             }
         }
     }
@@ -716,7 +717,12 @@ impl Supervisor {
         {
             self.network = Some(self.names.network());
         }
-        let names: Vec<String> = self.task.containers.iter().map(|c| c.name.clone()).collect();
+        let names: Vec<String> = self
+            .task
+            .containers
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
         for name in names {
             let recorded_done = self.container(&name).last_status == task_status::STOPPED;
             match ids.get(&name) {
@@ -740,6 +746,7 @@ impl Supervisor {
                     c.reason = Some("the container vanished while ecrld was not running".into());
                     let essential = self.container_def(&name).is_some_and(|c| c.is_essential());
                     if essential && self.task.stop_code.is_none() {
+                        self.task.essential_container_exited = Some(name.clone());
                         self.task.stop_code = Some(stop_code::ESSENTIAL_CONTAINER_EXITED.into());
                         self.task.stopped_reason = Some(format!(
                             "Essential container {name} vanished while ecrld was not running"
@@ -810,15 +817,17 @@ impl Supervisor {
 
         // Leave nothing behind.
         let mut leftovers = Vec::new();
-        let removals = self
-            .ids
-            .values()
-            .chain(self.pause.iter())
-            .map(|id| {
-                let runtime = runtime.clone();
-                let id = id.clone();
-                async move { runtime.remove_container(&id).await.err().map(|e| format!("container {id}: {e}")) }
-            });
+        let removals = self.ids.values().chain(self.pause.iter()).map(|id| {
+            let runtime = runtime.clone();
+            let id = id.clone();
+            async move {
+                runtime
+                    .remove_container(&id)
+                    .await
+                    .err()
+                    .map(|e| format!("container {id}: {e}"))
+            }
+        });
         leftovers.extend(
             futures_util::future::join_all(removals)
                 .await

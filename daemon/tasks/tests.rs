@@ -53,7 +53,11 @@ async fn fixture() -> Fixture {
     }
 }
 
-fn manager(runtime: &Arc<FakeRuntime>, store: &Arc<MemStore>, dir: &tempfile::TempDir) -> TaskManager {
+fn manager(
+    runtime: &Arc<FakeRuntime>,
+    store: &Arc<MemStore>,
+    dir: &tempfile::TempDir,
+) -> TaskManager {
     TaskManager::new(Ctx {
         runtime: runtime.clone(),
         store: store.clone(),
@@ -108,14 +112,12 @@ impl Fixture {
         let status = status.to_string();
         let changes = self.manager.watch(id).await;
         let task = match changes {
-            Some(rx) => {
-                tokio::time::timeout(
-                    Duration::from_secs(10),
-                    wait_until(rx, |t| t.last_status == status || t.is_stopped()),
-                )
-                .await
-                .expect("the task reached the state in time")
-            }
+            Some(rx) => tokio::time::timeout(
+                Duration::from_secs(10),
+                wait_until(rx, |t| t.last_status == status || t.is_stopped()),
+            )
+            .await
+            .expect("the task reached the state in time"),
             None => self.manager.get(id).unwrap(),
         };
         assert_eq!(task.last_status, status, "{task:#?}");
@@ -146,21 +148,52 @@ async fn an_essential_exit_stops_the_task_and_cleans_up() {
     assert_eq!(task.last_status, "PROVISIONING");
     let running = f.wait_for(task.id(), "RUNNING").await;
     assert!(running.started_at.is_some());
+    let labels = f
+        .runtime
+        .network_labels(&format!("ecrl-task-{}", task.id()))
+        .expect("the task has its own network");
+    assert_eq!(labels[spec::LABEL_TASK_ID], task.id());
     let stopped = f.wait_for(task.id(), "STOPPED").await;
-    assert_eq!(stopped.stop_code.as_deref(), Some(stop_code::ESSENTIAL_CONTAINER_EXITED));
+    assert_eq!(
+        stopped.stop_code.as_deref(),
+        Some(stop_code::ESSENTIAL_CONTAINER_EXITED)
+    );
     assert!(stopped.stopped_reason.as_deref().unwrap().contains("(b)"));
     assert_eq!(container(&stopped, "b").exit_code, Some(3));
-    assert_eq!(container(&stopped, "a").exit_code, Some(143), "a got SIGTERM");
+    assert_eq!(
+        container(&stopped, "a").exit_code,
+        Some(143),
+        "a got SIGTERM"
+    );
     assert_eq!(stopped.exit_code(), 3);
-    assert!(stopped.containers.iter().all(|c| c.last_status == "STOPPED"));
-    assert!(f.runtime.container_names().is_empty(), "{:?}", f.runtime.calls());
+    assert!(stopped
+        .containers
+        .iter()
+        .all(|c| c.last_status == "STOPPED"));
+    assert!(
+        f.runtime.container_names().is_empty(),
+        "{:?}",
+        f.runtime.calls()
+    );
     let calls = f.runtime.calls();
-    assert!(calls.iter().any(|c| c.starts_with("network create")), "{calls:?}");
-    assert!(calls.iter().any(|c| c.starts_with("network remove")), "{calls:?}");
+    assert!(
+        calls.iter().any(|c| c.starts_with("network create")),
+        "{calls:?}"
+    );
+    assert!(
+        calls.iter().any(|c| c.starts_with("network remove")),
+        "{calls:?}"
+    );
     // Saved as it is.
     assert_eq!(f.store.get(task.id()).unwrap(), stopped);
     // The plan is kept beside the logs.
-    assert!(f.dir.path().join("tasks").join(task.id()).join(PLAN_FILE).exists());
+    assert!(f
+        .dir
+        .path()
+        .join("tasks")
+        .join(task.id())
+        .join(PLAN_FILE)
+        .exists());
 }
 
 #[tokio::test]
@@ -178,9 +211,11 @@ async fn a_single_container_task_needs_no_network() {
 async fn a_non_essential_failure_does_not_stop_the_task() {
     let f = fixture().await;
     let task = f
-        .run(r#"{"family":"f","containerDefinitions":[
+        .run(
+            r#"{"family":"f","containerDefinitions":[
             {"name":"a","image":"img","memory":8,"command":["sleep"]},
-            {"name":"b","image":"img","memory":8,"essential":false,"command":["exit","1"]}]}"#)
+            {"name":"b","image":"img","memory":8,"essential":false,"command":["exit","1"]}]}"#,
+        )
         .await;
     f.wait_for(task.id(), "RUNNING").await;
     // b exits at once; the task keeps running.
@@ -190,20 +225,25 @@ async fn a_non_essential_failure_does_not_stop_the_task() {
     assert_eq!(container(&now, "b").exit_code, Some(1));
     assert_eq!(container(&now, "b").last_status, "STOPPED");
     let stopped = f.manager.stop(task.id(), "enough".into()).await.unwrap();
-    assert_eq!(stopped.stop_code.as_deref(), Some(stop_code::USER_INITIATED));
+    assert_eq!(
+        stopped.stop_code.as_deref(),
+        Some(stop_code::USER_INITIATED)
+    );
     assert_eq!(stopped.stopped_reason.as_deref(), Some("enough"));
-    assert_eq!(stopped.exit_code(), 1, "a ended by SIGTERM: 143 is not 0");
+    assert_eq!(stopped.exit_code(), 143, "a ended by SIGTERM");
 }
 
 #[tokio::test]
 async fn healthy_dependency_waits_for_health_and_stop_runs_in_reverse() {
     let f = fixture().await;
     let task = f
-        .run(r#"{"family":"f","containerDefinitions":[
+        .run(
+            r#"{"family":"f","containerDefinitions":[
             {"name":"client","image":"img","memory":8,"command":["sleep"],
              "dependsOn":[{"containerName":"web","condition":"HEALTHY"}]},
             {"name":"web","image":"img","memory":8,"command":["sleep"],
-             "healthCheck":{"command":["CMD","true"],"interval":5}}]}"#)
+             "healthCheck":{"command":["CMD","true"],"interval":5}}]}"#,
+        )
         .await;
     let running = f.wait_for(task.id(), "RUNNING").await;
     assert_eq!(container(&running, "web").health_status, "HEALTHY");
@@ -212,7 +252,12 @@ async fn healthy_dependency_waits_for_health_and_stop_runs_in_reverse() {
     let web_name = format!("ecrl-f-1-web-{}", &task.id()[..12]);
     let client_name = format!("ecrl-f-1-client-{}", &task.id()[..12]);
     assert!(web.runtime_id.is_some());
-    assert!(f.position(&format!("start {web_name}")) < f.position(&format!("create {client_name}")));
+    let web_spec = f.runtime.spec(&web_name).unwrap();
+    assert!(web_spec.health.is_some());
+    assert_eq!(web_spec.labels[spec::LABEL_CONTAINER], "web");
+    assert!(
+        f.position(&format!("start {web_name}")) < f.position(&format!("create {client_name}"))
+    );
     f.manager.stop(task.id(), "done".into()).await.unwrap();
     let stop_client = f.position(&format!("stop {client_name} 30s"));
     let stop_web = f.position(&format!("stop {web_name} 30s"));
@@ -223,16 +268,24 @@ async fn healthy_dependency_waits_for_health_and_stop_runs_in_reverse() {
 async fn an_unhealthy_dependency_holds_the_dependent_until_its_start_timeout() {
     let f = fixture().await;
     let task = f
-        .run(r#"{"family":"f","containerDefinitions":[
-            {"name":"client","image":"img","memory":8,"command":["sleep"],"startTimeout":1,
+        .run(
+            r#"{"family":"f","containerDefinitions":[
+            {"name":"client","image":"img","memory":8,"command":["sleep"],"startTimeout":2,
              "dependsOn":[{"containerName":"web","condition":"HEALTHY"}]},
             {"name":"web","image":"img","memory":8,"command":["sleep"],
-             "healthCheck":{"command":["CMD","false"]}}]}"#)
+             "healthCheck":{"command":["CMD","false"]}}]}"#,
+        )
         .await;
     let stopped = f.wait_for(task.id(), "STOPPED").await;
-    assert_eq!(stopped.stop_code.as_deref(), Some(stop_code::TASK_FAILED_TO_START));
+    assert_eq!(
+        stopped.stop_code.as_deref(),
+        Some(stop_code::TASK_FAILED_TO_START)
+    );
     let reason = container(&stopped, "client").reason.clone().unwrap();
-    assert!(reason.contains("web did not become healthy within its startTimeout of 1s"), "{reason}");
+    assert!(
+        reason.contains("web did not become healthy within its startTimeout of 2s"),
+        "{reason}"
+    );
     assert_eq!(container(&stopped, "web").health_status, "UNHEALTHY");
     assert!(f.runtime.container_names().is_empty());
 }
@@ -248,24 +301,38 @@ async fn success_and_complete_order_and_a_failed_success_stops_the_start() {
             {"name":"other","image":"img","memory":8,"essential":false,"command":["exit","7"]}]}"#)
         .await;
     let stopped = f.wait_for(task.id(), "STOPPED").await;
-    assert_eq!(stopped.stop_code.as_deref(), Some(stop_code::ESSENTIAL_CONTAINER_EXITED));
+    assert_eq!(
+        stopped.stop_code.as_deref(),
+        Some(stop_code::ESSENTIAL_CONTAINER_EXITED)
+    );
     assert_eq!(container(&stopped, "app").exit_code, Some(0));
     assert_eq!(container(&stopped, "other").exit_code, Some(7));
     assert_eq!(stopped.exit_code(), 0);
     let id12 = &task.id()[..12];
-    assert!(f.position(&format!("create ecrl-f-1-app-{id12}")) > f.position(&format!("start ecrl-f-1-init-{id12}")));
+    assert!(
+        f.position(&format!("create ecrl-f-1-app-{id12}"))
+            > f.position(&format!("start ecrl-f-1-init-{id12}"))
+    );
 
     let task = f
-        .run(r#"{"family":"f","containerDefinitions":[
+        .run(
+            r#"{"family":"f","containerDefinitions":[
             {"name":"app","image":"img","memory":8,"command":["sleep"],
              "dependsOn":[{"containerName":"init","condition":"SUCCESS"}]},
-            {"name":"init","image":"img","memory":8,"essential":false,"command":["exit","2"]}]}"#)
+            {"name":"init","image":"img","memory":8,"essential":false,"command":["exit","2"]}]}"#,
+        )
         .await;
     let stopped = f.wait_for(task.id(), "STOPPED").await;
-    assert_eq!(stopped.stop_code.as_deref(), Some(stop_code::TASK_FAILED_TO_START));
+    assert_eq!(
+        stopped.stop_code.as_deref(),
+        Some(stop_code::TASK_FAILED_TO_START)
+    );
     let reason = container(&stopped, "app").reason.clone().unwrap();
     assert!(reason.contains("init exited with code 2"), "{reason}");
-    assert!(container(&stopped, "app").runtime_id.is_none(), "app never created");
+    assert!(
+        container(&stopped, "app").runtime_id.is_none(),
+        "app never created"
+    );
     assert_eq!(stopped.exit_code(), 1);
 }
 
@@ -276,7 +343,10 @@ async fn a_missing_image_fails_the_start_with_ecs_reason() {
         .run(r#"{"family":"f","containerDefinitions":[{"name":"a","image":"missing:latest","memory":8,"command":["sleep"]}]}"#)
         .await;
     let stopped = f.wait_for(task.id(), "STOPPED").await;
-    assert_eq!(stopped.stop_code.as_deref(), Some(stop_code::TASK_FAILED_TO_START));
+    assert_eq!(
+        stopped.stop_code.as_deref(),
+        Some(stop_code::TASK_FAILED_TO_START)
+    );
     let reason = stopped.stopped_reason.clone().unwrap();
     assert!(reason.starts_with("CannotPullContainerError:"), "{reason}");
     assert!(reason.contains("missing:latest"), "{reason}");
@@ -292,10 +362,19 @@ async fn a_start_failure_names_the_engine_error() {
             "ulimits":[{"name":"nofile","softLimit":30000,"hardLimit":30000}]}]}"#)
         .await;
     let stopped = f.wait_for(task.id(), "STOPPED").await;
-    assert_eq!(stopped.stop_code.as_deref(), Some(stop_code::TASK_FAILED_TO_START));
+    assert_eq!(
+        stopped.stop_code.as_deref(),
+        Some(stop_code::TASK_FAILED_TO_START)
+    );
     let reason = container(&stopped, "a").reason.clone().unwrap();
-    assert!(reason.starts_with("CannotStartContainerError:") && reason.contains("nofile"), "{reason}");
-    assert!(f.runtime.container_names().is_empty(), "the created container is removed");
+    assert!(
+        reason.starts_with("CannotStartContainerError:") && reason.contains("nofile"),
+        "{reason}"
+    );
+    assert!(
+        f.runtime.container_names().is_empty(),
+        "the created container is removed"
+    );
 }
 
 #[tokio::test]
@@ -306,7 +385,10 @@ async fn oom_is_reported_as_ecs_does() {
         .await;
     let stopped = f.wait_for(task.id(), "STOPPED").await;
     assert_eq!(container(&stopped, "a").exit_code, Some(137));
-    assert_eq!(container(&stopped, "a").reason.as_deref(), Some(supervisor::OOM_REASON));
+    assert_eq!(
+        container(&stopped, "a").reason.as_deref(),
+        Some(supervisor::OOM_REASON)
+    );
     assert_eq!(stopped.exit_code(), 137);
 }
 
@@ -325,7 +407,13 @@ async fn stop_timeout_is_passed_to_the_engine() {
 #[tokio::test]
 async fn a_restarted_manager_supervises_running_tasks_again() {
     let f = fixture().await;
-    let task = f.run(TWO_SLEEPERS.replace(r#"["exit-after","100","3"]"#, r#"["sleep"]"#).as_str()).await;
+    let task = f
+        .run(
+            TWO_SLEEPERS
+                .replace(r#"["exit-after","100","3"]"#, r#"["sleep"]"#)
+                .as_str(),
+        )
+        .await;
     f.wait_for(task.id(), "RUNNING").await;
     // A new manager on the same store, runtime and directory: the daemon restarted.
     let again = manager(&f.runtime, &f.store, &f.dir);
@@ -337,7 +425,10 @@ async fn a_restarted_manager_supervises_running_tasks_again() {
     let stopped = tokio::time::timeout(Duration::from_secs(10), wait_until(rx, |t| t.is_stopped()))
         .await
         .unwrap();
-    assert_eq!(stopped.stop_code.as_deref(), Some(stop_code::ESSENTIAL_CONTAINER_EXITED));
+    assert_eq!(
+        stopped.stop_code.as_deref(),
+        Some(stop_code::ESSENTIAL_CONTAINER_EXITED)
+    );
     assert_eq!(container(&stopped, "b").exit_code, Some(9));
     assert!(f.runtime.container_names().is_empty());
 }
@@ -345,7 +436,13 @@ async fn a_restarted_manager_supervises_running_tasks_again() {
 #[tokio::test]
 async fn a_task_whose_containers_vanished_is_stopped_with_a_reason() {
     let f = fixture().await;
-    let task = f.run(TWO_SLEEPERS.replace(r#"["exit-after","100","3"]"#, r#"["sleep"]"#).as_str()).await;
+    let task = f
+        .run(
+            TWO_SLEEPERS
+                .replace(r#"["exit-after","100","3"]"#, r#"["sleep"]"#)
+                .as_str(),
+        )
+        .await;
     f.wait_for(task.id(), "RUNNING").await;
     for name in f.runtime.container_names() {
         f.runtime.vanish(&name);
@@ -354,7 +451,14 @@ async fn a_task_whose_containers_vanished_is_stopped_with_a_reason() {
     again.recover().await;
     let stopped = again.get(task.id()).unwrap();
     assert_eq!(stopped.last_status, "STOPPED");
-    assert!(stopped.stopped_reason.as_deref().unwrap().contains("vanished"), "{stopped:#?}");
+    assert!(
+        stopped
+            .stopped_reason
+            .as_deref()
+            .unwrap()
+            .contains("vanished"),
+        "{stopped:#?}"
+    );
 }
 
 #[tokio::test]
@@ -368,7 +472,10 @@ async fn find_accepts_ids_prefixes_and_arns() {
     assert_eq!(f.manager.find(&id[..8]).unwrap().id(), id);
     assert_eq!(f.manager.find(&task.task_arn).unwrap().id(), id);
     assert!(matches!(f.manager.find("zz"), Err(FindError::Invalid(_))));
-    assert!(matches!(f.manager.find("abcdef0123"), Err(FindError::NotFound(_))));
+    assert!(matches!(
+        f.manager.find("abcdef0123"),
+        Err(FindError::NotFound(_))
+    ));
     f.wait_for(&id, "STOPPED").await;
     // Pruning keeps recent tasks and removes old ones with their files.
     assert_eq!(f.manager.prune(Duration::from_secs(3600)).await, 0);

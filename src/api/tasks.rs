@@ -97,12 +97,17 @@ impl Endpoint for ListTaskDefinitions {
     type Response = ListTaskDefinitionsResponse;
 }
 
+/// The filters of both listings, with ECS's meanings, which differ between the two.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListTaskDefinitionsRequest {
+    /// ListTaskDefinitions: the full family name (ECS's naming, despite "prefix").
+    /// ListTaskDefinitionFamilies: a prefix of family names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family_prefix: Option<String>,
-    /// `ACTIVE` or `INACTIVE`; both when absent.
+    /// `ACTIVE` or `INACTIVE`. ListTaskDefinitions: the revisions' status, `ACTIVE` when
+    /// absent. ListTaskDefinitionFamilies: `ACTIVE` lists families with an ACTIVE revision,
+    /// `INACTIVE` those without one, absent lists every family.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
 }
@@ -211,6 +216,9 @@ pub struct Task {
     pub stop_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_reason: Option<String>,
+    /// The essential container whose exit stopped the task (ecrl's addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub essential_container_exited: Option<String>,
     /// Grows by one with every change, as ECS's `version`.
     pub version: u64,
 }
@@ -245,6 +253,14 @@ impl Task {
     pub fn exit_code(&self) -> i32 {
         if self.stop_code.as_deref() == Some(stop_code::TASK_FAILED_TO_START) {
             return 1;
+        }
+        if let Some(name) = &self.essential_container_exited {
+            return self
+                .containers
+                .iter()
+                .find(|c| &c.name == name)
+                .and_then(|c| c.exit_code)
+                .map_or(1, |code| code.clamp(0, 255) as i32);
         }
         let essential: Vec<&Container> = self.containers.iter().filter(|c| c.essential).collect();
         if let Some(code) = essential
@@ -590,6 +606,7 @@ mod tests {
             stopped_at: None,
             stop_code: stop_code.map(str::to_string),
             stopped_reason: None,
+            essential_container_exited: None,
             version: 1,
         }
     }
@@ -604,6 +621,17 @@ mod tests {
         assert_eq!(t.exit_code(), 137);
         let t = task(None, &[(true, None)]);
         assert_eq!(t.exit_code(), 1, "no code is a failure");
+        let mut t = task(
+            Some(stop_code::ESSENTIAL_CONTAINER_EXITED),
+            &[(true, Some(143)), (true, Some(0))],
+        );
+        t.containers[1].name = "done".into();
+        t.essential_container_exited = Some("done".into());
+        assert_eq!(
+            t.exit_code(),
+            0,
+            "the container that stopped the task decides"
+        );
         let t = task(Some(stop_code::TASK_FAILED_TO_START), &[(true, Some(0))]);
         assert_eq!(t.exit_code(), 1);
         assert_eq!(t.id(), "abc");
