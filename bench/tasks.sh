@@ -48,7 +48,7 @@ ecrl_times=()
 docker_times=()
 for round in $(seq 1 "$rounds"); do
     start=$(date +%s.%N)
-    id=$("$bin/ecrl" task run bench-ten --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["tasks"][0]["taskArn"].rsplit("/",1)[1])')
+    id=$("$bin/ecrl" task run bench-ten -q)
     "$bin/ecrl" task wait "$id" --until RUNNING -q >/dev/null
     end=$(date +%s.%N)
     ecrl_times+=("$(echo "$end - $start" | bc)")

@@ -153,7 +153,7 @@ pub async fn run(ctx: &Context, client: &Client, args: RunArgs) -> anyhow::Resul
         })
         .await?;
     if !args.wait {
-        output::print(ctx.output, &TaskList(response.tasks.clone(), false))?;
+        print_tasks(ctx, TaskList(response.tasks.clone(), false))?;
         return Ok(ExitCode::SUCCESS);
     }
     let ids: Vec<String> = response.tasks.iter().map(|t| t.id().to_string()).collect();
@@ -181,8 +181,20 @@ pub async fn run(ctx: &Context, client: &Client, args: RunArgs) -> anyhow::Resul
         .map(Task::exit_code)
         .find(|c| *c != 0)
         .unwrap_or(0);
-    output::print(ctx.output, &TaskList(tasks, true))?;
+    print_tasks(ctx, TaskList(tasks, true))?;
     Ok(ExitCode::from(code as u8))
+}
+
+/// Tasks in the chosen format; with `--quiet` in table mode only their ids, one a line
+/// (`id=$(ecrl task run web -q)`).
+fn print_tasks(ctx: &Context, tasks: TaskList) -> anyhow::Result<()> {
+    if ctx.quiet && ctx.output == OutputFormat::Table {
+        for t in &tasks.0 {
+            println!("{}", t.id());
+        }
+        return Ok(());
+    }
+    output::print(ctx.output, &tasks)
 }
 
 fn read_overrides(path: &PathBuf) -> anyhow::Result<TaskOverride> {
@@ -364,13 +376,7 @@ pub async fn ps(ctx: &Context, client: &Client, args: PsArgs) -> anyhow::Result<
             started_by: args.started_by,
         })
         .await?;
-    if ctx.quiet && ctx.output == OutputFormat::Table {
-        for t in &response.tasks {
-            println!("{}", t.id());
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    output::print(ctx.output, &TaskList(response.tasks, false))?;
+    print_tasks(ctx, TaskList(response.tasks, false))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -539,6 +545,6 @@ pub async fn wait(ctx: &Context, client: &Client, args: WaitArgs) -> anyhow::Res
     } else {
         task.exit_code() as u8
     };
-    output::print(ctx.output, &TaskList(vec![task], !until_running))?;
+    print_tasks(ctx, TaskList(vec![task], !until_running))?;
     Ok(ExitCode::from(code))
 }

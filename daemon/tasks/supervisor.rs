@@ -18,7 +18,7 @@ use ecrl::taskdef::{ContainerDefinition, DependencyCondition, NetworkMode};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -71,7 +71,7 @@ pub struct Supervisor {
     /// Container name → runtime id, for those created.
     ids: BTreeMap<String, String>,
     /// Containers not running any more (exited, failed to start, never started).
-    done: HashMap<String, ()>,
+    done: HashSet<String>,
     pause: Option<String>,
     network: Option<String>,
     volumes: BTreeMap<String, VolumeSource>,
@@ -101,7 +101,7 @@ impl Supervisor {
             publish,
             stop,
             ids: BTreeMap::new(),
-            done: HashMap::new(),
+            done: HashSet::new(),
             pause: None,
             network: None,
             volumes,
@@ -345,7 +345,7 @@ impl Supervisor {
                 let c = self.container(&name);
                 c.last_status = task_status::STOPPED.into();
                 c.reason = Some(reason.clone());
-                self.done.insert(name.clone(), ());
+                self.done.insert(name.clone());
                 self.publish().await;
                 if essential {
                     return Err(StopCause::failed(format!("container {name}: {reason}")));
@@ -379,7 +379,7 @@ impl Supervisor {
                             let c = self.container(name);
                             c.last_status = task_status::STOPPED.into();
                             c.reason = Some(reason.clone());
-                            self.done.insert(name.clone(), ());
+                            self.done.insert(name.clone());
                             if essential && failed.is_none() {
                                 failed = Some(format!("container {name}: {reason}"));
                             }
@@ -407,10 +407,10 @@ impl Supervisor {
                     }
                 }
                 _ = tick.tick() => {}
-                _ = self.stop.changed() => {}
+                Ok(()) = self.stop.changed() => {}
             }
             for name in self.ids.keys().cloned().collect::<Vec<_>>() {
-                if self.done.contains_key(&name) {
+                if self.done.contains(&name) {
                     continue;
                 }
                 let id = self.ids[&name].clone();
@@ -454,7 +454,7 @@ impl Supervisor {
             };
             let started = self.ids.contains_key(&name) && record.reason.is_none()
                 || record.exit_code.is_some();
-            let exited = self.done.contains_key(&name);
+            let exited = self.done.contains(&name);
             let cond = condition_name(condition);
             match condition {
                 DependencyCondition::Start => {
@@ -569,7 +569,7 @@ impl Supervisor {
 
     async fn record_exit(&mut self, name: &str, id: &str) {
         let status = self.ctx.runtime.inspect_container(id).await;
-        self.done.insert(name.to_string(), ());
+        self.done.insert(name.to_string());
         let c = self.container(name);
         c.last_status = task_status::STOPPED.into();
         match status {
@@ -680,7 +680,7 @@ impl Supervisor {
                     }
                 }
                 _ = tick.tick(), if has_health => self.refresh_health().await,
-                _ = self.stop.changed() => {}
+                Ok(()) = self.stop.changed() => {}
             }
         }
     }
@@ -688,7 +688,7 @@ impl Supervisor {
     async fn refresh_health(&mut self) {
         let mut changed = false;
         for (name, id) in self.ids.clone() {
-            if self.done.contains_key(&name)
+            if self.done.contains(&name)
                 || self
                     .container_def(&name)
                     .is_none_or(|c| c.health_check.is_none())
@@ -730,17 +730,17 @@ impl Supervisor {
                     self.ids.insert(name.clone(), id.clone());
                     self.container(&name).runtime_id = Some(id.clone());
                     if recorded_done {
-                        self.done.insert(name.clone(), ());
+                        self.done.insert(name.clone());
                     } else {
                         // Running, or exited while nobody watched: the watch finds out.
                         self.watch_container(&name, id);
                     }
                 }
                 None if recorded_done => {
-                    self.done.insert(name.clone(), ());
+                    self.done.insert(name.clone());
                 }
                 None => {
-                    self.done.insert(name.clone(), ());
+                    self.done.insert(name.clone());
                     let c = self.container(&name);
                     c.last_status = task_status::STOPPED.into();
                     c.reason = Some("the container vanished while ecrld was not running".into());
@@ -782,7 +782,7 @@ impl Supervisor {
         let runtime = self.ctx.runtime.clone();
         for level in levels.iter().rev() {
             let stops = level.iter().filter_map(|name| {
-                if self.done.contains_key(name) {
+                if self.done.contains(name) {
                     return None;
                 }
                 let id = self.ids.get(name)?.clone();
@@ -802,7 +802,7 @@ impl Supervisor {
             futures_util::future::join_all(stops).await;
         }
         for (name, id) in self.ids.clone() {
-            if !self.done.contains_key(&name) {
+            if !self.done.contains(&name) {
                 self.record_exit(&name, &id).await;
             }
         }
