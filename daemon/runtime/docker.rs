@@ -1474,7 +1474,12 @@ mod tests {
     async fn logs_follow_until_the_container_stops() {
         let rt = engine().await;
         let scope = Scope::new("logs");
-        let spec = scope.spec("talker", &["echo one; echo two >&2; sleep 1; echo three"]);
+        // stdout and stderr are separate pipes: the engine does not order lines written
+        // to both at the same moment, so they are written apart.
+        let spec = scope.spec(
+            "talker",
+            &["echo one; sleep 0.3; echo two >&2; sleep 1; echo three"],
+        );
         let id = scope.run(&rt, &spec).await;
         let logs = all_logs(&rt, &id, true).await;
         assert_eq!(logs, "one\ntwo\nthree\n");
