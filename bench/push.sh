@@ -28,7 +28,7 @@ start_daemon() {
     [ -f "$work/pid" ] && kill "$(cat "$work/pid")" 2>/dev/null && sleep 0.5
     rm -rf "$work/data"
     ECRL_LOG=warn "$bin/ecrld" --data-dir "$work/data" --socket "$work/s.sock" \
-        --registry-addr "127.0.0.1:$port" >"$work/ecrld.log" 2>&1 &
+        --registry-addr "127.0.0.1:$port" --anonymous all >"$work/ecrld.log" 2>&1 &
     echo $! > "$work/pid"
     for _ in $(seq 1 100); do [ -S "$work/s.sock" ] && return; sleep 0.05; done
     echo "ecrld did not start" >&2; exit 1

@@ -1,6 +1,6 @@
 //! The command tree and what every command shares: output format, quiet, the daemon's socket.
 
-use crate::{completions, daemon, image, output::OutputFormat, repo, task};
+use crate::{auth, completions, daemon, image, output::OutputFormat, repo, task};
 use clap::{Parser, Subcommand};
 use ecrl::client::{Client, ClientError};
 use ecrl::config::{self, DaemonConfig, DaemonOptions, ENV_SOCKET};
@@ -56,6 +56,12 @@ pub enum Command {
     /// Register, describe, list, deregister and delete ECS task definitions
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// Users, access keys, identity and registry policies, and decisions explained
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
+    /// Print a registry password (12 hours) for `docker login -u AWS --password-stdin`
+    #[command(long_about = auth::LOGIN_LONG_ABOUT)]
+    GetLoginPassword(auth::LoginArgs),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
     /// Write completion scripts and man pages into a directory (for packagers and the tests)
@@ -100,6 +106,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Repo(cmd) => repo::run(&ctx, cmd),
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Task(cmd) => block_on(task::run(&ctx, cmd))?,
+        Command::Auth(cmd) => block_on(auth::run(&ctx, cmd))?,
+        Command::GetLoginPassword(args) => block_on(auth::login_password(&ctx, args))?,
         Command::Completions(args) => completions::print(args),
         Command::GenerateDocs(args) => completions::generate_docs(args),
     }

@@ -182,6 +182,12 @@ fn daemon_command(config: &DaemonConfig) -> Command {
         .arg(match config.log_format {
             ecrl::config::LogFormat::Text => "text",
             ecrl::config::LogFormat::Json => "json",
+        })
+        .arg("--anonymous")
+        .arg(match config.anonymous {
+            ecrl::config::Anonymous::None => "none",
+            ecrl::config::Anonymous::Pull => "pull",
+            ecrl::config::Anonymous::All => "all",
         });
     if let Some(file) = &config.config_file {
         command.arg("--config").arg(file);

@@ -1,6 +1,7 @@
 //! `ecrl`: parse the command line, set up tracing, run, map the error to an exit code.
 
 mod app;
+mod auth;
 mod completions;
 mod daemon;
 mod image;

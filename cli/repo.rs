@@ -35,6 +35,9 @@ pub enum RepoCommand {
     /// Pull an image into an archive, an OCI layout or the Docker engine
     #[command(long_about = transfer::PULL_LONG_ABOUT)]
     Pull(transfer::PullArgs),
+    /// Set, print or remove a repository's policy (ECR repository policies, IAM JSON)
+    #[command(subcommand)]
+    Policy(crate::auth::RepoPolicyCommand),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -104,6 +107,9 @@ pub fn run(ctx: &Context, command: RepoCommand) -> anyhow::Result<ExitCode> {
         }
         RepoCommand::Push(args) => return transfer::push(ctx, args),
         RepoCommand::Pull(args) => return transfer::pull(ctx, args),
+        RepoCommand::Policy(cmd) => {
+            return crate::app::block_on(crate::auth::repo_policy(ctx, cmd))?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

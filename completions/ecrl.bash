@@ -16,6 +16,9 @@ _ecrl() {
             ",$1")
                 cmd="ecrl"
                 ;;
+            ecrl,auth)
+                cmd="ecrl__subcmd__auth"
+                ;;
             ecrl,completions)
                 cmd="ecrl__subcmd__completions"
                 ;;
@@ -24,6 +27,9 @@ _ecrl() {
                 ;;
             ecrl,generate-docs)
                 cmd="ecrl__subcmd__generate__subcmd__docs"
+                ;;
+            ecrl,get-login-password)
+                cmd="ecrl__subcmd__get__subcmd__login__subcmd__password"
                 ;;
             ecrl,help)
                 cmd="ecrl__subcmd__help"
@@ -36,6 +42,156 @@ _ecrl() {
                 ;;
             ecrl,task)
                 cmd="ecrl__subcmd__task"
+                ;;
+            ecrl__subcmd__auth,help)
+                cmd="ecrl__subcmd__auth__subcmd__help"
+                ;;
+            ecrl__subcmd__auth,key)
+                cmd="ecrl__subcmd__auth__subcmd__key"
+                ;;
+            ecrl__subcmd__auth,policy)
+                cmd="ecrl__subcmd__auth__subcmd__policy"
+                ;;
+            ecrl__subcmd__auth,registry-policy)
+                cmd="ecrl__subcmd__auth__subcmd__registry__subcmd__policy"
+                ;;
+            ecrl__subcmd__auth,simulate)
+                cmd="ecrl__subcmd__auth__subcmd__simulate"
+                ;;
+            ecrl__subcmd__auth,user)
+                cmd="ecrl__subcmd__auth__subcmd__user"
+                ;;
+            ecrl__subcmd__auth__subcmd__help,help)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__help"
+                ;;
+            ecrl__subcmd__auth__subcmd__help,key)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__key"
+                ;;
+            ecrl__subcmd__auth__subcmd__help,policy)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__policy"
+                ;;
+            ecrl__subcmd__auth__subcmd__help,registry-policy)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__registry__subcmd__policy"
+                ;;
+            ecrl__subcmd__auth__subcmd__help,simulate)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__simulate"
+                ;;
+            ecrl__subcmd__auth__subcmd__help,user)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__user"
+                ;;
+            ecrl__subcmd__auth__subcmd__help__subcmd__key,rotate)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__key__subcmd__rotate"
+                ;;
+            ecrl__subcmd__auth__subcmd__help__subcmd__policy,attach)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__policy__subcmd__attach"
+                ;;
+            ecrl__subcmd__auth__subcmd__help__subcmd__policy,detach)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__policy__subcmd__detach"
+                ;;
+            ecrl__subcmd__auth__subcmd__help__subcmd__policy,list)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__policy__subcmd__list"
+                ;;
+            ecrl__subcmd__auth__subcmd__help__subcmd__registry__subcmd__policy,delete)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__registry__subcmd__policy__subcmd__delete"
+                ;;
+            ecrl__subcmd__auth__subcmd__help__subcmd__registry__subcmd__policy,get)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__registry__subcmd__policy__subcmd__get"
+                ;;
+            ecrl__subcmd__auth__subcmd__help__subcmd__registry__subcmd__policy,set)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__registry__subcmd__policy__subcmd__set"
+                ;;
+            ecrl__subcmd__auth__subcmd__help__subcmd__user,create)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__user__subcmd__create"
+                ;;
+            ecrl__subcmd__auth__subcmd__help__subcmd__user,delete)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__user__subcmd__delete"
+                ;;
+            ecrl__subcmd__auth__subcmd__help__subcmd__user,list)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__user__subcmd__list"
+                ;;
+            ecrl__subcmd__auth__subcmd__key,help)
+                cmd="ecrl__subcmd__auth__subcmd__key__subcmd__help"
+                ;;
+            ecrl__subcmd__auth__subcmd__key,rotate)
+                cmd="ecrl__subcmd__auth__subcmd__key__subcmd__rotate"
+                ;;
+            ecrl__subcmd__auth__subcmd__key__subcmd__help,help)
+                cmd="ecrl__subcmd__auth__subcmd__key__subcmd__help__subcmd__help"
+                ;;
+            ecrl__subcmd__auth__subcmd__key__subcmd__help,rotate)
+                cmd="ecrl__subcmd__auth__subcmd__key__subcmd__help__subcmd__rotate"
+                ;;
+            ecrl__subcmd__auth__subcmd__policy,attach)
+                cmd="ecrl__subcmd__auth__subcmd__policy__subcmd__attach"
+                ;;
+            ecrl__subcmd__auth__subcmd__policy,detach)
+                cmd="ecrl__subcmd__auth__subcmd__policy__subcmd__detach"
+                ;;
+            ecrl__subcmd__auth__subcmd__policy,help)
+                cmd="ecrl__subcmd__auth__subcmd__policy__subcmd__help"
+                ;;
+            ecrl__subcmd__auth__subcmd__policy,list)
+                cmd="ecrl__subcmd__auth__subcmd__policy__subcmd__list"
+                ;;
+            ecrl__subcmd__auth__subcmd__policy__subcmd__help,attach)
+                cmd="ecrl__subcmd__auth__subcmd__policy__subcmd__help__subcmd__attach"
+                ;;
+            ecrl__subcmd__auth__subcmd__policy__subcmd__help,detach)
+                cmd="ecrl__subcmd__auth__subcmd__policy__subcmd__help__subcmd__detach"
+                ;;
+            ecrl__subcmd__auth__subcmd__policy__subcmd__help,help)
+                cmd="ecrl__subcmd__auth__subcmd__policy__subcmd__help__subcmd__help"
+                ;;
+            ecrl__subcmd__auth__subcmd__policy__subcmd__help,list)
+                cmd="ecrl__subcmd__auth__subcmd__policy__subcmd__help__subcmd__list"
+                ;;
+            ecrl__subcmd__auth__subcmd__registry__subcmd__policy,delete)
+                cmd="ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__delete"
+                ;;
+            ecrl__subcmd__auth__subcmd__registry__subcmd__policy,get)
+                cmd="ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__get"
+                ;;
+            ecrl__subcmd__auth__subcmd__registry__subcmd__policy,help)
+                cmd="ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__help"
+                ;;
+            ecrl__subcmd__auth__subcmd__registry__subcmd__policy,set)
+                cmd="ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__set"
+                ;;
+            ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__help,delete)
+                cmd="ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__help__subcmd__delete"
+                ;;
+            ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__help,get)
+                cmd="ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__help__subcmd__get"
+                ;;
+            ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__help,help)
+                cmd="ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__help__subcmd__help"
+                ;;
+            ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__help,set)
+                cmd="ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__help__subcmd__set"
+                ;;
+            ecrl__subcmd__auth__subcmd__user,create)
+                cmd="ecrl__subcmd__auth__subcmd__user__subcmd__create"
+                ;;
+            ecrl__subcmd__auth__subcmd__user,delete)
+                cmd="ecrl__subcmd__auth__subcmd__user__subcmd__delete"
+                ;;
+            ecrl__subcmd__auth__subcmd__user,help)
+                cmd="ecrl__subcmd__auth__subcmd__user__subcmd__help"
+                ;;
+            ecrl__subcmd__auth__subcmd__user,list)
+                cmd="ecrl__subcmd__auth__subcmd__user__subcmd__list"
+                ;;
+            ecrl__subcmd__auth__subcmd__user__subcmd__help,create)
+                cmd="ecrl__subcmd__auth__subcmd__user__subcmd__help__subcmd__create"
+                ;;
+            ecrl__subcmd__auth__subcmd__user__subcmd__help,delete)
+                cmd="ecrl__subcmd__auth__subcmd__user__subcmd__help__subcmd__delete"
+                ;;
+            ecrl__subcmd__auth__subcmd__user__subcmd__help,help)
+                cmd="ecrl__subcmd__auth__subcmd__user__subcmd__help__subcmd__help"
+                ;;
+            ecrl__subcmd__auth__subcmd__user__subcmd__help,list)
+                cmd="ecrl__subcmd__auth__subcmd__user__subcmd__help__subcmd__list"
                 ;;
             ecrl__subcmd__daemon,help)
                 cmd="ecrl__subcmd__daemon__subcmd__help"
@@ -67,6 +223,9 @@ _ecrl() {
             ecrl__subcmd__daemon__subcmd__help,stop)
                 cmd="ecrl__subcmd__daemon__subcmd__help__subcmd__stop"
                 ;;
+            ecrl__subcmd__help,auth)
+                cmd="ecrl__subcmd__help__subcmd__auth"
+                ;;
             ecrl__subcmd__help,completions)
                 cmd="ecrl__subcmd__help__subcmd__completions"
                 ;;
@@ -75,6 +234,9 @@ _ecrl() {
                 ;;
             ecrl__subcmd__help,generate-docs)
                 cmd="ecrl__subcmd__help__subcmd__generate__subcmd__docs"
+                ;;
+            ecrl__subcmd__help,get-login-password)
+                cmd="ecrl__subcmd__help__subcmd__get__subcmd__login__subcmd__password"
                 ;;
             ecrl__subcmd__help,help)
                 cmd="ecrl__subcmd__help__subcmd__help"
@@ -87,6 +249,51 @@ _ecrl() {
                 ;;
             ecrl__subcmd__help,task)
                 cmd="ecrl__subcmd__help__subcmd__task"
+                ;;
+            ecrl__subcmd__help__subcmd__auth,key)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__key"
+                ;;
+            ecrl__subcmd__help__subcmd__auth,policy)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__policy"
+                ;;
+            ecrl__subcmd__help__subcmd__auth,registry-policy)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__registry__subcmd__policy"
+                ;;
+            ecrl__subcmd__help__subcmd__auth,simulate)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__simulate"
+                ;;
+            ecrl__subcmd__help__subcmd__auth,user)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__user"
+                ;;
+            ecrl__subcmd__help__subcmd__auth__subcmd__key,rotate)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__key__subcmd__rotate"
+                ;;
+            ecrl__subcmd__help__subcmd__auth__subcmd__policy,attach)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__policy__subcmd__attach"
+                ;;
+            ecrl__subcmd__help__subcmd__auth__subcmd__policy,detach)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__policy__subcmd__detach"
+                ;;
+            ecrl__subcmd__help__subcmd__auth__subcmd__policy,list)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__policy__subcmd__list"
+                ;;
+            ecrl__subcmd__help__subcmd__auth__subcmd__registry__subcmd__policy,delete)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__delete"
+                ;;
+            ecrl__subcmd__help__subcmd__auth__subcmd__registry__subcmd__policy,get)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__get"
+                ;;
+            ecrl__subcmd__help__subcmd__auth__subcmd__registry__subcmd__policy,set)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__set"
+                ;;
+            ecrl__subcmd__help__subcmd__auth__subcmd__user,create)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__user__subcmd__create"
+                ;;
+            ecrl__subcmd__help__subcmd__auth__subcmd__user,delete)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__user__subcmd__delete"
+                ;;
+            ecrl__subcmd__help__subcmd__auth__subcmd__user,list)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__user__subcmd__list"
                 ;;
             ecrl__subcmd__help__subcmd__daemon,logs)
                 cmd="ecrl__subcmd__help__subcmd__daemon__subcmd__logs"
@@ -124,11 +331,23 @@ _ecrl() {
             ecrl__subcmd__help__subcmd__repo,list)
                 cmd="ecrl__subcmd__help__subcmd__repo__subcmd__list"
                 ;;
+            ecrl__subcmd__help__subcmd__repo,policy)
+                cmd="ecrl__subcmd__help__subcmd__repo__subcmd__policy"
+                ;;
             ecrl__subcmd__help__subcmd__repo,pull)
                 cmd="ecrl__subcmd__help__subcmd__repo__subcmd__pull"
                 ;;
             ecrl__subcmd__help__subcmd__repo,push)
                 cmd="ecrl__subcmd__help__subcmd__repo__subcmd__push"
+                ;;
+            ecrl__subcmd__help__subcmd__repo__subcmd__policy,delete)
+                cmd="ecrl__subcmd__help__subcmd__repo__subcmd__policy__subcmd__delete"
+                ;;
+            ecrl__subcmd__help__subcmd__repo__subcmd__policy,get)
+                cmd="ecrl__subcmd__help__subcmd__repo__subcmd__policy__subcmd__get"
+                ;;
+            ecrl__subcmd__help__subcmd__repo__subcmd__policy,set)
+                cmd="ecrl__subcmd__help__subcmd__repo__subcmd__policy__subcmd__set"
                 ;;
             ecrl__subcmd__help__subcmd__task,delete)
                 cmd="ecrl__subcmd__help__subcmd__task__subcmd__delete"
@@ -211,6 +430,9 @@ _ecrl() {
             ecrl__subcmd__repo,list)
                 cmd="ecrl__subcmd__repo__subcmd__list"
                 ;;
+            ecrl__subcmd__repo,policy)
+                cmd="ecrl__subcmd__repo__subcmd__policy"
+                ;;
             ecrl__subcmd__repo,pull)
                 cmd="ecrl__subcmd__repo__subcmd__pull"
                 ;;
@@ -232,11 +454,47 @@ _ecrl() {
             ecrl__subcmd__repo__subcmd__help,list)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__list"
                 ;;
+            ecrl__subcmd__repo__subcmd__help,policy)
+                cmd="ecrl__subcmd__repo__subcmd__help__subcmd__policy"
+                ;;
             ecrl__subcmd__repo__subcmd__help,pull)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__pull"
                 ;;
             ecrl__subcmd__repo__subcmd__help,push)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__push"
+                ;;
+            ecrl__subcmd__repo__subcmd__help__subcmd__policy,delete)
+                cmd="ecrl__subcmd__repo__subcmd__help__subcmd__policy__subcmd__delete"
+                ;;
+            ecrl__subcmd__repo__subcmd__help__subcmd__policy,get)
+                cmd="ecrl__subcmd__repo__subcmd__help__subcmd__policy__subcmd__get"
+                ;;
+            ecrl__subcmd__repo__subcmd__help__subcmd__policy,set)
+                cmd="ecrl__subcmd__repo__subcmd__help__subcmd__policy__subcmd__set"
+                ;;
+            ecrl__subcmd__repo__subcmd__policy,delete)
+                cmd="ecrl__subcmd__repo__subcmd__policy__subcmd__delete"
+                ;;
+            ecrl__subcmd__repo__subcmd__policy,get)
+                cmd="ecrl__subcmd__repo__subcmd__policy__subcmd__get"
+                ;;
+            ecrl__subcmd__repo__subcmd__policy,help)
+                cmd="ecrl__subcmd__repo__subcmd__policy__subcmd__help"
+                ;;
+            ecrl__subcmd__repo__subcmd__policy,set)
+                cmd="ecrl__subcmd__repo__subcmd__policy__subcmd__set"
+                ;;
+            ecrl__subcmd__repo__subcmd__policy__subcmd__help,delete)
+                cmd="ecrl__subcmd__repo__subcmd__policy__subcmd__help__subcmd__delete"
+                ;;
+            ecrl__subcmd__repo__subcmd__policy__subcmd__help,get)
+                cmd="ecrl__subcmd__repo__subcmd__policy__subcmd__help__subcmd__get"
+                ;;
+            ecrl__subcmd__repo__subcmd__policy__subcmd__help,help)
+                cmd="ecrl__subcmd__repo__subcmd__policy__subcmd__help__subcmd__help"
+                ;;
+            ecrl__subcmd__repo__subcmd__policy__subcmd__help,set)
+                cmd="ecrl__subcmd__repo__subcmd__policy__subcmd__help__subcmd__set"
                 ;;
             ecrl__subcmd__task,delete)
                 cmd="ecrl__subcmd__task__subcmd__delete"
@@ -323,8 +581,862 @@ _ecrl() {
 
     case "${cmd}" in
         ecrl)
-            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task completions generate-docs help"
+            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task auth get-login-password completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth)
+            opts="-q -h -V --output --quiet --socket --help --version user key policy registry-policy simulate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help)
+            opts="user key policy registry-policy simulate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__key)
+            opts="rotate"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__key__subcmd__rotate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__policy)
+            opts="attach detach list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__policy__subcmd__attach)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__policy__subcmd__detach)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__policy__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__registry__subcmd__policy)
+            opts="set get delete"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__registry__subcmd__policy__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__registry__subcmd__policy__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__registry__subcmd__policy__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__simulate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__user)
+            opts="create list delete"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__user__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__user__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__user__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__key)
+            opts="-q -h -V --output --quiet --socket --help --version rotate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__key__subcmd__help)
+            opts="rotate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__key__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__key__subcmd__help__subcmd__rotate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__key__subcmd__rotate)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__policy)
+            opts="-q -h -V --output --quiet --socket --help --version attach detach list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__policy__subcmd__attach)
+            opts="-q -h -V --name --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__policy__subcmd__detach)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__policy__subcmd__help)
+            opts="attach detach list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__policy__subcmd__help__subcmd__attach)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__policy__subcmd__help__subcmd__detach)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__policy__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__policy__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__policy__subcmd__list)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__registry__subcmd__policy)
+            opts="-q -h -V --output --quiet --socket --help --version set get delete help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__delete)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__get)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__help)
+            opts="set get delete help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__help__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__help__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__set)
+            opts="-f -q -h -V --file --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__simulate)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__user)
+            opts="-q -h -V --output --quiet --socket --help --version create list delete help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__user__subcmd__create)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__user__subcmd__delete)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__user__subcmd__help)
+            opts="create list delete help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__user__subcmd__help__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__user__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__user__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__user__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__user__subcmd__list)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -503,7 +1615,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__daemon__subcmd__start)
-            opts="-q -h -V --data-dir --registry-addr --config --log-format --wait --output --quiet --socket --help --version"
+            opts="-q -h -V --data-dir --registry-addr --config --log-format --anonymous --wait --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -523,6 +1635,10 @@ _ecrl() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --anonymous)
+                    COMPREPLY=($(compgen -W "none pull all" -- "${cur}"))
                     return 0
                     ;;
                 --wait)
@@ -614,9 +1730,259 @@ _ecrl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        ecrl__subcmd__help)
-            opts="daemon repo image task completions generate-docs help"
+        ecrl__subcmd__get__subcmd__login__subcmd__password)
+            opts="-q -h -V --user --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help)
+            opts="daemon repo image task auth get-login-password completions generate-docs help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth)
+            opts="user key policy registry-policy simulate"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__key)
+            opts="rotate"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__key__subcmd__rotate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__policy)
+            opts="attach detach list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__policy__subcmd__attach)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__policy__subcmd__detach)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__policy__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__registry__subcmd__policy)
+            opts="set get delete"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__registry__subcmd__policy__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__simulate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__user)
+            opts="create list delete"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__user__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__user__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__user__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -726,6 +2092,20 @@ _ecrl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ecrl__subcmd__help__subcmd__get__subcmd__login__subcmd__password)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ecrl__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -811,7 +2191,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help__subcmd__repo)
-            opts="create list describe delete push pull"
+            opts="create list describe delete push pull policy"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -869,6 +2249,62 @@ _ecrl() {
         ecrl__subcmd__help__subcmd__repo__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__repo__subcmd__policy)
+            opts="set get delete"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__repo__subcmd__policy__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__repo__subcmd__policy__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__repo__subcmd__policy__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1289,7 +2725,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo)
-            opts="-q -h -V --output --quiet --socket --help --version create list describe delete push pull help"
+            opts="-q -h -V --output --quiet --socket --help --version create list describe delete push pull policy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1385,7 +2821,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo__subcmd__help)
-            opts="create list describe delete push pull help"
+            opts="create list describe delete push pull policy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1468,6 +2904,62 @@ _ecrl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ecrl__subcmd__repo__subcmd__help__subcmd__policy)
+            opts="set get delete"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__help__subcmd__policy__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__help__subcmd__policy__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__help__subcmd__policy__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ecrl__subcmd__repo__subcmd__help__subcmd__pull)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -1503,6 +2995,172 @@ _ecrl() {
                 return 0
             fi
             case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__policy)
+            opts="-q -h -V --output --quiet --socket --help --version set get delete help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__policy__subcmd__delete)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__policy__subcmd__get)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__policy__subcmd__help)
+            opts="set get delete help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__policy__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__policy__subcmd__help__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__policy__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__policy__subcmd__help__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__policy__subcmd__set)
+            opts="-f -q -h -V --file --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0

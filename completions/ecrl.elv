@@ -30,6 +30,8 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand repo 'Create, list, describe and delete repositories'
             cand image 'List, describe, delete and tag images'
             cand task 'Register, describe, list, deregister and delete ECS task definitions'
+            cand auth 'Users, access keys, identity and registry policies, and decisions explained'
+            cand get-login-password 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -54,13 +56,14 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --registry-addr 'Address the registry listens on (port 0 picks a free port) [default: 127.0.0.1:5000]'
             cand --config 'YAML config file [default: ~/.config/ecrl/config.yaml when it exists]'
             cand --log-format 'Log format on stderr [default: text]'
+            cand --anonymous 'What the registry allows without credentials: none, pull (anyone may pull), or all (no registry authentication: throwaway local use only) [default: none]'
             cand --wait 'Seconds to wait for the daemon to answer'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
             cand --quiet 'Print only results: no progress, no notes'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
         }
@@ -131,6 +134,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand delete 'Delete a repository (one that holds images needs --force)'
             cand push 'Push an image from an archive, an OCI layout or the Docker engine into a repository'
             cand pull 'Pull an image into an archive, an OCI layout or the Docker engine'
+            cand policy 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ecrl;repo;create'= {
@@ -202,6 +206,66 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'ecrl;repo;policy'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand set 'Set a repository''s policy (ECR SetRepositoryPolicy) from a file (- reads stdin)'
+            cand get 'Print a repository''s policy'
+            cand delete 'Remove a repository''s policy'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;repo;policy;set'= {
+            cand -f 'f'
+            cand --file 'file'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;repo;policy;get'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;repo;policy;delete'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;repo;policy;help'= {
+            cand set 'Set a repository''s policy (ECR SetRepositoryPolicy) from a file (- reads stdin)'
+            cand get 'Print a repository''s policy'
+            cand delete 'Remove a repository''s policy'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;repo;policy;help;set'= {
+        }
+        &'ecrl;repo;policy;help;get'= {
+        }
+        &'ecrl;repo;policy;help;delete'= {
+        }
+        &'ecrl;repo;policy;help;help'= {
+        }
         &'ecrl;repo;help'= {
             cand create 'Create a repository'
             cand list 'List repositories, optionally those whose name starts with PREFIX'
@@ -209,6 +273,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand delete 'Delete a repository (one that holds images needs --force)'
             cand push 'Push an image from an archive, an OCI layout or the Docker engine into a repository'
             cand pull 'Pull an image into an archive, an OCI layout or the Docker engine'
+            cand policy 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ecrl;repo;help;create'= {
@@ -222,6 +287,17 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;repo;help;push'= {
         }
         &'ecrl;repo;help;pull'= {
+        }
+        &'ecrl;repo;help;policy'= {
+            cand set 'Set a repository''s policy (ECR SetRepositoryPolicy) from a file (- reads stdin)'
+            cand get 'Print a repository''s policy'
+            cand delete 'Remove a repository''s policy'
+        }
+        &'ecrl;repo;help;policy;set'= {
+        }
+        &'ecrl;repo;help;policy;get'= {
+        }
+        &'ecrl;repo;help;policy;delete'= {
         }
         &'ecrl;repo;help;help'= {
         }
@@ -503,6 +579,300 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         }
         &'ecrl;task;help;help'= {
         }
+        &'ecrl;auth'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand user 'Registry users and their access keys'
+            cand key 'Access keys'
+            cand policy 'Identity policies attached to users (IAM JSON or YAML)'
+            cand registry-policy 'The registry policy (ECR PutRegistryPolicy): applies to every repository'
+            cand simulate 'Decide whether USER may perform ACTION on RESOURCE, and say which statement decided'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;auth;user'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand create 'Create a user and print its access key id and secret (shown this once)'
+            cand list 'List users, their access key ids and policies'
+            cand delete 'Delete a user with its keys and policies; its tokens stop working'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;auth;user;create'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;auth;user;list'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;auth;user;delete'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;auth;user;help'= {
+            cand create 'Create a user and print its access key id and secret (shown this once)'
+            cand list 'List users, their access key ids and policies'
+            cand delete 'Delete a user with its keys and policies; its tokens stop working'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;auth;user;help;create'= {
+        }
+        &'ecrl;auth;user;help;list'= {
+        }
+        &'ecrl;auth;user;help;delete'= {
+        }
+        &'ecrl;auth;user;help;help'= {
+        }
+        &'ecrl;auth;key'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand rotate 'Replace a user''s access key: prints the new secret; the old key and its tokens stop working'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;auth;key;rotate'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;auth;key;help'= {
+            cand rotate 'Replace a user''s access key: prints the new secret; the old key and its tokens stop working'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;auth;key;help;rotate'= {
+        }
+        &'ecrl;auth;key;help;help'= {
+        }
+        &'ecrl;auth;policy'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand attach 'Attach an identity policy (IAM JSON or YAML) to a user, named after the file unless --name says otherwise; attaching a name again replaces it'
+            cand detach 'Detach a user''s policy by name'
+            cand list 'List a user''s policies (with their documents in --output json)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;auth;policy;attach'= {
+            cand --name 'The policy''s name'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;auth;policy;detach'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;auth;policy;list'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;auth;policy;help'= {
+            cand attach 'Attach an identity policy (IAM JSON or YAML) to a user, named after the file unless --name says otherwise; attaching a name again replaces it'
+            cand detach 'Detach a user''s policy by name'
+            cand list 'List a user''s policies (with their documents in --output json)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;auth;policy;help;attach'= {
+        }
+        &'ecrl;auth;policy;help;detach'= {
+        }
+        &'ecrl;auth;policy;help;list'= {
+        }
+        &'ecrl;auth;policy;help;help'= {
+        }
+        &'ecrl;auth;registry-policy'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand set 'Set the registry policy from a file (- reads stdin)'
+            cand get 'Print the registry policy'
+            cand delete 'Remove the registry policy'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;auth;registry-policy;set'= {
+            cand -f 'f'
+            cand --file 'file'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;auth;registry-policy;get'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;auth;registry-policy;delete'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;auth;registry-policy;help'= {
+            cand set 'Set the registry policy from a file (- reads stdin)'
+            cand get 'Print the registry policy'
+            cand delete 'Remove the registry policy'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;auth;registry-policy;help;set'= {
+        }
+        &'ecrl;auth;registry-policy;help;get'= {
+        }
+        &'ecrl;auth;registry-policy;help;delete'= {
+        }
+        &'ecrl;auth;registry-policy;help;help'= {
+        }
+        &'ecrl;auth;simulate'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;auth;help'= {
+            cand user 'Registry users and their access keys'
+            cand key 'Access keys'
+            cand policy 'Identity policies attached to users (IAM JSON or YAML)'
+            cand registry-policy 'The registry policy (ECR PutRegistryPolicy): applies to every repository'
+            cand simulate 'Decide whether USER may perform ACTION on RESOURCE, and say which statement decided'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;auth;help;user'= {
+            cand create 'Create a user and print its access key id and secret (shown this once)'
+            cand list 'List users, their access key ids and policies'
+            cand delete 'Delete a user with its keys and policies; its tokens stop working'
+        }
+        &'ecrl;auth;help;user;create'= {
+        }
+        &'ecrl;auth;help;user;list'= {
+        }
+        &'ecrl;auth;help;user;delete'= {
+        }
+        &'ecrl;auth;help;key'= {
+            cand rotate 'Replace a user''s access key: prints the new secret; the old key and its tokens stop working'
+        }
+        &'ecrl;auth;help;key;rotate'= {
+        }
+        &'ecrl;auth;help;policy'= {
+            cand attach 'Attach an identity policy (IAM JSON or YAML) to a user, named after the file unless --name says otherwise; attaching a name again replaces it'
+            cand detach 'Detach a user''s policy by name'
+            cand list 'List a user''s policies (with their documents in --output json)'
+        }
+        &'ecrl;auth;help;policy;attach'= {
+        }
+        &'ecrl;auth;help;policy;detach'= {
+        }
+        &'ecrl;auth;help;policy;list'= {
+        }
+        &'ecrl;auth;help;registry-policy'= {
+            cand set 'Set the registry policy from a file (- reads stdin)'
+            cand get 'Print the registry policy'
+            cand delete 'Remove the registry policy'
+        }
+        &'ecrl;auth;help;registry-policy;set'= {
+        }
+        &'ecrl;auth;help;registry-policy;get'= {
+        }
+        &'ecrl;auth;help;registry-policy;delete'= {
+        }
+        &'ecrl;auth;help;simulate'= {
+        }
+        &'ecrl;auth;help;help'= {
+        }
+        &'ecrl;get-login-password'= {
+            cand --user 'A token for this user instead of the registry''s owner'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'ecrl;completions'= {
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
@@ -528,6 +898,8 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand repo 'Create, list, describe and delete repositories'
             cand image 'List, describe, delete and tag images'
             cand task 'Register, describe, list, deregister and delete ECS task definitions'
+            cand auth 'Users, access keys, identity and registry policies, and decisions explained'
+            cand get-login-password 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -553,6 +925,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand delete 'Delete a repository (one that holds images needs --force)'
             cand push 'Push an image from an archive, an OCI layout or the Docker engine into a repository'
             cand pull 'Pull an image into an archive, an OCI layout or the Docker engine'
+            cand policy 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)'
         }
         &'ecrl;help;repo;create'= {
         }
@@ -565,6 +938,17 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;repo;push'= {
         }
         &'ecrl;help;repo;pull'= {
+        }
+        &'ecrl;help;repo;policy'= {
+            cand set 'Set a repository''s policy (ECR SetRepositoryPolicy) from a file (- reads stdin)'
+            cand get 'Print a repository''s policy'
+            cand delete 'Remove a repository''s policy'
+        }
+        &'ecrl;help;repo;policy;set'= {
+        }
+        &'ecrl;help;repo;policy;get'= {
+        }
+        &'ecrl;help;repo;policy;delete'= {
         }
         &'ecrl;help;image'= {
             cand list 'List a repository''s images (digest and tag pairs)'
@@ -617,6 +1001,55 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;task;stop'= {
         }
         &'ecrl;help;task;wait'= {
+        }
+        &'ecrl;help;auth'= {
+            cand user 'Registry users and their access keys'
+            cand key 'Access keys'
+            cand policy 'Identity policies attached to users (IAM JSON or YAML)'
+            cand registry-policy 'The registry policy (ECR PutRegistryPolicy): applies to every repository'
+            cand simulate 'Decide whether USER may perform ACTION on RESOURCE, and say which statement decided'
+        }
+        &'ecrl;help;auth;user'= {
+            cand create 'Create a user and print its access key id and secret (shown this once)'
+            cand list 'List users, their access key ids and policies'
+            cand delete 'Delete a user with its keys and policies; its tokens stop working'
+        }
+        &'ecrl;help;auth;user;create'= {
+        }
+        &'ecrl;help;auth;user;list'= {
+        }
+        &'ecrl;help;auth;user;delete'= {
+        }
+        &'ecrl;help;auth;key'= {
+            cand rotate 'Replace a user''s access key: prints the new secret; the old key and its tokens stop working'
+        }
+        &'ecrl;help;auth;key;rotate'= {
+        }
+        &'ecrl;help;auth;policy'= {
+            cand attach 'Attach an identity policy (IAM JSON or YAML) to a user, named after the file unless --name says otherwise; attaching a name again replaces it'
+            cand detach 'Detach a user''s policy by name'
+            cand list 'List a user''s policies (with their documents in --output json)'
+        }
+        &'ecrl;help;auth;policy;attach'= {
+        }
+        &'ecrl;help;auth;policy;detach'= {
+        }
+        &'ecrl;help;auth;policy;list'= {
+        }
+        &'ecrl;help;auth;registry-policy'= {
+            cand set 'Set the registry policy from a file (- reads stdin)'
+            cand get 'Print the registry policy'
+            cand delete 'Remove the registry policy'
+        }
+        &'ecrl;help;auth;registry-policy;set'= {
+        }
+        &'ecrl;help;auth;registry-policy;get'= {
+        }
+        &'ecrl;help;auth;registry-policy;delete'= {
+        }
+        &'ecrl;help;auth;simulate'= {
+        }
+        &'ecrl;help;get-login-password'= {
         }
         &'ecrl;help;completions'= {
         }

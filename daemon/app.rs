@@ -30,6 +30,8 @@ pub struct AppState {
     /// The container runtime tasks run on (and images load into).
     pub runtime: Arc<dyn Runtime>,
     pub tasks: TaskManager,
+    /// Registry authentication state (failure counts).
+    pub auth: crate::auth::Guard,
     /// Serialises, per digest, "content is written and linked" against "content nobody
     /// links is removed", so a delete never removes a blob a concurrent push just stored.
     blob_locks: Box<[tokio::sync::Mutex<()>; 256]>,
@@ -42,12 +44,16 @@ impl AppState {
     /// `host:port` as clients should name the registry (`localhost` for loopback, where
     /// docker allows plain HTTP).
     pub fn registry_host(&self) -> String {
-        let ip = self.registry_addr.ip();
-        if ip.is_loopback() || ip.is_unspecified() {
-            format!("localhost:{}", self.registry_addr.port())
-        } else {
-            self.registry_addr.to_string()
-        }
+        registry_host(self.registry_addr)
+    }
+
+    /// The registry as a policy resource (`arn:aws:ecr:REGION:ACCOUNT:registry`).
+    pub fn registry_arn(&self) -> String {
+        format!(
+            "arn:aws:ecr:{}:{}:registry",
+            self.config.region,
+            self.meta.account_id()
+        )
     }
 
     pub fn repository_arn(&self, name: &RepoName) -> String {
@@ -90,6 +96,16 @@ impl AppState {
                 tracing::warn!(%digest, "cannot remove unused blob: {e}");
             }
         }
+    }
+}
+
+/// `host:port` as clients should name a registry listening on `addr`.
+pub fn registry_host(addr: SocketAddr) -> String {
+    let ip = addr.ip();
+    if ip.is_loopback() || ip.is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
     }
 }
 
@@ -137,11 +153,29 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
 
     let meta = Arc::new(meta);
     let runtime: Arc<dyn Runtime> = Arc::new(DockerRuntime::new());
+    let registry_auth = {
+        let meta = meta.clone();
+        let server = registry_host(registry_addr);
+        move || {
+            let (token, _) = crate::auth::secret::issue(
+                meta.token_secret(),
+                "",
+                "",
+                crate::auth::secret::RUNNER_TOKEN_LIFETIME,
+            );
+            Some(crate::runtime::RegistryAuth {
+                username: "AWS".into(),
+                password: token.0,
+                server: server.clone(),
+            })
+        }
+    };
     let tasks = TaskManager::new(Ctx {
         runtime: runtime.clone(),
         store: Arc::new(MetaTaskStore(meta.clone())),
         tasks_dir: config.data_dir.join("tasks"),
         arn_prefix: format!("arn:aws:ecs:{}:{}:", config.region, meta.account_id()),
+        registry_auth: Arc::new(registry_auth),
     });
 
     let shutdown = CancellationToken::new();
@@ -153,11 +187,17 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         meta,
         runtime,
         tasks,
+        auth: crate::auth::Guard::default(),
         blob_locks: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         upload_owners: std::sync::Mutex::new(HashMap::new()),
         shutdown: shutdown.clone(),
         config,
     });
+    if state.config.anonymous == ecrl::config::Anonymous::All {
+        tracing::warn!(
+            "registry authentication is off (--anonymous all): anyone who reaches {registry_addr} may push, pull and delete"
+        );
+    }
     tokio::spawn(housekeeping(state.clone()));
     // Tasks a previous daemon left running are supervised again (once the engine answers).
     {

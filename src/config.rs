@@ -14,6 +14,7 @@ pub const ENV_SOCKET: &str = "ECRL_SOCKET";
 pub const ENV_REGISTRY_ADDR: &str = "ECRL_REGISTRY_ADDR";
 pub const ENV_CONFIG: &str = "ECRL_CONFIG";
 pub const ENV_LOG_FORMAT: &str = "ECRL_LOG_FORMAT";
+pub const ENV_ANONYMOUS: &str = "ECRL_ANONYMOUS";
 /// The tracing filter both binaries read (`info`, `ecrld=debug`, ...).
 pub const ENV_LOG: &str = "ECRL_LOG";
 
@@ -41,6 +42,24 @@ pub struct DaemonOptions {
     /// Log format on stderr [default: text]
     #[arg(long, env = ENV_LOG_FORMAT, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// What the registry allows without credentials: none, pull (anyone may pull), or all
+    /// (no registry authentication: throwaway local use only) [default: none]
+    #[arg(long, env = ENV_ANONYMOUS, value_enum, value_name = "ACCESS")]
+    pub anonymous: Option<Anonymous>,
+}
+
+/// What the registry allows a request without credentials.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Anonymous {
+    /// Every request needs credentials.
+    #[default]
+    None,
+    /// Anyone may pull (and list); pushing and deleting need credentials.
+    Pull,
+    /// No registry authentication at all.
+    All,
 }
 
 impl DaemonOptions {
@@ -55,6 +74,9 @@ impl DaemonOptions {
             log_format: var(ENV_LOG_FORMAT)
                 .and_then(|v| v.into_string().ok())
                 .and_then(|v| LogFormat::from_str(&v, true).ok()),
+            anonymous: var(ENV_ANONYMOUS)
+                .and_then(|v| v.into_string().ok())
+                .and_then(|v| Anonymous::from_str(&v, true).ok()),
         }
     }
 }
@@ -109,6 +131,8 @@ pub struct RegistryFileConfig {
     pub create_on_push: Option<bool>,
     /// How long an upload may sit idle before it is removed, e.g. `24h`, `30m`, `90s`.
     pub upload_expiry: Option<String>,
+    /// `none` (default), `pull` or `all`: what needs no credentials.
+    pub anonymous: Option<Anonymous>,
 }
 
 /// Parses `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
@@ -138,6 +162,7 @@ pub struct DaemonConfig {
     pub log_format: LogFormat,
     pub create_on_push: bool,
     pub upload_expiry: std::time::Duration,
+    pub anonymous: Anonymous,
     pub region: String,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
@@ -233,6 +258,10 @@ pub fn resolve(
     };
     Ok(DaemonConfig {
         create_on_push: file.registry.create_on_push.unwrap_or(true),
+        anonymous: options
+            .anonymous
+            .or(file.registry.anonymous)
+            .unwrap_or_default(),
         region: file.region.unwrap_or_else(|| DEFAULT_REGION.to_string()),
         upload_expiry,
         data_dir,
@@ -262,7 +291,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(
             dir.path(),
-            "data_dir: data\nregistry:\n  addr: 127.0.0.1:6000\nlog_format: json\n",
+            "data_dir: data\nregistry:\n  addr: 127.0.0.1:6000\n  anonymous: all\nlog_format: json\n",
         );
         let opts = DaemonOptions {
             config: Some(path.clone()),
@@ -273,17 +302,20 @@ mod tests {
         assert_eq!(cfg.registry_addr, "127.0.0.1:6000");
         assert_eq!(cfg.log_format, LogFormat::Json);
         assert_eq!(cfg.socket, PathBuf::from("/tmp/s.sock"));
+        assert_eq!(cfg.anonymous, Anonymous::All);
 
         let opts = DaemonOptions {
             config: Some(path),
             registry_addr: Some("127.0.0.1:7000".into()),
             data_dir: Some("/tmp/elsewhere".into()),
             log_format: Some(LogFormat::Text),
+            anonymous: Some(Anonymous::Pull),
         };
         let cfg = resolve(&opts, None).unwrap();
         assert_eq!(cfg.registry_addr, "127.0.0.1:7000");
         assert_eq!(cfg.data_dir, PathBuf::from("/tmp/elsewhere"));
         assert_eq!(cfg.log_format, LogFormat::Text);
+        assert_eq!(cfg.anonymous, Anonymous::Pull);
     }
 
     #[test]

@@ -1,11 +1,24 @@
-//! Who may do what. Every registry request passes through [`authorize`] with the ECR action
-//! it amounts to, so that access control has exactly one place to decide.
+//! Who may do what. Every registry request passes through [`Guard::authorize`] with the ECR
+//! action it amounts to, so access control has exactly one place to decide.
 //!
-//! Today the registry is open on loopback and every request is allowed; principals, tokens
-//! and IAM-style policies decide here once access control is configured.
+//! Credentials: Basic with `AWS` and a login token (`ecrl get-login-password | docker login
+//! -u AWS --password-stdin`), Basic with an access key id and its secret, or a Bearer token
+//! from the registry's token endpoint. The daemon's owner (a token issued over the control
+//! socket without a user) may do everything; users may do what the policies allow.
+//! Repeated failures from one address are answered 429 for a while.
 
-use axum::http::HeaderMap;
+pub mod decide;
+pub mod secret;
+
+use crate::app::AppState;
+use axum::http::{header, HeaderMap};
+use ecrl::config::Anonymous;
 use ecrl::names::RepoName;
+use secret::{constant_time_eq, hash_secret, parse_basic, verify};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The ECR actions registry requests map to (IAM action names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +50,29 @@ impl Action {
             Action::DescribeRepositories => "ecr:DescribeRepositories",
         }
     }
+
+    /// Reading: what `--anonymous pull` lets anyone do.
+    pub fn is_read(self) -> bool {
+        matches!(
+            self,
+            Action::BatchGetImage
+                | Action::GetDownloadUrlForLayer
+                | Action::BatchCheckLayerAvailability
+                | Action::ListImages
+                | Action::DescribeRepositories
+        )
+    }
+
+    /// The scope word a Bearer challenge names (`pull` or `push`).
+    pub fn scope(self) -> &'static str {
+        if self.is_read() {
+            "pull"
+        } else if self == Action::BatchDeleteImage {
+            "delete"
+        } else {
+            "pull,push"
+        }
+    }
 }
 
 /// The caller a request was made by.
@@ -44,33 +80,268 @@ impl Action {
 pub enum Principal {
     /// No credentials were presented.
     Anonymous,
+    /// The daemon's owner (a token issued over the control socket without a user).
+    Owner,
+    User(String),
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Anonymous => f.write_str("anonymous"),
+            Principal::Owner => f.write_str("the registry owner"),
+            Principal::User(name) => write!(f, "user {name}"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
-#[allow(dead_code)] // the registry maps both to their HTTP answers; policies produce them
 pub enum AuthError {
-    /// No or bad credentials (401).
-    #[error("authentication required")]
-    Unauthenticated,
-    /// Authenticated, but a policy does not allow the action (403).
-    #[error("{principal} is not allowed to perform {action} on {resource}")]
+    /// No or bad credentials (401); the message says which, never the secret.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Authenticated, but no policy allows the action (403).
+    #[error("{principal} is not allowed to perform {action} on {resource}{why}")]
     Denied {
         principal: String,
         action: &'static str,
         resource: String,
+        /// `: denied by statement ...` when a Deny statement decided.
+        why: String,
     },
+    /// Too many failed attempts from this address (429).
+    #[error("too many failed authentication attempts from {client}; retry in {retry_after}s")]
+    TooManyFailures { client: IpAddr, retry_after: u64 },
 }
 
-/// Decides whether the request may perform `action` on `repo` (`None`: the registry).
-pub fn authorize(
-    _headers: &HeaderMap,
-    action: Action,
-    repo: Option<&RepoName>,
-) -> Result<Principal, AuthError> {
-    tracing::trace!(
-        action = action.name(),
-        repo = repo.map(|r| r.as_str()),
-        "allowed"
-    );
-    Ok(Principal::Anonymous)
+/// The subject of tokens the token endpoint gives anonymous clients.
+const ANONYMOUS_SUBJECT: &str = "*anonymous*";
+
+/// Failed attempts within this window count towards a block.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// This many failures in the window block the address.
+const MAX_FAILURES: u32 = 10;
+/// For this long.
+const BLOCK: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default)]
+struct Failures {
+    count: u32,
+    since: Option<Instant>,
+    blocked_until: Option<Instant>,
+}
+
+/// Authentication state shared by every registry request: the failure counts.
+#[derive(Debug, Default)]
+pub struct Guard {
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+}
+
+/// How a request proved who it is.
+enum Presented {
+    None,
+    Basic(String, secret::Secret),
+    Bearer(String),
+}
+
+fn presented(headers: &HeaderMap) -> Presented {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Presented::None;
+    };
+    if let Some(token) = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+    {
+        return Presented::Bearer(token.trim().to_string());
+    }
+    match parse_basic(value) {
+        Some((user, password)) => Presented::Basic(user, password),
+        // Something, but nothing we read: as bad as a wrong password.
+        None => Presented::Bearer(String::new()),
+    }
+}
+
+impl Guard {
+    /// Who the request is from: `Anonymous` without credentials, an error for bad ones.
+    pub fn authenticate(
+        &self,
+        state: &AppState,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+    ) -> Result<Principal, AuthError> {
+        if let Some(ip) = client {
+            self.check_blocked(ip)?;
+        }
+        let result = match presented(headers) {
+            Presented::None => return Ok(Principal::Anonymous),
+            Presented::Bearer(token) => self.token_principal(state, &token),
+            Presented::Basic(user, password) if user == "AWS" => {
+                self.token_principal(state, &password.0)
+            }
+            Presented::Basic(key_id, secret) => {
+                let index = state.meta.read();
+                match index.auth.key(&key_id) {
+                    Some((user, hash)) if constant_time_eq(hash, &hash_secret(&secret.0)) => {
+                        Ok(Principal::User(user.to_string()))
+                    }
+                    _ => Err(AuthError::Unauthenticated(
+                        "invalid access key id or secret".into(),
+                    )),
+                }
+            }
+        };
+        match (&result, client) {
+            (Err(AuthError::Unauthenticated(_)), Some(ip)) => self.record_failure(ip),
+            (Ok(_), Some(ip)) => self.clear(ip),
+            _ => {}
+        }
+        result
+    }
+
+    fn token_principal(&self, state: &AppState, token: &str) -> Result<Principal, AuthError> {
+        let claims = verify(state.meta.token_secret(), token)
+            .map_err(|e| AuthError::Unauthenticated(format!("invalid token: {e}")))?;
+        if claims.user.is_empty() {
+            return Ok(Principal::Owner);
+        }
+        if claims.user == ANONYMOUS_SUBJECT {
+            return Ok(Principal::Anonymous);
+        }
+        // A user's token lives only as long as the access key it was issued for.
+        let index = state.meta.read();
+        match index.auth.key(&claims.key_id) {
+            Some((user, _)) if user == claims.user => Ok(Principal::User(claims.user)),
+            _ => Err(AuthError::Unauthenticated(
+                "invalid token: its access key was rotated or its user deleted".into(),
+            )),
+        }
+    }
+
+    /// A bearer token for the token endpoint's answer: for a user, bound to the access key
+    /// the request proved (directly or through its token); answers it with its expiry.
+    pub fn bearer_for(
+        &self,
+        state: &AppState,
+        principal: &Principal,
+        headers: &HeaderMap,
+    ) -> (secret::Secret, u64) {
+        let key = state.meta.token_secret();
+        match principal {
+            Principal::Owner => secret::issue(key, "", "", secret::TOKEN_LIFETIME),
+            Principal::Anonymous => {
+                secret::issue(key, ANONYMOUS_SUBJECT, "", secret::TOKEN_LIFETIME)
+            }
+            Principal::User(user) => {
+                let key_id = match presented(headers) {
+                    Presented::Basic(id, _) if id != "AWS" => id,
+                    Presented::Basic(_, token) => {
+                        verify(key, &token.0).map(|c| c.key_id).unwrap_or_default()
+                    }
+                    Presented::Bearer(token) => {
+                        verify(key, &token).map(|c| c.key_id).unwrap_or_default()
+                    }
+                    Presented::None => String::new(),
+                };
+                secret::issue(key, user, &key_id, secret::TOKEN_LIFETIME)
+            }
+        }
+    }
+
+    /// Decides whether the request may perform `action` on `repo` (`None`: the registry).
+    pub fn authorize(
+        &self,
+        state: &AppState,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+        action: Action,
+        repo: Option<&RepoName>,
+    ) -> Result<Principal, AuthError> {
+        if state.config.anonymous == Anonymous::All {
+            return Ok(Principal::Anonymous);
+        }
+        let principal = self.authenticate(state, headers, client)?;
+        match &principal {
+            Principal::Owner => Ok(principal),
+            Principal::Anonymous => {
+                if state.config.anonymous == Anonymous::Pull && action.is_read() {
+                    Ok(principal)
+                } else {
+                    Err(AuthError::Unauthenticated("authentication required".into()))
+                }
+            }
+            Principal::User(user) => {
+                let resource = match repo {
+                    Some(r) => state.repository_arn(r),
+                    None => state.registry_arn(),
+                };
+                let decision = decide::decide(state, user, action.name(), &resource, repo);
+                if decision.allowed() {
+                    Ok(principal)
+                } else {
+                    Err(AuthError::Denied {
+                        principal: principal.to_string(),
+                        action: action.name(),
+                        resource: match repo {
+                            Some(r) => format!("repository {r}"),
+                            None => "the registry".into(),
+                        },
+                        why: decision.denial_reason(),
+                    })
+                }
+            }
+        }
+    }
+
+    fn check_blocked(&self, ip: IpAddr) -> Result<(), AuthError> {
+        let Ok(failures) = self.failures.lock() else {
+            return Ok(());
+        };
+        if let Some(until) = failures.get(&ip).and_then(|f| f.blocked_until) {
+            let now = Instant::now();
+            if until > now {
+                return Err(AuthError::TooManyFailures {
+                    client: ip,
+                    retry_after: (until - now).as_secs().max(1),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn record_failure(&self, ip: IpAddr) {
+        let Ok(mut failures) = self.failures.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let f = failures.entry(ip).or_default();
+        if f.since.is_none_or(|s| now - s > FAILURE_WINDOW) {
+            f.count = 0;
+            f.since = Some(now);
+        }
+        f.count += 1;
+        if f.count >= MAX_FAILURES {
+            tracing::warn!(client = %ip, failures = f.count, "blocking a client after repeated authentication failures");
+            f.blocked_until = Some(now + BLOCK);
+            f.count = 0;
+            f.since = None;
+        }
+        // Forget stale entries so the map cannot grow without bound.
+        if failures.len() > 10_000 {
+            failures.retain(|_, f| {
+                f.blocked_until.is_some_and(|u| u > now)
+                    || f.since.is_some_and(|s| now - s <= FAILURE_WINDOW)
+            });
+        }
+    }
+
+    fn clear(&self, ip: IpAddr) {
+        if let Ok(mut failures) = self.failures.lock() {
+            if failures.get(&ip).is_some_and(|f| f.count > 0) {
+                failures.remove(&ip);
+            }
+        }
+    }
 }

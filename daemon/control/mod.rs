@@ -4,6 +4,7 @@
 //! peers of another uid (root excepted), and routes the endpoints defined in `ecrl::api`.
 //! Handlers call into the daemon's services; they never touch files themselves.
 
+mod auth;
 mod repos;
 mod system;
 mod taskdefs;
@@ -170,6 +171,7 @@ fn router(state: Arc<AppState>) -> Router {
     let app = Router::new();
     let app = system::routes(app);
     let app = repos::routes(app);
+    let app = auth::routes(app);
     let app = transfer::routes(app);
     let app = taskdefs::routes(app);
     let app = tasks::routes(app);

@@ -6,9 +6,11 @@
 //! the batch's transaction; the caller hears back only after the commit. Reads never touch
 //! SQLite. This module must not call storage, the registry or the network.
 
+mod auth;
 mod schema;
 mod tasks;
 
+pub use auth::{getrandom, AuthIndex};
 pub use tasks::TaskFamily;
 
 use bytes::Bytes;
@@ -40,6 +42,13 @@ pub enum MetaError {
     /// No task has this id.
     #[error("task {0} does not exist")]
     TaskNotFound(String),
+    #[error("user {0} does not exist")]
+    UserNotFound(String),
+    #[error("user {0} already exists")]
+    UserExists(String),
+    /// A policy that is not there (the message says which).
+    #[error("{0}")]
+    PolicyNotFound(String),
     #[error("metadata database: {0}")]
     Db(String),
 }
@@ -84,6 +93,8 @@ pub struct Repo {
     pub tags: BTreeMap<Tag, Digest>,
     pub manifests: HashMap<Digest, Arc<Manifest>>,
     pub blobs: HashMap<Digest, u64>,
+    /// The repository policy's document, when one is set.
+    pub policy: Option<String>,
 }
 
 impl Repo {
@@ -130,6 +141,7 @@ pub struct Index {
     pub task_families: BTreeMap<String, TaskFamily>,
     /// Tasks by id (the last segment of the task ARN).
     pub tasks: BTreeMap<String, ecrl::api::tasks::Task>,
+    pub auth: AuthIndex,
 }
 
 impl Index {
@@ -156,6 +168,7 @@ type Job = Box<dyn FnOnce(Option<(&Connection, &mut Index)>) -> (bool, Reply) + 
 
 pub struct Metadata {
     account_id: String,
+    token_secret: [u8; 32],
     index: Arc<RwLock<Index>>,
     jobs: mpsc::Sender<Job>,
     pulls: Mutex<HashMap<(RepoName, Digest), i64>>,
@@ -177,6 +190,7 @@ impl Metadata {
     ) -> Result<Self, MetaError> {
         let conn = schema::open(&data_dir.join("metadata.db"))?;
         let account_id = account_id(&conn)?;
+        let token_secret = auth::token_secret(&conn)?;
         let index = Arc::new(RwLock::new(load(&conn, &manifest_bytes)?));
         let (tx, rx) = mpsc::channel::<Job>();
         let writer_index = index.clone();
@@ -186,6 +200,7 @@ impl Metadata {
             .map_err(|e| MetaError::Db(e.to_string()))?;
         Ok(Metadata {
             account_id,
+            token_secret,
             index,
             jobs: tx,
             pulls: Mutex::new(HashMap::new()),
@@ -195,6 +210,11 @@ impl Metadata {
     /// The 12-digit account id this registry was given at its first start (ECR's registryId).
     pub fn account_id(&self) -> &str {
         &self.account_id
+    }
+
+    /// The key that signs registry login tokens (made at first start, never shown).
+    pub fn token_secret(&self) -> &[u8; 32] {
+        &self.token_secret
     }
 
     /// A read view of the index. Hold it briefly: writes wait for it.
@@ -792,6 +812,7 @@ fn load(
         }
     }
     tasks::load(conn, &mut index)?;
+    auth::load(conn, &mut index)?;
     Ok(index)
 }
 

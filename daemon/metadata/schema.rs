@@ -76,6 +76,29 @@ const MIGRATIONS: &[&str] = &[
         task TEXT NOT NULL
     ) STRICT;
     CREATE INDEX tasks_family ON tasks(family);",
+    // 5: principals, their access keys (secrets only as hashes), identity policies and
+    // repository policies (the registry policy and the token-signing secret are settings).
+    "CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE access_keys (
+        id TEXT PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        secret_hash BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX access_keys_user ON access_keys(user);
+    CREATE TABLE user_policies (
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        document TEXT NOT NULL,
+        PRIMARY KEY (user, name)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE repository_policies (
+        repo TEXT PRIMARY KEY REFERENCES repositories(name) ON DELETE CASCADE,
+        document TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {

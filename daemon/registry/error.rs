@@ -36,6 +36,14 @@ impl RegistryError {
         self
     }
 
+    /// Adds a header that may appear several times (`WWW-Authenticate`).
+    pub fn append_header(mut self, name: HeaderName, value: impl AsRef<str>) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+            self.headers.push((name, v));
+        }
+        self
+    }
+
     pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
@@ -70,7 +78,7 @@ impl IntoResponse for RegistryError {
             HeaderValue::from_static("application/json"),
         );
         for (name, value) in self.headers {
-            response.headers_mut().insert(name, value);
+            response.headers_mut().append(name, value);
         }
         response
     }
@@ -112,7 +120,10 @@ impl From<MetaError> for RegistryError {
             MetaError::Db(_)
             | MetaError::TaskDefinitionNotFound(_)
             | MetaError::TaskDefinitionActive(_)
-            | MetaError::TaskNotFound(_) => Self::internal(e),
+            | MetaError::TaskNotFound(_)
+            | MetaError::UserNotFound(_)
+            | MetaError::UserExists(_)
+            | MetaError::PolicyNotFound(_) => Self::internal(e),
         }
     }
 }
@@ -154,7 +165,7 @@ impl From<ImageError> for RegistryError {
 impl From<AuthError> for RegistryError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Unauthenticated => Self::new(
+            AuthError::Unauthenticated(_) => Self::new(
                 StatusCode::UNAUTHORIZED,
                 ErrorCode::Unauthorized,
                 e.to_string(),
@@ -162,6 +173,12 @@ impl From<AuthError> for RegistryError {
             AuthError::Denied { .. } => {
                 Self::new(StatusCode::FORBIDDEN, ErrorCode::Denied, e.to_string())
             }
+            AuthError::TooManyFailures { retry_after, .. } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                e.to_string(),
+            )
+            .header(header::RETRY_AFTER, retry_after.to_string()),
         }
     }
 }

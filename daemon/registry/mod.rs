@@ -12,10 +12,11 @@ mod manifests;
 use crate::app::AppState;
 use crate::auth::{self, Action};
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use ecrl::config::Anonymous;
 use ecrl::names::{Digest, Reference, RepoName};
 pub use error::RegistryError;
 use oci_spec::distribution::ErrorCode;
@@ -37,15 +38,19 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new().fallback(dispatch).with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }
 
 /// Where a request goes.
 #[derive(Debug)]
 enum Route {
     Base,
+    Token,
     Catalog,
     Tags(RepoName),
     Manifest(RepoName, Reference),
@@ -69,6 +74,9 @@ fn parse_route(path: &str) -> Result<Route> {
     };
     if rest == "_catalog" {
         return Ok(Route::Catalog);
+    }
+    if rest == "token" {
+        return Ok(Route::Token);
     }
     if let Some(name) = rest.strip_suffix("/tags/list") {
         return Ok(Route::Tags(name.parse()?));
@@ -98,6 +106,82 @@ fn parse_route(path: &str) -> Result<Route> {
     Err(not_found())
 }
 
+/// Marks requests that came in over HTTPS, so challenges name the right scheme.
+#[derive(Debug, Clone, Copy)]
+#[allow(dead_code)] // inserted by the HTTPS listener
+pub struct Https;
+
+/// A 401 gets the challenges that tell clients how to authenticate: the Docker token flow
+/// (`Bearer realm=...`) first, Basic second.
+fn challenge(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    error: RegistryError,
+    scope: Option<(Action, Option<&RepoName>)>,
+) -> RegistryError {
+    if error.status != StatusCode::UNAUTHORIZED {
+        return error;
+    }
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| state.registry_host());
+    let scheme = if parts.extensions.get::<Https>().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut bearer = format!("Bearer realm=\"{scheme}://{host}/v2/token\",service=\"ecrl\"");
+    match scope {
+        Some((action, Some(repo))) => {
+            bearer.push_str(&format!(",scope=\"repository:{repo}:{}\"", action.scope()))
+        }
+        Some((_, None)) => bearer.push_str(",scope=\"registry:catalog:*\""),
+        None => {}
+    }
+    error
+        .append_header(header::WWW_AUTHENTICATE, bearer)
+        .append_header(header::WWW_AUTHENTICATE, "Basic realm=\"ecrl\"")
+}
+
+/// `GET /v2/token`: the Docker token flow. Credentials (Basic with `AWS` and a login token,
+/// or an access key) buy a bearer token; without credentials, an anonymous one where
+/// anonymous access is on.
+fn token(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    client: Option<std::net::IpAddr>,
+) -> Result<Response> {
+    let principal = state
+        .auth
+        .authenticate(state, &parts.headers, client)
+        .map_err(|e| challenge(state, parts, e.into(), None))?;
+    if principal == auth::Principal::Anonymous && state.config.anonymous == Anonymous::None {
+        let e = auth::AuthError::Unauthenticated("authentication required".into());
+        return Err(challenge(state, parts, e.into(), None));
+    }
+    let (token, expires) = state.auth.bearer_for(state, &principal, &parts.headers);
+    let now = time::OffsetDateTime::now_utc();
+    let issued_at = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let lifetime = expires.saturating_sub(now.unix_timestamp().max(0) as u64);
+    let body = serde_json::json!({
+        "token": token.0,
+        "access_token": token.0,
+        "expires_in": lifetime,
+        "issued_at": issued_at,
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response())
+}
+
 async fn dispatch(State(state): State<Shared>, request: Request) -> Response {
     let mut response = match route(state, request).await {
         Ok(response) => response,
@@ -113,16 +197,38 @@ async fn route(state: Shared, request: Request) -> Result<Response> {
     let route = parse_route(request.uri().path())?;
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
+    let client = parts
+        .extensions
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     let allow = |action: Action, repo: Option<&RepoName>| {
-        auth::authorize(&parts.headers, action, repo).map_err(RegistryError::from)
+        state
+            .auth
+            .authorize(&state, &parts.headers, client, action, repo)
+            .map_err(|e| challenge(&state, &parts, RegistryError::from(e), Some((action, repo))))
     };
     match (&method, route) {
-        (&Method::GET | &Method::HEAD, Route::Base) => Ok((
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            "{}",
-        )
-            .into_response()),
+        (&Method::GET | &Method::HEAD, Route::Base) => {
+            // `docker login` asks here: credentials are checked whenever the registry wants
+            // them for anything.
+            if state.config.anonymous == Anonymous::None {
+                let principal = state
+                    .auth
+                    .authenticate(&state, &parts.headers, client)
+                    .map_err(|e| challenge(&state, &parts, e.into(), None))?;
+                if principal == auth::Principal::Anonymous {
+                    let e = auth::AuthError::Unauthenticated("authentication required".into());
+                    return Err(challenge(&state, &parts, e.into(), None));
+                }
+            }
+            Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                "{}",
+            )
+                .into_response())
+        }
+        (&Method::GET, Route::Token) => token(&state, &parts, client),
         (&Method::GET, Route::Catalog) => {
             allow(Action::DescribeRepositories, None)?;
             manifests::catalog(&state, &parts.uri)

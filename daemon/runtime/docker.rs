@@ -7,7 +7,8 @@
 
 use super::{
     ContainerSpec, ContainerStatus, ContainerSummary, Health, MountSpec, NetworkAttachment,
-    PortBinding, Protocol, RtResult, RunState, Runtime, RuntimeError, RuntimeInfo, VolumeSpec,
+    PortBinding, Protocol, RegistryAuth, RtResult, RunState, Runtime, RuntimeError, RuntimeInfo,
+    VolumeSpec,
 };
 use async_trait::async_trait;
 use bollard::errors::Error as EngineError;
@@ -459,7 +460,7 @@ impl Runtime for DockerRuntime {
         })
     }
 
-    async fn ensure_image(&self, reference: &str) -> RtResult<()> {
+    async fn ensure_image(&self, reference: &str, auth: Option<&RegistryAuth>) -> RtResult<()> {
         let docker = self.client().await?;
         let reference = with_tag(reference);
         match docker.inspect_image(&reference).await {
@@ -473,7 +474,13 @@ impl Runtime for DockerRuntime {
         let options = CreateImageOptionsBuilder::new()
             .from_image(&reference)
             .build();
-        let mut progress = docker.create_image(Some(options), None, None);
+        let credentials = auth.map(|a| bollard::auth::DockerCredentials {
+            username: Some(a.username.clone()),
+            password: Some(a.password.clone()),
+            serveraddress: Some(a.server.clone()),
+            ..Default::default()
+        });
+        let mut progress = docker.create_image(Some(options), None, credentials);
         while let Some(item) = progress.next().await {
             item.map_err(|e| pull_error(&reference, e))?;
         }
@@ -1666,10 +1673,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn images_are_pulled_only_when_absent_and_a_missing_one_is_not_found() {
         let rt = engine().await;
-        rt.ensure_image(BUSYBOX).await.unwrap();
+        rt.ensure_image(BUSYBOX, None).await.unwrap();
         let port = empty_registry().await;
         let reference = format!("localhost:{port}/ecrl-test/nothing-here");
-        let missing = rt.ensure_image(&reference).await;
+        let missing = rt.ensure_image(&reference, None).await;
         assert!(
             matches!(&missing, Err(RuntimeError::NotFound(m)) if m.contains(&reference)),
             "{missing:?}"

@@ -25,7 +25,7 @@
 
 use super::{
     ContainerSpec, ContainerStatus, ContainerSummary, Health, MountSpec, NetworkAttachment,
-    PortBinding, RtResult, RunState, Runtime, RuntimeError, RuntimeInfo, VolumeSpec,
+    PortBinding, RegistryAuth, RtResult, RunState, Runtime, RuntimeError, RuntimeInfo, VolumeSpec,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -252,7 +252,7 @@ impl Runtime for FakeRuntime {
         })
     }
 
-    async fn ensure_image(&self, reference: &str) -> RtResult<()> {
+    async fn ensure_image(&self, reference: &str, _auth: Option<&RegistryAuth>) -> RtResult<()> {
         let mut state = lock(&self.state);
         if state.images.contains(reference) {
             return Ok(());
@@ -652,7 +652,7 @@ mod tests {
     }
 
     async fn started(rt: &FakeRuntime, spec: &ContainerSpec) -> String {
-        rt.ensure_image(&spec.image).await.unwrap();
+        rt.ensure_image(&spec.image, None).await.unwrap();
         let id = rt.create_container(spec).await.unwrap();
         rt.start_container(&id).await.unwrap();
         id
@@ -784,7 +784,7 @@ mod tests {
     async fn images_ulimits_health_and_ports() {
         let rt = FakeRuntime::new();
         assert!(matches!(
-            rt.ensure_image("registry/missing:latest").await,
+            rt.ensure_image("registry/missing:latest", None).await,
             Err(RuntimeError::NotFound(_))
         ));
         // An image nobody ensured is not there.
@@ -799,7 +799,7 @@ mod tests {
             soft: 30000,
             hard: 30000,
         }];
-        rt.ensure_image("app:1").await.unwrap();
+        rt.ensure_image("app:1", None).await.unwrap();
         let id = rt.create_container(&limited).await.unwrap();
         let Err(RuntimeError::Failed(message)) = rt.start_container(&id).await else {
             panic!("a ulimit above the host's must fail the start");
@@ -903,7 +903,7 @@ mod tests {
         let mut sidecar = spec("sidecar", &["exit", "0"]);
         sidecar.labels.insert("task".to_string(), "t1".to_string());
         sidecar.network = NetworkAttachment::Container(holder.clone());
-        rt.ensure_image("app:1").await.unwrap();
+        rt.ensure_image("app:1", None).await.unwrap();
         let sidecar_id = rt.create_container(&sidecar).await.unwrap();
         // The namespace's holder must run first.
         assert!(rt.start_container(&sidecar_id).await.is_err());

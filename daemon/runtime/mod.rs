@@ -31,6 +31,25 @@ pub enum RuntimeError {
 
 pub type RtResult<T> = Result<T, RuntimeError>;
 
+/// Credentials for an image pull.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+    /// `host:port`.
+    pub server: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
 /// What the engine is, for `ecrl daemon status` and errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeInfo {
@@ -239,9 +258,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// Connects (negotiating the API version) and says what the engine is.
     async fn info(&self) -> RtResult<RuntimeInfo>;
 
-    /// Makes the image available: nothing when the engine has it, a pull otherwise.
-    /// `NotFound` when the registry has no such image.
-    async fn ensure_image(&self, reference: &str) -> RtResult<()>;
+    /// Makes the image available: nothing when the engine has it, a pull otherwise (with
+    /// `auth` for the registry, when given). `NotFound` when the registry has no such image.
+    async fn ensure_image(&self, reference: &str, auth: Option<&RegistryAuth>) -> RtResult<()>;
 
     /// The reference of a tiny image whose command sleeps until killed, created in the
     /// engine on first use: it holds a task's network namespace in awsvpc mode.

@@ -42,6 +42,8 @@ pub struct Ctx {
     pub tasks_dir: PathBuf,
     /// `arn:aws:ecs:REGION:ACCOUNT:`.
     pub arn_prefix: String,
+    /// Credentials for pulls from ecrl's own registry (short-lived, made per pull).
+    pub registry_auth: Arc<dyn Fn() -> Option<crate::runtime::RegistryAuth> + Send + Sync>,
 }
 
 impl Ctx {

@@ -239,8 +239,13 @@ impl Supervisor {
             let runtime = runtime.clone();
             let reference = image.reference.clone();
             let name = name.clone();
+            // Images in ecrl's registry are pulled with a short-lived token of the runner's.
+            let auth = image
+                .digest
+                .as_ref()
+                .and_then(|_| (self.ctx.registry_auth)());
             pulls.push(Box::pin(async move {
-                let result = runtime.ensure_image(&reference).await;
+                let result = runtime.ensure_image(&reference, auth.as_ref()).await;
                 (name, reference, result)
             }));
         }

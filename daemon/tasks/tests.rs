@@ -63,6 +63,7 @@ fn manager(
         store: store.clone(),
         tasks_dir: dir.path().join("tasks"),
         arn_prefix: "arn:aws:ecs:us-east-1:123456789012:".into(),
+        registry_auth: Arc::new(|| None),
     })
 }
 

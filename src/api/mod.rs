@@ -4,6 +4,7 @@
 //! and response types are defined here once. The client has one generic call and the daemon
 //! routes by the same constants, so neither side writes a URL by hand.
 
+pub mod auth;
 pub mod repos;
 pub mod system;
 pub mod tasks;
@@ -89,6 +90,10 @@ pub enum ErrorCode {
     SourceUnreadable,
     TaskDefinitionNotFound,
     TaskNotFound,
+    UserNotFound,
+    UserAlreadyExists,
+    /// No such identity, repository or registry policy.
+    PolicyNotFound,
     /// The container runtime (the Docker engine) cannot be reached or refused the request.
     RuntimeUnavailable,
     /// A code this client does not know yet.
@@ -105,10 +110,13 @@ impl ErrorCode {
             | ErrorCode::RepositoryNotFound
             | ErrorCode::ImageNotFound
             | ErrorCode::TaskDefinitionNotFound
-            | ErrorCode::TaskNotFound => 404,
+            | ErrorCode::TaskNotFound
+            | ErrorCode::UserNotFound
+            | ErrorCode::PolicyNotFound => 404,
             ErrorCode::RepositoryAlreadyExists
             | ErrorCode::RepositoryNotEmpty
-            | ErrorCode::ImageTagAlreadyExists => 409,
+            | ErrorCode::ImageTagAlreadyExists
+            | ErrorCode::UserAlreadyExists => 409,
             ErrorCode::ShuttingDown | ErrorCode::RuntimeUnavailable => 503,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
         }

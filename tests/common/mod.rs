@@ -14,6 +14,8 @@ pub const ECRLD: &str = env!("CARGO_BIN_EXE_ecrld");
 /// A private environment: nothing of the user's home, config or runtime dir leaks in.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// `ECRL_ANONYMOUS` for the daemon: `all` unless a test asks for access control.
+    pub anonymous: &'static str,
 }
 
 impl Env {
@@ -23,7 +25,17 @@ impl Env {
             .tempdir()
             .expect("temp dir");
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
-        Env { dir }
+        Env {
+            dir,
+            anonymous: "all",
+        }
+    }
+
+    /// An environment whose daemon requires credentials (`anonymous` is `none` or `pull`).
+    pub fn with_anonymous(anonymous: &'static str) -> Self {
+        let mut env = Env::new();
+        env.anonymous = anonymous;
+        env
     }
 
     pub fn path(&self) -> &Path {
@@ -47,6 +59,8 @@ impl Env {
             .env("ECRL_DATA_DIR", self.data_dir())
             .env("ECRL_SOCKET", self.socket())
             .env("ECRL_REGISTRY_ADDR", "127.0.0.1:0")
+            // The registry tests exercise the protocol; tests/auth.rs sets its own access.
+            .env("ECRL_ANONYMOUS", self.anonymous)
             .env("ECRL_LOG", "info")
             .stdin(Stdio::null());
     }

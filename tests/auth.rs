@@ -1,0 +1,507 @@
+//! Registry access control on the real daemon: credentials, tokens, the token flow,
+//! anonymous modes, refusals and what must never leak.
+
+mod common;
+
+use base64::Engine as _;
+use common::registry::{localhost, registry_address, require_docker, run, sha256_digest, unique};
+use common::{stderr, stdout, Daemon, Env};
+use reqwest::blocking::Client;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::process::Command;
+
+struct Registry {
+    env: Env,
+    _daemon: Daemon,
+    base: String,
+    http: Client,
+}
+
+impl Registry {
+    fn new(anonymous: &'static str) -> Self {
+        let env = Env::with_anonymous(anonymous);
+        let daemon = env.spawn_daemon(&[]);
+        let address = registry_address(&env);
+        Registry {
+            env,
+            _daemon: daemon,
+            base: format!("http://{address}"),
+            http: Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn login_password(&self, user: Option<&str>) -> String {
+        let mut args = vec!["get-login-password"];
+        if let Some(u) = user {
+            args.extend(["--user", u]);
+        }
+        self.env.ecrl_ok(&args).trim().to_string()
+    }
+
+    /// `(access key id, secret)` of a new user.
+    fn user(&self, name: &str) -> (String, String) {
+        let v: Value = serde_json::from_str(
+            &self
+                .env
+                .ecrl_ok(&["auth", "user", "create", name, "--output", "json"]),
+        )
+        .unwrap();
+        (
+            v["AccessKey"]["AccessKeyId"].as_str().unwrap().to_string(),
+            v["AccessKey"]["SecretAccessKey"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    }
+
+    /// Pushes a small blob and a manifest to `repo:tag` with the given Authorization.
+    fn push(&self, repo: &str, tag: &str, auth: &str) -> StatusCode {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let digest = sha256_digest(config);
+        let r = self
+            .http
+            .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
+            .header("Authorization", auth)
+            .body(config.to_vec())
+            .send()
+            .unwrap();
+        if !r.status().is_success() {
+            return r.status();
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": config.len()},
+            "layers": []
+        });
+        self.http
+            .put(self.url(&format!("/v2/{repo}/manifests/{tag}")))
+            .header("Authorization", auth)
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest.to_string())
+            .send()
+            .unwrap()
+            .status()
+    }
+
+    fn get(&self, path: &str, auth: Option<&str>) -> reqwest::blocking::Response {
+        let mut request = self.http.get(self.url(path));
+        if let Some(a) = auth {
+            request = request.header("Authorization", a);
+        }
+        request.send().unwrap()
+    }
+
+    /// Everything the daemon logged so far.
+    fn log(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.env.path()).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("ecrld") && name.ends_with(".log") {
+                out.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        out
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+#[test]
+fn no_credentials_get_401_with_both_challenges_and_a_login_token_works() {
+    let r = Registry::new("none");
+    let response = r.get("/v2/", None);
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let challenges: Vec<String> = response
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        challenges
+            .iter()
+            .any(|c| c.starts_with("Bearer realm=\"http://")
+                && c.contains("/v2/token\"")
+                && c.contains("service=\"ecrl\"")),
+        "{challenges:?}"
+    );
+    assert!(
+        challenges.iter().any(|c| c.starts_with("Basic")),
+        "{challenges:?}"
+    );
+
+    let response = r.get("/v2/team/app/manifests/1", None);
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.contains("scope=\"repository:team/app:pull\""),
+        "{challenge}"
+    );
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAUTHORIZED");
+
+    let token = r.login_password(None);
+    let auth = basic("AWS", &token);
+    assert_eq!(r.get("/v2/", Some(&auth)).status(), StatusCode::OK);
+    assert_eq!(r.push("team/app", "1", &auth), StatusCode::CREATED);
+    let got = r
+        .http
+        .get(r.url("/v2/team/app/manifests/1"))
+        .header("Authorization", &auth)
+        .header("Accept", MANIFEST)
+        .send()
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    // A token that was tampered with or made up is refused.
+    let mut forged = token.clone();
+    forged.pop();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(
+        r.get("/v2/", Some(&basic("AWS", &forged))).status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        r.get("/v2/", Some(&basic("AWS", "ecrl1.e30.AAAA")))
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        r.get("/v2/", Some("Bearer nonsense")).status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[test]
+fn access_keys_the_token_flow_and_rotation() {
+    let r = Registry::new("none");
+    let (key, secret) = r.user("ci");
+    assert!(key.starts_with("AKIA") && secret.len() == 40);
+    // Basic with the access key itself.
+    assert_eq!(
+        r.get("/v2/", Some(&basic(&key, &secret))).status(),
+        StatusCode::OK
+    );
+    let wrong = format!("{}x", &secret[..39]);
+    assert_eq!(
+        r.get("/v2/", Some(&basic(&key, &wrong))).status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        r.get("/v2/", Some(&basic("AKIANOSUCHKEY0000000", &secret)))
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The Docker token flow: Basic credentials buy a bearer token.
+    let response = r.get(
+        "/v2/token?service=ecrl&scope=repository:team/app:pull",
+        Some(&basic(&key, &secret)),
+    );
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().unwrap();
+    let bearer = body["token"].as_str().unwrap().to_string();
+    assert_eq!(body["access_token"], body["token"]);
+    assert!(body["expires_in"].as_u64().unwrap() > 11 * 3600);
+    assert_eq!(
+        r.get("/v2/", Some(&format!("Bearer {bearer}"))).status(),
+        StatusCode::OK
+    );
+    // Without credentials the token endpoint asks for them.
+    assert_eq!(
+        r.get("/v2/token?service=ecrl", None).status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A user's login token works until the key is rotated.
+    let user_token = r.login_password(Some("ci"));
+    assert_eq!(
+        r.get("/v2/", Some(&basic("AWS", &user_token))).status(),
+        StatusCode::OK
+    );
+    let rotated: Value = serde_json::from_str(
+        &r.env
+            .ecrl_ok(&["auth", "key", "rotate", "ci", "--output", "json"]),
+    )
+    .unwrap();
+    let new_key = rotated["AccessKey"]["AccessKeyId"].as_str().unwrap();
+    let new_secret = rotated["AccessKey"]["SecretAccessKey"].as_str().unwrap();
+    assert_ne!(new_key, key);
+    for dead in [
+        basic(&key, &secret),
+        basic("AWS", &user_token),
+        format!("Bearer {bearer}"),
+    ] {
+        assert_eq!(
+            r.get("/v2/", Some(&dead)).status(),
+            StatusCode::UNAUTHORIZED,
+            "{dead}"
+        );
+    }
+    assert_eq!(
+        r.get("/v2/", Some(&basic(new_key, new_secret))).status(),
+        StatusCode::OK
+    );
+
+    // Listings show key ids, never secrets; a deleted user's key stops working.
+    let list = r.env.ecrl_ok(&["auth", "user", "list", "--output", "json"]);
+    assert!(
+        list.contains(new_key) && !list.contains(new_secret),
+        "{list}"
+    );
+    let again = r.env.ecrl(&["auth", "user", "create", "ci"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    r.env.ecrl_ok(&["auth", "user", "delete", "ci"]);
+    assert_eq!(
+        r.get("/v2/", Some(&basic(new_key, new_secret))).status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[test]
+fn a_user_without_an_allowing_policy_is_refused_with_403() {
+    let r = Registry::new("none");
+    let owner = basic("AWS", &r.login_password(None));
+    assert_eq!(r.push("team/app", "1", &owner), StatusCode::CREATED);
+    let (key, secret) = r.user("reader");
+    let status = r.push("team/app", "2", &basic(&key, &secret));
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let response = r.get("/v2/team/app/tags/list", Some(&basic(&key, &secret)));
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["errors"][0]["code"], "DENIED");
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("user reader")
+            && message.contains("ecr:ListImages")
+            && message.contains("team/app"),
+        "{message}"
+    );
+}
+
+#[test]
+fn anonymous_pull_lets_anyone_pull_and_nobody_push() {
+    let r = Registry::new("pull");
+    let owner = basic("AWS", &r.login_password(None));
+    assert_eq!(r.push("pub/app", "1", &owner), StatusCode::CREATED);
+    assert_eq!(r.get("/v2/", None).status(), StatusCode::OK);
+    let got = r
+        .http
+        .get(r.url("/v2/pub/app/manifests/1"))
+        .header("Accept", MANIFEST)
+        .send()
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(
+        r.get("/v2/pub/app/tags/list", None).status(),
+        StatusCode::OK
+    );
+    // An anonymous token from the token endpoint pulls too.
+    let body: Value = r
+        .get("/v2/token?service=ecrl&scope=repository:pub/app:pull", None)
+        .json()
+        .unwrap();
+    let bearer = format!("Bearer {}", body["token"].as_str().unwrap());
+    assert_eq!(
+        r.get("/v2/pub/app/tags/list", Some(&bearer)).status(),
+        StatusCode::OK
+    );
+    // Pushing needs credentials.
+    let upload = r
+        .http
+        .post(r.url("/v2/pub/app/blobs/uploads/"))
+        .send()
+        .unwrap();
+    assert_eq!(upload.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.push("pub/app", "2", &bearer), StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn anonymous_all_turns_auth_off_and_says_so() {
+    let r = Registry::new("all");
+    assert_eq!(
+        r.push("open/app", "1", "Basic Zm9vOmJhcg=="),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        r.get("/v2/open/app/tags/list", None).status(),
+        StatusCode::OK
+    );
+    assert!(
+        r.log().contains("registry authentication is off"),
+        "{}",
+        r.log()
+    );
+}
+
+#[test]
+fn repeated_failures_are_answered_429_for_a_while() {
+    let r = Registry::new("none");
+    let good = basic("AWS", &r.login_password(None));
+    for _ in 0..10 {
+        assert_eq!(
+            r.get("/v2/", Some(&basic("AWS", "wrong"))).status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let blocked = r.get("/v2/", Some(&good));
+    assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = blocked.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = blocked.json().unwrap();
+    assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS");
+}
+
+#[test]
+fn secrets_never_reach_the_log_or_listings() {
+    let r = Registry::new("none");
+    let (key, secret) = r.user("auditor");
+    let token = r.login_password(None);
+    let user_token = r.login_password(Some("auditor"));
+    r.get("/v2/", Some(&basic(&key, &secret)));
+    r.get("/v2/", Some(&basic(&key, "not-the-secret-but-close")));
+    r.get("/v2/", Some(&basic("AWS", &token)));
+    r.get("/v2/", Some(&basic("AWS", &user_token)));
+    r.get("/v2/token?service=ecrl", Some(&basic(&key, &secret)));
+    r.env.ecrl_ok(&["auth", "key", "rotate", "auditor", "-q"]);
+    let log = r.log();
+    assert!(log.contains("auditor"), "the log says what happened: {log}");
+    for s in [
+        &secret,
+        &token,
+        &user_token,
+        &"not-the-secret-but-close".to_string(),
+    ] {
+        assert!(!log.contains(s.as_str()), "a secret is in the log");
+    }
+    let listing = r.env.ecrl_ok(&["auth", "user", "list"]);
+    assert!(!listing.contains(&secret));
+    let status = r.env.ecrl_ok(&["daemon", "status", "--output", "json"]);
+    assert!(!status.contains(&secret) && !status.contains(&token));
+}
+
+#[test]
+fn docker_logs_in_with_the_login_password_and_the_task_runner_pulls_with_its_own() {
+    require_docker();
+    let r = Registry::new("none");
+    let host = localhost(r.base.trim_start_matches("http://"));
+    let docker_config = tempfile::tempdir().unwrap();
+    let docker = |args: &[&str], stdin: Option<&str>| {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_CONFIG", docker_config.path()).args(args);
+        match stdin {
+            Some(text) => {
+                use std::io::Write;
+                let mut child = c
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(text.as_bytes())
+                    .unwrap();
+                child.wait_with_output().unwrap()
+            }
+            None => c.output().unwrap(),
+        }
+    };
+    let image = format!("{host}/{}:1", unique("auth/busybox"));
+    let images = common::registry::DockerImages::new();
+    let local = unique("ecrl-auth-test");
+    common::registry::build_busybox_image(&images, &format!("{local}:1"), "auth");
+    images.track(&image);
+    run("docker", &["tag", &format!("{local}:1"), &image]);
+    // Without logging in, docker is refused.
+    let refused = docker(&["push", &image], None);
+    assert!(!refused.status.success());
+    let text = format!("{}{}", stdout(&refused), stderr(&refused)).to_lowercase();
+    assert!(
+        text.contains("unauthorized") || text.contains("no basic auth credentials"),
+        "{text}"
+    );
+    // ecrl get-login-password | docker login -u AWS --password-stdin HOST
+    let token = r.login_password(None);
+    let login = docker(
+        &["login", "-u", "AWS", "--password-stdin", &host],
+        Some(&token),
+    );
+    assert!(login.status.success(), "{}", stderr(&login));
+    let pushed = docker(&["push", &image], None);
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    run("docker", &["rmi", &image]);
+    let pulled = docker(&["pull", &image], None);
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+    run("docker", &["rmi", &image]);
+
+    // A task whose image is in ecrl: the engine pulls it with the runner's own token (the
+    // engine itself holds no login).
+    let repo = image
+        .trim_start_matches(&format!("{host}/"))
+        .trim_end_matches(":1")
+        .to_string();
+    let def = serde_json::json!({"family": unique("authtask"), "containerDefinitions": [
+        {"name": "a", "image": format!("{repo}:1"), "memory": 32, "command": ["cat", "/etc/ecrl-test-id"]}]});
+    let file = r.env.path().join("def.json");
+    std::fs::write(&file, def.to_string()).unwrap();
+    r.env
+        .ecrl_ok(&["task", "register", "-f", file.to_str().unwrap()]);
+    let out = r.env.ecrl(&[
+        "task",
+        "run",
+        def["family"].as_str().unwrap(),
+        "--wait",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let logs = r.env.ecrl_ok(&["task", "logs", id]);
+    assert!(logs.contains("auth"), "{logs}");
+    // The runner's pull left the image in the engine by digest: remove it.
+    let digest = v["tasks"][0]["containers"][0]["imageDigest"]
+        .as_str()
+        .unwrap();
+    let _ = run("docker", &["rmi", &format!("{host}/{repo}@{digest}")]);
+}
