@@ -147,8 +147,7 @@ fn challenge(
 }
 
 /// `GET /v2/token`: the Docker token flow. Credentials (Basic with `AWS` and a login token,
-/// or an access key) buy a bearer token; without credentials, an anonymous one where
-/// anonymous access is on.
+/// or an access key) buy a bearer token; bad ones get 401; none get an anonymous token.
 fn token(
     state: &AppState,
     parts: &axum::http::request::Parts,
@@ -158,10 +157,9 @@ fn token(
         .auth
         .authenticate(state, &parts.headers, client)
         .map_err(|e| challenge(state, parts, e.into(), None))?;
-    if principal == auth::Principal::Anonymous && state.config.anonymous == Anonymous::None {
-        let e = auth::AuthError::Unauthenticated("authentication required".into());
-        return Err(challenge(state, parts, e.into(), None));
-    }
+    // Without credentials the answer is an anonymous token, which grants what anonymous
+    // access allows (possibly nothing): clients then fail at once on the request it does not
+    // cover, instead of retrying a refused token request.
     let (token, expires) = state.auth.bearer_for(state, &principal, &parts.headers);
     let now = time::OffsetDateTime::now_utc();
     let issued_at = now
