@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod names;
 pub mod paths;
+pub mod policy;
 pub mod taskdef;
 
 /// The crate version both binaries report.
