@@ -519,3 +519,199 @@ fn docker_logs_in_with_the_login_password_and_the_task_runner_pulls_with_its_own
         .unwrap();
     let _ = run("docker", &["rmi", &format!("{host}/{repo}@{digest}")]);
 }
+
+/// Writes a policy document into the test's directory and answers its path.
+fn policy_file(r: &Registry, name: &str, policy: &Value) -> String {
+    let path = r.env.path().join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(policy).unwrap()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn identity_and_repository_policies_decide_and_deny_wins() {
+    let r = Registry::new("none");
+    let owner = basic("AWS", &r.login_password(None));
+    assert_eq!(r.push("team/app", "1", &owner), StatusCode::CREATED);
+    assert_eq!(r.push("other/app", "1", &owner), StatusCode::CREATED);
+    let created: Value = serde_json::from_str(
+        &r.env
+            .ecrl_ok(&["auth", "user", "create", "ci", "--output", "json"]),
+    )
+    .unwrap();
+    let arn = created["User"]["Arn"].as_str().unwrap().to_string();
+    let account = arn.split(':').nth(4).unwrap().to_string();
+    let ci = basic(
+        created["AccessKey"]["AccessKeyId"].as_str().unwrap(),
+        created["AccessKey"]["SecretAccessKey"].as_str().unwrap(),
+    );
+
+    // An identity policy: pull anything under team/.
+    let pull = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Sid": "PullTeam", "Effect": "Allow",
+        "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability", "ecr:ListImages"],
+        "Resource": format!("arn:aws:ecr:*:{account}:repository/team/*")}]});
+    r.env.ecrl_ok(&[
+        "auth",
+        "policy",
+        "attach",
+        "ci",
+        &policy_file(&r, "pull-team", &pull),
+    ]);
+    assert_eq!(
+        r.get("/v2/team/app/tags/list", Some(&ci)).status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        r.get("/v2/other/app/tags/list", Some(&ci)).status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(r.push("team/app", "2", &ci), StatusCode::FORBIDDEN);
+    let sim = r
+        .env
+        .ecrl(&["auth", "simulate", "ci", "ecr:BatchGetImage", "team/app"]);
+    assert_eq!(sim.status.code(), Some(0));
+    assert!(
+        stdout(&sim).contains("ALLOW") && stdout(&sim).contains("PullTeam"),
+        "{}",
+        stdout(&sim)
+    );
+    let sim = r.env.ecrl(&[
+        "auth",
+        "simulate",
+        "ci",
+        "ecr:PutImage",
+        "team/app",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(sim.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&sim.stdout).unwrap();
+    assert_eq!(v["evalDecision"], "implicitDeny");
+
+    // A repository policy as on ECR lets ci push to team/app only.
+    let push = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Sid": "CiPushes", "Effect": "Allow", "Principal": {"AWS": arn},
+        "Action": ["ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
+                   "ecr:CompleteLayerUpload", "ecr:BatchCheckLayerAvailability"]}]});
+    r.env.ecrl_ok(&[
+        "repo",
+        "policy",
+        "set",
+        "team/app",
+        "-f",
+        &policy_file(&r, "push", &push),
+    ]);
+    let got = r
+        .env
+        .ecrl_ok(&["repo", "policy", "get", "team/app", "--output", "json"]);
+    let got: Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(got["policyText"].as_str().unwrap()).unwrap(),
+        push
+    );
+    assert_eq!(r.push("team/app", "2", &ci), StatusCode::CREATED);
+    assert_eq!(r.push("team/other", "1", &ci), StatusCode::FORBIDDEN);
+
+    // A Deny beats every Allow: the registry policy forbids ci to push anywhere.
+    let deny = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Sid": "NoPushForCi", "Effect": "Deny", "Principal": {"AWS": arn},
+        "Action": "ecr:PutImage", "Resource": "*"}]});
+    r.env.ecrl_ok(&[
+        "auth",
+        "registry-policy",
+        "set",
+        "-f",
+        &policy_file(&r, "deny", &deny),
+    ]);
+    let response = r
+        .http
+        .put(r.url("/v2/team/app/manifests/3"))
+        .header("Authorization", &ci)
+        .header("Content-Type", MANIFEST)
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body: Value = response.json().unwrap();
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("NoPushForCi"), "{message}");
+    let sim = r
+        .env
+        .ecrl(&["auth", "simulate", "ci", "ecr:PutImage", "team/app"]);
+    assert_eq!(sim.status.code(), Some(1));
+    assert!(
+        stdout(&sim).contains("DENY") && stdout(&sim).contains("registry policy"),
+        "{}",
+        stdout(&sim)
+    );
+    // Pulls still work; removing the deny brings pushes back.
+    assert_eq!(
+        r.get("/v2/team/app/tags/list", Some(&ci)).status(),
+        StatusCode::OK
+    );
+    r.env.ecrl_ok(&["auth", "registry-policy", "delete"]);
+    assert_eq!(r.push("team/app", "4", &ci), StatusCode::CREATED);
+
+    // Detaching the identity policy takes pulls away from other repositories' reach.
+    r.env
+        .ecrl_ok(&["auth", "policy", "detach", "ci", "pull-team"]);
+    assert_eq!(
+        r.get("/v2/team/other/tags/list", Some(&ci)).status(),
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[test]
+fn malformed_policies_are_refused_with_their_paths() {
+    let r = Registry::new("none");
+    r.user("ci");
+    let owner = basic("AWS", &r.login_password(None));
+    assert_eq!(r.push("team/app", "1", &owner), StatusCode::CREATED);
+    let bad = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "ecr:*", "Resource": "*"}, {"Efect": "Deny"}]});
+    let out = r.env.ecrl(&[
+        "auth",
+        "policy",
+        "attach",
+        "ci",
+        &policy_file(&r, "bad", &bad),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Statement[1].Efect"),
+        "{}",
+        stderr(&out)
+    );
+    let list = r
+        .env
+        .ecrl_ok(&["auth", "policy", "list", "ci", "--output", "json"]);
+    assert!(!list.contains("bad"), "nothing stored: {list}");
+    // A repository policy must name principals.
+    let no_principal = serde_json::json!({"Statement": [{"Effect": "Allow", "Action": "ecr:*"}]});
+    let out = r.env.ecrl(&[
+        "repo",
+        "policy",
+        "set",
+        "team/app",
+        "-f",
+        &policy_file(&r, "np", &no_principal),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("Principal"), "{}", stderr(&out));
+    let out = r.env.ecrl(&["repo", "policy", "get", "team/app"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no repository policy"),
+        "{}",
+        stderr(&out)
+    );
+    let out = r.env.ecrl(&[
+        "repo",
+        "policy",
+        "set",
+        "team/app",
+        "-f",
+        &policy_file(&r, "nj", &Value::String("not a policy".into())),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -135,6 +135,8 @@ struct Failures {
 #[derive(Debug, Default)]
 pub struct Guard {
     failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// Parsed policies, by their text.
+    pub policies: decide::PolicyCache,
 }
 
 /// How a request proved who it is.

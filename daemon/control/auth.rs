@@ -8,6 +8,7 @@ use crate::metadata::MetaError;
 use ecrl::api::auth::*;
 use ecrl::api::{ApiError, Empty, ErrorCode};
 use ecrl::names::RepoName;
+use ecrl::policy::PolicyKind;
 
 pub fn routes(router: axum::Router<Shared>) -> axum::Router<Shared> {
     let router = endpoint::<CreateUser, _, _>(router, create_user);
@@ -189,9 +190,9 @@ async fn get_token(state: Shared, _peer: Peer, r: TokenRequest) -> Result<TokenR
     })
 }
 
-/// Checks a policy document; `resource_policy`: it must name principals.
-fn check_policy(text: &str, resource_policy: bool) -> Result<(), ApiError> {
-    decide::validate(text, resource_policy).map_err(|errors| {
+/// Checks a policy document of a kind.
+fn check_policy(text: &str, kind: PolicyKind) -> Result<(), ApiError> {
+    decide::validate(text, kind).map_err(|errors| {
         invalid(format!(
             "the policy is invalid ({} error{}):\n{}",
             errors.len(),
@@ -199,19 +200,6 @@ fn check_policy(text: &str, resource_policy: bool) -> Result<(), ApiError> {
             errors.join("\n")
         ))
     })
-}
-
-/// ECR's limit on a repository policy's text.
-const MAX_POLICY_TEXT: usize = 10_240;
-
-fn check_size(text: &str) -> Result<(), ApiError> {
-    if text.len() > MAX_POLICY_TEXT {
-        return Err(invalid(format!(
-            "the policy is {} characters; at most {MAX_POLICY_TEXT} are allowed",
-            text.len()
-        )));
-    }
-    Ok(())
 }
 
 async fn attach_policy(
@@ -232,8 +220,7 @@ async fn attach_policy(
             r.policy_name
         )));
     }
-    check_size(&r.policy_document)?;
-    check_policy(&r.policy_document, false)?;
+    check_policy(&r.policy_document, PolicyKind::Identity)?;
     state
         .meta
         .put_user_policy(
@@ -336,8 +323,7 @@ async fn set_repo_policy(
     r: SetRepositoryPolicyRequest,
 ) -> Result<RepositoryPolicy, ApiError> {
     let repo = repo_name(&r.repository_name)?;
-    check_size(&r.policy_text)?;
-    check_policy(&r.policy_text, true)?;
+    check_policy(&r.policy_text, PolicyKind::Repository)?;
     state
         .meta
         .set_repository_policy(repo.clone(), Some(r.policy_text.clone()))
@@ -416,8 +402,7 @@ async fn put_registry_policy(
     _peer: Peer,
     r: RegistryPolicyText,
 ) -> Result<RegistryPolicy, ApiError> {
-    check_size(&r.policy_text)?;
-    check_policy(&r.policy_text, true)?;
+    check_policy(&r.policy_text, PolicyKind::Registry)?;
     state
         .meta
         .set_registry_policy(Some(r.policy_text.clone()))
