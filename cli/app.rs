@@ -1,6 +1,6 @@
 //! The command tree and what every command shares: output format, quiet, the daemon's socket.
 
-use crate::{completions, daemon, image, output::OutputFormat, repo, task};
+use crate::{completions, daemon, image, output::OutputFormat, repo, task, tls};
 use clap::{Parser, Subcommand};
 use ecrl::client::{Client, ClientError};
 use ecrl::config::{self, DaemonConfig, DaemonOptions, ENV_SOCKET};
@@ -56,6 +56,9 @@ pub enum Command {
     /// Register, describe, list, deregister and delete ECS task definitions
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// Show how clients come to trust the HTTPS registry (ecrld's CA)
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
     /// Write completion scripts and man pages into a directory (for packagers and the tests)
@@ -100,6 +103,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Repo(cmd) => repo::run(&ctx, cmd),
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Task(cmd) => block_on(task::run(&ctx, cmd))?,
+        Command::Tls(cmd) => tls::run(&ctx, cmd),
         Command::Completions(args) => completions::print(args),
         Command::GenerateDocs(args) => completions::generate_docs(args),
     }

@@ -1,4 +1,5 @@
-//! The registry: OCI Distribution Spec v1.1 / Docker Registry HTTP API V2 over TCP.
+//! The registry: OCI Distribution Spec v1.1 / Docker Registry HTTP API V2 over TCP (plain
+//! HTTP, HTTPS, or both at once).
 //!
 //! One handler parses every path into a [`Route`] (repository names contain slashes, so a
 //! path router cannot split them), checks access through `auth::authorize` with the route's
@@ -20,7 +21,6 @@ use ecrl::names::{Digest, Reference, RepoName};
 pub use error::RegistryError;
 use oci_spec::distribution::ErrorCode;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub const API_VERSION_HEADER: HeaderName =
@@ -31,11 +31,17 @@ pub const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid"
 pub type Shared = Arc<AppState>;
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
-pub async fn serve(
-    listener: TcpListener,
+/// Serves the registry on a listener: a TCP one for plain HTTP, a `tls::TlsListener` for
+/// HTTPS. Every listener gets the same router and the same HTTP server (and so its limits).
+pub async fn serve<L>(
+    listener: L,
     state: Shared,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let app = Router::new().fallback(dispatch).with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
