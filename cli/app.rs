@@ -1,6 +1,6 @@
 //! The command tree and what every command shares: output format, quiet, the daemon's socket.
 
-use crate::{auth, completions, daemon, image, output::OutputFormat, repo, task};
+use crate::{auth, completions, daemon, image, output::OutputFormat, repo, task, tls};
 use clap::{Parser, Subcommand};
 use ecrl::client::{Client, ClientError};
 use ecrl::config::{self, DaemonConfig, DaemonOptions, ENV_SOCKET};
@@ -62,6 +62,9 @@ pub enum Command {
     /// Print a registry password (12 hours) for `docker login -u AWS --password-stdin`
     #[command(long_about = auth::LOGIN_LONG_ABOUT)]
     GetLoginPassword(auth::LoginArgs),
+    /// Show how clients come to trust the HTTPS registry (ecrld's CA)
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
     /// Write completion scripts and man pages into a directory (for packagers and the tests)
@@ -108,6 +111,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Task(cmd) => block_on(task::run(&ctx, cmd))?,
         Command::Auth(cmd) => block_on(auth::run(&ctx, cmd))?,
         Command::GetLoginPassword(args) => block_on(auth::login_password(&ctx, args))?,
+        Command::Tls(cmd) => tls::run(&ctx, cmd),
         Command::Completions(args) => completions::print(args),
         Command::GenerateDocs(args) => completions::generate_docs(args),
     }

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use ecrl::api::system::{Info, Shutdown, SystemInfo};
 use ecrl::api::Empty;
 use ecrl::client::{Client, ClientError};
-use ecrl::config::{DaemonConfig, DaemonOptions};
+use ecrl::config::{DaemonConfig, DaemonOptions, TlsCertificate};
 use serde::Serialize;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::DirBuilderExt;
@@ -72,11 +72,24 @@ impl Table for SystemInfo {
             ("version", self.version.clone()),
             ("pid", self.pid.to_string()),
             ("uptime", human_duration(self.uptime_seconds)),
-            ("registry", self.registry_address.clone()),
+            (
+                "registry",
+                self.registry_address
+                    .clone()
+                    .unwrap_or_else(|| "off (plain HTTP)".into()),
+            ),
             ("socket", self.socket.display().to_string()),
             ("data dir", self.data_dir.display().to_string()),
             ("stored", human_bytes(self.bytes_stored)),
         ];
+        if let Some(address) = &self.registry_tls_address {
+            rows.insert(5, ("registry (https)", address.clone()));
+            if let Some(ca) = &self.tls_ca_path {
+                rows.insert(6, ("tls ca", ca.display().to_string()));
+            } else if let Some(cert) = &self.tls_cert_path {
+                rows.insert(6, ("tls certificate", cert.display().to_string()));
+            }
+        }
         if let Some(log) = &self.log_file {
             rows.push(("log", log.display().to_string()));
         }
@@ -139,9 +152,16 @@ fn start(ctx: &Context, args: StartArgs) -> anyhow::Result<ExitCode> {
         }
         if let Ok(info) = block_on(client.call::<Info>(&Empty {}))? {
             if info.pid == pid {
+                let mut listening = Vec::new();
+                if let Some(address) = &info.registry_address {
+                    listening.push(format!("registry on {address}"));
+                }
+                if let Some(address) = &info.registry_tls_address {
+                    listening.push(format!("HTTPS registry on {address}"));
+                }
                 ctx.note(format!(
-                    "ecrld started (pid {pid}): registry on {}, control socket {}",
-                    info.registry_address,
+                    "ecrld started (pid {pid}): {}, control socket {}",
+                    listening.join(", "),
                     info.socket.display()
                 ));
                 output::print(ctx.output, &info)?;
@@ -177,7 +197,12 @@ fn daemon_command(config: &DaemonConfig) -> Command {
         .arg("--socket")
         .arg(&config.socket)
         .arg("--registry-addr")
-        .arg(&config.registry_addr)
+        .arg(
+            config
+                .registry_addr
+                .as_deref()
+                .unwrap_or(ecrl::config::ADDR_NONE),
+        )
         .arg("--log-format")
         .arg(match config.log_format {
             ecrl::config::LogFormat::Text => "text",
@@ -191,6 +216,29 @@ fn daemon_command(config: &DaemonConfig) -> Command {
         });
     if let Some(file) = &config.config_file {
         command.arg("--config").arg(file);
+    }
+    // HTTPS as resolved here, so the daemon serves what this command was told even where its
+    // own environment would say otherwise.
+    match &config.tls {
+        None => {
+            command.arg("--tls=false");
+        }
+        Some(tls) => {
+            command.arg("--tls=true").arg("--tls-addr").arg(&tls.addr);
+            match &tls.certificate {
+                TlsCertificate::Files { cert, key } => {
+                    command
+                        .arg("--tls-cert")
+                        .arg(cert)
+                        .arg("--tls-key")
+                        .arg(key);
+                }
+                TlsCertificate::Generated { names, .. } if !names.is_empty() => {
+                    command.arg("--tls-names").arg(names.join(","));
+                }
+                TlsCertificate::Generated { .. } => {}
+            }
+        }
     }
     // SAFETY: setsid is async-signal-safe; it detaches the daemon from this terminal's
     // session so closing the terminal or Ctrl-C here does not reach it.

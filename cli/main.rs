@@ -9,6 +9,7 @@ mod output;
 mod repo;
 mod task;
 mod task_run;
+mod tls;
 mod transfer;
 
 use clap::Parser;

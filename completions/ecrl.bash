@@ -43,6 +43,9 @@ _ecrl() {
             ecrl,task)
                 cmd="ecrl__subcmd__task"
                 ;;
+            ecrl,tls)
+                cmd="ecrl__subcmd__tls"
+                ;;
             ecrl__subcmd__auth,help)
                 cmd="ecrl__subcmd__auth__subcmd__help"
                 ;;
@@ -250,6 +253,9 @@ _ecrl() {
             ecrl__subcmd__help,task)
                 cmd="ecrl__subcmd__help__subcmd__task"
                 ;;
+            ecrl__subcmd__help,tls)
+                cmd="ecrl__subcmd__help__subcmd__tls"
+                ;;
             ecrl__subcmd__help__subcmd__auth,key)
                 cmd="ecrl__subcmd__help__subcmd__auth__subcmd__key"
                 ;;
@@ -384,6 +390,9 @@ _ecrl() {
                 ;;
             ecrl__subcmd__help__subcmd__task,wait)
                 cmd="ecrl__subcmd__help__subcmd__task__subcmd__wait"
+                ;;
+            ecrl__subcmd__help__subcmd__tls,ca)
+                cmd="ecrl__subcmd__help__subcmd__tls__subcmd__ca"
                 ;;
             ecrl__subcmd__image,delete)
                 cmd="ecrl__subcmd__image__subcmd__delete"
@@ -574,6 +583,18 @@ _ecrl() {
             ecrl__subcmd__task__subcmd__help,wait)
                 cmd="ecrl__subcmd__task__subcmd__help__subcmd__wait"
                 ;;
+            ecrl__subcmd__tls,ca)
+                cmd="ecrl__subcmd__tls__subcmd__ca"
+                ;;
+            ecrl__subcmd__tls,help)
+                cmd="ecrl__subcmd__tls__subcmd__help"
+                ;;
+            ecrl__subcmd__tls__subcmd__help,ca)
+                cmd="ecrl__subcmd__tls__subcmd__help__subcmd__ca"
+                ;;
+            ecrl__subcmd__tls__subcmd__help,help)
+                cmd="ecrl__subcmd__tls__subcmd__help__subcmd__help"
+                ;;
             *)
                 ;;
         esac
@@ -581,7 +602,7 @@ _ecrl() {
 
     case "${cmd}" in
         ecrl)
-            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task auth get-login-password completions generate-docs help"
+            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task auth get-login-password tls completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1615,7 +1636,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__daemon__subcmd__start)
-            opts="-q -h -V --data-dir --registry-addr --config --log-format --anonymous --wait --output --quiet --socket --help --version"
+            opts="-q -h -V --data-dir --registry-addr --tls --tls-addr --tls-cert --tls-key --tls-names --config --log-format --anonymous --wait --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1626,6 +1647,26 @@ _ecrl() {
                     return 0
                     ;;
                 --registry-addr)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --tls-addr)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-names)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1757,7 +1798,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help)
-            opts="daemon repo image task auth get-login-password completions generate-docs help"
+            opts="daemon repo image task auth get-login-password tls completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2513,6 +2554,34 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help__subcmd__task__subcmd__wait)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__tls)
+            opts="ca"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__tls__subcmd__ca)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -3813,6 +3882,92 @@ _ecrl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__tls)
+            opts="-q -h -V --output --quiet --socket --help --version ca help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__tls__subcmd__ca)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__tls__subcmd__help)
+            opts="ca help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__tls__subcmd__help__subcmd__ca)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__tls__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

@@ -32,6 +32,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand task 'Register, describe, list, deregister and delete ECS task definitions'
             cand auth 'Users, access keys, identity and registry policies, and decisions explained'
             cand get-login-password 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
+            cand tls 'Show how clients come to trust the HTTPS registry (ecrld''s CA)'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -53,7 +54,12 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         }
         &'ecrl;daemon;start'= {
             cand --data-dir 'Where blobs and metadata live [default: ~/.local/share/ecrl]'
-            cand --registry-addr 'Address the registry listens on (port 0 picks a free port) [default: 127.0.0.1:5000]'
+            cand --registry-addr 'Address the registry listens on over plain HTTP (port 0 picks a free port; `none` turns plain HTTP off when --tls is on) [default: 127.0.0.1:5000]'
+            cand --tls 'Also serve the registry over HTTPS, on --tls-addr (`--tls=false` turns it off) [default: off]'
+            cand --tls-addr 'Address the HTTPS registry listens on (port 0 picks a free port) [default: 127.0.0.1:5443]'
+            cand --tls-cert 'PEM certificate chain to serve HTTPS with, instead of one from ecrld''s own CA (needs --tls-key)'
+            cand --tls-key 'PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)'
+            cand --tls-names 'Extra DNS names or IP addresses the generated server certificate is valid for, besides localhost, 127.0.0.1 and ::1 (comma-separated)'
             cand --config 'YAML config file [default: ~/.config/ecrl/config.yaml when it exists]'
             cand --log-format 'Log format on stderr [default: text]'
             cand --anonymous 'What the registry allows without credentials: none, pull (anyone may pull), or all (no registry authentication: throwaway local use only) [default: none]'
@@ -873,6 +879,36 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'ecrl;tls'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand ca 'Print the path of ecrld''s CA certificate and how to make docker, skopeo, podman and curl trust the HTTPS registry'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;tls;ca'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;tls;help'= {
+            cand ca 'Print the path of ecrld''s CA certificate and how to make docker, skopeo, podman and curl trust the HTTPS registry'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;tls;help;ca'= {
+        }
+        &'ecrl;tls;help;help'= {
+        }
         &'ecrl;completions'= {
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
@@ -900,6 +936,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand task 'Register, describe, list, deregister and delete ECS task definitions'
             cand auth 'Users, access keys, identity and registry policies, and decisions explained'
             cand get-login-password 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
+            cand tls 'Show how clients come to trust the HTTPS registry (ecrld''s CA)'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -1050,6 +1087,11 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;auth;simulate'= {
         }
         &'ecrl;help;get-login-password'= {
+        }
+        &'ecrl;help;tls'= {
+            cand ca 'Print the path of ecrld''s CA certificate and how to make docker, skopeo, podman and curl trust the HTTPS registry'
+        }
+        &'ecrl;help;tls;ca'= {
         }
         &'ecrl;help;completions'= {
         }

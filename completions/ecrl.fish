@@ -37,6 +37,7 @@ complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "image" -d 'List, describe
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "task" -d 'Register, describe, list, deregister and delete ECS task definitions'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "auth" -d 'Users, access keys, identity and registry policies, and decisions explained'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "get-login-password" -d 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
+complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "tls" -d 'Show how clients come to trust the HTTPS registry (ecrld\'s CA)'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "generate-docs" -d 'Write completion scripts and man pages into a directory (for packagers and the tests)'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -53,7 +54,13 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and not __fish_seen_su
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and not __fish_seen_subcommand_from start stop status logs help" -f -a "logs" -d 'Print the log of an ecrld started with \'ecrl daemon start\''
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and not __fish_seen_subcommand_from start stop status logs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l data-dir -d 'Where blobs and metadata live [default: ~/.local/share/ecrl]' -r -F
-complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l registry-addr -d 'Address the registry listens on (port 0 picks a free port) [default: 127.0.0.1:5000]' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l registry-addr -d 'Address the registry listens on over plain HTTP (port 0 picks a free port; `none` turns plain HTTP off when --tls is on) [default: 127.0.0.1:5000]' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l tls -d 'Also serve the registry over HTTPS, on --tls-addr (`--tls=false` turns it off) [default: off]' -r -f -a "true\t''
+false\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l tls-addr -d 'Address the HTTPS registry listens on (port 0 picks a free port) [default: 127.0.0.1:5443]' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l tls-cert -d 'PEM certificate chain to serve HTTPS with, instead of one from ecrld\'s own CA (needs --tls-key)' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l tls-key -d 'PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l tls-names -d 'Extra DNS names or IP addresses the generated server certificate is valid for, besides localhost, 127.0.0.1 and ::1 (comma-separated)' -r
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l config -d 'YAML config file [default: ~/.config/ecrl/config.yaml when it exists]' -r -F
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l log-format -d 'Log format on stderr [default: text]' -r -f -a "text\t''
 json\t''"
@@ -447,6 +454,24 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand get-login-password" -l socket 
 complete -c ecrl -n "__fish_ecrl_using_subcommand get-login-password" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand get-login-password" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ecrl -n "__fish_ecrl_using_subcommand get-login-password" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand tls; and not __fish_seen_subcommand_from ca help" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand tls; and not __fish_seen_subcommand_from ca help" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand tls; and not __fish_seen_subcommand_from ca help" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand tls; and not __fish_seen_subcommand_from ca help" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand tls; and not __fish_seen_subcommand_from ca help" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand tls; and not __fish_seen_subcommand_from ca help" -f -a "ca" -d 'Print the path of ecrld\'s CA certificate and how to make docker, skopeo, podman and curl trust the HTTPS registry'
+complete -c ecrl -n "__fish_ecrl_using_subcommand tls; and not __fish_seen_subcommand_from ca help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand tls; and __fish_seen_subcommand_from ca" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand tls; and __fish_seen_subcommand_from ca" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand tls; and __fish_seen_subcommand_from ca" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand tls; and __fish_seen_subcommand_from ca" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand tls; and __fish_seen_subcommand_from ca" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand tls; and __fish_seen_subcommand_from help" -f -a "ca" -d 'Print the path of ecrld\'s CA certificate and how to make docker, skopeo, podman and curl trust the HTTPS registry'
+complete -c ecrl -n "__fish_ecrl_using_subcommand tls; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand completions" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
@@ -461,15 +486,16 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -l socket -d 'T
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s V -l version -d 'Print version'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password completions generate-docs help" -f -a "daemon" -d 'Start, stop and inspect the ecrld daemon'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password completions generate-docs help" -f -a "repo" -d 'Create, list, describe and delete repositories'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password completions generate-docs help" -f -a "image" -d 'List, describe, delete and tag images'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password completions generate-docs help" -f -a "task" -d 'Register, describe, list, deregister and delete ECS task definitions'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password completions generate-docs help" -f -a "auth" -d 'Users, access keys, identity and registry policies, and decisions explained'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password completions generate-docs help" -f -a "get-login-password" -d 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password completions generate-docs help" -f -a "completions" -d 'Print a shell completion script'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password completions generate-docs help" -f -a "generate-docs" -d 'Write completion scripts and man pages into a directory (for packagers and the tests)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password completions generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password tls completions generate-docs help" -f -a "daemon" -d 'Start, stop and inspect the ecrld daemon'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password tls completions generate-docs help" -f -a "repo" -d 'Create, list, describe and delete repositories'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password tls completions generate-docs help" -f -a "image" -d 'List, describe, delete and tag images'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password tls completions generate-docs help" -f -a "task" -d 'Register, describe, list, deregister and delete ECS task definitions'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password tls completions generate-docs help" -f -a "auth" -d 'Users, access keys, identity and registry policies, and decisions explained'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password tls completions generate-docs help" -f -a "get-login-password" -d 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password tls completions generate-docs help" -f -a "tls" -d 'Show how clients come to trust the HTTPS registry (ecrld\'s CA)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password tls completions generate-docs help" -f -a "completions" -d 'Print a shell completion script'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password tls completions generate-docs help" -f -a "generate-docs" -d 'Write completion scripts and man pages into a directory (for packagers and the tests)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password tls completions generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "start" -d 'Start ecrld in the background and wait until it answers'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "stop" -d 'Stop ecrld and wait until it is gone'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "status" -d 'Show whether ecrld runs, where it listens and what it stores (exit 3 when it does not run)'
@@ -502,3 +528,4 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcomma
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "policy" -d 'Identity policies attached to users (IAM JSON or YAML)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "registry-policy" -d 'The registry policy (ECR PutRegistryPolicy): applies to every repository'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "simulate" -d 'Decide whether USER may perform ACTION on RESOURCE, and say which statement decided'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from tls" -f -a "ca" -d 'Print the path of ecrld\'s CA certificate and how to make docker, skopeo, podman and curl trust the HTTPS registry'

@@ -1,10 +1,11 @@
-//! The daemon's life: take the data dir, bind the control socket and the registry port,
-//! serve until a signal or a shutdown request, then drain and clean up.
+//! The daemon's life: take the data dir, bind the control socket and the registry's ports
+//! (plain HTTP, HTTPS or both), serve until a signal or a shutdown request, then drain and
+//! clean up.
 
 use crate::runtime::{docker::DockerRuntime, Runtime};
 use crate::storage::UploadId;
 use crate::tasks::{store::MetaTaskStore, Ctx, TaskManager};
-use crate::{control, lock::DataDirLock, metadata::Metadata, registry, storage::BlobStore};
+use crate::{control, lock::DataDirLock, metadata::Metadata, registry, storage::BlobStore, tls};
 use anyhow::Context;
 use ecrl::config::DaemonConfig;
 use ecrl::names::{Digest, RepoName};
@@ -22,7 +23,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// What every server shares.
 pub struct AppState {
     pub config: DaemonConfig,
-    pub registry_addr: SocketAddr,
+    /// The plain-HTTP registry's address as bound; `None` when plain HTTP is off.
+    pub registry_addr: Option<SocketAddr>,
+    /// The HTTPS registry, when it is on.
+    pub tls: Option<TlsState>,
     pub started: Instant,
     pub started_at: time::OffsetDateTime,
     pub store: BlobStore,
@@ -40,11 +44,44 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
+/// The HTTPS listener as it runs.
+pub struct TlsState {
+    /// Its address as bound (port 0 resolved).
+    pub addr: SocketAddr,
+    /// ecrld's CA certificate, which clients trust, when the certificate is ecrld's own.
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// The user's certificate file, when it is theirs.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The names the generated certificate is valid for.
+    pub names: Vec<String>,
+}
+
+/// `host:port` as clients should name a registry address: `localhost` for loopback (where
+/// docker allows plain HTTP, and every generated certificate is valid).
+pub fn client_host(addr: SocketAddr) -> String {
+    let ip = addr.ip();
+    if ip.is_loopback() || ip.is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
 impl AppState {
-    /// `host:port` as clients should name the registry (`localhost` for loopback, where
-    /// docker allows plain HTTP).
+    /// `host:port` as clients should name the registry: the plain-HTTP one when it is on,
+    /// else the HTTPS one.
     pub fn registry_host(&self) -> String {
-        registry_host(self.registry_addr)
+        self.registry_addrs()
+            .next()
+            .map(client_host)
+            .unwrap_or_default()
+    }
+
+    /// Every address the registry listens on, plain HTTP first.
+    pub fn registry_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.registry_addr
+            .into_iter()
+            .chain(self.tls.as_ref().map(|t| t.addr))
     }
 
     /// The registry as a policy resource (`arn:aws:ecr:REGION:ACCOUNT:registry`).
@@ -99,16 +136,6 @@ impl AppState {
     }
 }
 
-/// `host:port` as clients should name a registry listening on `addr`.
-pub fn registry_host(addr: SocketAddr) -> String {
-    let ip = addr.ip();
-    if ip.is_loopback() || ip.is_unspecified() {
-        format!("localhost:{}", addr.port())
-    } else {
-        addr.to_string()
-    }
-}
-
 pub fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -144,18 +171,55 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         .context("opening the metadata database")?
     };
 
-    let registry_listener = TcpListener::bind(&config.registry_addr)
-        .await
-        .with_context(|| format!("binding the registry to {}", config.registry_addr))?;
+    // Certificates before any port: a bad certificate or key stops start-up with nothing bound.
+    let tls_identity = match &config.tls {
+        Some(tls) => Some(tokio::task::block_in_place(|| tls::identity(tls))?),
+        None => None,
+    };
+    let registry_listener = match &config.registry_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the registry to {addr}"))?,
+        ),
+        None => None,
+    };
+    let tls_listener = match (&config.tls, &tls_identity) {
+        (Some(tls), Some(identity)) => {
+            let tcp = TcpListener::bind(&tls.addr)
+                .await
+                .with_context(|| format!("binding the HTTPS registry to {}", tls.addr))?;
+            let addr = tcp.local_addr()?;
+            let server = tokio::task::block_in_place(|| identity.server_tls(addr))?;
+            Some((tcp, server))
+        }
+        _ => None,
+    };
     // Removed when dropped, on every way out of this function.
     let (control_listener, _socket_file) = control::bind(&config.socket).await?;
-    let registry_addr = registry_listener.local_addr()?;
+    let registry_addr = match &registry_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
+    let tls_state = match &tls_listener {
+        Some((tcp, server)) => Some(TlsState {
+            addr: tcp.local_addr()?,
+            ca_cert: server.ca_cert.clone(),
+            cert_file: server.cert_file.clone(),
+            names: server.names.clone(),
+        }),
+        None => None,
+    };
 
     let meta = Arc::new(meta);
     let runtime: Arc<dyn Runtime> = Arc::new(DockerRuntime::new());
     let registry_auth = {
         let meta = meta.clone();
-        let server = registry_host(registry_addr);
+        // The engine pulls from the first listener (plain HTTP when it is on).
+        let server = registry_addr
+            .or(tls_state.as_ref().map(|t| t.addr))
+            .map(client_host)
+            .unwrap_or_default();
         move || {
             let (token, _) = crate::auth::secret::issue(
                 meta.token_secret(),
@@ -181,6 +245,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let state = Arc::new(AppState {
         registry_addr,
+        tls: tls_state,
         started: Instant::now(),
         started_at: time::OffsetDateTime::now_utc(),
         store,
@@ -195,7 +260,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     });
     if state.config.anonymous == ecrl::config::Anonymous::All {
         tracing::warn!(
-            "registry authentication is off (--anonymous all): anyone who reaches {registry_addr} may push, pull and delete"
+            "registry authentication is off (--anonymous all): anyone who reaches the registry may push, pull and delete"
         );
     }
     tokio::spawn(housekeeping(state.clone()));
@@ -206,39 +271,73 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     }
 
     tokio::spawn(watch_signals(signals, shutdown.clone()));
-    let mut control_task = tokio::spawn(control::serve(
-        control_listener,
-        state.clone(),
-        shutdown.clone(),
-    ));
-    let mut registry_task = tokio::spawn(registry::serve(
-        registry_listener,
-        state.clone(),
-        shutdown.clone(),
-    ));
+    let mut servers = vec![(
+        "control",
+        tokio::spawn(control::serve(
+            control_listener,
+            state.clone(),
+            shutdown.clone(),
+        )),
+    )];
+    if let Some(listener) = registry_listener {
+        servers.push((
+            "registry",
+            tokio::spawn(registry::serve(listener, state.clone(), shutdown.clone())),
+        ));
+    }
+    if let Some((tcp, server)) = tls_listener {
+        let listener = tls::TlsListener::new(tcp, server.config, shutdown.clone())?;
+        servers.push((
+            "HTTPS registry",
+            tokio::spawn(registry::serve(listener, state.clone(), shutdown.clone())),
+        ));
+    }
+    let off = || "off".to_string();
     tracing::info!(
         version = ecrl::VERSION,
         pid = std::process::id(),
         socket = %state.config.socket.display(),
-        registry = %registry_addr,
+        registry = %registry_addr.map_or_else(off, |a| a.to_string()),
+        https = %state.tls.as_ref().map_or_else(off, |t| t.addr.to_string()),
         data_dir = %state.config.data_dir.display(),
         "ecrld is ready"
     );
+    if let Some(tls) = &state.tls {
+        match (&tls.ca_cert, &tls.cert_file) {
+            (Some(ca), _) => tracing::info!(
+                ca = %ca.display(),
+                names = %tls.names.join(","),
+                "HTTPS with a certificate from ecrld's CA ('ecrl tls ca' shows how to trust it)"
+            ),
+            (None, Some(cert)) => {
+                tracing::info!(cert = %cert.display(), "HTTPS with the given certificate")
+            }
+            (None, None) => {}
+        }
+    }
 
-    // Either server failing is fatal: stop the other one too.
+    // Any server failing is fatal: stop the others too.
     let mut failure = None;
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        r = &mut control_task => { failure = server_failure("control", r); shutdown.cancel(); }
-        r = &mut registry_task => { failure = server_failure("registry", r); shutdown.cancel(); }
+    {
+        let first_exit = futures_util::future::select_all(
+            servers
+                .iter_mut()
+                .map(|(name, task)| Box::pin(async move { (*name, task.await) })),
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            ((name, r), _, _) = first_exit => {
+                failure = server_failure(name, r);
+                shutdown.cancel();
+            }
+        }
     }
     tracing::info!("shutting down: draining in-flight requests");
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        if !control_task.is_finished() {
-            let _ = (&mut control_task).await;
-        }
-        if !registry_task.is_finished() {
-            let _ = (&mut registry_task).await;
+        for (_, task) in servers.iter_mut() {
+            if !task.is_finished() {
+                let _ = task.await;
+            }
         }
     })
     .await;
@@ -247,8 +346,9 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
             "requests still running after {}s; closing them",
             DRAIN_TIMEOUT.as_secs()
         );
-        control_task.abort();
-        registry_task.abort();
+        for (_, task) in &servers {
+            task.abort();
+        }
     }
     if let Err(e) = state.meta.flush_pulls().await {
         tracing::warn!("cannot record pull times: {e}");

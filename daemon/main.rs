@@ -11,6 +11,7 @@ mod registry;
 mod runtime;
 mod storage;
 mod tasks;
+mod tls;
 mod transfer;
 
 use clap::Parser;

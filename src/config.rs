@@ -5,6 +5,7 @@
 //! ones and passes them on, and because the CLI resolves the same socket and data dir.
 
 use crate::paths;
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, ValueEnum};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,11 @@ pub const ENV_REGISTRY_ADDR: &str = "ECRL_REGISTRY_ADDR";
 pub const ENV_CONFIG: &str = "ECRL_CONFIG";
 pub const ENV_LOG_FORMAT: &str = "ECRL_LOG_FORMAT";
 pub const ENV_ANONYMOUS: &str = "ECRL_ANONYMOUS";
+pub const ENV_TLS: &str = "ECRL_TLS";
+pub const ENV_TLS_ADDR: &str = "ECRL_TLS_ADDR";
+pub const ENV_TLS_CERT: &str = "ECRL_TLS_CERT";
+pub const ENV_TLS_KEY: &str = "ECRL_TLS_KEY";
+pub const ENV_TLS_NAMES: &str = "ECRL_TLS_NAMES";
 /// The tracing filter both binaries read (`info`, `ecrld=debug`, ...).
 pub const ENV_LOG: &str = "ECRL_LOG";
 
@@ -24,6 +30,12 @@ pub const DEFAULT_REGION: &str = "local";
 /// The registry's address when nothing else says.
 pub const DEFAULT_REGISTRY_ADDR: &str = "127.0.0.1:5000";
 
+/// The HTTPS registry's address when TLS is on and nothing else says.
+pub const DEFAULT_TLS_ADDR: &str = "127.0.0.1:5443";
+
+/// The registry address that turns plain HTTP off (only with TLS on).
+pub const ADDR_NONE: &str = "none";
+
 /// Options that `ecrld` and `ecrl daemon start` share.
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct DaemonOptions {
@@ -31,9 +43,41 @@ pub struct DaemonOptions {
     #[arg(long, env = ENV_DATA_DIR, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Address the registry listens on (port 0 picks a free port) [default: 127.0.0.1:5000]
+    /// Address the registry listens on over plain HTTP (port 0 picks a free port; `none`
+    /// turns plain HTTP off when --tls is on) [default: 127.0.0.1:5000]
     #[arg(long, env = ENV_REGISTRY_ADDR, value_name = "HOST:PORT")]
     pub registry_addr: Option<String>,
+
+    /// Also serve the registry over HTTPS, on --tls-addr (`--tls=false` turns it off)
+    /// [default: off]
+    #[arg(
+        long,
+        env = ENV_TLS,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new()
+    )]
+    pub tls: Option<bool>,
+
+    /// Address the HTTPS registry listens on (port 0 picks a free port) [default: 127.0.0.1:5443]
+    #[arg(long, env = ENV_TLS_ADDR, value_name = "HOST:PORT")]
+    pub tls_addr: Option<String>,
+
+    /// PEM certificate chain to serve HTTPS with, instead of one from ecrld's own CA (needs
+    /// --tls-key)
+    #[arg(long, env = ENV_TLS_CERT, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = ENV_TLS_KEY, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Extra DNS names or IP addresses the generated server certificate is valid for, besides
+    /// localhost, 127.0.0.1 and ::1 (comma-separated)
+    #[arg(long, env = ENV_TLS_NAMES, value_name = "NAME", value_delimiter = ',')]
+    pub tls_names: Vec<String>,
 
     /// YAML config file [default: ~/.config/ecrl/config.yaml when it exists]
     #[arg(long, env = ENV_CONFIG, value_name = "FILE")]
@@ -67,9 +111,17 @@ impl DaemonOptions {
     /// as flags but must find the same daemon).
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let string = |name: &str| var(name).and_then(|v| v.into_string().ok());
         DaemonOptions {
             data_dir: var(ENV_DATA_DIR).map(PathBuf::from),
-            registry_addr: var(ENV_REGISTRY_ADDR).and_then(|v| v.into_string().ok()),
+            registry_addr: string(ENV_REGISTRY_ADDR),
+            tls: string(ENV_TLS).and_then(|v| parse_bool(&v)),
+            tls_addr: string(ENV_TLS_ADDR),
+            tls_cert: var(ENV_TLS_CERT).map(PathBuf::from),
+            tls_key: var(ENV_TLS_KEY).map(PathBuf::from),
+            tls_names: string(ENV_TLS_NAMES)
+                .map(|v| v.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
             config: var(ENV_CONFIG).map(PathBuf::from),
             log_format: var(ENV_LOG_FORMAT)
                 .and_then(|v| v.into_string().ok())
@@ -78,6 +130,15 @@ impl DaemonOptions {
                 .and_then(|v| v.into_string().ok())
                 .and_then(|v| Anonymous::from_str(&v, true).ok()),
         }
+    }
+}
+
+/// `true`/`false` as clap's boolish parser reads them (`1`, `yes`, `on`, ...).
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" | "t" | "true" | "on" | "1" => Some(true),
+        "n" | "no" | "f" | "false" | "off" | "0" => Some(false),
+        _ => None,
     }
 }
 
@@ -133,6 +194,22 @@ pub struct RegistryFileConfig {
     pub upload_expiry: Option<String>,
     /// `none` (default), `pull` or `all`: what needs no credentials.
     pub anonymous: Option<Anonymous>,
+    #[serde(default)]
+    pub tls: TlsFileConfig,
+}
+
+/// `registry.tls`: HTTPS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFileConfig {
+    pub enabled: Option<bool>,
+    pub addr: Option<String>,
+    /// A PEM certificate chain (relative to the config file).
+    pub cert: Option<PathBuf>,
+    /// The PEM private key of `cert` (relative to the config file).
+    pub key: Option<PathBuf>,
+    /// Extra DNS names and IP addresses for the generated server certificate.
+    pub names: Option<Vec<String>>,
 }
 
 /// Parses `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
@@ -158,7 +235,10 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
 pub struct DaemonConfig {
     pub data_dir: PathBuf,
     pub socket: PathBuf,
-    pub registry_addr: String,
+    /// Where the registry listens over plain HTTP; `None` when plain HTTP is off.
+    pub registry_addr: Option<String>,
+    /// HTTPS, when it is on.
+    pub tls: Option<TlsConfig>,
     pub log_format: LogFormat,
     pub create_on_push: bool,
     pub upload_expiry: std::time::Duration,
@@ -166,6 +246,24 @@ pub struct DaemonConfig {
     pub region: String,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+}
+
+/// How the registry serves HTTPS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// Where the HTTPS registry listens (`host:port`, port 0 allowed).
+    pub addr: String,
+    pub certificate: TlsCertificate,
+}
+
+/// Where the HTTPS registry's certificate comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TlsCertificate {
+    /// Issued at every start by ecrld's own CA, which lives in `ca_dir` (created at the first
+    /// start), for localhost, 127.0.0.1, ::1, the listening address and `names`.
+    Generated { ca_dir: PathBuf, names: Vec<String> },
+    /// The user's own PEM certificate chain and private key.
+    Files { cert: PathBuf, key: PathBuf },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +282,27 @@ pub enum ConfigError {
     SocketPathTooLong { path: PathBuf, len: usize },
     #[error("invalid config file {}: registry.upload_expiry: {value:?} is not a duration such as 24h, 30m or 90s", path.display())]
     Duration { path: PathBuf, value: String },
+    #[error(
+        "plain HTTP is off (registry address `none`) and HTTPS is not on: nothing would serve \
+         the registry; add --tls (ECRL_TLS=true, registry.tls.enabled: true) or give \
+         --registry-addr HOST:PORT"
+    )]
+    NothingToServe,
+    #[error(
+        "a TLS certificate ({}) needs its private key too: give --tls-key FILE (ECRL_TLS_KEY, \
+         registry.tls.key)", cert.display()
+    )]
+    TlsCertWithoutKey { cert: PathBuf },
+    #[error(
+        "a TLS private key ({}) needs its certificate too: give --tls-cert FILE (ECRL_TLS_CERT, \
+         registry.tls.cert)", key.display()
+    )]
+    TlsKeyWithoutCert { key: PathBuf },
+    #[error(
+        "TLS name {name:?} is neither a DNS name nor an IP address (--tls-names, \
+         ECRL_TLS_NAMES, registry.tls.names)"
+    )]
+    TlsName { name: String },
 }
 
 impl FileConfig {
@@ -208,7 +327,16 @@ impl FileConfig {
     /// Relative paths in a config file are relative to the file's directory.
     fn resolve_relative(&mut self, file: &Path) {
         let base = file.parent().unwrap_or(Path::new("."));
-        for p in [&mut self.data_dir, &mut self.socket].into_iter().flatten() {
+        let tls = &mut self.registry.tls;
+        for p in [
+            &mut self.data_dir,
+            &mut self.socket,
+            &mut tls.cert,
+            &mut tls.key,
+        ]
+        .into_iter()
+        .flatten()
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -256,6 +384,16 @@ pub fn resolve(
             value: value.clone(),
         })?,
     };
+    let registry_addr = options
+        .registry_addr
+        .clone()
+        .or(file.registry.addr)
+        .unwrap_or_else(|| DEFAULT_REGISTRY_ADDR.to_string());
+    let registry_addr = (!registry_addr.eq_ignore_ascii_case(ADDR_NONE)).then_some(registry_addr);
+    let tls = resolve_tls(options, file.registry.tls)?;
+    if registry_addr.is_none() && tls.is_none() {
+        return Err(ConfigError::NothingToServe);
+    }
     Ok(DaemonConfig {
         create_on_push: file.registry.create_on_push.unwrap_or(true),
         anonymous: options
@@ -266,14 +404,65 @@ pub fn resolve(
         upload_expiry,
         data_dir,
         socket,
-        registry_addr: options
-            .registry_addr
-            .clone()
-            .or(file.registry.addr)
-            .unwrap_or_else(|| DEFAULT_REGISTRY_ADDR.to_string()),
+        registry_addr,
+        tls,
         log_format: options.log_format.or(file.log_format).unwrap_or_default(),
         config_file: config_file.map(|p| paths::absolute(&p)),
     })
+}
+
+/// HTTPS settings by the same precedence; `None` when TLS is off (other TLS settings are then
+/// not used, so `enabled: false` turns a configured HTTPS off without deleting it).
+fn resolve_tls(
+    options: &DaemonOptions,
+    file: TlsFileConfig,
+) -> Result<Option<TlsConfig>, ConfigError> {
+    if !options.tls.or(file.enabled).unwrap_or(false) {
+        return Ok(None);
+    }
+    let addr = options
+        .tls_addr
+        .clone()
+        .or(file.addr)
+        .unwrap_or_else(|| DEFAULT_TLS_ADDR.to_string());
+    let cert = options.tls_cert.clone().or(file.cert);
+    let key = options.tls_key.clone().or(file.key);
+    let names = if options.tls_names.is_empty() {
+        file.names.unwrap_or_default()
+    } else {
+        options.tls_names.clone()
+    };
+    let mut checked = Vec::new();
+    for name in names {
+        let name = name.trim();
+        if name.is_empty() {
+            continue;
+        }
+        if rustls::pki_types::ServerName::try_from(name).is_err() {
+            return Err(ConfigError::TlsName {
+                name: name.to_string(),
+            });
+        }
+        if !checked
+            .iter()
+            .any(|n: &String| n.eq_ignore_ascii_case(name))
+        {
+            checked.push(name.to_string());
+        }
+    }
+    let certificate = match (cert, key) {
+        (Some(cert), Some(key)) => TlsCertificate::Files {
+            cert: paths::absolute(&cert),
+            key: paths::absolute(&key),
+        },
+        (Some(cert), None) => return Err(ConfigError::TlsCertWithoutKey { cert }),
+        (None, Some(key)) => return Err(ConfigError::TlsKeyWithoutCert { key }),
+        (None, None) => TlsCertificate::Generated {
+            ca_dir: paths::default_tls_dir(),
+            names: checked,
+        },
+    };
+    Ok(Some(TlsConfig { addr, certificate }))
 }
 
 #[cfg(test)]
@@ -299,7 +488,7 @@ mod tests {
         };
         let cfg = resolve(&opts, Some(Path::new("/tmp/s.sock"))).unwrap();
         assert_eq!(cfg.data_dir, dir.path().join("data"));
-        assert_eq!(cfg.registry_addr, "127.0.0.1:6000");
+        assert_eq!(cfg.registry_addr.as_deref(), Some("127.0.0.1:6000"));
         assert_eq!(cfg.log_format, LogFormat::Json);
         assert_eq!(cfg.socket, PathBuf::from("/tmp/s.sock"));
         assert_eq!(cfg.anonymous, Anonymous::All);
@@ -310,9 +499,10 @@ mod tests {
             data_dir: Some("/tmp/elsewhere".into()),
             log_format: Some(LogFormat::Text),
             anonymous: Some(Anonymous::Pull),
+            ..Default::default()
         };
         let cfg = resolve(&opts, None).unwrap();
-        assert_eq!(cfg.registry_addr, "127.0.0.1:7000");
+        assert_eq!(cfg.registry_addr.as_deref(), Some("127.0.0.1:7000"));
         assert_eq!(cfg.data_dir, PathBuf::from("/tmp/elsewhere"));
         assert_eq!(cfg.log_format, LogFormat::Text);
         assert_eq!(cfg.anonymous, Anonymous::Pull);
@@ -363,7 +553,8 @@ mod tests {
             ..Default::default()
         };
         let cfg = resolve(&opts, Some(Path::new("/s"))).unwrap();
-        assert_eq!(cfg.registry_addr, DEFAULT_REGISTRY_ADDR);
+        assert_eq!(cfg.registry_addr.as_deref(), Some(DEFAULT_REGISTRY_ADDR));
+        assert_eq!(cfg.tls, None);
     }
 
     #[test]
@@ -377,5 +568,125 @@ mod tests {
         };
         let err = resolve(&opts, Some(Path::new(&long))).unwrap_err();
         assert!(matches!(err, ConfigError::SocketPathTooLong { .. }));
+    }
+
+    fn tls_options(config: &Path) -> DaemonOptions {
+        DaemonOptions {
+            config: Some(config.to_path_buf()),
+            data_dir: Some("/d".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tls_is_off_unless_asked_and_follows_the_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "registry:\n  tls:\n    addr: 127.0.0.1:7443\n");
+        let cfg = resolve(&tls_options(&path), Some(Path::new("/s"))).unwrap();
+        assert_eq!(cfg.tls, None, "an address alone does not turn TLS on");
+
+        let path = write(
+            dir.path(),
+            "registry:\n  tls:\n    enabled: true\n    names: [registry.lan, 10.1.2.3]\n",
+        );
+        let cfg = resolve(&tls_options(&path), Some(Path::new("/s"))).unwrap();
+        let tls = cfg.tls.expect("tls on");
+        assert_eq!(tls.addr, DEFAULT_TLS_ADDR);
+        assert_eq!(
+            tls.certificate,
+            TlsCertificate::Generated {
+                ca_dir: paths::default_tls_dir(),
+                names: vec!["registry.lan".into(), "10.1.2.3".into()],
+            }
+        );
+        assert_eq!(cfg.registry_addr.as_deref(), Some(DEFAULT_REGISTRY_ADDR));
+
+        // Flags beat the file: off wins over the file's on, names replace the file's.
+        let mut opts = tls_options(&path);
+        opts.tls = Some(false);
+        assert_eq!(resolve(&opts, Some(Path::new("/s"))).unwrap().tls, None);
+        opts.tls = None;
+        opts.tls_addr = Some("127.0.0.1:0".into());
+        opts.tls_names = vec!["other.lan".into()];
+        let tls = resolve(&opts, Some(Path::new("/s"))).unwrap().tls.unwrap();
+        assert_eq!(tls.addr, "127.0.0.1:0");
+        assert!(
+            matches!(&tls.certificate, TlsCertificate::Generated { names, .. } if names == &["other.lan"])
+        );
+    }
+
+    #[test]
+    fn tls_files_are_relative_to_the_config_file_and_come_in_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "registry:\n  tls:\n    enabled: true\n    cert: certs/server.pem\n    key: certs/server.key\n",
+        );
+        let tls = resolve(&tls_options(&path), Some(Path::new("/s")))
+            .unwrap()
+            .tls
+            .unwrap();
+        assert_eq!(
+            tls.certificate,
+            TlsCertificate::Files {
+                cert: dir.path().join("certs/server.pem"),
+                key: dir.path().join("certs/server.key"),
+            }
+        );
+
+        let path = write(
+            dir.path(),
+            "registry:\n  tls:\n    enabled: true\n    cert: server.pem\n",
+        );
+        let err = resolve(&tls_options(&path), Some(Path::new("/s"))).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::TlsCertWithoutKey { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--tls-key"), "{err}");
+
+        let mut opts = tls_options(&write(dir.path(), ""));
+        opts.tls = Some(true);
+        opts.tls_key = Some("k.pem".into());
+        let err = resolve(&opts, Some(Path::new("/s"))).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::TlsKeyWithoutCert { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plain_http_can_be_turned_off_only_with_tls_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = tls_options(&write(dir.path(), ""));
+        opts.registry_addr = Some("none".into());
+        let err = resolve(&opts, Some(Path::new("/s"))).unwrap_err();
+        assert!(matches!(err, ConfigError::NothingToServe), "{err}");
+        opts.tls = Some(true);
+        let cfg = resolve(&opts, Some(Path::new("/s"))).unwrap();
+        assert_eq!(cfg.registry_addr, None);
+        assert!(cfg.tls.is_some());
+    }
+
+    #[test]
+    fn tls_names_must_be_dns_names_or_ips_and_keys_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = tls_options(&write(dir.path(), ""));
+        opts.tls = Some(true);
+        opts.tls_names = vec!["ok.example".into(), "not a name".into()];
+        let err = resolve(&opts, Some(Path::new("/s"))).unwrap_err();
+        assert!(err.to_string().contains("not a name"), "{err}");
+
+        let path = write(dir.path(), "registry:\n  tls:\n    enable: true\n");
+        let err = resolve(&tls_options(&path), None).unwrap_err().to_string();
+        assert!(err.contains("enable"), "{err}");
+    }
+
+    #[test]
+    fn tls_env_values_read_like_flags() {
+        assert_eq!(parse_bool("1"), Some(true));
+        assert_eq!(parse_bool("Yes"), Some(true));
+        assert_eq!(parse_bool("off"), Some(false));
+        assert_eq!(parse_bool("maybe"), None);
     }
 }

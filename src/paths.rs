@@ -12,6 +12,11 @@ pub const LOCK_FILE: &str = "ecrld.lock";
 /// The config file's name inside the config dir.
 pub const CONFIG_FILE: &str = "config.yaml";
 
+/// ecrld's own CA (`ca.crt`, `ca.key`) inside the config dir.
+pub const TLS_DIR: &str = "tls";
+pub const CA_CERT_FILE: &str = "ca.crt";
+pub const CA_KEY_FILE: &str = "ca.key";
+
 /// Linux limits a Unix socket path to 108 bytes including the terminating NUL.
 pub const MAX_SOCKET_PATH: usize = 107;
 
@@ -36,6 +41,11 @@ pub fn default_config_dir() -> PathBuf {
     project_dirs()
         .map(|d| d.config_dir().to_path_buf())
         .unwrap_or_else(|| PathBuf::from("/etc/ecrl"))
+}
+
+/// `~/.config/ecrl/tls`: ecrld's own CA, created at the first start with TLS on.
+pub fn default_tls_dir() -> PathBuf {
+    default_config_dir().join(TLS_DIR)
 }
 
 /// The socket when none is configured: `$XDG_RUNTIME_DIR/ecrl/ecrl.sock`, else

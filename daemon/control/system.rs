@@ -28,7 +28,15 @@ async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiErr
         uptime_seconds: state.started.elapsed().as_secs(),
         data_dir: state.config.data_dir.clone(),
         socket: state.config.socket.clone(),
-        registry_address: state.registry_addr.to_string(),
+        registry_address: state.registry_addr.map(|a| a.to_string()),
+        registry_tls_address: state.tls.as_ref().map(|t| t.addr.to_string()),
+        tls_ca_path: state.tls.as_ref().and_then(|t| t.ca_cert.clone()),
+        tls_cert_path: state.tls.as_ref().and_then(|t| t.cert_file.clone()),
+        tls_names: state
+            .tls
+            .as_ref()
+            .map(|t| t.names.clone())
+            .unwrap_or_default(),
         bytes_stored,
         log_file: log_file.is_file().then_some(log_file),
     })

@@ -117,15 +117,18 @@ async fn run_task(
 /// `localhost:PORT/repo[:tag|@digest]` (which must exist), or `repo[:tag]` that ecrl holds.
 /// Anything else is left to the engine.
 fn resolve_image(index: &Index, state: &Shared, image: &str) -> Result<ResolvedImage, String> {
-    let port = state.registry_addr.port();
     let host = state.registry_host();
-    let prefixes = [
-        format!("{host}/"),
-        format!("localhost:{port}/"),
-        format!("127.0.0.1:{port}/"),
-        format!("[::1]:{port}/"),
-        format!("{}/", state.registry_addr),
-    ];
+    let mut prefixes = vec![format!("{host}/")];
+    // Plain HTTP and HTTPS serve the same registry: an image may name either port.
+    for addr in state.registry_addrs() {
+        let port = addr.port();
+        prefixes.extend([
+            format!("localhost:{port}/"),
+            format!("127.0.0.1:{port}/"),
+            format!("[::1]:{port}/"),
+            format!("{addr}/"),
+        ]);
+    }
     let local = prefixes.iter().find_map(|p| image.strip_prefix(p.as_str()));
     let engine = || ResolvedImage {
         reference: image.to_string(),

@@ -1,4 +1,5 @@
-//! The registry: OCI Distribution Spec v1.1 / Docker Registry HTTP API V2 over TCP.
+//! The registry: OCI Distribution Spec v1.1 / Docker Registry HTTP API V2 over TCP (plain
+//! HTTP, HTTPS, or both at once).
 //!
 //! One handler parses every path into a [`Route`] (repository names contain slashes, so a
 //! path router cannot split them), checks access through `auth::authorize` with the route's
@@ -12,6 +13,7 @@ mod manifests;
 use crate::app::AppState;
 use crate::auth::{self, Action};
 use axum::body::Body;
+use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +23,6 @@ use ecrl::names::{Digest, Reference, RepoName};
 pub use error::RegistryError;
 use oci_spec::distribution::ErrorCode;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub const API_VERSION_HEADER: HeaderName =
@@ -32,15 +33,22 @@ pub const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid"
 pub type Shared = Arc<AppState>;
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
-pub async fn serve(
-    listener: TcpListener,
+/// Serves the registry on a listener: a TCP one for plain HTTP, a `tls::TlsListener` for
+/// HTTPS. Every listener gets the same router and the same HTTP server (and so its limits).
+pub async fn serve<L>(
+    listener: L,
     state: Shared,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    for<'a> Client: Connected<axum::serve::IncomingStream<'a, L>>,
+{
     let app = Router::new().fallback(dispatch).with_state(state);
     axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        app.into_make_service_with_connect_info::<Client>(),
     )
     .with_graceful_shutdown(shutdown.cancelled_owned())
     .await
@@ -106,10 +114,30 @@ fn parse_route(path: &str) -> Result<Route> {
     Err(not_found())
 }
 
-/// Marks requests that came in over HTTPS, so challenges name the right scheme.
+/// Who a request came from, and over which listener (challenges name the right scheme).
 #[derive(Debug, Clone, Copy)]
-#[allow(dead_code)] // inserted by the HTTPS listener
-pub struct Https;
+pub struct Client {
+    pub addr: std::net::SocketAddr,
+    pub https: bool,
+}
+
+impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Client {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Client {
+            addr: *stream.remote_addr(),
+            https: false,
+        }
+    }
+}
+
+impl Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>> for Client {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Client {
+            addr: *stream.remote_addr(),
+            https: true,
+        }
+    }
+}
 
 /// A 401 gets the challenges that tell clients how to authenticate: the Docker token flow
 /// (`Bearer realm=...`) first, Basic second.
@@ -128,11 +156,11 @@ fn challenge(
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .unwrap_or_else(|| state.registry_host());
-    let scheme = if parts.extensions.get::<Https>().is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let https = parts
+        .extensions
+        .get::<ConnectInfo<Client>>()
+        .is_some_and(|c| c.0.https);
+    let scheme = if https { "https" } else { "http" };
     let mut bearer = format!("Bearer realm=\"{scheme}://{host}/v2/token\",service=\"ecrl\"");
     match scope {
         Some((action, Some(repo))) => {
@@ -197,8 +225,8 @@ async fn route(state: Shared, request: Request) -> Result<Response> {
     let method = parts.method.clone();
     let client = parts
         .extensions
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+        .get::<ConnectInfo<Client>>()
+        .map(|c| c.0.addr.ip());
     let allow = |action: Action, repo: Option<&RepoName>| {
         state
             .auth

@@ -27,8 +27,23 @@ pub struct SystemInfo {
     pub uptime_seconds: u64,
     pub data_dir: PathBuf,
     pub socket: PathBuf,
-    /// The registry's listening address (`host:port`), as bound (port 0 resolved).
-    pub registry_address: String,
+    /// The plain-HTTP registry's listening address (`host:port`), as bound (port 0
+    /// resolved); absent when plain HTTP is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_address: Option<String>,
+    /// The HTTPS registry's listening address, when HTTPS is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_tls_address: Option<String>,
+    /// ecrld's CA certificate (PEM), which clients must trust, when HTTPS is on with a
+    /// certificate from ecrld's own CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_path: Option<PathBuf>,
+    /// The user's certificate file, when HTTPS is on with the user's own certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_path: Option<PathBuf>,
+    /// The DNS names and IP addresses the generated HTTPS certificate is valid for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_names: Vec<String>,
     /// Bytes of blob content in the store (each blob counted once).
     pub bytes_stored: u64,
     /// The daemon's log file when it was started by `ecrl daemon start`.
