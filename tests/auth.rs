@@ -566,6 +566,13 @@ fn identity_and_repository_policies_decide_and_deny_wins() {
         StatusCode::FORBIDDEN
     );
     assert_eq!(r.push("team/app", "2", &ci), StatusCode::FORBIDDEN);
+    // The same with the user's login token: it may pull, not push.
+    let ci_token = basic("AWS", &r.login_password(Some("ci")));
+    assert_eq!(
+        r.get("/v2/team/app/tags/list", Some(&ci_token)).status(),
+        StatusCode::OK
+    );
+    assert_eq!(r.push("team/app", "2", &ci_token), StatusCode::FORBIDDEN);
     let sim = r
         .env
         .ecrl(&["auth", "simulate", "ci", "ecr:BatchGetImage", "team/app"]);

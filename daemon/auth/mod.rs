@@ -137,6 +137,30 @@ pub struct Guard {
     failures: Mutex<HashMap<IpAddr, Failures>>,
     /// Parsed policies, by their text.
     pub policies: decide::PolicyCache,
+    /// Credentials already checked, by the `Authorization` value: who they are, until the
+    /// access epoch changes (a key rotated, a user deleted) or the token expires.
+    sessions: Mutex<HashMap<String, Session>>,
+    /// Policy decisions already made, until the access epoch changes.
+    decisions: Mutex<HashMap<DecisionKey, (u64, Result<(), String>)>>,
+}
+
+type DecisionKey = (String, &'static str, Option<RepoName>);
+
+#[derive(Debug, Clone)]
+struct Session {
+    principal: Principal,
+    epoch: u64,
+    /// Seconds since the epoch; `u64::MAX` for access keys.
+    expires: u64,
+}
+
+/// Entries a cache holds at most; past that it starts over.
+const CACHE_LIMIT: usize = 10_000;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// How a request proved who it is.
@@ -168,6 +192,8 @@ fn presented(headers: &HeaderMap) -> Presented {
 
 impl Guard {
     /// Who the request is from: `Anonymous` without credentials, an error for bad ones.
+    /// Credentials checked once are remembered (by their header value) until the access
+    /// epoch changes or the token expires.
     pub fn authenticate(
         &self,
         state: &AppState,
@@ -177,8 +203,54 @@ impl Guard {
         if let Some(ip) = client {
             self.check_blocked(ip)?;
         }
-        let result = match presented(headers) {
-            Presented::None => return Ok(Principal::Anonymous),
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let Some(value) = value else {
+            return Ok(Principal::Anonymous);
+        };
+        let epoch = state.meta.read().auth.epoch;
+        let remembered = self
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|s| s.get(value).cloned());
+        if let Some(session) = remembered {
+            if session.epoch == epoch && session.expires > unix_now() {
+                return Ok(session.principal);
+            }
+        }
+        let result = self.check_credentials(state, headers);
+        match (&result, client) {
+            (Err(AuthError::Unauthenticated(_)), Some(ip)) => self.record_failure(ip),
+            (Ok(_), Some(ip)) => self.clear(ip),
+            _ => {}
+        }
+        let (principal, expires) = result?;
+        if let Ok(mut sessions) = self.sessions.lock() {
+            if sessions.len() >= CACHE_LIMIT {
+                sessions.clear();
+            }
+            sessions.insert(
+                value.to_string(),
+                Session {
+                    principal: principal.clone(),
+                    epoch,
+                    expires,
+                },
+            );
+        }
+        Ok(principal)
+    }
+
+    /// Checks the presented credentials: the principal, and until when they hold.
+    fn check_credentials(
+        &self,
+        state: &AppState,
+        headers: &HeaderMap,
+    ) -> Result<(Principal, u64), AuthError> {
+        match presented(headers) {
+            Presented::None => Ok((Principal::Anonymous, u64::MAX)),
             Presented::Bearer(token) => self.token_principal(state, &token),
             Presented::Basic(user, password) if user == "AWS" => {
                 self.token_principal(state, &password.0)
@@ -187,35 +259,35 @@ impl Guard {
                 let index = state.meta.read();
                 match index.auth.key(&key_id) {
                     Some((user, hash)) if constant_time_eq(hash, &hash_secret(&secret.0)) => {
-                        Ok(Principal::User(user.to_string()))
+                        Ok((Principal::User(user.to_string()), u64::MAX))
                     }
                     _ => Err(AuthError::Unauthenticated(
                         "invalid access key id or secret".into(),
                     )),
                 }
             }
-        };
-        match (&result, client) {
-            (Err(AuthError::Unauthenticated(_)), Some(ip)) => self.record_failure(ip),
-            (Ok(_), Some(ip)) => self.clear(ip),
-            _ => {}
         }
-        result
     }
 
-    fn token_principal(&self, state: &AppState, token: &str) -> Result<Principal, AuthError> {
+    fn token_principal(
+        &self,
+        state: &AppState,
+        token: &str,
+    ) -> Result<(Principal, u64), AuthError> {
         let claims = verify(state.meta.token_secret(), token)
             .map_err(|e| AuthError::Unauthenticated(format!("invalid token: {e}")))?;
         if claims.user.is_empty() {
-            return Ok(Principal::Owner);
+            return Ok((Principal::Owner, claims.expires));
         }
         if claims.user == ANONYMOUS_SUBJECT {
-            return Ok(Principal::Anonymous);
+            return Ok((Principal::Anonymous, claims.expires));
         }
         // A user's token lives only as long as the access key it was issued for.
         let index = state.meta.read();
         match index.auth.key(&claims.key_id) {
-            Some((user, _)) if user == claims.user => Ok(Principal::User(claims.user)),
+            Some((user, _)) if user == claims.user => {
+                Ok((Principal::User(claims.user), claims.expires))
+            }
             _ => Err(AuthError::Unauthenticated(
                 "invalid token: its access key was rotated or its user deleted".into(),
             )),
@@ -265,36 +337,68 @@ impl Guard {
             return Ok(Principal::Anonymous);
         }
         let principal = self.authenticate(state, headers, client)?;
-        match &principal {
-            Principal::Owner => Ok(principal),
+        let user = match &principal {
+            Principal::Owner => return Ok(principal),
             Principal::Anonymous => {
-                if state.config.anonymous == Anonymous::Pull && action.is_read() {
+                return if state.config.anonymous == Anonymous::Pull && action.is_read() {
                     Ok(principal)
                 } else {
                     Err(AuthError::Unauthenticated("authentication required".into()))
-                }
-            }
-            Principal::User(user) => {
-                let resource = match repo {
-                    Some(r) => state.repository_arn(r),
-                    None => state.registry_arn(),
                 };
-                let decision = decide::decide(state, user, action.name(), &resource, repo);
-                if decision.allowed() {
-                    Ok(principal)
-                } else {
-                    Err(AuthError::Denied {
-                        principal: principal.to_string(),
-                        action: action.name(),
-                        resource: match repo {
-                            Some(r) => format!("repository {r}"),
-                            None => "the registry".into(),
-                        },
-                        why: decision.denial_reason(),
-                    })
-                }
             }
+            Principal::User(user) => user,
+        };
+        match self.user_may(state, user, action, repo) {
+            Ok(()) => Ok(principal),
+            Err(why) => Err(AuthError::Denied {
+                principal: principal.to_string(),
+                action: action.name(),
+                resource: match repo {
+                    Some(r) => format!("repository {r}"),
+                    None => "the registry".into(),
+                },
+                why,
+            }),
         }
+    }
+
+    /// The policies' decision for a user (remembered until the access epoch changes): `Err`
+    /// holds the reason to add to a denial.
+    fn user_may(
+        &self,
+        state: &AppState,
+        user: &str,
+        action: Action,
+        repo: Option<&RepoName>,
+    ) -> Result<(), String> {
+        let key: DecisionKey = (user.to_string(), action.name(), repo.cloned());
+        let epoch = state.meta.read().auth.epoch;
+        let remembered = self
+            .decisions
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&key).cloned())
+            .filter(|(e, _)| *e == epoch);
+        if let Some((_, outcome)) = remembered {
+            return outcome;
+        }
+        let resource = match repo {
+            Some(r) => state.repository_arn(r),
+            None => state.registry_arn(),
+        };
+        let decision = decide::decide(state, user, action.name(), &resource, repo);
+        let outcome = if decision.allowed() {
+            Ok(())
+        } else {
+            Err(decision.denial_reason())
+        };
+        if let Ok(mut decisions) = self.decisions.lock() {
+            if decisions.len() >= CACHE_LIMIT {
+                decisions.clear();
+            }
+            decisions.insert(key, (epoch, outcome.clone()));
+        }
+        outcome
     }
 
     fn check_blocked(&self, ip: IpAddr) -> Result<(), AuthError> {

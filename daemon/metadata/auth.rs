@@ -38,6 +38,9 @@ pub struct AuthIndex {
     pub key_owners: BTreeMap<String, String>,
     /// The registry policy's document, when one is set.
     pub registry_policy: Option<String>,
+    /// Changes whenever users, keys or policies do (also when a repository, and so its
+    /// policy, goes): what callers cached about access is stale once it differs.
+    pub epoch: u64,
 }
 
 impl AuthIndex {
@@ -76,6 +79,7 @@ impl Metadata {
             user.keys.insert(key_id.clone(), secret_hash);
             index.auth.users.insert(name.clone(), user);
             index.auth.key_owners.insert(key_id, name);
+            index.auth.epoch += 1;
             Ok(now)
         })
         .await
@@ -90,6 +94,7 @@ impl Metadata {
                 index.auth.key_owners.remove(id);
             }
             conn.execute("DELETE FROM users WHERE name = ?1", params![name])?;
+            index.auth.epoch += 1;
             Ok(())
         })
         .await
@@ -117,6 +122,7 @@ impl Metadata {
             }
             user.keys.insert(key_id.clone(), secret_hash);
             index.auth.key_owners.insert(key_id, name);
+            index.auth.epoch += 1;
             Ok(now)
         })
         .await
@@ -139,6 +145,7 @@ impl Metadata {
                 params![user, policy, document],
             )?;
             record.policies.insert(policy, document);
+            index.auth.epoch += 1;
             Ok(())
         })
         .await
@@ -158,6 +165,7 @@ impl Metadata {
                 "DELETE FROM user_policies WHERE user = ?1 AND name = ?2",
                 params![user, policy],
             )?;
+            index.auth.epoch += 1;
             Ok(())
         })
         .await
@@ -184,7 +192,9 @@ impl Metadata {
                     params![repo.as_str()],
                 )?,
             };
-            Ok(std::mem::replace(&mut record.policy, document))
+            let old = std::mem::replace(&mut record.policy, document);
+            index.auth.epoch += 1;
+            Ok(old)
         })
         .await
     }
@@ -203,6 +213,7 @@ impl Metadata {
                 )?,
                 None => conn.execute("DELETE FROM settings WHERE key = 'registry_policy'", [])?,
             };
+            index.auth.epoch += 1;
             Ok(std::mem::replace(&mut index.auth.registry_policy, document))
         })
         .await
@@ -251,6 +262,9 @@ pub fn getrandom(buf: &mut [u8]) -> Result<(), MetaError> {
 }
 
 pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError> {
+    // A fresh start for the epoch that no earlier value repeats (a reload after a failed
+    // commit must not match what callers cached before it).
+    index.auth.epoch = now_millis() as u64 * 1_000;
     let mut stmt = conn.prepare("SELECT name, created_at FROM users")?;
     let users = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     for row in users {

@@ -307,6 +307,7 @@ impl Metadata {
             }
             conn.execute("DELETE FROM repositories WHERE name = ?1", [name.as_str()])?;
             let repo = index.repos.remove(&name).unwrap_or_default();
+            index.auth.epoch += 1;
             Ok(repo
                 .blobs
                 .into_keys()
