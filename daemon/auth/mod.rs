@@ -141,10 +141,12 @@ pub struct Guard {
     /// access epoch changes (a key rotated, a user deleted) or the token expires.
     sessions: Mutex<HashMap<String, Session>>,
     /// Policy decisions already made, until the access epoch changes.
-    decisions: Mutex<HashMap<DecisionKey, (u64, Result<(), String>)>>,
+    decisions: Mutex<HashMap<DecisionKey, Remembered>>,
 }
 
 type DecisionKey = (String, &'static str, Option<RepoName>);
+/// A decision and the access epoch it was made in.
+type Remembered = (u64, Result<(), String>);
 
 #[derive(Debug, Clone)]
 struct Session {
