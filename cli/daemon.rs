@@ -77,6 +77,17 @@ impl Table for SystemInfo {
             ("data dir", self.data_dir.display().to_string()),
             ("stored", human_bytes(self.bytes_stored)),
         ];
+        if let Some(encryption) = self.encryption {
+            rows.push(("encryption", encryption.to_string()));
+        }
+        match (self.key_store, &self.key_file) {
+            (Some(store), Some(file)) => rows.push((
+                "key store",
+                format!("{} ({})", store.as_str(), file.display()),
+            )),
+            (Some(store), None) => rows.push(("key store", store.as_str().to_string())),
+            (None, _) => {}
+        }
         if let Some(log) = &self.log_file {
             rows.push(("log", log.display().to_string()));
         }
@@ -185,6 +196,9 @@ fn daemon_command(config: &DaemonConfig) -> Command {
         });
     if let Some(file) = &config.config_file {
         command.arg("--config").arg(file);
+    }
+    if let Some(encryption) = config.encryption {
+        command.arg("--encryption").arg(encryption.as_str());
     }
     // SAFETY: setsid is async-signal-safe; it detaches the daemon from this terminal's
     // session so closing the terminal or Ctrl-C here does not reach it.

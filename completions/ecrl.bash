@@ -503,7 +503,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__daemon__subcmd__start)
-            opts="-q -h -V --data-dir --registry-addr --config --log-format --wait --output --quiet --socket --help --version"
+            opts="-q -h -V --data-dir --registry-addr --config --log-format --encryption --wait --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -523,6 +523,10 @@ _ecrl() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --encryption)
+                    COMPREPLY=($(compgen -W "aes256-gcm none" -- "${cur}"))
                     return 0
                     ;;
                 --wait)

@@ -55,13 +55,15 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcom
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l config -d 'YAML config file [default: ~/.config/ecrl/config.yaml when it exists]' -r -F
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l log-format -d 'Log format on stderr [default: text]' -r -f -a "text\t''
 json\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l encryption -d 'Encryption of blobs at rest, chosen when the data dir is created; a data dir keeps its mode, and asking for another one is an error [default: aes256-gcm for a new data dir, else the data dir\'s own]' -r -f -a "aes256-gcm\t'AES-256-GCM in fixed-size authenticated segments, under a master key kept in the OS keyring (or a 0600 key file in the config dir when there is no keyring)'
+none\t'Plain bytes (data dirs made before encryption existed are this)'"
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l wait -d 'Seconds to wait for the daemon to answer' -r
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -s q -l quiet -d 'Print only results: no progress, no notes'
-complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -s V -l version -d 'Print version'
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from stop" -l wait -d 'Seconds to wait for the daemon to exit' -r
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from stop" -l output -d 'Output format for results on stdout' -r -f -a "table\t''

@@ -6,7 +6,7 @@
 
 use crate::paths;
 use clap::{Args, Parser, ValueEnum};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const ENV_DATA_DIR: &str = "ECRL_DATA_DIR";
@@ -14,6 +14,7 @@ pub const ENV_SOCKET: &str = "ECRL_SOCKET";
 pub const ENV_REGISTRY_ADDR: &str = "ECRL_REGISTRY_ADDR";
 pub const ENV_CONFIG: &str = "ECRL_CONFIG";
 pub const ENV_LOG_FORMAT: &str = "ECRL_LOG_FORMAT";
+pub const ENV_ENCRYPTION: &str = "ECRL_ENCRYPTION";
 /// The tracing filter both binaries read (`info`, `ecrld=debug`, ...).
 pub const ENV_LOG: &str = "ECRL_LOG";
 
@@ -41,6 +42,12 @@ pub struct DaemonOptions {
     /// Log format on stderr [default: text]
     #[arg(long, env = ENV_LOG_FORMAT, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// Encryption of blobs at rest, chosen when the data dir is created; a data dir keeps
+    /// its mode, and asking for another one is an error [default: aes256-gcm for a new data
+    /// dir, else the data dir's own]
+    #[arg(long, env = ENV_ENCRYPTION, value_enum, value_name = "MODE")]
+    pub encryption: Option<Encryption>,
 }
 
 impl DaemonOptions {
@@ -55,6 +62,9 @@ impl DaemonOptions {
             log_format: var(ENV_LOG_FORMAT)
                 .and_then(|v| v.into_string().ok())
                 .and_then(|v| LogFormat::from_str(&v, true).ok()),
+            encryption: var(ENV_ENCRYPTION)
+                .and_then(|v| v.into_string().ok())
+                .and_then(|v| Encryption::from_str(&v, true).ok()),
         }
     }
 }
@@ -88,6 +98,35 @@ pub enum LogFormat {
     Json,
 }
 
+/// How blob content is stored on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
+pub enum Encryption {
+    /// AES-256-GCM in fixed-size authenticated segments, under a master key kept in the OS
+    /// keyring (or a 0600 key file in the config dir when there is no keyring).
+    #[value(name = "aes256-gcm")]
+    #[serde(rename = "aes256-gcm")]
+    Aes256Gcm,
+    /// Plain bytes (data dirs made before encryption existed are this).
+    #[value(name = "none")]
+    #[serde(rename = "none")]
+    None,
+}
+
+impl Encryption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encryption::Aes256Gcm => "aes256-gcm",
+            Encryption::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Encryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The config file as written. Unknown keys are errors, so a typo never passes silently.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,6 +138,15 @@ pub struct FileConfig {
     pub region: Option<String>,
     #[serde(default)]
     pub registry: RegistryFileConfig,
+    #[serde(default)]
+    pub storage: StorageFileConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageFileConfig {
+    /// `aes256-gcm` or `none`: see [`Encryption`].
+    pub encryption: Option<Encryption>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +187,9 @@ pub struct DaemonConfig {
     pub create_on_push: bool,
     pub upload_expiry: std::time::Duration,
     pub region: String,
+    /// The encryption asked for (flag, environment or file); `None` takes the data dir's
+    /// own mode, or encryption for a new data dir.
+    pub encryption: Option<Encryption>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -243,6 +294,7 @@ pub fn resolve(
             .or(file.registry.addr)
             .unwrap_or_else(|| DEFAULT_REGISTRY_ADDR.to_string()),
         log_format: options.log_format.or(file.log_format).unwrap_or_default(),
+        encryption: options.encryption.or(file.storage.encryption),
         config_file: config_file.map(|p| paths::absolute(&p)),
     })
 }
@@ -279,6 +331,7 @@ mod tests {
             registry_addr: Some("127.0.0.1:7000".into()),
             data_dir: Some("/tmp/elsewhere".into()),
             log_format: Some(LogFormat::Text),
+            encryption: None,
         };
         let cfg = resolve(&opts, None).unwrap();
         assert_eq!(cfg.registry_addr, "127.0.0.1:7000");
@@ -297,6 +350,45 @@ mod tests {
         let err = resolve(&opts, None).unwrap_err().to_string();
         assert!(err.contains("adress"), "{err}");
         assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn encryption_from_flag_beats_file_and_defaults_to_the_data_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DaemonOptions {
+            config: Some(write(dir.path(), "")),
+            data_dir: Some("/d".into()),
+            ..Default::default()
+        };
+        let cfg = resolve(&opts, Some(Path::new("/s"))).unwrap();
+        assert_eq!(cfg.encryption, None);
+
+        let path = write(dir.path(), "storage:\n  encryption: none\n");
+        let mut opts = DaemonOptions {
+            config: Some(path),
+            data_dir: Some("/d".into()),
+            ..Default::default()
+        };
+        let cfg = resolve(&opts, Some(Path::new("/s"))).unwrap();
+        assert_eq!(cfg.encryption, Some(Encryption::None));
+        opts.encryption = Some(Encryption::Aes256Gcm);
+        let cfg = resolve(&opts, Some(Path::new("/s"))).unwrap();
+        assert_eq!(cfg.encryption, Some(Encryption::Aes256Gcm));
+
+        let path = write(dir.path(), "storage:\n  encryption: aes128\n");
+        let opts = DaemonOptions {
+            config: Some(path),
+            ..Default::default()
+        };
+        let err = resolve(&opts, None).unwrap_err().to_string();
+        assert!(err.contains("aes128"), "{err}");
+        let path = write(dir.path(), "storage:\n  encrypt: none\n");
+        let opts = DaemonOptions {
+            config: Some(path),
+            ..Default::default()
+        };
+        let err = resolve(&opts, None).unwrap_err().to_string();
+        assert!(err.contains("encrypt"), "{err}");
     }
 
     #[test]
