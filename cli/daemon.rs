@@ -90,6 +90,17 @@ impl Table for SystemInfo {
                 rows.insert(6, ("tls certificate", cert.display().to_string()));
             }
         }
+        if let Some(encryption) = self.encryption {
+            rows.push(("encryption", encryption.to_string()));
+        }
+        match (self.key_store, &self.key_file) {
+            (Some(store), Some(file)) => rows.push((
+                "key store",
+                format!("{} ({})", store.as_str(), file.display()),
+            )),
+            (Some(store), None) => rows.push(("key store", store.as_str().to_string())),
+            (None, _) => {}
+        }
         if let Some(log) = &self.log_file {
             rows.push(("log", log.display().to_string()));
         }
@@ -239,6 +250,9 @@ fn daemon_command(config: &DaemonConfig) -> Command {
                 TlsCertificate::Generated { .. } => {}
             }
         }
+    }
+    if let Some(encryption) = config.encryption {
+        command.arg("--encryption").arg(encryption.as_str());
     }
     // SAFETY: setsid is async-signal-safe; it detaches the daemon from this terminal's
     // session so closing the terminal or Ctrl-C here does not reach it.

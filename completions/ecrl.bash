@@ -1636,7 +1636,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__daemon__subcmd__start)
-            opts="-q -h -V --data-dir --registry-addr --tls --tls-addr --tls-cert --tls-key --tls-names --config --log-format --anonymous --wait --output --quiet --socket --help --version"
+            opts="-q -h -V --data-dir --registry-addr --tls --tls-addr --tls-cert --tls-key --tls-names --config --log-format --anonymous --encryption --wait --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1680,6 +1680,10 @@ _ecrl() {
                     ;;
                 --anonymous)
                     COMPREPLY=($(compgen -W "none pull all" -- "${cur}"))
+                    return 0
+                    ;;
+                --encryption)
+                    COMPREPLY=($(compgen -W "aes256-gcm none" -- "${cur}"))
                     return 0
                     ;;
                 --wait)

@@ -63,6 +63,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --config 'YAML config file [default: ~/.config/ecrl/config.yaml when it exists]'
             cand --log-format 'Log format on stderr [default: text]'
             cand --anonymous 'What the registry allows without credentials: none, pull (anyone may pull), or all (no registry authentication: throwaway local use only) [default: none]'
+            cand --encryption 'Encryption of blobs at rest, chosen when the data dir is created; a data dir keeps its mode, and asking for another one is an error [default: aes256-gcm for a new data dir, else the data dir''s own]'
             cand --wait 'Seconds to wait for the daemon to answer'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'

@@ -67,6 +67,8 @@ json\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l anonymous -d 'What the registry allows without credentials: none, pull (anyone may pull), or all (no registry authentication: throwaway local use only) [default: none]' -r -f -a "none\t'Every request needs credentials'
 pull\t'Anyone may pull (and list); pushing and deleting need credentials'
 all\t'No registry authentication at all'"
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l encryption -d 'Encryption of blobs at rest, chosen when the data dir is created; a data dir keeps its mode, and asking for another one is an error [default: aes256-gcm for a new data dir, else the data dir\'s own]' -r -f -a "aes256-gcm\t'AES-256-GCM in fixed-size authenticated segments, under a master key kept in the OS keyring (or a 0600 key file in the config dir when there is no keyring)'
+none\t'Plain bytes (data dirs made before encryption existed are this)'"
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l wait -d 'Seconds to wait for the daemon to answer' -r
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''

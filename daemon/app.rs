@@ -3,7 +3,8 @@
 //! clean up.
 
 use crate::runtime::{docker::DockerRuntime, Runtime};
-use crate::storage::UploadId;
+use crate::storage::keys::OsKeyring;
+use crate::storage::{StoreOptions, UploadId};
 use crate::tasks::{store::MetaTaskStore, Ctx, TaskManager};
 use crate::{control, lock::DataDirLock, metadata::Metadata, registry, storage::BlobStore, tls};
 use anyhow::Context;
@@ -158,8 +159,16 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         .create(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let _lock = DataDirLock::acquire(&config.data_dir, &config.socket)?;
-    let store = BlobStore::open(&config.data_dir)
-        .with_context(|| format!("opening the blob store in {}", config.data_dir.display()))?;
+    let store = {
+        let options = StoreOptions {
+            encryption: config.encryption,
+            key_dir: ecrl::paths::default_config_dir().join("keys"),
+            keyring: &OsKeyring,
+        };
+        // The keyring is asked over D-Bus with blocking calls.
+        tokio::task::block_in_place(|| BlobStore::open(&config.data_dir, &options))
+            .with_context(|| format!("opening the blob store in {}", config.data_dir.display()))?
+    };
     let meta = {
         let store = store.clone();
         let handle = tokio::runtime::Handle::current();

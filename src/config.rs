@@ -7,7 +7,7 @@
 use crate::paths;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, ValueEnum};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const ENV_DATA_DIR: &str = "ECRL_DATA_DIR";
@@ -21,6 +21,7 @@ pub const ENV_TLS_ADDR: &str = "ECRL_TLS_ADDR";
 pub const ENV_TLS_CERT: &str = "ECRL_TLS_CERT";
 pub const ENV_TLS_KEY: &str = "ECRL_TLS_KEY";
 pub const ENV_TLS_NAMES: &str = "ECRL_TLS_NAMES";
+pub const ENV_ENCRYPTION: &str = "ECRL_ENCRYPTION";
 /// The tracing filter both binaries read (`info`, `ecrld=debug`, ...).
 pub const ENV_LOG: &str = "ECRL_LOG";
 
@@ -91,6 +92,12 @@ pub struct DaemonOptions {
     /// (no registry authentication: throwaway local use only) [default: none]
     #[arg(long, env = ENV_ANONYMOUS, value_enum, value_name = "ACCESS")]
     pub anonymous: Option<Anonymous>,
+
+    /// Encryption of blobs at rest, chosen when the data dir is created; a data dir keeps
+    /// its mode, and asking for another one is an error [default: aes256-gcm for a new data
+    /// dir, else the data dir's own]
+    #[arg(long, env = ENV_ENCRYPTION, value_enum, value_name = "MODE")]
+    pub encryption: Option<Encryption>,
 }
 
 /// What the registry allows a request without credentials.
@@ -129,6 +136,9 @@ impl DaemonOptions {
             anonymous: var(ENV_ANONYMOUS)
                 .and_then(|v| v.into_string().ok())
                 .and_then(|v| Anonymous::from_str(&v, true).ok()),
+            encryption: var(ENV_ENCRYPTION)
+                .and_then(|v| v.into_string().ok())
+                .and_then(|v| Encryption::from_str(&v, true).ok()),
         }
     }
 }
@@ -171,6 +181,35 @@ pub enum LogFormat {
     Json,
 }
 
+/// How blob content is stored on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
+pub enum Encryption {
+    /// AES-256-GCM in fixed-size authenticated segments, under a master key kept in the OS
+    /// keyring (or a 0600 key file in the config dir when there is no keyring).
+    #[value(name = "aes256-gcm")]
+    #[serde(rename = "aes256-gcm")]
+    Aes256Gcm,
+    /// Plain bytes (data dirs made before encryption existed are this).
+    #[value(name = "none")]
+    #[serde(rename = "none")]
+    None,
+}
+
+impl Encryption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encryption::Aes256Gcm => "aes256-gcm",
+            Encryption::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Encryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The config file as written. Unknown keys are errors, so a typo never passes silently.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -182,6 +221,15 @@ pub struct FileConfig {
     pub region: Option<String>,
     #[serde(default)]
     pub registry: RegistryFileConfig,
+    #[serde(default)]
+    pub storage: StorageFileConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageFileConfig {
+    /// `aes256-gcm` or `none`: see [`Encryption`].
+    pub encryption: Option<Encryption>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,6 +292,9 @@ pub struct DaemonConfig {
     pub upload_expiry: std::time::Duration,
     pub anonymous: Anonymous,
     pub region: String,
+    /// The encryption asked for (flag, environment or file); `None` takes the data dir's
+    /// own mode, or encryption for a new data dir.
+    pub encryption: Option<Encryption>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -407,6 +458,7 @@ pub fn resolve(
         registry_addr,
         tls,
         log_format: options.log_format.or(file.log_format).unwrap_or_default(),
+        encryption: options.encryption.or(file.storage.encryption),
         config_file: config_file.map(|p| paths::absolute(&p)),
     })
 }
@@ -519,6 +571,45 @@ mod tests {
         let err = resolve(&opts, None).unwrap_err().to_string();
         assert!(err.contains("adress"), "{err}");
         assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn encryption_from_flag_beats_file_and_defaults_to_the_data_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DaemonOptions {
+            config: Some(write(dir.path(), "")),
+            data_dir: Some("/d".into()),
+            ..Default::default()
+        };
+        let cfg = resolve(&opts, Some(Path::new("/s"))).unwrap();
+        assert_eq!(cfg.encryption, None);
+
+        let path = write(dir.path(), "storage:\n  encryption: none\n");
+        let mut opts = DaemonOptions {
+            config: Some(path),
+            data_dir: Some("/d".into()),
+            ..Default::default()
+        };
+        let cfg = resolve(&opts, Some(Path::new("/s"))).unwrap();
+        assert_eq!(cfg.encryption, Some(Encryption::None));
+        opts.encryption = Some(Encryption::Aes256Gcm);
+        let cfg = resolve(&opts, Some(Path::new("/s"))).unwrap();
+        assert_eq!(cfg.encryption, Some(Encryption::Aes256Gcm));
+
+        let path = write(dir.path(), "storage:\n  encryption: aes128\n");
+        let opts = DaemonOptions {
+            config: Some(path),
+            ..Default::default()
+        };
+        let err = resolve(&opts, None).unwrap_err().to_string();
+        assert!(err.contains("aes128"), "{err}");
+        let path = write(dir.path(), "storage:\n  encrypt: none\n");
+        let opts = DaemonOptions {
+            config: Some(path),
+            ..Default::default()
+        };
+        let err = resolve(&opts, None).unwrap_err().to_string();
+        assert!(err.contains("encrypt"), "{err}");
     }
 
     #[test]

@@ -297,3 +297,51 @@ fn start_reports_a_daemon_that_cannot_bind() {
     );
     assert!(!env.socket().exists());
 }
+
+/// A new data dir is encrypted; with no secret service in the test's environment (as on
+/// any headless machine) the key goes to a 0600 file in the config dir, and the status says
+/// so. The key never reaches the log, and the data dir refuses another mode later.
+#[test]
+fn status_says_how_blobs_are_encrypted_and_where_the_key_is() {
+    let env = Env::new();
+    let info = env.start();
+    assert_eq!(info["encryption"], "aes256-gcm", "{info}");
+    assert_eq!(info["keyStore"], "file", "{info}");
+    let key_file = std::path::PathBuf::from(info["keyFile"].as_str().unwrap());
+    let keys = env.path().join("home/.config/ecrl/keys");
+    assert_eq!(key_file.parent(), Some(keys.as_path()));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&key_file), 0o600);
+    assert_eq!(mode(&keys), 0o700);
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let key = key.trim();
+    assert_eq!(key.len(), 64, "a 256-bit key in hex");
+
+    let table = env.ecrl_ok(&["daemon", "status"]);
+    assert!(table.contains("aes256-gcm"), "{table}");
+    assert!(
+        table.contains(&format!("file ({})", key_file.display())),
+        "{table}"
+    );
+
+    // Restarted, it finds the same key.
+    env.ecrl_ok(&["daemon", "stop"]);
+    let info = env.start();
+    assert_eq!(info["keyFile"], key_file.to_str().unwrap());
+    assert_eq!(std::fs::read_dir(&keys).unwrap().count(), 1);
+    env.ecrl_ok(&["daemon", "stop"]);
+    let log = std::fs::read_to_string(env.data_dir().join("ecrld.log")).unwrap();
+    assert!(log.contains("storage key"), "{log}");
+    assert!(!log.contains(key), "the key is in the log");
+
+    // The flag reaches ecrld through `ecrl daemon start`, and a mode the data dir was not
+    // made with is refused.
+    let out = env.ecrl(&["daemon", "start", "--encryption", "none"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("was created with encryption aes256-gcm"),
+        "{err}"
+    );
+    assert!(!err.contains(key), "the key is in an error");
+}

@@ -614,7 +614,7 @@ fn monolithic_post_with_digest_is_201_with_location_and_digest() {
     let got = reg.get(&location);
     assert_status(&got, 200);
     assert_eq!(got.bytes().unwrap().as_ref(), data.as_slice());
-    assert_eq!(std::fs::read(reg.blob_file(&digest)).unwrap(), data);
+    assert!(reg.blob_file(&digest).is_file());
 }
 
 #[test]
@@ -1992,7 +1992,9 @@ fn concurrent_pushes_of_one_blob_into_32_repositories_store_it_once() {
     }
     let files = files_under(&reg.data_dir().join("blobs"));
     assert_eq!(files, [reg.blob_file(&digest)], "one file for the digest");
-    assert_eq!(std::fs::read(&files[0]).unwrap(), *data);
+    let resp = reg.get(&format!("/v2/repo0/blobs/{digest}"));
+    assert_status(&resp, 200);
+    assert!(resp.bytes().unwrap().as_ref() == data.as_slice());
     assert!(reg.upload_files().is_empty(), "{:?}", reg.upload_files());
     for i in 0..32 {
         let resp = reg.head(&format!("/v2/repo{i}/blobs/{digest}"));
@@ -2117,4 +2119,173 @@ fn an_upload_session_belongs_to_the_repository_that_opened_it() {
     assert_status(&done, 201);
     assert_status(&reg.head(&format!("/v2/owner/blobs/{digest}")), 200);
     assert_status(&reg.head(&format!("/v2/other/blobs/{digest}")), 404);
+}
+
+// --- encryption at rest ---------------------------------------------------------------------
+
+/// True when `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Blobs pushed with a unique marker in them (in a small blob, and many times over in a big
+/// one that crosses segment and buffer boundaries) appear nowhere under the data dir, not
+/// in the blob files, the upload files, nor the SQLite database and its journal, while the
+/// registry serves them back intact, whole and by range.
+#[test]
+fn pushed_content_is_nowhere_in_the_data_dir_in_plain_text() {
+    let mut reg = Registry::start();
+    let status = reg.env.info();
+    assert_eq!(status["encryption"], "aes256-gcm", "{status}");
+    let marker = format!(
+        "ECRL-MARKER-{}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let small = format!("{{\"secret\":\"{marker}\"}}").into_bytes();
+    // 9 MiB: the marker every 100,000 bytes, so copies straddle 64 KiB segments and 4 MiB
+    // buffers; sent in two PATCHes and a PUT.
+    let mut big = bytes("marker-layer", 9 << 20);
+    for at in (0..big.len() - marker.len()).step_by(100_000) {
+        big[at..at + marker.len()].copy_from_slice(marker.as_bytes());
+    }
+    let small_digest = push_blob(&reg, "secret/app", &small);
+    let location = start_upload(&reg, "secret/app");
+    let resp = patch_chunk(&reg, &location, 0, &big[..3 << 20]);
+    assert_status(&resp, 202);
+    let location = header(&resp, "location");
+    let resp = patch_chunk(&reg, &location, 3 << 20, &big[3 << 20..(8 << 20) + 7]);
+    assert_status(&resp, 202);
+    let location = header(&resp, "location");
+    let big_digest = sha256(&big);
+    let resp = reg
+        .put(&with_param(&location, "digest", &big_digest))
+        .header(CONTENT_TYPE, "application/octet-stream")
+        .body(big[(8 << 20) + 7..].to_vec())
+        .send()
+        .unwrap();
+    assert_status(&resp, 201);
+    let manifest = image_manifest(Flavor::Oci, &small, &[&big]);
+    put_manifest_ok(&reg, "secret/app", "v1", OCI_MANIFEST, &manifest);
+    // An upload left open, with the marker in it.
+    let open = start_upload(&reg, "secret/app");
+    assert_status(&patch_chunk(&reg, &open, 0, &big[..SMALL_UPLOAD + 1]), 202);
+
+    let check = |reg: &Registry, when: &str| {
+        let files = files_under(&reg.data_dir());
+        assert!(
+            files
+                .iter()
+                .any(|f| f.to_string_lossy().contains("blobs/sha256")),
+            "no blob files under {}",
+            reg.data_dir().display()
+        );
+        assert!(
+            files.iter().any(|f| f.to_string_lossy().ends_with(".db")),
+            "no database under {}: {files:?}",
+            reg.data_dir().display()
+        );
+        for file in files {
+            let content = std::fs::read(&file).unwrap();
+            assert!(
+                !contains(&content, marker.as_bytes()),
+                "{when}: the marker is in {}",
+                file.display()
+            );
+        }
+    };
+    check(&reg, "while running");
+
+    let pull = |reg: &Registry| {
+        let resp = reg.get(&format!("/v2/secret/app/blobs/{big_digest}"));
+        assert_status(&resp, 200);
+        assert!(resp.bytes().unwrap().as_ref() == big.as_slice());
+        let resp = reg.get(&format!("/v2/secret/app/blobs/{small_digest}"));
+        assert_status(&resp, 200);
+        assert_eq!(resp.bytes().unwrap().as_ref(), small.as_slice());
+        // A range across the first segment boundary (65,520 bytes of content a segment).
+        let resp = reg
+            .request(Method::GET, &format!("/v2/secret/app/blobs/{big_digest}"))
+            .header(RANGE, "bytes=65000-66000")
+            .send()
+            .unwrap();
+        assert_status(&resp, 206);
+        assert!(resp.bytes().unwrap().as_ref() == &big[65_000..66_001]);
+        let resp = reg
+            .request(Method::GET, "/v2/secret/app/manifests/v1")
+            .header(ACCEPT, OCI_MANIFEST)
+            .send()
+            .unwrap();
+        assert_status(&resp, 200);
+        assert_eq!(resp.bytes().unwrap().as_ref(), manifest.as_slice());
+    };
+    pull(&reg);
+
+    // Stopped (the database checkpointed) and started again: still nowhere, still served.
+    reg.stop();
+    check(&reg, "after a stop");
+    reg.spawn();
+    pull(&reg);
+}
+
+/// Runs a command that should exit soon (killed after 20 s); its exit code and stderr.
+fn exit_of(command: &mut std::process::Command) -> (Option<i32>, String) {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The size up to which an upload stays in memory (storage's `SMALL`): one byte more goes
+/// to a file.
+const SMALL_UPLOAD: usize = 64 * 1024;
+
+#[test]
+fn a_data_dir_made_without_encryption_stays_plain_and_refuses_it() {
+    let env = Env::new();
+    let mut reg = Registry::start_in(env, &["--encryption", "none"]);
+    assert_eq!(reg.env.info()["encryption"], "none");
+    assert!(reg.env.info().get("keyStore").is_none());
+    let data = bytes("plain", 100_000);
+    let digest = push_blob(&reg, "plain/app", &data);
+    assert_eq!(std::fs::read(reg.blob_file(&digest)).unwrap(), data);
+    reg.stop();
+
+    // Asking for encryption on it now is refused, and says why.
+    let mut by_flag = reg.env.ecrld_command(&["--encryption", "aes256-gcm"]);
+    let (code, err) = exit_of(&mut by_flag);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("was created with encryption none") && err.contains("aes256-gcm"),
+        "{err}"
+    );
+    let mut by_env = reg.env.ecrld_command(&[]);
+    by_env.env("ECRL_ENCRYPTION", "aes256-gcm");
+    let (code, err) = exit_of(&mut by_env);
+    assert_eq!(code, Some(1), "{err}");
+
+    // Without a mode asked for, it runs as it is.
+    reg.args.clear();
+    reg.spawn();
+    assert_eq!(reg.env.info()["encryption"], "none");
+    let resp = reg.get(&format!("/v2/plain/app/blobs/{digest}"));
+    assert_status(&resp, 200);
+    assert_eq!(resp.bytes().unwrap().as_ref(), data.as_slice());
 }

@@ -17,6 +17,7 @@ async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiErr
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let log_file = state.config.data_dir.join(ecrl::paths::LOG_FILE);
+    let encryption = state.store.encryption();
     Ok(SystemInfo {
         version: ecrl::VERSION.to_string(),
         api_version: ecrl::api::API_VERSION,
@@ -38,6 +39,9 @@ async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiErr
             .map(|t| t.names.clone())
             .unwrap_or_default(),
         bytes_stored,
+        encryption: Some(encryption.mode),
+        key_store: encryption.key.as_ref().map(|k| k.store),
+        key_file: encryption.key.as_ref().and_then(|k| k.file.clone()),
         log_file: log_file.is_file().then_some(log_file),
     })
 }

@@ -6,10 +6,12 @@
 //! `ECRL_BENCH_DIR` picks the data dir (default: a temp dir under /tmp, which is on the
 //! real disk here). `ECRL_BENCH_MIB` sets the big blob's size (default 1024).
 //! `ECRL_BENCH_SMALL=0` skips the 4 KiB pushes, `ECRL_BENCH_BIG=0` the big blob,
-//! `ECRL_BENCH_PULL=0` its reads.
+//! `ECRL_BENCH_PULL=0` its reads. `ECRL_BENCH_ENCRYPTION` lists the modes to run, one
+//! after the other (default `aes256-gcm,none`).
 
 use super::BlobStore;
 use bytes::Bytes;
+use ecrl::config::Encryption;
 use ecrl::names::Digest;
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
@@ -64,13 +66,18 @@ fn bench_store() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(run());
+    let modes = std::env::var("ECRL_BENCH_ENCRYPTION").unwrap_or("aes256-gcm,none".into());
+    for mode in modes.split(',') {
+        let mode = <Encryption as clap::ValueEnum>::from_str(mode, true).unwrap();
+        println!("-- encryption {mode}");
+        runtime.block_on(run(mode));
+    }
 }
 
-async fn run() {
+async fn run(mode: Encryption) {
     let base = std::env::var("ECRL_BENCH_DIR").unwrap_or_else(|_| "/tmp".into());
     let dir = tempfile::tempdir_in(base).unwrap();
-    let store = BlobStore::open(dir.path()).unwrap();
+    let store = super::tests::open_store(dir.path(), mode);
     let mib: usize = std::env::var("ECRL_BENCH_MIB")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -100,10 +100,6 @@ impl Buf {
         self.len
     }
 
-    pub fn is_full(&self) -> bool {
-        self.len == BUF_SIZE
-    }
-
     pub fn set_len(&mut self, len: usize) {
         assert!(len <= BUF_SIZE);
         self.len = len;
@@ -115,9 +111,10 @@ impl Buf {
         unsafe { std::slice::from_raw_parts_mut(self.ptr(), BUF_SIZE) }
     }
 
-    /// Appends as much of `data` as fits; returns how many bytes were taken.
-    pub fn fill_from(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(BUF_SIZE - self.len);
+    /// Appends as much of `data` as fits below `limit` bytes (at most `BUF_SIZE`); returns
+    /// how many bytes were taken.
+    pub fn fill_upto(&mut self, data: &[u8], limit: usize) -> usize {
+        let n = data.len().min(limit.min(BUF_SIZE).saturating_sub(self.len));
         let at = self.len;
         self.spare_all()[at..at + n].copy_from_slice(&data[..n]);
         self.len += n;
@@ -187,13 +184,15 @@ mod tests {
     }
 
     #[test]
-    fn fill_from_stops_at_capacity() {
+    fn fill_stops_at_the_limit_and_capacity() {
         let mut b = Buf::get();
         let data = vec![7u8; BUF_SIZE + 10];
-        assert_eq!(b.fill_from(&data[..100]), 100);
-        assert_eq!(b.fill_from(&data), BUF_SIZE - 100);
-        assert!(b.is_full());
-        assert_eq!(b.fill_from(&data), 0);
+        assert_eq!(b.fill_upto(&data[..100], BUF_SIZE), 100);
+        assert_eq!(b.fill_upto(&data, 1000), 900);
+        assert_eq!(b.fill_upto(&data, 1000), 0);
+        assert_eq!(b.fill_upto(&data, usize::MAX), BUF_SIZE - 1000);
+        assert_eq!(b.len(), BUF_SIZE);
+        assert_eq!(b.fill_upto(&data, BUF_SIZE), 0);
         assert!(b.iter().all(|&x| x == 7));
     }
 }

@@ -2,8 +2,14 @@
 //! uploads in progress under `uploads/<uuid>`.
 //!
 //! Owns every byte of blob content on disk; every byte goes in through [`writer`] and out
-//! through [`reader`] (the seam where encryption at rest sits). It must not call the
-//! registry, metadata or any network code.
+//! through [`reader`], which is where encryption at rest sits ([`crypt`] has the format,
+//! [`keys`] the master keys). It must not call the registry, metadata or any network code.
+//!
+//! Encryption is a property of the data dir, chosen when it is created and recorded in
+//! `<data dir>/storage.json` with the ids of its keys: a new data dir is encrypted unless
+//! configured otherwise; one made before encryption existed (blobs but no `storage.json`)
+//! stays plain; a configuration asking for another mode than the data dir's is refused at
+//! start-up rather than mixing plain and encrypted blobs.
 //!
 //! Durability: a blob appears under its real name only after its bytes are on disk and its
 //! digest checked (write to a temp file, fsync, verify, rename, fsync the directory). A crash
@@ -14,12 +20,15 @@
 #[cfg(test)]
 mod bench;
 mod buf;
+mod crypt;
+pub mod keys;
 mod reader;
 #[cfg(test)]
 mod tests;
 mod writer;
 
 use bytes::Bytes;
+use ecrl::config::Encryption;
 use ecrl::names::Digest;
 use futures_util::Stream;
 use std::collections::{HashMap, HashSet};
@@ -29,7 +38,60 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use keys::KeyPlace;
 pub use reader::BlobStream;
+
+/// The file in the data dir that says how its blobs are stored.
+const FORMAT_FILE: &str = "storage.json";
+
+/// What `storage.json` holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Format {
+    encryption: Encryption,
+    /// Ids of the master keys blobs may be sealed under, oldest first; the last one seals
+    /// new blobs.
+    #[serde(default)]
+    keys: Vec<String>,
+}
+
+/// How the store is to be opened.
+pub struct StoreOptions<'a> {
+    /// The mode asked for; `None` takes the data dir's (or encryption for a new one).
+    pub encryption: Option<Encryption>,
+    /// Where key files go when there is no keyring.
+    pub key_dir: PathBuf,
+    pub keyring: &'a dyn keys::SecretStore,
+}
+
+/// How the store keeps its blobs, for `ecrl daemon status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionStatus {
+    pub mode: Encryption,
+    /// Where the key that seals new blobs is kept.
+    pub key: Option<KeyPlace>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(
+        "the data dir {} was created with encryption {has}, but encryption {asked} is asked \
+         for (--encryption, ECRL_ENCRYPTION or storage.encryption in the config file); a data \
+         dir keeps the mode it was created with: ask for {has} or for nothing, or use a new \
+         data dir",
+        data_dir.display()
+    )]
+    ModeMismatch {
+        data_dir: PathBuf,
+        has: Encryption,
+        asked: Encryption,
+    },
+    #[error("{} is damaged: {message}", path.display())]
+    Format { path: PathBuf, message: String },
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -76,6 +138,9 @@ struct Inner {
     dirs: Arc<writer::DirSync>,
     /// Blobs read before (bounded): their next reads go through the page cache.
     read_before: Mutex<HashSet<Digest>>,
+    /// The keys of an encrypted data dir; `None` when blobs are stored plain.
+    keys: Option<Arc<crypt::Keys>>,
+    encryption: EncryptionStatus,
 }
 
 /// How many blobs `read_before` remembers before it starts over.
@@ -90,12 +155,13 @@ pub struct BlobStore {
 impl BlobStore {
     /// Opens (creating) the store under `data_dir`. Upload files left by a previous run are
     /// removed: their sessions died with it.
-    pub fn open(data_dir: &Path) -> io::Result<Self> {
-        Self::open_with(data_dir, true)
+    pub fn open(data_dir: &Path, options: &StoreOptions) -> Result<Self, OpenError> {
+        Self::open_with(data_dir, options, true)
     }
 
-    fn open_with(data_dir: &Path, direct: bool) -> io::Result<Self> {
+    fn open_with(data_dir: &Path, options: &StoreOptions, direct: bool) -> Result<Self, OpenError> {
         let root = data_dir.to_path_buf();
+        let (keys, encryption) = prepare_format(&root, options)?;
         let sha = root.join("blobs").join("sha256");
         std::fs::create_dir_all(&sha)?;
         // All 256 fan-out directories exist (durably) before any commit, so a commit only
@@ -127,8 +193,15 @@ impl BlobStore {
                 direct,
                 dirs: Arc::new(writer::DirSync::default()),
                 read_before: Mutex::new(HashSet::new()),
+                keys,
+                encryption,
             }),
         })
+    }
+
+    /// How blobs are kept at rest, and where the key is.
+    pub fn encryption(&self) -> &EncryptionStatus {
+        &self.inner.encryption
     }
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -145,12 +218,26 @@ impl BlobStore {
         self.inner.root.join("uploads").join(id.to_string())
     }
 
-    /// The size of a stored blob, or `None` when it is not in the store.
+    /// The size of a stored blob (its content's, not its file's), or `None` when it is not in
+    /// the store. Needs no read: the file's length says it.
     pub async fn stat(&self, digest: &Digest) -> io::Result<Option<u64>> {
         match tokio::fs::metadata(self.blob_path(digest)).await {
-            Ok(meta) => Ok(Some(meta.len())),
+            Ok(meta) => self.content_len(meta.len()).map(Some),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The content length of a blob file `len` bytes long.
+    fn content_len(&self, len: u64) -> io::Result<u64> {
+        match self.inner.keys {
+            None => Ok(len),
+            Some(_) => crypt::plain_len(len).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("an encrypted blob file cannot be {len} bytes long: it is damaged"),
+                )
+            }),
         }
     }
 
@@ -161,7 +248,7 @@ impl BlobStore {
         } else {
             reader::Mode::Cached
         };
-        reader::open(self.blob_path(digest), range, mode).await
+        reader::open(self.blob_path(digest), range, mode, self.inner.keys.clone()).await
     }
 
     /// True the first time a blob is read (as far as this process remembers). A blob we
@@ -179,7 +266,7 @@ impl BlobStore {
 
     /// A whole (small) blob in memory: manifests and configs.
     pub async fn read_all(&self, digest: &Digest) -> io::Result<Bytes> {
-        reader::read_all(self.blob_path(digest)).await
+        reader::read_all(self.blob_path(digest), self.inner.keys.clone()).await
     }
 
     /// Stores bytes that are already in memory; returns their digest. With `expected`, a
@@ -206,18 +293,31 @@ impl BlobStore {
         }
     }
 
-    /// Bytes of blob content stored, each blob once.
+    /// Bytes of blob content stored, each blob once (the content's size, not the files').
     pub async fn bytes_stored(&self) -> io::Result<u64> {
         let root = self.inner.root.join("blobs").join("sha256");
-        tokio::task::spawn_blocking(move || dir_size(&root))
-            .await
-            .map_err(io::Error::other)?
+        let sealed = self.inner.keys.is_some();
+        tokio::task::spawn_blocking(move || {
+            dir_size(&root, &|len| {
+                if sealed {
+                    crypt::plain_len(len).unwrap_or(0)
+                } else {
+                    len
+                }
+            })
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     /// Opens an upload session.
     pub fn upload_start(&self) -> Result<UploadId, StoreError> {
         let id = UploadId(uuid::Uuid::new_v4());
-        let upload = writer::Upload::create(self.upload_path(&id), self.inner.direct)?;
+        let sealer = match &self.inner.keys {
+            Some(keys) => Some(keys.sealer()?),
+            None => None,
+        };
+        let upload = writer::Upload::create(self.upload_path(&id), self.inner.direct, sealer);
         self.inner.uploads.lock().map_err(poisoned)?.insert(
             id,
             (
@@ -372,16 +472,125 @@ fn poisoned<T>(_: T) -> StoreError {
     StoreError::Io(io::Error::other("upload table lock poisoned"))
 }
 
-fn dir_size(dir: &Path) -> io::Result<u64> {
+fn dir_size(dir: &Path, content_len: &dyn Fn(u64) -> u64) -> io::Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let meta = entry.metadata()?;
         total += if meta.is_dir() {
-            dir_size(&entry.path())?
+            dir_size(&entry.path(), content_len)?
         } else {
-            meta.len()
+            content_len(meta.len())
         };
     }
     Ok(total)
+}
+
+/// Reads (or, for a new data dir, writes) `storage.json`, checks the mode asked for against
+/// it, and loads the keys of an encrypted data dir.
+fn prepare_format(
+    root: &Path,
+    options: &StoreOptions,
+) -> Result<(Option<Arc<crypt::Keys>>, EncryptionStatus), OpenError> {
+    let path = root.join(FORMAT_FILE);
+    let damaged = |message: String| OpenError::Format {
+        path: path.clone(),
+        message,
+    };
+    let mismatch = |has: Encryption, asked: Encryption| OpenError::ModeMismatch {
+        data_dir: root.to_path_buf(),
+        has,
+        asked,
+    };
+    let recorded = match std::fs::read(&path) {
+        Ok(bytes) => {
+            Some(serde_json::from_slice::<Format>(&bytes).map_err(|e| damaged(e.to_string()))?)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let format = match recorded {
+        Some(format) => format,
+        // Blobs but no record: a data dir from before encryption, whose blobs are plain.
+        None if root.join("blobs").join("sha256").is_dir() => {
+            if let Some(asked @ Encryption::Aes256Gcm) = options.encryption {
+                return Err(mismatch(Encryption::None, asked));
+            }
+            let format = Format {
+                encryption: Encryption::None,
+                keys: Vec::new(),
+            };
+            write_format(root, &format)?;
+            format
+        }
+        None => {
+            let encryption = options.encryption.unwrap_or(Encryption::Aes256Gcm);
+            let keys = match encryption {
+                Encryption::Aes256Gcm => {
+                    let (key, _) = keys::create(options.keyring, &options.key_dir)?;
+                    vec![key.id().to_string()]
+                }
+                Encryption::None => Vec::new(),
+            };
+            // Recorded before any blob exists, so no blob is ever of an unknown mode.
+            let format = Format { encryption, keys };
+            write_format(root, &format)?;
+            tracing::info!(
+                encryption = %encryption,
+                data_dir = %root.display(),
+                "new data dir"
+            );
+            format
+        }
+    };
+    if let Some(asked) = options.encryption {
+        if asked != format.encryption {
+            return Err(mismatch(format.encryption, asked));
+        }
+    }
+    match format.encryption {
+        Encryption::None => Ok((
+            None,
+            EncryptionStatus {
+                mode: Encryption::None,
+                key: None,
+            },
+        )),
+        Encryption::Aes256Gcm => {
+            let mut loaded = Vec::new();
+            let mut place = None;
+            for id in &format.keys {
+                let id: crypt::KeyId = id
+                    .parse()
+                    .map_err(|()| damaged(format!("{id:?} is not a key id")))?;
+                let (key, at) = keys::load(id, options.keyring, &options.key_dir)?;
+                loaded.push(key);
+                place = Some(at);
+            }
+            let current = loaded
+                .pop()
+                .ok_or_else(|| damaged("an encrypted data dir names no key".into()))?;
+            let keys = crypt::Keys::new(&current, &loaded)?;
+            Ok((
+                Some(Arc::new(keys)),
+                EncryptionStatus {
+                    mode: Encryption::Aes256Gcm,
+                    key: place,
+                },
+            ))
+        }
+    }
+}
+
+/// Writes `storage.json` durably (temp file, fsync, rename, directory fsync).
+fn write_format(root: &Path, format: &Format) -> io::Result<()> {
+    use std::io::Write;
+    let text = serde_json::to_vec_pretty(format).map_err(io::Error::other)?;
+    let tmp = root.join(format!("{FORMAT_FILE}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&text)?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, root.join(FORMAT_FILE))?;
+    std::fs::File::open(root)?.sync_all()
 }

@@ -8,8 +8,14 @@
 //!   2.5 s of CPU per GiB); direct reads into hot buffers run at the disk's speed.
 //! - [`Mode::Cached`]: plain reads, which fill the page cache so later reads are served from
 //!   memory.
+//!
+//! Encrypted blobs are read the same way, in whole segments: a range reads and decrypts only
+//! the segments it touches (at most 64 at a time, 4 MiB of file), then hands out the wanted
+//! part of the plaintext. A segment that fails authentication ends the stream with an error,
+//! so a damaged blob is never served as wrong bytes.
 
 use super::buf::{clear_direct, Buf, ALIGN, BUF_SIZE};
+use super::crypt::{segment_offset, Keys, Opener, HEADER, PLAIN, SEGMENT};
 use bytes::Bytes;
 use futures_util::Stream;
 use std::fs::File;
@@ -19,6 +25,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// A blob's bytes, in order.
@@ -35,7 +42,35 @@ pub enum Mode {
     Cached,
 }
 
-pub async fn open(path: PathBuf, range: Range<u64>, mode: Mode) -> io::Result<BlobStream> {
+/// A range of a blob's content; `keys` when the blob is encrypted.
+pub async fn open(
+    path: PathBuf,
+    range: Range<u64>,
+    mode: Mode,
+    keys: Option<Arc<Keys>>,
+) -> io::Result<BlobStream> {
+    match keys {
+        None => open_plain(path, range, mode).await,
+        Some(keys) => open_sealed(path, range, mode, keys).await,
+    }
+}
+
+fn one_chunk(bytes: Bytes) -> BlobStream {
+    let chunks = if bytes.is_empty() {
+        vec![]
+    } else {
+        vec![Ok(bytes)]
+    };
+    Box::pin(futures_util::stream::iter(chunks))
+}
+
+fn stream_from(rx: mpsc::Receiver<io::Result<Bytes>>) -> BlobStream {
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+async fn open_plain(path: PathBuf, range: Range<u64>, mode: Mode) -> io::Result<BlobStream> {
     let len = range.end.saturating_sub(range.start);
     if len <= SMALL {
         let bytes = tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
@@ -47,26 +82,111 @@ pub async fn open(path: PathBuf, range: Range<u64>, mode: Mode) -> io::Result<Bl
         })
         .await
         .map_err(io::Error::other)??;
-        let chunks = if bytes.is_empty() {
-            vec![]
-        } else {
-            vec![Ok(bytes)]
-        };
-        return Ok(Box::pin(futures_util::stream::iter(chunks)));
+        return Ok(one_chunk(bytes));
     }
     let (file, direct) = tokio::task::spawn_blocking(move || open_file(&path, mode == Mode::Cold))
         .await
         .map_err(io::Error::other)??;
     let (tx, rx) = mpsc::channel(AHEAD);
     tokio::task::spawn_blocking(move || produce(file, direct, range, tx));
-    Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async {
-        rx.recv().await.map(|item| (item, rx))
-    })))
+    Ok(stream_from(rx))
+}
+
+async fn open_sealed(
+    path: PathBuf,
+    range: Range<u64>,
+    mode: Mode,
+    keys: Arc<Keys>,
+) -> io::Result<BlobStream> {
+    let len = range.end.saturating_sub(range.start);
+    if len <= SMALL {
+        let bytes = tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
+            let file = File::open(&path)?;
+            let mut header = vec![0u8; HEADER];
+            read_full(&file, &mut header, 0)?;
+            let opener = opener(&file, &keys, &header, &range)?;
+            if len == 0 {
+                return Ok(Bytes::new());
+            }
+            let (first, count, at, want) = span(&opener, &range, u64::MAX);
+            let mut sealed = vec![0u8; want];
+            if read_full(&file, &mut sealed, at)? < want {
+                return Err(short());
+            }
+            let mut plain = vec![0u8; count as usize * PLAIN];
+            let n = opener.open(first, &sealed, &mut plain)?;
+            plain.truncate(n);
+            let skip = (range.start - first * PLAIN as u64) as usize;
+            Ok(Bytes::from(plain).slice(skip..skip + len as usize))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        return Ok(one_chunk(bytes));
+    }
+    let checked = range.clone();
+    let (file, direct, opener) = tokio::task::spawn_blocking(move || {
+        let (file, mut direct) = open_file(&path, mode == Mode::Cold)?;
+        // Read into an aligned buffer: the file may be open with O_DIRECT.
+        let mut header = Buf::get();
+        read_direct(&file, &mut direct, &mut header.spare_all()[..HEADER], 0)?;
+        let opener = opener(&file, &keys, &header.spare_all()[..HEADER], &checked)?;
+        Ok::<_, io::Error>((file, direct, opener))
+    })
+    .await
+    .map_err(io::Error::other)??;
+    // Reading and decrypting run on two threads, so the disk never waits for the cipher.
+    let (sealed_tx, sealed_rx) = mpsc::channel(1);
+    let (tx, rx) = mpsc::channel(AHEAD);
+    let lengths = opener.clone();
+    let span = range.clone();
+    tokio::task::spawn_blocking(move || read_segments(file, direct, &lengths, span, sealed_tx));
+    tokio::task::spawn_blocking(move || open_segments(&opener, range, sealed_rx, tx));
+    Ok(stream_from(rx))
+}
+
+/// The opener for an encrypted blob, its file's length checked against the header, and the
+/// range against the content.
+fn opener(file: &File, keys: &Keys, header: &[u8], range: &Range<u64>) -> io::Result<Opener> {
+    let opener = keys.opener(header)?;
+    opener.check_file_len(file.metadata()?.len())?;
+    if range.end > opener.plain_len() {
+        return Err(short());
+    }
+    Ok(opener)
+}
+
+fn short() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "blob shorter than the range read",
+    )
+}
+
+/// The segments that hold the non-empty `range`, at most `max` of them: the first one, how
+/// many, where they start in the file and how many bytes of file they take.
+fn span(opener: &Opener, range: &Range<u64>, max: u64) -> (u64, u64, u64, usize) {
+    let first = range.start / PLAIN as u64;
+    let last = (range.end - 1) / PLAIN as u64;
+    let count = (last - first + 1).min(max);
+    let bytes = (count - 1) * SEGMENT as u64 + opener.segment_len(first + count - 1);
+    (first, count, segment_offset(first), bytes as usize)
 }
 
 /// A whole small blob.
-pub async fn read_all(path: PathBuf) -> io::Result<Bytes> {
-    tokio::fs::read(path).await.map(Bytes::from)
+pub async fn read_all(path: PathBuf, keys: Option<Arc<Keys>>) -> io::Result<Bytes> {
+    let Some(keys) = keys else {
+        return tokio::fs::read(path).await.map(Bytes::from);
+    };
+    tokio::task::spawn_blocking(move || {
+        let data = std::fs::read(&path)?;
+        let opener = keys.opener(&data[..HEADER.min(data.len())])?;
+        opener.check_file_len(data.len() as u64)?;
+        let mut plain = vec![0u8; opener.plain_len() as usize];
+        opener.open(0, &data[HEADER..], &mut plain)?;
+        Ok(Bytes::from(plain))
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 fn open_file(path: &std::path::Path, direct: bool) -> io::Result<(File, bool)> {
@@ -100,6 +220,86 @@ fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         }
     }
     Ok(done)
+}
+
+/// `read_full`, where O_DIRECT refused for this read (EINVAL) turns it off for the file and
+/// reads through the page cache instead. The offset and buffer must suit O_DIRECT.
+fn read_direct(file: &File, direct: &mut bool, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    match read_full(file, buf, at) {
+        Err(e) if *direct && e.raw_os_error() == Some(libc::EINVAL) => {
+            *direct = false;
+            clear_direct(file)?;
+            read_full(file, buf, at)
+        }
+        other => other,
+    }
+}
+
+/// Segments read from the file, on their way to be decrypted.
+struct Sealed {
+    first: u64,
+    buf: Buf,
+}
+
+/// Reads the segments under `range`, up to 64 (4 MiB) at a time, and sends them on, until
+/// the end, an error, or the decrypting side goes away.
+fn read_segments(
+    file: File,
+    mut direct: bool,
+    opener: &Opener,
+    range: Range<u64>,
+    tx: mpsc::Sender<io::Result<Sealed>>,
+) {
+    let per_buf = (BUF_SIZE / SEGMENT) as u64;
+    let mut pos = range.start;
+    while pos < range.end {
+        let (first, count, at, want) = span(opener, &(pos..range.end), per_buf);
+        let item = (|| {
+            let mut buf = Buf::get();
+            // Segments start 4096-aligned; only the last one's end may need rounding up.
+            let read_len = if direct {
+                want.div_ceil(ALIGN) * ALIGN
+            } else {
+                want
+            };
+            let n = read_direct(&file, &mut direct, &mut buf.spare_all()[..read_len], at)?;
+            if n < want {
+                return Err(short());
+            }
+            buf.set_len(want);
+            Ok(Sealed { first, buf })
+        })();
+        pos = (first + count) * PLAIN as u64;
+        let stop = item.is_err();
+        if tx.blocking_send(item).is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// Decrypts what [`read_segments`] sends and sends the wanted part of the plaintext on.
+fn open_segments(
+    opener: &Opener,
+    range: Range<u64>,
+    mut rx: mpsc::Receiver<io::Result<Sealed>>,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) {
+    while let Some(sealed) = rx.blocking_recv() {
+        let item = sealed.and_then(|Sealed { first, buf }| {
+            let mut plain = Buf::get();
+            let n = opener.open(first, &buf, plain.spare_all())?;
+            drop(buf);
+            plain.set_len(n);
+            let base = first * PLAIN as u64;
+            let from = (range.start.max(base) - base) as usize;
+            let to = (range.end.min(base + n as u64) - base) as usize;
+            Ok(Bytes::from_owner(plain).slice(from..to))
+        });
+        let stop = item.is_err();
+        if tx.blocking_send(item).is_err() || stop {
+            return;
+        }
+    }
 }
 
 /// Reads `range` chunk by chunk and sends it, until the end, an error, or the consumer

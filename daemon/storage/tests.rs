@@ -1,7 +1,11 @@
 use super::buf::BUF_SIZE;
+use super::crypt::{self, HEADER, PLAIN, SEGMENT};
+use super::keys::fake::FakeKeyring;
 use super::writer::SMALL;
-use super::{BlobStore, StoreError};
+use super::{BlobStore, OpenError, StoreError, StoreOptions};
 use bytes::Bytes;
+use ecrl::api::system::KeyStore;
+use ecrl::config::Encryption;
 use ecrl::names::Digest;
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
@@ -19,6 +23,24 @@ pub(super) fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
         word.copy_from_slice(&x.to_le_bytes()[..word.len()]);
     }
     out
+}
+
+/// Every test runs in both modes.
+const MODES: [Encryption; 2] = [Encryption::Aes256Gcm, Encryption::None];
+
+/// Opens the store on `root` in `mode`, on a machine without a keyring: the key goes to a
+/// file under `root/keys` (found there again when the store is opened again).
+pub(super) fn open_store(root: &Path, mode: Encryption) -> BlobStore {
+    open_store_with(root, mode, true)
+}
+
+fn open_store_with(root: &Path, mode: Encryption, direct: bool) -> BlobStore {
+    let options = StoreOptions {
+        encryption: Some(mode),
+        key_dir: root.join("keys"),
+        keyring: &FakeKeyring::none(),
+    };
+    BlobStore::open_with(root, &options, direct).unwrap()
 }
 
 fn digest_of(data: &[u8]) -> Digest {
@@ -61,12 +83,47 @@ fn assert_nothing_left(root: &Path) {
 }
 
 async fn read_range(store: &BlobStore, digest: &Digest, range: std::ops::Range<u64>) -> Vec<u8> {
-    let mut stream = store.read(digest, range).await.unwrap();
+    try_read_range(store, digest, range).await.unwrap()
+}
+
+/// A range read to its end, or its first error.
+async fn try_read_range(
+    store: &BlobStore,
+    digest: &Digest,
+    range: std::ops::Range<u64>,
+) -> io::Result<Vec<u8>> {
+    let mut stream = store.read(digest, range).await?;
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk.unwrap());
+        out.extend_from_slice(&chunk?);
     }
-    out
+    Ok(out)
+}
+
+fn blob_file(root: &Path, digest: &Digest) -> PathBuf {
+    let hex = digest.hex();
+    root.join("blobs/sha256").join(&hex[..2]).join(hex)
+}
+
+/// The blob's file holds `data` as the store's mode says: as it is, or encrypted (the
+/// right length, and no plaintext where a plain file would have it).
+fn assert_stored_as(store: &BlobStore, path: &Path, data: &[u8]) {
+    let raw = std::fs::read(path).unwrap();
+    match store.encryption().mode {
+        Encryption::None => assert!(raw == data, "{} differs", path.display()),
+        Encryption::Aes256Gcm => {
+            assert_eq!(raw.len() as u64, crypt::sealed_len(data.len() as u64));
+            assert_eq!(&raw[..8], b"ECRLBLOB");
+            let n = data.len().min(PLAIN);
+            if n >= 16 {
+                assert!(raw[HEADER..HEADER + n] != data[..n], "plaintext on disk");
+                assert!(
+                    !raw.windows(16).any(|w| w == &data[..16]),
+                    "plaintext on disk"
+                );
+            }
+        }
+    }
 }
 
 async fn push(store: &BlobStore, data: &Bytes, sizes: &[usize]) -> Result<u64, StoreError> {
@@ -87,42 +144,44 @@ async fn round_trip(store: &BlobStore, root: &Path, len: usize, seed: u64) {
     assert!(read_range(store, &digest, 0..len as u64).await == data[..]);
     assert!(read_range(store, &digest, 0..len as u64).await == data[..]);
     assert!(store.read_all(&digest).await.unwrap() == data);
-    let hex = digest.hex();
-    let path = root.join("blobs/sha256").join(&hex[..2]).join(&hex);
-    assert!(std::fs::read(path).unwrap() == data[..]);
+    assert_stored_as(store, &blob_file(root, &digest), &data);
     assert_eq!(files_under(&root.join("uploads")), Vec::<PathBuf>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_blob_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(dir.path()).unwrap();
-    round_trip(&store, dir.path(), 64 << 20, 1).await;
-    // Not a multiple of 4096: the unaligned tail is written at the commit.
-    round_trip(&store, dir.path(), (9 << 20) + 12_345, 2).await;
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        round_trip(&store, dir.path(), 64 << 20, 1).await;
+        // Not a multiple of 4096: the unaligned tail is written at the commit.
+        round_trip(&store, dir.path(), (9 << 20) + 12_345, 2).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_blobs_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(dir.path()).unwrap();
-    for (i, len) in [0, 1, 4096, 4097, SMALL - 1, SMALL, SMALL + 1]
-        .into_iter()
-        .enumerate()
-    {
-        round_trip(&store, dir.path(), len, 10 + i as u64).await;
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        for (i, len) in [0, 1, 4096, 4097, SMALL - 1, SMALL, SMALL + 1]
+            .into_iter()
+            .enumerate()
+        {
+            round_trip(&store, dir.path(), len, 10 + i as u64).await;
+        }
+        let data = Bytes::from_static(b"{\"schemaVersion\":2}");
+        let digest = store.put(data.clone(), None).await.unwrap();
+        assert_eq!(digest, digest_of(&data));
+        assert_eq!(store.read_all(&digest).await.unwrap(), data);
+        assert_eq!(
+            store.put(data.clone(), Some(&digest)).await.unwrap(),
+            digest
+        );
+        assert!(store.delete(&digest).await.unwrap());
+        assert_eq!(store.stat(&digest).await.unwrap(), None);
+        assert!(!store.delete(&digest).await.unwrap());
     }
-    let data = Bytes::from_static(b"{\"schemaVersion\":2}");
-    let digest = store.put(data.clone(), None).await.unwrap();
-    assert_eq!(digest, digest_of(&data));
-    assert_eq!(store.read_all(&digest).await.unwrap(), data);
-    assert_eq!(
-        store.put(data.clone(), Some(&digest)).await.unwrap(),
-        digest
-    );
-    assert!(store.delete(&digest).await.unwrap());
-    assert_eq!(store.stat(&digest).await.unwrap(), None);
-    assert!(!store.delete(&digest).await.unwrap());
 }
 
 /// Many PATCHes of odd sizes, each with its offset: exercises the carried unaligned tail,
@@ -160,245 +219,267 @@ async fn chunked_odd_sizes(store: &BlobStore, root: &Path) {
     }
     assert_eq!(store.upload_finish(&id, &digest).await.unwrap(), len as u64);
     assert!(read_range(store, &digest, 0..len as u64).await == data[..]);
+    assert_stored_as(store, &blob_file(root, &digest), &data);
     assert_eq!(files_under(&root.join("uploads")), Vec::<PathBuf>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_upload_of_odd_sizes_hashes_correctly() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(dir.path()).unwrap();
-    chunked_odd_sizes(&store, dir.path()).await;
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        chunked_odd_sizes(&store, dir.path()).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffered_mode_without_o_direct() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open_with(dir.path(), false).unwrap();
-    chunked_odd_sizes(&store, dir.path()).await;
-    round_trip(&store, dir.path(), (5 << 20) + 1, 3).await;
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store_with(dir.path(), mode, false);
+        chunked_odd_sizes(&store, dir.path()).await;
+        round_trip(&store, dir.path(), (5 << 20) + 1, 3).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn works_on_tmpfs() {
-    // tmpfs refuses O_DIRECT on older kernels (EINVAL): the store falls back to buffered I/O.
-    let shm = Path::new("/dev/shm");
-    if !shm.is_dir() {
-        return;
+    for mode in MODES {
+        // tmpfs refuses O_DIRECT on older kernels (EINVAL): the store falls back to buffered I/O.
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            return;
+        }
+        let dir = tempfile::tempdir_in(shm).unwrap();
+        let store = open_store(dir.path(), mode);
+        chunked_odd_sizes(&store, dir.path()).await;
     }
-    let dir = tempfile::tempdir_in(shm).unwrap();
-    let store = BlobStore::open(dir.path()).unwrap();
-    chunked_odd_sizes(&store, dir.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn range_reads_at_odd_offsets() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(dir.path()).unwrap();
-    let len = 2 * BUF_SIZE + 5555;
-    let data = Bytes::from(random_bytes(len, 7));
-    let digest = digest_of(&data);
-    push(&store, &data, &[1 << 20]).await.unwrap();
-    let len = len as u64;
-    let ranges = [
-        1..4097,
-        4095..(BUF_SIZE as u64 + 3),
-        12_345..len,
-        len - 1..len,
-        0..1,
-        4096..8192,
-        3..(2 * BUF_SIZE as u64 + 1),
-        (BUF_SIZE as u64 - 1)..(BUF_SIZE as u64 + 1),
-        100..(300 * 1024),
-    ];
-    // Twice: the first read of the blob is O_DIRECT, later ones go through the cache.
-    for _ in 0..2 {
-        for r in ranges.iter().cloned() {
-            let got = read_range(&store, &digest, r.clone()).await;
-            assert!(got == data[r.start as usize..r.end as usize], "range {r:?}");
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        let len = 2 * BUF_SIZE + 5555;
+        let data = Bytes::from(random_bytes(len, 7));
+        let digest = digest_of(&data);
+        push(&store, &data, &[1 << 20]).await.unwrap();
+        let len = len as u64;
+        let ranges = [
+            1..4097,
+            4095..(BUF_SIZE as u64 + 3),
+            12_345..len,
+            len - 1..len,
+            0..1,
+            4096..8192,
+            3..(2 * BUF_SIZE as u64 + 1),
+            (BUF_SIZE as u64 - 1)..(BUF_SIZE as u64 + 1),
+            100..(300 * 1024),
+        ];
+        // Twice: the first read of the blob is O_DIRECT, later ones go through the cache.
+        for _ in 0..2 {
+            for r in ranges.iter().cloned() {
+                let got = read_range(&store, &digest, r.clone()).await;
+                assert!(got == data[r.start as usize..r.end as usize], "range {r:?}");
+            }
         }
+        // A fresh store: its first read of the blob is a cold one at an odd offset.
+        let again = open_store(dir.path(), mode);
+        let got = read_range(&again, &digest, 4097..len - 3).await;
+        assert!(got == data[4097..len as usize - 3]);
     }
-    // A fresh store: its first read of the blob is a cold one at an odd offset.
-    let again = BlobStore::open(dir.path()).unwrap();
-    let got = read_range(&again, &digest, 4097..len - 3).await;
-    assert!(got == data[4097..len as usize - 3]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_mismatch_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(dir.path()).unwrap();
-    for len in [100, SMALL + 1, BUF_SIZE * 2 + 3] {
-        let data = Bytes::from(random_bytes(len, len as u64));
-        let wrong = digest_of(b"something else");
-        let id = store.upload_start().unwrap();
-        store
-            .upload_write(&id, None, body(&data, &[70_000]))
-            .await
-            .unwrap();
-        match store.upload_finish(&id, &wrong).await {
-            Err(StoreError::DigestMismatch { expected, actual }) => {
-                assert_eq!(expected, wrong);
-                assert_eq!(actual, digest_of(&data));
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        for len in [100, SMALL + 1, BUF_SIZE * 2 + 3] {
+            let data = Bytes::from(random_bytes(len, len as u64));
+            let wrong = digest_of(b"something else");
+            let id = store.upload_start().unwrap();
+            store
+                .upload_write(&id, None, body(&data, &[70_000]))
+                .await
+                .unwrap();
+            match store.upload_finish(&id, &wrong).await {
+                Err(StoreError::DigestMismatch { expected, actual }) => {
+                    assert_eq!(expected, wrong);
+                    assert_eq!(actual, digest_of(&data));
+                }
+                other => panic!("expected a digest mismatch, got {other:?}"),
             }
-            other => panic!("expected a digest mismatch, got {other:?}"),
+            assert!(matches!(
+                store.upload_size(&id).await,
+                Err(StoreError::UploadNotFound)
+            ));
+            assert_eq!(store.stat(&wrong).await.unwrap(), None);
+            assert_eq!(store.stat(&digest_of(&data)).await.unwrap(), None);
+            assert_nothing_left(dir.path());
+            assert!(matches!(
+                store.put(data.clone(), Some(&wrong)).await,
+                Err(StoreError::DigestMismatch { .. })
+            ));
+            assert_nothing_left(dir.path());
         }
-        assert!(matches!(
-            store.upload_size(&id).await,
-            Err(StoreError::UploadNotFound)
-        ));
-        assert_eq!(store.stat(&wrong).await.unwrap(), None);
-        assert_eq!(store.stat(&digest_of(&data)).await.unwrap(), None);
-        assert_nothing_left(dir.path());
-        assert!(matches!(
-            store.put(data.clone(), Some(&wrong)).await,
-            Err(StoreError::DigestMismatch { .. })
-        ));
-        assert_nothing_left(dir.path());
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offset_mismatch_is_a_range_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(dir.path()).unwrap();
-    let data = Bytes::from(random_bytes(SMALL * 2, 5));
-    let id = store.upload_start().unwrap();
-    store
-        .upload_write(&id, Some(0), body(&data.slice(..1000), &[1000]))
-        .await
-        .unwrap();
-    match store
-        .upload_write(&id, Some(999), body(&data.slice(999..), &[1000]))
-        .await
-    {
-        Err(StoreError::RangeMismatch { offset, size }) => {
-            assert_eq!((offset, size), (999, 1000));
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        let data = Bytes::from(random_bytes(SMALL * 2, 5));
+        let id = store.upload_start().unwrap();
+        store
+            .upload_write(&id, Some(0), body(&data.slice(..1000), &[1000]))
+            .await
+            .unwrap();
+        match store
+            .upload_write(&id, Some(999), body(&data.slice(999..), &[1000]))
+            .await
+        {
+            Err(StoreError::RangeMismatch { offset, size }) => {
+                assert_eq!((offset, size), (999, 1000));
+            }
+            other => panic!("expected a range mismatch, got {other:?}"),
         }
-        other => panic!("expected a range mismatch, got {other:?}"),
+        // The session survives a refused chunk.
+        store
+            .upload_write(&id, Some(1000), body(&data.slice(1000..), &[4000]))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.upload_finish(&id, &digest_of(&data)).await.unwrap(),
+            data.len() as u64
+        );
     }
-    // The session survives a refused chunk.
-    store
-        .upload_write(&id, Some(1000), body(&data.slice(1000..), &[4000]))
-        .await
-        .unwrap();
-    assert_eq!(
-        store.upload_finish(&id, &digest_of(&data)).await.unwrap(),
-        data.len() as u64
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_body_ends_the_session_and_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(dir.path()).unwrap();
-    // Fails while small (in memory), after the file exists, and after full buffers went out.
-    for good in [10, SMALL + 10, 2 * BUF_SIZE + 10] {
-        let data = Bytes::from(random_bytes(good, 9));
-        let id = store.upload_start().unwrap();
-        let mut pieces: Vec<Result<Bytes, io::Error>> = (0..good)
-            .step_by(100_000)
-            .map(|at| Ok(data.slice(at..(at + 100_000).min(good))))
-            .collect();
-        pieces.push(Err(io::Error::other("client went away")));
-        pieces.push(Ok(Bytes::from_static(b"never read")));
-        match store
-            .upload_write(&id, None, futures_util::stream::iter(pieces))
-            .await
-        {
-            Err(StoreError::Body(msg)) => assert!(msg.contains("client went away")),
-            other => panic!("expected a body error, got {other:?}"),
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        // Fails while small (in memory), after the file exists, and after full buffers went out.
+        for good in [10, SMALL + 10, 2 * BUF_SIZE + 10] {
+            let data = Bytes::from(random_bytes(good, 9));
+            let id = store.upload_start().unwrap();
+            let mut pieces: Vec<Result<Bytes, io::Error>> = (0..good)
+                .step_by(100_000)
+                .map(|at| Ok(data.slice(at..(at + 100_000).min(good))))
+                .collect();
+            pieces.push(Err(io::Error::other("client went away")));
+            pieces.push(Ok(Bytes::from_static(b"never read")));
+            match store
+                .upload_write(&id, None, futures_util::stream::iter(pieces))
+                .await
+            {
+                Err(StoreError::Body(msg)) => assert!(msg.contains("client went away")),
+                other => panic!("expected a body error, got {other:?}"),
+            }
+            assert!(matches!(
+                store.upload_size(&id).await,
+                Err(StoreError::UploadNotFound)
+            ));
+            assert!(matches!(
+                store.upload_finish(&id, &digest_of(&data)).await,
+                Err(StoreError::UploadNotFound)
+            ));
+            assert_nothing_left(dir.path());
         }
-        assert!(matches!(
-            store.upload_size(&id).await,
-            Err(StoreError::UploadNotFound)
-        ));
-        assert!(matches!(
-            store.upload_finish(&id, &digest_of(&data)).await,
-            Err(StoreError::UploadNotFound)
-        ));
-        assert_nothing_left(dir.path());
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_uploads_of_the_same_content_leave_one_copy() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(dir.path()).unwrap();
-    for len in [4096, BUF_SIZE + 4097] {
-        let data = Bytes::from(random_bytes(len, len as u64 + 1));
-        let digest = digest_of(&data);
-        let mut tasks = Vec::new();
-        for _ in 0..32 {
-            let store = store.clone();
-            let data = data.clone();
-            tasks.push(tokio::spawn(
-                async move { push(&store, &data, &[50_000]).await },
-            ));
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        for len in [4096, BUF_SIZE + 4097] {
+            let data = Bytes::from(random_bytes(len, len as u64 + 1));
+            let digest = digest_of(&data);
+            let mut tasks = Vec::new();
+            for _ in 0..32 {
+                let store = store.clone();
+                let data = data.clone();
+                tasks.push(tokio::spawn(
+                    async move { push(&store, &data, &[50_000]).await },
+                ));
+            }
+            for task in tasks {
+                assert_eq!(task.await.unwrap().unwrap(), len as u64);
+            }
+            let hex = digest.hex();
+            let fan = dir.path().join("blobs/sha256").join(&hex[..2]);
+            assert_eq!(files_under(&fan), vec![fan.join(&hex)]);
+            assert_stored_as(&store, &fan.join(&hex), &data);
+            assert!(read_range(&store, &digest, 0..len as u64).await == data[..]);
+            assert_eq!(
+                files_under(&dir.path().join("uploads")),
+                Vec::<PathBuf>::new()
+            );
         }
-        for task in tasks {
-            assert_eq!(task.await.unwrap().unwrap(), len as u64);
-        }
-        let hex = digest.hex();
-        let fan = dir.path().join("blobs/sha256").join(&hex[..2]);
-        assert_eq!(files_under(&fan), vec![fan.join(&hex)]);
-        assert!(std::fs::read(fan.join(&hex)).unwrap() == data[..]);
         assert_eq!(
-            files_under(&dir.path().join("uploads")),
-            Vec::<PathBuf>::new()
+            store.bytes_stored().await.unwrap(),
+            (4096 + BUF_SIZE + 4097) as u64
         );
     }
-    assert_eq!(
-        store.bytes_stored().await.unwrap(),
-        (4096 + BUF_SIZE + 4097) as u64
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expire_uploads_removes_idle_sessions() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(dir.path()).unwrap();
-    let data = Bytes::from(random_bytes(SMALL * 3, 11));
-    let idle_small = store.upload_start().unwrap();
-    let idle_big = store.upload_start().unwrap();
-    store
-        .upload_write(&idle_big, None, body(&data, &[SMALL]))
-        .await
-        .unwrap();
-    assert_eq!(files_under(&dir.path().join("uploads")).len(), 1);
-    tokio::time::sleep(Duration::from_millis(60)).await;
-    let fresh = store.upload_start().unwrap();
-    assert_eq!(store.expire_uploads(Duration::from_millis(50)).await, 2);
-    for id in [idle_small, idle_big] {
-        assert!(matches!(
-            store.upload_size(&id).await,
-            Err(StoreError::UploadNotFound)
-        ));
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        let data = Bytes::from(random_bytes(SMALL * 3, 11));
+        let idle_small = store.upload_start().unwrap();
+        let idle_big = store.upload_start().unwrap();
+        store
+            .upload_write(&idle_big, None, body(&data, &[SMALL]))
+            .await
+            .unwrap();
+        assert_eq!(files_under(&dir.path().join("uploads")).len(), 1);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let fresh = store.upload_start().unwrap();
+        assert_eq!(store.expire_uploads(Duration::from_millis(50)).await, 2);
+        for id in [idle_small, idle_big] {
+            assert!(matches!(
+                store.upload_size(&id).await,
+                Err(StoreError::UploadNotFound)
+            ));
+        }
+        assert_eq!(store.upload_size(&fresh).await.unwrap(), 0);
+        assert_nothing_left(dir.path());
+        store.upload_cancel(&fresh).await.unwrap();
+        assert_eq!(store.expire_uploads(Duration::ZERO).await, 0);
     }
-    assert_eq!(store.upload_size(&fresh).await.unwrap(), 0);
-    assert_nothing_left(dir.path());
-    store.upload_cancel(&fresh).await.unwrap();
-    assert_eq!(store.expire_uploads(Duration::ZERO).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopening_forgets_uploads() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(dir.path()).unwrap();
-    let data = Bytes::from(random_bytes(BUF_SIZE + 5, 12));
-    let id = store.upload_start().unwrap();
-    store
-        .upload_write(&id, None, body(&data, &[SMALL]))
-        .await
-        .unwrap();
-    assert!(!files_under(&dir.path().join("uploads")).is_empty());
-    let again = BlobStore::open(dir.path()).unwrap();
-    assert!(matches!(
-        again.upload_size(&id).await,
-        Err(StoreError::UploadNotFound)
-    ));
-    assert_nothing_left(dir.path());
-    for i in 0..=255u8 {
-        assert!(dir.path().join(format!("blobs/sha256/{i:02x}")).is_dir());
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        let data = Bytes::from(random_bytes(BUF_SIZE + 5, 12));
+        let id = store.upload_start().unwrap();
+        store
+            .upload_write(&id, None, body(&data, &[SMALL]))
+            .await
+            .unwrap();
+        assert!(!files_under(&dir.path().join("uploads")).is_empty());
+        let again = open_store(dir.path(), mode);
+        assert!(matches!(
+            again.upload_size(&id).await,
+            Err(StoreError::UploadNotFound)
+        ));
+        assert_nothing_left(dir.path());
+        for i in 0..=255u8 {
+            assert!(dir.path().join(format!("blobs/sha256/{i:02x}")).is_dir());
+        }
     }
 }
 
@@ -421,4 +502,372 @@ fn dir_sync_shared_by_concurrent_callers() {
         t.join().unwrap();
     }
     assert!(sync.sync(&dir.path().join("missing")).is_err());
+}
+
+/// Sizes around segment and buffer boundaries, pushed whole and in PATCHes that end on and
+/// next to segment boundaries (the segment held back for the commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sizes_that_straddle_segment_boundaries() {
+    let per_buf = BUF_SIZE / SEGMENT * PLAIN;
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        for (i, len) in [
+            PLAIN - 1,
+            PLAIN,
+            PLAIN + 1,
+            2 * PLAIN,
+            per_buf - 1,
+            per_buf,
+            per_buf + 1,
+            2 * per_buf,
+            2 * per_buf + PLAIN,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            round_trip(&store, dir.path(), len, 100 + i as u64).await;
+        }
+        for patches in [
+            vec![PLAIN * 2, PLAIN, SMALL + 1, per_buf],
+            vec![SMALL + 1, per_buf - SMALL - 1, PLAIN],
+            vec![per_buf, per_buf, 1],
+        ] {
+            let len: usize = patches.iter().sum();
+            let data = Bytes::from(random_bytes(len, len as u64 + 3));
+            let digest = digest_of(&data);
+            let id = store.upload_start().unwrap();
+            let mut at = 0;
+            for patch in patches {
+                let piece = data.slice(at..at + patch);
+                store
+                    .upload_write(&id, Some(at as u64), body(&piece, &[70_001]))
+                    .await
+                    .unwrap();
+                at += patch;
+            }
+            assert_eq!(store.upload_finish(&id, &digest).await.unwrap(), len as u64);
+            assert!(read_range(&store, &digest, 0..len as u64).await == data[..]);
+            assert_stored_as(&store, &blob_file(dir.path(), &digest), &data);
+        }
+    }
+}
+
+/// Range reads that start and end on, before and after every segment boundary and the
+/// boundary between two 4 MiB read chunks, cold (O_DIRECT) and through the page cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_reads_at_every_segment_boundary() {
+    let per_buf = (BUF_SIZE / SEGMENT * PLAIN) as u64;
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        let len = per_buf + 3 * PLAIN as u64 + 100;
+        let data = Bytes::from(random_bytes(len as usize, 77));
+        let digest = digest_of(&data);
+        push(&store, &data, &[1 << 20]).await.unwrap();
+        let mut points = vec![0, len];
+        for k in 1..=(len / PLAIN as u64) {
+            let b = k * PLAIN as u64;
+            points.extend([b - 1, b, b + 1]);
+        }
+        points.retain(|&p| p <= len);
+        points.sort();
+        points.dedup();
+        let mut ranges = Vec::new();
+        for (i, &a) in points.iter().enumerate() {
+            // Short ranges from each point, and a long one into the next chunk.
+            for &b in &points[i + 1..(i + 4).min(points.len())] {
+                ranges.push(a..b);
+            }
+            ranges.push(a..(a + per_buf + 2).min(len));
+        }
+        ranges.retain(|r| r.start < r.end);
+        for round in 0..2 {
+            // A fresh store: the first read of each blob is O_DIRECT, then cached.
+            let store = if round == 0 {
+                store.clone()
+            } else {
+                open_store(dir.path(), mode)
+            };
+            for r in &ranges {
+                let got = read_range(&store, &digest, r.clone()).await;
+                assert!(
+                    got == data[r.start as usize..r.end as usize],
+                    "{mode} range {r:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Pushes a blob of `len` bytes into an encrypted store and returns it, its digest and file.
+async fn sealed_blob(
+    store: &BlobStore,
+    root: &Path,
+    len: usize,
+    seed: u64,
+) -> (Bytes, Digest, PathBuf) {
+    let data = Bytes::from(random_bytes(len, seed));
+    let digest = digest_of(&data);
+    push(store, &data, &[100_000]).await.unwrap();
+    (data.clone(), digest, blob_file(root, &digest))
+}
+
+/// Every read of a damaged encrypted blob is an error: never other bytes than were stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_encrypted_blobs_fail_to_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = open_store(root, Encryption::Aes256Gcm);
+    // Small (read at once) and larger than one read chunk (streamed).
+    for len in [3 * PLAIN + 500, BUF_SIZE + 3 * PLAIN] {
+        let (data, digest, path) = sealed_blob(&store, root, len, len as u64).await;
+        let (_, other_digest, other_path) = sealed_blob(&store, root, len, len as u64 + 1).await;
+        let pristine = std::fs::read(&path).unwrap();
+        let other = std::fs::read(&other_path).unwrap();
+        let seg = |i: usize| HEADER + i * SEGMENT..HEADER + (i + 1) * SEGMENT;
+        let len = len as u64;
+        // What is done to the file, and whether reading segments 0 and 1 must fail too
+        // (damage elsewhere leaves them readable, and right).
+        let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+            (
+                "a flipped ciphertext byte",
+                {
+                    let mut f = pristine.clone();
+                    f[HEADER + SEGMENT + 1000] ^= 0x40;
+                    f
+                },
+                true,
+            ),
+            (
+                "a flipped tag byte of the last segment",
+                {
+                    let mut f = pristine.clone();
+                    *f.last_mut().unwrap() ^= 1;
+                    f
+                },
+                false,
+            ),
+            (
+                "a byte cut off",
+                pristine[..pristine.len() - 1].to_vec(),
+                true,
+            ),
+            (
+                "a byte appended",
+                {
+                    let mut f = pristine.clone();
+                    f.push(0);
+                    f
+                },
+                true,
+            ),
+            (
+                "the last segment cut off, the header's length to match",
+                {
+                    let keep = HEADER + SEGMENT * ((pristine.len() - HEADER - 1) / SEGMENT);
+                    let mut f = pristine[..keep].to_vec();
+                    let plain = (keep - HEADER) / SEGMENT * PLAIN;
+                    f[32..40].copy_from_slice(&(plain as u64).to_le_bytes());
+                    f
+                },
+                false,
+            ),
+            (
+                "two segments swapped",
+                {
+                    let mut f = pristine.clone();
+                    f[seg(0)].copy_from_slice(&pristine[seg(1)]);
+                    f[seg(1)].copy_from_slice(&pristine[seg(0)]);
+                    f
+                },
+                true,
+            ),
+            (
+                "a segment of another blob spliced in",
+                {
+                    let mut f = pristine.clone();
+                    f[seg(0)].copy_from_slice(&other[seg(0)]);
+                    f
+                },
+                true,
+            ),
+            (
+                "another blob's header",
+                {
+                    let mut f = pristine.clone();
+                    f[..HEADER].copy_from_slice(&other[..HEADER]);
+                    f
+                },
+                true,
+            ),
+            (
+                "another key's id in the header",
+                {
+                    let mut f = pristine.clone();
+                    f[16] ^= 1;
+                    f
+                },
+                true,
+            ),
+            (
+                "a header that is not one",
+                {
+                    let mut f = pristine.clone();
+                    f[0] = b'X';
+                    f
+                },
+                true,
+            ),
+        ];
+        for (what, content, middle_fails) in cases {
+            std::fs::write(&path, &content).unwrap();
+            // Reads up to what the header claims, too.
+            let claimed = u64::from_le_bytes(content[32..40].try_into().unwrap()).min(len);
+            for fresh in [false, true] {
+                // Cold (O_DIRECT) and cached first reads.
+                let store = if fresh {
+                    open_store(root, Encryption::Aes256Gcm)
+                } else {
+                    store.clone()
+                };
+                let whole = try_read_range(&store, &digest, 0..len).await;
+                assert!(whole.is_err(), "{what} (len {len}): whole read succeeded");
+                let claimed = try_read_range(&store, &digest, 0..claimed).await;
+                assert!(claimed.is_err(), "{what} (len {len}): read succeeded");
+                let range = PLAIN as u64 - 3..PLAIN as u64 + 3;
+                match try_read_range(&store, &digest, range.clone()).await {
+                    Err(_) => assert!(middle_fails, "{what}: segments 0-1 fail to read"),
+                    Ok(got) => {
+                        assert!(!middle_fails, "{what} (len {len}): range read succeeded");
+                        assert!(got == data[range.start as usize..range.end as usize]);
+                    }
+                }
+                if len < 256 * 1024 {
+                    assert!(store.read_all(&digest).await.is_err(), "{what}: read_all");
+                }
+            }
+        }
+        // Put back, it reads again; the other blob never stopped reading.
+        std::fs::write(&path, &pristine).unwrap();
+        assert!(read_range(&store, &digest, 0..len).await == data[..]);
+        assert_eq!(
+            read_range(&store, &other_digest, 0..len).await.len() as u64,
+            len
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_encrypted_blob_is_authenticated_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), Encryption::Aes256Gcm);
+    let digest = store.put(Bytes::new(), None).await.unwrap();
+    assert_eq!(store.stat(&digest).await.unwrap(), Some(0));
+    assert!(store.read_all(&digest).await.unwrap().is_empty());
+    assert!(read_range(&store, &digest, 0..0).await.is_empty());
+    let path = blob_file(dir.path(), &digest);
+    let mut raw = std::fs::read(&path).unwrap();
+    assert_eq!(raw.len(), HEADER + 16);
+    raw[HEADER] ^= 1;
+    std::fs::write(&path, &raw).unwrap();
+    assert!(store.read_all(&digest).await.is_err());
+}
+
+fn options<'a>(
+    mode: Option<Encryption>,
+    root: &Path,
+    keyring: &'a FakeKeyring,
+) -> StoreOptions<'a> {
+    StoreOptions {
+        encryption: mode,
+        key_dir: root.join("keys"),
+        keyring,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_keeps_the_mode_it_was_made_with() {
+    let none = FakeKeyring::none();
+    // New data dirs are encrypted unless asked otherwise.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = BlobStore::open(root, &options(None, root, &none)).unwrap();
+    assert_eq!(store.encryption().mode, Encryption::Aes256Gcm);
+    let key = store.encryption().key.clone().unwrap();
+    assert_eq!(key.store, KeyStore::File);
+    assert!(key.file.as_ref().unwrap().starts_with(root.join("keys")));
+    let data = Bytes::from(random_bytes(100_000, 1));
+    let digest = store.put(data.clone(), None).await.unwrap();
+    drop(store);
+    let asked_none = BlobStore::open(root, &options(Some(Encryption::None), root, &none));
+    match asked_none {
+        Err(e @ OpenError::ModeMismatch { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("aes256-gcm") && text.contains("none"),
+                "{text}"
+            );
+            assert!(text.contains(&root.display().to_string()), "{text}");
+        }
+        other => panic!("expected a mode mismatch, got {:?}", other.map(|_| ())),
+    }
+    let store = BlobStore::open(root, &options(None, root, &none)).unwrap();
+    assert!(store.read_all(&digest).await.unwrap() == data);
+
+    // Its key gone: a clear error that names the key and where it was looked for.
+    let file = key.file.unwrap();
+    std::fs::rename(&file, root.join("moved")).unwrap();
+    match BlobStore::open(root, &options(None, root, &none)) {
+        Err(OpenError::Key(e)) => {
+            let text = e.to_string();
+            assert!(text.contains(&file.display().to_string()), "{text}");
+        }
+        other => panic!("expected a missing key, got {:?}", other.map(|_| ())),
+    }
+    std::fs::rename(root.join("moved"), &file).unwrap();
+
+    // Asked for none: stays none.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = BlobStore::open(root, &options(Some(Encryption::None), root, &none)).unwrap();
+    assert_eq!(store.encryption().mode, Encryption::None);
+    assert_eq!(store.encryption().key, None);
+    drop(store);
+    assert!(BlobStore::open(root, &options(Some(Encryption::Aes256Gcm), root, &none)).is_err());
+    let store = BlobStore::open(root, &options(None, root, &none)).unwrap();
+    assert_eq!(store.encryption().mode, Encryption::None);
+    assert!(!root.join("keys").exists());
+
+    // A data dir from before encryption (blobs, no storage.json) holds plain blobs.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = b"a blob from an older ecrl".to_vec();
+    let digest = digest_of(&data);
+    let path = blob_file(root, &digest);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &data).unwrap();
+    assert!(matches!(
+        BlobStore::open(root, &options(Some(Encryption::Aes256Gcm), root, &none)),
+        Err(OpenError::ModeMismatch { .. })
+    ));
+    let store = BlobStore::open(root, &options(None, root, &none)).unwrap();
+    assert_eq!(store.encryption().mode, Encryption::None);
+    assert_eq!(store.read_all(&digest).await.unwrap(), data);
+    assert_eq!(store.stat(&digest).await.unwrap(), Some(data.len() as u64));
+
+    // With a keyring, the key goes there and no file is written.
+    let keyring = FakeKeyring::default();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = BlobStore::open(root, &options(None, root, &keyring)).unwrap();
+    assert_eq!(
+        store.encryption().key.as_ref().map(|k| k.store),
+        Some(KeyStore::Keyring)
+    );
+    assert!(!root.join("keys").exists());
+    assert_eq!(keyring.entries.lock().unwrap().len(), 1);
+    drop(store);
+    let store = BlobStore::open(root, &options(None, root, &keyring)).unwrap();
+    assert_eq!(store.encryption().mode, Encryption::Aes256Gcm);
 }

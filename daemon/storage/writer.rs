@@ -17,8 +17,19 @@
 //!   digest checked, the file renamed to its real name and that directory fsynced (shared
 //!   with concurrent commits to the same directory: see [`DirSync`]).
 //! - When the filesystem refuses O_DIRECT (EINVAL), plain buffered writes are used.
+//!
+//! Encrypted uploads ([`Sealer`]) keep the same shape with one more stage: each buffer holds
+//! 64 whole segments of plaintext (64 × 65520 bytes), and goes to the hasher and to a sealer
+//! worker, which encrypts it into a 4 MiB buffer of 64 segments for the writer. Hashing,
+//! sealing and writing thus run on three threads at once, and the plaintext is hashed once,
+//! as it arrives. The file starts with room for the header, which is written at the commit,
+//! when the length is known. A buffer is handed on only once more bytes follow it, and a
+//! request hands on only the segments before its last one: the last segment of a blob is
+//! sealed as the last (see [`super::crypt`]), so it waits for the commit. Between requests a
+//! session therefore keeps up to one segment of plaintext.
 
 use super::buf::{clear_direct, Buf, ALIGN, BUF_SIZE};
+use super::crypt::{self, Sealer, HEADER, PLAIN, SEGMENT};
 use super::StoreError;
 use bytes::Bytes;
 use ecrl::names::Digest;
@@ -46,12 +57,15 @@ pub struct Upload {
     file: Option<Arc<File>>,
     hasher: Sha256,
     size: u64,
-    /// Bytes written to the file: a multiple of ALIGN while O_DIRECT is on.
+    /// Bytes of the file written: a multiple of ALIGN while O_DIRECT is on; when sealing,
+    /// the header's room and whole segments.
     flushed: u64,
     /// Bytes received and hashed but not yet written (after `flushed`).
     tail: Vec<u8>,
     /// The hash and write workers, kept across requests; while they run, `hasher` is theirs.
     workers: Option<Workers>,
+    /// Encrypts the content (`None`: stored plain).
+    sealer: Option<Arc<Sealer>>,
 }
 
 /// One filled buffer on its way to both workers.
@@ -66,15 +80,20 @@ struct Job {
 
 struct Workers {
     hash_tx: mpsc::Sender<Arc<Job>>,
+    /// To the writer, or to the sealer in front of it.
     write_tx: mpsc::Sender<Arc<Job>>,
     hasher: tokio::task::JoinHandle<Sha256>,
+    sealer: Option<tokio::task::JoinHandle<io::Result<()>>>,
     writer: tokio::task::JoinHandle<io::Result<()>>,
 }
 
 impl Workers {
-    fn start(hasher: Sha256, file: Arc<File>) -> Workers {
+    fn start(hasher: Sha256, file: Arc<File>, sealer: Option<Arc<Sealer>>) -> Workers {
         let (hash_tx, mut hash_rx) = mpsc::channel::<Arc<Job>>(QUEUE);
-        let (write_tx, mut write_rx) = mpsc::channel::<Arc<Job>>(QUEUE);
+        // Behind a sealer, the writer's queue holds sealed copies: one is enough to keep the
+        // disk busy, and each costs a 4 MiB buffer.
+        let write_queue = if sealer.is_some() { 1 } else { QUEUE };
+        let (write_tx, mut write_rx) = mpsc::channel::<Arc<Job>>(write_queue);
         let hasher = tokio::task::spawn_blocking(move || {
             let mut hasher = hasher;
             while let Some(job) = hash_rx.blocking_recv() {
@@ -88,10 +107,30 @@ impl Workers {
             }
             Ok(())
         });
+        let (write_tx, sealer) = match sealer {
+            None => (write_tx, None),
+            Some(sealer) => {
+                let (seal_tx, mut seal_rx) = mpsc::channel::<Arc<Job>>(QUEUE);
+                let handle = tokio::task::spawn_blocking(move || {
+                    while let Some(job) = seal_rx.blocking_recv() {
+                        let sealed = seal_job(&sealer, &job)?;
+                        // The plaintext buffer goes back to the pool once the hasher is done.
+                        drop(job);
+                        if write_tx.blocking_send(Arc::new(sealed)).is_err() {
+                            // The writer stopped: its error comes from `join`.
+                            break;
+                        }
+                    }
+                    Ok(())
+                });
+                (seal_tx, Some(handle))
+            }
+        };
         Workers {
             hash_tx,
             write_tx,
             hasher,
+            sealer,
             writer,
         }
     }
@@ -105,11 +144,31 @@ impl Workers {
     async fn join(self) -> Result<Sha256, StoreError> {
         drop(self.hash_tx);
         drop(self.write_tx);
+        let sealed = match self.sealer {
+            Some(sealer) => sealer.await.map_err(io::Error::other)?,
+            None => Ok(()),
+        };
         let written = self.writer.await.map_err(io::Error::other)?;
         let hasher = self.hasher.await.map_err(io::Error::other)?;
         written?;
+        sealed?;
         Ok(hasher)
     }
+}
+
+/// Seals the plaintext a job writes (whole segments, none of them the blob's last) into a
+/// job that writes the segments at the same offset.
+fn seal_job(sealer: &Sealer, job: &Job) -> io::Result<Job> {
+    let mut out = Buf::get();
+    let first = (job.offset - HEADER as u64) / SEGMENT as u64;
+    let n = sealer.seal(first, &job.buf[..job.write_len], false, out.spare_all())?;
+    out.set_len(n);
+    Ok(Job {
+        buf: out,
+        hash_from: 0,
+        write_len: n,
+        offset: job.offset,
+    })
 }
 
 /// `pwrite` of all of `data`. O_DIRECT refused at write time (EINVAL) turns the flag off for
@@ -141,18 +200,48 @@ fn body_error(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Upload {
-    /// A new, empty upload. Its file is created only once it outgrows [`SMALL`].
-    pub fn create(path: PathBuf, direct: bool) -> io::Result<Self> {
-        Ok(Upload {
+    /// A new, empty upload, sealed by `sealer` when there is one. Its file is created only
+    /// once it outgrows [`SMALL`].
+    pub fn create(path: PathBuf, direct: bool, sealer: Option<Sealer>) -> Self {
+        Upload {
             path,
             direct,
             file: None,
             hasher: Sha256::new(),
             size: 0,
-            flushed: 0,
+            flushed: if sealer.is_some() { HEADER as u64 } else { 0 },
             tail: Vec::new(),
             workers: None,
-        })
+            sealer: sealer.map(Arc::new),
+        }
+    }
+
+    /// Plaintext bytes a buffer takes: 4 MiB, or 64 whole segments when sealing (which
+    /// seal into exactly 4 MiB).
+    fn capacity(&self) -> usize {
+        match self.sealer {
+            None => BUF_SIZE,
+            Some(_) => BUF_SIZE / SEGMENT * PLAIN,
+        }
+    }
+
+    /// Of `len` bytes at the end of a request, how many to write now (the rest waits for
+    /// the next request or the commit): whole blocks for O_DIRECT; whole segments but the
+    /// last when sealing.
+    fn writable(&self, len: usize) -> usize {
+        match self.sealer {
+            None if self.direct => len - len % ALIGN,
+            None => len,
+            Some(_) => len.saturating_sub(1) / PLAIN * PLAIN,
+        }
+    }
+
+    /// File bytes that `plain` bytes written by a job take.
+    fn file_len(&self, plain: usize) -> u64 {
+        match self.sealer {
+            None => plain as u64,
+            Some(_) => (plain / PLAIN * SEGMENT) as u64,
+        }
     }
 
     pub fn size(&self) -> u64 {
@@ -216,8 +305,9 @@ impl Upload {
         E: std::fmt::Display,
     {
         let file = self.file.clone().ok_or(StoreError::UploadNotFound)?;
+        let capacity = self.capacity();
         let mut buf = Buf::get();
-        buf.fill_from(&self.tail);
+        buf.fill_upto(&self.tail, capacity);
         let mut hash_from = self.tail.len();
         self.tail.clear();
         let mut offset = self.flushed;
@@ -240,32 +330,37 @@ impl Upload {
             self.size += chunk.len() as u64;
             let mut data = &chunk[..];
             while !data.is_empty() {
-                let n = buf.fill_from(data);
-                data = &data[n..];
-                if buf.is_full() {
+                if buf.len() == capacity {
+                    // More bytes follow, so this buffer holds no last segment: hand it on.
                     let job = Job {
                         buf: std::mem::replace(&mut buf, Buf::get()),
                         hash_from,
-                        write_len: BUF_SIZE,
+                        write_len: capacity,
                         offset,
                     };
                     let w = workers.get_or_insert_with(|| {
-                        Workers::start(std::mem::take(&mut self.hasher), file.clone())
+                        Workers::start(
+                            std::mem::take(&mut self.hasher),
+                            file.clone(),
+                            self.sealer.clone(),
+                        )
                     });
                     if !w.send(job).await {
                         broken = true;
                         break 'body;
                     }
+                    // A full buffer is 4 MiB of file, plain or sealed.
                     offset += BUF_SIZE as u64;
                     hash_from = 0;
                 }
+                let n = buf.fill_upto(data, capacity);
+                data = &data[n..];
             }
         }
 
-        // What is left in `buf`: write its aligned part now, keep the rest for later.
+        // What is left in `buf`: write what can be written now, keep the rest for later.
         let len = buf.len();
-        let keep = if self.direct { len % ALIGN } else { 0 };
-        let write_len = len - keep;
+        let write_len = self.writable(len);
         if failed.is_none() && !broken {
             self.tail.extend_from_slice(&buf[write_len..]);
         }
@@ -296,10 +391,17 @@ impl Upload {
             }
             None if failed.is_none() => {
                 let mut hasher = std::mem::take(&mut self.hasher);
+                let sealer = self.sealer.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     hasher.update(&last.buf[last.hash_from..]);
                     if last.write_len > 0 {
-                        write_at(&file, &last.buf[..last.write_len], last.offset)?;
+                        match sealer {
+                            Some(sealer) => {
+                                let sealed = seal_job(&sealer, &last)?;
+                                write_at(&file, &sealed.buf[..sealed.write_len], sealed.offset)?;
+                            }
+                            None => write_at(&file, &last.buf[..last.write_len], last.offset)?,
+                        }
                     }
                     Ok::<_, io::Error>(hasher)
                 })
@@ -312,7 +414,7 @@ impl Upload {
         match failed {
             Some(e) => Err(e),
             None => {
-                self.flushed = offset + write_len as u64;
+                self.flushed = offset + self.file_len(write_len);
                 Ok(self.size)
             }
         }
@@ -374,8 +476,8 @@ impl Upload {
     }
 
     fn write_out(&self, target: &Path, dir: &Path, dirs: &DirSync) -> io::Result<()> {
-        match &self.file {
-            None => {
+        match (&self.file, &self.sealer) {
+            (None, None) => {
                 let mut file = File::options()
                     .write(true)
                     .create_new(true)
@@ -383,11 +485,33 @@ impl Upload {
                 file.write_all(&self.tail)?;
                 file.sync_data()?;
             }
-            Some(file) => {
+            (None, Some(sealer)) => {
+                // Header and segments in one write: a small blob is one or two segments.
+                let mut out = sealer.header(self.size);
+                out.resize(crypt::sealed_len(self.size) as usize, 0);
+                sealer.seal(0, &self.tail, true, &mut out[HEADER..])?;
+                let mut file = File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&self.path)?;
+                file.write_all(&out)?;
+                file.sync_data()?;
+            }
+            (Some(file), None) => {
                 if !self.tail.is_empty() {
                     clear_direct(file)?;
                     file.write_all_at(&self.tail, self.flushed)?;
                 }
+                file.sync_data()?;
+            }
+            (Some(file), Some(sealer)) => {
+                // The last segment (the tail), then the header now that the length is known.
+                clear_direct(file)?;
+                let first = (self.flushed - HEADER as u64) / SEGMENT as u64;
+                let mut out = vec![0u8; self.tail.len() + SEGMENT];
+                let n = sealer.seal(first, &self.tail, true, &mut out)?;
+                file.write_all_at(&out[..n], self.flushed)?;
+                file.write_all_at(&sealer.header(self.size), 0)?;
                 file.sync_data()?;
             }
         }

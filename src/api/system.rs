@@ -46,9 +46,38 @@ pub struct SystemInfo {
     pub tls_names: Vec<String>,
     /// Bytes of blob content in the store (each blob counted once).
     pub bytes_stored: u64,
+    /// How blobs are stored at rest (`aes256-gcm` or `none`); absent from daemons that
+    /// predate encryption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::config::Encryption>,
+    /// Where the master key of an encrypted data dir is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_store: Option<KeyStore>,
+    /// The key file, when the key is kept in one (`keyStore: file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
     /// The daemon's log file when it was started by `ecrl daemon start`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_file: Option<PathBuf>,
+}
+
+/// Where a data dir's master key lives.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStore {
+    /// The OS keyring (Secret Service on Linux).
+    Keyring,
+    /// A 0600 file in the config dir (no keyring on this machine).
+    File,
+}
+
+impl KeyStore {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStore::Keyring => "keyring",
+            KeyStore::File => "file",
+        }
+    }
 }
 
 /// `POST /v1/system/shutdown`: stop accepting, finish in-flight requests, exit.
