@@ -90,6 +90,16 @@ impl Table for SystemInfo {
                 rows.insert(6, ("tls certificate", cert.display().to_string()));
             }
         }
+        if let Some(anonymous) = self.registry_anonymous {
+            rows.push((
+                "registry access",
+                match anonymous {
+                    ecrl::config::Anonymous::None => "credentials required".to_string(),
+                    ecrl::config::Anonymous::Pull => "anyone may pull".to_string(),
+                    ecrl::config::Anonymous::All => "open: no authentication".to_string(),
+                },
+            ));
+        }
         if let Some(encryption) = self.encryption {
             rows.push(("encryption", encryption.to_string()));
         }

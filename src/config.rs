@@ -101,7 +101,7 @@ pub struct DaemonOptions {
 }
 
 /// What the registry allows a request without credentials.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Anonymous {
     /// Every request needs credentials.

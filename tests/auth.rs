@@ -411,6 +411,8 @@ fn secrets_never_reach_the_log_or_listings() {
     let listing = r.env.ecrl_ok(&["auth", "user", "list"]);
     assert!(!listing.contains(&secret));
     let status = r.env.ecrl_ok(&["daemon", "status", "--output", "json"]);
+    let info: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(info["registryAnonymous"], "none");
     assert!(!status.contains(&secret) && !status.contains(&token));
 }
 

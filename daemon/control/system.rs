@@ -39,6 +39,7 @@ async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiErr
             .map(|t| t.names.clone())
             .unwrap_or_default(),
         bytes_stored,
+        registry_anonymous: Some(state.config.anonymous),
         encryption: Some(encryption.mode),
         key_store: encryption.key.as_ref().map(|k| k.store),
         key_file: encryption.key.as_ref().and_then(|k| k.file.clone()),

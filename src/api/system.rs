@@ -46,6 +46,9 @@ pub struct SystemInfo {
     pub tls_names: Vec<String>,
     /// Bytes of blob content in the store (each blob counted once).
     pub bytes_stored: u64,
+    /// What the registry allows without credentials (`none`, `pull`, `all`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_anonymous: Option<crate::config::Anonymous>,
     /// How blobs are stored at rest (`aes256-gcm` or `none`); absent from daemons that
     /// predate encryption.
     #[serde(default, skip_serializing_if = "Option::is_none")]
