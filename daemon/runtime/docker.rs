@@ -1302,8 +1302,17 @@ mod tests {
         let mut spec = scope.spec("hog", &["tail", "/dev/zero"]);
         spec.memory = Some(8 << 20);
         let id = scope.run(&rt, &spec).await;
-        let status = wait(&rt, &id).await;
+        let mut status = wait(&rt, &id).await;
         assert_eq!(status.exit_code, Some(137), "{status:?}");
+        // The engine learns of the OOM kill from a separate event, which may land a moment
+        // after the exit.
+        for _ in 0..20 {
+            if status.oom_killed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            status = rt.inspect_container(&id).await.unwrap();
+        }
         assert!(status.oom_killed, "{status:?}");
     }
 

@@ -573,7 +573,20 @@ impl Supervisor {
     }
 
     async fn record_exit(&mut self, name: &str, id: &str) {
-        let status = self.ctx.runtime.inspect_container(id).await;
+        let mut status = self.ctx.runtime.inspect_container(id).await;
+        // A kill (137) of a container nobody stopped may be the OOM killer's: the engine
+        // hears of that from a separate event, which can land a moment after the exit.
+        if !self.task.desired_status.eq(task_status::STOPPED) {
+            for _ in 0..10 {
+                match &status {
+                    Ok(s) if s.exit_code == Some(137) && !s.oom_killed => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        status = self.ctx.runtime.inspect_container(id).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
         self.done.insert(name.to_string());
         let c = self.container(name);
         c.last_status = task_status::STOPPED.into();
