@@ -134,13 +134,20 @@ async fn open_sealed(
     })
     .await
     .map_err(io::Error::other)??;
-    // Reading and decrypting run on two threads, so the disk never waits for the cipher.
-    let (sealed_tx, sealed_rx) = mpsc::channel(1);
     let (tx, rx) = mpsc::channel(AHEAD);
-    let lengths = opener.clone();
-    let span = range.clone();
-    tokio::task::spawn_blocking(move || read_segments(file, direct, &lengths, span, sealed_tx));
-    tokio::task::spawn_blocking(move || open_segments(&opener, range, sealed_rx, tx));
+    if direct {
+        // From the disk, reading and decrypting run on two threads, so that the disk never
+        // waits for the cipher.
+        let (sealed_tx, sealed_rx) = mpsc::channel(1);
+        let lengths = opener.clone();
+        let span = range.clone();
+        tokio::task::spawn_blocking(move || read_segments(file, direct, &lengths, span, sealed_tx));
+        tokio::task::spawn_blocking(move || open_segments(&opener, range, sealed_rx, tx));
+    } else {
+        // From the page cache a read costs little next to the cipher: one thread does both,
+        // and holds fewer 4 MiB buffers.
+        tokio::task::spawn_blocking(move || produce_sealed(file, &opener, range, tx));
+    }
     Ok(stream_from(rx))
 }
 
@@ -241,8 +248,71 @@ struct Sealed {
     buf: Buf,
 }
 
-/// Reads the segments under `range`, up to 64 (4 MiB) at a time, and sends them on, until
-/// the end, an error, or the decrypting side goes away.
+/// Reads the first segments (up to 64, 4 MiB) under the non-empty `range`.
+fn read_chunk(
+    file: &File,
+    direct: &mut bool,
+    opener: &Opener,
+    range: &Range<u64>,
+) -> io::Result<Sealed> {
+    let (first, _, at, want) = span(opener, range, (BUF_SIZE / SEGMENT) as u64);
+    let mut buf = Buf::get();
+    // Segments start 4096-aligned; only the last one's end may need rounding up.
+    let read_len = if *direct {
+        want.div_ceil(ALIGN) * ALIGN
+    } else {
+        want
+    };
+    let n = read_direct(file, direct, &mut buf.spare_all()[..read_len], at)?;
+    if n < want {
+        return Err(short());
+    }
+    buf.set_len(want);
+    Ok(Sealed { first, buf })
+}
+
+/// Where the plaintext of the chunk after `sealed` starts.
+fn after(sealed: &Sealed) -> u64 {
+    (sealed.first + (sealed.buf.len() as u64).div_ceil(SEGMENT as u64)) * PLAIN as u64
+}
+
+/// Decrypts a chunk read by [`read_chunk`]; returns the part of its plaintext in `range`.
+fn open_chunk(opener: &Opener, sealed: Sealed, range: &Range<u64>) -> io::Result<Bytes> {
+    let Sealed { first, buf } = sealed;
+    let mut plain = Buf::get();
+    let n = opener.open(first, &buf, plain.spare_all())?;
+    drop(buf);
+    plain.set_len(n);
+    let base = first * PLAIN as u64;
+    let from = (range.start.max(base) - base) as usize;
+    let to = (range.end.min(base + n as u64) - base) as usize;
+    Ok(Bytes::from_owner(plain).slice(from..to))
+}
+
+/// Reads and decrypts the segments under `range` and sends the wanted plaintext, until the
+/// end, an error, or the consumer goes away.
+fn produce_sealed(
+    file: File,
+    opener: &Opener,
+    range: Range<u64>,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) {
+    let mut direct = false;
+    let mut pos = range.start;
+    while pos < range.end {
+        let item = read_chunk(&file, &mut direct, opener, &(pos..range.end)).and_then(|sealed| {
+            pos = after(&sealed);
+            open_chunk(opener, sealed, &range)
+        });
+        let stop = item.is_err();
+        if tx.blocking_send(item).is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// Reads the segments under `range` chunk by chunk and sends them on to be decrypted,
+/// until the end, an error, or the decrypting side goes away.
 fn read_segments(
     file: File,
     mut direct: bool,
@@ -250,26 +320,12 @@ fn read_segments(
     range: Range<u64>,
     tx: mpsc::Sender<io::Result<Sealed>>,
 ) {
-    let per_buf = (BUF_SIZE / SEGMENT) as u64;
     let mut pos = range.start;
     while pos < range.end {
-        let (first, count, at, want) = span(opener, &(pos..range.end), per_buf);
-        let item = (|| {
-            let mut buf = Buf::get();
-            // Segments start 4096-aligned; only the last one's end may need rounding up.
-            let read_len = if direct {
-                want.div_ceil(ALIGN) * ALIGN
-            } else {
-                want
-            };
-            let n = read_direct(&file, &mut direct, &mut buf.spare_all()[..read_len], at)?;
-            if n < want {
-                return Err(short());
-            }
-            buf.set_len(want);
-            Ok(Sealed { first, buf })
-        })();
-        pos = (first + count) * PLAIN as u64;
+        let item = read_chunk(&file, &mut direct, opener, &(pos..range.end));
+        if let Ok(sealed) = &item {
+            pos = after(sealed);
+        }
         let stop = item.is_err();
         if tx.blocking_send(item).is_err() || stop {
             return;
@@ -285,16 +341,7 @@ fn open_segments(
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) {
     while let Some(sealed) = rx.blocking_recv() {
-        let item = sealed.and_then(|Sealed { first, buf }| {
-            let mut plain = Buf::get();
-            let n = opener.open(first, &buf, plain.spare_all())?;
-            drop(buf);
-            plain.set_len(n);
-            let base = first * PLAIN as u64;
-            let from = (range.start.max(base) - base) as usize;
-            let to = (range.end.min(base + n as u64) - base) as usize;
-            Ok(Bytes::from_owner(plain).slice(from..to))
-        });
+        let item = sealed.and_then(|sealed| open_chunk(opener, sealed, &range));
         let stop = item.is_err();
         if tx.blocking_send(item).is_err() || stop {
             return;

@@ -89,11 +89,12 @@ struct Workers {
 
 impl Workers {
     fn start(hasher: Sha256, file: Arc<File>, sealer: Option<Arc<Sealer>>) -> Workers {
-        let (hash_tx, mut hash_rx) = mpsc::channel::<Arc<Job>>(QUEUE);
-        // Behind a sealer, the writer's queue holds sealed copies: one is enough to keep the
-        // disk busy, and each costs a 4 MiB buffer.
-        let write_queue = if sealer.is_some() { 1 } else { QUEUE };
-        let (write_tx, mut write_rx) = mpsc::channel::<Arc<Job>>(write_queue);
+        // Sealing costs 4 MiB buffers of its own, so its queues are shallower: the hasher (the
+        // slowest stage) still finds its next buffer waiting, the sealer is fast enough to
+        // keep pace, and it hands each sealed buffer straight to the writer (a rendezvous),
+        // so at most two sealed buffers exist: the one being written and the next.
+        let queue = if sealer.is_some() { 1 } else { QUEUE };
+        let (hash_tx, mut hash_rx) = mpsc::channel::<Arc<Job>>(queue);
         let hasher = tokio::task::spawn_blocking(move || {
             let mut hasher = hasher;
             while let Some(job) = hash_rx.blocking_recv() {
@@ -101,29 +102,33 @@ impl Workers {
             }
             hasher
         });
-        let writer = tokio::task::spawn_blocking(move || {
-            while let Some(job) = write_rx.blocking_recv() {
-                write_at(&file, &job.buf[..job.write_len], job.offset)?;
-            }
-            Ok(())
-        });
-        let (write_tx, sealer) = match sealer {
-            None => (write_tx, None),
+        let write = move |mut next: Box<dyn FnMut() -> Option<Arc<Job>> + Send>| {
+            tokio::task::spawn_blocking(move || {
+                while let Some(job) = next() {
+                    write_at(&file, &job.buf[..job.write_len], job.offset)?;
+                }
+                Ok(())
+            })
+        };
+        let (write_tx, mut write_rx) = mpsc::channel::<Arc<Job>>(queue);
+        let (writer, sealer) = match sealer {
+            None => (write(Box::new(move || write_rx.blocking_recv())), None),
             Some(sealer) => {
-                let (seal_tx, mut seal_rx) = mpsc::channel::<Arc<Job>>(QUEUE);
+                let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel::<Job>(0);
+                let writer = write(Box::new(move || sealed_rx.recv().ok().map(Arc::new)));
                 let handle = tokio::task::spawn_blocking(move || {
-                    while let Some(job) = seal_rx.blocking_recv() {
+                    while let Some(job) = write_rx.blocking_recv() {
                         let sealed = seal_job(&sealer, &job)?;
                         // The plaintext buffer goes back to the pool once the hasher is done.
                         drop(job);
-                        if write_tx.blocking_send(Arc::new(sealed)).is_err() {
+                        if sealed_tx.send(sealed).is_err() {
                             // The writer stopped: its error comes from `join`.
                             break;
                         }
                     }
                     Ok(())
                 });
-                (seal_tx, Some(handle))
+                (writer, Some(handle))
             }
         };
         Workers {
