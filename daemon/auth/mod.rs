@@ -17,7 +17,7 @@ use ecrl::names::RepoName;
 use secret::{constant_time_eq, hash_secret, parse_basic, verify};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// The ECR actions registry requests map to (IAM action names).
@@ -82,7 +82,7 @@ pub enum Principal {
     Anonymous,
     /// The daemon's owner (a token issued over the control socket without a user).
     Owner,
-    User(String),
+    User(Arc<str>),
 }
 
 impl std::fmt::Display for Principal {
@@ -139,14 +139,22 @@ pub struct Guard {
     pub policies: decide::PolicyCache,
     /// Credentials already checked, by the `Authorization` value: who they are, until the
     /// access epoch changes (a key rotated, a user deleted) or the token expires.
-    sessions: Mutex<HashMap<String, Session>>,
-    /// Policy decisions already made, until the access epoch changes.
-    decisions: Mutex<HashMap<DecisionKey, Remembered>>,
+    sessions: RwLock<HashMap<String, Session>>,
+    /// Policy decisions already made (by the hash of user, action and repository), until
+    /// the access epoch changes.
+    decisions: RwLock<HashMap<u64, Remembered>>,
 }
 
-type DecisionKey = (String, &'static str, Option<RepoName>);
-/// A decision and the access epoch it was made in.
-type Remembered = (u64, Result<(), String>);
+/// A decision, what it was about, and the access epoch it was made in.
+#[derive(Debug, Clone)]
+struct Remembered {
+    user: Arc<str>,
+    action: &'static str,
+    repo: Option<RepoName>,
+    epoch: u64,
+    /// `Err`: the reason to add to a denial.
+    outcome: Result<(), Arc<str>>,
+}
 
 #[derive(Debug, Clone)]
 struct Session {
@@ -214,7 +222,7 @@ impl Guard {
         let epoch = state.meta.read().auth.epoch;
         let remembered = self
             .sessions
-            .lock()
+            .read()
             .ok()
             .and_then(|s| s.get(value).cloned());
         if let Some(session) = remembered {
@@ -229,7 +237,7 @@ impl Guard {
             _ => {}
         }
         let (principal, expires) = result?;
-        if let Ok(mut sessions) = self.sessions.lock() {
+        if let Ok(mut sessions) = self.sessions.write() {
             if sessions.len() >= CACHE_LIMIT {
                 sessions.clear();
             }
@@ -261,7 +269,7 @@ impl Guard {
                 let index = state.meta.read();
                 match index.auth.key(&key_id) {
                     Some((user, hash)) if constant_time_eq(hash, &hash_secret(&secret.0)) => {
-                        Ok((Principal::User(user.to_string()), u64::MAX))
+                        Ok((Principal::User(user.into()), u64::MAX))
                     }
                     _ => Err(AuthError::Unauthenticated(
                         "invalid access key id or secret".into(),
@@ -288,7 +296,7 @@ impl Guard {
         let index = state.meta.read();
         match index.auth.key(&claims.key_id) {
             Some((user, _)) if user == claims.user => {
-                Ok((Principal::User(claims.user), claims.expires))
+                Ok((Principal::User(claims.user.into()), claims.expires))
             }
             _ => Err(AuthError::Unauthenticated(
                 "invalid token: its access key was rotated or its user deleted".into(),
@@ -369,38 +377,56 @@ impl Guard {
     fn user_may(
         &self,
         state: &AppState,
-        user: &str,
+        user: &Arc<str>,
         action: Action,
         repo: Option<&RepoName>,
     ) -> Result<(), String> {
-        let key: DecisionKey = (user.to_string(), action.name(), repo.cloned());
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&**user, action.name(), repo.map(RepoName::as_str)).hash(&mut h);
+            h.finish()
+        };
         let epoch = state.meta.read().auth.epoch;
-        let remembered = self
-            .decisions
-            .lock()
-            .ok()
-            .and_then(|d| d.get(&key).cloned())
-            .filter(|(e, _)| *e == epoch);
-        if let Some((_, outcome)) = remembered {
-            return outcome;
+        let remembered = self.decisions.read().ok().and_then(|d| {
+            d.get(&hash)
+                .filter(|r| {
+                    r.epoch == epoch
+                        && r.action == action.name()
+                        && *r.user == **user
+                        && r.repo.as_ref() == repo
+                })
+                .map(|r| r.outcome.clone())
+        });
+        if let Some(outcome) = remembered {
+            return outcome.map_err(|why| why.to_string());
         }
         let resource = match repo {
             Some(r) => state.repository_arn(r),
             None => state.registry_arn(),
         };
         let decision = decide::decide(state, user, action.name(), &resource, repo);
-        let outcome = if decision.allowed() {
+        let outcome: Result<(), Arc<str>> = if decision.allowed() {
             Ok(())
         } else {
-            Err(decision.denial_reason())
+            Err(decision.denial_reason().into())
         };
-        if let Ok(mut decisions) = self.decisions.lock() {
+        if let Ok(mut decisions) = self.decisions.write() {
             if decisions.len() >= CACHE_LIMIT {
                 decisions.clear();
             }
-            decisions.insert(key, (epoch, outcome.clone()));
+            decisions.insert(
+                hash,
+                Remembered {
+                    user: user.clone(),
+                    action: action.name(),
+                    repo: repo.cloned(),
+                    epoch,
+                    outcome: outcome.clone(),
+                },
+            );
         }
-        outcome
+        outcome.map_err(|why| why.to_string())
     }
 
     fn check_blocked(&self, ip: IpAddr) -> Result<(), AuthError> {
