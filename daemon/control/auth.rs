@@ -1,6 +1,7 @@
 //! Principals, access keys, login tokens and policies over the control socket. The socket
 //! is the owner's, so whoever reaches it administers access.
 
+use super::repos::rfc3339;
 use super::{endpoint, Peer, Shared};
 use crate::auth::decide::{self, Effect};
 use crate::auth::secret;
@@ -36,30 +37,24 @@ fn meta(e: MetaError) -> ApiError {
     e.into()
 }
 
-/// IAM's rule for user names: 1-64 of letters, digits and `+=,.@_-`.
-fn check_user_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
+/// IAM's rule for names: 1-`max` of letters, digits and `+=,.@_-`.
+fn iam_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+}
+
+/// User names: 1-64 such characters.
+fn check_user_name(name: &str) -> Result<(), ApiError> {
+    if iam_name(name, 64) {
         Ok(())
     } else {
         Err(invalid(format!(
             "user name {name:?}: 1-64 letters, digits and +=,.@_- only"
         )))
     }
-}
-
-fn rfc3339(millis: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 fn user_arn(state: &Shared, name: &str) -> String {
@@ -174,13 +169,7 @@ async fn get_token(state: Shared, _peer: Peer, r: TokenRequest) -> Result<TokenR
             secret::issue(state.meta.token_secret(), user, &key_id, lifetime)
         }
     };
-    let expires_at = time::OffsetDateTime::from_unix_timestamp(expires as i64)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default();
+    let expires_at = rfc3339(expires as i64 * 1000);
     Ok(TokenResponse {
         authorization_data: vec![AuthorizationData {
             authorization_token: secret::docker_auth(&token.0),
@@ -208,13 +197,7 @@ async fn attach_policy(
     r: AttachUserPolicyRequest,
 ) -> Result<UserPolicy, ApiError> {
     check_user_name(&r.user_name)?;
-    if r.policy_name.is_empty()
-        || r.policy_name.len() > 128
-        || !r
-            .policy_name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
-    {
+    if !iam_name(&r.policy_name, 128) {
         return Err(invalid(format!(
             "policy name {:?}: 1-128 letters, digits and +=,.@_- only",
             r.policy_name

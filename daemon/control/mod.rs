@@ -218,6 +218,24 @@ impl IntoResponse for ControlError {
 
 pub type Shared = Arc<AppState>;
 
+/// A streamed answer: one JSON object a line, as the values arrive on `rx`.
+pub fn ndjson<T: serde::Serialize + Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> Response {
+    let lines = futures_util::stream::unfold(rx, |mut rx| async {
+        let event = rx.recv().await?;
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, std::io::Error>(Bytes::from(line)), rx))
+    });
+    let mut response = Response::new(axum::body::Body::from_stream(lines));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
+}
+
 /// Routes one endpoint: decodes `E::Request` from the query (GET) or the JSON body, calls
 /// `handler`, encodes `E::Response`. Method and path come from the endpoint's definition.
 pub fn endpoint<E, F, Fut>(router: Router<Shared>, handler: F) -> Router<Shared>

@@ -1,21 +1,17 @@
 //! RunTask, ListTasks, DescribeTasks, StopTask, and the task watch and log streams.
 
-use super::{endpoint, ControlError, Peer, Shared};
+use super::{endpoint, ndjson, ControlError, Peer, Shared};
 use crate::metadata::Index;
 use crate::tasks::{spec, FindError, ResolvedImage, TaskPlan};
-use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use bytes::Bytes;
 use ecrl::api::tasks::*;
 use ecrl::api::transfer::StreamEndpoint;
 use ecrl::api::{ApiError, ErrorCode};
 use ecrl::names::{ImageRef, Reference};
 use ecrl::taskdef::EnvironmentFile;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -271,21 +267,6 @@ async fn stop_task(
         None => task, // stopped already
     };
     Ok(StopTaskResponse { task })
-}
-
-fn ndjson<T: Serialize + Send + 'static>(rx: mpsc::Receiver<T>) -> Response {
-    let lines = futures_util::stream::unfold(rx, |mut rx| async {
-        let event = rx.recv().await?;
-        let mut line = serde_json::to_vec(&event).unwrap_or_default();
-        line.push(b'\n');
-        Some((Ok::<_, std::io::Error>(Bytes::from(line)), rx))
-    });
-    let mut response = Response::new(Body::from_stream(lines));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    response
 }
 
 async fn watch_task(

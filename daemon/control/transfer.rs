@@ -4,7 +4,7 @@
 //! thread and answers newline-delimited events; a pull answers the archive itself; a load
 //! writes the archive into the Docker engine and answers events.
 
-use super::{ControlError, Shared};
+use super::{ndjson, ControlError, Shared};
 use crate::runtime::RuntimeError;
 use crate::transfer::{export, import, TransferError};
 use axum::body::Body;
@@ -37,22 +37,6 @@ fn engine_error(e: RuntimeError) -> TransferError {
 
 fn invalid(e: impl std::fmt::Display) -> ControlError {
     ControlError(ApiError::new(ErrorCode::InvalidParameter, e.to_string()))
-}
-
-/// The response for a stream of events: one JSON object a line.
-fn event_stream(rx: mpsc::Receiver<TransferEvent>) -> Response {
-    let lines = futures_util::stream::unfold(rx, |mut rx| async {
-        let event = rx.recv().await?;
-        let mut line = serde_json::to_vec(&event).unwrap_or_default();
-        line.push(b'\n');
-        Some((Ok::<_, std::io::Error>(Bytes::from(line)), rx))
-    });
-    let mut response = Response::new(Body::from_stream(lines));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    response
 }
 
 async fn push(
@@ -103,7 +87,7 @@ async fn push(
                 let _ = tx.send(event).await;
             }
         });
-        return Ok(event_stream(rx));
+        return Ok(ndjson(rx));
     }
     let source: Body = match &request.docker_image {
         Some(name) => {
@@ -133,7 +117,7 @@ async fn push(
             let _ = tx.send(event).await;
         }
     });
-    Ok(event_stream(rx))
+    Ok(ndjson(rx))
 }
 
 /// The last event of a push; none when the client is gone.
@@ -267,5 +251,5 @@ async fn load(
         };
         let _ = tx.send(event).await;
     });
-    Ok(event_stream(rx))
+    Ok(ndjson(rx))
 }
