@@ -85,6 +85,21 @@ impl Tasks {
             .to_string()
     }
 
+    /// `ecrl task run DEF --wait`: insists on the exit code; answers the stopped task and
+    /// what was told on stderr.
+    fn run_wait(&self, def: &str, code: i32) -> (Value, String) {
+        let out = self.ecrl(&["task", "run", def, "--wait", "--output", "json"]);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v["tasks"][0].clone(), stderr(&out))
+    }
+
     fn inspect(&self, id: &str) -> Value {
         self.json(&["task", "inspect", id])["tasks"][0].clone()
     }
@@ -289,16 +304,8 @@ fn awsvpc_containers_share_localhost() {
              "dependsOn": [{"containerName": "web", "condition": "START"}]}
         ]
     }));
-    let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let task = &v["tasks"][0];
+    let (task, _) = t.run_wait(&def, 0);
+    let task = &task;
     assert_eq!(task["lastStatus"], "STOPPED");
     assert_eq!(task["stopCode"], "EssentialContainerExited");
     assert_eq!(task["networkMode"], "awsvpc");
@@ -323,16 +330,8 @@ fn an_essential_exit_stops_the_task_and_wait_returns_its_code() {
             {"name": "short", "image": "busybox:1", "memory": 32, "command": ["sh", "-c", "sleep 2; exit 3"]}
         ]
     }));
-    let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let task = &v["tasks"][0];
+    let (task, err) = t.run_wait(&def, 3);
+    let task = &task;
     assert_eq!(task["stopCode"], "EssentialContainerExited");
     assert!(task["stoppedReason"].as_str().unwrap().contains("short"));
     assert_eq!(container(task, "short")["exitCode"], 3);
@@ -342,7 +341,6 @@ fn an_essential_exit_stops_the_task_and_wait_returns_its_code() {
     let long = container(task, "long")["exitCode"].as_i64().unwrap();
     assert!(long == 137 || long == 143, "{task:#}");
     // State changes were told on stderr.
-    let err = stderr(&out);
     assert!(err.contains("RUNNING") && err.contains("STOPPED"), "{err}");
     let id = task["taskArn"]
         .as_str()
@@ -376,16 +374,8 @@ fn success_and_complete_dependencies_order_the_start() {
              "mountPoints": [{"sourceVolume": "shared", "containerPath": "/data"}]}
         ]
     }));
-    let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = v["tasks"][0]["taskArn"]
+    let (task, _) = t.run_wait(&def, 0);
+    let id = task["taskArn"]
         .as_str()
         .unwrap()
         .rsplit('/')
@@ -397,7 +387,7 @@ fn success_and_complete_dependencies_order_the_start() {
         log.contains("init-wrote-this") && log.contains("other-ran"),
         "{log}"
     );
-    assert_eq!(container(&v["tasks"][0], "other")["exitCode"], 4);
+    assert_eq!(container(&task, "other")["exitCode"], 4);
 
     // SUCCESS on a container that fails: the dependent never starts, the task fails.
     let def = t.register(json!({
@@ -408,10 +398,8 @@ fn success_and_complete_dependencies_order_the_start() {
             {"name": "init", "image": "busybox:1", "memory": 32, "essential": false, "command": ["sh", "-c", "exit 2"]}
         ]
     }));
-    let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let task = &v["tasks"][0];
+    let (task, _) = t.run_wait(&def, 1);
+    let task = &task;
     assert_eq!(task["stopCode"], "TaskFailedToStart");
     let reason = container(task, "app")["reason"].as_str().unwrap();
     assert!(reason.contains("init exited with code 2"), "{reason}");
@@ -477,11 +465,9 @@ fn bad_definitions_and_runs_fail_clearly() {
     // An image the engine cannot find: the task fails to start and says why.
     let def = t.register(json!({"family": "noimg2", "containerDefinitions": [
         {"name": "a", "image": "ecrl-test/does-not-exist:1", "memory": 32}]}));
-    let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
-    assert_eq!(out.status.code(), Some(1));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["tasks"][0]["stopCode"], "TaskFailedToStart");
-    let reason = v["tasks"][0]["stoppedReason"].as_str().unwrap();
+    let (task, _) = t.run_wait(&def, 1);
+    assert_eq!(task["stopCode"], "TaskFailedToStart");
+    let reason = task["stoppedReason"].as_str().unwrap();
     assert!(
         reason.starts_with("CannotPullContainerError") && reason.contains("does-not-exist"),
         "{reason}"
@@ -491,10 +477,8 @@ fn bad_definitions_and_runs_fail_clearly() {
     let def = t.register(json!({"family": "ulimit", "containerDefinitions": [
         {"name": "a", "image": "busybox:1", "memory": 32, "command": ["true"],
          "ulimits": [{"name": "nofile", "softLimit": 40000, "hardLimit": 40000}]}]}));
-    let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
-    assert_eq!(out.status.code(), Some(1));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let task = &v["tasks"][0];
+    let (task, _) = t.run_wait(&def, 1);
+    let task = &task;
     assert_eq!(task["stopCode"], "TaskFailedToStart");
     let reason = container(task, "a")["reason"].as_str().unwrap();
     assert!(reason.contains("nofile"), "{reason}");
@@ -512,10 +496,8 @@ fn memory_limit_is_enforced() {
     let t = Tasks::new();
     let def = t.register(json!({"family": "oom", "containerDefinitions": [
         {"name": "hog", "image": "busybox:1", "memory": 16, "command": ["tail", "/dev/zero"]}]}));
-    let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
-    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let hog = container(&v["tasks"][0], "hog");
+    let (task, _) = t.run_wait(&def, 137);
+    let hog = container(&task, "hog");
     assert_eq!(hog["exitCode"], 137);
     assert!(
         hog["reason"].as_str().unwrap().contains("OutOfMemory"),
