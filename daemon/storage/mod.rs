@@ -22,6 +22,7 @@ mod bench;
 mod buf;
 mod crypt;
 pub mod keys;
+mod map;
 mod reader;
 #[cfg(test)]
 mod tests;
