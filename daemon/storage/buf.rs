@@ -89,6 +89,24 @@ impl Buf {
         }
     }
 
+    /// A buffer with no memory, to stand in while none is needed: it holds nothing and
+    /// takes nothing (`fill_upto` takes no bytes).
+    pub fn empty() -> Buf {
+        Buf {
+            block: None,
+            len: 0,
+        }
+    }
+
+    /// Bytes the buffer can hold.
+    fn capacity(&self) -> usize {
+        if self.block.is_some() {
+            BUF_SIZE
+        } else {
+            0
+        }
+    }
+
     fn ptr(&self) -> *mut u8 {
         match &self.block {
             Some(block) => block.0.as_ptr(),
@@ -101,20 +119,23 @@ impl Buf {
     }
 
     pub fn set_len(&mut self, len: usize) {
-        assert!(len <= BUF_SIZE);
+        assert!(len <= self.capacity());
         self.len = len;
     }
 
     /// The whole capacity, for reading into (then `set_len`).
     pub fn spare_all(&mut self) -> &mut [u8] {
-        // SAFETY: the block is BUF_SIZE initialized bytes (zeroed at allocation), owned by self.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr(), BUF_SIZE) }
+        // SAFETY: the block is BUF_SIZE initialized bytes (zeroed at allocation), owned by
+        // self; an empty Buf has a capacity of 0 (a dangling pointer is valid for that).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr(), self.capacity()) }
     }
 
     /// Appends as much of `data` as fits below `limit` bytes (at most `BUF_SIZE`); returns
     /// how many bytes were taken.
     pub fn fill_upto(&mut self, data: &[u8], limit: usize) -> usize {
-        let n = data.len().min(limit.min(BUF_SIZE).saturating_sub(self.len));
+        let n = data
+            .len()
+            .min(limit.min(self.capacity()).saturating_sub(self.len));
         let at = self.len;
         self.spare_all()[at..at + n].copy_from_slice(&data[..n]);
         self.len += n;
@@ -127,6 +148,13 @@ impl std::ops::Deref for Buf {
     fn deref(&self) -> &[u8] {
         // SAFETY: len <= BUF_SIZE initialized bytes owned by self.
         unsafe { std::slice::from_raw_parts(self.ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let len = self.len;
+        &mut self.spare_all()[..len]
     }
 }
 
@@ -181,6 +209,14 @@ mod tests {
         // not certain; alignment is.
         assert_eq!(b.ptr() as usize % ALIGN, 0);
         let _ = p;
+    }
+
+    #[test]
+    fn an_empty_buffer_takes_nothing() {
+        let mut b = Buf::empty();
+        assert_eq!(b.fill_upto(&[1, 2, 3], BUF_SIZE), 0);
+        assert!(b.spare_all().is_empty());
+        assert!(b.is_empty());
     }
 
     #[test]

@@ -370,6 +370,36 @@ impl Sealer {
         }
         Ok(written)
     }
+
+    /// Seals, within `buf`, the whole segments whose plaintext fills its first `plain_len`
+    /// bytes (none of them the blob's last), from segment `first` on; returns the sealed
+    /// length. Each segment moves up 16 bytes per segment before it, to make room for the
+    /// tags; they are sealed from the last one back, so none is overwritten before its turn.
+    pub fn seal_in_place(&self, first: u64, buf: &mut [u8], plain_len: usize) -> io::Result<usize> {
+        if plain_len % PLAIN != 0 {
+            return Err(io::Error::other("a segment before the last is not whole"));
+        }
+        let count = plain_len / PLAIN;
+        if buf.len() < count * SEGMENT {
+            return Err(io::Error::other("sealing buffer too small"));
+        }
+        for i in (0..count).rev() {
+            buf.copy_within(i * PLAIN..(i + 1) * PLAIN, i * SEGMENT);
+            let index = first + i as u64;
+            let (segment, tag) = buf[i * SEGMENT..(i + 1) * SEGMENT].split_at_mut(PLAIN);
+            let sealed = self
+                .key
+                .aead
+                .seal_in_place_separate_tag(
+                    nonce(&self.prefix, index)?,
+                    Aad::from(aad(&self.key.id, index, false)),
+                    segment,
+                )
+                .map_err(|_| io::Error::other("AES-256-GCM sealing failed"))?;
+            tag.copy_from_slice(sealed.as_ref());
+        }
+        Ok(count * SEGMENT)
+    }
 }
 
 /// Opens the segments of one blob.
@@ -436,18 +466,51 @@ impl Opener {
                     tag,
                     plain,
                 )
-                .map_err(|_| {
-                    invalid(format!(
-                        "encrypted blob segment {index} failed authentication: the file is \
-                         damaged or was changed"
-                    ))
-                })?;
+                .map_err(|_| failed(index))?;
             at += len;
             written += ct.len();
             index += 1;
         }
         Ok(written)
     }
+
+    /// [`Opener::open`] within one buffer: `buf` holds whole segments from segment `first`
+    /// on, and their plaintext is written over them from its start (each segment's lands
+    /// before its own ciphertext, so nothing unread is overwritten). Returns the plaintext
+    /// bytes; a read from the disk then needs no second buffer.
+    pub fn open_in_place(&self, first: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let last = segments(self.plain_len) - 1;
+        let mut at = 0;
+        let mut written = 0;
+        let mut index = first;
+        while at < buf.len() {
+            let len = self.segment_len(index) as usize;
+            if index > last || at + len > buf.len() {
+                return Err(invalid("encrypted blob ends inside a segment"));
+            }
+            let plain = self
+                .key
+                .aead
+                .open_within(
+                    nonce(&self.prefix, index)?,
+                    Aad::from(aad(&self.key.id, index, index == last)),
+                    &mut buf[written..at + len],
+                    (at - written)..,
+                )
+                .map_err(|_| failed(index))?;
+            written += plain.len();
+            at += len;
+            index += 1;
+        }
+        Ok(written)
+    }
+}
+
+fn failed(index: u64) -> io::Error {
+    invalid(format!(
+        "encrypted blob segment {index} failed authentication: the file is damaged or was \
+         changed"
+    ))
 }
 
 #[cfg(test)]
@@ -547,6 +610,56 @@ mod tests {
             .open(0, &sealed, &mut out)
             .unwrap();
         assert_eq!(out, plain);
+    }
+
+    #[test]
+    fn open_in_place_matches_open_and_checks_the_same() {
+        let keys = Keys::new(&MasterKey::generate().unwrap(), &[]).unwrap();
+        let plain: Vec<u8> = (0..4 * PLAIN + 77).map(|i| (i % 253) as u8).collect();
+        let sealer = keys.sealer().unwrap();
+        let mut sealed = vec![0u8; sealed_len(plain.len() as u64) as usize - HEADER];
+        sealer.seal(0, &plain, true, &mut sealed).unwrap();
+        let opener = keys.opener(&sealer.header(plain.len() as u64)).unwrap();
+        let mut buf = sealed.clone();
+        assert_eq!(opener.open_in_place(0, &mut buf).unwrap(), plain.len());
+        assert_eq!(&buf[..plain.len()], &plain[..]);
+        // From segment 1 on, and segments 1 and 2 alone.
+        let mut buf = sealed[SEGMENT..].to_vec();
+        assert_eq!(
+            opener.open_in_place(1, &mut buf).unwrap(),
+            plain.len() - PLAIN
+        );
+        assert_eq!(&buf[..plain.len() - PLAIN], &plain[PLAIN..]);
+        let mut buf = sealed[SEGMENT..3 * SEGMENT].to_vec();
+        assert_eq!(opener.open_in_place(1, &mut buf).unwrap(), 2 * PLAIN);
+        assert_eq!(&buf[..2 * PLAIN], &plain[PLAIN..3 * PLAIN]);
+        // A flipped bit in a later segment, and a cut inside a segment, fail.
+        let mut buf = sealed.clone();
+        buf[3 * SEGMENT + 10] ^= 1;
+        assert!(opener.open_in_place(0, &mut buf).is_err());
+        let mut buf = sealed[..2 * SEGMENT + 100].to_vec();
+        assert!(opener.open_in_place(0, &mut buf).is_err());
+    }
+
+    #[test]
+    fn seal_in_place_matches_seal() {
+        let keys = Keys::new(&MasterKey::generate().unwrap(), &[]).unwrap();
+        let sealer = keys.sealer().unwrap();
+        let plain: Vec<u8> = (0..5 * PLAIN).map(|i| (i % 241) as u8).collect();
+        let mut expected = vec![0u8; 5 * SEGMENT];
+        sealer.seal(7, &plain, false, &mut expected).unwrap();
+        let mut buf = plain.clone();
+        buf.resize(5 * SEGMENT + 3, 0xee);
+        assert_eq!(
+            sealer.seal_in_place(7, &mut buf, plain.len()).unwrap(),
+            5 * SEGMENT
+        );
+        assert_eq!(&buf[..5 * SEGMENT], &expected[..]);
+        // Not whole segments, or no room for the tags: refused.
+        let mut buf = plain.clone();
+        assert!(sealer.seal_in_place(0, &mut buf, plain.len()).is_err());
+        let mut buf = vec![0u8; 2 * SEGMENT];
+        assert!(sealer.seal_in_place(0, &mut buf, PLAIN + 1).is_err());
     }
 
     #[test]

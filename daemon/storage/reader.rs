@@ -350,10 +350,21 @@ fn after(sealed: &Sealed) -> u64 {
 /// Decrypts a chunk read by [`read_chunk`]; returns the part of its plaintext in `range`.
 fn open_chunk(opener: &Opener, sealed: Sealed, range: &Range<u64>) -> io::Result<Bytes> {
     let Sealed { first, buf } = sealed;
-    let mut plain = Buf::get();
-    let n = opener.open(first, &buf, plain.spare_all())?;
-    drop(buf);
-    plain.set_len(n);
+    let plain = match buf {
+        // Read into a buffer of ours: decrypted where it lies.
+        Chunk::Read(mut buf) => {
+            let n = opener.open_in_place(first, &mut buf)?;
+            buf.set_len(n);
+            buf
+        }
+        Chunk::Mapped(map) => {
+            let mut plain = Buf::get();
+            let n = opener.open(first, &map, plain.spare_all())?;
+            plain.set_len(n);
+            plain
+        }
+    };
+    let n = plain.len();
     let base = first * PLAIN as u64;
     let from = (range.start.max(base) - base) as usize;
     let to = (range.end.min(base + n as u64) - base) as usize;

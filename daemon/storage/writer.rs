@@ -19,10 +19,11 @@
 //! - When the filesystem refuses O_DIRECT (EINVAL), plain buffered writes are used.
 //!
 //! Encrypted uploads ([`Sealer`]) keep the same shape with one more stage: each buffer holds
-//! 64 whole segments of plaintext (64 × 65520 bytes), and goes to the hasher and to a sealer
-//! worker, which encrypts it into a 4 MiB buffer of 64 segments for the writer. Hashing,
-//! sealing and writing thus run on three threads at once, and the plaintext is hashed once,
-//! as it arrives. The file starts with room for the header, which is written at the commit,
+//! 64 whole segments of plaintext (64 × 65520 bytes) and goes down a line of three workers:
+//! the hasher, then a sealer, which encrypts it where it lies into the 64 segments of 4 MiB
+//! (a buffer has room for the tags), then the writer. Hashing, sealing and writing thus run
+//! on three threads at once, the plaintext is hashed once, as it arrives, and no buffer is
+//! needed for the ciphertext. The file starts with room for the header, which is written at the commit,
 //! when the length is known. A buffer is handed on only once more bytes follow it, and a
 //! request hands on only the segments before its last one: the last segment of a blob is
 //! sealed as the last (see [`super::crypt`]), so it waits for the commit. Between requests a
@@ -80,8 +81,9 @@ struct Job {
 
 struct Workers {
     hash_tx: mpsc::Sender<Arc<Job>>,
-    /// To the writer, or to the sealer in front of it.
-    write_tx: mpsc::Sender<Arc<Job>>,
+    /// To the writer, beside the hasher; `None` when sealing, where the hasher hands each
+    /// buffer on to the sealer once it is hashed.
+    write_tx: Option<mpsc::Sender<Arc<Job>>>,
     hasher: tokio::task::JoinHandle<Sha256>,
     sealer: Option<tokio::task::JoinHandle<io::Result<()>>>,
     writer: tokio::task::JoinHandle<io::Result<()>>,
@@ -89,19 +91,6 @@ struct Workers {
 
 impl Workers {
     fn start(hasher: Sha256, file: Arc<File>, sealer: Option<Arc<Sealer>>) -> Workers {
-        // Sealing costs 4 MiB buffers of its own, so its queues are shallower: the hasher (the
-        // slowest stage) still finds its next buffer waiting, the sealer is fast enough to
-        // keep pace, and it hands each sealed buffer straight to the writer (a rendezvous),
-        // so at most two sealed buffers exist: the one being written and the next.
-        let queue = if sealer.is_some() { 1 } else { QUEUE };
-        let (hash_tx, mut hash_rx) = mpsc::channel::<Arc<Job>>(queue);
-        let hasher = tokio::task::spawn_blocking(move || {
-            let mut hasher = hasher;
-            while let Some(job) = hash_rx.blocking_recv() {
-                hasher.update(&job.buf[job.hash_from..]);
-            }
-            hasher
-        });
         let write = move |mut next: Box<dyn FnMut() -> Option<Arc<Job>> + Send>| {
             tokio::task::spawn_blocking(move || {
                 while let Some(job) = next() {
@@ -110,40 +99,73 @@ impl Workers {
                 Ok(())
             })
         };
-        let (write_tx, mut write_rx) = mpsc::channel::<Arc<Job>>(queue);
-        let (writer, sealer) = match sealer {
-            None => (write(Box::new(move || write_rx.blocking_recv())), None),
-            Some(sealer) => {
-                let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel::<Job>(0);
-                let writer = write(Box::new(move || sealed_rx.recv().ok().map(Arc::new)));
-                let handle = tokio::task::spawn_blocking(move || {
-                    while let Some(job) = write_rx.blocking_recv() {
-                        let sealed = seal_job(&sealer, &job)?;
-                        // The plaintext buffer goes back to the pool once the hasher is done.
-                        drop(job);
-                        if sealed_tx.send(sealed).is_err() {
-                            // The writer stopped: its error comes from `join`.
-                            break;
-                        }
-                    }
-                    Ok(())
-                });
-                (writer, Some(handle))
-            }
+        let Some(sealer) = sealer else {
+            // Plain: the hasher and the writer work on the same buffers at once.
+            let (hash_tx, mut hash_rx) = mpsc::channel::<Arc<Job>>(QUEUE);
+            let hasher = tokio::task::spawn_blocking(move || {
+                let mut hasher = hasher;
+                while let Some(job) = hash_rx.blocking_recv() {
+                    hasher.update(&job.buf[job.hash_from..]);
+                }
+                hasher
+            });
+            let (write_tx, mut write_rx) = mpsc::channel::<Arc<Job>>(QUEUE);
+            return Workers {
+                hash_tx,
+                write_tx: Some(write_tx),
+                hasher,
+                sealer: None,
+                writer: write(Box::new(move || write_rx.blocking_recv())),
+            };
         };
+        // Sealed: a line of three threads, each buffer hashed, then sealed where it lies,
+        // then written. Sealing in place needs no second buffer, and the hand-overs are
+        // rendezvous, so a buffer exists only where a stage works on it (or the one queued
+        // for the hasher, the slowest stage).
+        let (hash_tx, mut hash_rx) = mpsc::channel::<Arc<Job>>(1);
+        let (seal_tx, seal_rx) = std::sync::mpsc::sync_channel::<Job>(0);
+        let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel::<Job>(0);
+        let hasher = tokio::task::spawn_blocking(move || {
+            let mut hasher = hasher;
+            while let Some(job) = hash_rx.blocking_recv() {
+                hasher.update(&job.buf[job.hash_from..]);
+                // Nobody else holds a sealed upload's buffer.
+                let Ok(job) = Arc::try_unwrap(job) else { break };
+                if seal_tx.send(job).is_err() {
+                    // The sealer stopped: its error comes from `join`.
+                    break;
+                }
+            }
+            hasher
+        });
+        let handle = tokio::task::spawn_blocking(move || {
+            while let Ok(mut job) = seal_rx.recv() {
+                seal_job(&sealer, &mut job)?;
+                if sealed_tx.send(job).is_err() {
+                    // The writer stopped: its error comes from `join`.
+                    break;
+                }
+            }
+            Ok(())
+        });
         Workers {
             hash_tx,
-            write_tx,
+            write_tx: None,
             hasher,
-            sealer,
-            writer,
+            sealer: Some(handle),
+            writer: write(Box::new(move || sealed_rx.recv().ok().map(Arc::new))),
         }
     }
 
     /// False when a worker stopped (its error comes from `join`).
     async fn send(&self, job: Job) -> bool {
         let job = Arc::new(job);
-        self.hash_tx.send(job.clone()).await.is_ok() && self.write_tx.send(job).await.is_ok()
+        match &self.write_tx {
+            Some(write_tx) => {
+                self.hash_tx.send(job.clone()).await.is_ok() && write_tx.send(job).await.is_ok()
+            }
+            None => self.hash_tx.send(job).await.is_ok(),
+        }
     }
 
     async fn join(self) -> Result<Sha256, StoreError> {
@@ -161,19 +183,15 @@ impl Workers {
     }
 }
 
-/// Seals the plaintext a job writes (whole segments, none of them the blob's last) into a
-/// job that writes the segments at the same offset.
-fn seal_job(sealer: &Sealer, job: &Job) -> io::Result<Job> {
-    let mut out = Buf::get();
+/// Seals, in its own buffer, the plaintext a job writes (whole segments, none of them the
+/// blob's last); the job then writes the segments at the same offset.
+fn seal_job(sealer: &Sealer, job: &mut Job) -> io::Result<()> {
     let first = (job.offset - HEADER as u64) / SEGMENT as u64;
-    let n = sealer.seal(first, &job.buf[..job.write_len], false, out.spare_all())?;
-    out.set_len(n);
-    Ok(Job {
-        buf: out,
-        hash_from: 0,
-        write_len: n,
-        offset: job.offset,
-    })
+    let n = sealer.seal_in_place(first, job.buf.spare_all(), job.write_len)?;
+    job.buf.set_len(n);
+    job.write_len = n;
+    job.hash_from = 0;
+    Ok(())
 }
 
 /// `pwrite` of all of `data`. O_DIRECT refused at write time (EINVAL) turns the flag off for
@@ -338,7 +356,9 @@ impl Upload {
                 if buf.len() == capacity {
                     // More bytes follow, so this buffer holds no last segment: hand it on.
                     let job = Job {
-                        buf: std::mem::replace(&mut buf, Buf::get()),
+                        // The next buffer is taken only once this one is handed over, so a
+                        // full pipeline holds one buffer less.
+                        buf: std::mem::replace(&mut buf, Buf::empty()),
                         hash_from,
                         write_len: capacity,
                         offset,
@@ -354,6 +374,7 @@ impl Upload {
                         broken = true;
                         break 'body;
                     }
+                    buf = Buf::get();
                     // A full buffer is 4 MiB of file, plain or sealed.
                     offset += BUF_SIZE as u64;
                     hash_from = 0;
@@ -398,15 +419,13 @@ impl Upload {
                 let mut hasher = std::mem::take(&mut self.hasher);
                 let sealer = self.sealer.clone();
                 let result = tokio::task::spawn_blocking(move || {
+                    let mut last = last;
                     hasher.update(&last.buf[last.hash_from..]);
                     if last.write_len > 0 {
-                        match sealer {
-                            Some(sealer) => {
-                                let sealed = seal_job(&sealer, &last)?;
-                                write_at(&file, &sealed.buf[..sealed.write_len], sealed.offset)?;
-                            }
-                            None => write_at(&file, &last.buf[..last.write_len], last.offset)?,
+                        if let Some(sealer) = sealer {
+                            seal_job(&sealer, &mut last)?;
                         }
+                        write_at(&file, &last.buf[..last.write_len], last.offset)?;
                     }
                     Ok::<_, io::Error>(hasher)
                 })
