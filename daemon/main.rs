@@ -18,7 +18,25 @@ use clap::Parser;
 use ecrl::config::{self, EcrldArgs};
 use std::process::ExitCode;
 
+/// Keeps glibc's allocator from holding on to memory ecrld freed. By default glibc raises
+/// its mmap threshold to the size of each large block freed, after which blocks of that size
+/// (the 4 MiB I/O buffers beyond the pool's few) come from arenas that keep them; and it
+/// makes up to 8 arenas a core. A fixed 1 MiB threshold hands big blocks back to the kernel
+/// when they are freed, while smaller ones (hyper's read buffers among them) stay reusable,
+/// and two arenas are plenty for two cores of work. Measured over three runs of the shared
+/// registry bench in one process: peak RSS 37.2, 40.6, 41.5 MiB before, 36.0, 37.4, 37.3
+/// after, at the same speeds.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt with integer arguments, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let args = EcrldArgs::parse();
     let config = match config::resolve(&args.options, args.socket.as_deref()) {
         Ok(config) => config,
