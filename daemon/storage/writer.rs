@@ -23,11 +23,11 @@
 //! the hasher, then a sealer, which encrypts it where it lies into the 64 segments of 4 MiB
 //! (a buffer has room for the tags), then the writer. Hashing, sealing and writing thus run
 //! on three threads at once, the plaintext is hashed once, as it arrives, and no buffer is
-//! needed for the ciphertext. The file starts with room for the header, which is written at the commit,
-//! when the length is known. A buffer is handed on only once more bytes follow it, and a
-//! request hands on only the segments before its last one: the last segment of a blob is
-//! sealed as the last (see [`super::crypt`]), so it waits for the commit. Between requests a
-//! session therefore keeps up to one segment of plaintext.
+//! needed for the ciphertext. The file starts with room for the header, which is written at
+//! the commit, when the length is known. A buffer is handed on only once more bytes follow
+//! it, and a request hands on only the segments before its last one: the last segment of a
+//! blob is sealed as the last (see [`super::crypt`]), so it waits for the commit. Between
+//! requests a session therefore keeps up to one segment of plaintext.
 
 use super::buf::{clear_direct, Buf, ALIGN, BUF_SIZE};
 use super::crypt::{self, Sealer, HEADER, PLAIN, SEGMENT};

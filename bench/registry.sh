@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The shared registry benchmark (../shared/bench/bench.py) against ecrld, on its defaults
+# (blobs encrypted at rest) and with `--encryption none`, and against CNCF distribution
+# (Debian's docker-registry), one after the other in one session, then the side-by-side table.
+#
+# Usage: bench/registry.sh [RUNS] [TARGETS]   TARGETS: any of ecrl,plain,distribution
+# (default all three). Each target gets a fresh data dir. Results: /tmp/ecrl-bench/*.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+targets=${2:-ecrl,plain,distribution}
+bench=${BENCH_PY:-../shared/bench/bench.py}
+out=/tmp/ecrl-bench
+mkdir -p "$out"
+cargo build --release --locked --bins >&2
+loader=/tmp/regload/release/regload
+if [ ! -x "$loader" ]; then
+    cargo build --release --manifest-path "$(dirname "$bench")/regload/Cargo.toml" \
+        --target-dir /tmp/regload >&2
+fi
+work=$(mktemp -d /tmp/ecrl-registry-bench.XXXXXX)
+pid=
+stop() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; pid=; }
+trap 'stop; rm -rf "$work"' EXIT
+
+wait_port() {
+    for _ in $(seq 1 200); do
+        curl -s -o /dev/null "http://127.0.0.1:$1/v2/" && return
+        sleep 0.05
+    done
+    echo "registry on port $1 did not start" >&2
+    exit 1
+}
+
+run_ecrld() { # name, extra ecrld args...
+    local name=$1
+    shift
+    # Data dirs are removed only at the end: on this ext4 (no journal) creating files is
+    # slower for minutes after mass deletes, which would handicap the next target.
+    ECRL_LOG=warn XDG_CONFIG_HOME="$work/config" target/release/ecrld --data-dir "$work/$name" \
+        --socket "$work/s.sock" --registry-addr 127.0.0.1:5070 --anonymous all "$@" \
+        >"$work/$name.log" 2>&1 &
+    pid=$!
+    wait_port 5070
+    python3 "$bench" run http://127.0.0.1:5070 --pid "$pid" --runs "$runs" \
+        --loader "$loader" --out "$out/$name.json"
+    stop
+}
+
+run_distribution() {
+    cat >"$work/reg.yml" <<YML
+version: 0.1
+log: { level: error }
+storage:
+  filesystem: { rootdirectory: $work/reg-data }
+  delete: { enabled: true }
+http: { addr: 127.0.0.1:5071 }
+YML
+    docker-registry serve "$work/reg.yml" >"$work/distribution.log" 2>&1 &
+    pid=$!
+    wait_port 5071
+    python3 "$bench" run http://127.0.0.1:5071 --pid "$pid" --runs "$runs" \
+        --loader "$loader" --out "$out/distribution.json"
+    stop
+}
+
+files=()
+for t in ${targets//,/ }; do
+    case $t in
+    ecrl) run_ecrld ecrl ;;
+    plain) run_ecrld plain --encryption none ;;
+    distribution) run_distribution ;;
+    *) echo "unknown target $t" >&2; exit 2 ;;
+    esac
+    files+=("$out/$t.json")
+done
+python3 bench/side_by_side.py "${files[@]}"
