@@ -614,14 +614,26 @@ fn insert_repo(
 
 fn writer(conn: Connection, jobs: mpsc::Receiver<Job>, index: Arc<RwLock<Index>>) {
     const MAX_BATCH: usize = 512;
+    // While writes come from several clients at once (the last batch held more than one),
+    // a batch waits this long for more before it commits: one WAL fsync then covers them.
+    const GATHER: std::time::Duration = std::time::Duration::from_micros(400);
+    let mut busy = false;
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
+        let deadline = std::time::Instant::now() + GATHER;
         while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+            let next = if busy {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                jobs.recv_timeout(left).ok()
+            } else {
+                jobs.try_recv().ok()
+            };
+            match next {
+                Some(job) => batch.push(job),
+                None => break,
             }
         }
+        busy = batch.len() > 1;
         let mut replies = Vec::with_capacity(batch.len());
         let mut guard = index.write().unwrap_or_else(|e| e.into_inner());
         let begun = conn.execute_batch("BEGIN IMMEDIATE");
