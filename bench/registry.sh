@@ -21,6 +21,9 @@ fi
 work=$(mktemp -d /tmp/ecrl-registry-bench.XXXXXX)
 pid=
 stop() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; pid=; }
+# The big blobs of a target that is done (a few files, gigabytes) go at once, the many small
+# files only at the end: see run_ecrld.
+free_space() { find "$work" -type f -size +1M -delete; }
 trap 'stop; rm -rf "$work"' EXIT
 
 wait_port() {
@@ -45,6 +48,7 @@ run_ecrld() { # name, extra ecrld args...
     python3 "$bench" run http://127.0.0.1:5070 --pid "$pid" --runs "$runs" \
         --loader "$loader" --out "$out/$name.json"
     stop
+    free_space
 }
 
 run_distribution() {
@@ -62,10 +66,23 @@ YML
     python3 "$bench" run http://127.0.0.1:5071 --pid "$pid" --runs "$runs" \
         --loader "$loader" --out "$out/distribution.json"
     stop
+    free_space
 }
+
+# The disk's own sequential O_DIRECT speeds, 1 GiB each way, before each target: on these
+# shared VMs they move from minute to minute, and bound push and first pull.
+disk() {
+    local w r
+    w=$(dd if=/dev/zero of="$work/dd" bs=4M count=256 oflag=direct conv=fsync 2>&1 | tail -1)
+    r=$(dd if="$work/dd" of=/dev/null bs=4M iflag=direct 2>&1 | tail -1)
+    rm -f "$work/dd"
+    echo "disk before $1: O_DIRECT write ${w##*, }, read ${r##*, }" | tee -a "$out/disk.txt" >&2
+}
+: >"$out/disk.txt"
 
 files=()
 for t in ${targets//,/ }; do
+    disk "$t"
     case $t in
     ecrl) run_ecrld ecrl ;;
     plain) run_ecrld plain --encryption none ;;
@@ -75,3 +92,4 @@ for t in ${targets//,/ }; do
     files+=("$out/$t.json")
 done
 python3 bench/side_by_side.py "${files[@]}"
+cat "$out/disk.txt"
