@@ -2289,3 +2289,83 @@ fn a_data_dir_made_without_encryption_stays_plain_and_refuses_it() {
     assert_status(&resp, 200);
     assert_eq!(resp.bytes().unwrap().as_ref(), data.as_slice());
 }
+
+/// A full disk: the upload is refused with 507 and a message saying so, nothing stored before
+/// is lost, the refused upload's bytes are gone, and a push that fits works. The data dir is a
+/// 24 MiB tmpfs, which needs root (CI runs as root); elsewhere the test says it is skipped.
+#[test]
+fn a_full_disk_is_a_clear_507_and_loses_nothing() {
+    let env = Env::new();
+    let data = env.data_dir();
+    std::fs::create_dir_all(&data).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: mounting a tmpfs for the data dir needs root");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(data.clone());
+    let reg = Registry::start_in(env, &["--encryption", "none"]);
+    let kept = b"stored before the disk filled".to_vec();
+    let kept_digest = push_blob(&reg, "t/full", &kept);
+
+    // 32 MiB into what is left of 24 MiB, 1 MiB a PATCH (so each request's body is read
+    // whole before it is answered): a PATCH, or the final PUT, is refused with 507.
+    let mut location = start_upload(&reg, "t/full");
+    let chunk = vec![7u8; 1 << 20];
+    let mut refused = None;
+    for i in 0..32usize {
+        let from = i << 20;
+        let resp = reg
+            .patch(&location)
+            .header(
+                CONTENT_RANGE,
+                format!("{}-{}", from, from + chunk.len() - 1),
+            )
+            .body(chunk.clone())
+            .send()
+            .unwrap();
+        if resp.status() != StatusCode::ACCEPTED {
+            refused = Some(resp);
+            break;
+        }
+        location = header(&resp, "location");
+    }
+    let resp = match refused {
+        Some(resp) => resp,
+        None => {
+            let sep = if location.contains('?') { '&' } else { '?' };
+            let digest = sha256(&vec![7u8; 32 << 20]);
+            reg.put(&format!("{location}{sep}digest={digest}"))
+                .send()
+                .unwrap()
+        }
+    };
+    assert_status(&resp, 507);
+    let body = resp.text().unwrap();
+    assert!(body.contains("disk is full"), "{body}");
+
+    // What was stored before is intact; the refused upload left no file; a push that fits
+    // (space freed by the refused upload) works.
+    let resp = reg.get(&format!("/v2/t/full/blobs/{kept_digest}"));
+    assert_status(&resp, 200);
+    assert_eq!(resp.bytes().unwrap().to_vec(), kept);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reg.upload_files().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(reg.upload_files().is_empty(), "{:?}", reg.upload_files());
+    push_blob(&reg, "t/full", &vec![1u8; 8 << 20]);
+}

@@ -145,9 +145,24 @@ impl From<StoreError> for RegistryError {
             )
             .header(header::RANGE, super::upload_range(size)),
             StoreError::Body(_) => Self::bad_request(ErrorCode::SizeInvalid, e.to_string()),
+            StoreError::Io(ref io) if disk_full(io) => {
+                tracing::error!("registry request failed: {e}");
+                Self::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    ErrorCode::Unsupported,
+                    "the registry's disk is full: this upload was not stored (nothing stored \
+                     before is lost); free space under ecrld's data dir, then push again",
+                )
+            }
             StoreError::Io(_) => Self::internal(e),
         }
     }
+}
+
+/// True for "no space left on device" and "disk quota exceeded".
+fn disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull
 }
 
 impl From<ImageError> for RegistryError {
@@ -180,5 +195,24 @@ impl From<AuthError> for RegistryError {
             )
             .header(header::RETRY_AFTER, retry_after.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod disk_full_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_a_507_that_says_so() {
+        for err in [
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+            std::io::Error::from_raw_os_error(libc::EDQUOT),
+        ] {
+            let e = RegistryError::from(StoreError::Io(err));
+            assert_eq!(e.status, StatusCode::INSUFFICIENT_STORAGE);
+            assert!(e.message.contains("disk is full"), "{}", e.message);
+        }
+        let e = RegistryError::from(StoreError::Io(std::io::Error::other("boom")));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
