@@ -106,15 +106,23 @@ async fn open_plain(path: PathBuf, range: Range<u64>, mode: Mode) -> io::Result<
     }
 }
 
+/// The file's length (what a mapping must stay within), or `None` once the error that
+/// stopped us finding it was sent to the consumer.
+fn length_or_send(file: &File, tx: &mpsc::Sender<io::Result<Bytes>>) -> Option<u64> {
+    match file.metadata() {
+        Ok(meta) => Some(meta.len()),
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e));
+            None
+        }
+    }
+}
+
 /// Maps `range` chunk by chunk and sends the mappings, until the end, an error, or the
 /// consumer goes away.
 fn produce_mapped(file: File, range: Range<u64>, tx: mpsc::Sender<io::Result<Bytes>>) {
-    let file_len = match file.metadata() {
-        Ok(meta) => meta.len(),
-        Err(e) => {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
+    let Some(file_len) = length_or_send(&file, &tx) else {
+        return;
     };
     let mut pos = range.start;
     while pos < range.end {
@@ -379,12 +387,8 @@ fn produce_sealed(
     range: Range<u64>,
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) {
-    let file_len = match file.metadata() {
-        Ok(meta) => meta.len(),
-        Err(e) => {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
+    let Some(file_len) = length_or_send(&file, &tx) else {
+        return;
     };
     let mut pos = range.start;
     while pos < range.end {
