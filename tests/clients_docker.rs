@@ -3,21 +3,10 @@
 mod common;
 
 use common::registry::{
-    build_busybox_image, localhost, require_docker, run, run_ok, spawn_registry, unique,
-    DockerImages,
+    build_busybox_image, localhost, pushed_digest, require_docker, run, run_ok, spawn_registry,
+    unique, DockerImages,
 };
 use common::Env;
-
-/// The digest `docker push` reports (`1: digest: sha256:... size: N`).
-fn pushed_digest(output: &str) -> String {
-    output
-        .lines()
-        .find_map(|line| {
-            let (_, rest) = line.split_once("digest: ")?;
-            Some(rest.split_whitespace().next()?.to_string())
-        })
-        .unwrap_or_else(|| panic!("docker push printed no digest:\n{output}"))
-}
 
 #[test]
 fn docker_push_pull_run() {

@@ -5,8 +5,8 @@
 mod common;
 
 use common::registry::{
-    build_busybox_image, require_docker, require_skopeo, run, run_ok, sha256_digest, unique,
-    DockerImages,
+    build_busybox_image, pushed_digest, require_docker, require_skopeo, run, run_ok, sha256_digest,
+    unique, DockerImages,
 };
 use common::{stderr, Daemon, Env};
 use std::io::{Read, Write};
@@ -142,17 +142,6 @@ fn get_request(host: &str, path: &str) -> Vec<u8> {
 /// `curl` against the registry; returns its output (status and stderr checked by callers).
 fn curl(args: &[&str]) -> std::process::Output {
     run("curl", &[&["-sS", "--max-time", "20"][..], args].concat())
-}
-
-/// `docker push` prints `TAG: digest: sha256:... size: N`.
-fn pushed_digest(output: &str) -> String {
-    output
-        .lines()
-        .find_map(|line| {
-            let (_, rest) = line.split_once("digest: ")?;
-            Some(rest.split_whitespace().next()?.to_string())
-        })
-        .unwrap_or_else(|| panic!("docker push printed no digest:\n{output}"))
 }
 
 #[test]

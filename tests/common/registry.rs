@@ -180,3 +180,14 @@ pub fn build_busybox_image(images: &DockerImages, tag: &str, id: &str) -> String
         .trim()
         .to_string()
 }
+
+/// The digest `docker push` reports (`1: digest: sha256:... size: N`).
+pub fn pushed_digest(output: &str) -> String {
+    output
+        .lines()
+        .find_map(|line| {
+            let (_, rest) = line.split_once("digest: ")?;
+            Some(rest.split_whitespace().next()?.to_string())
+        })
+        .unwrap_or_else(|| panic!("docker push printed no digest:\n{output}"))
+}
