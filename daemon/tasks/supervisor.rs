@@ -575,9 +575,10 @@ impl Supervisor {
     async fn record_exit(&mut self, name: &str, id: &str) {
         let mut status = self.ctx.runtime.inspect_container(id).await;
         // A kill (137) of a container nobody stopped may be the OOM killer's: the engine
-        // hears of that from a separate event, which can land a moment after the exit.
+        // hears of that from a separate event, which can land a moment after the exit (over
+        // 2 s seen on a loaded CI machine).
         if !self.task.desired_status.eq(task_status::STOPPED) {
-            for _ in 0..10 {
+            for _ in 0..40 {
                 match &status {
                     Ok(s) if s.exit_code == Some(137) && !s.oom_killed => {
                         tokio::time::sleep(Duration::from_millis(100)).await;
