@@ -9,7 +9,9 @@
 //!   two threads over the same bytes. The workers outlive the request: a PATCH is answered
 //!   as soon as its bytes are handed over, and the next PATCH feeds the same pipeline, so a
 //!   chunked upload never waits for the disk or the hash between chunks; the final PUT
-//!   drains the pipeline before the digest is checked. Between requests the session keeps
+//!   drains the pipeline before the digest is checked. The pump takes a new buffer only when
+//!   the workers have room for it, so an upload holds at most four (the bytes that arrive
+//!   meanwhile wait in the socket's buffers). Between requests the session keeps
 //!   the aligned file offset queued so far and the unaligned remainder (< 4096 bytes); the
 //!   buffers return to the pool as the workers finish them, so an idle session holds no big
 //!   memory.
@@ -165,6 +167,19 @@ impl Workers {
                 self.hash_tx.send(job.clone()).await.is_ok() && write_tx.send(job).await.is_ok()
             }
             None => self.hash_tx.send(job).await.is_ok(),
+        }
+    }
+
+    /// Waits until the workers have room for another buffer (false when one stopped). The
+    /// pump takes its next buffer only then: a buffer filled meanwhile would only wait in a
+    /// queue, and the bytes can wait as well in the socket's buffers.
+    async fn ready(&self) -> bool {
+        if self.hash_tx.reserve().await.is_err() {
+            return false;
+        }
+        match &self.write_tx {
+            Some(write_tx) => write_tx.reserve().await.is_ok(),
+            None => true,
         }
     }
 
@@ -329,6 +344,17 @@ impl Upload {
     {
         let file = self.file.clone().ok_or(StoreError::UploadNotFound)?;
         let capacity = self.capacity();
+        if let Some(w) = &self.workers {
+            // The pipeline runs on from the request before: as below, a buffer only once
+            // there is room for it.
+            if !w.ready().await {
+                let e = match self.settle().await {
+                    Err(e) => e,
+                    Ok(()) => io::Error::other("upload writer stopped").into(),
+                };
+                return Err(e);
+            }
+        }
         let mut buf = Buf::get();
         buf.fill_upto(&self.tail, capacity);
         let mut hash_from = self.tail.len();
@@ -370,7 +396,7 @@ impl Upload {
                             self.sealer.clone(),
                         )
                     });
-                    if !w.send(job).await {
+                    if !w.send(job).await || !w.ready().await {
                         broken = true;
                         break 'body;
                     }
