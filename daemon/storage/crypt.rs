@@ -146,7 +146,7 @@ impl MasterKey {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
@@ -343,7 +343,7 @@ impl Sealer {
         } else {
             plain.len().div_ceil(PLAIN)
         };
-        if !last && plain.len() % PLAIN != 0 {
+        if !last && !plain.len().is_multiple_of(PLAIN) {
             return Err(io::Error::other("a segment before the last is not whole"));
         }
         let mut written = 0;
@@ -376,7 +376,7 @@ impl Sealer {
     /// length. Each segment moves up 16 bytes per segment before it, to make room for the
     /// tags; they are sealed from the last one back, so none is overwritten before its turn.
     pub fn seal_in_place(&self, first: u64, buf: &mut [u8], plain_len: usize) -> io::Result<usize> {
-        if plain_len % PLAIN != 0 {
+        if !plain_len.is_multiple_of(PLAIN) {
             return Err(io::Error::other("a segment before the last is not whole"));
         }
         let count = plain_len / PLAIN;
