@@ -2367,5 +2367,24 @@ fn a_full_disk_is_a_clear_507_and_loses_nothing() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(reg.upload_files().is_empty(), "{:?}", reg.upload_files());
+
+    // One request bigger than the disk: the same 507 once its body has arrived, not a
+    // connection reset midway (the client is still sending when the disk fills).
+    let location = start_upload(&reg, "t/full");
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let big = vec![9u8; 64 << 20];
+    let resp = reg
+        .put(&format!("{location}{sep}digest={}", sha256(&big)))
+        .body(big)
+        .send()
+        .unwrap();
+    assert_status(&resp, 507);
+    let body = resp.text().unwrap();
+    assert!(body.contains("disk is full"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reg.upload_files().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(reg.upload_files().is_empty(), "{:?}", reg.upload_files());
     push_blob(&reg, "t/full", &vec![1u8; 8 << 20]);
 }
