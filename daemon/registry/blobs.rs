@@ -4,12 +4,13 @@
 use super::{
     empty, query_param, upload_range, RegistryError, Result, Shared, CONTENT_DIGEST, UPLOAD_UUID,
 };
-use crate::storage::UploadId;
+use crate::storage::{StoreError, UploadId};
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use ecrl::names::{Digest, RepoName};
+use futures_util::StreamExt;
 use oci_spec::distribution::ErrorCode;
 use std::ops::Range;
 
@@ -49,13 +50,36 @@ fn accepted(repo: &RepoName, id: &UploadId, size: u64) -> Response {
     )
 }
 
+/// How long a refused request body is still read (and thrown away) before the refusal is
+/// sent: see [`write_body`].
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Appends a request body to an upload. When the store refuses it midway (a full disk, say),
+/// the rest of the body is read and thrown away, for up to [`DRAIN_LIMIT`], before the error
+/// is answered: a client still sending would otherwise see its connection reset (a broken
+/// pipe) instead of the registry's error.
+async fn write_body(
+    state: &Shared,
+    id: &UploadId,
+    offset: Option<u64>,
+    body: Body,
+) -> std::result::Result<u64, StoreError> {
+    let mut body = body.into_data_stream();
+    let written = state.store.upload_write(id, offset, &mut body).await;
+    if written.is_err() {
+        let drain = async { while let Some(Ok(_)) = body.next().await {} };
+        let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
+    }
+    written
+}
+
 /// The session `id` names, if it was opened in `repo` (elsewhere it does not exist).
 fn session(state: &Shared, repo: &RepoName, id: &str) -> Result<UploadId> {
     let id = id.parse::<UploadId>().map_err(RegistryError::from)?;
     if state.owns_upload(&id, repo) {
         Ok(id)
     } else {
-        Err(crate::storage::StoreError::UploadNotFound.into())
+        Err(StoreError::UploadNotFound.into())
     }
 }
 
@@ -220,10 +244,7 @@ pub async fn start(
     if let Some(digest) = query_param(uri, "digest") {
         let digest: Digest = digest.parse()?;
         let id = state.store.upload_start()?;
-        state
-            .store
-            .upload_write(&id, None, body.into_data_stream())
-            .await?;
+        write_body(state, &id, None, body).await?;
         let _guard = state.lock_blob(&digest).await;
         let size = state.store.upload_finish(&id, &digest).await?;
         state.meta.link_blob(&repo, digest, size).await?;
@@ -302,11 +323,7 @@ pub async fn patch(
                 .header(header::LOCATION, upload_location(repo, &id)));
         }
     };
-    let size = match state
-        .store
-        .upload_write(&id, offset, body.into_data_stream())
-        .await
-    {
+    let size = match write_body(state, &id, offset, body).await {
         Ok(size) => size,
         Err(e) => {
             return Err(RegistryError::from(e).header(header::LOCATION, upload_location(repo, &id)))
@@ -332,10 +349,7 @@ pub async fn finish(
         })?
         .parse()?;
     let offset = chunk_offset(&parts.headers)?;
-    state
-        .store
-        .upload_write(&id, offset, body.into_data_stream())
-        .await?;
+    write_body(state, &id, offset, body).await?;
     let _guard = state.lock_blob(&digest).await;
     let finished = state.store.upload_finish(&id, &digest).await;
     state.disown_upload(&id);
