@@ -807,6 +807,52 @@ fn content_range_disagreeing_with_content_length_or_malformed_is_416() {
     assert_eq!(header(&resp, "range"), "0-9");
 }
 
+/// A request refused before its body was read is answered once the body has arrived, so a
+/// client sending a big chunk reads the error instead of a broken pipe.
+#[test]
+fn refused_upload_requests_with_big_bodies_get_their_error_not_a_reset() {
+    let reg = Registry::start();
+    let data = bytes("start", 10);
+    let location = start_upload(&reg, "app");
+    assert_status(&patch_chunk(&reg, &location, 0, &data), 202);
+    let big = vec![3u8; 48 << 20];
+
+    // A chunk that does not continue the upload.
+    let resp = reg
+        .patch(&location)
+        .header(CONTENT_RANGE, format!("100-{}", 100 + big.len() - 1))
+        .body(big.clone())
+        .send()
+        .unwrap();
+    assert_status(&resp, 416);
+    assert_eq!(header(&resp, "range"), "0-9");
+    assert_eq!(error_code(resp), "BLOB_UPLOAD_INVALID");
+    // A malformed Content-Range.
+    let resp = reg
+        .patch(&location)
+        .header(CONTENT_RANGE, "garbage")
+        .body(big.clone())
+        .send()
+        .unwrap();
+    assert_status(&resp, 416);
+    // A session that does not exist.
+    let resp = reg
+        .patch("/v2/app/blobs/uploads/00000000-0000-4000-8000-000000000000")
+        .body(big.clone())
+        .send()
+        .unwrap();
+    assert_status(&resp, 404);
+    assert_eq!(error_code(resp), "BLOB_UPLOAD_UNKNOWN");
+    // A monolithic PUT without its digest.
+    let resp = reg.put(&location).body(big).send().unwrap();
+    assert_status(&resp, 400);
+    assert_eq!(error_code(resp), "DIGEST_INVALID");
+    // None of it was kept.
+    let resp = reg.get(&location);
+    assert_status(&resp, 204);
+    assert_eq!(header(&resp, "range"), "0-9");
+}
+
 #[test]
 fn upload_status_is_204_with_range_and_a_usable_location() {
     let reg = Registry::start();

@@ -5,7 +5,7 @@ use super::{
     empty, query_param, upload_range, RegistryError, Result, Shared, CONTENT_DIGEST, UPLOAD_UUID,
 };
 use crate::storage::{StoreError, UploadId};
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
@@ -50,27 +50,24 @@ fn accepted(repo: &RepoName, id: &UploadId, size: u64) -> Response {
     )
 }
 
-/// How long a refused request body is still read (and thrown away) before the refusal is
-/// sent: see [`write_body`].
+/// How long the body of a refused upload request is still read (and thrown away) before
+/// the refusal is sent: see [`answer_after_body`].
 const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Appends a request body to an upload. When the store refuses it midway (a full disk, say),
-/// the rest of the body is read and thrown away, for up to [`DRAIN_LIMIT`], before the error
-/// is answered: a client still sending would otherwise see its connection reset (a broken
-/// pipe) instead of the registry's error.
-async fn write_body(
-    state: &Shared,
-    id: &UploadId,
-    offset: Option<u64>,
-    body: Body,
-) -> std::result::Result<u64, StoreError> {
-    let mut body = body.into_data_stream();
-    let written = state.store.upload_write(id, offset, &mut body).await;
-    if written.is_err() {
+/// An upload request's answer, sent only once its body has arrived: when the request was
+/// refused before its body was read to the end (a full disk midway, a bad `Content-Range`,
+/// an unknown session), the rest is read and thrown away, for up to [`DRAIN_LIMIT`]. A client
+/// still sending would otherwise see its connection reset (a broken pipe) instead of the
+/// registry's error.
+async fn answer_after_body(
+    answer: Result<Response>,
+    body: &mut BodyDataStream,
+) -> Result<Response> {
+    if answer.is_err() {
         let drain = async { while let Some(Ok(_)) = body.next().await {} };
         let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
     }
-    written
+    answer
 }
 
 /// The session `id` names, if it was opened in `repo` (elsewhere it does not exist).
@@ -210,6 +207,18 @@ pub async fn start(
     parts: &Parts,
     body: Body,
 ) -> Result<Response> {
+    let mut body = body.into_data_stream();
+    let answer = start_with(state, repo, mount, parts, &mut body).await;
+    answer_after_body(answer, &mut body).await
+}
+
+async fn start_with(
+    state: &Shared,
+    repo: RepoName,
+    mount: Option<(Digest, Option<RepoName>)>,
+    parts: &Parts,
+    body: &mut BodyDataStream,
+) -> Result<Response> {
     state
         .meta
         .ensure_repo(&repo, state.config.create_on_push)
@@ -244,7 +253,7 @@ pub async fn start(
     if let Some(digest) = query_param(uri, "digest") {
         let digest: Digest = digest.parse()?;
         let id = state.store.upload_start()?;
-        write_body(state, &id, None, body).await?;
+        state.store.upload_write(&id, None, body).await?;
         let _guard = state.lock_blob(&digest).await;
         let size = state.store.upload_finish(&id, &digest).await?;
         state.meta.link_blob(&repo, digest, size).await?;
@@ -313,6 +322,18 @@ pub async fn patch(
     parts: &Parts,
     body: Body,
 ) -> Result<Response> {
+    let mut body = body.into_data_stream();
+    let answer = patch_with(state, repo, id, parts, &mut body).await;
+    answer_after_body(answer, &mut body).await
+}
+
+async fn patch_with(
+    state: &Shared,
+    repo: &RepoName,
+    id: &str,
+    parts: &Parts,
+    body: &mut BodyDataStream,
+) -> Result<Response> {
     let id = session(state, repo, id)?;
     let offset = match chunk_offset(&parts.headers) {
         Ok(offset) => offset,
@@ -323,7 +344,7 @@ pub async fn patch(
                 .header(header::LOCATION, upload_location(repo, &id)));
         }
     };
-    let size = match write_body(state, &id, offset, body).await {
+    let size = match state.store.upload_write(&id, offset, body).await {
         Ok(size) => size,
         Err(e) => {
             return Err(RegistryError::from(e).header(header::LOCATION, upload_location(repo, &id)))
@@ -339,6 +360,18 @@ pub async fn finish(
     parts: &Parts,
     body: Body,
 ) -> Result<Response> {
+    let mut body = body.into_data_stream();
+    let answer = finish_with(state, repo, id, parts, &mut body).await;
+    answer_after_body(answer, &mut body).await
+}
+
+async fn finish_with(
+    state: &Shared,
+    repo: &RepoName,
+    id: &str,
+    parts: &Parts,
+    body: &mut BodyDataStream,
+) -> Result<Response> {
     let id = session(state, repo, id)?;
     let digest: Digest = query_param(&parts.uri, "digest")
         .ok_or_else(|| {
@@ -349,7 +382,7 @@ pub async fn finish(
         })?
         .parse()?;
     let offset = chunk_offset(&parts.headers)?;
-    write_body(state, &id, offset, body).await?;
+    state.store.upload_write(&id, offset, body).await?;
     let _guard = state.lock_blob(&digest).await;
     let finished = state.store.upload_finish(&id, &digest).await;
     state.disown_upload(&id);
