@@ -853,6 +853,38 @@ fn refused_upload_requests_with_big_bodies_get_their_error_not_a_reset() {
     assert_eq!(header(&resp, "range"), "0-9");
 }
 
+/// A client that waits for `100 Continue` before sending a big body (curl does) is told of a
+/// refusal at once and sends nothing; one that does not wait has its body read to the end
+/// and then reads the error.
+#[test]
+fn a_refused_client_waiting_for_100_continue_sends_nothing() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let chunk = dir.path().join("chunk");
+    std::fs::write(&chunk, vec![5u8; 16 << 20]).unwrap();
+    let url = reg.url("/v2/app/blobs/uploads/00000000-0000-4000-8000-000000000000");
+    for (expect, waits) in [("Expect: 100-continue", true), ("Expect:", false)] {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-X", "PATCH", "-H", expect])
+            .arg("--data-binary")
+            .arg(format!("@{}", chunk.display()))
+            .args(["-o", "/dev/null", "-w", "%{http_code} %{size_upload}", &url])
+            .output()
+            .expect("curl runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{expect}: {stderr}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (code, sent) = text.split_once(' ').unwrap();
+        assert_eq!(code, "404", "{expect}: {text}");
+        let sent: u64 = sent.parse().unwrap();
+        if waits {
+            assert!(sent < 1 << 20, "{expect}: sent {sent} bytes");
+        } else {
+            assert_eq!(sent, 16 << 20, "{expect}");
+        }
+    }
+}
+
 #[test]
 fn upload_status_is_204_with_range_and_a_usable_location() {
     let reg = Registry::start();

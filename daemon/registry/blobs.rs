@@ -54,16 +54,50 @@ fn accepted(repo: &RepoName, id: &UploadId, size: u64) -> Response {
 /// the refusal is sent: see [`answer_after_body`].
 const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// An upload request's body, remembering whether it was read from.
+struct RequestBody {
+    inner: BodyDataStream,
+    touched: bool,
+}
+
+impl RequestBody {
+    fn new(body: Body) -> RequestBody {
+        RequestBody {
+            inner: body.into_data_stream(),
+            touched: false,
+        }
+    }
+}
+
+impl futures_util::Stream for RequestBody {
+    type Item = std::result::Result<bytes::Bytes, axum::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.touched = true;
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
 /// An upload request's answer, sent only once its body has arrived: when the request was
 /// refused before its body was read to the end (a full disk midway, a bad `Content-Range`,
 /// an unknown session), the rest is read and thrown away, for up to [`DRAIN_LIMIT`]. A client
 /// still sending would otherwise see its connection reset (a broken pipe) instead of the
-/// registry's error.
+/// registry's error. A client waiting for `100 Continue` that was never read from has sent
+/// no body, and is answered at once (reading would ask it to send).
 async fn answer_after_body(
     answer: Result<Response>,
-    body: &mut BodyDataStream,
+    parts: &Parts,
+    body: &mut RequestBody,
 ) -> Result<Response> {
-    if answer.is_err() {
+    let waiting = !body.touched
+        && parts
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if answer.is_err() && !waiting {
         let drain = async { while let Some(Ok(_)) = body.next().await {} };
         let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
     }
@@ -207,9 +241,9 @@ pub async fn start(
     parts: &Parts,
     body: Body,
 ) -> Result<Response> {
-    let mut body = body.into_data_stream();
+    let mut body = RequestBody::new(body);
     let answer = start_with(state, repo, mount, parts, &mut body).await;
-    answer_after_body(answer, &mut body).await
+    answer_after_body(answer, parts, &mut body).await
 }
 
 async fn start_with(
@@ -217,7 +251,7 @@ async fn start_with(
     repo: RepoName,
     mount: Option<(Digest, Option<RepoName>)>,
     parts: &Parts,
-    body: &mut BodyDataStream,
+    body: &mut RequestBody,
 ) -> Result<Response> {
     state
         .meta
@@ -322,9 +356,9 @@ pub async fn patch(
     parts: &Parts,
     body: Body,
 ) -> Result<Response> {
-    let mut body = body.into_data_stream();
+    let mut body = RequestBody::new(body);
     let answer = patch_with(state, repo, id, parts, &mut body).await;
-    answer_after_body(answer, &mut body).await
+    answer_after_body(answer, parts, &mut body).await
 }
 
 async fn patch_with(
@@ -332,7 +366,7 @@ async fn patch_with(
     repo: &RepoName,
     id: &str,
     parts: &Parts,
-    body: &mut BodyDataStream,
+    body: &mut RequestBody,
 ) -> Result<Response> {
     let id = session(state, repo, id)?;
     let offset = match chunk_offset(&parts.headers) {
@@ -360,9 +394,9 @@ pub async fn finish(
     parts: &Parts,
     body: Body,
 ) -> Result<Response> {
-    let mut body = body.into_data_stream();
+    let mut body = RequestBody::new(body);
     let answer = finish_with(state, repo, id, parts, &mut body).await;
-    answer_after_body(answer, &mut body).await
+    answer_after_body(answer, parts, &mut body).await
 }
 
 async fn finish_with(
@@ -370,7 +404,7 @@ async fn finish_with(
     repo: &RepoName,
     id: &str,
     parts: &Parts,
-    body: &mut BodyDataStream,
+    body: &mut RequestBody,
 ) -> Result<Response> {
     let id = session(state, repo, id)?;
     let digest: Digest = query_param(&parts.uri, "digest")
