@@ -853,6 +853,28 @@ fn refused_upload_requests_with_big_bodies_get_their_error_not_a_reset() {
     assert_eq!(header(&resp, "range"), "0-9");
 }
 
+/// An upload request refused for want of credentials is answered after its body too: the
+/// client reads the 401 and its challenge, not a broken pipe.
+#[test]
+fn an_unauthenticated_upload_request_with_a_big_body_gets_its_401() {
+    let reg = Registry::start_in(Env::with_anonymous("none"), &[]);
+    let big = vec![4u8; 48 << 20];
+    let resp = reg
+        .patch("/v2/app/blobs/uploads/00000000-0000-4000-8000-000000000000")
+        .body(big.clone())
+        .send()
+        .unwrap();
+    assert_status(&resp, 401);
+    assert!(opt_header(&resp, "www-authenticate").is_some());
+    let resp = reg
+        .post(&format!("/v2/app/blobs/uploads/?digest={}", sha256(&big)))
+        .body(big)
+        .send()
+        .unwrap();
+    assert_status(&resp, 401);
+    assert!(reg.upload_files().is_empty(), "{:?}", reg.upload_files());
+}
+
 /// A client that waits for `100 Continue` before sending a big body (curl does) is told of a
 /// refusal at once and sends nothing; one that does not wait has its body read to the end
 /// and then reads the error.

@@ -83,7 +83,7 @@ impl futures_util::Stream for RequestBody {
 
 /// An upload request's answer, sent only once its body has arrived: when the request was
 /// refused before its body was read to the end (a full disk midway, a bad `Content-Range`,
-/// an unknown session), the rest is read and thrown away, for up to [`DRAIN_LIMIT`]. A client
+/// an unknown session, no permission), the rest is read and thrown away, for up to [`DRAIN_LIMIT`]. A client
 /// still sending would otherwise see its connection reset (a broken pipe) instead of the
 /// registry's error. A client waiting for `100 Continue` that was never read from has sent
 /// no body, and is answered at once (reading would ask it to send).
@@ -102,6 +102,12 @@ async fn answer_after_body(
         let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
     }
     answer
+}
+
+/// Refuses an upload request (not authorized, say) once its body has arrived: see
+/// [`answer_after_body`].
+pub async fn refuse(e: RegistryError, parts: &Parts, body: Body) -> Result<Response> {
+    answer_after_body(Err(e), parts, &mut RequestBody::new(body)).await
 }
 
 /// The session `id` names, if it was opened in `repo` (elsewhere it does not exist).

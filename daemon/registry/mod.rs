@@ -291,11 +291,17 @@ async fn route(state: Shared, request: Request) -> Result<Response> {
             allow(Action::BatchDeleteImage, Some(&repo))?;
             blobs::delete(&state, &repo, digest).await
         }
+        // Upload requests refused here are answered after their bodies too (see
+        // `blobs::refuse`).
         (&Method::POST, Route::Uploads(repo)) => {
-            allow(Action::InitiateLayerUpload, Some(&repo))?;
             let mount = blobs::mount_request(&parts.uri);
-            if let Some((_, Some(from))) = &mount {
-                allow(Action::GetDownloadUrlForLayer, Some(from))?;
+            let allowed =
+                allow(Action::InitiateLayerUpload, Some(&repo)).and_then(|who| match &mount {
+                    Some((_, Some(from))) => allow(Action::GetDownloadUrlForLayer, Some(from)),
+                    _ => Ok(who),
+                });
+            if let Err(e) = allowed {
+                return blobs::refuse(e, &parts, body).await;
             }
             blobs::start(&state, repo, mount, &parts, body).await
         }
@@ -304,11 +310,15 @@ async fn route(state: Shared, request: Request) -> Result<Response> {
             blobs::status(&state, &repo, &id).await
         }
         (&Method::PATCH, Route::Upload(repo, id)) => {
-            allow(Action::UploadLayerPart, Some(&repo))?;
+            if let Err(e) = allow(Action::UploadLayerPart, Some(&repo)) {
+                return blobs::refuse(e, &parts, body).await;
+            }
             blobs::patch(&state, &repo, &id, &parts, body).await
         }
         (&Method::PUT, Route::Upload(repo, id)) => {
-            allow(Action::CompleteLayerUpload, Some(&repo))?;
+            if let Err(e) = allow(Action::CompleteLayerUpload, Some(&repo)) {
+                return blobs::refuse(e, &parts, body).await;
+            }
             blobs::finish(&state, &repo, &id, &parts, body).await
         }
         (&Method::DELETE, Route::Upload(repo, id)) => {
