@@ -53,6 +53,9 @@ fn accepted(repo: &RepoName, id: &UploadId, size: u64) -> Response {
 /// How long the body of a refused upload request is still read (and thrown away) before
 /// the refusal is sent: see [`answer_after_body`].
 const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The same for a request refused by authorization: shorter, as anyone can send one (a
+/// client whose credentials lapsed mid-push is usually on a fast link).
+const DRAIN_LIMIT_UNAUTHORIZED: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An upload request's body, remembering whether it was read from.
 struct RequestBody {
@@ -83,14 +86,15 @@ impl futures_util::Stream for RequestBody {
 
 /// An upload request's answer, sent only once its body has arrived: when the request was
 /// refused before its body was read to the end (a full disk midway, a bad `Content-Range`,
-/// an unknown session, no permission), the rest is read and thrown away, for up to [`DRAIN_LIMIT`]. A client
-/// still sending would otherwise see its connection reset (a broken pipe) instead of the
-/// registry's error. A client waiting for `100 Continue` that was never read from has sent
+/// an unknown session, no permission), the rest is read and thrown away, for up to `limit`.
+/// A client still sending would otherwise see its connection reset (a broken pipe) instead
+/// of the registry's error. A client waiting for `100 Continue` that was never read from has sent
 /// no body, and is answered at once (reading would ask it to send).
 async fn answer_after_body(
     answer: Result<Response>,
     parts: &Parts,
     body: &mut RequestBody,
+    limit: std::time::Duration,
 ) -> Result<Response> {
     let waiting = !body.touched
         && parts
@@ -99,15 +103,16 @@ async fn answer_after_body(
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if answer.is_err() && !waiting {
         let drain = async { while let Some(Ok(_)) = body.next().await {} };
-        let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
+        let _ = tokio::time::timeout(limit, drain).await;
     }
     answer
 }
 
-/// Refuses an upload request (not authorized, say) once its body has arrived: see
-/// [`answer_after_body`].
+/// Refuses an upload request that authorization turned down, once its body has arrived (for
+/// up to [`DRAIN_LIMIT_UNAUTHORIZED`]): see [`answer_after_body`].
 pub async fn refuse(e: RegistryError, parts: &Parts, body: Body) -> Result<Response> {
-    answer_after_body(Err(e), parts, &mut RequestBody::new(body)).await
+    let limit = DRAIN_LIMIT_UNAUTHORIZED;
+    answer_after_body(Err(e), parts, &mut RequestBody::new(body), limit).await
 }
 
 /// The session `id` names, if it was opened in `repo` (elsewhere it does not exist).
@@ -249,7 +254,7 @@ pub async fn start(
 ) -> Result<Response> {
     let mut body = RequestBody::new(body);
     let answer = start_with(state, repo, mount, parts, &mut body).await;
-    answer_after_body(answer, parts, &mut body).await
+    answer_after_body(answer, parts, &mut body, DRAIN_LIMIT).await
 }
 
 async fn start_with(
@@ -364,7 +369,7 @@ pub async fn patch(
 ) -> Result<Response> {
     let mut body = RequestBody::new(body);
     let answer = patch_with(state, repo, id, parts, &mut body).await;
-    answer_after_body(answer, parts, &mut body).await
+    answer_after_body(answer, parts, &mut body, DRAIN_LIMIT).await
 }
 
 async fn patch_with(
@@ -402,7 +407,7 @@ pub async fn finish(
 ) -> Result<Response> {
     let mut body = RequestBody::new(body);
     let answer = finish_with(state, repo, id, parts, &mut body).await;
-    answer_after_body(answer, parts, &mut body).await
+    answer_after_body(answer, parts, &mut body, DRAIN_LIMIT).await
 }
 
 async fn finish_with(
