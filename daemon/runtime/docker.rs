@@ -1299,21 +1299,27 @@ mod tests {
     async fn an_oom_kill_is_reported() {
         let rt = engine().await;
         let scope = Scope::new("oom");
-        let mut spec = scope.spec("hog", &["tail", "/dev/zero"]);
-        spec.memory = Some(8 << 20);
-        let id = scope.run(&rt, &spec).await;
-        let mut status = wait(&rt, &id).await;
-        assert_eq!(status.exit_code, Some(137), "{status:?}");
         // The engine learns of the OOM kill from a separate event, which may land a moment
-        // after the exit (over 2 s on a loaded machine).
-        for _ in 0..60 {
-            if status.oom_killed {
-                break;
+        // after the exit (over 2 s on a loaded machine), and on cgroup v2 it sometimes misses
+        // it altogether (a known race between containerd's OOM and exit events): up to three
+        // containers, so that what this checks is that ecrl reports the engine's flag.
+        let mut last = None;
+        for attempt in 0..3 {
+            let mut spec = scope.spec(&format!("hog{attempt}"), &["tail", "/dev/zero"]);
+            spec.memory = Some(8 << 20);
+            let id = scope.run(&rt, &spec).await;
+            let mut status = wait(&rt, &id).await;
+            assert_eq!(status.exit_code, Some(137), "{status:?}");
+            for _ in 0..60 {
+                if status.oom_killed {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                status = rt.inspect_container(&id).await.unwrap();
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            status = rt.inspect_container(&id).await.unwrap();
+            last = Some(status);
         }
-        assert!(status.oom_killed, "{status:?}");
+        panic!("no OOM kill reported in three tries: {last:?}");
     }
 
     #[tokio::test(flavor = "multi_thread")]
