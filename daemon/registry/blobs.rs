@@ -58,13 +58,13 @@ const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 const DRAIN_LIMIT_UNAUTHORIZED: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An upload request's body, remembering whether it was read from.
-struct RequestBody {
+pub struct RequestBody {
     inner: BodyDataStream,
     touched: bool,
 }
 
 impl RequestBody {
-    fn new(body: Body) -> RequestBody {
+    pub fn new(body: Body) -> RequestBody {
         RequestBody {
             inner: body.into_data_stream(),
             touched: false,
@@ -86,33 +86,30 @@ impl futures_util::Stream for RequestBody {
 
 /// An upload request's answer, sent only once its body has arrived: when the request was
 /// refused before its body was read to the end (a full disk midway, a bad `Content-Range`,
-/// an unknown session, no permission), the rest is read and thrown away, for up to `limit`.
-/// A client still sending would otherwise see its connection reset (a broken pipe) instead
-/// of the registry's error. A client waiting for `100 Continue` that was never read from has sent
-/// no body, and is answered at once (reading would ask it to send).
-async fn answer_after_body(
+/// an unknown session, no permission), the rest is read and thrown away, for up to
+/// [`DRAIN_LIMIT`] ([`DRAIN_LIMIT_UNAUTHORIZED`] for a 401 or 403). A client still sending
+/// would otherwise see its connection reset (a broken pipe) instead of the registry's error.
+/// A client waiting for `100 Continue` that was never read from has sent no body, and is
+/// answered at once (reading would ask it to send).
+pub async fn answer_after_body(
     answer: Result<Response>,
     parts: &Parts,
     body: &mut RequestBody,
-    limit: std::time::Duration,
 ) -> Result<Response> {
     let waiting = !body.touched
         && parts
             .headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if answer.is_err() && !waiting {
+    if let (Err(e), false) = (&answer, waiting) {
+        let limit = match e.status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => DRAIN_LIMIT_UNAUTHORIZED,
+            _ => DRAIN_LIMIT,
+        };
         let drain = async { while let Some(Ok(_)) = body.next().await {} };
         let _ = tokio::time::timeout(limit, drain).await;
     }
     answer
-}
-
-/// Refuses an upload request that authorization turned down, once its body has arrived (for
-/// up to [`DRAIN_LIMIT_UNAUTHORIZED`]): see [`answer_after_body`].
-pub async fn refuse(e: RegistryError, parts: &Parts, body: Body) -> Result<Response> {
-    let limit = DRAIN_LIMIT_UNAUTHORIZED;
-    answer_after_body(Err(e), parts, &mut RequestBody::new(body), limit).await
 }
 
 /// The session `id` names, if it was opened in `repo` (elsewhere it does not exist).
@@ -250,18 +247,6 @@ pub async fn start(
     repo: RepoName,
     mount: Option<(Digest, Option<RepoName>)>,
     parts: &Parts,
-    body: Body,
-) -> Result<Response> {
-    let mut body = RequestBody::new(body);
-    let answer = start_with(state, repo, mount, parts, &mut body).await;
-    answer_after_body(answer, parts, &mut body, DRAIN_LIMIT).await
-}
-
-async fn start_with(
-    state: &Shared,
-    repo: RepoName,
-    mount: Option<(Digest, Option<RepoName>)>,
-    parts: &Parts,
     body: &mut RequestBody,
 ) -> Result<Response> {
     state
@@ -365,18 +350,6 @@ pub async fn patch(
     repo: &RepoName,
     id: &str,
     parts: &Parts,
-    body: Body,
-) -> Result<Response> {
-    let mut body = RequestBody::new(body);
-    let answer = patch_with(state, repo, id, parts, &mut body).await;
-    answer_after_body(answer, parts, &mut body, DRAIN_LIMIT).await
-}
-
-async fn patch_with(
-    state: &Shared,
-    repo: &RepoName,
-    id: &str,
-    parts: &Parts,
     body: &mut RequestBody,
 ) -> Result<Response> {
     let id = session(state, repo, id)?;
@@ -399,18 +372,6 @@ async fn patch_with(
 }
 
 pub async fn finish(
-    state: &Shared,
-    repo: &RepoName,
-    id: &str,
-    parts: &Parts,
-    body: Body,
-) -> Result<Response> {
-    let mut body = RequestBody::new(body);
-    let answer = finish_with(state, repo, id, parts, &mut body).await;
-    answer_after_body(answer, parts, &mut body, DRAIN_LIMIT).await
-}
-
-async fn finish_with(
     state: &Shared,
     repo: &RepoName,
     id: &str,

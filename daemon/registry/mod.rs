@@ -291,46 +291,55 @@ async fn route(state: Shared, request: Request) -> Result<Response> {
             allow(Action::BatchDeleteImage, Some(&repo))?;
             blobs::delete(&state, &repo, digest).await
         }
-        // Upload requests refused here are answered after their bodies too (see
-        // `blobs::refuse`).
-        (&Method::POST, Route::Uploads(repo)) => {
-            let mount = blobs::mount_request(&parts.uri);
-            let allowed =
-                allow(Action::InitiateLayerUpload, Some(&repo)).and_then(|who| match &mount {
-                    Some((_, Some(from))) => allow(Action::GetDownloadUrlForLayer, Some(from)),
-                    _ => Ok(who),
-                });
-            if let Err(e) = allowed {
-                return blobs::refuse(e, &parts, body).await;
-            }
-            blobs::start(&state, repo, mount, &parts, body).await
-        }
         (&Method::GET, Route::Upload(repo, id)) => {
             allow(Action::UploadLayerPart, Some(&repo))?;
             blobs::status(&state, &repo, &id).await
         }
-        (&Method::PATCH, Route::Upload(repo, id)) => {
-            if let Err(e) = allow(Action::UploadLayerPart, Some(&repo)) {
-                return blobs::refuse(e, &parts, body).await;
+        (
+            method @ (&Method::POST | &Method::PATCH | &Method::PUT),
+            route @ (Route::Uploads(_) | Route::Upload(..)),
+        ) => {
+            // A refused upload request is answered once its body has arrived: see
+            // `blobs::answer_after_body`.
+            let mut body = blobs::RequestBody::new(body);
+            let answer = async {
+                match (method, route) {
+                    (&Method::POST, Route::Uploads(repo)) => {
+                        allow(Action::InitiateLayerUpload, Some(&repo))?;
+                        let mount = blobs::mount_request(&parts.uri);
+                        if let Some((_, Some(from))) = &mount {
+                            allow(Action::GetDownloadUrlForLayer, Some(from))?;
+                        }
+                        blobs::start(&state, repo, mount, &parts, &mut body).await
+                    }
+                    (&Method::PATCH, Route::Upload(repo, id)) => {
+                        allow(Action::UploadLayerPart, Some(&repo))?;
+                        blobs::patch(&state, &repo, &id, &parts, &mut body).await
+                    }
+                    (&Method::PUT, Route::Upload(repo, id)) => {
+                        allow(Action::CompleteLayerUpload, Some(&repo))?;
+                        blobs::finish(&state, &repo, &id, &parts, &mut body).await
+                    }
+                    (method, route) => Err(not_allowed(method, &route)),
+                }
             }
-            blobs::patch(&state, &repo, &id, &parts, body).await
-        }
-        (&Method::PUT, Route::Upload(repo, id)) => {
-            if let Err(e) = allow(Action::CompleteLayerUpload, Some(&repo)) {
-                return blobs::refuse(e, &parts, body).await;
-            }
-            blobs::finish(&state, &repo, &id, &parts, body).await
+            .await;
+            blobs::answer_after_body(answer, &parts, &mut body).await
         }
         (&Method::DELETE, Route::Upload(repo, id)) => {
             allow(Action::UploadLayerPart, Some(&repo))?;
             blobs::cancel(&state, &repo, &id).await
         }
-        (method, route) => Err(RegistryError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::Unsupported,
-            format!("{method} is not supported on {route:?}"),
-        )),
+        (method, route) => Err(not_allowed(method, &route)),
     }
+}
+
+fn not_allowed(method: &Method, route: &Route) -> RegistryError {
+    RegistryError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::Unsupported,
+        format!("{method} is not supported on {route:?}"),
+    )
 }
 
 /// A query parameter's value, percent-decoded.
