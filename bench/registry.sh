@@ -35,6 +35,14 @@ wait_port() {
     exit 1
 }
 
+measure() { # name, port: the bench against the registry just started as $pid, then stop it
+    wait_port "$2"
+    python3 "$bench" run "http://127.0.0.1:$2" --pid "$pid" --runs "$runs" \
+        --loader "$loader" --out "$out/$1.json"
+    stop
+    free_space
+}
+
 run_ecrld() { # name, extra ecrld args...
     local name=$1
     shift
@@ -44,11 +52,7 @@ run_ecrld() { # name, extra ecrld args...
         --socket "$work/s.sock" --registry-addr 127.0.0.1:5070 --anonymous all "$@" \
         >"$work/$name.log" 2>&1 &
     pid=$!
-    wait_port 5070
-    python3 "$bench" run http://127.0.0.1:5070 --pid "$pid" --runs "$runs" \
-        --loader "$loader" --out "$out/$name.json"
-    stop
-    free_space
+    measure "$name" 5070
 }
 
 run_distribution() {
@@ -62,11 +66,7 @@ http: { addr: 127.0.0.1:5071 }
 YML
     docker-registry serve "$work/reg.yml" >"$work/distribution.log" 2>&1 &
     pid=$!
-    wait_port 5071
-    python3 "$bench" run http://127.0.0.1:5071 --pid "$pid" --runs "$runs" \
-        --loader "$loader" --out "$out/distribution.json"
-    stop
-    free_space
+    measure distribution 5071
 }
 
 # The disk's own sequential O_DIRECT speeds, 1 GiB each way, before each target: on these
