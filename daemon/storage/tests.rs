@@ -253,6 +253,27 @@ async fn works_on_tmpfs() {
         let dir = tempfile::tempdir_in(shm).unwrap();
         let store = open_store(dir.path(), mode);
         chunked_odd_sizes(&store, dir.path()).await;
+        round_trip(&store, dir.path(), 4096, 7).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_fan_out_directory_is_made_again() {
+    // Small blobs are written as unnamed files in their directory, bigger ones renamed
+    // from uploads/: both make the directory again when someone removed it.
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        for (i, len) in [4096, SMALL + 1].into_iter().enumerate() {
+            let data = Bytes::from(random_bytes(len, 40 + i as u64));
+            let digest = digest_of(&data);
+            let fan = blob_file(dir.path(), &digest).parent().unwrap().to_owned();
+            std::fs::remove_dir(&fan).unwrap();
+            assert_eq!(push(&store, &data, &[1000]).await.unwrap(), len as u64);
+            assert!(read_range(&store, &digest, 0..len as u64).await == data[..]);
+            assert_stored_as(&store, &blob_file(dir.path(), &digest), &data);
+            assert_eq!(files_under(&fan), vec![blob_file(dir.path(), &digest)]);
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! How an upload moves (why it is fast on 2 cores):
 //! - Small uploads (up to [`SMALL`] bytes) stay in the session's memory, hashed inline as
-//!   they arrive; the commit writes, syncs and renames them in one blocking call.
+//!   they arrive; the commit writes and syncs them as an unnamed file in their directory,
+//!   links it under its name and syncs the directory, in one blocking call (see
+//!   [`write_unnamed`]).
 //! - Bigger ones are copied into pooled 4096-aligned buffers; each full buffer goes at once
 //!   to a hasher worker and to a writer worker (O_DIRECT `pwrite`), which run concurrently on
 //!   two threads over the same bytes. The workers outlive the request: a PATCH is answered
@@ -527,24 +529,28 @@ impl Upload {
 
     fn write_out(&self, target: &Path, dir: &Path, dirs: &DirSync) -> io::Result<()> {
         match (&self.file, &self.sealer) {
-            (None, None) => {
+            (None, sealer) => {
+                // A small blob is written in one go: header and segments when sealing (one or
+                // two segments).
+                let sealed;
+                let bytes = match sealer {
+                    None => &self.tail[..],
+                    Some(sealer) => {
+                        let mut out = sealer.header(self.size);
+                        out.resize(crypt::sealed_len(self.size) as usize, 0);
+                        sealer.seal(0, &self.tail, true, &mut out[HEADER..])?;
+                        sealed = out;
+                        &sealed[..]
+                    }
+                };
+                if write_unnamed(bytes, target, dir, dirs)? {
+                    return Ok(());
+                }
                 let mut file = File::options()
                     .write(true)
                     .create_new(true)
                     .open(&self.path)?;
-                file.write_all(&self.tail)?;
-                file.sync_data()?;
-            }
-            (None, Some(sealer)) => {
-                // Header and segments in one write: a small blob is one or two segments.
-                let mut out = sealer.header(self.size);
-                out.resize(crypt::sealed_len(self.size) as usize, 0);
-                sealer.seal(0, &self.tail, true, &mut out[HEADER..])?;
-                let mut file = File::options()
-                    .write(true)
-                    .create_new(true)
-                    .open(&self.path)?;
-                file.write_all(&out)?;
+                file.write_all(bytes)?;
                 file.sync_data()?;
             }
             (Some(file), None) => {
@@ -588,6 +594,62 @@ impl Upload {
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
         }
     }
+}
+
+/// Writes a small blob durably under `target` without a temporary name: an unnamed file
+/// (`O_TMPFILE`) in the blob's own directory, written and synced, then linked under its
+/// name, then the directory synced. Compared with a file created under `uploads/` and
+/// renamed, no directory but the blob's is written (on ext4 without a journal, syncing a
+/// newly created file also syncs the directory it was created in). A crash before the link
+/// leaves nothing behind. False (nothing done) when the filesystem or platform cannot make
+/// unnamed files, or the directory is gone: the caller then takes the named way.
+fn write_unnamed(bytes: &[u8], target: &Path, dir: &Path, dirs: &DirSync) -> io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut file = match File::options()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+    {
+        Ok(file) => file,
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOENT)
+            ) =>
+        {
+            return Ok(false)
+        }
+        Err(e) => return Err(e),
+    };
+    file.write_all(bytes)?;
+    file.sync_data()?;
+    // linkat through /proc needs no privilege (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH).
+    use std::os::fd::AsRawFd;
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(io::Error::other)?;
+    let to = std::ffi::CString::new(target.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: both paths are NUL-terminated C strings that outlive the call.
+    let linked = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if linked != 0 {
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            // Same digest, same bytes: a concurrent commit put them there first.
+            Some(libc::EEXIST) => {}
+            // No /proc: the named way instead (the unnamed file goes with its descriptor).
+            Some(libc::ENOENT) if !Path::new("/proc/self/fd").exists() => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+    dirs.sync(dir)?;
+    Ok(true)
 }
 
 /// Directory fsyncs shared between concurrent commits (group commit): a commit that renamed
