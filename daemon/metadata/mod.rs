@@ -305,7 +305,11 @@ impl Metadata {
             if !force && !repo.manifests.is_empty() {
                 return Err(MetaError::RepoNotEmpty(name));
             }
-            conn.execute("DELETE FROM repositories WHERE name = ?1", [name.as_str()])?;
+            exec(
+                conn,
+                "DELETE FROM repositories WHERE name = ?1",
+                [name.as_str()],
+            )?;
             let repo = index.repos.remove(&name).unwrap_or_default();
             index.auth.epoch += 1;
             Ok(repo
@@ -338,7 +342,8 @@ impl Metadata {
                 .repos
                 .get_mut(&repo)
                 .ok_or_else(|| MetaError::RepoNotFound(repo.clone()))?;
-            conn.execute(
+            exec(
+                conn,
                 "INSERT OR REPLACE INTO blob_links (repo, digest, size) VALUES (?1, ?2, ?3)",
                 params![repo.as_str(), digest.to_string(), size as i64],
             )?;
@@ -358,7 +363,8 @@ impl Metadata {
             if entry.blobs.remove(&digest).is_none() {
                 return Ok(false);
             }
-            conn.execute(
+            exec(
+                conn,
                 "DELETE FROM blob_links WHERE repo = ?1 AND digest = ?2",
                 params![repo.as_str(), digest.to_string()],
             )?;
@@ -385,7 +391,7 @@ impl Metadata {
             }
             let digest = manifest.digest;
             if let std::collections::hash_map::Entry::Vacant(slot) = entry.manifests.entry(digest) {
-                conn.execute(
+                exec(conn,
                     "INSERT INTO manifests (repo, digest, media_type, artifact_type, subject, size,
                         image_size, refs, annotations, pushed_at, last_pulled_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)",
@@ -408,7 +414,7 @@ impl Metadata {
                 slot.insert(Arc::new(manifest));
             }
             if let Some(tag) = tag {
-                conn.execute(
+                exec(conn,
                     "INSERT OR REPLACE INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4)",
                     params![repo.as_str(), tag.as_str(), digest.to_string(), now_millis()],
                 )?;
@@ -436,7 +442,7 @@ impl Metadata {
                 return Err(MetaError::ManifestNotFound { repo, digest });
             }
             entry.check_tag(&repo, &tag, &digest)?;
-            conn.execute(
+            exec(conn,
                 "INSERT OR REPLACE INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4)",
                 params![repo.as_str(), tag.as_str(), digest.to_string(), now_millis()],
             )?;
@@ -455,7 +461,8 @@ impl Metadata {
             };
             let removed = entry.tags.remove(&tag);
             if removed.is_some() {
-                conn.execute(
+                exec(
+                    conn,
                     "DELETE FROM tags WHERE repo = ?1 AND tag = ?2",
                     params![repo.as_str(), tag.as_str()],
                 )?;
@@ -489,7 +496,8 @@ impl Metadata {
             for tag in &tags {
                 entry.tags.remove(tag);
             }
-            conn.execute(
+            exec(
+                conn,
                 "DELETE FROM manifests WHERE repo = ?1 AND digest = ?2",
                 params![repo.as_str(), digest.to_string()],
             )?;
@@ -512,7 +520,8 @@ impl Metadata {
             return Ok(());
         }
         self.write(move |conn, index| {
-            conn.execute(
+            exec(
+                conn,
                 "INSERT OR REPLACE INTO layer_cache (diff_id, compression, digest, size)
                  VALUES (?1, ?2, ?3, ?4)",
                 params![key.0.to_string(), key.1, digest.to_string(), size as i64],
@@ -578,7 +587,8 @@ fn account_id(conn: &Connection) -> Result<String, MetaError> {
     }
     let random = uuid::Uuid::new_v4().as_u128();
     let id = format!("{:012}", random % 1_000_000_000_000);
-    conn.execute(
+    exec(
+        conn,
         "INSERT INTO settings (key, value) VALUES ('account_id', ?1)",
         [&id],
     )?;
@@ -593,7 +603,7 @@ fn insert_repo(
     resource_tags: BTreeMap<String, String>,
 ) -> Result<Repo, MetaError> {
     let created_at = now_millis();
-    conn.execute(
+    exec(conn,
         "INSERT INTO repositories (name, created_at, tag_mutability, resource_tags) VALUES (?1, ?2, ?3, ?4)",
         params![
             name.as_str(),
@@ -610,6 +620,12 @@ fn insert_repo(
     };
     index.repos.insert(name.clone(), repo.clone());
     Ok(repo)
+}
+
+/// Runs one statement, prepared once per connection (the writer runs the same few
+/// statements thousands of times a second under load).
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
 }
 
 fn writer(conn: Connection, jobs: mpsc::Receiver<Job>, index: Arc<RwLock<Index>>) {
@@ -636,7 +652,7 @@ fn writer(conn: Connection, jobs: mpsc::Receiver<Job>, index: Arc<RwLock<Index>>
         busy = batch.len() > 1;
         let mut replies = Vec::with_capacity(batch.len());
         let mut guard = index.write().unwrap_or_else(|e| e.into_inner());
-        let begun = conn.execute_batch("BEGIN IMMEDIATE");
+        let begun = exec(&conn, "BEGIN IMMEDIATE", []);
         if let Err(e) = begun {
             drop(guard);
             for job in batch {
@@ -646,16 +662,18 @@ fn writer(conn: Connection, jobs: mpsc::Receiver<Job>, index: Arc<RwLock<Index>>
             continue;
         }
         for job in batch {
-            let _ = conn.execute_batch("SAVEPOINT job");
+            let _ = exec(&conn, "SAVEPOINT job", []);
             let (ok, reply) = job(Some((&conn, &mut guard)));
-            let _ = conn.execute_batch(if ok {
-                "RELEASE job"
+            let _ = if ok {
+                exec(&conn, "RELEASE job", [])
             } else {
-                "ROLLBACK TO job; RELEASE job"
-            });
+                exec(&conn, "ROLLBACK TO job", []).and_then(|_| exec(&conn, "RELEASE job", []))
+            };
             replies.push((ok, reply));
         }
-        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let committed = exec(&conn, "COMMIT", [])
+            .map(|_| ())
+            .map_err(|e| e.to_string());
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
             // The index ran ahead of a transaction that did not commit: rebuild it.

@@ -99,6 +99,9 @@ const MIGRATIONS: &[&str] = &[
         repo TEXT PRIMARY KEY REFERENCES repositories(name) ON DELETE CASCADE,
         document TEXT NOT NULL
     ) STRICT, WITHOUT ROWID;",
+    // 6: blob links are only ever looked up by repository (the in-memory index answers the
+    // rest): the index by digest only doubled the pages each link writes.
+    "DROP INDEX blob_links_digest;",
 ];
 
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
@@ -108,6 +111,8 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Room for every statement the writer repeats (see `exec` in the parent module).
+    conn.set_prepared_statement_cache_capacity(64);
     migrate(&conn)?;
     Ok(conn)
 }
