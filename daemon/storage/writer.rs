@@ -6,7 +6,8 @@
 //!   they arrive; the commit writes and syncs them as an unnamed file in their directory,
 //!   links it under its name and syncs the directory, in one blocking call (see
 //!   [`write_unnamed`]).
-//! - Bigger ones are copied into pooled 4096-aligned buffers; each full buffer goes at once
+//! - Bigger ones are copied into pooled 4096-aligned buffers (non-temporal stores: see
+//!   [`super::buf`]); each full buffer goes at once
 //!   to a hasher worker and to a writer worker (O_DIRECT `pwrite`), which run concurrently on
 //!   two threads over the same bytes. The workers outlive the request: a PATCH is answered
 //!   as soon as its bytes are handed over, and the next PATCH feeds the same pipeline, so a
