@@ -391,7 +391,8 @@ impl Metadata {
             }
             let digest = manifest.digest;
             if let std::collections::hash_map::Entry::Vacant(slot) = entry.manifests.entry(digest) {
-                exec(conn,
+                exec(
+                    conn,
                     "INSERT INTO manifests (repo, digest, media_type, artifact_type, subject, size,
                         image_size, refs, annotations, pushed_at, last_pulled_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)",
@@ -414,7 +415,8 @@ impl Metadata {
                 slot.insert(Arc::new(manifest));
             }
             if let Some(tag) = tag {
-                exec(conn,
+                exec(
+                    conn,
                     "INSERT OR REPLACE INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4)",
                     params![repo.as_str(), tag.as_str(), digest.to_string(), now_millis()],
                 )?;
@@ -442,7 +444,8 @@ impl Metadata {
                 return Err(MetaError::ManifestNotFound { repo, digest });
             }
             entry.check_tag(&repo, &tag, &digest)?;
-            exec(conn,
+            exec(
+                conn,
                 "INSERT OR REPLACE INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4)",
                 params![repo.as_str(), tag.as_str(), digest.to_string(), now_millis()],
             )?;
@@ -603,7 +606,8 @@ fn insert_repo(
     resource_tags: BTreeMap<String, String>,
 ) -> Result<Repo, MetaError> {
     let created_at = now_millis();
-    exec(conn,
+    exec(
+        conn,
         "INSERT INTO repositories (name, created_at, tag_mutability, resource_tags) VALUES (?1, ?2, ?3, ?4)",
         params![
             name.as_str(),

@@ -14,9 +14,9 @@
 //! Durability: a blob appears under its real name only after its bytes are on disk and its
 //! digest checked (write to a temp file, fsync, verify, rename, fsync the directory; a small
 //! blob's temp file is an unnamed one in its own directory, linked under its name once
-//! synced). A crash at any point leaves the old state or the new one. Upload sessions live in memory with
-//! their hash state (each byte is hashed once, as it arrives); a restart forgets them and
-//! removes their files, and clients start those uploads again.
+//! synced). A crash at any point leaves the old state or the new one. Upload sessions live
+//! in memory with their hash state (each byte is hashed once, as it arrives); a restart
+//! forgets them and removes their files, and clients start those uploads again.
 
 #[cfg(test)]
 mod bench;

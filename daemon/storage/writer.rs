@@ -602,8 +602,10 @@ impl Upload {
 /// name, then the directory synced. Compared with a file created under `uploads/` and
 /// renamed, no directory but the blob's is written (on ext4 without a journal, syncing a
 /// newly created file also syncs the directory it was created in). A crash before the link
-/// leaves nothing behind. False (nothing done) when the filesystem or platform cannot make
-/// unnamed files, or the directory is gone: the caller then takes the named way.
+/// leaves no file: the kernel frees an unnamed file with its last descriptor (after a power
+/// cut, the filesystem's recovery or fsck reclaims its inode). False (nothing done) when the
+/// filesystem or platform cannot make unnamed files, or the directory is gone: the caller
+/// then takes the named way.
 fn write_unnamed(bytes: &[u8], target: &Path, dir: &Path, dirs: &DirSync) -> io::Result<bool> {
     use std::os::unix::ffi::OsStrExt;
     let mut file = match File::options()
