@@ -180,6 +180,19 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         .context("opening the metadata database")?
     };
 
+    // Blob files no repository holds (a daemon killed between a blob's commit and its link)
+    // go before anything is served, so nothing can be linking them meanwhile.
+    let in_use = meta.read().digests_in_use();
+    match tokio::task::block_in_place(|| store.remove_unlisted(&in_use)) {
+        Ok((0, _)) => {}
+        Ok((n, bytes)) => tracing::info!(
+            blobs = n,
+            bytes,
+            "removed blobs no repository holds (left by an interrupted push)"
+        ),
+        Err(e) => tracing::warn!("cannot sweep blobs no repository holds: {e}"),
+    }
+
     // Certificates before any port: a bad certificate or key stops start-up with nothing bound.
     let tls_identity = match &config.tls {
         Some(tls) => Some(tokio::task::block_in_place(|| tls::identity(tls))?),

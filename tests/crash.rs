@@ -559,12 +559,27 @@ fn kill_during_small_blob_pushes_leaves_only_whole_blobs() {
         names.len()
     );
 
-    // After a restart every acknowledged blob reads back whole, and pushing goes on.
+    // After a restart every acknowledged blob reads back whole, blobs committed but never
+    // linked into a repository are gone, and pushing goes on.
     drop(daemon);
     let _daemon = env.spawn_daemon(&["--encryption", "none"]);
     let address = registry_address(&env);
     assert_eq!(dir_bytes(&env.data_dir().join("uploads")), 0);
     let client = http();
+    let (kept, _) = blob_files(&env.data_dir());
+    assert!(kept.is_subset(&names), "files appeared across the restart");
+    for name in &kept {
+        let held = (0..8).any(|t| {
+            client
+                .head(format!("http://{address}/v2/crash/small{t}/blobs/{name}"))
+                .send()
+                .unwrap()
+                .status()
+                == 200
+        });
+        assert!(held, "{name} is in the store but no repository holds it");
+    }
+    eprintln!("{} blob files kept after the restart", kept.len());
     for (repo, digest, data) in &acked {
         let response = client
             .get(format!("http://{address}/v2/{repo}/blobs/{digest}"))

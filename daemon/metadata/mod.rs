@@ -17,7 +17,7 @@ use bytes::Bytes;
 use ecrl::names::{Digest, RepoName, Tag};
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard};
 
@@ -150,6 +150,15 @@ impl Index {
         self.repos
             .values()
             .any(|r| r.blobs.contains_key(digest) || r.manifests.contains_key(digest))
+    }
+
+    /// Every digest some repository holds, as a blob or as a manifest.
+    pub fn digests_in_use(&self) -> HashSet<Digest> {
+        self.repos
+            .values()
+            .flat_map(|r| r.blobs.keys().chain(r.manifests.keys()))
+            .copied()
+            .collect()
     }
 
     /// The size of a blob some repository links, if any does.

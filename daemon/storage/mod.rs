@@ -295,6 +295,39 @@ impl BlobStore {
         }
     }
 
+    /// Removes the blob files whose digest `keep` does not name; returns how many and their
+    /// files' bytes. For start-up, before anything is served: a daemon killed between a
+    /// blob's commit and its link into a repository leaves a blob nobody holds. Files whose
+    /// name is not a digest are left alone.
+    pub fn remove_unlisted(&self, keep: &HashSet<Digest>) -> io::Result<(usize, u64)> {
+        let root = self.inner.root.join("blobs").join("sha256");
+        let (mut removed, mut bytes) = (0, 0);
+        for prefix in std::fs::read_dir(&root)? {
+            let prefix = prefix?;
+            if !prefix.file_type()?.is_dir() {
+                continue;
+            }
+            for entry in std::fs::read_dir(prefix.path())? {
+                let entry = entry?;
+                let name = entry.file_name();
+                let Some(digest) = name
+                    .to_str()
+                    .and_then(|hex| format!("sha256:{hex}").parse::<Digest>().ok())
+                else {
+                    continue;
+                };
+                if keep.contains(&digest) || !entry.file_type()?.is_file() {
+                    continue;
+                }
+                let len = entry.metadata()?.len();
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+                bytes += len;
+            }
+        }
+        Ok((removed, bytes))
+    }
+
     /// Bytes of blob content stored, each blob once (the content's size, not the files').
     pub async fn bytes_stored(&self) -> io::Result<u64> {
         let root = self.inner.root.join("blobs").join("sha256");

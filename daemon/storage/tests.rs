@@ -9,6 +9,7 @@ use ecrl::config::Encryption;
 use ecrl::names::Digest;
 use futures_util::StreamExt;
 use sha2::{Digest as _, Sha256};
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -274,6 +275,34 @@ async fn a_removed_fan_out_directory_is_made_again() {
             assert_stored_as(&store, &blob_file(dir.path(), &digest), &data);
             assert_eq!(files_under(&fan), vec![blob_file(dir.path(), &digest)]);
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_unlisted_keeps_what_is_listed_and_what_is_not_a_blob() {
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        let mut digests = Vec::new();
+        for (i, len) in [10, 4096, SMALL + 1].into_iter().enumerate() {
+            let data = Bytes::from(random_bytes(len, 60 + i as u64));
+            push(&store, &data, &[len]).await.unwrap();
+            digests.push(digest_of(&data));
+        }
+        let stray = dir.path().join("blobs/sha256/00/not-a-digest");
+        std::fs::write(&stray, b"x").unwrap();
+        let gone: u64 = digests[1..]
+            .iter()
+            .map(|d| std::fs::metadata(blob_file(dir.path(), d)).unwrap().len())
+            .sum();
+        let keep = HashSet::from([digests[0]]);
+        assert_eq!(store.remove_unlisted(&keep).unwrap(), (2, gone));
+        assert_eq!(store.stat(&digests[0]).await.unwrap(), Some(10));
+        for d in &digests[1..] {
+            assert_eq!(store.stat(d).await.unwrap(), None);
+        }
+        assert!(stray.exists());
+        assert_eq!(store.remove_unlisted(&keep).unwrap(), (0, 0));
     }
 }
 
