@@ -184,10 +184,16 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     // go before anything is served, so nothing can be linking them meanwhile.
     let in_use = meta.read().digests_in_use();
     match tokio::task::block_in_place(|| store.remove_unlisted(&in_use)) {
-        Ok((0, _)) => {}
-        Ok((n, bytes)) => tracing::info!(
-            blobs = n,
-            bytes,
+        Ok(sweep) if sweep.unheld == 0 => {}
+        Ok(sweep) if sweep.removed == 0 => tracing::warn!(
+            unheld = sweep.unheld,
+            blobs = sweep.blobs,
+            "most blobs in the store are held by no repository: metadata.db may not be the one \
+             these blobs belong to; leaving them"
+        ),
+        Ok(sweep) => tracing::info!(
+            blobs = sweep.removed,
+            bytes = sweep.bytes,
             "removed blobs no repository holds (left by an interrupted push)"
         ),
         Err(e) => tracing::warn!("cannot sweep blobs no repository holds: {e}"),

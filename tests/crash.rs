@@ -590,3 +590,21 @@ fn kill_during_small_blob_pushes_leaves_only_whole_blobs() {
     }
     push_blob(&address, "crash/small0", &small_blob(u64::MAX));
 }
+
+#[test]
+fn a_replaced_metadata_db_does_not_cost_the_blobs() {
+    // The start-up sweep removes blobs no repository holds, but not when most are unheld:
+    // that is metadata from elsewhere (here: lost), and the blobs may be wanted.
+    let env = Env::new();
+    let (mut daemon, address) = spawn_registry(&env);
+    let digests: BTreeSet<String> = (0..3u64)
+        .map(|i| push_blob(&address, "keep/me", &small_blob(1000 + i)))
+        .collect();
+    daemon.signal(libc::SIGTERM);
+    daemon.wait(Duration::from_secs(15));
+    for file in ["metadata.db", "metadata.db-wal", "metadata.db-shm"] {
+        let _ = std::fs::remove_file(env.data_dir().join(file));
+    }
+    let _daemon = env.spawn_daemon(&[]);
+    assert_eq!(blob_files(&env.data_dir()).0, digests);
+}

@@ -111,6 +111,18 @@ pub enum StoreError {
     Body(String),
 }
 
+/// What [`BlobStore::remove_unlisted`] found and did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Blob files in the store.
+    pub blobs: usize,
+    /// Of those, the ones `keep` did not name.
+    pub unheld: usize,
+    /// Removed (0 when too many were unheld), and their files' bytes.
+    pub removed: usize,
+    pub bytes: u64,
+}
+
 /// An upload session's id (a v4 UUID).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UploadId(uuid::Uuid);
@@ -295,13 +307,15 @@ impl BlobStore {
         }
     }
 
-    /// Removes the blob files whose digest `keep` does not name; returns how many and their
-    /// files' bytes. For start-up, before anything is served: a daemon killed between a
-    /// blob's commit and its link into a repository leaves a blob nobody holds. Files whose
-    /// name is not a digest are left alone.
-    pub fn remove_unlisted(&self, keep: &HashSet<Digest>) -> io::Result<(usize, u64)> {
+    /// Removes the blob files whose digest `keep` does not name. For start-up, before
+    /// anything is served: a daemon killed between a blob's commit and its link into a
+    /// repository leaves a blob nobody holds. Files whose name is not a digest are left alone.
+    /// When more than half of the blobs would go, none does: the metadata is then not the one
+    /// these blobs belong to (a lost or replaced `metadata.db`), and the blobs may be wanted.
+    pub fn remove_unlisted(&self, keep: &HashSet<Digest>) -> io::Result<Sweep> {
         let root = self.inner.root.join("blobs").join("sha256");
-        let (mut removed, mut bytes) = (0, 0);
+        let mut sweep = Sweep::default();
+        let mut unheld = Vec::new();
         for prefix in std::fs::read_dir(&root)? {
             let prefix = prefix?;
             if !prefix.file_type()?.is_dir() {
@@ -316,16 +330,26 @@ impl BlobStore {
                 else {
                     continue;
                 };
-                if keep.contains(&digest) || !entry.file_type()?.is_file() {
+                if !entry.file_type()?.is_file() {
                     continue;
                 }
-                let len = entry.metadata()?.len();
-                std::fs::remove_file(entry.path())?;
-                removed += 1;
-                bytes += len;
+                sweep.blobs += 1;
+                if !keep.contains(&digest) {
+                    unheld.push(entry.path());
+                }
             }
         }
-        Ok((removed, bytes))
+        sweep.unheld = unheld.len();
+        if sweep.unheld * 2 > sweep.blobs {
+            return Ok(sweep);
+        }
+        for path in unheld {
+            let len = std::fs::metadata(&path)?.len();
+            std::fs::remove_file(&path)?;
+            sweep.removed += 1;
+            sweep.bytes += len;
+        }
+        Ok(sweep)
     }
 
     /// Bytes of blob content stored, each blob once (the content's size, not the files').

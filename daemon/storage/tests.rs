@@ -279,7 +279,7 @@ async fn a_removed_fan_out_directory_is_made_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remove_unlisted_keeps_what_is_listed_and_what_is_not_a_blob() {
+async fn remove_unlisted_keeps_what_is_listed_what_is_not_a_blob_and_a_foreign_store() {
     for mode in MODES {
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(dir.path(), mode);
@@ -291,18 +291,35 @@ async fn remove_unlisted_keeps_what_is_listed_and_what_is_not_a_blob() {
         }
         let stray = dir.path().join("blobs/sha256/00/not-a-digest");
         std::fs::write(&stray, b"x").unwrap();
-        let gone: u64 = digests[1..]
-            .iter()
-            .map(|d| std::fs::metadata(blob_file(dir.path(), d)).unwrap().len())
-            .sum();
+        // Two of three unheld: more than half, so nothing goes (metadata that is not these
+        // blobs' own).
         let keep = HashSet::from([digests[0]]);
-        assert_eq!(store.remove_unlisted(&keep).unwrap(), (2, gone));
+        let sweep = store.remove_unlisted(&keep).unwrap();
+        assert_eq!((sweep.blobs, sweep.unheld, sweep.removed), (3, 2, 0));
+        assert!(digests.iter().all(|d| blob_file(dir.path(), d).exists()));
+        let keep = HashSet::from([digests[0], digests[2]]);
+        let gone = std::fs::metadata(blob_file(dir.path(), &digests[1]))
+            .unwrap()
+            .len();
+        let sweep = store.remove_unlisted(&keep).unwrap();
+        assert_eq!(
+            sweep,
+            super::Sweep {
+                blobs: 3,
+                unheld: 1,
+                removed: 1,
+                bytes: gone
+            }
+        );
+        assert_eq!(store.stat(&digests[1]).await.unwrap(), None);
         assert_eq!(store.stat(&digests[0]).await.unwrap(), Some(10));
-        for d in &digests[1..] {
-            assert_eq!(store.stat(d).await.unwrap(), None);
-        }
+        assert_eq!(
+            store.stat(&digests[2]).await.unwrap(),
+            Some(SMALL as u64 + 1)
+        );
         assert!(stray.exists());
-        assert_eq!(store.remove_unlisted(&keep).unwrap(), (0, 0));
+        let sweep = store.remove_unlisted(&keep).unwrap();
+        assert_eq!((sweep.blobs, sweep.unheld, sweep.removed), (2, 0, 0));
     }
 }
 
