@@ -1,6 +1,7 @@
 //! The container runtime tasks run on, behind one trait: the Docker Engine API over its Unix
 //! socket ([`docker::DockerRuntime`], which also serves podman's Docker-compatible socket),
-//! and a scripted fake ([`fake::FakeRuntime`]) for unit tests of the task state machine.
+//! and a scripted fake (`fake::FakeRuntime`, built for tests only) for unit tests of the task
+//! state machine.
 //!
 //! The trait speaks in ecrl's terms ([`ContainerSpec`], [`ContainerStatus`]); everything
 //! engine-specific (API versions, bollard's types, the pause image) stays in the
