@@ -138,6 +138,12 @@ fn push_blob(address: &str, repo: &str, data: &[u8]) -> String {
     digest
 }
 
+/// Where the store keeps the blob `digest` (`sha256:<hex>`).
+fn blob_path(data_dir: &Path, digest: &str) -> std::path::PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    data_dir.join("blobs/sha256").join(&hex[..2]).join(hex)
+}
+
 /// The blob files under `blobs/sha256/` (each under its own prefix): their digests and the
 /// largest file's size.
 fn blob_files(data_dir: &Path) -> (BTreeSet<String>, u64) {
@@ -456,11 +462,7 @@ fn kill_during_a_1gib_upload_loses_nothing_committed() {
             "bytes at {offset}"
         );
     }
-    let on_disk = env
-        .data_dir()
-        .join("blobs/sha256")
-        .join(&big_digest["sha256:".len().."sha256:".len() + 2])
-        .join(&big_digest["sha256:".len()..]);
+    let on_disk = blob_path(&env.data_dir(), &big_digest);
     // The content, plus a header and a 16-byte tag a 64 KiB segment when encrypted.
     let len = std::fs::metadata(&on_disk).unwrap().len();
     assert!(
@@ -536,12 +538,7 @@ fn kill_during_small_blob_pushes_leaves_only_whole_blobs() {
     // Every file under a real name is a whole blob; every acknowledged blob has its file.
     let (names, _) = blob_files(&env.data_dir());
     for name in &names {
-        let hex = name.trim_start_matches("sha256:");
-        let path = env
-            .data_dir()
-            .join("blobs/sha256")
-            .join(&hex[..2])
-            .join(hex);
+        let path = blob_path(&env.data_dir(), name);
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(
             &sha256_digest(&bytes),
