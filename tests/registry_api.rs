@@ -873,6 +873,123 @@ fn an_unauthenticated_upload_request_with_a_big_body_gets_its_401() {
         .unwrap();
     assert_status(&resp, 401);
     assert!(reg.upload_files().is_empty(), "{:?}", reg.upload_files());
+    // A manifest push from a client that sends its whole (oversized) body first.
+    let head = "PUT /v2/app/manifests/v1 HTTP/1.1";
+    let (status, body) = send_whole_then_read(&reg, head, &vec![b' '; 8 << 20]);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(raw_error_code(head, &body), "UNAUTHORIZED");
+}
+
+/// Sends a request and its whole body before reading anything, as simple clients do
+/// (Python's http.client, shell scripts over `nc`): a registry that refuses the request
+/// without reading the body resets the connection, and such a client sees a broken pipe
+/// instead of the answer. Returns the status and the response's body.
+fn send_whole_then_read(reg: &Registry, head: &str, body: &[u8]) -> (u16, String) {
+    let mut conn = TcpStream::connect(&reg.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        conn,
+        "{head}\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        reg.addr,
+        body.len()
+    )
+    .unwrap();
+    conn.write_all(body)
+        .unwrap_or_else(|e| panic!("{head}: the registry stopped reading the body: {e}"));
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response)
+        .unwrap_or_else(|e| panic!("{head}: no answer after the body: {e}"));
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{head}: no status in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The code of a spec error body read by [`send_whole_then_read`].
+fn raw_error_code(head: &str, body: &str) -> String {
+    let value: Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("{head}: error body {body:?} is not JSON: {e}"));
+    value["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{head}: no error code in {body}"))
+        .to_string()
+}
+
+/// Every refusal of a request that carries a body, not only an upload's, is sent once the
+/// body has arrived: a malformed name or digest, an endpoint that does not exist, a method
+/// an endpoint does not take, an oversized manifest, bytes that do not match their digest. A
+/// client that writes the whole body before it reads gets the spec's error, and nothing is
+/// stored, not even the repository the request named.
+#[test]
+fn refusals_of_any_request_with_a_big_body_reach_a_client_that_sends_it_all() {
+    let reg = Registry::start();
+    let big = vec![6u8; 48 << 20];
+    let digest = sha256(&big);
+    let cases = [
+        (
+            format!("PUT /v2/Bad..Name/blobs/uploads/?digest={digest} HTTP/1.1"),
+            400,
+            "NAME_INVALID",
+        ),
+        (
+            "POST /v2/app/blobs/uploads/?digest=sha512:abc HTTP/1.1".to_string(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            format!(
+                "POST /v2/app/blobs/uploads/?digest={} HTTP/1.1",
+                sha256(b"other bytes")
+            ),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "POST /v2/app/nothing/here HTTP/1.1".to_string(),
+            404,
+            "UNSUPPORTED",
+        ),
+        (
+            "PUT /v2/app/blobs/uploads/ HTTP/1.1".to_string(),
+            405,
+            "UNSUPPORTED",
+        ),
+        (
+            format!("PUT /v2/app/blobs/{digest} HTTP/1.1"),
+            405,
+            "UNSUPPORTED",
+        ),
+        (
+            "PUT /v2/app/manifests/v1 HTTP/1.1\r\nContent-Type: application/vnd.oci.image.manifest.v1+json"
+                .to_string(),
+            413,
+            "SIZE_INVALID",
+        ),
+    ];
+    for (head, status, code) in &cases {
+        let (got, body) = send_whole_then_read(&reg, head, &big);
+        assert_eq!(got, *status, "{head}: {body}");
+        assert_eq!(raw_error_code(head, &body), *code, "{head}");
+        // Messages speak of what the client sent, not of the registry's insides.
+        assert!(!body.contains("RepoName"), "{head}: {body}");
+    }
+    let (_, body) = send_whole_then_read(&reg, "PUT /v2/app/blobs/uploads/ HTTP/1.1", &big);
+    assert!(
+        body.contains("PUT is not supported on /v2/app/blobs/uploads/"),
+        "{body}"
+    );
+    assert!(reg.upload_files().is_empty(), "{:?}", reg.upload_files());
+    assert!(!reg.blob_file(&digest).exists());
+    // Not even the repository was created.
+    assert_eq!(error_code(reg.get("/v2/app/manifests/v1")), "NAME_UNKNOWN");
 }
 
 /// A client that waits for `100 Continue` before sending a big body (curl does) is told of a

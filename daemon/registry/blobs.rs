@@ -2,15 +2,15 @@
 //! streamed and chunked PATCH, status, cancel, cross-repository mount).
 
 use super::{
-    empty, query_param, upload_range, RegistryError, Result, Shared, CONTENT_DIGEST, UPLOAD_UUID,
+    empty, query_param, upload_range, RegistryError, RequestBody, Result, Shared, CONTENT_DIGEST,
+    UPLOAD_UUID,
 };
 use crate::storage::{StoreError, UploadId};
-use axum::body::{Body, BodyDataStream};
+use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::Response;
 use ecrl::names::{Digest, RepoName};
-use futures_util::StreamExt;
 use oci_spec::distribution::ErrorCode;
 use std::ops::Range;
 
@@ -48,68 +48,6 @@ fn accepted(repo: &RepoName, id: &UploadId, size: u64) -> Response {
             (UPLOAD_UUID, id.to_string()),
         ],
     )
-}
-
-/// How long the body of a refused upload request is still read (and thrown away) before
-/// the refusal is sent: see [`answer_after_body`].
-const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
-/// The same for a request refused by authorization: shorter, as anyone can send one (a
-/// client whose credentials lapsed mid-push is usually on a fast link).
-const DRAIN_LIMIT_UNAUTHORIZED: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// An upload request's body, remembering whether it was read from.
-pub struct RequestBody {
-    inner: BodyDataStream,
-    touched: bool,
-}
-
-impl RequestBody {
-    pub fn new(body: Body) -> RequestBody {
-        RequestBody {
-            inner: body.into_data_stream(),
-            touched: false,
-        }
-    }
-}
-
-impl futures_util::Stream for RequestBody {
-    type Item = std::result::Result<bytes::Bytes, axum::Error>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.touched = true;
-        std::pin::Pin::new(&mut self.inner).poll_next(cx)
-    }
-}
-
-/// An upload request's answer, sent only once its body has arrived: when the request was
-/// refused before its body was read to the end (a full disk midway, a bad `Content-Range`,
-/// an unknown session, no permission), the rest is read and thrown away, for up to
-/// [`DRAIN_LIMIT`] ([`DRAIN_LIMIT_UNAUTHORIZED`] for a 401 or 403). A client still sending
-/// would otherwise see its connection reset (a broken pipe) instead of the registry's error.
-/// A client waiting for `100 Continue` that was never read from has sent no body, and is
-/// answered at once (reading would ask it to send).
-pub async fn answer_after_body(
-    answer: Result<Response>,
-    parts: &Parts,
-    body: &mut RequestBody,
-) -> Result<Response> {
-    let waiting = !body.touched
-        && parts
-            .headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if let (Err(e), false) = (&answer, waiting) {
-        let limit = match e.status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => DRAIN_LIMIT_UNAUTHORIZED,
-            _ => DRAIN_LIMIT,
-        };
-        let drain = async { while let Some(Ok(_)) = body.next().await {} };
-        let _ = tokio::time::timeout(limit, drain).await;
-    }
-    answer
 }
 
 /// The session `id` names, if it was opened in `repo` (elsewhere it does not exist).
@@ -249,11 +187,16 @@ pub async fn start(
     parts: &Parts,
     body: &mut RequestBody,
 ) -> Result<Response> {
-    state
-        .meta
-        .ensure_repo(&repo, state.config.create_on_push)
-        .await?;
-    let uri = &parts.uri;
+    // A request refused for its digest, or a blob refused for its bytes, creates no
+    // repository: it is made (when `create_on_push` allows) only once something goes in it.
+    let digest = match query_param(&parts.uri, "digest") {
+        Some(digest) => Some(digest.parse::<Digest>()?),
+        None => None,
+    };
+    let create = state.config.create_on_push;
+    if !create {
+        state.meta.ensure_repo(&repo, false).await?;
+    }
     if let Some((digest, from)) = mount {
         let size = {
             let index = state.meta.read();
@@ -274,21 +217,23 @@ pub async fn start(
                 .map_err(RegistryError::internal)?
                 .is_some()
             {
+                state.meta.ensure_repo(&repo, create).await?;
                 state.meta.link_blob(&repo, digest, size).await?;
                 return Ok(created(&repo, &digest));
             }
         }
         // Not mountable: fall through to an ordinary upload session, as the spec asks.
     }
-    if let Some(digest) = query_param(uri, "digest") {
-        let digest: Digest = digest.parse()?;
+    if let Some(digest) = digest {
         let id = state.store.upload_start()?;
         state.store.upload_write(&id, None, body).await?;
         let _guard = state.lock_blob(&digest).await;
         let size = state.store.upload_finish(&id, &digest).await?;
+        state.meta.ensure_repo(&repo, create).await?;
         state.meta.link_blob(&repo, digest, size).await?;
         return Ok(created(&repo, &digest));
     }
+    state.meta.ensure_repo(&repo, create).await?;
     let id = state.store.upload_start()?;
     state.own_upload(id, repo.clone());
     Ok(accepted(&repo, &id, 0))

@@ -1,14 +1,18 @@
 //! Manifest routes (GET / HEAD / PUT / DELETE by tag or digest), tag listing, the catalog and
 //! the referrers API.
 
-use super::{empty, paginate, query_param, RegistryError, Result, Shared, CONTENT_DIGEST};
+use super::{
+    empty, paginate, query_param, RegistryError, RequestBody, Result, Shared, CONTENT_DIGEST,
+};
 use crate::images::{self, MAX_MANIFEST, OCI_INDEX};
 use crate::metadata::Manifest;
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
 use ecrl::names::{Digest, Reference, RepoName};
+use futures_util::StreamExt;
 use oci_spec::distribution::ErrorCode;
 use std::sync::Arc;
 
@@ -73,7 +77,7 @@ pub async fn put(
     repo: RepoName,
     reference: Reference,
     parts: &Parts,
-    body: Body,
+    body: &mut RequestBody,
 ) -> Result<Response> {
     let too_large = || {
         RegistryError::new(
@@ -82,15 +86,14 @@ pub async fn put(
             format!("manifest exceeds the {MAX_MANIFEST}-byte limit"),
         )
     };
+    // An oversized body is refused before it is read (a client waiting for `100 Continue`
+    // then sends nothing) or as soon as it outgrows the limit; the dispatcher reads the rest.
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_MANIFEST as u64) {
-        // Read (and drop) a moderately oversized body before answering, so the client gets
-        // the 413 instead of a broken pipe; a huge one is cut off.
-        let _ = axum::body::to_bytes(body, 4 * MAX_MANIFEST).await;
         return Err(too_large());
     }
     let content_type = parts
@@ -99,17 +102,17 @@ pub async fn put(
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
         .filter(|v| !v.is_empty());
-    let body = axum::body::to_bytes(body, MAX_MANIFEST)
-        .await
-        .map_err(|e| {
-            if std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            {
-                too_large()
-            } else {
-                RegistryError::bad_request(ErrorCode::SizeInvalid, format!("reading manifest: {e}"))
-            }
+    let mut read = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            RegistryError::bad_request(ErrorCode::SizeInvalid, format!("reading manifest: {e}"))
         })?;
+        if read.len() + chunk.len() > MAX_MANIFEST {
+            return Err(too_large());
+        }
+        read.extend_from_slice(&chunk);
+    }
+    let body = read.freeze();
 
     let stored = images::put_manifest(state, &repo, reference, content_type, body).await?;
     let mut headers = vec![

@@ -12,15 +12,17 @@ mod manifests;
 
 use crate::app::AppState;
 use crate::auth::{self, Action};
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use ecrl::config::Anonymous;
 use ecrl::names::{Digest, Reference, RepoName};
 pub use error::RegistryError;
+use futures_util::StreamExt;
 use oci_spec::distribution::ErrorCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -208,8 +210,74 @@ fn token(
         .into_response())
 }
 
+/// How long the body of a refused request is still read (and thrown away) before the
+/// refusal is sent: see [`answer_after_body`].
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The same for a request refused by authorization: shorter, as anyone can send one (a
+/// client whose credentials lapsed mid-push is usually on a fast link).
+const DRAIN_LIMIT_UNAUTHORIZED: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A request's body, remembering whether it was read from.
+pub struct RequestBody {
+    inner: BodyDataStream,
+    touched: bool,
+}
+
+impl RequestBody {
+    fn new(body: Body) -> RequestBody {
+        RequestBody {
+            inner: body.into_data_stream(),
+            touched: false,
+        }
+    }
+}
+
+impl futures_util::Stream for RequestBody {
+    type Item = std::result::Result<bytes::Bytes, axum::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.touched = true;
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+/// A request's answer, sent only once its body has arrived: when the request was refused
+/// before its body was read to the end (a malformed name, an unknown endpoint, a full disk
+/// midway through an upload, a bad `Content-Range`, an oversized manifest, no permission),
+/// the rest is read and thrown away, for up to [`DRAIN_LIMIT`] ([`DRAIN_LIMIT_UNAUTHORIZED`]
+/// for a 401 or 403). A client still sending would otherwise see its connection reset (a
+/// broken pipe) instead of the registry's error. A client waiting for `100 Continue` that
+/// was never read from has sent no body, and is answered at once (reading would ask it to
+/// send).
+async fn answer_after_body(
+    answer: Result<Response>,
+    parts: &Parts,
+    body: &mut RequestBody,
+) -> Result<Response> {
+    let waiting = !body.touched
+        && parts
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if let (Err(e), false) = (&answer, waiting) {
+        let limit = match e.status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => DRAIN_LIMIT_UNAUTHORIZED,
+            _ => DRAIN_LIMIT,
+        };
+        let drain = async { while let Some(Ok(_)) = body.next().await {} };
+        let _ = tokio::time::timeout(limit, drain).await;
+    }
+    answer
+}
+
 async fn dispatch(State(state): State<Shared>, request: Request) -> Response {
-    let mut response = match route(state, request).await {
+    let (parts, body) = request.into_parts();
+    let mut body = RequestBody::new(body);
+    let answer = route(state, &parts, &mut body).await;
+    let mut response = match answer_after_body(answer, &parts, &mut body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     };
@@ -219,9 +287,8 @@ async fn dispatch(State(state): State<Shared>, request: Request) -> Response {
     response
 }
 
-async fn route(state: Shared, request: Request) -> Result<Response> {
-    let route = parse_route(request.uri().path())?;
-    let (parts, body) = request.into_parts();
+async fn route(state: Shared, parts: &Parts, body: &mut RequestBody) -> Result<Response> {
+    let route = parse_route(parts.uri.path())?;
     let method = parts.method.clone();
     let client = parts
         .extensions
@@ -231,7 +298,7 @@ async fn route(state: Shared, request: Request) -> Result<Response> {
         state
             .auth
             .authorize(&state, &parts.headers, client, action, repo)
-            .map_err(|e| challenge(&state, &parts, RegistryError::from(e), Some((action, repo))))
+            .map_err(|e| challenge(&state, parts, RegistryError::from(e), Some((action, repo))))
     };
     match (&method, route) {
         (&Method::GET | &Method::HEAD, Route::Base) => {
@@ -241,10 +308,10 @@ async fn route(state: Shared, request: Request) -> Result<Response> {
                 let principal = state
                     .auth
                     .authenticate(&state, &parts.headers, client)
-                    .map_err(|e| challenge(&state, &parts, e.into(), None))?;
+                    .map_err(|e| challenge(&state, parts, e.into(), None))?;
                 if principal == auth::Principal::Anonymous {
                     let e = auth::AuthError::Unauthenticated("authentication required".into());
-                    return Err(challenge(&state, &parts, e.into(), None));
+                    return Err(challenge(&state, parts, e.into(), None));
                 }
             }
             Ok((
@@ -254,7 +321,7 @@ async fn route(state: Shared, request: Request) -> Result<Response> {
             )
                 .into_response())
         }
-        (&Method::GET, Route::Token) => token(&state, &parts, client),
+        (&Method::GET, Route::Token) => token(&state, parts, client),
         (&Method::GET, Route::Catalog) => {
             allow(Action::DescribeRepositories, None)?;
             manifests::catalog(&state, &parts.uri)
@@ -269,7 +336,7 @@ async fn route(state: Shared, request: Request) -> Result<Response> {
         }
         (&Method::PUT, Route::Manifest(repo, reference)) => {
             allow(Action::PutImage, Some(&repo))?;
-            manifests::put(&state, repo, reference, &parts, body).await
+            manifests::put(&state, repo, reference, parts, body).await
         }
         (&Method::DELETE, Route::Manifest(repo, reference)) => {
             allow(Action::BatchDeleteImage, Some(&repo))?;
@@ -295,51 +362,32 @@ async fn route(state: Shared, request: Request) -> Result<Response> {
             allow(Action::UploadLayerPart, Some(&repo))?;
             blobs::status(&state, &repo, &id).await
         }
-        (
-            method @ (&Method::POST | &Method::PATCH | &Method::PUT),
-            route @ (Route::Uploads(_) | Route::Upload(..)),
-        ) => {
-            // A refused upload request is answered once its body has arrived: see
-            // `blobs::answer_after_body`.
-            let mut body = blobs::RequestBody::new(body);
-            let answer = async {
-                match (method, route) {
-                    (&Method::POST, Route::Uploads(repo)) => {
-                        allow(Action::InitiateLayerUpload, Some(&repo))?;
-                        let mount = blobs::mount_request(&parts.uri);
-                        if let Some((_, Some(from))) = &mount {
-                            allow(Action::GetDownloadUrlForLayer, Some(from))?;
-                        }
-                        blobs::start(&state, repo, mount, &parts, &mut body).await
-                    }
-                    (&Method::PATCH, Route::Upload(repo, id)) => {
-                        allow(Action::UploadLayerPart, Some(&repo))?;
-                        blobs::patch(&state, &repo, &id, &parts, &mut body).await
-                    }
-                    (&Method::PUT, Route::Upload(repo, id)) => {
-                        allow(Action::CompleteLayerUpload, Some(&repo))?;
-                        blobs::finish(&state, &repo, &id, &parts, &mut body).await
-                    }
-                    (method, route) => Err(not_allowed(method, &route)),
-                }
+        (&Method::POST, Route::Uploads(repo)) => {
+            allow(Action::InitiateLayerUpload, Some(&repo))?;
+            let mount = blobs::mount_request(&parts.uri);
+            if let Some((_, Some(from))) = &mount {
+                allow(Action::GetDownloadUrlForLayer, Some(from))?;
             }
-            .await;
-            blobs::answer_after_body(answer, &parts, &mut body).await
+            blobs::start(&state, repo, mount, parts, body).await
+        }
+        (&Method::PATCH, Route::Upload(repo, id)) => {
+            allow(Action::UploadLayerPart, Some(&repo))?;
+            blobs::patch(&state, &repo, &id, parts, body).await
+        }
+        (&Method::PUT, Route::Upload(repo, id)) => {
+            allow(Action::CompleteLayerUpload, Some(&repo))?;
+            blobs::finish(&state, &repo, &id, parts, body).await
         }
         (&Method::DELETE, Route::Upload(repo, id)) => {
             allow(Action::UploadLayerPart, Some(&repo))?;
             blobs::cancel(&state, &repo, &id).await
         }
-        (method, route) => Err(not_allowed(method, &route)),
+        (method, _) => Err(RegistryError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Unsupported,
+            format!("{method} is not supported on {}", parts.uri.path()),
+        )),
     }
-}
-
-fn not_allowed(method: &Method, route: &Route) -> RegistryError {
-    RegistryError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::Unsupported,
-        format!("{method} is not supported on {route:?}"),
-    )
 }
 
 /// A query parameter's value, percent-decoded.
