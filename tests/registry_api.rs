@@ -10,7 +10,7 @@ mod common;
 
 use common::{Daemon, Env};
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
-use reqwest::header::{HeaderMap, ACCEPT, CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_RANGE, CONTENT_TYPE, IF_RANGE, RANGE};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
@@ -1381,6 +1381,45 @@ fn blob_range_get_is_206_with_content_range_and_the_right_bytes() {
         assert_eq!(header(&resp, "docker-content-digest"), digest);
         assert_eq!(resp.bytes().unwrap().as_ref(), &data[start..end], "{range}");
     }
+}
+
+/// What RFC 9110 lets a server ignore is answered with the whole blob (200), not an error:
+/// a unit other than bytes, several ranges at once, an `If-Range` naming other content. An
+/// `If-Range` with the blob's own ETag keeps the range.
+#[test]
+fn blob_ranges_a_server_may_ignore_get_the_whole_blob() {
+    let reg = Registry::start();
+    let data = bytes("ignored ranges", 1000);
+    let digest = push_blob(&reg, "app", &data);
+    let path = format!("/v2/app/blobs/{digest}");
+    let etag = format!("\"{digest}\"");
+    for headers in [
+        vec![(RANGE, "items=0-9")],
+        vec![(RANGE, "bytes=0-1,5-6")],
+        vec![(RANGE, "bytes=0-9"), (IF_RANGE, "\"sha256:other\"")],
+        vec![
+            (RANGE, "bytes=0-9"),
+            (IF_RANGE, "Tue, 01 Jan 2030 00:00:00 GMT"),
+        ],
+    ] {
+        let mut request = reg.request(Method::GET, &path);
+        for (name, value) in &headers {
+            request = request.header(name, *value);
+        }
+        let resp = request.send().unwrap();
+        assert_status(&resp, 200);
+        assert!(opt_header(&resp, "content-range").is_none(), "{headers:?}");
+        assert_eq!(resp.bytes().unwrap().as_ref(), &data[..], "{headers:?}");
+    }
+    let resp = reg
+        .request(Method::GET, &path)
+        .header(RANGE, "bytes=0-9")
+        .header(IF_RANGE, &etag)
+        .send()
+        .unwrap();
+    assert_status(&resp, 206);
+    assert_eq!(header(&resp, "etag"), etag);
+    assert_eq!(resp.bytes().unwrap().as_ref(), &data[..10]);
 }
 
 #[test]

@@ -80,16 +80,17 @@ pub async fn get(
     }
     .ok_or_else(|| blob_unknown(repo, digest))?;
 
-    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        Some(value) => Some(parse_range(value, size).ok_or_else(|| {
-            RegistryError::new(
+    let etag = format!("\"{digest}\"");
+    let range = match requested_range(headers, &etag, size) {
+        Ok(range) => range,
+        Err(value) => {
+            return Err(RegistryError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 ErrorCode::BlobUnknown,
                 format!("range {value:?} is not satisfiable for a blob of {size} bytes"),
             )
-            .header(header::CONTENT_RANGE, format!("bytes */{size}"))
-        })?),
-        None => None,
+            .header(header::CONTENT_RANGE, format!("bytes */{size}")))
+        }
     };
     let (status, span) = match &range {
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.clone()),
@@ -121,7 +122,7 @@ pub async fn get(
     );
     set(h, header::CONTENT_TYPE, "application/octet-stream".into());
     set(h, CONTENT_DIGEST, digest.to_string());
-    set(h, header::ETAG, format!("\"{digest}\""));
+    set(h, header::ETAG, etag);
     set(h, header::ACCEPT_RANGES, "bytes".into());
     if range.is_some() {
         set(
@@ -133,13 +134,38 @@ pub async fn get(
     Ok(response)
 }
 
-/// `bytes=a-b`, `bytes=a-`, `bytes=-n` against a blob of `size` bytes; `None` when the range
-/// is malformed or unsatisfiable.
-fn parse_range(value: &str, size: u64) -> Option<Range<u64>> {
-    let spec = value.trim().strip_prefix("bytes=")?;
+/// The part of a blob of `size` bytes a GET asks for, as RFC 9110 has it: `None` for the
+/// whole blob, which is also the answer to what a server may ignore (a unit other than
+/// bytes, several ranges, an `If-Range` that names other content); `Err` with the header's
+/// value when the range is malformed or starts past the end (a 416).
+fn requested_range(
+    headers: &HeaderMap,
+    etag: &str,
+    size: u64,
+) -> std::result::Result<Option<Range<u64>>, String> {
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| format!("{value:?}"))?;
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
     if spec.contains(',') {
-        return None;
+        return Ok(None);
     }
+    if let Some(validator) = headers.get(header::IF_RANGE) {
+        if validator.as_bytes() != etag.as_bytes() {
+            return Ok(None);
+        }
+    }
+    parse_range(spec, size)
+        .map(Some)
+        .ok_or_else(|| value.to_string())
+}
+
+/// `a-b`, `a-`, `-n` (after `bytes=`) against a blob of `size` bytes; `None` when the range
+/// is malformed or not satisfiable.
+fn parse_range(spec: &str, size: u64) -> Option<Range<u64>> {
     let (a, b) = spec.split_once('-')?;
     let (a, b) = (a.trim(), b.trim());
     let range = if a.is_empty() {
@@ -354,14 +380,34 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some(0..10));
-        assert_eq!(parse_range("bytes=90-", 100), Some(90..100));
-        assert_eq!(parse_range("bytes=-10", 100), Some(90..100));
-        assert_eq!(parse_range("bytes=95-200", 100), Some(95..100));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=5-2", 100), None);
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
-        assert_eq!(parse_range("bytes=-0", 100), None);
+        assert_eq!(parse_range("0-9", 100), Some(0..10));
+        assert_eq!(parse_range("90-", 100), Some(90..100));
+        assert_eq!(parse_range("-10", 100), Some(90..100));
+        assert_eq!(parse_range("95-200", 100), Some(95..100));
+        assert_eq!(parse_range("100-", 100), None);
+        assert_eq!(parse_range("5-2", 100), None);
+        assert_eq!(parse_range("-0", 100), None);
+        assert_eq!(parse_range("x-1", 100), None);
+        let etag = "\"sha256:x\"";
+        let asked = |pairs: &[(header::HeaderName, &str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(name.clone(), HeaderValue::from_str(value).unwrap());
+            }
+            requested_range(&headers, etag, 100)
+        };
+        assert_eq!(asked(&[]), Ok(None));
+        assert_eq!(asked(&[(header::RANGE, "bytes=0-9")]), Ok(Some(0..10)));
+        // Ignored: another unit, several ranges, an If-Range naming other content.
+        assert_eq!(asked(&[(header::RANGE, "items=0-1")]), Ok(None));
+        assert_eq!(asked(&[(header::RANGE, "bytes=0-1,5-6")]), Ok(None));
+        let other = [(header::RANGE, "bytes=0-9"), (header::IF_RANGE, "\"old\"")];
+        assert_eq!(asked(&other), Ok(None));
+        let same = [(header::RANGE, "bytes=0-9"), (header::IF_RANGE, etag)];
+        assert_eq!(asked(&same), Ok(Some(0..10)));
+        assert_eq!(
+            asked(&[(header::RANGE, "bytes=100-")]),
+            Err("bytes=100-".to_string())
+        );
     }
 }
