@@ -244,6 +244,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     let registry_auth = {
         let meta = meta.clone();
         // The engine pulls from the first listener (plain HTTP when it is on).
+        let plain_http = registry_addr.is_some();
         let server = registry_addr
             .or(tls_state.as_ref().map(|t| t.addr))
             .map(client_host)
@@ -259,6 +260,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
                 username: "AWS".into(),
                 password: token.0,
                 server: server.clone(),
+                plain_http,
             })
         }
     };

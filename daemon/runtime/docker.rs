@@ -50,6 +50,8 @@ pub struct DockerRuntime {
     engine: Arc<OnceCell<Docker>>,
     /// The pause image's reference, once it is known to be in the engine.
     pause: OnceCell<String>,
+    /// Whether the engine is podman, once asked.
+    podman: OnceCell<bool>,
 }
 
 impl Default for DockerRuntime {
@@ -64,12 +66,39 @@ impl DockerRuntime {
         DockerRuntime {
             engine: Arc::new(OnceCell::new()),
             pause: OnceCell::new(),
+            podman: OnceCell::new(),
         }
     }
 
     async fn client(&self) -> RtResult<Docker> {
         connect(&self.engine).await
     }
+
+    /// Whether the engine is podman (its Docker-compatible API names the component).
+    async fn is_podman(&self) -> RtResult<bool> {
+        self.podman
+            .get_or_try_init(|| async {
+                let version = self
+                    .client()
+                    .await?
+                    .version()
+                    .await
+                    .map_err(|e| engine_error("asking the engine its version", e))?;
+                Ok(podman_component(&version).is_some())
+            })
+            .await
+            .copied()
+    }
+}
+
+fn podman_component(
+    version: &bollard::models::SystemVersion,
+) -> Option<&bollard::models::SystemVersionComponents> {
+    version
+        .components
+        .iter()
+        .flatten()
+        .find(|c| c.name == "Podman Engine")
 }
 
 async fn connect(cell: &OnceCell<Docker>) -> RtResult<Docker> {
@@ -442,12 +471,7 @@ impl Runtime for DockerRuntime {
             .version()
             .await
             .map_err(|e| engine_error("asking the engine its version", e))?;
-        let podman = version
-            .components
-            .iter()
-            .flatten()
-            .find(|c| c.name == "Podman Engine");
-        let name = match podman {
+        let name = match podman_component(&version) {
             Some(p) => format!("Podman Engine {}", p.version),
             None => format!(
                 "Docker Engine {}",
@@ -471,6 +495,26 @@ impl Runtime for DockerRuntime {
             Err(e) => return Err(engine_error(&format!("inspecting image {reference}"), e)),
         }
         tracing::info!(image = %reference, "pulling image");
+        if let Some(auth) = auth.filter(|a| a.plain_http) {
+            if self.is_podman().await? {
+                // podman's Docker API cannot pull over plain HTTP: see `libpod`.
+                return super::libpod::pull_plain_http(&engine_address(), &reference, auth)
+                    .await
+                    .map_err(|m| {
+                        if means_missing(&m) {
+                            RuntimeError::NotFound(format!(
+                                "image {reference} not found: {}",
+                                readable(&m)
+                            ))
+                        } else {
+                            RuntimeError::Failed(format!(
+                                "cannot pull image {reference}: {}",
+                                readable(&m)
+                            ))
+                        }
+                    });
+            }
+        }
         let options = CreateImageOptionsBuilder::new()
             .from_image(&reference)
             .build();

@@ -10,6 +10,7 @@
 pub mod docker;
 #[cfg(test)]
 pub mod fake;
+mod libpod;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -39,6 +40,8 @@ pub struct RegistryAuth {
     pub password: String,
     /// `host:port`.
     pub server: String,
+    /// The registry speaks plain HTTP (ecrl's own, when its HTTP listener is on).
+    pub plain_http: bool,
 }
 
 impl std::fmt::Debug for RegistryAuth {
@@ -47,6 +50,7 @@ impl std::fmt::Debug for RegistryAuth {
             .field("username", &self.username)
             .field("password", &"<redacted>")
             .field("server", &self.server)
+            .field("plain_http", &self.plain_http)
             .finish()
     }
 }

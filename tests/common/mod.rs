@@ -99,6 +99,11 @@ impl Env {
 
     /// Starts `ecrld` in the foreground (as a child) and waits for its socket to answer.
     pub fn spawn_daemon(&self, args: &[&str]) -> Daemon {
+        self.spawn_daemon_with(args, &[])
+    }
+
+    /// [`Env::spawn_daemon`] with more environment variables (`DOCKER_HOST`, ...).
+    pub fn spawn_daemon_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Daemon {
         let log = std::fs::File::create(self.path().join(format!(
             "ecrld-{}.log",
             std::time::SystemTime::now()
@@ -109,6 +114,7 @@ impl Env {
         .unwrap();
         let child = self
             .ecrld_command(args)
+            .envs(vars.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
