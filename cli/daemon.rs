@@ -22,7 +22,8 @@ pub enum DaemonCommand {
     Start(StartArgs),
     /// Stop ecrld and wait until it is gone
     Stop(StopArgs),
-    /// Show whether ecrld runs, where it listens and what it stores (exit 3 when it does not run)
+    /// Show whether ecrld runs, where it listens, what it stores and the engine it runs tasks on
+    /// (exit 3 when it does not run)
     Status,
     /// Print the log of an ecrld started with 'ecrl daemon start'
     Logs(LogsArgs),
@@ -113,6 +114,11 @@ impl Table for SystemInfo {
         }
         if let Some(log) = &self.log_file {
             rows.push(("log", log.display().to_string()));
+        }
+        match (&self.engine, &self.engine_error) {
+            (Some(engine), _) => rows.push(("engine", engine.clone())),
+            (None, Some(error)) => rows.push(("engine", format!("unavailable: {error}"))),
+            (None, None) => {}
         }
         output::key_values(&rows)
     }

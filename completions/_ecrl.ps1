@@ -52,7 +52,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('start', 'start', [CompletionResultType]::ParameterValue, 'Start ecrld in the background and wait until it answers')
             [CompletionResult]::new('stop', 'stop', [CompletionResultType]::ParameterValue, 'Stop ecrld and wait until it is gone')
-            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show whether ecrld runs, where it listens and what it stores (exit 3 when it does not run)')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show whether ecrld runs, where it listens, what it stores and the engine it runs tasks on (exit 3 when it does not run)')
             [CompletionResult]::new('logs', 'logs', [CompletionResultType]::ParameterValue, 'Print the log of an ecrld started with ''ecrl daemon start''')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -121,7 +121,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
         'ecrl;daemon;help' {
             [CompletionResult]::new('start', 'start', [CompletionResultType]::ParameterValue, 'Start ecrld in the background and wait until it answers')
             [CompletionResult]::new('stop', 'stop', [CompletionResultType]::ParameterValue, 'Stop ecrld and wait until it is gone')
-            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show whether ecrld runs, where it listens and what it stores (exit 3 when it does not run)')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show whether ecrld runs, where it listens, what it stores and the engine it runs tasks on (exit 3 when it does not run)')
             [CompletionResult]::new('logs', 'logs', [CompletionResultType]::ParameterValue, 'Print the log of an ecrld started with ''ecrl daemon start''')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -1086,7 +1086,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
         'ecrl;help;daemon' {
             [CompletionResult]::new('start', 'start', [CompletionResultType]::ParameterValue, 'Start ecrld in the background and wait until it answers')
             [CompletionResult]::new('stop', 'stop', [CompletionResultType]::ParameterValue, 'Stop ecrld and wait until it is gone')
-            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show whether ecrld runs, where it listens and what it stores (exit 3 when it does not run)')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show whether ecrld runs, where it listens, what it stores and the engine it runs tasks on (exit 3 when it does not run)')
             [CompletionResult]::new('logs', 'logs', [CompletionResultType]::ParameterValue, 'Print the log of an ecrld started with ''ecrl daemon start''')
             break
         }

@@ -48,7 +48,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --version 'Print version'
             cand start 'Start ecrld in the background and wait until it answers'
             cand stop 'Stop ecrld and wait until it is gone'
-            cand status 'Show whether ecrld runs, where it listens and what it stores (exit 3 when it does not run)'
+            cand status 'Show whether ecrld runs, where it listens, what it stores and the engine it runs tasks on (exit 3 when it does not run)'
             cand logs 'Print the log of an ecrld started with ''ecrl daemon start'''
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -112,7 +112,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;daemon;help'= {
             cand start 'Start ecrld in the background and wait until it answers'
             cand stop 'Stop ecrld and wait until it is gone'
-            cand status 'Show whether ecrld runs, where it listens and what it stores (exit 3 when it does not run)'
+            cand status 'Show whether ecrld runs, where it listens, what it stores and the engine it runs tasks on (exit 3 when it does not run)'
             cand logs 'Print the log of an ecrld started with ''ecrl daemon start'''
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -945,7 +945,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;daemon'= {
             cand start 'Start ecrld in the background and wait until it answers'
             cand stop 'Stop ecrld and wait until it is gone'
-            cand status 'Show whether ecrld runs, where it listens and what it stores (exit 3 when it does not run)'
+            cand status 'Show whether ecrld runs, where it listens, what it stores and the engine it runs tasks on (exit 3 when it does not run)'
             cand logs 'Print the log of an ecrld started with ''ecrl daemon start'''
         }
         &'ecrl;help;daemon;start'= {

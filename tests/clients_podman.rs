@@ -251,6 +251,11 @@ fn a_task_runs_on_podman_with_its_image_from_ecrls_plain_http_registry() {
     let env = Env::with_anonymous("none");
     let _daemon = env.spawn_daemon_with(&[], &[("DOCKER_HOST", &service.host())]);
     let host = localhost(&registry_address(&env));
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ecrl_ok(&["daemon", "status", "--output", "json"])).unwrap();
+    let engine = status["engine"].as_str().unwrap_or_default();
+    assert!(engine.starts_with("Podman Engine "), "{status}");
+
     // The image goes into ecrl with podman as the client.
     let images = DockerImages::new();
     let id = unique("ecrl-podman-task");

@@ -620,6 +620,24 @@ fn no_engine_is_a_clear_error() {
         assert!(Instant::now() < deadline, "ecrld did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The status says so, and why, without waiting for an engine that is not there.
+    let began = Instant::now();
+    let status = t.json(&["daemon", "status"]);
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(status.get("engine").is_none(), "{status}");
+    let why = status["engineError"].as_str().unwrap_or_default();
+    assert!(why.contains("/nonexistent/docker.sock"), "{status}");
+    let table = t.env.ecrl_ok(&["daemon", "status"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("engine") && l.contains("unavailable: cannot reach")),
+        "{table}"
+    );
     let out = t.ecrl(&["task", "run", &def]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("Docker engine"), "{}", stderr(&out));

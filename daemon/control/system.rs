@@ -5,6 +5,9 @@ use axum::Router;
 use ecrl::api::system::{Info, Shutdown, ShutdownResponse, SystemInfo};
 use ecrl::api::{ApiError, Empty, ErrorCode};
 
+/// How long a status waits for the container engine's answer.
+const ENGINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn routes(router: Router<Shared>) -> Router<Shared> {
     let router = endpoint::<Info, _, _>(router, info);
     endpoint::<Shutdown, _, _>(router, shutdown)
@@ -17,6 +20,22 @@ async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiErr
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let log_file = state.config.data_dir.join(ecrl::paths::LOG_FILE);
+    // The engine is asked briefly: a status must not hang on a stuck engine.
+    let (engine, engine_error) =
+        match tokio::time::timeout(ENGINE_TIMEOUT, state.runtime.info()).await {
+            Ok(Ok(info)) => (
+                Some(format!("{} (API {})", info.name, info.api_version)),
+                None,
+            ),
+            Ok(Err(e)) => (None, Some(e.to_string())),
+            Err(_) => (
+                None,
+                Some(format!(
+                    "the engine did not answer within {} s",
+                    ENGINE_TIMEOUT.as_secs()
+                )),
+            ),
+        };
     let encryption = state.store.encryption();
     Ok(SystemInfo {
         version: ecrl::VERSION.to_string(),
@@ -44,6 +63,8 @@ async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiErr
         key_store: encryption.key.as_ref().map(|k| k.store),
         key_file: encryption.key.as_ref().and_then(|k| k.file.clone()),
         log_file: log_file.is_file().then_some(log_file),
+        engine,
+        engine_error,
     })
 }
 

@@ -62,6 +62,13 @@ pub struct SystemInfo {
     /// The daemon's log file when it was started by `ecrl daemon start`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_file: Option<PathBuf>,
+    /// The container engine tasks run on, when it answers: e.g. `Docker Engine 20.10.24` or
+    /// `Podman Engine 4.3.1`, with the Engine API version in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// Why the engine did not answer (tasks cannot run until it does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_error: Option<String>,
 }
 
 /// Where a data dir's master key lives.
