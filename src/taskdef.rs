@@ -565,7 +565,8 @@ impl TaskDefinitionInput {
     }
 }
 
-fn parse_memory_mib(s: &str) -> Option<u64> {
+/// A task-level memory value in MiB (`"512"`, `"1 GB"`, `"2GB"`); `None` when malformed.
+pub fn parse_memory_mib(s: &str) -> Option<u64> {
     let t = s.trim();
     if let Ok(v) = t.parse::<u64>() {
         return Some(v);

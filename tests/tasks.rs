@@ -505,6 +505,24 @@ fn memory_limit_is_enforced() {
     );
 }
 
+/// A definition written for Fargate sets memory on the task only: its container is held to
+/// it, not left unbounded.
+#[test]
+fn task_level_memory_holds_a_container_without_its_own() {
+    let t = Tasks::new();
+    let def = t.register(
+        json!({"family": "oomtask", "memory": "16", "containerDefinitions": [
+        {"name": "hog", "image": "busybox:1", "command": ["tail", "/dev/zero"]}]}),
+    );
+    let (task, _) = t.run_wait(&def, 137);
+    let hog = container(&task, "hog");
+    assert_eq!(hog["exitCode"], 137);
+    assert!(
+        hog["reason"].as_str().unwrap().contains("OutOfMemory"),
+        "{hog:#}"
+    );
+}
+
 #[test]
 fn stop_honours_stop_timeout_and_count_starts_independent_tasks() {
     let t = Tasks::new();

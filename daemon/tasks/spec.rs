@@ -246,6 +246,8 @@ pub struct SpecInput<'a> {
     pub over: Option<&'a ContainerOverride>,
     pub network: &'a TaskNetwork,
     pub volumes: &'a BTreeMap<String, VolumeSource>,
+    /// The task's memory in MiB (its override, else the definition's), when it sets one.
+    pub task_memory_mib: Option<u64>,
 }
 
 const MIB: i64 = 1024 * 1024;
@@ -303,7 +305,13 @@ pub fn container_spec(c: &ContainerDefinition, input: &SpecInput<'_>) -> Contain
         .collect();
 
     let linux = LinuxParameters::from(c.linux_parameters.as_ref());
-    let memory = over.and_then(|o| o.memory).or(c.memory);
+    // ECS holds a task's containers to the task's memory. There is no cgroup for the whole
+    // task here, so a container without a hard limit of its own is held to the task's: a
+    // container alone in its task gets exactly ECS's bound, several each get it whole.
+    let memory = over
+        .and_then(|o| o.memory)
+        .or(c.memory)
+        .or(input.task_memory_mib.and_then(|m| i64::try_from(m).ok()));
     let reservation = over
         .and_then(|o| o.memory_reservation)
         .or(c.memory_reservation);
@@ -586,6 +594,7 @@ mod tests {
                 over,
                 network: &network,
                 volumes: &volumes,
+                task_memory_mib: d.memory_mib(),
             },
         )
     }
@@ -704,6 +713,47 @@ mod tests {
         assert_eq!(s.command, Some(vec!["b".to_string()]));
         assert_eq!(s.memory, Some(256 * MIB));
         assert_eq!(s.network, NetworkAttachment::Default);
+    }
+
+    #[test]
+    fn task_memory_holds_containers_without_their_own_limit() {
+        let fargate = def(
+            r#"{"family":"web","memory":"1 GB","containerDefinitions":[{"name":"app","image":"x"}]}"#,
+        );
+        assert_eq!(
+            spec_of(&fargate, TaskNetwork::Bridge(None), None).memory,
+            Some(1024 * MIB)
+        );
+        // A container's own limit, or its override, comes first.
+        let own = def(
+            r#"{"family":"web","memory":"512","containerDefinitions":[{"name":"app","image":"x","memory":64,"memoryReservation":32}]}"#,
+        );
+        let s = spec_of(&own, TaskNetwork::Bridge(None), None);
+        assert_eq!(
+            (s.memory, s.memory_reservation),
+            (Some(64 * MIB), Some(32 * MIB))
+        );
+        let over = ContainerOverride {
+            name: "app".into(),
+            memory: Some(128),
+            ..Default::default()
+        };
+        let s = spec_of(&fargate, TaskNetwork::Bridge(None), Some(&over));
+        assert_eq!(s.memory, Some(128 * MIB));
+        // A soft reservation alone gets the task's hard limit above it.
+        let soft = def(
+            r#"{"family":"web","memory":"256","containerDefinitions":[{"name":"app","image":"x","memoryReservation":32}]}"#,
+        );
+        let s = spec_of(&soft, TaskNetwork::Bridge(None), None);
+        assert_eq!(
+            (s.memory, s.memory_reservation),
+            (Some(256 * MIB), Some(32 * MIB))
+        );
+        // No task memory: no limit invented.
+        let none = def(
+            r#"{"family":"web","containerDefinitions":[{"name":"app","image":"x","memoryReservation":32}]}"#,
+        );
+        assert_eq!(spec_of(&none, TaskNetwork::Bridge(None), None).memory, None);
     }
 
     #[test]

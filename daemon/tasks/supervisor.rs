@@ -529,6 +529,13 @@ impl Supervisor {
                 over: spec::container_override(&self.plan.overrides, name),
                 network: &network,
                 volumes: &self.volumes,
+                task_memory_mib: self
+                    .plan
+                    .overrides
+                    .memory
+                    .as_deref()
+                    .and_then(ecrl::taskdef::parse_memory_mib)
+                    .or_else(|| self.def().memory_mib()),
             },
         )
     }
