@@ -281,6 +281,21 @@ fn pull_error(reference: &str, e: EngineError) -> RuntimeError {
     }
 }
 
+/// A pull the engine answered with `message` (its own words), as [`pull_error`] says it.
+fn pull_refused(reference: &str, message: &str) -> RuntimeError {
+    if means_missing(message) {
+        RuntimeError::NotFound(format!(
+            "image {reference} not found: {}",
+            readable(message)
+        ))
+    } else {
+        RuntimeError::Failed(format!(
+            "cannot pull image {reference}: {}",
+            readable(message)
+        ))
+    }
+}
+
 fn none_if_empty(v: &[String]) -> Option<Vec<String>> {
     (!v.is_empty()).then(|| v.to_vec())
 }
@@ -500,19 +515,7 @@ impl Runtime for DockerRuntime {
                 // podman's Docker API cannot pull over plain HTTP: see `libpod`.
                 return super::libpod::pull_plain_http(&engine_address(), &reference, auth)
                     .await
-                    .map_err(|m| {
-                        if means_missing(&m) {
-                            RuntimeError::NotFound(format!(
-                                "image {reference} not found: {}",
-                                readable(&m)
-                            ))
-                        } else {
-                            RuntimeError::Failed(format!(
-                                "cannot pull image {reference}: {}",
-                                readable(&m)
-                            ))
-                        }
-                    });
+                    .map_err(|message| pull_refused(&reference, &message));
             }
         }
         let options = CreateImageOptionsBuilder::new()
