@@ -76,6 +76,18 @@ impl Podman {
         stdout(&out)
     }
 
+    /// A busybox image in podman's store, built by docker (see `build_busybox_image`) and
+    /// handed over as an archive; returns its local name.
+    fn busybox(&self, images: &DockerImages, id: &str) -> String {
+        let local = format!("ecrl-test/busybox:{id}");
+        build_busybox_image(images, &local, id);
+        let archive = self.dir.path().join(format!("{id}.tar"));
+        let saved = run("docker", &["save", "-o", archive.to_str().unwrap(), &local]);
+        assert!(saved.status.success(), "{}", stderr(&saved));
+        self.run_ok(&["pull", &format!("docker-archive:{}", archive.display())]);
+        local
+    }
+
     fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
         let mut child = self
             .command(args)
@@ -111,15 +123,9 @@ fn podman_logs_in_pushes_pulls_and_runs() {
     let _daemon = env.spawn_daemon(&[]);
     let host = localhost(&registry_address(&env));
 
-    // An image podman has: a busybox built by docker, handed over as an archive.
     let images = DockerImages::new();
     let id = unique("ecrl-podman");
-    let local = format!("ecrl-test/busybox:{id}");
-    build_busybox_image(&images, &local, &id);
-    let archive = podman.dir.path().join("busybox.tar");
-    let saved = run("docker", &["save", "-o", archive.to_str().unwrap(), &local]);
-    assert!(saved.status.success(), "{}", stderr(&saved));
-    podman.run_ok(&["pull", &format!("docker-archive:{}", archive.display())]);
+    let local = podman.busybox(&images, &id);
     let image = format!("{host}/team/podman:1");
     podman.run_ok(&["tag", &local, &image]);
 
@@ -259,12 +265,7 @@ fn a_task_runs_on_podman_with_its_image_from_ecrls_plain_http_registry() {
     // The image goes into ecrl with podman as the client.
     let images = DockerImages::new();
     let id = unique("ecrl-podman-task");
-    let local = format!("ecrl-test/busybox:{id}");
-    build_busybox_image(&images, &local, &id);
-    let archive = podman.dir.path().join("busybox.tar");
-    let saved = run("docker", &["save", "-o", archive.to_str().unwrap(), &local]);
-    assert!(saved.status.success(), "{}", stderr(&saved));
-    podman.run_ok(&["pull", &format!("docker-archive:{}", archive.display())]);
+    let local = podman.busybox(&images, &id);
     let image = format!("{host}/team/podtask:1");
     podman.run_ok(&["tag", &local, &image]);
     let token = env.ecrl_ok(&["get-login-password"]).trim().to_string();

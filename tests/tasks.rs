@@ -491,18 +491,23 @@ fn bad_definitions_and_runs_fail_clearly() {
     assert_nothing_left(id);
 }
 
-#[test]
-fn memory_limit_is_enforced() {
-    let t = Tasks::new();
-    let def = t.register(json!({"family": "oom", "containerDefinitions": [
-        {"name": "hog", "image": "busybox:1", "memory": 16, "command": ["tail", "/dev/zero"]}]}));
-    let (task, _) = t.run_wait(&def, 137);
+/// Runs `def` to its end and checks that its `hog` container was killed for memory.
+fn assert_oom_killed(t: &Tasks, def: &str) {
+    let (task, _) = t.run_wait(def, 137);
     let hog = container(&task, "hog");
     assert_eq!(hog["exitCode"], 137);
     assert!(
         hog["reason"].as_str().unwrap().contains("OutOfMemory"),
         "{hog:#}"
     );
+}
+
+#[test]
+fn memory_limit_is_enforced() {
+    let t = Tasks::new();
+    let def = t.register(json!({"family": "oom", "containerDefinitions": [
+        {"name": "hog", "image": "busybox:1", "memory": 16, "command": ["tail", "/dev/zero"]}]}));
+    assert_oom_killed(&t, &def);
 }
 
 /// A definition written for Fargate sets memory on the task only: its container is held to
@@ -514,13 +519,7 @@ fn task_level_memory_holds_a_container_without_its_own() {
         json!({"family": "oomtask", "memory": "16", "containerDefinitions": [
         {"name": "hog", "image": "busybox:1", "command": ["tail", "/dev/zero"]}]}),
     );
-    let (task, _) = t.run_wait(&def, 137);
-    let hog = container(&task, "hog");
-    assert_eq!(hog["exitCode"], 137);
-    assert!(
-        hog["reason"].as_str().unwrap().contains("OutOfMemory"),
-        "{hog:#}"
-    );
+    assert_oom_killed(&t, &def);
 }
 
 #[test]
