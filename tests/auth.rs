@@ -428,22 +428,7 @@ fn docker_logs_in_with_the_login_password_and_the_task_runner_pulls_with_its_own
         let mut c = Command::new("docker");
         c.env("DOCKER_CONFIG", docker_config.path()).args(args);
         match stdin {
-            Some(text) => {
-                use std::io::Write;
-                let mut child = c
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(text.as_bytes())
-                    .unwrap();
-                child.wait_with_output().unwrap()
-            }
+            Some(text) => common::output_with_stdin(c, text),
             None => c.output().unwrap(),
         }
     };

@@ -4,9 +4,8 @@ mod common;
 
 use common::{stderr, stdout, Env};
 use serde_json::Value;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 const WEB_JSON: &str = r#"{
   "family": "web",
@@ -66,20 +65,7 @@ fn simple(env: &Env, family: &str) -> PathBuf {
 }
 
 fn register_stdin(env: &Env, text: &str) -> Output {
-    let mut child = env
-        .ecrl_command(&["task", "register", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    common::output_with_stdin(env.ecrl_command(&["task", "register", "-f", "-"]), text)
 }
 
 /// `family:revision` of every ARN `ecrl task list` prints with these arguments.
