@@ -580,7 +580,8 @@ pub fn parse_memory_mib(s: &str) -> Option<u64> {
     Some((v * 1024.0).round() as u64)
 }
 
-fn parse_cpu_units(s: &str) -> Option<u64> {
+/// Task-level CPU units (`"256"`, `"0.25 vCPU"`); `None` when malformed.
+pub fn parse_cpu_units(s: &str) -> Option<u64> {
     let t = s.trim();
     if let Ok(v) = t.parse::<u64>() {
         return Some(v);

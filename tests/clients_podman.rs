@@ -267,9 +267,11 @@ fn a_task_runs_on_podman_with_its_image_from_ecrls_plain_http_registry() {
     podman.run_ok(&["rmi", "-f", &image, &local]);
 
     let family = unique("podtask");
-    let def = serde_json::json!({"family": family, "containerDefinitions": [{
+    // Task-level limits: podman makes the container in the task's cgroup too.
+    let def = serde_json::json!({"family": family, "cpu": "256", "memory": "96",
+        "containerDefinitions": [{
         "name": "main", "image": "team/podtask:1", "memory": 64, "essential": true,
-        "command": ["sh", "-c", "cat /etc/ecrl-test-id; exit 3"],
+        "command": ["sh", "-c", "cat /etc/ecrl-test-id; cat /proc/self/cgroup; exit 3"],
         "ulimits": [{"name": "nofile", "softLimit": 1024, "hardLimit": 1024},
                     {"name": "nproc", "softLimit": 4096, "hardLimit": 4096}]}]});
     let file = env.path().join("def.json");
@@ -289,8 +291,19 @@ fn a_task_runs_on_podman_with_its_image_from_ecrls_plain_http_registry() {
     assert_eq!(task["lastStatus"], "STOPPED", "{task}");
     assert_eq!(task["containers"][0]["exitCode"], 3, "{task}");
     let arn = task["taskArn"].as_str().unwrap();
-    let logs = env.ecrl_ok(&["task", "logs", arn.rsplit('/').next().unwrap()]);
+    let task_id = arn.rsplit('/').next().unwrap();
+    let logs = env.ecrl_ok(&["task", "logs", task_id]);
     assert!(logs.contains(&id), "{logs}");
+    assert!(
+        logs.contains(&format!(":memory:/ecrl/{task_id}/")),
+        "not in the task's cgroup: {logs}"
+    );
+    let left: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .map(|h| h.unwrap().path().join("ecrl").join(task_id))
+        .filter(|d| d.exists())
+        .collect();
+    assert!(left.is_empty(), "the task's cgroup is left: {left:?}");
     // podman pulled it (by digest, from ecrl), not another engine.
     let pulled = podman.run_ok(&[
         "images",

@@ -7,6 +7,7 @@ mod common;
 use common::registry::{localhost, registry_address, require_docker, run, run_ok, unique};
 use common::{stderr, stdout, Daemon, Env};
 use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -520,6 +521,138 @@ fn task_level_memory_holds_a_container_without_its_own() {
         {"name": "hog", "image": "busybox:1", "command": ["tail", "/dev/zero"]}]}),
     );
     assert_oom_killed(&t, &def);
+}
+
+/// The cgroup directories of a task, when the engine makes its containers' cgroups where
+/// ecrld can make the task's (cgroupfs driver): the memory one and the cpu one, and every
+/// hierarchy's, for the check that nothing is left. `None` (and why) on other engines.
+fn task_cgroup_dirs(id: &str) -> Result<(PathBuf, PathBuf, Vec<PathBuf>), String> {
+    let driver = run_ok(
+        "docker",
+        &["info", "--format", "{{.CgroupDriver}} {{.CgroupVersion}}"],
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let mut memory = None;
+    let mut cpu = None;
+    let mut all = Vec::new();
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let dir = PathBuf::from(f[1]).join("ecrl").join(id);
+        match (driver.trim(), f[2]) {
+            ("cgroupfs 1", "cgroup") => {
+                let options: Vec<&str> = f[3].split(',').collect();
+                if options.contains(&"memory") {
+                    memory = Some(dir.clone());
+                }
+                if options.contains(&"cpu") {
+                    cpu = Some(dir.clone());
+                }
+                all.push(dir);
+            }
+            ("cgroupfs 1", "cgroup2") => all.push(dir),
+            ("cgroupfs 2", "cgroup2") => return Ok((dir.clone(), dir.clone(), vec![dir])),
+            _ => {}
+        }
+    }
+    match (memory, cpu) {
+        (Some(m), Some(c)) => Ok((m, c, all)),
+        _ => Err(format!("the engine's cgroups are `{}`", driver.trim())),
+    }
+}
+
+fn read_trimmed(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+/// Task-level cpu and memory make a cgroup the containers run in, with the task's limits
+/// (ECS's task cgroup); it goes with the task.
+#[test]
+fn task_level_limits_make_a_cgroup_that_goes_with_the_task() {
+    let t = Tasks::new();
+    let def = t.register(json!({"family": "tcg", "cpu": "512", "memory": "96",
+        "containerDefinitions": [
+        {"name": "a", "image": "busybox:1", "command": ["sleep", "600"], "stopTimeout": 2}]}));
+    let id = t.run(&def);
+    let (memory, cpu, all) = match task_cgroup_dirs(&id) {
+        Ok(dirs) => dirs,
+        Err(why) => {
+            eprintln!("skipped: ecrl makes no task cgroup here: {why}");
+            t.ecrl(&["task", "stop", &id]);
+            return;
+        }
+    };
+    let task = t.until(&id, Duration::from_secs(60), |v| {
+        v["lastStatus"] == "RUNNING"
+    });
+    let runtime_id = container(&task, "a")["runtimeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    if memory == cpu {
+        assert_eq!(
+            read_trimmed(&memory.join("memory.max")),
+            (96u64 << 20).to_string()
+        );
+        assert_eq!(read_trimmed(&cpu.join("cpu.max")), "50000 100000");
+    } else {
+        assert_eq!(
+            read_trimmed(&memory.join("memory.limit_in_bytes")),
+            (96u64 << 20).to_string()
+        );
+        assert_eq!(read_trimmed(&cpu.join("cpu.cfs_quota_us")), "50000");
+    }
+    assert!(
+        memory.join(&runtime_id).is_dir(),
+        "the container's cgroup is not under the task's: {}",
+        memory.display()
+    );
+    t.ecrl(&["task", "stop", &id]);
+    t.until(&id, Duration::from_secs(60), |v| {
+        v["lastStatus"] == "STOPPED"
+    });
+    for dir in &all {
+        assert!(!dir.exists(), "left behind: {}", dir.display());
+    }
+}
+
+/// The task's memory bounds its containers together: two that hold 40 MiB each fit alone in
+/// a 64 MiB task, not both at once.
+#[test]
+fn task_level_memory_holds_the_containers_together() {
+    let t = Tasks::new();
+    // dd holds its 40 MiB buffer while it waits to write into a pipe nobody reads.
+    let hold = "mkfifo /f; sleep 600 < /f & exec dd if=/dev/zero bs=40M count=1 > /f";
+    let def = t.register(
+        json!({"family": "tcgsum", "memory": "64", "containerDefinitions": [
+        {"name": "a", "image": "busybox:1", "command": ["sh", "-c", hold], "stopTimeout": 2},
+        {"name": "b", "image": "busybox:1", "command": ["sh", "-c", hold], "stopTimeout": 2,
+         "dependsOn": [{"containerName": "a", "condition": "START"}]}]}),
+    );
+    let id = t.run(&def);
+    if let Err(why) = task_cgroup_dirs(&id) {
+        eprintln!("skipped: ecrl makes no task cgroup here: {why}");
+        t.ecrl(&["task", "stop", &id]);
+        return;
+    }
+    let task = t.until(&id, Duration::from_secs(90), |v| {
+        v["lastStatus"] == "STOPPED"
+    });
+    assert_eq!(task["stopCode"], "EssentialContainerExited", "{task:#}");
+    let killed: Vec<&Value> = task["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("OutOfMemory"))
+        })
+        .collect();
+    assert!(!killed.is_empty(), "{task:#}");
+    assert_eq!(killed[0]["exitCode"], 137, "{task:#}");
 }
 
 #[test]

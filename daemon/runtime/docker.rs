@@ -5,17 +5,19 @@
 //! connection is not remembered and the next call tries again. Once connected, the API
 //! version negotiated then (Debian's dockerd speaks 1.41) is kept.
 
+use super::cgroup::Hierarchy;
 use super::{
     ContainerSpec, ContainerStatus, ContainerSummary, Health, MountSpec, NetworkAttachment,
     PortBinding, Protocol, RegistryAuth, RtResult, RunState, Runtime, RuntimeError, RuntimeInfo,
-    VolumeSpec,
+    TaskCgroup, TaskLimits, VolumeSpec,
 };
 use async_trait::async_trait;
 use bollard::errors::Error as EngineError;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, ContainerSummaryStateEnum, EndpointSettings,
     HealthConfig, HealthStatusEnum, HostConfig, Mount, MountTypeEnum, NetworkCreateRequest,
-    NetworkingConfig, PortMap, ResourcesUlimits, VolumeCreateOptions,
+    NetworkingConfig, PortMap, ResourcesUlimits, SystemInfoCgroupDriverEnum,
+    SystemInfoCgroupVersionEnum, VolumeCreateOptions,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
@@ -52,6 +54,9 @@ pub struct DockerRuntime {
     pause: OnceCell<String>,
     /// Whether the engine is podman, once asked.
     podman: OnceCell<bool>,
+    /// The cgroup filesystem task cgroups are made in, or why there is none; once the engine
+    /// has said which cgroups it uses.
+    cgroups: OnceCell<Result<Hierarchy, String>>,
 }
 
 impl Default for DockerRuntime {
@@ -67,7 +72,29 @@ impl DockerRuntime {
             engine: Arc::new(OnceCell::new()),
             pause: OnceCell::new(),
             podman: OnceCell::new(),
+            cgroups: OnceCell::new(),
         }
+    }
+
+    /// Where task cgroups go: the host's cgroup filesystem, when the engine makes its
+    /// containers' cgroups there itself (a local engine on the cgroupfs driver).
+    async fn cgroups(&self) -> RtResult<&Result<Hierarchy, String>> {
+        self.cgroups
+            .get_or_try_init(|| async {
+                let info = self
+                    .client()
+                    .await?
+                    .info()
+                    .await
+                    .map_err(|e| engine_error("asking the engine about itself", e))?;
+                Ok(task_cgroups(
+                    &engine_address(),
+                    info.cgroup_driver,
+                    info.cgroup_version,
+                    || std::fs::read_to_string("/proc/self/mounts"),
+                ))
+            })
+            .await
     }
 
     async fn client(&self) -> RtResult<Docker> {
@@ -89,6 +116,36 @@ impl DockerRuntime {
             .await
             .copied()
     }
+}
+
+/// Whether ecrld can make task cgroups where the engine will look for them.
+fn task_cgroups(
+    address: &str,
+    driver: Option<SystemInfoCgroupDriverEnum>,
+    version: Option<SystemInfoCgroupVersionEnum>,
+    mounts: impl FnOnce() -> std::io::Result<String>,
+) -> Result<Hierarchy, String> {
+    if !address.starts_with("unix://") {
+        return Err(format!(
+            "the engine at {address} may not be on this host, so its cgroups may not be ecrld's"
+        ));
+    }
+    match driver {
+        Some(SystemInfoCgroupDriverEnum::CGROUPFS) => {}
+        Some(d) => {
+            return Err(format!(
+                "the engine's cgroup driver is {d}, not cgroupfs (with systemd's, systemd owns \
+                 the cgroup tree)"
+            ))
+        }
+        None => return Err("the engine does not say which cgroup driver it uses".into()),
+    }
+    let version = match version {
+        Some(SystemInfoCgroupVersionEnum::_2) => 2,
+        _ => 1,
+    };
+    let table = mounts().map_err(|e| format!("cannot read /proc/self/mounts: {e}"))?;
+    Hierarchy::from_mounts(&table, version)
 }
 
 fn podman_component(
@@ -410,6 +467,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         tmpfs: (!spec.tmpfs.is_empty()).then(|| hash_map(&spec.tmpfs)),
         pid_mode: spec.pid_mode.clone(),
         ipc_mode: spec.ipc_mode.clone(),
+        cgroup_parent: spec.cgroup_parent.clone(),
         ..Default::default()
     };
     ContainerCreateBody {
@@ -625,6 +683,29 @@ impl Runtime for DockerRuntime {
             }) => Ok(()),
             Err(e) => Err(engine_error(&format!("removing network {id}"), e)),
         }
+    }
+
+    async fn task_cgroup(&self, task_id: &str, limits: &TaskLimits) -> TaskCgroup {
+        let hierarchy = match self.cgroups().await {
+            Ok(Ok(h)) => h,
+            Ok(Err(why)) => return TaskCgroup::Unavailable(why.clone()),
+            Err(e) => return TaskCgroup::Unavailable(e.to_string()),
+        };
+        // cgroupfs lives in memory: these writes do not wait on a disk.
+        match hierarchy.create(task_id, limits) {
+            Ok(()) => TaskCgroup::Parent(Hierarchy::parent(task_id)),
+            Err(e) => TaskCgroup::Unavailable(e.to_string()),
+        }
+    }
+
+    async fn remove_task_cgroup(&self, task_id: &str) -> RtResult<()> {
+        // After a restart nothing has asked the engine yet: ask now.
+        let Ok(hierarchy) = self.cgroups().await? else {
+            return Ok(());
+        };
+        hierarchy
+            .remove(task_id)
+            .map_err(|e| RuntimeError::Failed(format!("removing the task's cgroup: {e}")))
     }
 
     async fn volume_exists(&self, name: &str) -> RtResult<bool> {

@@ -25,7 +25,8 @@
 
 use super::{
     ContainerSpec, ContainerStatus, ContainerSummary, Health, MountSpec, NetworkAttachment,
-    PortBinding, RegistryAuth, RtResult, RunState, Runtime, RuntimeError, RuntimeInfo, VolumeSpec,
+    PortBinding, RegistryAuth, RtResult, RunState, Runtime, RuntimeError, RuntimeInfo, TaskCgroup,
+    TaskLimits, VolumeSpec,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -366,6 +367,21 @@ impl Runtime for FakeRuntime {
             )));
         }
         state.volumes.remove(name);
+        Ok(())
+    }
+
+    async fn task_cgroup(&self, task_id: &str, limits: &TaskLimits) -> TaskCgroup {
+        lock(&self.state).calls.push(format!(
+            "cgroup create {task_id} memory={:?} cpu={:?}",
+            limits.memory_bytes, limits.cpu_units
+        ));
+        TaskCgroup::Parent(format!("/ecrl/{task_id}"))
+    }
+
+    async fn remove_task_cgroup(&self, task_id: &str) -> RtResult<()> {
+        lock(&self.state)
+            .calls
+            .push(format!("cgroup remove {task_id}"));
         Ok(())
     }
 

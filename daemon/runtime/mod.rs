@@ -7,10 +7,13 @@
 //! engine-specific (API versions, bollard's types, the pause image) stays in the
 //! implementation.
 
+pub mod cgroup;
 pub mod docker;
 #[cfg(test)]
 pub mod fake;
 mod libpod;
+
+pub use cgroup::TaskLimits;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -116,6 +119,8 @@ pub struct ContainerSpec {
     pub health: Option<HealthSpec>,
     /// Seconds the engine waits after SIGTERM on its own stops.
     pub stop_timeout: Option<i64>,
+    /// The cgroup the container is made in: its task's (see [`Runtime::task_cgroup`]).
+    pub cgroup_parent: Option<String>,
 }
 
 /// How a container joins the network.
@@ -257,6 +262,15 @@ pub struct ContainerSummary {
     pub state: RunState,
 }
 
+/// Where a task's containers run, as far as their shared limits go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskCgroup {
+    /// The `CgroupParent` to make each of the task's containers in.
+    Parent(String),
+    /// Why there is none: each container is held only to its own limits.
+    Unavailable(String),
+}
+
 /// The engine tasks run on.
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
@@ -279,6 +293,12 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> RtResult<String>;
     /// Removes a network; one that does not exist is not an error.
     async fn remove_network(&self, id: &str) -> RtResult<()>;
+
+    /// Makes the cgroup a task's containers share, holding them together to `limits`
+    /// (ECS's task-level `cpu` and `memory`), or says why the engine cannot have one.
+    async fn task_cgroup(&self, task_id: &str, limits: &TaskLimits) -> TaskCgroup;
+    /// Removes a task's cgroup once its containers are gone; none is not an error.
+    async fn remove_task_cgroup(&self, task_id: &str) -> RtResult<()>;
 
     async fn volume_exists(&self, name: &str) -> RtResult<bool>;
     async fn create_volume(&self, spec: &VolumeSpec) -> RtResult<()>;

@@ -248,6 +248,8 @@ pub struct SpecInput<'a> {
     pub volumes: &'a BTreeMap<String, VolumeSource>,
     /// The task's memory in MiB (its override, else the definition's), when it sets one.
     pub task_memory_mib: Option<u64>,
+    /// The task's cgroup, when it has one.
+    pub cgroup_parent: Option<String>,
 }
 
 const MIB: i64 = 1024 * 1024;
@@ -305,9 +307,9 @@ pub fn container_spec(c: &ContainerDefinition, input: &SpecInput<'_>) -> Contain
         .collect();
 
     let linux = LinuxParameters::from(c.linux_parameters.as_ref());
-    // ECS holds a task's containers to the task's memory. There is no cgroup for the whole
-    // task here, so a container without a hard limit of its own is held to the task's: a
-    // container alone in its task gets exactly ECS's bound, several each get it whole.
+    // ECS holds a task's containers to the task's memory. A container without a hard limit
+    // of its own is held to the task's too: where the task has no cgroup of its own (see
+    // `runtime::cgroup`) that is the only bound, exact for a container alone in its task.
     let memory = over
         .and_then(|o| o.memory)
         .or(c.memory)
@@ -399,6 +401,7 @@ pub fn container_spec(c: &ContainerDefinition, input: &SpecInput<'_>) -> Contain
             start_period: Duration::from_secs(h.start_period_or_default()),
         }),
         stop_timeout: Some(c.stop_timeout_or_default() as i64),
+        cgroup_parent: input.cgroup_parent.clone(),
     }
     .with_networking_disabled(c.disable_networking.unwrap_or(false))
 }
@@ -595,6 +598,7 @@ mod tests {
                 network: &network,
                 volumes: &volumes,
                 task_memory_mib: d.memory_mib(),
+                cgroup_parent: None,
             },
         )
     }

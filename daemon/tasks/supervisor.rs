@@ -12,7 +12,7 @@
 use super::logs;
 use super::spec::{self, Names, SpecInput, TaskNetwork, VolumeSource};
 use super::{now_rfc3339, Ctx, TaskPlan};
-use crate::runtime::{ContainerStatus, Health, RunState, RuntimeError};
+use crate::runtime::{ContainerStatus, Health, RunState, RuntimeError, TaskCgroup, TaskLimits};
 use ecrl::api::tasks::{stop_code, task_status, Container, NetworkBinding, Task};
 use ecrl::taskdef::{ContainerDefinition, DependencyCondition, NetworkMode};
 use futures_util::future::BoxFuture;
@@ -74,6 +74,8 @@ pub struct Supervisor {
     done: HashSet<String>,
     pause: Option<String>,
     network: Option<String>,
+    /// The cgroup holding the task's containers to its task-level limits, when it has one.
+    cgroup: Option<String>,
     volumes: BTreeMap<String, VolumeSource>,
     exits: FuturesUnordered<BoxFuture<'static, String>>,
     log_copies: Vec<JoinHandle<()>>,
@@ -104,6 +106,7 @@ impl Supervisor {
             done: HashSet::new(),
             pause: None,
             network: None,
+            cgroup: None,
             volumes,
             exits: FuturesUnordered::new(),
             log_copies: Vec::new(),
@@ -112,6 +115,24 @@ impl Supervisor {
 
     fn def(&self) -> &ecrl::taskdef::TaskDefinitionInput {
         &self.plan.definition.definition
+    }
+
+    /// The task-level cpu and memory (RunTask's overrides, else the definition's).
+    fn task_limits(&self) -> TaskLimits {
+        let over = &self.plan.overrides;
+        TaskLimits {
+            memory_bytes: over
+                .memory
+                .as_deref()
+                .and_then(ecrl::taskdef::parse_memory_mib)
+                .or_else(|| self.def().memory_mib())
+                .map(|mib| mib.saturating_mul(1024 * 1024)),
+            cpu_units: over
+                .cpu
+                .as_deref()
+                .and_then(ecrl::taskdef::parse_cpu_units)
+                .or_else(|| self.def().cpu_units()),
+        }
     }
 
     fn container_def(&self, name: &str) -> Option<&ContainerDefinition> {
@@ -178,6 +199,17 @@ impl Supervisor {
 
     async fn provision(&mut self) -> Result<(), StopCause> {
         let runtime = self.ctx.runtime.clone();
+        let limits = self.task_limits();
+        if !limits.is_empty() {
+            match runtime.task_cgroup(self.task.id(), &limits).await {
+                TaskCgroup::Parent(parent) => self.cgroup = Some(parent),
+                TaskCgroup::Unavailable(why) => tracing::warn!(
+                    task = self.task.id(),
+                    "the task's cpu and memory hold each container alone, not the task as a \
+                     whole: {why}"
+                ),
+            }
+        }
         let mode = spec::network_mode(self.def());
         let wants_network = match mode {
             NetworkMode::Bridge => spec::bridge_needs_network(self.def()),
@@ -285,7 +317,8 @@ impl Supervisor {
         }
 
         if let Some(image) = pause_image {
-            let spec = spec::pause_spec(self.def(), &self.names, image, self.network.clone());
+            let mut spec = spec::pause_spec(self.def(), &self.names, image, self.network.clone());
+            spec.cgroup_parent = self.cgroup.clone();
             let id = runtime.create_container(&spec).await.map_err(|e| {
                 StopCause::failed(format!("cannot create the awsvpc namespace: {e}"))
             })?;
@@ -529,13 +562,8 @@ impl Supervisor {
                 over: spec::container_override(&self.plan.overrides, name),
                 network: &network,
                 volumes: &self.volumes,
-                task_memory_mib: self
-                    .plan
-                    .overrides
-                    .memory
-                    .as_deref()
-                    .and_then(ecrl::taskdef::parse_memory_mib)
-                    .or_else(|| self.def().memory_mib()),
+                task_memory_mib: self.task_limits().memory_bytes.map(|b| b >> 20),
+                cgroup_parent: self.cgroup.clone(),
             },
         )
     }
@@ -737,6 +765,10 @@ impl Supervisor {
     /// Takes over a task a previous daemon ran: its containers as found by label.
     async fn adopt(&mut self, ids: BTreeMap<String, String>, pause: Option<String>) {
         self.pause = pause;
+        // Made under this name if it was made at all; removing one that is not there is fine.
+        if !self.task_limits().is_empty() {
+            self.cgroup = Some(crate::runtime::cgroup::Hierarchy::parent(self.task.id()));
+        }
         if spec::network_mode(self.def()) == NetworkMode::Awsvpc
             || (spec::network_mode(self.def()) == NetworkMode::Bridge
                 && spec::bridge_needs_network(self.def()))
@@ -863,6 +895,11 @@ impl Supervisor {
         if let Some(network) = &self.network {
             if let Err(e) = runtime.remove_network(network).await {
                 leftovers.push(format!("network {network}: {e}"));
+            }
+        }
+        if self.cgroup.is_some() {
+            if let Err(e) = runtime.remove_task_cgroup(self.task.id()).await {
+                leftovers.push(e.to_string());
             }
         }
         for source in self.volumes.values() {

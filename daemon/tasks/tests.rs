@@ -484,3 +484,50 @@ async fn find_accepts_ids_prefixes_and_arns() {
     assert!(f.manager.get(&id).is_none());
     assert!(!f.dir.path().join("tasks").join(&id).exists());
 }
+
+/// Task-level cpu and memory hold the containers together in a cgroup of the task's, made
+/// before the first container and removed after the last; a task without them gets none.
+#[tokio::test]
+async fn task_level_limits_put_the_containers_in_one_cgroup() {
+    let f = fixture().await;
+    let task = f
+        .run(r#"{"family":"f","cpu":"0.5 vCPU","memory":"64","containerDefinitions":[{"name":"a","image":"img","command":["sleep"]},{"name":"b","image":"img","memory":16,"command":["sleep"]}]}"#)
+        .await;
+    f.wait_for(task.id(), "RUNNING").await;
+    let id = task.id();
+    for (name, memory) in [("a", 64), ("b", 16)] {
+        let spec = f
+            .runtime
+            .spec(&format!("ecrl-f-1-{name}-{}", &id[..12]))
+            .unwrap();
+        assert_eq!(spec.cgroup_parent, Some(format!("/ecrl/{id}")), "{name}");
+        assert_eq!(spec.memory, Some(memory << 20), "{name}");
+    }
+    f.manager.stop(id, "bye".into()).await.unwrap();
+    let made = f.position(&format!(
+        "cgroup create {id} memory=Some({}) cpu=Some(512)",
+        64 << 20
+    ));
+    assert!(made < f.position(&format!("create ecrl-f-1-a-{}", &id[..12])));
+    let removed = f.position(&format!("cgroup remove {id}"));
+    assert!(removed > f.position(&format!("remove ecrl-f-1-a-{}", &id[..12])));
+    assert!(removed > f.position(&format!("remove ecrl-f-1-b-{}", &id[..12])));
+
+    let plain = f
+        .run(r#"{"family":"g","containerDefinitions":[{"name":"a","image":"img","memory":8,"command":["sleep"]}]}"#)
+        .await;
+    f.wait_for(plain.id(), "RUNNING").await;
+    let spec = f
+        .runtime
+        .spec(&format!("ecrl-g-1-a-{}", &plain.id()[..12]))
+        .unwrap();
+    assert_eq!(spec.cgroup_parent, None);
+    f.manager.stop(plain.id(), "bye".into()).await.unwrap();
+    let calls = f.runtime.calls();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.contains(plain.id()) && c.starts_with("cgroup")),
+        "{calls:#?}"
+    );
+}
