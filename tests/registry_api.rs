@@ -853,6 +853,42 @@ fn refused_upload_requests_with_big_bodies_get_their_error_not_a_reset() {
     assert_eq!(header(&resp, "range"), "0-9");
 }
 
+/// A reference that is no valid tag names no manifest: GET, HEAD and DELETE answer 404
+/// `MANIFEST_UNKNOWN` (the OCI conformance suite asks for `.INVALID_MANIFEST_NAME`), a PUT
+/// under it is refused with 400 and stores nothing, a malformed digest stays 400
+/// `DIGEST_INVALID`, and a client without credentials hears 401 first, as for any manifest.
+#[test]
+fn a_reference_that_is_no_tag_is_an_unknown_manifest() {
+    let reg = Registry::start();
+    push_image(&reg, "app", "base", Flavor::Oci, "base");
+    let before = tags(&reg, "app");
+    for bad in [".INVALID_MANIFEST_NAME", "-x", &"t".repeat(129)] {
+        let path = format!("/v2/app/manifests/{bad}");
+        let resp = reg.head(&path);
+        assert_status(&resp, 404);
+        let resp = reg.get(&path);
+        assert_status(&resp, 404);
+        assert_eq!(error_code(resp), "MANIFEST_UNKNOWN", "{bad}");
+        let resp = reg.delete(&path);
+        assert_status(&resp, 404);
+        assert_eq!(error_code(resp), "MANIFEST_UNKNOWN", "{bad}");
+
+        let body = image_manifest(Flavor::Oci, b"{\"bad\":1}", &[]);
+        let resp = put_manifest(&reg, "app", bad, OCI_MANIFEST, &body);
+        assert_status(&resp, 400);
+        assert_eq!(error_code(resp), "MANIFEST_INVALID", "{bad}");
+        assert_manifest_not_stored(&reg, "app", "base2", &body, &before);
+    }
+    let resp = reg.get("/v2/app/manifests/sha256:abc");
+    assert_status(&resp, 400);
+    assert_eq!(error_code(resp), "DIGEST_INVALID");
+
+    let locked = Registry::start_in(Env::with_anonymous("none"), &[]);
+    let resp = locked.get("/v2/app/manifests/.INVALID_MANIFEST_NAME");
+    assert_status(&resp, 401);
+    assert!(opt_header(&resp, "www-authenticate").is_some());
+}
+
 /// An upload request refused for want of credentials is answered after its body too: the
 /// client reads the 401 and its challenge, not a broken pipe.
 #[test]

@@ -20,7 +20,7 @@ use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use ecrl::config::Anonymous;
-use ecrl::names::{Digest, Reference, RepoName};
+use ecrl::names::{Digest, NameError, Reference, RepoName};
 pub use error::RegistryError;
 use futures_util::StreamExt;
 use oci_spec::distribution::ErrorCode;
@@ -63,7 +63,9 @@ enum Route {
     Token,
     Catalog,
     Tags(RepoName),
-    Manifest(RepoName, Reference),
+    /// The reference as it came: whether a malformed one is a 404 or a 400 depends on the
+    /// method, and is told only to a client allowed to know (after authorization).
+    Manifest(RepoName, String),
     Blob(RepoName, Digest),
     Uploads(RepoName),
     Upload(RepoName, String),
@@ -93,7 +95,7 @@ fn parse_route(path: &str) -> Result<Route> {
     }
     if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
         let name = name.parse()?;
-        return Ok(Route::Manifest(name, reference.parse()?));
+        return Ok(Route::Manifest(name, reference.to_string()));
     }
     if let Some((name, digest)) = rest.rsplit_once("/referrers/") {
         let name = name.parse()?;
@@ -114,6 +116,35 @@ fn parse_route(path: &str) -> Result<Route> {
         return Ok(Route::Blob(name, digest.parse()?));
     }
     Err(not_found())
+}
+
+/// The manifest a GET, HEAD or DELETE names. A malformed digest is the client's error (400
+/// `DIGEST_INVALID`); anything else that is not a valid tag names no manifest there can be:
+/// 404 `MANIFEST_UNKNOWN`, as the OCI conformance suite expects.
+fn existing_reference(repo: &RepoName, raw: &str) -> Result<Reference> {
+    match raw.parse() {
+        Ok(reference) => Ok(reference),
+        Err(e @ (NameError::Digest(_) | NameError::Algorithm(_))) => Err(e.into()),
+        Err(_) => Err(RegistryError::not_found(
+            ErrorCode::ManifestUnknown,
+            format!("manifest unknown: {raw:?} in {repo} is neither a valid tag nor a digest"),
+        )),
+    }
+}
+
+/// The tag or digest a manifest PUT stores under: a malformed one is 400 (`MANIFEST_INVALID`
+/// for a tag, as OCI has no code for tags; `DIGEST_INVALID` for a digest).
+fn new_reference(raw: &str) -> Result<Reference> {
+    raw.parse().map_err(|e| match e {
+        NameError::Tag(_) | NameError::Reference(_) => RegistryError::bad_request(
+            ErrorCode::ManifestInvalid,
+            format!(
+                "invalid tag {raw:?}: up to 128 letters, digits, '_', '.' and '-', not starting \
+                 with '.' or '-'"
+            ),
+        ),
+        e => e.into(),
+    })
 }
 
 /// Who a request came from, and over which listener (challenges name the right scheme).
@@ -332,14 +363,17 @@ async fn route(state: Shared, parts: &Parts, body: &mut RequestBody) -> Result<R
         }
         (&Method::GET | &Method::HEAD, Route::Manifest(repo, reference)) => {
             allow(Action::BatchGetImage, Some(&repo))?;
+            let reference = existing_reference(&repo, &reference)?;
             manifests::get(&state, &repo, &reference, method == Method::HEAD)
         }
         (&Method::PUT, Route::Manifest(repo, reference)) => {
             allow(Action::PutImage, Some(&repo))?;
+            let reference = new_reference(&reference)?;
             manifests::put(&state, repo, reference, parts, body).await
         }
         (&Method::DELETE, Route::Manifest(repo, reference)) => {
             allow(Action::BatchDeleteImage, Some(&repo))?;
+            let reference = existing_reference(&repo, &reference)?;
             manifests::delete(&state, &repo, reference).await
         }
         (&Method::GET, Route::Referrers(repo, digest)) => {
@@ -487,7 +521,7 @@ mod tests {
             r => panic!("{r:?}"),
         }
         match parse_route("/v2/x/manifests/latest").unwrap() {
-            Route::Manifest(_, Reference::Tag(t)) => assert_eq!(t.as_str(), "latest"),
+            Route::Manifest(_, r) => assert_eq!(r, "latest"),
             r => panic!("{r:?}"),
         }
         assert!(matches!(
