@@ -7,6 +7,7 @@ mod daemon;
 mod image;
 mod output;
 mod repo;
+mod signals;
 mod task;
 mod task_run;
 mod tls;

@@ -21,16 +21,14 @@ dependsOn order; the task stops when an essential container exits.
 Without --wait, prints the new tasks (PROVISIONING) and returns. With --wait, tells every
 state change on stderr until the tasks stop, then exits with the exit code of the essential
 container that stopped them (0 when every essential container exited 0, 1 when a task
-failed to start); Ctrl-C stops the tasks and exits 130.
+failed to start); Ctrl-C stops the tasks and exits 130, as SIGTERM (exit 143) and SIGHUP
+(129) do.
 
 Examples:
   ecrl task run web
   ecrl task run web:3 --count 3 --started-by ci
   ecrl task run migrate --wait --env app.DB_URL=postgres://db/app
   ecrl task run web --overrides overrides.json --output json | jq -r '.tasks[].taskArn'";
-
-/// Ctrl-C while waiting: the tasks were asked to stop.
-const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -164,15 +162,18 @@ pub async fn run(ctx: &Context, client: &Client, args: RunArgs) -> anyhow::Resul
     let all = futures_util::future::join_all(watches);
     let finals = tokio::select! {
         finals = all => finals,
-        _ = tokio::signal::ctrl_c() => {
+        _ = crate::signals::interrupted() => {
             ctx.note("interrupted: stopping the task(s)");
             for id in &ids {
                 let _ = client.call::<StopTask>(&StopTaskRequest {
                     task: id.clone(),
-                    reason: Some("Interrupted (Ctrl-C on ecrl task run --wait)".into()),
+                    reason: Some(format!(
+                        "Interrupted ({} to ecrl task run --wait)",
+                        crate::signals::name()
+                    )),
                 }).await;
             }
-            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+            return Ok(ExitCode::from(crate::signals::exit_code()));
         }
     };
     let tasks: Vec<Task> = finals.into_iter().collect::<anyhow::Result<_>>()?;

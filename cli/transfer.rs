@@ -32,9 +32,6 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// The customary exit code of a command interrupted by SIGINT (128 + 2).
-const EXIT_INTERRUPTED: u8 = 130;
-
 /// How much the body threads hand over at a time, and how many such chunks may wait.
 const CHUNK: usize = 256 * 1024;
 const CHANNEL_DEPTH: usize = 16;
@@ -59,7 +56,7 @@ Examples:
   ecrl repo push docker://app:latest team/app:1
 
 Exit codes: 0 pushed, 1 the push failed (nothing was tagged), 2 usage error, 3 the daemon is
-unreachable, 130 interrupted (Ctrl-C; nothing was tagged).";
+unreachable, 130 interrupted (Ctrl-C; 143 for SIGTERM; nothing was tagged).";
 
 pub const PULL_LONG_ABOUT: &str = "\
 Pull an image out of the local registry: into an archive, an OCI layout directory, or the
@@ -77,7 +74,7 @@ Examples:
   ecrl repo pull team/app:1 --to docker
 
 Exit codes: 0 pulled, 1 the pull failed, 2 usage error, 3 the daemon is unreachable,
-130 interrupted (Ctrl-C).";
+130 interrupted (Ctrl-C; 143 for SIGTERM).";
 
 #[derive(Args, Debug)]
 pub struct PushArgs {
@@ -301,7 +298,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
                     let response = client.stream::<PushImage>(&by_path, empty_body()).await?;
                     follow_events(JsonLines::new(response.into_body()), &mut progress).await
                 } => Some(result),
-                _ = tokio::signal::ctrl_c() => None,
+                _ = crate::signals::interrupted() => None,
             }
         })?;
         let unreadable = matches!(
@@ -388,7 +385,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
                 let response = client.stream::<PushImage>(&request, body).await?;
                 follow_events(JsonLines::new(response.into_body()), &mut progress).await
             } => Some(result),
-            _ = tokio::signal::ctrl_c() => None,
+            _ = crate::signals::interrupted() => None,
         }
     })?;
     progress.clear();
@@ -406,7 +403,7 @@ fn finish_push(
     match outcome {
         None => {
             eprintln!("error: push cancelled; nothing was tagged");
-            Ok(ExitCode::from(EXIT_INTERRUPTED))
+            Ok(ExitCode::from(crate::signals::exit_code()))
         }
         Some(Ok(result)) => {
             output::print(ctx.output, &result)?;
@@ -690,7 +687,7 @@ pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<ExitCode> {
                 bar = (!quiet && io::stderr().is_terminal()).then(|| pull_bar(total));
                 receive(response.into_body(), tx, bar.as_ref(), total).await
             } => Some(result),
-            _ = tokio::signal::ctrl_c() => None,
+            _ = crate::signals::interrupted() => None,
         }
     })?;
     if let Some(bar) = &bar {
@@ -703,7 +700,7 @@ pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<ExitCode> {
         None => {
             sink.abandon(writer);
             eprintln!("error: pull cancelled");
-            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+            return Ok(ExitCode::from(crate::signals::exit_code()));
         }
         Some(Err(e)) if e.is::<WriterGone>() => return Err(sink.fail(writer)),
         Some(Err(e)) => {
@@ -1057,14 +1054,14 @@ fn load(
                 let response = client.stream::<LoadImage>(&request, empty_body()).await?;
                 follow_events(JsonLines::new(response.into_body()), &mut progress).await
             } => Some(result),
-            _ = tokio::signal::ctrl_c() => None,
+            _ = crate::signals::interrupted() => None,
         }
     })?;
     progress.clear();
     match outcome {
         None => {
             eprintln!("error: load cancelled");
-            Ok(ExitCode::from(EXIT_INTERRUPTED))
+            Ok(ExitCode::from(crate::signals::exit_code()))
         }
         Some(result) => {
             output::print(ctx.output, &result?)?;

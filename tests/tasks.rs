@@ -655,6 +655,66 @@ fn task_level_memory_holds_the_containers_together() {
     assert_eq!(killed[0]["exitCode"], 137, "{task:#}");
 }
 
+/// `ecrl task run --wait` ended by Ctrl-C, by SIGTERM (`timeout`, a cancelled CI job) or by
+/// SIGHUP stops its task before it exits with the shell's code for the signal: no task is
+/// left running behind a CI job that was cancelled.
+#[test]
+fn a_signal_to_task_run_wait_stops_the_task() {
+    let t = Tasks::new();
+    let def = t.register(json!({"family": "sig", "containerDefinitions": [
+        {"name": "a", "image": "busybox:1", "memory": 32, "command": ["sleep", "600"],
+         "stopTimeout": 2}]}));
+    let family = def.split(':').next().unwrap().to_string();
+    for (signal, code, name) in [
+        (libc::SIGINT, 130, "Ctrl-C"),
+        (libc::SIGTERM, 143, "SIGTERM"),
+        (libc::SIGHUP, 129, "SIGHUP"),
+    ] {
+        let child = t
+            .env
+            .ecrl_command(&["task", "run", &def, "--wait", "--started-by", name])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let id = loop {
+            let v = t.json(&["task", "ps", "--family", &family, "--started-by", name]);
+            let running = v["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["lastStatus"] == "RUNNING")
+                .map(|t| {
+                    t["taskArn"]
+                        .as_str()
+                        .unwrap()
+                        .rsplit('/')
+                        .next()
+                        .unwrap()
+                        .to_string()
+                });
+            if let Some(id) = running {
+                break id;
+            }
+            assert!(Instant::now() < deadline, "the task never ran: {v:#}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{name}: {}", stderr(&out));
+        let task = t.until(&id, Duration::from_secs(60), |v| {
+            v["lastStatus"] == "STOPPED"
+        });
+        assert_eq!(task["stopCode"], "UserInitiated", "{task:#}");
+        assert!(
+            task["stoppedReason"].as_str().unwrap().contains(name),
+            "{task:#}"
+        );
+    }
+}
+
 #[test]
 fn stop_honours_stop_timeout_and_count_starts_independent_tasks() {
     let t = Tasks::new();
