@@ -42,6 +42,9 @@ pub struct AppState {
     blob_locks: Box<[tokio::sync::Mutex<()>; 256]>,
     /// The repository each open upload session belongs to: a session is only usable there.
     upload_owners: std::sync::Mutex<HashMap<UploadId, RepoName>>,
+    /// Blobs a deleted image freed, by repository, with their sizes and when: their content
+    /// stays for `deleted_blob_grace`, so a push that found them there still completes.
+    released: std::sync::Mutex<HashMap<(RepoName, Digest), (u64, Instant)>>,
     pub shutdown: CancellationToken,
 }
 
@@ -126,9 +129,83 @@ impl AppState {
         }
     }
 
+    /// Takes note of blobs a deleted image (or a failed push) freed in `repo`, and removes
+    /// their content after the grace period unless something links them again by then.
+    ///
+    /// The grace is for a push in progress: a client that asked (HEAD) whether the repository
+    /// has a layer, heard yes, and sends the manifest after the image that held the layer was
+    /// deleted. Its manifest finds the layer freed, and [`Self::relink_released`] takes it
+    /// back.
+    pub fn release(self: &Arc<Self>, repo: &RepoName, freed: Vec<(Digest, u64)>) {
+        if freed.is_empty() {
+            return;
+        }
+        let at = Instant::now();
+        if let Ok(mut released) = self.released.lock() {
+            for (digest, size) in &freed {
+                released.insert((repo.clone(), *digest), (*size, at));
+            }
+        }
+        let state = self.clone();
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(state.config.deleted_blob_grace) => {}
+                // A daemon that stops removes unused content at its next start.
+                _ = state.shutdown.cancelled() => return,
+            }
+            for (digest, _) in freed {
+                let _guard = state.lock_blob(&digest).await;
+                let key = (repo.clone(), digest);
+                let ours =
+                    state
+                        .released
+                        .lock()
+                        .is_ok_and(|mut released| match released.get(&key) {
+                            Some((_, when)) if *when == at => released.remove(&key).is_some(),
+                            _ => false,
+                        });
+                if ours {
+                    state.remove_if_unused(&digest).await;
+                }
+            }
+        });
+    }
+
+    /// Links a blob a deleted image freed in `repo` back into it, while its content is still
+    /// there. True when it did.
+    pub async fn relink_released(&self, repo: &RepoName, digest: &Digest) -> bool {
+        let _guard = self.lock_blob(digest).await;
+        let key = (repo.clone(), *digest);
+        let Some((size, _)) = self
+            .released
+            .lock()
+            .ok()
+            .and_then(|released| released.get(&key).copied())
+        else {
+            return false;
+        };
+        if !matches!(self.store.stat(digest).await, Ok(Some(_))) {
+            return false;
+        }
+        if self.meta.link_blob(repo, *digest, size).await.is_err() {
+            return false;
+        }
+        if let Ok(mut released) = self.released.lock() {
+            released.remove(&key);
+        }
+        tracing::info!(%repo, %digest, "a push took back a blob a deleted image had freed");
+        true
+    }
+
     /// Removes a blob's content once no repository links it or holds it as a manifest.
     pub async fn collect_if_unused(&self, digest: &Digest) {
         let _guard = self.lock_blob(digest).await;
+        self.remove_if_unused(digest).await;
+    }
+
+    /// [`Self::collect_if_unused`] for a caller that holds the digest's lock.
+    async fn remove_if_unused(&self, digest: &Digest) {
         if !self.meta.read().blob_in_use(digest) {
             if let Err(e) = self.store.delete(digest).await {
                 tracing::warn!(%digest, "cannot remove unused blob: {e}");
@@ -285,6 +362,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         auth: crate::auth::Guard::default(),
         blob_locks: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         upload_owners: std::sync::Mutex::new(HashMap::new()),
+        released: std::sync::Mutex::new(HashMap::new()),
         shutdown: shutdown.clone(),
         config,
     });

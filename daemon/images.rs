@@ -154,6 +154,29 @@ pub async fn put_manifest(
         .ensure_repo(repo, state.config.create_on_push)
         .await?;
 
+    // A blob a deleted image freed moments ago, which the client found here before the
+    // delete, is taken back while its content remains (see `AppState::release`).
+    if kind == Kind::Image {
+        let missing: Vec<Digest> = {
+            let index = state.meta.read();
+            let linked = |d: &Digest| {
+                index
+                    .repos
+                    .get(repo)
+                    .is_some_and(|r| r.blobs.contains_key(d))
+            };
+            doc.config
+                .iter()
+                .chain(doc.layers.iter().flatten())
+                .filter_map(|d| d.digest.parse().ok())
+                .filter(|d| !linked(d))
+                .collect()
+        };
+        for digest in missing {
+            state.relink_released(repo, &digest).await;
+        }
+    }
+
     // Everything it references must be here: blobs for an image, manifests for an index.
     let (refs, blob_bytes, artifact_type) = {
         let index = state.meta.read();

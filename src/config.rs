@@ -240,6 +240,9 @@ pub struct RegistryFileConfig {
     pub create_on_push: Option<bool>,
     /// How long an upload may sit idle before it is removed, e.g. `24h`, `30m`, `90s`.
     pub upload_expiry: Option<String>,
+    /// How long the content of a blob freed by a deleted image stays, for a push in progress
+    /// that found it there to still use (default 15m).
+    pub deleted_blob_grace: Option<String>,
     /// `none` (default), `pull` or `all`: what needs no credentials.
     pub anonymous: Option<Anonymous>,
     #[serde(default)]
@@ -290,6 +293,8 @@ pub struct DaemonConfig {
     pub log_format: LogFormat,
     pub create_on_push: bool,
     pub upload_expiry: std::time::Duration,
+    /// How long a blob no image uses any more is kept before its content is removed.
+    pub deleted_blob_grace: std::time::Duration,
     pub anonymous: Anonymous,
     pub region: String,
     /// The encryption asked for (flag, environment or file); `None` takes the data dir's
@@ -331,8 +336,12 @@ pub enum ConfigError {
         path.display(), max = paths::MAX_SOCKET_PATH
     )]
     SocketPathTooLong { path: PathBuf, len: usize },
-    #[error("invalid config file {}: registry.upload_expiry: {value:?} is not a duration such as 24h, 30m or 90s", path.display())]
-    Duration { path: PathBuf, value: String },
+    #[error("invalid config file {}: {key}: {value:?} is not a duration such as 24h, 30m or 90s", path.display())]
+    Duration {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+    },
     #[error(
         "plain HTTP is off (registry address `none`) and HTTPS is not on: nothing would serve \
          the registry; add --tls (ECRL_TLS=true, registry.tls.enabled: true) or give \
@@ -428,13 +437,24 @@ pub fn resolve(
     if len > paths::MAX_SOCKET_PATH {
         return Err(ConfigError::SocketPathTooLong { path: socket, len });
     }
-    let upload_expiry = match &file.registry.upload_expiry {
-        None => std::time::Duration::from_secs(24 * 3_600),
+    let duration = |key: &'static str, value: &Option<String>, default: u64| match value {
+        None => Ok(std::time::Duration::from_secs(default)),
         Some(value) => parse_duration(value).ok_or_else(|| ConfigError::Duration {
             path: config_file.clone().unwrap_or_default(),
+            key,
             value: value.clone(),
-        })?,
+        }),
     };
+    let upload_expiry = duration(
+        "registry.upload_expiry",
+        &file.registry.upload_expiry,
+        24 * 3_600,
+    )?;
+    let deleted_blob_grace = duration(
+        "registry.deleted_blob_grace",
+        &file.registry.deleted_blob_grace,
+        15 * 60,
+    )?;
     let registry_addr = options
         .registry_addr
         .clone()
@@ -453,6 +473,7 @@ pub fn resolve(
             .unwrap_or_default(),
         region: file.region.unwrap_or_else(|| DEFAULT_REGION.to_string()),
         upload_expiry,
+        deleted_blob_grace,
         data_dir,
         socket,
         registry_addr,

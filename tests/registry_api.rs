@@ -2680,3 +2680,101 @@ fn a_full_disk_is_a_clear_507_and_loses_nothing() {
     assert!(reg.upload_files().is_empty(), "{:?}", reg.upload_files());
     push_blob(&reg, "t/full", &vec![1u8; 8 << 20]);
 }
+
+/// The repository's size as `ecrl repo describe` reports it.
+fn repo_size(reg: &Registry, repo: &str) -> u64 {
+    let out = reg
+        .env
+        .ecrl_ok(&["repo", "describe", repo, "--output", "json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["repository"]["sizeInBytes"].as_u64().unwrap()
+}
+
+/// An image of one config and the given layers, pushed under `tag`: (manifest, config).
+fn push_layers(reg: &Registry, repo: &str, tag: &str, layers: &[&[u8]]) -> (Vec<u8>, Vec<u8>) {
+    let config =
+        serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "tag": tag})).unwrap();
+    push_blob(reg, repo, &config);
+    for layer in layers {
+        push_blob(reg, repo, layer);
+    }
+    let manifest = image_manifest(Flavor::Oci, &config, layers);
+    put_manifest_ok(reg, repo, tag, OCI_MANIFEST, &manifest);
+    (manifest, config)
+}
+
+fn wait_gone(reg: &Registry, digest: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reg.blob_file(digest).exists() {
+        assert!(Instant::now() < deadline, "{digest} was never removed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Deleting an image frees what only it used: the repository stops linking those blobs at
+/// once (its size says so), their content goes after `registry.deleted_blob_grace`, and what
+/// another image shares stays. Through the registry API and through `ecrl image delete`.
+#[test]
+fn deleting_an_image_frees_the_blobs_only_it_used() {
+    let env = Env::new();
+    let config = env.path().join("config.yaml");
+    std::fs::write(&config, "registry:\n  deleted_blob_grace: 1s\n").unwrap();
+    let reg = Registry::start_in(env, &["--config", config.to_str().unwrap()]);
+    let shared = bytes("shared", 8192);
+    let (own_a, own_b) = (bytes("own a", 4096), bytes("own b", 2048));
+    let (manifest_a, config_a) = push_layers(&reg, "app", "a", &[&shared, &own_a]);
+    let (manifest_b, config_b) = push_layers(&reg, "app", "b", &[&shared, &own_b]);
+    let before = repo_size(&reg, "app");
+
+    let resp = reg.delete(&format!("/v2/app/manifests/{}", sha256(&manifest_a)));
+    assert_status(&resp, 202);
+    let freed = (own_a.len() + config_a.len() + manifest_a.len()) as u64;
+    assert_eq!(repo_size(&reg, "app"), before - freed);
+    for gone in [&own_a, &config_a] {
+        assert_status(&reg.head(&format!("/v2/app/blobs/{}", sha256(gone))), 404);
+        wait_gone(&reg, &sha256(gone));
+    }
+    for kept in [&shared, &own_b, &config_b] {
+        assert_status(&reg.head(&format!("/v2/app/blobs/{}", sha256(kept))), 200);
+        assert!(reg.blob_file(&sha256(kept)).exists());
+    }
+    assert_status(&reg.get("/v2/app/manifests/b"), 200);
+    // Its content gone, the old manifest cannot come back without its blobs.
+    let resp = put_manifest(&reg, "app", "a", OCI_MANIFEST, &manifest_a);
+    expect_error(resp, 400, "MANIFEST_BLOB_UNKNOWN");
+
+    // The last image goes through the CLI: nothing is left but an empty repository.
+    reg.env.ecrl_ok(&["image", "delete", "app:b"]);
+    assert_eq!(repo_size(&reg, "app"), 0);
+    for gone in [&shared, &own_b, &config_b, &manifest_b] {
+        wait_gone(&reg, &sha256(gone));
+    }
+}
+
+/// A push that found a layer in the repository (HEAD) before the image holding it was
+/// deleted still completes: its manifest takes the freed layer back while the content
+/// remains.
+#[test]
+fn a_push_that_found_a_layer_before_its_image_was_deleted_completes() {
+    let reg = Registry::start();
+    let layer = bytes("reused layer", 16384);
+    let (manifest_a, _) = push_layers(&reg, "app", "a", &[&layer]);
+    // The second push asks, and hears the layer is there...
+    assert_status(&reg.head(&format!("/v2/app/blobs/{}", sha256(&layer))), 200);
+    // ...the first image is deleted meanwhile...
+    let resp = reg.delete(&format!("/v2/app/manifests/{}", sha256(&manifest_a)));
+    assert_status(&resp, 202);
+    assert_status(&reg.head(&format!("/v2/app/blobs/{}", sha256(&layer))), 404);
+    // ...and the second push sends its config and manifest.
+    let config = br#"{"architecture":"amd64","os":"linux","second":true}"#.to_vec();
+    push_blob(&reg, "app", &config);
+    let manifest = image_manifest(Flavor::Oci, &config, &[&layer]);
+    put_manifest_ok(&reg, "app", "b", OCI_MANIFEST, &manifest);
+    let resp = reg.get(&format!("/v2/app/blobs/{}", sha256(&layer)));
+    assert_status(&resp, 200);
+    assert_eq!(resp.bytes().unwrap().as_ref(), &layer[..]);
+    assert_eq!(
+        repo_size(&reg, "app"),
+        (layer.len() + config.len() + manifest.len()) as u64
+    );
+}

@@ -550,6 +550,45 @@ fn bad_archives_are_refused_and_leave_nothing_behind() {
     assert_eq!(blob_files(&env), Vec::<std::path::PathBuf>::new());
 }
 
+/// A push refused for its tag (an immutable repository's) leaves the repository as it was:
+/// one image, its size, and none of the refused push's blobs kept.
+#[test]
+fn a_push_refused_for_an_immutable_tag_leaves_the_repository_as_it_was() {
+    let env = Env::new();
+    env.start();
+    env.ecrl_ok(&[
+        "repo",
+        "create",
+        "locked/app",
+        "--tag-mutability",
+        "IMMUTABLE",
+    ]);
+    let first = env.path().join("first.tar");
+    std::fs::write(&first, docker_archive(&layer_tar(), None, true, true)).unwrap();
+    push(&env, first.to_str().unwrap(), "locked/app:1");
+    let size = |env: &Env| -> u64 {
+        let out = env.ecrl_ok(&["repo", "describe", "locked/app", "--output", "json"]);
+        serde_json::from_str::<Value>(&out).unwrap()["repository"]["sizeInBytes"]
+            .as_u64()
+            .unwrap()
+    };
+    let (size_before, files_before) = (size(&env), blob_files(&env));
+
+    let other = tar_of(&[("other.txt".into(), b"another layer\n".to_vec())]);
+    let second = env.path().join("second.tar");
+    std::fs::write(&second, docker_archive(&other, None, true, true)).unwrap();
+    let out = env.ecrl(&["repo", "push", second.to_str().unwrap(), "locked/app:1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("immutable"), "{}", stderr(&out));
+
+    assert_eq!(size(&env), size_before);
+    assert_eq!(blob_files(&env), files_before);
+    let images: Value =
+        serde_json::from_str(&env.ecrl_ok(&["image", "list", "locked/app", "--output", "json"]))
+            .unwrap();
+    assert_eq!(images["imageIds"].as_array().unwrap().len(), 1, "{images}");
+}
+
 #[test]
 fn a_docker_engine_that_is_not_running_is_a_clear_error() {
     let env = Env::new();

@@ -37,6 +37,7 @@ impl From<MetaError> for ApiError {
             MetaError::RepoNotEmpty(_) => ErrorCode::RepositoryNotEmpty,
             MetaError::TagImmutable { .. } => ErrorCode::ImageTagAlreadyExists,
             MetaError::ManifestNotFound { .. } => ErrorCode::ImageNotFound,
+            MetaError::ReferenceMissing { .. } => ErrorCode::InvalidParameter,
             MetaError::TaskDefinitionNotFound(_) => ErrorCode::TaskDefinitionNotFound,
             // ECS answers a ClientException: the request names the wrong revision.
             MetaError::TaskDefinitionActive(_) => ErrorCode::InvalidParameter,
@@ -409,7 +410,9 @@ async fn delete_images(
                 ));
                 continue;
             }
-            state.meta.delete_manifest(&name, digest).await?;
+            if let Some(freed) = state.meta.delete_manifest(&name, digest).await? {
+                state.release(&name, freed);
+            }
             state.collect_if_unused(&digest).await;
         }
         deleted.push(ImageId {

@@ -33,6 +33,10 @@ pub enum MetaError {
     TagImmutable { repo: RepoName, tag: Tag },
     #[error("manifest {digest} is not in repository {repo}")]
     ManifestNotFound { repo: RepoName, digest: Digest },
+    /// A manifest being recorded references something the repository no longer holds (an
+    /// image deleted meanwhile freed it).
+    #[error("{digest}, which the manifest references, is not in repository {repo}: push it first")]
+    ReferenceMissing { repo: RepoName, digest: Digest },
     /// `family:revision` names no stored revision.
     #[error("task definition {0} does not exist")]
     TaskDefinitionNotFound(String),
@@ -167,6 +171,30 @@ impl Index {
             .values()
             .find_map(|r| r.blobs.get(digest).copied())
     }
+}
+
+/// Unlinks the `candidates` the repository links and none of its manifests references.
+fn unlink_unreferenced(
+    conn: &Connection,
+    repo: &RepoName,
+    entry: &mut Repo,
+    candidates: &[Digest],
+) -> Result<Vec<(Digest, u64)>, MetaError> {
+    let referenced: HashSet<&Digest> = entry.manifests.values().flat_map(|m| &m.refs).collect();
+    let free: Vec<(Digest, u64)> = candidates
+        .iter()
+        .filter(|d| !referenced.contains(d))
+        .filter_map(|d| entry.blobs.get(d).map(|size| (*d, *size)))
+        .collect();
+    for (digest, _) in &free {
+        exec(
+            conn,
+            "DELETE FROM blob_links WHERE repo = ?1 AND digest = ?2",
+            params![repo.as_str(), digest.to_string()],
+        )?;
+        entry.blobs.remove(digest);
+    }
+    Ok(free)
 }
 
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -398,6 +426,18 @@ impl Metadata {
             if let Some(tag) = &tag {
                 entry.check_tag(&repo, tag, &manifest.digest)?;
             }
+            // Checked against the repository as it is now: an image deleted since the caller
+            // looked may have freed a blob this manifest needs.
+            if let Some(missing) = manifest
+                .refs
+                .iter()
+                .find(|d| !entry.blobs.contains_key(*d) && !entry.manifests.contains_key(*d))
+            {
+                return Err(MetaError::ReferenceMissing {
+                    repo: repo.clone(),
+                    digest: *missing,
+                });
+            }
             let digest = manifest.digest;
             if let std::collections::hash_map::Entry::Vacant(slot) = entry.manifests.entry(digest) {
                 exec(
@@ -484,21 +524,22 @@ impl Metadata {
         .await
     }
 
-    /// Removes a manifest and every tag that points at it. Returns the removed tags, or
-    /// `None` when the repository did not hold the manifest.
+    /// Removes a manifest and every tag that points at it, and unlinks the blobs it
+    /// referenced that no other manifest of the repository does: answers those blobs, with
+    /// their sizes, or `None` when the repository did not hold the manifest.
     pub async fn delete_manifest(
         &self,
         repo: &RepoName,
         digest: Digest,
-    ) -> Result<Option<Vec<Tag>>, MetaError> {
+    ) -> Result<Option<Vec<(Digest, u64)>>, MetaError> {
         let repo = repo.clone();
         self.write(move |conn, index| {
             let Some(entry) = index.repos.get_mut(&repo) else {
                 return Ok(None);
             };
-            if entry.manifests.remove(&digest).is_none() {
+            let Some(manifest) = entry.manifests.remove(&digest) else {
                 return Ok(None);
-            }
+            };
             let tags: Vec<Tag> = entry
                 .tags
                 .iter()
@@ -513,7 +554,22 @@ impl Metadata {
                 "DELETE FROM manifests WHERE repo = ?1 AND digest = ?2",
                 params![repo.as_str(), digest.to_string()],
             )?;
-            Ok(Some(tags))
+            unlink_unreferenced(conn, &repo, entry, &manifest.refs).map(Some)
+        })
+        .await
+    }
+
+    /// Unlinks those of `candidates` that the repository links but none of its manifests
+    /// references (blobs a failed push linked); returns them with their sizes.
+    pub async fn release_blobs(
+        &self,
+        repo: &RepoName,
+        candidates: Vec<Digest>,
+    ) -> Result<Vec<(Digest, u64)>, MetaError> {
+        let repo = repo.clone();
+        self.write(move |conn, index| match index.repos.get_mut(&repo) {
+            Some(entry) => unlink_unreferenced(conn, &repo, entry, &candidates),
+            None => Ok(Vec::new()),
         })
         .await
     }
@@ -955,6 +1011,52 @@ mod tests {
             index.repos[&repo].manifests.len(),
             1,
             "the refused manifest left nothing"
+        );
+    }
+
+    /// Deleting a manifest unlinks what it alone referenced, in the same write as the
+    /// delete; a manifest recorded after that, naming a freed blob, is refused there rather
+    /// than left pointing at content that is about to go.
+    #[tokio::test]
+    async fn a_deleted_manifest_frees_what_only_it_referenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = open(dir.path());
+        let repo: RepoName = "team/app".parse().unwrap();
+        meta.ensure_repo(&repo, true).await.unwrap();
+        let (shared, own, loose) = (
+            Digest::from_bytes([7; 32]),
+            Digest::from_bytes([8; 32]),
+            Digest::from_bytes([9; 32]),
+        );
+        for (d, size) in [(shared, 10), (own, 20), (loose, 30)] {
+            meta.link_blob(&repo, d, size).await.unwrap();
+        }
+        let mut a = manifest(1);
+        a.refs = vec![shared, own];
+        let mut b = manifest(2);
+        b.refs = vec![shared];
+        meta.put_manifest(&repo, a, None).await.unwrap();
+        meta.put_manifest(&repo, b, None).await.unwrap();
+
+        let freed = meta.delete_manifest(&repo, Digest::from_bytes([1; 32])).await;
+        assert_eq!(freed.unwrap(), Some(vec![(own, 20)]));
+        let linked: HashSet<Digest> = meta.read().repos[&repo].blobs.keys().copied().collect();
+        // A blob no manifest ever referenced (a push in progress) is not the delete's to free.
+        assert_eq!(linked, HashSet::from([shared, loose]));
+
+        let mut c = manifest(3);
+        c.refs = vec![shared, own];
+        match meta.put_manifest(&repo, c, None).await {
+            Err(MetaError::ReferenceMissing { digest, .. }) => assert_eq!(digest, own),
+            other => panic!("{other:?}"),
+        }
+        assert!(!meta.read().repos[&repo]
+            .manifests
+            .contains_key(&Digest::from_bytes([3; 32])));
+        assert_eq!(
+            meta.release_blobs(&repo, vec![shared, loose]).await.unwrap(),
+            vec![(loose, 30)],
+            "shared is still referenced by b"
         );
     }
 }

@@ -113,6 +113,9 @@ impl From<MetaError> for RegistryError {
             MetaError::ManifestNotFound { .. } => {
                 Self::not_found(ErrorCode::ManifestUnknown, e.to_string())
             }
+            MetaError::ReferenceMissing { .. } => {
+                Self::bad_request(ErrorCode::ManifestBlobUnknown, e.to_string())
+            }
             MetaError::RepoExists(_) | MetaError::RepoNotEmpty(_) => {
                 Self::new(StatusCode::CONFLICT, ErrorCode::Denied, e.to_string())
             }

@@ -136,9 +136,10 @@ pub async fn delete(state: &Shared, repo: &RepoName, reference: Reference) -> Re
             }
         }
         Reference::Digest(digest) => {
-            if state.meta.delete_manifest(repo, *digest).await?.is_none() {
+            let Some(freed) = state.meta.delete_manifest(repo, *digest).await? else {
                 return Err(manifest_unknown(repo, &reference));
-            }
+            };
+            state.release(repo, freed);
             state.collect_if_unused(digest).await;
         }
     }

@@ -81,6 +81,8 @@ struct Importer {
     links: HashMap<String, String>,
     /// Digests this import stored that were not in the store before.
     new_blobs: Vec<Digest>,
+    /// Blobs this import linked into a repository that did not link them before.
+    new_links: Vec<(RepoName, Digest)>,
     pushed: u64,
     existing: u64,
 }
@@ -102,6 +104,7 @@ pub fn import(
         blobs: HashMap::new(),
         links: HashMap::new(),
         new_blobs: Vec::new(),
+        new_links: Vec::new(),
         pushed: 0,
         existing: 0,
     };
@@ -133,6 +136,7 @@ pub fn import_file(
         blobs: HashMap::new(),
         links: HashMap::new(),
         new_blobs: Vec::new(),
+        new_links: Vec::new(),
         pushed: 0,
         existing: 0,
     };
@@ -664,9 +668,19 @@ impl Importer {
     }
 
     /// Links the blobs an image needs into the repository.
-    fn link(&self, repo: &RepoName, blobs: &[(Digest, u64)]) -> Result<(), TransferError> {
+    fn link(&mut self, repo: &RepoName, blobs: &[(Digest, u64)]) -> Result<(), TransferError> {
         for (digest, size) in blobs {
             let _guard = self.handle.block_on(self.state.lock_blob(digest));
+            let linked = self
+                .state
+                .meta
+                .read()
+                .repos
+                .get(repo)
+                .is_some_and(|r| r.blobs.contains_key(digest));
+            if !linked {
+                self.new_links.push((repo.clone(), *digest));
+            }
             self.handle
                 .block_on(self.state.meta.link_blob(repo, *digest, *size))
                 .map_err(|e| TransferError::Image(e.into()))?;
@@ -745,9 +759,20 @@ impl Importer {
             }
             layers.push(blob);
         }
-        let config_digest = self
+        let config_digest = Digest::from_bytes(Sha256::digest(&config_bytes).into());
+        if self
             .handle
-            .block_on(self.state.store.put(config_bytes.clone(), None))?;
+            .block_on(self.state.store.stat(&config_digest))?
+            .is_none()
+        {
+            self.handle.block_on(
+                self.state
+                    .store
+                    .put(config_bytes.clone(), Some(&config_digest)),
+            )?;
+            // A failed push removes it again.
+            self.new_blobs.push(config_digest);
+        }
         let config_size = config_bytes.len() as u64;
         let layer_type = if self.gzip {
             "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -952,8 +977,25 @@ impl Importer {
         })
     }
 
-    /// After a failure: remove the blobs this import stored that nothing else uses.
+    /// After a failure: unlink what this import linked that no image of the repository uses
+    /// (a refused tag leaves the repository as it was), and remove the blobs it stored that
+    /// nothing else uses.
     fn clean_up(&mut self) {
+        let mut by_repo: HashMap<RepoName, Vec<Digest>> = HashMap::new();
+        for (repo, digest) in std::mem::take(&mut self.new_links) {
+            by_repo.entry(repo).or_default().push(digest);
+        }
+        for (repo, digests) in by_repo {
+            match self
+                .handle
+                .block_on(self.state.meta.release_blobs(&repo, digests))
+            {
+                Ok(freed) => self
+                    .handle
+                    .block_on(async { self.state.release(&repo, freed) }),
+                Err(e) => tracing::warn!(%repo, "cannot unlink a failed push's blobs: {e}"),
+            }
+        }
         for digest in std::mem::take(&mut self.new_blobs) {
             self.handle.block_on(self.state.collect_if_unused(&digest));
         }

@@ -58,7 +58,10 @@ impl From<TransferError> for ApiError {
             })) => ErrorCode::ImageTagAlreadyExists,
             TransferError::Image(ImageError::Invalid(_))
             | TransferError::Image(ImageError::BlobUnknown(_))
-            | TransferError::Image(ImageError::DigestMismatch(_)) => ErrorCode::InvalidParameter,
+            | TransferError::Image(ImageError::DigestMismatch(_))
+            | TransferError::Image(ImageError::Meta(
+                crate::metadata::MetaError::ReferenceMissing { .. },
+            )) => ErrorCode::InvalidParameter,
             _ => ErrorCode::Internal,
         };
         ApiError::new(code, e.to_string())
