@@ -167,6 +167,9 @@ impl AppState {
                         });
                 if ours {
                     state.remove_if_unused(&digest).await;
+                    if let Err(e) = state.meta.forget_released(Some(vec![digest])).await {
+                        tracing::warn!(%digest, "cannot forget a freed blob: {e}");
+                    }
                 }
             }
         });
@@ -259,20 +262,36 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
 
     // Blob files no repository holds (a daemon killed between a blob's commit and its link)
     // go before anything is served, so nothing can be linking them meanwhile.
+    // So do those deleted images freed and a stop came before their grace ended.
     let in_use = meta.read().digests_in_use();
-    match tokio::task::block_in_place(|| store.remove_unlisted(&in_use)) {
-        Ok(sweep) if sweep.unheld == 0 => {}
-        Ok(sweep) if sweep.removed == 0 => tracing::warn!(
-            unheld = sweep.unheld,
-            blobs = sweep.blobs,
-            "most blobs in the store are held by no repository: metadata.db may not be the one \
-             these blobs belong to; leaving them"
-        ),
-        Ok(sweep) => tracing::info!(
-            blobs = sweep.removed,
-            bytes = sweep.bytes,
-            "removed blobs no repository holds (left by an interrupted push)"
-        ),
+    let released = meta.released().await.unwrap_or_else(|e| {
+        tracing::warn!("cannot read which blobs deletes freed: {e}");
+        Default::default()
+    });
+    match tokio::task::block_in_place(|| store.remove_unlisted(&in_use, &released)) {
+        Ok(sweep) => {
+            if sweep.left > 0 {
+                tracing::warn!(
+                    unheld = sweep.left,
+                    blobs = sweep.blobs,
+                    "most blobs in the store are held by no repository: metadata.db may not be \
+                     the one these blobs belong to; leaving them"
+                );
+            }
+            if sweep.removed > 0 {
+                tracing::info!(
+                    blobs = sweep.removed,
+                    bytes = sweep.bytes,
+                    "removed blobs no repository holds (freed by deleted images, or left by an \
+                     interrupted push)"
+                );
+            }
+            if !released.is_empty() {
+                if let Err(e) = meta.forget_released(None).await {
+                    tracing::warn!("cannot forget the freed blobs just removed: {e}");
+                }
+            }
+        }
         Err(e) => tracing::warn!("cannot sweep blobs no repository holds: {e}"),
     }
 

@@ -2778,3 +2778,20 @@ fn a_push_that_found_a_layer_before_its_image_was_deleted_completes() {
         (layer.len() + config.len() + manifest.len()) as u64
     );
 }
+
+/// A daemon stopped before a deleted image's blobs were removed removes them at its next
+/// start, also when they are most of the store (where unexplained blobs are left alone).
+#[test]
+fn blobs_a_delete_freed_go_at_the_next_start() {
+    let mut reg = Registry::start();
+    let layer = bytes("soon gone", 8192);
+    let (manifest, config) = push_layers(&reg, "app", "a", &[&layer]);
+    let resp = reg.delete(&format!("/v2/app/manifests/{}", sha256(&manifest)));
+    assert_status(&resp, 202);
+    assert!(reg.blob_file(&sha256(&layer)).exists(), "within the grace");
+    reg.restart();
+    for gone in [&layer, &config, &manifest] {
+        assert!(!reg.blob_file(&sha256(gone)).exists());
+    }
+    assert_eq!(repo_size(&reg, "app"), 0);
+}

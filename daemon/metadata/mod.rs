@@ -192,6 +192,11 @@ fn unlink_unreferenced(
             "DELETE FROM blob_links WHERE repo = ?1 AND digest = ?2",
             params![repo.as_str(), digest.to_string()],
         )?;
+        exec(
+            conn,
+            "INSERT OR REPLACE INTO released_blobs (digest, released_at) VALUES (?1, ?2)",
+            params![digest.to_string(), now_millis()],
+        )?;
         entry.blobs.remove(digest);
     }
     Ok(free)
@@ -555,6 +560,45 @@ impl Metadata {
                 params![repo.as_str(), digest.to_string()],
             )?;
             unlink_unreferenced(conn, &repo, entry, &manifest.refs).map(Some)
+        })
+        .await
+    }
+
+    /// The blobs freed by deletes whose content has not been removed yet (see
+    /// [`Self::forget_released`]).
+    pub async fn released(&self) -> Result<HashSet<Digest>, MetaError> {
+        self.write(|conn, _| {
+            let mut query = conn.prepare("SELECT digest FROM released_blobs")?;
+            let rows = query.query_map([], |row| row.get::<_, String>(0))?;
+            let mut out = HashSet::new();
+            for row in rows {
+                if let Ok(digest) = row?.parse() {
+                    out.insert(digest);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Forgets freed blobs once their content is removed or linked again (`None`: all).
+    pub async fn forget_released(&self, digests: Option<Vec<Digest>>) -> Result<(), MetaError> {
+        self.write(move |conn, _| {
+            match digests {
+                None => {
+                    exec(conn, "DELETE FROM released_blobs", [])?;
+                }
+                Some(digests) => {
+                    for digest in digests {
+                        exec(
+                            conn,
+                            "DELETE FROM released_blobs WHERE digest = ?1",
+                            [digest.to_string()],
+                        )?;
+                    }
+                }
+            }
+            Ok(())
         })
         .await
     }
@@ -1038,7 +1082,9 @@ mod tests {
         meta.put_manifest(&repo, a, None).await.unwrap();
         meta.put_manifest(&repo, b, None).await.unwrap();
 
-        let freed = meta.delete_manifest(&repo, Digest::from_bytes([1; 32])).await;
+        let freed = meta
+            .delete_manifest(&repo, Digest::from_bytes([1; 32]))
+            .await;
         assert_eq!(freed.unwrap(), Some(vec![(own, 20)]));
         let linked: HashSet<Digest> = meta.read().repos[&repo].blobs.keys().copied().collect();
         // A blob no manifest ever referenced (a push in progress) is not the delete's to free.
@@ -1054,7 +1100,9 @@ mod tests {
             .manifests
             .contains_key(&Digest::from_bytes([3; 32])));
         assert_eq!(
-            meta.release_blobs(&repo, vec![shared, loose]).await.unwrap(),
+            meta.release_blobs(&repo, vec![shared, loose])
+                .await
+                .unwrap(),
             vec![(loose, 30)],
             "shared is still referenced by b"
         );

@@ -102,6 +102,12 @@ const MIGRATIONS: &[&str] = &[
     // 6: blob links are only ever looked up by repository (the in-memory index answers the
     // rest): the index by digest only doubled the pages each link writes.
     "DROP INDEX blob_links_digest;",
+    // 7: blobs a deleted image (or a failed push) freed, until their content is removed: a
+    // restart removes them even when the start-up sweep leaves unexplained blobs alone.
+    "CREATE TABLE released_blobs (
+        digest TEXT PRIMARY KEY,
+        released_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {

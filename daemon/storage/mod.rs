@@ -116,11 +116,13 @@ pub enum StoreError {
 pub struct Sweep {
     /// Blob files in the store.
     pub blobs: usize,
-    /// Of those, the ones `keep` did not name.
+    /// Of those, the ones `keep` did not name and `released` did not explain.
     pub unheld: usize,
-    /// Removed (0 when too many were unheld), and their files' bytes.
+    /// Removed, and their files' bytes.
     pub removed: usize,
     pub bytes: u64,
+    /// Unheld blobs left alone, as too many were.
+    pub left: usize,
 }
 
 /// An upload session's id (a v4 UUID).
@@ -310,9 +312,15 @@ impl BlobStore {
     /// Removes the blob files whose digest `keep` does not name. For start-up, before
     /// anything is served: a daemon killed between a blob's commit and its link into a
     /// repository leaves a blob nobody holds. Files whose name is not a digest are left alone.
-    /// When more than half of the blobs would go, none does: the metadata is then not the one
-    /// these blobs belong to (a lost or replaced `metadata.db`), and the blobs may be wanted.
-    pub fn remove_unlisted(&self, keep: &HashSet<Digest>) -> io::Result<Sweep> {
+    /// When more than half of the blobs would go unexplained, only the `released` ones go
+    /// (blobs deleted images freed, as the metadata recorded): the metadata is then not the
+    /// one the other blobs belong to (a lost or replaced `metadata.db`), and they may be
+    /// wanted.
+    pub fn remove_unlisted(
+        &self,
+        keep: &HashSet<Digest>,
+        released: &HashSet<Digest>,
+    ) -> io::Result<Sweep> {
         let root = self.inner.root.join("blobs").join("sha256");
         let mut sweep = Sweep::default();
         let mut unheld = Vec::new();
@@ -335,15 +343,16 @@ impl BlobStore {
                 }
                 sweep.blobs += 1;
                 if !keep.contains(&digest) {
-                    unheld.push(entry.path());
+                    unheld.push((entry.path(), released.contains(&digest)));
                 }
             }
         }
-        sweep.unheld = unheld.len();
+        sweep.unheld = unheld.iter().filter(|(_, released)| !released).count();
         if sweep.unheld * 2 > sweep.blobs {
-            return Ok(sweep);
+            sweep.left = sweep.unheld;
+            unheld.retain(|(_, released)| *released);
         }
-        for path in unheld {
+        for (path, _) in unheld {
             let len = std::fs::metadata(&path)?.len();
             std::fs::remove_file(&path)?;
             sweep.removed += 1;

@@ -294,21 +294,35 @@ async fn remove_unlisted_keeps_what_is_listed_what_is_not_a_blob_and_a_foreign_s
         // Two of three unheld: more than half, so nothing goes (metadata that is not these
         // blobs' own).
         let keep = HashSet::from([digests[0]]);
-        let sweep = store.remove_unlisted(&keep).unwrap();
+        let sweep = store.remove_unlisted(&keep, &HashSet::new()).unwrap();
         assert_eq!((sweep.blobs, sweep.unheld, sweep.removed), (3, 2, 0));
+        assert_eq!(sweep.left, 2);
         assert!(digests.iter().all(|d| blob_file(dir.path(), d).exists()));
+        // What deletes freed goes all the same; the unexplained rest stays.
+        let released = HashSet::from([digests[1]]);
+        let sweep = store.remove_unlisted(&HashSet::new(), &released).unwrap();
+        assert_eq!(
+            (sweep.blobs, sweep.unheld, sweep.removed, sweep.left),
+            (3, 2, 1, 2)
+        );
+        assert!(blob_file(dir.path(), &digests[0]).exists());
+        assert!(!blob_file(dir.path(), &digests[1]).exists());
+        let data = Bytes::from(random_bytes(4096, 61));
+        push(&store, &data, &[4096]).await.unwrap();
+        assert_eq!(digest_of(&data), digests[1]);
         let keep = HashSet::from([digests[0], digests[2]]);
         let gone = std::fs::metadata(blob_file(dir.path(), &digests[1]))
             .unwrap()
             .len();
-        let sweep = store.remove_unlisted(&keep).unwrap();
+        let sweep = store.remove_unlisted(&keep, &HashSet::new()).unwrap();
         assert_eq!(
             sweep,
             super::Sweep {
                 blobs: 3,
                 unheld: 1,
                 removed: 1,
-                bytes: gone
+                bytes: gone,
+                left: 0,
             }
         );
         assert_eq!(store.stat(&digests[1]).await.unwrap(), None);
@@ -318,7 +332,7 @@ async fn remove_unlisted_keeps_what_is_listed_what_is_not_a_blob_and_a_foreign_s
             Some(SMALL as u64 + 1)
         );
         assert!(stray.exists());
-        let sweep = store.remove_unlisted(&keep).unwrap();
+        let sweep = store.remove_unlisted(&keep, &HashSet::new()).unwrap();
         assert_eq!((sweep.blobs, sweep.unheld, sweep.removed), (2, 0, 0));
     }
 }
