@@ -76,14 +76,7 @@ impl Tasks {
 
     /// Starts a task; answers its id.
     fn run(&self, family_revision: &str) -> String {
-        let v = self.json(&["task", "run", family_revision]);
-        v["tasks"][0]["taskArn"]
-            .as_str()
-            .unwrap()
-            .rsplit('/')
-            .next()
-            .unwrap()
-            .to_string()
+        task_id(&self.json(&["task", "run", family_revision])["tasks"][0])
     }
 
     /// `ecrl task run DEF --wait`: insists on the exit code; answers the stopped task and
@@ -195,6 +188,12 @@ fn assert_nothing_left(id: &str) {
     );
     let networks = run_ok("docker", &["network", "ls", "-q", "--filter", &filter]);
     assert!(networks.trim().is_empty(), "networks left: {networks}");
+}
+
+/// A task's id: the last part of its ARN.
+fn task_id(task: &Value) -> String {
+    let arn = task["taskArn"].as_str().unwrap();
+    arn.rsplit('/').next().unwrap().to_string()
 }
 
 fn container<'a>(task: &'a Value, name: &str) -> &'a Value {
@@ -310,12 +309,7 @@ fn awsvpc_containers_share_localhost() {
     assert_eq!(task["lastStatus"], "STOPPED");
     assert_eq!(task["stopCode"], "EssentialContainerExited");
     assert_eq!(task["networkMode"], "awsvpc");
-    let id = task["taskArn"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap();
+    let id = &task_id(task);
     assert!(t.logs(id, "client").contains("hello-from-web"));
     assert_nothing_left(id);
 }
@@ -343,12 +337,7 @@ fn an_essential_exit_stops_the_task_and_wait_returns_its_code() {
     assert!(long == 137 || long == 143, "{task:#}");
     // State changes were told on stderr.
     assert!(err.contains("RUNNING") && err.contains("STOPPED"), "{err}");
-    let id = task["taskArn"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap();
+    let id = &task_id(task);
     assert_nothing_left(id);
     // `task wait` on a stopped task answers at once with the same code.
     let again = t.ecrl(&["task", "wait", id, "-q"]);
@@ -376,13 +365,7 @@ fn success_and_complete_dependencies_order_the_start() {
         ]
     }));
     let (task, _) = t.run_wait(&def, 0);
-    let id = task["taskArn"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let id = task_id(&task);
     let log = t.logs(&id, "app");
     assert!(
         log.contains("init-wrote-this") && log.contains("other-ran"),
@@ -483,12 +466,7 @@ fn bad_definitions_and_runs_fail_clearly() {
     assert_eq!(task["stopCode"], "TaskFailedToStart");
     let reason = container(task, "a")["reason"].as_str().unwrap();
     assert!(reason.contains("nofile"), "{reason}");
-    let id = task["taskArn"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap();
+    let id = &task_id(task);
     assert_nothing_left(id);
 }
 
@@ -685,15 +663,7 @@ fn a_signal_to_task_run_wait_stops_the_task() {
                 .unwrap()
                 .iter()
                 .find(|t| t["lastStatus"] == "RUNNING")
-                .map(|t| {
-                    t["taskArn"]
-                        .as_str()
-                        .unwrap()
-                        .rsplit('/')
-                        .next()
-                        .unwrap()
-                        .to_string()
-                });
+                .map(task_id);
             if let Some(id) = running {
                 break id;
             }
@@ -730,20 +700,7 @@ fn stop_honours_stop_timeout_and_count_starts_independent_tasks() {
         "--started-by",
         "tester",
     ]);
-    let ids: Vec<String> = v["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            t["taskArn"]
-                .as_str()
-                .unwrap()
-                .rsplit('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let ids: Vec<String> = v["tasks"].as_array().unwrap().iter().map(task_id).collect();
     assert_eq!(ids.len(), 3);
     assert_eq!(
         ids.iter().collect::<std::collections::HashSet<_>>().len(),
