@@ -2,8 +2,10 @@
 
 use crate::app::{block_on, Context, UsageError};
 use crate::output::{self, human_bytes, Table};
+use crate::refs;
 use clap::{Subcommand, ValueEnum};
 use ecrl::api::repos::*;
+use ecrl::client::Client;
 use ecrl::names::{ImageRef, Reference, Tag};
 use std::process::ExitCode;
 
@@ -45,9 +47,8 @@ pub enum TagStatus {
     Any,
 }
 
-fn parse_image(text: &str) -> anyhow::Result<ImageRef> {
-    text.parse::<ImageRef>()
-        .map_err(|e| UsageError(format!("{text:?}: {e}")).into())
+fn parse_image(client: &Client, text: &str) -> anyhow::Result<ImageRef> {
+    block_on(refs::image_ref(client, text))?
 }
 
 fn image_id(reference: &Option<Reference>) -> ImageId {
@@ -71,8 +72,9 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<ExitCode> {
             repository,
             tag_status,
         } => {
+            let repository = block_on(refs::repo_name(&client, &repository))??;
             let request = ListImagesRequest {
-                repository_name: repository,
+                repository_name: repository.to_string(),
                 tag_status: Some(
                     match tag_status {
                         TagStatus::Tagged => "TAGGED",
@@ -86,7 +88,7 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<ExitCode> {
             output::print(ctx.output, &response)?;
         }
         ImageCommand::Describe { image } => {
-            let image = parse_image(&image)?;
+            let image = parse_image(&client, &image)?;
             let id = image_id(&image.reference);
             let request = DescribeImagesRequest {
                 repository_name: image.repository.to_string(),
@@ -100,7 +102,7 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<ExitCode> {
             let mut repository = None;
             let mut ids = Vec::new();
             for text in &images {
-                let image = parse_image(text)?;
+                let image = parse_image(&client, text)?;
                 if image.reference.is_none() {
                     return Err(UsageError(format!(
                         "{text:?}: name the image as REPO:TAG or REPO@DIGEST"
@@ -144,7 +146,7 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<ExitCode> {
             }
         }
         ImageCommand::Tag { image, tag } => {
-            let image = parse_image(&image)?;
+            let image = parse_image(&client, &image)?;
             if image.reference.is_none() {
                 return Err(UsageError("name the image as REPO:TAG or REPO@DIGEST".into()).into());
             }

@@ -6,6 +6,7 @@ mod completions;
 mod daemon;
 mod image;
 mod output;
+mod refs;
 mod repo;
 mod signals;
 mod task;

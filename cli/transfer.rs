@@ -246,16 +246,15 @@ fn short_name(name: &str) -> String {
     name.to_string()
 }
 
-fn parse_image(text: &str) -> Result<ImageRef, UsageError> {
-    text.parse::<ImageRef>()
-        .map_err(|e| UsageError(format!("{text:?}: {e}")))
+fn parse_image(ctx: &Context, text: &str) -> anyhow::Result<ImageRef> {
+    block_on(crate::refs::image_ref(&ctx.client()?, text))?
 }
 
 // ---------------------------------------------------------------------------------------------
 // Push.
 
 pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
-    let image = parse_image(&args.image)?;
+    let image = parse_image(ctx, &args.image)?;
     let image_tag = match &image.reference {
         None => None,
         Some(Reference::Tag(tag)) => Some(tag.to_string()),
@@ -646,7 +645,7 @@ impl Table for PullResult {
 }
 
 pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<ExitCode> {
-    let image = parse_image(&args.image)?;
+    let image = parse_image(ctx, &args.image)?;
     let reference = image.reference.as_ref().map(ToString::to_string);
     if args.to == Some(PullTarget::Docker) {
         return load(ctx, &image, reference, args.platform);

@@ -122,7 +122,11 @@ fn repositories_are_created_listed_described_and_deleted() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
     let out = env.ecrl(&["repo", "create", "Team/Bad"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a malformed name is a usage error"
+    );
     assert!(stderr(&out).contains("invalid repository name"));
 
     let listed = json_of(&env, &["repo", "list", "team/"]);
@@ -154,6 +158,69 @@ fn repositories_are_created_listed_described_and_deleted() {
     let out = env.ecrl(&["repo", "describe", "other"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("does not exist"));
+}
+
+#[test]
+fn the_repository_uri_ecrl_prints_names_the_repository() {
+    let env = Env::new();
+    env.start();
+    let registry = Registry::new(&env);
+    assert_eq!(registry.image("team/app", "1", b"layer").0, 201);
+    let uri = json_of(&env, &["repo", "describe", "team/app"])["repository"]["repositoryUri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = uri
+        .split_once('/')
+        .unwrap()
+        .0
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    assert!(uri.starts_with("localhost:"), "{uri}");
+
+    for name in [uri.clone(), format!("127.0.0.1:{port}/team/app")] {
+        let repo = json_of(&env, &["repo", "describe", &name]);
+        assert_eq!(repo["repository"]["repositoryName"], "team/app");
+        let images = json_of(&env, &["image", "list", &name]);
+        assert_eq!(images["imageIds"][0]["imageTag"], "1");
+        let detail = json_of(&env, &["image", "describe", &format!("{name}:1")]);
+        assert_eq!(detail["imageDetails"][0]["repositoryName"], "team/app");
+    }
+    env.ecrl_ok(&["image", "tag", &format!("{uri}:1"), "2"]);
+    let archive = env.path().join("app.tar");
+    env.ecrl_ok(&[
+        "repo",
+        "pull",
+        &format!("{uri}:2"),
+        "--format",
+        "oci-archive",
+        "-o",
+        archive.to_str().unwrap(),
+    ]);
+    let source = format!("oci-archive:{}", archive.display());
+    env.ecrl_ok(&["repo", "push", &source, &format!("{uri}:3")]);
+    env.ecrl_ok(&["image", "delete", &format!("{uri}:3")]);
+    env.ecrl_ok(&["repo", "create", &format!("{uri}-two")]);
+    env.ecrl_ok(&["repo", "delete", &format!("{uri}-two")]);
+
+    // Another registry's name is refused, with what to type instead.
+    for args in [
+        vec!["repo", "describe", "otherhost:5000/team/app"],
+        vec!["image", "describe", "otherhost:5000/team/app:1"],
+        vec!["repo", "pull", "otherhost:5000/team/app:1", "-o", "x.tar"],
+    ] {
+        let out = env.ecrl(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("ecrl holds only its own repositories")
+                && err.contains("drop \"otherhost:5000/\"")
+                && err.contains(&format!("localhost:{port}")),
+            "{err}"
+        );
+    }
 }
 
 #[test]
