@@ -44,7 +44,8 @@ SOURCE is one of:
   oci-archive:FILE            an OCI image layout in a tar
   -                           either of the above on stdin
   DIR, oci:DIR                an OCI image layout directory (sent as an OCI archive)
-  docker://NAME[:TAG]         an image in the local Docker engine (docker-daemon:NAME too)
+  docker://NAME[:TAG]         an image in the local Docker engine (docker-daemon:NAME too;
+                              NAME alone is NAME:latest, as in docker)
 
 The daemon detects the archive's format from its content. Without :TAG the image keeps the
 archive's own tag when it has exactly one.

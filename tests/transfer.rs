@@ -195,6 +195,39 @@ fn push_reads_stdin_gzip_and_the_docker_engine() {
 }
 
 #[test]
+fn a_docker_engine_name_without_a_tag_means_latest() {
+    require_docker();
+    let env = Env::new();
+    env.start();
+    let images = DockerImages::new();
+    let name = format!("ecrl-test/{}", unique("bare"));
+    let latest_id = unique("latest");
+    build_busybox_image(&images, &format!("{name}:latest"), &latest_id);
+    build_busybox_image(&images, &format!("{name}:v2"), &unique("v2"));
+
+    let out = env.ecrl(&[
+        "repo",
+        "push",
+        &format!("docker://{name}"),
+        "team/bare:x",
+        "--output",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pushed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pushed["imageTag"], "x");
+    // The image pushed is NAME:latest's, not v2's.
+    let remote = format!("{}/team/bare:x", registry(&env));
+    images.track(&remote);
+    run_ok("docker", &["pull", &remote]);
+    let out = run_ok(
+        "docker",
+        &["run", "--rm", &remote, "cat", "/etc/ecrl-test-id"],
+    );
+    assert_eq!(out.trim(), latest_id);
+}
+
+#[test]
 fn oci_layouts_round_trip_with_skopeo() {
     require_docker();
     require_skopeo();

@@ -964,7 +964,7 @@ impl Runtime for DockerRuntime {
         name: &str,
     ) -> RtResult<BoxStream<'static, std::io::Result<Bytes>>> {
         let docker = self.client().await?;
-        docker.inspect_image(name).await.map_err(|e| match e {
+        let image = docker.inspect_image(name).await.map_err(|e| match e {
             EngineError::DockerResponseServerError {
                 status_code: 404,
                 message,
@@ -973,8 +973,9 @@ impl Runtime for DockerRuntime {
             }
             e => engine_error(&format!("inspecting image {name}"), e),
         })?;
+        let reference = export_reference(name, image.id.as_deref().unwrap_or_default());
         Ok(docker
-            .export_image(name)
+            .export_image(&reference)
             .map(|r| r.map_err(std::io::Error::other))
             .boxed())
     }
@@ -996,6 +997,21 @@ impl Runtime for DockerRuntime {
             }
         }
         Ok(())
+    }
+}
+
+/// What to export for an image name: a name without a tag or digest means `NAME:latest`, as
+/// everywhere in docker (the engine's export of a bare name would hold every tag of it); an
+/// image id (`id`, or a prefix of it) stays as it is.
+fn export_reference(name: &str, id: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let hex = name.strip_prefix("sha256:").unwrap_or(name);
+    let is_id = hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && id.strip_prefix("sha256:").unwrap_or(id).starts_with(hex);
+    if is_id || name.contains('@') || last.contains(':') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
     }
 }
 
@@ -1136,6 +1152,19 @@ mod tests {
     use crate::runtime::{HealthSpec, PortSpec, UlimitSpec};
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn a_bare_name_exports_its_latest_tag() {
+        let id = format!("sha256:{}", "ab12".repeat(16));
+        let export = |name| export_reference(name, &id);
+        assert_eq!(export("myapp"), "myapp:latest");
+        assert_eq!(export("team/app"), "team/app:latest");
+        assert_eq!(export("localhost:5000/app"), "localhost:5000/app:latest");
+        assert_eq!(export("myapp:v2"), "myapp:v2");
+        assert_eq!(export("localhost:5000/app:1"), "localhost:5000/app:1");
+        assert_eq!(export("app@sha256:00"), "app@sha256:00");
+        assert_eq!(export("ab12ab12ab12"), "ab12ab12ab12");
+    }
 
     const BUSYBOX: &str = "ecrl-test/busybox:runtime-tests";
     /// Long enough for a slow shared machine, short enough that a hang fails the test.
