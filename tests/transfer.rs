@@ -465,7 +465,41 @@ fn a_multi_platform_index_round_trips_with_every_platform() {
         env.path().join("none.tar").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("linux/s390x"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no matching manifest for linux/s390x")
+            && err.contains("it has linux/amd64, linux/arm64"),
+        "{err}"
+    );
+
+    // A single-platform image is not another platform's either: refused, nothing written.
+    let amd64 = format!("multi/app@{}", platforms[0]);
+    let none = env.path().join("arm-from-amd64.tar");
+    let out = env.ecrl(&[
+        "repo",
+        "pull",
+        &amd64,
+        "--platform",
+        "linux/arm64",
+        "-o",
+        none.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no matching manifest for linux/arm64") && err.contains("linux/amd64"),
+        "{err}"
+    );
+    assert!(!none.exists());
+    env.ecrl_ok(&[
+        "repo",
+        "pull",
+        &amd64,
+        "--platform",
+        "linux/amd64",
+        "-o",
+        none.to_str().unwrap(),
+    ]);
 }
 
 /// A docker-archive built by hand: one layer, its config and manifest.json, with knobs to

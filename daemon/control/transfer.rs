@@ -141,7 +141,7 @@ fn outcome_event(outcome: Result<TransferResult, TransferError>) -> Option<Trans
     }
 }
 
-fn parse_pull(
+async fn parse_pull(
     state: &Shared,
     request: &PullRequest,
 ) -> Result<(RepoName, Reference, export::Plan), ControlError> {
@@ -162,6 +162,9 @@ fn parse_pull(
         request.platform.as_deref(),
     )
     .map_err(|e| ControlError(e.into()))?;
+    export::check_platform(state, &plan)
+        .await
+        .map_err(|e| ControlError(e.into()))?;
     Ok((repo, reference, plan))
 }
 
@@ -169,7 +172,7 @@ async fn pull(
     State(state): State<Shared>,
     Query(request): Query<PullRequest>,
 ) -> Result<Response, ControlError> {
-    let (repo, _, plan) = parse_pull(&state, &request)?;
+    let (repo, _, plan) = parse_pull(&state, &request).await?;
     let size = plan.size;
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
     let handle = tokio::runtime::Handle::current();
@@ -202,7 +205,7 @@ async fn load(
     Query(mut request): Query<PullRequest>,
 ) -> Result<Response, ControlError> {
     request.format = Some("docker-archive".into());
-    let (repo, reference, plan) = parse_pull(&state, &request)?;
+    let (repo, reference, plan) = parse_pull(&state, &request).await?;
     // Reach the engine before anything streams, so "dockerd is not running" is a plain error.
     state
         .runtime
