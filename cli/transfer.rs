@@ -335,8 +335,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
             Some((producer, None))
         }
         Source::Archive(path) => {
-            let mut file = std::fs::File::open(path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
+            let mut file = std::fs::File::open(path).map_err(|e| open_error(path, e))?;
             let size = file.metadata().ok().map(|m| m.len());
             let producer: Producer = Box::new(move |mut w| {
                 io::copy(&mut file, &mut w)?;
@@ -424,8 +423,7 @@ fn shareable_path(source: &Source) -> anyhow::Result<Option<PathBuf>> {
         return Ok(None);
     };
     // stat, not open: opening a FIFO would consume its writer.
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(|e| open_error(path, e))?;
     if !meta.is_file() {
         return Ok(None);
     }
@@ -433,6 +431,16 @@ fn shareable_path(source: &Source) -> anyhow::Result<Option<PathBuf>> {
         return Ok(None);
     };
     Ok((!real.starts_with("/proc") && !real.starts_with("/dev")).then_some(real))
+}
+
+/// Why a source cannot be opened: a missing one says so plainly (exit 1, as every failed
+/// operation on a file that is not there).
+fn open_error(path: &Path, e: io::Error) -> anyhow::Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        anyhow::anyhow!("{} does not exist", path.display())
+    } else {
+        anyhow::anyhow!("cannot open {}: {e}", path.display())
+    }
 }
 
 fn source_label(source: &Source) -> String {
@@ -552,15 +560,19 @@ impl Body for ChannelBody {
 /// The files of an OCI layout, relative to it: `oci-layout` and `index.json` first (a reader
 /// of the stream learns early what it holds), then the rest in a stable order.
 fn oci_layout_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, u64)>> {
-    if !dir.is_dir() {
-        return Err(UsageError(format!("{}: not a directory", dir.display())).into());
+    let meta = std::fs::metadata(dir).map_err(|e| open_error(dir, e))?;
+    if !meta.is_dir() {
+        anyhow::bail!(
+            "{} is not a directory: oci:DIR takes an OCI image layout directory \
+             (an OCI layout in a tar is oci-archive:FILE)",
+            dir.display()
+        );
     }
     if !dir.join("oci-layout").is_file() {
-        return Err(UsageError(format!(
+        anyhow::bail!(
             "{} is not an OCI image layout (it has no oci-layout file)",
             dir.display()
-        ))
-        .into());
+        );
     }
     let mut files = Vec::new();
     let mut pending = vec![PathBuf::new()];

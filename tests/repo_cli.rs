@@ -224,6 +224,48 @@ fn the_repository_uri_ecrl_prints_names_the_repository() {
 }
 
 #[test]
+fn malformed_names_are_usage_errors_and_missing_sources_do_not_exist() {
+    let env = Env::new();
+    env.start();
+    let archive = env.path().join("app.tar");
+    std::fs::write(&archive, b"").unwrap();
+    let archive = archive.to_str().unwrap();
+    for args in [
+        vec!["repo", "create", "Team/Up"],
+        vec!["repo", "describe", "Team/Up"],
+        vec!["repo", "describe", "localhost:1/x"],
+        vec!["repo", "delete", "team//x"],
+        vec!["repo", "policy", "get", "Team/Up"],
+        vec!["image", "list", "Team/Up"],
+        vec!["image", "describe", "team/app:bad tag"],
+        vec!["image", "delete", "team/app@sha256:nothex"],
+        vec!["image", "tag", "team/myapp:1", "bad tag"],
+        vec!["repo", "push", archive, "Team/Bad:1"],
+        vec!["repo", "pull", "team/app:-x", "-o", "x.tar"],
+    ] {
+        let out = env.ecrl(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+    }
+    for source in [
+        "oci:./nope",
+        "/nonexistent.tar",
+        "oci-archive:/nonexistent.tar",
+    ] {
+        let out = env.ecrl(&["repo", "push", source, "team/bad:1"]);
+        assert_eq!(out.status.code(), Some(1), "{source}: {}", stderr(&out));
+        assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    }
+    let out = env.ecrl(&["repo", "push", &format!("oci:{archive}"), "team/bad:1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not a directory"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn immutable_tags_cannot_move() {
     let env = Env::new();
     env.start();
