@@ -214,7 +214,13 @@ fn read_overrides(path: &PathBuf) -> anyhow::Result<TaskOverride> {
                 serde_yaml::from_str(&text).map_err(|e| e.to_string())
             }
         });
-    parsed.map_err(|e| anyhow::anyhow!("{}: not valid overrides: {e}", path.display()))
+    parsed.map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not valid overrides: {}",
+            path.display(),
+            ecrl::taskdef::plain_serde_message(&e)
+        )
+    })
 }
 
 /// Follows a task until it stops (or runs, with `until_running`), telling what changes on

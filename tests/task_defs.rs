@@ -211,6 +211,33 @@ fn a_definition_that_does_not_parse_names_the_field_and_stores_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("/nonexistent/web.json"));
 
+    // No Rust type names, and the same words for stdin and for a file.
+    for (text, message) in [
+        (
+            "not json",
+            "the task definition must be a JSON or YAML object",
+        ),
+        (
+            r#"{"family":"w","containerDefinitions":[{"name":"a","image":"b","memory":"64"}]}"#,
+            "containerDefinitions[0].memory: invalid type: string \"64\", expected a number (an integer)",
+        ),
+    ] {
+        let file = write(&env, "junk.json", text);
+        let from_file = env.ecrl(&["task", "register", "-f", file.to_str().unwrap()]);
+        let from_stdin = register_stdin(&env, text);
+        for (out, source) in [(from_file, file.display().to_string()), (from_stdin, "stdin".into())] {
+            assert_eq!(out.status.code(), Some(1));
+            let err = stderr(&out);
+            assert!(
+                err.starts_with(&format!(
+                    "error: cannot read the task definition from {source}: {message}"
+                )),
+                "{err}"
+            );
+            assert!(!err.contains("TaskDefinitionInput") && !err.contains("i64"), "{err}");
+        }
+    }
+
     assert!(listed(&env, &[]).is_empty());
     assert!(listed(&env, &["--status", "INACTIVE"]).is_empty());
     assert!(families(&env, &[]).is_empty());
