@@ -281,6 +281,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
         }),
         docker_image: None,
         source_path: None,
+        source_name: Some(source_label(&source)),
     };
 
     // A file on this machine: the daemon reads it itself when it can, which lets it skip

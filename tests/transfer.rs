@@ -604,7 +604,34 @@ fn bad_archives_are_refused_and_leave_nothing_behind() {
         b"this is not an archive at all, just some text",
         "hand/made:1",
     );
-    assert!(err.contains("tar") || err.contains("format"), "{err}");
+    assert!(
+        err.contains("unknown format: ")
+            && err.contains(".tar is not a docker save / OCI archive (tar or tar.gz)")
+            && !err.contains("truncated"),
+        "{err}"
+    );
+    let junk = env.path().join("junk.txt");
+    std::fs::write(&junk, "hello\n").unwrap();
+    let out = env.ecrl(&["repo", "push", junk.to_str().unwrap(), "hand/made:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "unknown format: {} is not a docker save / OCI archive (tar or tar.gz)",
+            junk.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let out = common::output_with_stdin(
+        env.ecrl_command(&["repo", "push", "-", "hand/made:1"]),
+        "hello\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("unknown format: stdin is not a docker save"),
+        "{}",
+        stderr(&out)
+    );
     let err = push_fails(
         &env,
         &tar_of(&[("README".into(), b"hi".to_vec())]),

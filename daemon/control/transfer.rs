@@ -67,7 +67,23 @@ async fn push(
             ),
         )));
     }
-    let options = import::PushOptions { repo, tag, gzip };
+    let source = request
+        .source_name
+        .clone()
+        .or_else(|| request.source_path.clone())
+        .or_else(|| {
+            request
+                .docker_image
+                .as_ref()
+                .map(|n| format!("docker://{n}"))
+        })
+        .unwrap_or_else(|| "the archive".into());
+    let options = import::PushOptions {
+        repo,
+        tag,
+        gzip,
+        source,
+    };
     let (tx, rx) = mpsc::channel(64);
     if let Some(path) = &request.source_path {
         let file = std::fs::File::open(path).map_err(|e| {
