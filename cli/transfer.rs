@@ -852,9 +852,18 @@ impl Sink {
                     ))
                     .into());
                 }
+                // FILE.partial is ecrl's business: errors name the user's FILE.
+                let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
+                if let Some(dir) = parent.filter(|d| !d.exists()) {
+                    anyhow::bail!(
+                        "cannot write {}: the directory {} does not exist",
+                        file.display(),
+                        dir.display()
+                    );
+                }
                 let partial = partial_path(file);
                 let handle = std::fs::File::create(&partial)
-                    .with_context(|| format!("cannot create {}", partial.display()))?;
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
                 Sink::File {
                     file: file.clone(),
                     partial,
@@ -1003,7 +1012,7 @@ impl Sink {
     fn describe(&self) -> String {
         match self {
             Sink::Stdout => "the archive to stdout".into(),
-            Sink::File { partial, .. } => partial.display().to_string(),
+            Sink::File { file, .. } => file.display().to_string(),
             Sink::Dir { dir, .. } => format!("the OCI layout into {}", dir.display()),
         }
     }

@@ -220,6 +220,18 @@ fn unknown_config_key_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("max_conns"));
+
+    // A config file that is not there is said once.
+    let out = env
+        .ecrl_command(&["daemon", "status"])
+        .env("ECRL_CONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        "error: cannot read config file /nonexistent: No such file or directory (os error 2)"
+    );
 }
 
 #[test]

@@ -473,6 +473,11 @@ fn bad_definitions_and_runs_fail_clearly() {
         reason.starts_with("CannotPullContainerError") && reason.contains("does-not-exist"),
         "{reason}"
     );
+    assert_eq!(
+        reason.matches("ecrl-test/does-not-exist:1").count(),
+        1,
+        "the image is named once: {reason}"
+    );
 
     // A ulimit above what the host allows.
     let def = t.register(json!({"family": "ulimit", "containerDefinitions": [

@@ -216,6 +216,21 @@ fn a_docker_engine_name_without_a_tag_means_latest() {
     assert!(out.status.success(), "{}", stderr(&out));
     let pushed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(pushed["imageTag"], "x");
+    let out = env.ecrl(&[
+        "repo",
+        "push",
+        &format!("docker://{name}:nope"),
+        "team/bare:y",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "error: the Docker engine has no image {name}:nope ('docker images' lists those it has)"
+        )
+    );
+
     // The image pushed is NAME:latest's, not v2's.
     let remote = format!("{}/team/bare:x", registry(&env));
     images.track(&remote);
@@ -225,6 +240,40 @@ fn a_docker_engine_name_without_a_tag_means_latest() {
         &["run", "--rm", &remote, "cat", "/etc/ecrl-test-id"],
     );
     assert_eq!(out.trim(), latest_id);
+}
+
+#[test]
+fn a_pull_into_a_missing_directory_names_the_users_path() {
+    let env = Env::new();
+    env.start();
+    let (archive, _, _) = multi_platform_layout();
+    let path = env.path().join("multi.tar");
+    std::fs::write(&path, &archive).unwrap();
+    push(
+        &env,
+        &format!("oci-archive:{}", path.display()),
+        "multi/app",
+    );
+    let target = env.path().join("nonexist/dir/a.tar");
+    let out = env.ecrl(&[
+        "repo",
+        "pull",
+        "multi/app:multi",
+        "--format",
+        "oci-archive",
+        "-o",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "error: cannot write {}: the directory {} does not exist",
+            target.display(),
+            target.parent().unwrap().display()
+        )
+    );
 }
 
 #[test]

@@ -220,7 +220,17 @@ fn readable(message: &str) -> String {
     while let Some(stripped) = LAYERS.iter().find_map(|layer| rest.strip_prefix(layer)) {
         rest = stripped;
     }
-    rest.strip_suffix(": unknown").unwrap_or(rest).to_string()
+    let rest = rest.strip_suffix(": unknown").unwrap_or(rest);
+    // dockerd says some things twice: "no such image: x: No such image: x".
+    let half = rest.len().saturating_sub(2) / 2;
+    if rest.len() > 2
+        && rest.is_char_boundary(half)
+        && rest.get(half..half + 2) == Some(": ")
+        && rest[..half].eq_ignore_ascii_case(&rest[half + 2..])
+    {
+        return rest[..half].to_string();
+    }
+    rest.to_string()
 }
 
 /// True for runc's failure to apply a ulimit the host does not allow:
@@ -965,12 +975,12 @@ impl Runtime for DockerRuntime {
     ) -> RtResult<BoxStream<'static, std::io::Result<Bytes>>> {
         let docker = self.client().await?;
         let image = docker.inspect_image(name).await.map_err(|e| match e {
+            // The engine's own words ("no such image: x: No such image: x") add nothing.
             EngineError::DockerResponseServerError {
-                status_code: 404,
-                message,
-            } => {
-                RuntimeError::NotFound(format!("the Docker engine has no image {name}: {message}"))
-            }
+                status_code: 404, ..
+            } => RuntimeError::NotFound(format!(
+                "the Docker engine has no image {name} ('docker images' lists those it has)"
+            )),
             e => engine_error(&format!("inspecting image {name}"), e),
         })?;
         let reference = export_reference(name, image.id.as_deref().unwrap_or_default());
@@ -1152,6 +1162,15 @@ mod tests {
     use crate::runtime::{HealthSpec, PortSpec, UlimitSpec};
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn what_the_engine_says_twice_is_said_once() {
+        assert_eq!(
+            readable("no such image: app:nope: No such image: app:nope"),
+            "no such image: app:nope"
+        );
+        assert_eq!(readable("a: b"), "a: b");
+    }
 
     #[test]
     fn a_bare_name_exports_its_latest_tag() {
