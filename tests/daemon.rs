@@ -265,6 +265,25 @@ fn config_file_is_read_and_flags_win() {
 }
 
 #[test]
+fn a_bad_address_creates_nothing() {
+    let env = Env::new();
+    for args in [
+        vec!["--registry-addr", "bogus"],
+        vec!["--tls", "--tls-addr", "127.0.0.1"],
+    ] {
+        let out = env.ecrld_command(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains("expected HOST:PORT"), "{err}");
+        assert!(!env.data_dir().exists(), "{args:?} created the data dir");
+        assert!(
+            !env.path().join("home/.config/ecrl").exists(),
+            "{args:?} created a key or a CA"
+        );
+    }
+}
+
+#[test]
 fn bad_flags_exit_2() {
     let env = Env::new();
     assert_eq!(env.ecrl(&["--no-such-flag"]).status.code(), Some(2));
