@@ -265,6 +265,44 @@ fn config_file_is_read_and_flags_win() {
 }
 
 #[test]
+fn start_while_running_refuses_other_settings_and_accepts_the_same() {
+    let env = Env::new();
+    let first = env.start();
+    let address = first["registryAddress"].as_str().unwrap().to_string();
+
+    // Nothing asked, or what it already has: it runs, exit 0.
+    let out = env.ecrl(&["daemon", "start"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already running"), "{}", stderr(&out));
+    let out = env.ecrl(&["daemon", "start", "--registry-addr", &address]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = env.ecrl(&[
+        "daemon",
+        "start",
+        "--tls",
+        "--registry-addr",
+        "127.0.0.1:5612",
+        "--anonymous",
+        "pull",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("already running")
+            && err.contains("--tls=true (running: HTTPS off)")
+            && err.contains(&format!(
+                "--registry-addr 127.0.0.1:5612 (running: {address})"
+            ))
+            && err.contains("--anonymous pull (running: all)")
+            && err.contains("'ecrl daemon stop'"),
+        "{err}"
+    );
+    // It still runs as it was.
+    assert_eq!(env.info()["pid"], first["pid"]);
+}
+
+#[test]
 fn a_bad_address_creates_nothing() {
     let env = Env::new();
     for args in [
