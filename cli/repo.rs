@@ -157,6 +157,9 @@ impl Table for ListRepositoriesResponse {
                 ]
             })
             .collect();
-        output::columns(&["NAME", "URI", "IMAGES", "SIZE", "TAGS", "CREATED"], &rows)
+        output::columns(
+            &["NAME", "URI", "IMAGES", "SIZE", "MUTABILITY", "CREATED"],
+            &rows,
+        )
     }
 }

@@ -142,6 +142,12 @@ fn repositories_are_created_listed_described_and_deleted() {
         table.starts_with("NAME") && table.contains("other"),
         "{table}"
     );
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "URI", "IMAGES", "SIZE", "MUTABILITY", "CREATED"]
+    );
+    assert!(table.contains("IMMUTABLE"), "{table}");
 
     // A repository with images needs --force; an empty one does not.
     let registry = Registry::new(&env);
