@@ -850,6 +850,10 @@ pub fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// The least memory a container may be given (MiB): the container engine refuses less
+/// (Docker: "Minimum memory limit allowed is 6MB"), as ECS's documentation warns.
+pub const MIN_MEMORY_MIB: u64 = 6;
+
 /// [`valid_name`]'s rule, for messages.
 pub const NAME_RULE: &str = "must be 1-255 letters, digits, '_' or '-'";
 
@@ -877,11 +881,23 @@ pub fn validate(def: &TaskDefinitionInput) -> Result<(), Vec<ValidationError>> {
             errs.push("ipcMode", format!("{ipc:?} is not one of host, task, none"));
         }
     }
-    if def.memory.is_some() && def.memory_mib().is_none_or(|m| m == 0) {
-        errs.push(
+    match def.memory_mib() {
+        None if def.memory.is_some() => errs.push(
             "memory",
             "must be a positive number of MiB (\"512\") or GB (\"1 GB\")",
-        );
+        ),
+        Some(0) => errs.push(
+            "memory",
+            "must be a positive number of MiB (\"512\") or GB (\"1 GB\")",
+        ),
+        Some(m) if m < MIN_MEMORY_MIB => errs.push(
+            "memory",
+            format!(
+                "{m} MiB is below the minimum: a task needs at least {MIN_MEMORY_MIB} MiB \
+                 of memory"
+            ),
+        ),
+        _ => {}
     }
     if def.cpu.is_some() && def.cpu_units().is_none_or(|c| c == 0) {
         errs.push(
@@ -1143,13 +1159,20 @@ fn validate_container(
             "memory or memoryReservation is required when the task sets no memory",
         );
     }
-    errs.range(format!("{at}.memory"), c.memory, 1, i64::MAX);
-    errs.range(
-        format!("{at}.memoryReservation"),
-        c.memory_reservation,
-        1,
-        i64::MAX,
-    );
+    for (field, value) in [
+        ("memory", c.memory),
+        ("memoryReservation", c.memory_reservation),
+    ] {
+        if let Some(v) = value.filter(|&v| v < MIN_MEMORY_MIB as i64) {
+            errs.push(
+                format!("{at}.{field}"),
+                format!(
+                    "{v} MiB is below the minimum: a container needs at least \
+                     {MIN_MEMORY_MIB} MiB of memory"
+                ),
+            );
+        }
+    }
     if let (Some(mem), Some(res)) = (c.memory, c.memory_reservation) {
         if res > mem {
             errs.push(

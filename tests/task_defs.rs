@@ -289,6 +289,28 @@ fn validation_errors_are_all_reported_with_their_paths_and_nothing_is_stored() {
     }
     assert!(err.contains("(4 errors)"), "{err}");
 
+    // Less memory than the container engine allows is refused here, not when the task runs.
+    let tiny = write(
+        &env,
+        "tiny.json",
+        r#"{"family":"web","memory":"4","containerDefinitions":[
+            {"name":"a","image":"busybox","memory":2},
+            {"name":"b","image":"busybox","memoryReservation":5}]}"#,
+    );
+    let out = env.ecrl(&["task", "register", "-f", tiny.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for line in [
+        "memory: 4 MiB is below the minimum: a task needs at least 6 MiB of memory",
+        "containerDefinitions[0].memory: 2 MiB is below the minimum: a container needs at least 6 MiB of memory",
+        "containerDefinitions[1].memoryReservation: 5 MiB is below the minimum",
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with(line)),
+            "missing {line:?} in:\n{err}"
+        );
+    }
+
     assert!(listed(&env, &[]).is_empty());
     assert!(families(&env, &[]).is_empty());
     // A valid definition afterwards is the family's first revision: nothing was used up.
