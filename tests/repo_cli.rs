@@ -358,10 +358,23 @@ fn images_are_listed_described_tagged_and_deleted_as_on_ecr() {
     let out = json_of(&env, &["image", "delete", "app:1"]);
     assert_eq!(out["imageIds"][0]["imageTag"], "1");
     assert_eq!(registry.get_manifest("app", &a), 200);
-    env.ecrl_ok(&["image", "delete", "app:stable"]);
+    assert_eq!(
+        env.ecrl_ok(&["image", "delete", "app:stable"]),
+        format!("deleted tag stable and image {a} (no tag was left on it)\n")
+    );
     assert_eq!(registry.get_manifest("app", &a), 404);
 
     // A digest deletes the image and its tags.
+    let (_, d) = registry.image("app", "3", b"ddd");
+    env.ecrl_ok(&["image", "tag", "app:3", "three"]);
+    assert_eq!(
+        env.ecrl_ok(&["image", "delete", "app:3"]),
+        format!("deleted tag 3 of {d}\n")
+    );
+    assert_eq!(
+        env.ecrl_ok(&["image", "delete", &format!("app@{d}")]),
+        format!("deleted image {d}\n")
+    );
     env.ecrl_ok(&["image", "delete", &format!("app@{c}")]);
     assert_eq!(registry.get_manifest("app", "2"), 404);
 
