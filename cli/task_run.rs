@@ -552,6 +552,18 @@ pub async fn wait(ctx: &Context, client: &Client, args: WaitArgs) -> anyhow::Res
     } else {
         task.exit_code() as u8
     };
+    if until_running && task.is_stopped() {
+        // Not a quiet matter: the exit code alone does not say the wait was in vain.
+        eprintln!(
+            "error: task {} stopped before reaching RUNNING{}",
+            task.id(),
+            task.stopped_reason
+                .as_deref()
+                .filter(|r| !r.is_empty())
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+    }
     print_tasks(ctx, TaskList(vec![task], !until_running))?;
     Ok(ExitCode::from(code))
 }
