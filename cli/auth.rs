@@ -322,6 +322,7 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<ExitCode
             action,
             resource,
         } => {
+            ecrl::policy::known_action(&action).map_err(crate::app::UsageError)?;
             let r = client
                 .call::<SimulatePolicy>(&SimulateRequest {
                     user_name: user,

@@ -676,6 +676,18 @@ fn identity_and_repository_policies_decide_and_deny_wins() {
         "{}",
         stdout(&sim)
     );
+    // An action without its service prefix is no action: refused, not "implicit DENY".
+    let sim = r
+        .env
+        .ecrl(&["auth", "simulate", "ci", "PutImage", "team/app"]);
+    assert_eq!(sim.status.code(), Some(2));
+    assert!(
+        stderr(&sim).contains("\"PutImage\" is not an action ecrl knows")
+            && stderr(&sim).contains("ecr:PutImage")
+            && stdout(&sim).is_empty(),
+        "{}",
+        stderr(&sim)
+    );
     // Pulls still work; removing the deny brings pushes back.
     assert_eq!(
         r.get("/v2/team/app/tags/list", Some(&ci)).status(),
