@@ -322,6 +322,7 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<ExitCode
             action,
             resource,
         } => {
+            ecrl::policy::known_action(&action).map_err(crate::app::UsageError)?;
             let r = client
                 .call::<SimulatePolicy>(&SimulateRequest {
                     user_name: user,
@@ -345,7 +346,9 @@ pub async fn repo_policy(ctx: &Context, command: RepoPolicyCommand) -> anyhow::R
         RepoPolicyCommand::Set { repository, file } => {
             let r = client
                 .call::<SetRepositoryPolicy>(&SetRepositoryPolicyRequest {
-                    repository_name: repository,
+                    repository_name: crate::refs::repo_name(&client, &repository)
+                        .await?
+                        .to_string(),
                     policy_text: read_text(&file)?,
                 })
                 .await?;
@@ -354,15 +357,18 @@ pub async fn repo_policy(ctx: &Context, command: RepoPolicyCommand) -> anyhow::R
         RepoPolicyCommand::Get { repository } => {
             let r = client
                 .call::<GetRepositoryPolicy>(&RepositoryPolicyRef {
-                    repository_name: repository,
+                    repository_name: crate::refs::repo_name(&client, &repository)
+                        .await?
+                        .to_string(),
                 })
                 .await?;
             show(ctx, &r)
         }
         RepoPolicyCommand::Delete { repository } => {
+            let repository = crate::refs::repo_name(&client, &repository).await?;
             let r = client
                 .call::<DeleteRepositoryPolicy>(&RepositoryPolicyRef {
-                    repository_name: repository.clone(),
+                    repository_name: repository.to_string(),
                 })
                 .await?;
             ctx.note(format!("removed the policy of repository {repository}"));

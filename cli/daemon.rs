@@ -131,11 +131,137 @@ fn status(ctx: &Context) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether a running daemon listens on `given` (`host:port`; port 0 is any port, and a host
+/// name is taken at its word for the port alone).
+fn same_address(given: &str, running: Option<&str>) -> bool {
+    let Some(running) = running.and_then(|r| r.parse::<std::net::SocketAddr>().ok()) else {
+        return false;
+    };
+    match given.parse::<std::net::SocketAddr>() {
+        Ok(given) => {
+            given.ip() == running.ip() && (given.port() == 0 || given.port() == running.port())
+        }
+        Err(_) => given
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .is_some_and(|port| port == 0 || port == running.port()),
+    }
+}
+
+/// The settings given (as flags or in the environment) that the running daemon does not
+/// have, each as `--flag VALUE (running: VALUE)`.
+fn differences(options: &DaemonOptions, config: &DaemonConfig, info: &SystemInfo) -> Vec<String> {
+    let mut out = Vec::new();
+    let running_or = |v: Option<&String>, off: &str| v.cloned().unwrap_or_else(|| off.into());
+    if options.data_dir.is_some() && config.data_dir != info.data_dir {
+        out.push(format!(
+            "--data-dir {} (running: {})",
+            config.data_dir.display(),
+            info.data_dir.display()
+        ));
+    }
+    if let Some(addr) = &options.registry_addr {
+        let differs = match &config.registry_addr {
+            None => info.registry_address.is_some(),
+            Some(addr) => !same_address(addr, info.registry_address.as_deref()),
+        };
+        if differs {
+            out.push(format!(
+                "--registry-addr {addr} (running: {})",
+                running_or(info.registry_address.as_ref(), "none")
+            ));
+        }
+    }
+    if let Some(tls) = options.tls {
+        if tls != info.registry_tls_address.is_some() {
+            out.push(format!(
+                "--tls={tls} (running: HTTPS {})",
+                if tls { "off" } else { "on" }
+            ));
+        }
+    }
+    if let (Some(addr), Some(_)) = (&options.tls_addr, &config.tls) {
+        if info.registry_tls_address.is_some()
+            && !same_address(addr, info.registry_tls_address.as_deref())
+        {
+            out.push(format!(
+                "--tls-addr {addr} (running: {})",
+                running_or(info.registry_tls_address.as_ref(), "none")
+            ));
+        }
+    }
+    if let Some(tls) = config
+        .tls
+        .as_ref()
+        .filter(|_| info.registry_tls_address.is_some())
+    {
+        match &tls.certificate {
+            TlsCertificate::Files { cert, .. }
+                if options.tls_cert.is_some() && info.tls_cert_path.as_ref() != Some(cert) =>
+            {
+                out.push(format!(
+                    "--tls-cert {} (running: {})",
+                    cert.display(),
+                    info.tls_cert_path
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "ecrld's own CA".into())
+                ));
+            }
+            TlsCertificate::Generated { names, .. } if !options.tls_names.is_empty() => {
+                let missing: Vec<&String> = names
+                    .iter()
+                    .filter(|n| !info.tls_names.iter().any(|t| t.eq_ignore_ascii_case(n)))
+                    .collect();
+                if !missing.is_empty() {
+                    out.push(format!(
+                        "--tls-names {} (running: {})",
+                        options.tls_names.join(","),
+                        info.tls_names.join(",")
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let (Some(given), Some(running)) = (options.anonymous, info.registry_anonymous) {
+        if given != running {
+            let name = |a: ecrl::config::Anonymous| match a {
+                ecrl::config::Anonymous::None => "none",
+                ecrl::config::Anonymous::Pull => "pull",
+                ecrl::config::Anonymous::All => "all",
+            };
+            out.push(format!(
+                "--anonymous {} (running: {})",
+                name(given),
+                name(running)
+            ));
+        }
+    }
+    if let (Some(given), Some(running)) = (options.encryption, info.encryption) {
+        if given != running {
+            out.push(format!("--encryption {given} (running: {running})"));
+        }
+    }
+    out
+}
+
 fn start(ctx: &Context, args: StartArgs) -> anyhow::Result<ExitCode> {
     let config = ctx.daemon_config(&args.options)?;
     let client = Client::new(&config.socket);
     match block_on(client.call::<Info>(&Empty {}))? {
         Ok(info) => {
+            let differences = differences(&args.options, &config, &info);
+            if !differences.is_empty() {
+                bail!(
+                    "ecrld is already running (pid {}, socket {}) with other settings than \
+                     those given: {}; stop it first with 'ecrl daemon stop', then start it \
+                     again with these settings",
+                    info.pid,
+                    info.socket.display(),
+                    differences.join("; ")
+                );
+            }
             ctx.note(format!(
                 "ecrld is already running (pid {}, socket {})",
                 info.pid,

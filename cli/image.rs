@@ -2,8 +2,11 @@
 
 use crate::app::{block_on, Context, UsageError};
 use crate::output::{self, human_bytes, Table};
+use crate::refs;
 use clap::{Subcommand, ValueEnum};
 use ecrl::api::repos::*;
+use ecrl::api::ErrorCode;
+use ecrl::client::{Client, ClientError};
 use ecrl::names::{ImageRef, Reference, Tag};
 use std::process::ExitCode;
 
@@ -45,9 +48,8 @@ pub enum TagStatus {
     Any,
 }
 
-fn parse_image(text: &str) -> anyhow::Result<ImageRef> {
-    text.parse::<ImageRef>()
-        .map_err(|e| UsageError(format!("{text:?}: {e}")).into())
+fn parse_image(client: &Client, text: &str) -> anyhow::Result<ImageRef> {
+    block_on(refs::image_ref(client, text))?
 }
 
 fn image_id(reference: &Option<Reference>) -> ImageId {
@@ -71,8 +73,9 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<ExitCode> {
             repository,
             tag_status,
         } => {
+            let repository = block_on(refs::repo_name(&client, &repository))??;
             let request = ListImagesRequest {
-                repository_name: repository,
+                repository_name: repository.to_string(),
                 tag_status: Some(
                     match tag_status {
                         TagStatus::Tagged => "TAGGED",
@@ -86,7 +89,7 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<ExitCode> {
             output::print(ctx.output, &response)?;
         }
         ImageCommand::Describe { image } => {
-            let image = parse_image(&image)?;
+            let image = parse_image(&client, &image)?;
             let id = image_id(&image.reference);
             let request = DescribeImagesRequest {
                 repository_name: image.repository.to_string(),
@@ -100,7 +103,7 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<ExitCode> {
             let mut repository = None;
             let mut ids = Vec::new();
             for text in &images {
-                let image = parse_image(text)?;
+                let image = parse_image(&client, text)?;
                 if image.reference.is_none() {
                     return Err(UsageError(format!(
                         "{text:?}: name the image as REPO:TAG or REPO@DIGEST"
@@ -124,6 +127,26 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<ExitCode> {
                 image_ids: ids,
             };
             let response = block_on(client.call::<BatchDeleteImage>(&request))??;
+            // A tag's removal may take its image with it (the last tag): say which did.
+            let mut images_gone = std::collections::HashSet::new();
+            for id in response
+                .image_ids
+                .iter()
+                .filter(|id| id.image_tag.is_some())
+            {
+                let Some(digest) = &id.image_digest else {
+                    continue;
+                };
+                let lookup = block_on(client.call::<DescribeImages>(&DescribeImagesRequest {
+                    repository_name: request.repository_name.clone(),
+                    image_tag: None,
+                    image_digest: Some(digest.clone()),
+                }))?;
+                if matches!(lookup, Err(ClientError::Api(ref e)) if e.code == ErrorCode::ImageNotFound)
+                {
+                    images_gone.insert(digest.clone());
+                }
+            }
             for failure in &response.failures {
                 ctx.note(format!(
                     "error: {}: {} ({})",
@@ -138,13 +161,20 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<ExitCode> {
                     failure.failure_code
                 ));
             }
-            output::print(ctx.output, &response)?;
-            if !response.failures.is_empty() {
+            let failed = !response.failures.is_empty();
+            output::print(
+                ctx.output,
+                &Deleted {
+                    response,
+                    images_gone,
+                },
+            )?;
+            if failed {
                 return Ok(ExitCode::from(crate::app::exit::FAILED));
             }
         }
         ImageCommand::Tag { image, tag } => {
-            let image = parse_image(&image)?;
+            let image = parse_image(&client, &image)?;
             if image.reference.is_none() {
                 return Err(UsageError("name the image as REPO:TAG or REPO@DIGEST".into()).into());
             }
@@ -231,19 +261,33 @@ impl Table for DescribeImagesResponse {
     }
 }
 
-impl Table for BatchDeleteImageResponse {
+/// A delete's answer (ECR's, as JSON) and, for people, which tags took their image along.
+struct Deleted {
+    response: BatchDeleteImageResponse,
+    /// Digests of images deleted because their last tag was.
+    images_gone: std::collections::HashSet<String>,
+}
+
+impl serde::Serialize for Deleted {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.response.serialize(s)
+    }
+}
+
+impl Table for Deleted {
     fn table(&self) -> String {
-        self.image_ids
+        self.response
+            .image_ids
             .iter()
             .map(|id| {
-                format!(
-                    "deleted {}{}\n",
-                    id.image_tag
-                        .as_ref()
-                        .map(|t| format!("tag {t} of "))
-                        .unwrap_or_default(),
-                    id.image_digest.clone().unwrap_or_default()
-                )
+                let digest = id.image_digest.clone().unwrap_or_default();
+                match &id.image_tag {
+                    None => format!("deleted image {digest}\n"),
+                    Some(t) if self.images_gone.contains(&digest) => {
+                        format!("deleted tag {t} and image {digest} (no tag was left on it)\n")
+                    }
+                    Some(t) => format!("deleted tag {t} of {digest}\n"),
+                }
             })
             .collect()
     }

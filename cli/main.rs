@@ -6,6 +6,7 @@ mod completions;
 mod daemon;
 mod image;
 mod output;
+mod refs;
 mod repo;
 mod signals;
 mod task;
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
     match app::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", ecrl::error_text(e.as_ref()));
             ExitCode::from(app::exit_code(&e))
         }
     }

@@ -2,7 +2,7 @@
 
 use crate::app::{block_on, Context, UsageError};
 use crate::output::{self, human_bytes, Table};
-use crate::transfer;
+use crate::{refs, transfer};
 use clap::{Args, Subcommand, ValueEnum};
 use ecrl::api::repos::*;
 use std::process::ExitCode;
@@ -73,8 +73,9 @@ pub fn run(ctx: &Context, command: RepoCommand) -> anyhow::Result<ExitCode> {
                     value: value.to_string(),
                 });
             }
+            let name = block_on(refs::repo_name(&client, &args.name))??;
             let request = CreateRepositoryRequest {
-                repository_name: args.name,
+                repository_name: name.to_string(),
                 image_tag_mutability: Some(
                     match args.tag_mutability {
                         Mutability::Mutable => "MUTABLE",
@@ -93,14 +94,16 @@ pub fn run(ctx: &Context, command: RepoCommand) -> anyhow::Result<ExitCode> {
             output::print(ctx.output, &response)?;
         }
         RepoCommand::Describe { name } => {
+            let name = block_on(refs::repo_name(&client, &name))??;
             let response = block_on(client.call::<DescribeRepository>(&RepositoryName {
-                repository_name: name,
+                repository_name: name.to_string(),
             }))??;
             output::print(ctx.output, &response)?;
         }
         RepoCommand::Delete { name, force } => {
+            let name = block_on(refs::repo_name(&client, &name))??;
             let response = block_on(client.call::<DeleteRepository>(&DeleteRepositoryRequest {
-                repository_name: name,
+                repository_name: name.to_string(),
                 force,
             }))??;
             output::print(ctx.output, &response)?;
@@ -154,6 +157,9 @@ impl Table for ListRepositoriesResponse {
                 ]
             })
             .collect();
-        output::columns(&["NAME", "URI", "IMAGES", "SIZE", "TAGS", "CREATED"], &rows)
+        output::columns(
+            &["NAME", "URI", "IMAGES", "SIZE", "MUTABILITY", "CREATED"],
+            &rows,
+        )
     }
 }

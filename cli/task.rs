@@ -276,7 +276,7 @@ async fn register(ctx: &Context, args: RegisterArgs) -> anyhow::Result<ExitCode>
         (text, file.display().to_string(), base)
     };
     let mut definition = taskdef::parse(&text)
-        .map_err(|e| anyhow::anyhow!("cannot read the task definition in {source}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot read the task definition from {source}: {e}"))?;
     absolutize_environment_files(&mut definition, &base)?;
 
     let response = ctx

@@ -214,7 +214,13 @@ fn read_overrides(path: &PathBuf) -> anyhow::Result<TaskOverride> {
                 serde_yaml::from_str(&text).map_err(|e| e.to_string())
             }
         });
-    parsed.map_err(|e| anyhow::anyhow!("{}: not valid overrides: {e}", path.display()))
+    parsed.map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not valid overrides: {}",
+            path.display(),
+            ecrl::taskdef::plain_serde_message(&e)
+        )
+    })
 }
 
 /// Follows a task until it stops (or runs, with `until_running`), telling what changes on
@@ -546,6 +552,18 @@ pub async fn wait(ctx: &Context, client: &Client, args: WaitArgs) -> anyhow::Res
     } else {
         task.exit_code() as u8
     };
+    if until_running && task.is_stopped() {
+        // Not a quiet matter: the exit code alone does not say the wait was in vain.
+        eprintln!(
+            "error: task {} stopped before reaching RUNNING{}",
+            task.id(),
+            task.stopped_reason
+                .as_deref()
+                .filter(|r| !r.is_empty())
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+    }
     print_tasks(ctx, TaskList(vec![task], !until_running))?;
     Ok(ExitCode::from(code))
 }

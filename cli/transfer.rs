@@ -44,7 +44,8 @@ SOURCE is one of:
   oci-archive:FILE            an OCI image layout in a tar
   -                           either of the above on stdin
   DIR, oci:DIR                an OCI image layout directory (sent as an OCI archive)
-  docker://NAME[:TAG]         an image in the local Docker engine (docker-daemon:NAME too)
+  docker://NAME[:TAG]         an image in the local Docker engine (docker-daemon:NAME too;
+                              NAME alone is NAME:latest, as in docker)
 
 The daemon detects the archive's format from its content. Without :TAG the image keeps the
 archive's own tag when it has exactly one.
@@ -246,16 +247,15 @@ fn short_name(name: &str) -> String {
     name.to_string()
 }
 
-fn parse_image(text: &str) -> Result<ImageRef, UsageError> {
-    text.parse::<ImageRef>()
-        .map_err(|e| UsageError(format!("{text:?}: {e}")))
+fn parse_image(ctx: &Context, text: &str) -> anyhow::Result<ImageRef> {
+    block_on(crate::refs::image_ref(&ctx.client()?, text))?
 }
 
 // ---------------------------------------------------------------------------------------------
 // Push.
 
 pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
-    let image = parse_image(&args.image)?;
+    let image = parse_image(ctx, &args.image)?;
     let image_tag = match &image.reference {
         None => None,
         Some(Reference::Tag(tag)) => Some(tag.to_string()),
@@ -281,6 +281,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
         }),
         docker_image: None,
         source_path: None,
+        source_name: Some(source_label(&source)),
     };
 
     // A file on this machine: the daemon reads it itself when it can, which lets it skip
@@ -335,8 +336,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
             Some((producer, None))
         }
         Source::Archive(path) => {
-            let mut file = std::fs::File::open(path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
+            let mut file = std::fs::File::open(path).map_err(|e| open_error(path, e))?;
             let size = file.metadata().ok().map(|m| m.len());
             let producer: Producer = Box::new(move |mut w| {
                 io::copy(&mut file, &mut w)?;
@@ -424,8 +424,7 @@ fn shareable_path(source: &Source) -> anyhow::Result<Option<PathBuf>> {
         return Ok(None);
     };
     // stat, not open: opening a FIFO would consume its writer.
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(|e| open_error(path, e))?;
     if !meta.is_file() {
         return Ok(None);
     }
@@ -433,6 +432,16 @@ fn shareable_path(source: &Source) -> anyhow::Result<Option<PathBuf>> {
         return Ok(None);
     };
     Ok((!real.starts_with("/proc") && !real.starts_with("/dev")).then_some(real))
+}
+
+/// Why a source cannot be opened: a missing one says so plainly (exit 1, as every failed
+/// operation on a file that is not there).
+fn open_error(path: &Path, e: io::Error) -> anyhow::Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        anyhow::anyhow!("{} does not exist", path.display())
+    } else {
+        anyhow::anyhow!("cannot open {}: {e}", path.display())
+    }
 }
 
 fn source_label(source: &Source) -> String {
@@ -552,15 +561,19 @@ impl Body for ChannelBody {
 /// The files of an OCI layout, relative to it: `oci-layout` and `index.json` first (a reader
 /// of the stream learns early what it holds), then the rest in a stable order.
 fn oci_layout_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, u64)>> {
-    if !dir.is_dir() {
-        return Err(UsageError(format!("{}: not a directory", dir.display())).into());
+    let meta = std::fs::metadata(dir).map_err(|e| open_error(dir, e))?;
+    if !meta.is_dir() {
+        anyhow::bail!(
+            "{} is not a directory: oci:DIR takes an OCI image layout directory \
+             (an OCI layout in a tar is oci-archive:FILE)",
+            dir.display()
+        );
     }
     if !dir.join("oci-layout").is_file() {
-        return Err(UsageError(format!(
+        anyhow::bail!(
             "{} is not an OCI image layout (it has no oci-layout file)",
             dir.display()
-        ))
-        .into());
+        );
     }
     let mut files = Vec::new();
     let mut pending = vec![PathBuf::new()];
@@ -646,7 +659,7 @@ impl Table for PullResult {
 }
 
 pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<ExitCode> {
-    let image = parse_image(&args.image)?;
+    let image = parse_image(ctx, &args.image)?;
     let reference = image.reference.as_ref().map(ToString::to_string);
     if args.to == Some(PullTarget::Docker) {
         return load(ctx, &image, reference, args.platform);
@@ -839,9 +852,18 @@ impl Sink {
                     ))
                     .into());
                 }
+                // FILE.partial is ecrl's business: errors name the user's FILE.
+                let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
+                if let Some(dir) = parent.filter(|d| !d.exists()) {
+                    anyhow::bail!(
+                        "cannot write {}: the directory {} does not exist",
+                        file.display(),
+                        dir.display()
+                    );
+                }
                 let partial = partial_path(file);
                 let handle = std::fs::File::create(&partial)
-                    .with_context(|| format!("cannot create {}", partial.display()))?;
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
                 Sink::File {
                     file: file.clone(),
                     partial,
@@ -990,7 +1012,7 @@ impl Sink {
     fn describe(&self) -> String {
         match self {
             Sink::Stdout => "the archive to stdout".into(),
-            Sink::File { partial, .. } => partial.display().to_string(),
+            Sink::File { file, .. } => file.display().to_string(),
             Sink::Dir { dir, .. } => format!("the OCI layout into {}", dir.display()),
         }
     }

@@ -88,6 +88,16 @@ impl AppState {
             .chain(self.tls.as_ref().map(|t| t.addr))
     }
 
+    /// Every `host:port` under which clients name this registry.
+    pub fn own_hosts(&self) -> ecrl::names::OwnHosts {
+        let tls = self.tls.as_ref();
+        ecrl::names::OwnHosts::new(
+            self.registry_addr,
+            tls.map(|t| t.addr),
+            tls.map(|t| t.names.as_slice()).unwrap_or_default(),
+        )
+    }
+
     /// The registry as a policy resource (`arn:aws:ecr:REGION:ACCOUNT:registry`).
     pub fn registry_arn(&self) -> String {
         format!(

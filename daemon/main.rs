@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     match app::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", ecrl::error_text(e.as_ref()));
             ExitCode::FAILURE
         }
     }

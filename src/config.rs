@@ -343,6 +343,14 @@ pub enum ConfigError {
         value: String,
     },
     #[error(
+        "invalid {setting} {value:?}: expected HOST:PORT such as 127.0.0.1:5000 \
+         (port 0 picks a free one)"
+    )]
+    Address {
+        setting: &'static str,
+        value: String,
+    },
+    #[error(
         "plain HTTP is off (registry address `none`) and HTTPS is not on: nothing would serve \
          the registry; add --tls (ECRL_TLS=true, registry.tls.enabled: true) or give \
          --registry-addr HOST:PORT"
@@ -461,7 +469,19 @@ pub fn resolve(
         .or(file.registry.addr)
         .unwrap_or_else(|| DEFAULT_REGISTRY_ADDR.to_string());
     let registry_addr = (!registry_addr.eq_ignore_ascii_case(ADDR_NONE)).then_some(registry_addr);
+    if let Some(addr) = registry_addr.as_deref().filter(|a| !valid_address(a)) {
+        return Err(ConfigError::Address {
+            setting: "registry address (--registry-addr, ECRL_REGISTRY_ADDR, registry.addr)",
+            value: addr.to_string(),
+        });
+    }
     let tls = resolve_tls(options, file.registry.tls)?;
+    if let Some(tls) = tls.as_ref().filter(|t| !valid_address(&t.addr)) {
+        return Err(ConfigError::Address {
+            setting: "HTTPS address (--tls-addr, ECRL_TLS_ADDR, registry.tls.addr)",
+            value: tls.addr.clone(),
+        });
+    }
     if registry_addr.is_none() && tls.is_none() {
         return Err(ConfigError::NothingToServe);
     }
@@ -482,6 +502,22 @@ pub fn resolve(
         encryption: options.encryption.or(file.storage.encryption),
         config_file: config_file.map(|p| paths::absolute(&p)),
     })
+}
+
+/// `HOST:PORT` with a port number, an IP address or a host name (`[::1]:5000` for IPv6): what
+/// a listener can bind, checked before the daemon creates anything.
+fn valid_address(text: &str) -> bool {
+    if text.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return false;
+    };
+    port.parse::<u16>().is_ok()
+        && !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
 /// HTTPS settings by the same precedence; `None` when TLS is off (other TLS settings are then
@@ -579,6 +615,28 @@ mod tests {
         assert_eq!(cfg.data_dir, PathBuf::from("/tmp/elsewhere"));
         assert_eq!(cfg.log_format, LogFormat::Text);
         assert_eq!(cfg.anonymous, Anonymous::Pull);
+    }
+
+    #[test]
+    fn addresses_are_checked_when_the_config_resolves() {
+        for ok in [
+            "127.0.0.1:0",
+            "[::1]:5000",
+            "localhost:5000",
+            "0.0.0.0:65535",
+        ] {
+            assert!(valid_address(ok), "{ok}");
+        }
+        for bad in [
+            "bogus",
+            "127.0.0.1",
+            ":5000",
+            "host:99999",
+            "a b:1",
+            "::1:5000",
+        ] {
+            assert!(!valid_address(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -321,6 +321,93 @@ impl fmt::Display for ImageRef {
     }
 }
 
+/// The `host:port` names under which clients reach this registry: `localhost`, `127.0.0.1`,
+/// `[::1]` and the listening address on each port it serves (plain HTTP and HTTPS), and the
+/// names its certificate is issued for on the HTTPS port. A reference that starts with one
+/// of them names one of ecrl's own repositories (ecrl prints such `repositoryUri`s).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnHosts {
+    /// Each with its trailing `/`.
+    prefixes: Vec<String>,
+}
+
+/// What [`OwnHosts::split`] found before a reference's first `/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPrefix<'a> {
+    /// No registry host: the whole text is a repository reference.
+    None,
+    /// This registry's own host; what follows it.
+    Own(&'a str),
+    /// Another registry's host, with what follows it.
+    Other { host: &'a str, rest: &'a str },
+}
+
+impl OwnHosts {
+    /// `plain` and `tls` are the listening addresses as bound; `tls_names` the extra names
+    /// the HTTPS certificate covers.
+    pub fn new(
+        plain: Option<std::net::SocketAddr>,
+        tls: Option<std::net::SocketAddr>,
+        tls_names: &[String],
+    ) -> Self {
+        let mut prefixes = Vec::new();
+        for addr in plain.into_iter().chain(tls) {
+            let port = addr.port();
+            prefixes.extend([
+                format!("localhost:{port}/"),
+                format!("127.0.0.1:{port}/"),
+                format!("[::1]:{port}/"),
+                format!("{addr}/"),
+            ]);
+        }
+        if let Some(addr) = tls {
+            for name in tls_names {
+                let host = if name.contains(':') && !name.starts_with('[') {
+                    format!("[{name}]")
+                } else {
+                    name.clone()
+                };
+                prefixes.push(format!("{host}:{}/", addr.port()));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        prefixes.retain(|p| seen.insert(p.clone()));
+        OwnHosts { prefixes }
+    }
+
+    /// Whether `text` starts with a registry host, as docker reads one where a repository
+    /// name cannot: a first component with a port, an IPv6 literal, or `localhost`. (A dot
+    /// alone does not make a host here: `my.team/app` is a valid ecrl repository.)
+    pub fn host_of(text: &str) -> Option<(&str, &str)> {
+        let (first, rest) = text.split_once('/')?;
+        (first.contains(':') || first.starts_with('[') || first == "localhost")
+            .then_some((first, rest))
+    }
+
+    /// Splits a leading registry host off `text`.
+    pub fn split<'a>(&self, text: &'a str) -> HostPrefix<'a> {
+        if let Some(rest) = self
+            .prefixes
+            .iter()
+            .find_map(|p| text.strip_prefix(p.as_str()))
+        {
+            return HostPrefix::Own(rest);
+        }
+        match Self::host_of(text) {
+            Some((host, rest)) => HostPrefix::Other { host, rest },
+            None => HostPrefix::None,
+        }
+    }
+
+    /// How to name the registry in messages: `localhost:PORT` (plain HTTP's port first).
+    pub fn example(&self) -> Option<&str> {
+        self.prefixes
+            .iter()
+            .find(|p| p.starts_with("localhost:"))
+            .map(|p| p.trim_end_matches('/'))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,5 +491,41 @@ mod tests {
         let r: ImageRef = "app".parse().unwrap();
         assert_eq!(r.reference, None);
         assert!("App:1".parse::<ImageRef>().is_err());
+    }
+
+    #[test]
+    fn own_hosts_are_stripped_and_other_hosts_named() {
+        let plain: std::net::SocketAddr = "127.0.0.1:5611".parse().unwrap();
+        let tls: std::net::SocketAddr = "0.0.0.0:5612".parse().unwrap();
+        let hosts = OwnHosts::new(Some(plain), Some(tls), &["registry.lan".into()]);
+        for own in [
+            "localhost:5611/team/app:1",
+            "127.0.0.1:5611/team/app:1",
+            "[::1]:5611/team/app:1",
+            "localhost:5612/team/app:1",
+            "0.0.0.0:5612/team/app:1",
+            "registry.lan:5612/team/app:1",
+        ] {
+            assert_eq!(hosts.split(own), HostPrefix::Own("team/app:1"), "{own}");
+        }
+        assert_eq!(
+            hosts.split("otherhost:5000/team/app"),
+            HostPrefix::Other {
+                host: "otherhost:5000",
+                rest: "team/app"
+            }
+        );
+        assert!(matches!(
+            hosts.split("localhost:5000/team/app"),
+            HostPrefix::Other { .. }
+        ));
+        assert!(matches!(
+            hosts.split("registry.lan:5611/a"),
+            HostPrefix::Other { .. }
+        ));
+        for plain in ["team/app:1", "my.team/app", "app"] {
+            assert_eq!(hosts.split(plain), HostPrefix::None, "{plain}");
+        }
+        assert_eq!(hosts.example(), Some("localhost:5611"));
     }
 }

@@ -97,6 +97,23 @@ pub fn is_known_action(action: &str) -> bool {
     ACTIONS.iter().any(|a| a.eq_ignore_ascii_case(action))
 }
 
+/// One concrete action, as a decision is asked about (no wildcards): one of [`ACTIONS`], or
+/// an error that says what was probably meant (`PutImage` is `ecr:PutImage`).
+pub fn known_action(action: &str) -> Result<(), String> {
+    if is_known_action(action) {
+        return Ok(());
+    }
+    let hint = if !action.contains(':') && is_known_action(&format!("ecr:{action}")) {
+        format!(": actions carry their service prefix, as in ecr:{action}")
+    } else {
+        match suggest(action, ACTIONS) {
+            Some(near) => format!(": did you mean {near}?"),
+            None => ", such as ecr:BatchGetImage or ecr:PutImage".to_string(),
+        }
+    };
+    Err(format!("{action:?} is not an action ecrl knows{hint}"))
+}
+
 /// `arn:aws:ecr:REGION:ACCOUNT:repository/NAME`, the resource of a repository's requests.
 pub fn repository_arn(region: &str, account: &str, repository: &RepoName) -> String {
     format!("arn:aws:ecr:{region}:{account}:repository/{repository}")
@@ -4725,6 +4742,19 @@ Statement:
             assert!(is_known_action(a), "{a}");
         }
         assert!(is_known_action("ECR:batchgetimage"));
+        assert_eq!(known_action("ecr:PutImage"), Ok(()));
+        assert_eq!(
+            known_action("PutImage"),
+            Err(
+                "\"PutImage\" is not an action ecrl knows: actions carry their service \
+                 prefix, as in ecr:PutImage"
+                    .into()
+            )
+        );
+        assert!(known_action("ecr:PutImag")
+            .unwrap_err()
+            .contains("ecr:PutImage?"));
+        assert!(known_action("ecr:Put*").is_err());
         assert!(!is_known_action("ecr:*"));
         assert!(!is_known_action("ecr:PullImage"));
         let mut seen = std::collections::HashSet::new();

@@ -703,9 +703,30 @@ fn display_path_message(path: &str, message: &str) -> String {
 
 /// Parses a task definition from JSON, or from YAML when the text is not JSON.
 pub fn parse(text: &str) -> Result<TaskDefinitionInput, TaskDefError> {
-    let is_json = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
-    if is_json {
+    let top_level = |format| TaskDefError {
+        format,
+        path: String::new(),
+        message: "the task definition must be a JSON or YAML object \
+                  (with family and containerDefinitions)"
+            .into(),
+    };
+    if text.trim().is_empty() {
+        return Err(TaskDefError {
+            message: "the task definition is empty: expected a JSON or YAML object".into(),
+            ..top_level("json")
+        });
+    }
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+        if !value.is_object() {
+            return Err(top_level("json"));
+        }
         return parse_json(text);
+    }
+    // Valid YAML that is no mapping (a bare word, a list) is not a definition at all.
+    if serde_yaml::from_str::<serde_yaml::Value>(text).is_ok_and(|v| !v.is_mapping())
+        && !text.trim_start().starts_with('{')
+    {
+        return Err(top_level("yaml"));
     }
     match parse_yaml(text) {
         Ok(def) => Ok(def),
@@ -735,11 +756,62 @@ fn path_error(format: &'static str, path: String, message: String) -> TaskDefErr
     // serde_path_to_error shows the top level as "."; an unknown field's path already ends
     // with that field's name.
     let path = if path == "." { String::new() } else { path };
+    // serde_yaml starts its messages with the path too.
+    let message = message
+        .strip_prefix(&format!("{path}: "))
+        .map(str::to_string)
+        .unwrap_or(message);
     TaskDefError {
         format,
+        message: plain_serde_message(&message),
         path,
-        message,
     }
+}
+
+/// serde's messages in the words of the file's author rather than of Rust: `expected
+/// struct HealthCheck` is `expected an object`, `expected i64` is `expected a number (an
+/// integer)`, `sequence` is `a list`.
+pub fn plain_serde_message(message: &str) -> String {
+    const INTEGERS: [&str; 12] = [
+        "i8", "i16", "i32", "i64", "i128", "isize", "u8", "u16", "u32", "u64", "u128", "usize",
+    ];
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("expected ") {
+        let (before, after) = rest.split_at(at + "expected ".len());
+        out.push_str(before);
+        let word_end = after
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        let word = &after[..word_end];
+        let (replacement, consumed) = if word == "struct" || word == "map" {
+            // `struct Name`: the name goes too.
+            let tail = &after[word_end..];
+            let name_len = if word == "struct" {
+                let name = tail.trim_start_matches(' ');
+                let skipped = tail.len() - name.len();
+                skipped
+                    + name
+                        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .unwrap_or(name.len())
+            } else {
+                0
+            };
+            ("an object", word_end + name_len)
+        } else if INTEGERS.contains(&word) {
+            ("a number (an integer)", word_end)
+        } else if word == "f32" || word == "f64" {
+            ("a number", word_end)
+        } else {
+            ("", 0)
+        };
+        out.push_str(replacement);
+        rest = &after[consumed..];
+    }
+    out.push_str(rest);
+    out.replace("expected a sequence", "expected a list")
+        .replace("invalid type: sequence", "invalid type: a list")
+        .replace("invalid type: map", "invalid type: an object")
 }
 
 /// One broken ECS rule: where, and what is wrong.
@@ -778,6 +850,10 @@ pub fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// The least memory a container may be given (MiB): the container engine refuses less
+/// (Docker: "Minimum memory limit allowed is 6MB"), as ECS's documentation warns.
+pub const MIN_MEMORY_MIB: u64 = 6;
+
 /// [`valid_name`]'s rule, for messages.
 pub const NAME_RULE: &str = "must be 1-255 letters, digits, '_' or '-'";
 
@@ -805,11 +881,23 @@ pub fn validate(def: &TaskDefinitionInput) -> Result<(), Vec<ValidationError>> {
             errs.push("ipcMode", format!("{ipc:?} is not one of host, task, none"));
         }
     }
-    if def.memory.is_some() && def.memory_mib().is_none_or(|m| m == 0) {
-        errs.push(
+    match def.memory_mib() {
+        None if def.memory.is_some() => errs.push(
             "memory",
             "must be a positive number of MiB (\"512\") or GB (\"1 GB\")",
-        );
+        ),
+        Some(0) => errs.push(
+            "memory",
+            "must be a positive number of MiB (\"512\") or GB (\"1 GB\")",
+        ),
+        Some(m) if m < MIN_MEMORY_MIB => errs.push(
+            "memory",
+            format!(
+                "{m} MiB is below the minimum: a task needs at least {MIN_MEMORY_MIB} MiB \
+                 of memory"
+            ),
+        ),
+        _ => {}
     }
     if def.cpu.is_some() && def.cpu_units().is_none_or(|c| c == 0) {
         errs.push(
@@ -1071,13 +1159,20 @@ fn validate_container(
             "memory or memoryReservation is required when the task sets no memory",
         );
     }
-    errs.range(format!("{at}.memory"), c.memory, 1, i64::MAX);
-    errs.range(
-        format!("{at}.memoryReservation"),
-        c.memory_reservation,
-        1,
-        i64::MAX,
-    );
+    for (field, value) in [
+        ("memory", c.memory),
+        ("memoryReservation", c.memory_reservation),
+    ] {
+        if let Some(v) = value.filter(|&v| v < MIN_MEMORY_MIB as i64) {
+            errs.push(
+                format!("{at}.{field}"),
+                format!(
+                    "{v} MiB is below the minimum: a container needs at least \
+                     {MIN_MEMORY_MIB} MiB of memory"
+                ),
+            );
+        }
+    }
     if let (Some(mem), Some(res)) = (c.memory, c.memory_reservation) {
         if res > mem {
             errs.push(
@@ -1381,6 +1476,50 @@ containerDefinitions:
             "containerDefinitions[0].portMappings[0].containerPort"
         );
         assert!(err.message.contains("invalid type"), "{}", err.message);
+    }
+
+    #[test]
+    fn parse_errors_speak_of_json_not_of_rust() {
+        for text in ["not json", "[1]", "- a\n- b\n", "42"] {
+            let err = parse(text).expect_err(text);
+            assert_eq!(
+                err.to_string(),
+                "the task definition must be a JSON or YAML object \
+                 (with family and containerDefinitions)",
+                "{text}"
+            );
+        }
+        assert!(parse(" \n").unwrap_err().to_string().contains("is empty"));
+        let err = parse(
+            r#"{"family":"x","containerDefinitions":[{"name":"a","image":"b","memory":"64"}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "containerDefinitions[0].memory: invalid type: string \"64\", \
+                 expected a number (an integer)"
+            ),
+            "{err}"
+        );
+        let err = parse("family: [x]\ncontainerDefinitions: []\n").unwrap_err();
+        assert_eq!(err.path, "family");
+        assert!(
+            err.message
+                .starts_with("invalid type: a list, expected a string"),
+            "{}",
+            err.message
+        );
+        let err =
+            parse(r#"{"family":"x","containerDefinitions":[{"healthCheck":1}]}"#).unwrap_err();
+        assert!(
+            err.message.contains("expected an object") && !err.message.contains("HealthCheck"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            plain_serde_message("invalid type: map, expected u32"),
+            "invalid type: an object, expected a number (an integer)"
+        );
     }
 
     #[test]

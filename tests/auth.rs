@@ -367,16 +367,29 @@ fn anonymous_all_turns_auth_off_and_says_so() {
 }
 
 #[test]
-fn repeated_failures_are_answered_429_for_a_while() {
+fn repeated_failures_hold_back_that_user_at_that_address_only() {
     let r = Registry::new("none");
-    let good = basic("AWS", &r.login_password(None));
+    let (ci_key, ci_secret) = r.user("ci");
+    let (dev_key, dev_secret) = r.user("dev");
+    let (ops_key, ops_secret) = r.user("ops");
+    let body: Value = r
+        .get(
+            "/v2/token?service=ecrl",
+            Some(&basic(&ops_key, &ops_secret)),
+        )
+        .json()
+        .unwrap();
+    let bearer = format!("Bearer {}", body["token"].as_str().unwrap());
+    let login = basic("AWS", &r.login_password(None));
+
     for _ in 0..10 {
         assert_eq!(
-            r.get("/v2/", Some(&basic("AWS", "wrong"))).status(),
+            r.get("/v2/", Some(&basic(&ci_key, "wrong"))).status(),
             StatusCode::UNAUTHORIZED
         );
     }
-    let blocked = r.get("/v2/", Some(&good));
+    // The user being guessed at is held back at this address, even with its right secret.
+    let blocked = r.get("/v2/", Some(&basic(&ci_key, &ci_secret)));
     assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = blocked.headers()["retry-after"]
         .to_str()
@@ -386,6 +399,29 @@ fn repeated_failures_are_answered_429_for_a_while() {
     assert!((1..=60).contains(&retry), "{retry}");
     let body: Value = blocked.json().unwrap();
     assert_eq!(body["errors"][0]["code"], "TOOMANYREQUESTS");
+    // Everyone else behind the same (loopback) address is not: another user's key, a
+    // bearer token and a login token all pass.
+    assert_eq!(
+        r.get("/v2/", Some(&basic(&dev_key, &dev_secret))).status(),
+        StatusCode::OK
+    );
+    assert_eq!(r.get("/v2/", Some(&bearer)).status(), StatusCode::OK);
+    assert_eq!(r.get("/v2/", Some(&login)).status(), StatusCode::OK);
+
+    // Wrong login tokens are held back too, but a token that verifies never is.
+    for _ in 0..10 {
+        assert_eq!(
+            r.get("/v2/", Some(&basic("AWS", "wrong"))).status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        r.get("/v2/", Some(&basic("AWS", "wrong"))).status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let fresh = basic("AWS", &r.login_password(Some("dev")));
+    assert_eq!(r.get("/v2/", Some(&fresh)).status(), StatusCode::OK);
+    assert_eq!(r.get("/v2/", Some(&bearer)).status(), StatusCode::OK);
 }
 
 #[test]
@@ -639,6 +675,18 @@ fn identity_and_repository_policies_decide_and_deny_wins() {
         stdout(&sim).contains("DENY") && stdout(&sim).contains("registry policy"),
         "{}",
         stdout(&sim)
+    );
+    // An action without its service prefix is no action: refused, not "implicit DENY".
+    let sim = r
+        .env
+        .ecrl(&["auth", "simulate", "ci", "PutImage", "team/app"]);
+    assert_eq!(sim.status.code(), Some(2));
+    assert!(
+        stderr(&sim).contains("\"PutImage\" is not an action ecrl knows")
+            && stderr(&sim).contains("ecr:PutImage")
+            && stdout(&sim).is_empty(),
+        "{}",
+        stderr(&sim)
     );
     // Pulls still work; removing the deny brings pushes back.
     assert_eq!(

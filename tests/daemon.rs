@@ -220,6 +220,18 @@ fn unknown_config_key_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("max_conns"));
+
+    // A config file that is not there is said once.
+    let out = env
+        .ecrl_command(&["daemon", "status"])
+        .env("ECRL_CONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        "error: cannot read config file /nonexistent: No such file or directory (os error 2)"
+    );
 }
 
 #[test]
@@ -250,6 +262,63 @@ fn config_file_is_read_and_flags_win() {
     let first = logs.lines().next().unwrap();
     let line: serde_json::Value = serde_json::from_str(first).expect("JSON log line");
     assert_eq!(line["level"], "INFO");
+}
+
+#[test]
+fn start_while_running_refuses_other_settings_and_accepts_the_same() {
+    let env = Env::new();
+    let first = env.start();
+    let address = first["registryAddress"].as_str().unwrap().to_string();
+
+    // Nothing asked, or what it already has: it runs, exit 0.
+    let out = env.ecrl(&["daemon", "start"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already running"), "{}", stderr(&out));
+    let out = env.ecrl(&["daemon", "start", "--registry-addr", &address]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let out = env.ecrl(&[
+        "daemon",
+        "start",
+        "--tls",
+        "--registry-addr",
+        "127.0.0.1:5612",
+        "--anonymous",
+        "pull",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("already running")
+            && err.contains("--tls=true (running: HTTPS off)")
+            && err.contains(&format!(
+                "--registry-addr 127.0.0.1:5612 (running: {address})"
+            ))
+            && err.contains("--anonymous pull (running: all)")
+            && err.contains("'ecrl daemon stop'"),
+        "{err}"
+    );
+    // It still runs as it was.
+    assert_eq!(env.info()["pid"], first["pid"]);
+}
+
+#[test]
+fn a_bad_address_creates_nothing() {
+    let env = Env::new();
+    for args in [
+        vec!["--registry-addr", "bogus"],
+        vec!["--tls", "--tls-addr", "127.0.0.1"],
+    ] {
+        let out = env.ecrld_command(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains("expected HOST:PORT"), "{err}");
+        assert!(!env.data_dir().exists(), "{args:?} created the data dir");
+        assert!(
+            !env.path().join("home/.config/ecrl").exists(),
+            "{args:?} created a key or a CA"
+        );
+    }
 }
 
 #[test]

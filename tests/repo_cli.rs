@@ -122,7 +122,11 @@ fn repositories_are_created_listed_described_and_deleted() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
     let out = env.ecrl(&["repo", "create", "Team/Bad"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a malformed name is a usage error"
+    );
     assert!(stderr(&out).contains("invalid repository name"));
 
     let listed = json_of(&env, &["repo", "list", "team/"]);
@@ -138,6 +142,12 @@ fn repositories_are_created_listed_described_and_deleted() {
         table.starts_with("NAME") && table.contains("other"),
         "{table}"
     );
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "URI", "IMAGES", "SIZE", "MUTABILITY", "CREATED"]
+    );
+    assert!(table.contains("IMMUTABLE"), "{table}");
 
     // A repository with images needs --force; an empty one does not.
     let registry = Registry::new(&env);
@@ -154,6 +164,111 @@ fn repositories_are_created_listed_described_and_deleted() {
     let out = env.ecrl(&["repo", "describe", "other"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("does not exist"));
+}
+
+#[test]
+fn the_repository_uri_ecrl_prints_names_the_repository() {
+    let env = Env::new();
+    env.start();
+    let registry = Registry::new(&env);
+    assert_eq!(registry.image("team/app", "1", b"layer").0, 201);
+    let uri = json_of(&env, &["repo", "describe", "team/app"])["repository"]["repositoryUri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = uri
+        .split_once('/')
+        .unwrap()
+        .0
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    assert!(uri.starts_with("localhost:"), "{uri}");
+
+    for name in [uri.clone(), format!("127.0.0.1:{port}/team/app")] {
+        let repo = json_of(&env, &["repo", "describe", &name]);
+        assert_eq!(repo["repository"]["repositoryName"], "team/app");
+        let images = json_of(&env, &["image", "list", &name]);
+        assert_eq!(images["imageIds"][0]["imageTag"], "1");
+        let detail = json_of(&env, &["image", "describe", &format!("{name}:1")]);
+        assert_eq!(detail["imageDetails"][0]["repositoryName"], "team/app");
+    }
+    env.ecrl_ok(&["image", "tag", &format!("{uri}:1"), "2"]);
+    let archive = env.path().join("app.tar");
+    env.ecrl_ok(&[
+        "repo",
+        "pull",
+        &format!("{uri}:2"),
+        "--format",
+        "oci-archive",
+        "-o",
+        archive.to_str().unwrap(),
+    ]);
+    let source = format!("oci-archive:{}", archive.display());
+    env.ecrl_ok(&["repo", "push", &source, &format!("{uri}:3")]);
+    env.ecrl_ok(&["image", "delete", &format!("{uri}:3")]);
+    env.ecrl_ok(&["repo", "create", &format!("{uri}-two")]);
+    env.ecrl_ok(&["repo", "delete", &format!("{uri}-two")]);
+
+    // Another registry's name is refused, with what to type instead.
+    for args in [
+        vec!["repo", "describe", "otherhost:5000/team/app"],
+        vec!["image", "describe", "otherhost:5000/team/app:1"],
+        vec!["repo", "pull", "otherhost:5000/team/app:1", "-o", "x.tar"],
+    ] {
+        let out = env.ecrl(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("ecrl holds only its own repositories")
+                && err.contains("drop \"otherhost:5000/\"")
+                && err.contains(&format!("localhost:{port}")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn malformed_names_are_usage_errors_and_missing_sources_do_not_exist() {
+    let env = Env::new();
+    env.start();
+    let archive = env.path().join("app.tar");
+    std::fs::write(&archive, b"").unwrap();
+    let archive = archive.to_str().unwrap();
+    for args in [
+        vec!["repo", "create", "Team/Up"],
+        vec!["repo", "describe", "Team/Up"],
+        vec!["repo", "describe", "localhost:1/x"],
+        vec!["repo", "delete", "team//x"],
+        vec!["repo", "policy", "get", "Team/Up"],
+        vec!["image", "list", "Team/Up"],
+        vec!["image", "describe", "team/app:bad tag"],
+        vec!["image", "delete", "team/app@sha256:nothex"],
+        vec!["image", "tag", "team/myapp:1", "bad tag"],
+        vec!["repo", "push", archive, "Team/Bad:1"],
+        vec!["repo", "pull", "team/app:-x", "-o", "x.tar"],
+    ] {
+        let out = env.ecrl(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+    }
+    for source in [
+        "oci:./nope",
+        "/nonexistent.tar",
+        "oci-archive:/nonexistent.tar",
+    ] {
+        let out = env.ecrl(&["repo", "push", source, "team/bad:1"]);
+        assert_eq!(out.status.code(), Some(1), "{source}: {}", stderr(&out));
+        assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    }
+    let out = env.ecrl(&["repo", "push", &format!("oci:{archive}"), "team/bad:1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not a directory"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -243,10 +358,23 @@ fn images_are_listed_described_tagged_and_deleted_as_on_ecr() {
     let out = json_of(&env, &["image", "delete", "app:1"]);
     assert_eq!(out["imageIds"][0]["imageTag"], "1");
     assert_eq!(registry.get_manifest("app", &a), 200);
-    env.ecrl_ok(&["image", "delete", "app:stable"]);
+    assert_eq!(
+        env.ecrl_ok(&["image", "delete", "app:stable"]),
+        format!("deleted tag stable and image {a} (no tag was left on it)\n")
+    );
     assert_eq!(registry.get_manifest("app", &a), 404);
 
     // A digest deletes the image and its tags.
+    let (_, d) = registry.image("app", "3", b"ddd");
+    env.ecrl_ok(&["image", "tag", "app:3", "three"]);
+    assert_eq!(
+        env.ecrl_ok(&["image", "delete", "app:3"]),
+        format!("deleted tag 3 of {d}\n")
+    );
+    assert_eq!(
+        env.ecrl_ok(&["image", "delete", &format!("app@{d}")]),
+        format!("deleted image {d}\n")
+    );
     env.ecrl_ok(&["image", "delete", &format!("app@{c}")]);
     assert_eq!(registry.get_manifest("app", "2"), 404);
 

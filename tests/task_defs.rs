@@ -211,6 +211,33 @@ fn a_definition_that_does_not_parse_names_the_field_and_stores_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("/nonexistent/web.json"));
 
+    // No Rust type names, and the same words for stdin and for a file.
+    for (text, message) in [
+        (
+            "not json",
+            "the task definition must be a JSON or YAML object",
+        ),
+        (
+            r#"{"family":"w","containerDefinitions":[{"name":"a","image":"b","memory":"64"}]}"#,
+            "containerDefinitions[0].memory: invalid type: string \"64\", expected a number (an integer)",
+        ),
+    ] {
+        let file = write(&env, "junk.json", text);
+        let from_file = env.ecrl(&["task", "register", "-f", file.to_str().unwrap()]);
+        let from_stdin = register_stdin(&env, text);
+        for (out, source) in [(from_file, file.display().to_string()), (from_stdin, "stdin".into())] {
+            assert_eq!(out.status.code(), Some(1));
+            let err = stderr(&out);
+            assert!(
+                err.starts_with(&format!(
+                    "error: cannot read the task definition from {source}: {message}"
+                )),
+                "{err}"
+            );
+            assert!(!err.contains("TaskDefinitionInput") && !err.contains("i64"), "{err}");
+        }
+    }
+
     assert!(listed(&env, &[]).is_empty());
     assert!(listed(&env, &["--status", "INACTIVE"]).is_empty());
     assert!(families(&env, &[]).is_empty());
@@ -261,6 +288,28 @@ fn validation_errors_are_all_reported_with_their_paths_and_nothing_is_stored() {
         );
     }
     assert!(err.contains("(4 errors)"), "{err}");
+
+    // Less memory than the container engine allows is refused here, not when the task runs.
+    let tiny = write(
+        &env,
+        "tiny.json",
+        r#"{"family":"web","memory":"4","containerDefinitions":[
+            {"name":"a","image":"busybox","memory":2},
+            {"name":"b","image":"busybox","memoryReservation":5}]}"#,
+    );
+    let out = env.ecrl(&["task", "register", "-f", tiny.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for line in [
+        "memory: 4 MiB is below the minimum: a task needs at least 6 MiB of memory",
+        "containerDefinitions[0].memory: 2 MiB is below the minimum: a container needs at least 6 MiB of memory",
+        "containerDefinitions[1].memoryReservation: 5 MiB is below the minimum",
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with(line)),
+            "missing {line:?} in:\n{err}"
+        );
+    }
 
     assert!(listed(&env, &[]).is_empty());
     assert!(families(&env, &[]).is_empty());

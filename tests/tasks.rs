@@ -342,6 +342,15 @@ fn an_essential_exit_stops_the_task_and_wait_returns_its_code() {
     // `task wait` on a stopped task answers at once with the same code.
     let again = t.ecrl(&["task", "wait", id, "-q"]);
     assert_eq!(again.status.code(), Some(3));
+    // Waiting for RUNNING on a stopped task fails and says why.
+    let running = t.ecrl(&["task", "wait", id, "--until", "RUNNING"]);
+    assert_eq!(running.status.code(), Some(1));
+    let err = stderr(&running);
+    assert!(
+        err.contains(&format!("error: task {id} stopped before reaching RUNNING"))
+            && err.contains("short"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -455,6 +464,11 @@ fn bad_definitions_and_runs_fail_clearly() {
     assert!(
         reason.starts_with("CannotPullContainerError") && reason.contains("does-not-exist"),
         "{reason}"
+    );
+    assert_eq!(
+        reason.matches("ecrl-test/does-not-exist:1").count(),
+        1,
+        "the image is named once: {reason}"
     );
 
     // A ulimit above what the host allows.

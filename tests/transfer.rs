@@ -195,6 +195,88 @@ fn push_reads_stdin_gzip_and_the_docker_engine() {
 }
 
 #[test]
+fn a_docker_engine_name_without_a_tag_means_latest() {
+    require_docker();
+    let env = Env::new();
+    env.start();
+    let images = DockerImages::new();
+    let name = format!("ecrl-test/{}", unique("bare"));
+    let latest_id = unique("latest");
+    build_busybox_image(&images, &format!("{name}:latest"), &latest_id);
+    build_busybox_image(&images, &format!("{name}:v2"), &unique("v2"));
+
+    let out = env.ecrl(&[
+        "repo",
+        "push",
+        &format!("docker://{name}"),
+        "team/bare:x",
+        "--output",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pushed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pushed["imageTag"], "x");
+    let out = env.ecrl(&[
+        "repo",
+        "push",
+        &format!("docker://{name}:nope"),
+        "team/bare:y",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "error: the Docker engine has no image {name}:nope ('docker images' lists those it has)"
+        )
+    );
+
+    // The image pushed is NAME:latest's, not v2's.
+    let remote = format!("{}/team/bare:x", registry(&env));
+    images.track(&remote);
+    run_ok("docker", &["pull", &remote]);
+    let out = run_ok(
+        "docker",
+        &["run", "--rm", &remote, "cat", "/etc/ecrl-test-id"],
+    );
+    assert_eq!(out.trim(), latest_id);
+}
+
+#[test]
+fn a_pull_into_a_missing_directory_names_the_users_path() {
+    let env = Env::new();
+    env.start();
+    let (archive, _, _) = multi_platform_layout();
+    let path = env.path().join("multi.tar");
+    std::fs::write(&path, &archive).unwrap();
+    push(
+        &env,
+        &format!("oci-archive:{}", path.display()),
+        "multi/app",
+    );
+    let target = env.path().join("nonexist/dir/a.tar");
+    let out = env.ecrl(&[
+        "repo",
+        "pull",
+        "multi/app:multi",
+        "--format",
+        "oci-archive",
+        "-o",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "error: cannot write {}: the directory {} does not exist",
+            target.display(),
+            target.parent().unwrap().display()
+        )
+    );
+}
+
+#[test]
 fn oci_layouts_round_trip_with_skopeo() {
     require_docker();
     require_skopeo();
@@ -432,7 +514,41 @@ fn a_multi_platform_index_round_trips_with_every_platform() {
         env.path().join("none.tar").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("linux/s390x"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no matching manifest for linux/s390x")
+            && err.contains("it has linux/amd64, linux/arm64"),
+        "{err}"
+    );
+
+    // A single-platform image is not another platform's either: refused, nothing written.
+    let amd64 = format!("multi/app@{}", platforms[0]);
+    let none = env.path().join("arm-from-amd64.tar");
+    let out = env.ecrl(&[
+        "repo",
+        "pull",
+        &amd64,
+        "--platform",
+        "linux/arm64",
+        "-o",
+        none.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no matching manifest for linux/arm64") && err.contains("linux/amd64"),
+        "{err}"
+    );
+    assert!(!none.exists());
+    env.ecrl_ok(&[
+        "repo",
+        "pull",
+        &amd64,
+        "--platform",
+        "linux/amd64",
+        "-o",
+        none.to_str().unwrap(),
+    ]);
 }
 
 /// A docker-archive built by hand: one layer, its config and manifest.json, with knobs to
@@ -537,7 +653,34 @@ fn bad_archives_are_refused_and_leave_nothing_behind() {
         b"this is not an archive at all, just some text",
         "hand/made:1",
     );
-    assert!(err.contains("tar") || err.contains("format"), "{err}");
+    assert!(
+        err.contains("unknown format: ")
+            && err.contains(".tar is not a docker save / OCI archive (tar or tar.gz)")
+            && !err.contains("truncated"),
+        "{err}"
+    );
+    let junk = env.path().join("junk.txt");
+    std::fs::write(&junk, "hello\n").unwrap();
+    let out = env.ecrl(&["repo", "push", junk.to_str().unwrap(), "hand/made:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "unknown format: {} is not a docker save / OCI archive (tar or tar.gz)",
+            junk.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let out = common::output_with_stdin(
+        env.ecrl_command(&["repo", "push", "-", "hand/made:1"]),
+        "hello\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("unknown format: stdin is not a docker save"),
+        "{}",
+        stderr(&out)
+    );
     let err = push_fails(
         &env,
         &tar_of(&[("README".into(), b"hi".to_vec())]),

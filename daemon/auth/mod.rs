@@ -5,7 +5,9 @@
 //! -u AWS --password-stdin`), Basic with an access key id and its secret, or a Bearer token
 //! from the registry's token endpoint. The daemon's owner (a token issued over the control
 //! socket without a user) may do everything; users may do what the policies allow.
-//! Repeated failures from one address are answered 429 for a while.
+//! Repeated failures for one user name from one address are answered 429 for a while; a
+//! token that verifies is never refused for them (it cannot be guessed, and every client
+//! of a loopback registry shares one address).
 
 pub mod decide;
 pub mod secret;
@@ -109,9 +111,16 @@ pub enum AuthError {
         /// `: denied by statement ...` when a Deny statement decided.
         why: String,
     },
-    /// Too many failed attempts from this address (429).
-    #[error("too many failed authentication attempts from {client}; retry in {retry_after}s")]
-    TooManyFailures { client: IpAddr, retry_after: u64 },
+    /// Too many failed attempts for this user name from this address (429).
+    #[error(
+        "too many failed authentication attempts for {user} from {client}; retry in \
+         {retry_after}s (other users, and valid tokens, are not held back)"
+    )]
+    TooManyFailures {
+        client: IpAddr,
+        user: String,
+        retry_after: u64,
+    },
 }
 
 /// The subject of tokens the token endpoint gives anonymous clients.
@@ -119,7 +128,7 @@ const ANONYMOUS_SUBJECT: &str = "*anonymous*";
 
 /// Failed attempts within this window count towards a block.
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// This many failures in the window block the address.
+/// This many failures in the window block the user name at the address.
 const MAX_FAILURES: u32 = 10;
 /// For this long.
 const BLOCK: Duration = Duration::from_secs(60);
@@ -131,10 +140,19 @@ struct Failures {
     blocked_until: Option<Instant>,
 }
 
+/// What failures are counted by: the client's address and the user name it gave (an access
+/// key id, `AWS` for a login token, empty for a bearer token), so one client with a stale
+/// key does not lock out the others behind the same address.
+type FailureKey = (IpAddr, String);
+
+/// The longest user name a failure is counted under (longer ones are cut: they are not
+/// anyone's, and the count must not hold unbounded memory).
+const MAX_COUNTED_NAME: usize = 128;
+
 /// Authentication state shared by every registry request: the failure counts.
 #[derive(Debug, Default)]
 pub struct Guard {
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    failures: Mutex<HashMap<FailureKey, Failures>>,
     /// Parsed policies, by their text.
     pub policies: decide::PolicyCache,
     /// Credentials already checked, by the `Authorization` value: who they are, until the
@@ -210,15 +228,14 @@ impl Guard {
         headers: &HeaderMap,
         client: Option<IpAddr>,
     ) -> Result<Principal, AuthError> {
-        if let Some(ip) = client {
-            self.check_blocked(ip)?;
-        }
         let value = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let Some(value) = value else {
             return Ok(Principal::Anonymous);
         };
+        let presented = presented(headers);
+        let key = client.map(|ip| (ip, counted_name(&presented)));
         let epoch = state.meta.read().auth.epoch;
         let remembered = self
             .sessions
@@ -227,14 +244,24 @@ impl Guard {
             .and_then(|s| s.get(value).cloned());
         if let Some(session) = remembered {
             if session.epoch == epoch && session.expires > unix_now() {
+                // Credentials that were valid are not a guess: no throttle holds them back.
                 return Ok(session.principal);
             }
         }
-        let result = self.check_credentials(state, headers);
-        match (&result, client) {
-            (Err(AuthError::Unauthenticated(_)), Some(ip)) => self.record_failure(ip),
-            (Ok(_), Some(ip)) => self.clear(ip),
-            _ => {}
+        let result = self.check_credentials(state, &presented);
+        // A signed token that verifies cannot have been guessed, so it passes even where
+        // guesses are being held back; everything else waits out a block, right or wrong.
+        let is_token = matches!(&presented, Presented::Bearer(_))
+            || matches!(&presented, Presented::Basic(user, _) if user == "AWS");
+        if let Some(key) = &key {
+            if !(is_token && result.is_ok()) {
+                self.check_blocked(key)?;
+            }
+            match &result {
+                Err(AuthError::Unauthenticated(_)) => self.record_failure(key),
+                Ok(_) => self.clear(key),
+                Err(_) => {}
+            }
         }
         let (principal, expires) = result?;
         if let Ok(mut sessions) = self.sessions.write() {
@@ -257,17 +284,17 @@ impl Guard {
     fn check_credentials(
         &self,
         state: &AppState,
-        headers: &HeaderMap,
+        presented: &Presented,
     ) -> Result<(Principal, u64), AuthError> {
-        match presented(headers) {
+        match presented {
             Presented::None => Ok((Principal::Anonymous, u64::MAX)),
-            Presented::Bearer(token) => self.token_principal(state, &token),
+            Presented::Bearer(token) => self.token_principal(state, token),
             Presented::Basic(user, password) if user == "AWS" => {
                 self.token_principal(state, &password.0)
             }
             Presented::Basic(key_id, secret) => {
                 let index = state.meta.read();
-                match index.auth.key(&key_id) {
+                match index.auth.key(key_id) {
                     Some((user, hash)) if constant_time_eq(hash, &hash_secret(&secret.0)) => {
                         Ok((Principal::User(user.into()), u64::MAX))
                     }
@@ -429,15 +456,20 @@ impl Guard {
         outcome.map_err(|why| why.to_string())
     }
 
-    fn check_blocked(&self, ip: IpAddr) -> Result<(), AuthError> {
+    fn check_blocked(&self, key: &FailureKey) -> Result<(), AuthError> {
         let Ok(failures) = self.failures.lock() else {
             return Ok(());
         };
-        if let Some(until) = failures.get(&ip).and_then(|f| f.blocked_until) {
+        if let Some(until) = failures.get(key).and_then(|f| f.blocked_until) {
             let now = Instant::now();
             if until > now {
                 return Err(AuthError::TooManyFailures {
-                    client: ip,
+                    client: key.0,
+                    user: if key.1.is_empty() {
+                        "bearer tokens".into()
+                    } else {
+                        format!("user name {:?}", key.1)
+                    },
                     retry_after: (until - now).as_secs().max(1),
                 });
             }
@@ -445,37 +477,49 @@ impl Guard {
         Ok(())
     }
 
-    fn record_failure(&self, ip: IpAddr) {
+    fn record_failure(&self, key: &FailureKey) {
         let Ok(mut failures) = self.failures.lock() else {
             return;
         };
         let now = Instant::now();
-        let f = failures.entry(ip).or_default();
+        let f = failures.entry(key.clone()).or_default();
         if f.since.is_none_or(|s| now - s > FAILURE_WINDOW) {
             f.count = 0;
             f.since = Some(now);
         }
         f.count += 1;
         if f.count >= MAX_FAILURES {
-            tracing::warn!(client = %ip, failures = f.count, "blocking a client after repeated authentication failures");
+            tracing::warn!(client = %key.0, user = %key.1, failures = f.count, "blocking a user name at a client address after repeated authentication failures");
             f.blocked_until = Some(now + BLOCK);
             f.count = 0;
             f.since = None;
         }
-        // Forget stale entries so the map cannot grow without bound.
+        // Forget stale entries so the map cannot grow without bound; names are the client's
+        // to choose, so past the limit even recent counts go (blocks stay).
         if failures.len() > 10_000 {
             failures.retain(|_, f| {
                 f.blocked_until.is_some_and(|u| u > now)
                     || f.since.is_some_and(|s| now - s <= FAILURE_WINDOW)
             });
         }
+        if failures.len() > 10_000 {
+            failures.retain(|_, f| f.blocked_until.is_some_and(|u| u > now));
+        }
     }
 
-    fn clear(&self, ip: IpAddr) {
+    fn clear(&self, key: &FailureKey) {
         if let Ok(mut failures) = self.failures.lock() {
-            if failures.get(&ip).is_some_and(|f| f.count > 0) {
-                failures.remove(&ip);
+            if failures.get(key).is_some_and(|f| f.count > 0) {
+                failures.remove(key);
             }
         }
+    }
+}
+
+/// The user name failures of these credentials count under.
+fn counted_name(presented: &Presented) -> String {
+    match presented {
+        Presented::Basic(user, _) => user.chars().take(MAX_COUNTED_NAME).collect(),
+        Presented::Bearer(_) | Presented::None => String::new(),
     }
 }

@@ -261,6 +261,9 @@ async fn simulate(
     if !state.meta.read().auth.users.contains_key(&r.user_name) {
         return Err(meta(MetaError::UserNotFound(r.user_name)));
     }
+    // A decision about an action that does not exist would be a confident "deny" about
+    // nothing: policy validation refuses such names, and so does this.
+    ecrl::policy::known_action(&r.action).map_err(invalid)?;
     let (resource, repo) = if r.resource.starts_with("arn:") {
         let repo = r
             .resource

@@ -10,7 +10,7 @@ use axum::Router;
 use ecrl::api::tasks::*;
 use ecrl::api::transfer::StreamEndpoint;
 use ecrl::api::{ApiError, ErrorCode};
-use ecrl::names::{ImageRef, Reference};
+use ecrl::names::{HostPrefix, ImageRef, Reference};
 use ecrl::taskdef::EnvironmentFile;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -114,18 +114,10 @@ async fn run_task(
 /// Anything else is left to the engine.
 fn resolve_image(index: &Index, state: &Shared, image: &str) -> Result<ResolvedImage, String> {
     let host = state.registry_host();
-    let mut prefixes = vec![format!("{host}/")];
-    // Plain HTTP and HTTPS serve the same registry: an image may name either port.
-    for addr in state.registry_addrs() {
-        let port = addr.port();
-        prefixes.extend([
-            format!("localhost:{port}/"),
-            format!("127.0.0.1:{port}/"),
-            format!("[::1]:{port}/"),
-            format!("{addr}/"),
-        ]);
-    }
-    let local = prefixes.iter().find_map(|p| image.strip_prefix(p.as_str()));
+    let local = match state.own_hosts().split(image) {
+        HostPrefix::Own(rest) => Some(rest),
+        HostPrefix::None | HostPrefix::Other { .. } => None,
+    };
     let engine = || ResolvedImage {
         reference: image.to_string(),
         digest: None,

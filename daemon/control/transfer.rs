@@ -67,7 +67,23 @@ async fn push(
             ),
         )));
     }
-    let options = import::PushOptions { repo, tag, gzip };
+    let source = request
+        .source_name
+        .clone()
+        .or_else(|| request.source_path.clone())
+        .or_else(|| {
+            request
+                .docker_image
+                .as_ref()
+                .map(|n| format!("docker://{n}"))
+        })
+        .unwrap_or_else(|| "the archive".into());
+    let options = import::PushOptions {
+        repo,
+        tag,
+        gzip,
+        source,
+    };
     let (tx, rx) = mpsc::channel(64);
     if let Some(path) = &request.source_path {
         let file = std::fs::File::open(path).map_err(|e| {
@@ -141,7 +157,7 @@ fn outcome_event(outcome: Result<TransferResult, TransferError>) -> Option<Trans
     }
 }
 
-fn parse_pull(
+async fn parse_pull(
     state: &Shared,
     request: &PullRequest,
 ) -> Result<(RepoName, Reference, export::Plan), ControlError> {
@@ -162,6 +178,9 @@ fn parse_pull(
         request.platform.as_deref(),
     )
     .map_err(|e| ControlError(e.into()))?;
+    export::check_platform(state, &plan)
+        .await
+        .map_err(|e| ControlError(e.into()))?;
     Ok((repo, reference, plan))
 }
 
@@ -169,7 +188,7 @@ async fn pull(
     State(state): State<Shared>,
     Query(request): Query<PullRequest>,
 ) -> Result<Response, ControlError> {
-    let (repo, _, plan) = parse_pull(&state, &request)?;
+    let (repo, _, plan) = parse_pull(&state, &request).await?;
     let size = plan.size;
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
     let handle = tokio::runtime::Handle::current();
@@ -202,7 +221,7 @@ async fn load(
     Query(mut request): Query<PullRequest>,
 ) -> Result<Response, ControlError> {
     request.format = Some("docker-archive".into());
-    let (repo, reference, plan) = parse_pull(&state, &request)?;
+    let (repo, reference, plan) = parse_pull(&state, &request).await?;
     // Reach the engine before anything streams, so "dockerd is not running" is a plain error.
     state
         .runtime

@@ -220,7 +220,17 @@ fn readable(message: &str) -> String {
     while let Some(stripped) = LAYERS.iter().find_map(|layer| rest.strip_prefix(layer)) {
         rest = stripped;
     }
-    rest.strip_suffix(": unknown").unwrap_or(rest).to_string()
+    let rest = rest.strip_suffix(": unknown").unwrap_or(rest);
+    // dockerd says some things twice: "no such image: x: No such image: x".
+    let half = rest.len().saturating_sub(2) / 2;
+    if rest.len() > 2
+        && rest.is_char_boundary(half)
+        && rest.get(half..half + 2) == Some(": ")
+        && rest[..half].eq_ignore_ascii_case(&rest[half + 2..])
+    {
+        return rest[..half].to_string();
+    }
+    rest.to_string()
 }
 
 /// True for runc's failure to apply a ulimit the host does not allow:
@@ -964,17 +974,18 @@ impl Runtime for DockerRuntime {
         name: &str,
     ) -> RtResult<BoxStream<'static, std::io::Result<Bytes>>> {
         let docker = self.client().await?;
-        docker.inspect_image(name).await.map_err(|e| match e {
+        let image = docker.inspect_image(name).await.map_err(|e| match e {
+            // The engine's own words ("no such image: x: No such image: x") add nothing.
             EngineError::DockerResponseServerError {
-                status_code: 404,
-                message,
-            } => {
-                RuntimeError::NotFound(format!("the Docker engine has no image {name}: {message}"))
-            }
+                status_code: 404, ..
+            } => RuntimeError::NotFound(format!(
+                "the Docker engine has no image {name} ('docker images' lists those it has)"
+            )),
             e => engine_error(&format!("inspecting image {name}"), e),
         })?;
+        let reference = export_reference(name, image.id.as_deref().unwrap_or_default());
         Ok(docker
-            .export_image(name)
+            .export_image(&reference)
             .map(|r| r.map_err(std::io::Error::other))
             .boxed())
     }
@@ -996,6 +1007,21 @@ impl Runtime for DockerRuntime {
             }
         }
         Ok(())
+    }
+}
+
+/// What to export for an image name: a name without a tag or digest means `NAME:latest`, as
+/// everywhere in docker (the engine's export of a bare name would hold every tag of it); an
+/// image id (`id`, or a prefix of it) stays as it is.
+fn export_reference(name: &str, id: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let hex = name.strip_prefix("sha256:").unwrap_or(name);
+    let is_id = hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && id.strip_prefix("sha256:").unwrap_or(id).starts_with(hex);
+    if is_id || name.contains('@') || last.contains(':') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
     }
 }
 
@@ -1136,6 +1162,28 @@ mod tests {
     use crate::runtime::{HealthSpec, PortSpec, UlimitSpec};
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn what_the_engine_says_twice_is_said_once() {
+        assert_eq!(
+            readable("no such image: app:nope: No such image: app:nope"),
+            "no such image: app:nope"
+        );
+        assert_eq!(readable("a: b"), "a: b");
+    }
+
+    #[test]
+    fn a_bare_name_exports_its_latest_tag() {
+        let id = format!("sha256:{}", "ab12".repeat(16));
+        let export = |name| export_reference(name, &id);
+        assert_eq!(export("myapp"), "myapp:latest");
+        assert_eq!(export("team/app"), "team/app:latest");
+        assert_eq!(export("localhost:5000/app"), "localhost:5000/app:latest");
+        assert_eq!(export("myapp:v2"), "myapp:v2");
+        assert_eq!(export("localhost:5000/app:1"), "localhost:5000/app:1");
+        assert_eq!(export("app@sha256:00"), "app@sha256:00");
+        assert_eq!(export("ab12ab12ab12"), "ab12ab12ab12");
+    }
 
     const BUSYBOX: &str = "ecrl-test/busybox:runtime-tests";
     /// Long enough for a slow shared machine, short enough that a hang fails the test.

@@ -639,7 +639,7 @@ impl Runtime for FakeRuntime {
         state.calls.push(format!("export {name}"));
         if !state.images.contains(name) {
             return Err(RuntimeError::NotFound(format!(
-                "the Docker engine has no image {name}: No such image: {name}"
+                "the Docker engine has no image {name} ('docker images' lists those it has)"
             )));
         }
         let archive = Bytes::from(format!("fake archive of {name}"));

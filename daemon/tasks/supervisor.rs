@@ -1015,9 +1015,14 @@ fn bindings_of(
         .collect()
 }
 
+/// Why a pull failed, naming the image once: the runtime's messages usually name it already.
 fn pull_error(reference: &str, e: &RuntimeError) -> String {
+    let message = e.to_string();
+    if message.contains(reference) {
+        return message;
+    }
     match e {
-        RuntimeError::NotFound(_) => format!("image {reference} not found: {e}"),
-        _ => format!("cannot pull {reference}: {e}"),
+        RuntimeError::NotFound(_) => format!("image {reference} not found: {message}"),
+        _ => format!("cannot pull {reference}: {message}"),
     }
 }

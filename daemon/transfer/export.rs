@@ -46,6 +46,81 @@ pub struct Plan {
     pub media_type: String,
     /// `host:port/repo:tag`, when the image was named by a tag.
     pub docker_reference: Option<String>,
+    /// A single-platform image asked for with `--platform`: its platform is in its config,
+    /// which [`check_platform`] reads before anything is written.
+    platform_check: Option<PlatformCheck>,
+}
+
+struct PlatformCheck {
+    config: Digest,
+    wanted: images::Platform,
+    image: String,
+}
+
+/// `os/arch[/variant]`.
+fn parse_platform(text: &str) -> Result<images::Platform, TransferError> {
+    let mut parts = text.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(os), Some(arch), variant, None) if !os.is_empty() && !arch.is_empty() => {
+            Ok(images::Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: variant.filter(|v| !v.is_empty()).map(str::to_string),
+            })
+        }
+        _ => Err(TransferError::Format(format!(
+            "platform {text:?}: expected os/arch[/variant], e.g. linux/amd64"
+        ))),
+    }
+}
+
+fn platform_name(p: &images::Platform) -> String {
+    match &p.variant {
+        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
+    }
+}
+
+/// Whether `have` is the `wanted` platform (a variant left out matches any).
+fn platform_matches(wanted: &images::Platform, have: &images::Platform) -> bool {
+    wanted.os == have.os
+        && wanted.architecture == have.architecture
+        && (wanted.variant.is_none() || wanted.variant == have.variant)
+}
+
+/// Refuses a single-platform image whose platform is not the one asked for, as docker does
+/// (`--platform` is a promise about what the archive holds).
+pub async fn check_platform(state: &AppState, plan: &Plan) -> Result<(), TransferError> {
+    let Some(check) = &plan.platform_check else {
+        return Ok(());
+    };
+    let config = state.store.read_all(&check.config).await?;
+    #[derive(serde::Deserialize)]
+    struct Config {
+        #[serde(default)]
+        os: String,
+        #[serde(default)]
+        architecture: String,
+        #[serde(default)]
+        variant: Option<String>,
+    }
+    let have: Config = serde_json::from_slice(&config).map_err(|e| {
+        TransferError::Format(format!("the config of {} is not JSON: {e}", check.image))
+    })?;
+    let have = images::Platform {
+        os: have.os,
+        architecture: have.architecture,
+        variant: have.variant,
+    };
+    if platform_matches(&check.wanted, &have) {
+        return Ok(());
+    }
+    Err(TransferError::NotFound(format!(
+        "no matching manifest for {} in {}: the image is {} (leave out --platform to pull it)",
+        platform_name(&check.wanted),
+        check.image,
+        platform_name(&have)
+    )))
 }
 
 pub fn plan(
@@ -83,42 +158,63 @@ pub fn plan(
             .copied()
             .ok_or_else(|| TransferError::NotFound(format!("blob {d} is not in {repo}")))
     };
+    let wanted = platform.map(parse_platform).transpose()?;
+    let (top_doc, _, top_kind) = images::parse(Some(&top.media_type), &top.bytes)
+        .map_err(|e| TransferError::Format(e.to_string()))?;
+    let platform_check = match (&wanted, top_kind) {
+        (Some(wanted), Kind::Image) => match top_doc.config.as_ref() {
+            Some(config) => Some(PlatformCheck {
+                config: config
+                    .parsed_digest("config")
+                    .map_err(|e| TransferError::Format(e.to_string()))?,
+                wanted: wanted.clone(),
+                image: format!("{repo}:{reference}"),
+            }),
+            None => None,
+        },
+        _ => None,
+    };
     let mut items = Vec::new();
     match format {
         Format::DockerArchive => {
-            let (_, _, kind) = images::parse(Some(&top.media_type), &top.bytes)
-                .map_err(|e| TransferError::Format(e.to_string()))?;
-            let image = match kind {
+            let image = match top_kind {
                 Kind::Image => top.clone(),
                 Kind::Index => {
-                    let (os, arch) = match platform {
-                        Some(p) => {
-                            let mut parts = p.split('/');
-                            match (parts.next(), parts.next()) {
-                                (Some(os), Some(arch)) => (os.to_string(), arch.to_string()),
-                                _ => {
-                                    return Err(TransferError::Format(format!(
-                                        "platform {p:?}: expected os/arch, e.g. linux/amd64"
-                                    )))
-                                }
+                    let wanted = match &wanted {
+                        Some(p) => p.clone(),
+                        None => {
+                            let (os, architecture) = super::host_platform();
+                            images::Platform {
+                                os,
+                                architecture,
+                                variant: None,
                             }
                         }
-                        None => super::host_platform(),
                     };
                     let (doc, _, _) = images::parse(Some(&top.media_type), &top.bytes)
                         .map_err(|e| TransferError::Format(e.to_string()))?;
-                    let child = doc
-                        .manifests
-                        .unwrap_or_default()
-                        .into_iter()
+                    let manifests = doc.manifests.unwrap_or_default();
+                    let child = manifests
+                        .iter()
                         .find(|m| {
                             m.platform
                                 .as_ref()
-                                .is_some_and(|p| p.os == os && p.architecture == arch)
+                                .is_some_and(|p| platform_matches(&wanted, p))
                         })
                         .ok_or_else(|| {
+                            let has: Vec<String> = manifests
+                                .iter()
+                                .filter_map(|m| m.platform.as_ref().map(platform_name))
+                                .collect();
                             TransferError::NotFound(format!(
-                                "{repo}:{reference} has no image for {os}/{arch}; choose one with --platform"
+                                "no matching manifest for {} in {repo}:{reference}: it has {}; \
+                                 choose one with --platform",
+                                platform_name(&wanted),
+                                if has.is_empty() {
+                                    "no platforms named".to_string()
+                                } else {
+                                    has.join(", ")
+                                }
                             ))
                         })?;
                     let child = child
@@ -205,6 +301,7 @@ pub fn plan(
         digest,
         media_type: top.media_type.clone(),
         docker_reference,
+        platform_check,
     })
 }
 

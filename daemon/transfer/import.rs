@@ -33,6 +33,8 @@ pub struct PushOptions {
     pub repo: RepoName,
     pub tag: Option<Tag>,
     pub gzip: bool,
+    /// The source as the user named it (`app.tar`, `stdin`), for messages.
+    pub source: String,
 }
 
 /// One image of a docker-archive's `manifest.json`.
@@ -109,7 +111,7 @@ pub fn import(
         existing: 0,
     };
     let result = importer
-        .read_archive(reader)
+        .read_archive(reader, &options.source)
         .and_then(|()| importer.finish(&options));
     if result.is_err() {
         importer.clean_up();
@@ -187,6 +189,34 @@ fn oci_blob_digest(path: &str) -> Option<Result<Digest, TransferError>> {
     )
 }
 
+/// Whether `block` is a tar header: 512 bytes whose checksum field matches their sum (with
+/// the field itself counted as spaces), as every tar writer (v7, ustar, GNU, pax) makes it.
+/// An all-zero block is the end of an empty archive, which the reader handles itself.
+fn is_tar_header(block: &[u8]) -> bool {
+    let Some(block) = block.get(..512) else {
+        return false;
+    };
+    if block.iter().all(|&b| b == 0) {
+        return true;
+    }
+    let stored = std::str::from_utf8(&block[148..156])
+        .ok()
+        .map(|s| s.trim_matches(|c| c == ' ' || c == '\0'))
+        .and_then(|s| u32::from_str_radix(s, 8).ok());
+    let sum: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    stored == Some(sum)
+}
+
 /// Reads until `buf` is full or the input ends.
 fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut done = 0;
@@ -227,19 +257,39 @@ impl Importer {
             .map_err(|_| TransferError::Cancelled)
     }
 
-    fn read_archive(&mut self, reader: impl Read) -> Result<(), TransferError> {
+    fn read_archive(&mut self, reader: impl Read, source: &str) -> Result<(), TransferError> {
         let mut reader = BufReader::with_capacity(256 * 1024, reader);
         let head = reader.fill_buf()?;
         if head.is_empty() {
-            return Err(TransferError::Format(
-                "the archive is empty: expected a docker-archive or an OCI layout".into(),
-            ));
+            return Err(TransferError::Format(format!(
+                "{source} is empty: expected a docker-archive or an OCI layout"
+            )));
         }
-        let input: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+        let gzip = head.starts_with(&[0x1f, 0x8b]);
+        let mut input: Box<dyn Read> = if gzip {
             Box::new(flate2::read::MultiGzDecoder::new(reader))
         } else {
             Box::new(reader)
         };
+        // A tar starts with a header block whose checksum holds: anything else (a text file,
+        // a zip, a gzip of something else) is named as what it is not, rather than reported
+        // as a broken tar.
+        let mut first = vec![0u8; 512];
+        let read = read_full(&mut input, &mut first).map_err(|e| {
+            TransferError::Format(format!("{source}: corrupt or truncated gzip: {e}"))
+        })?;
+        first.truncate(read);
+        if !is_tar_header(&first) {
+            return Err(TransferError::Format(format!(
+                "unknown format: {source} is not a docker save / OCI archive (tar or tar.gz){}",
+                if gzip {
+                    " — it is gzip-compressed, but not a tar"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let input = std::io::Cursor::new(first).chain(input);
         let mut archive = tar::Archive::new(input);
         let entries = archive
             .entries()

@@ -42,6 +42,9 @@ pub struct PushRequest {
     /// that cannot open it answers `SourceUnreadable`, and the CLI streams the file instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_path: Option<String>,
+    /// The source as the user named it (`app.tar`, `stdin`), for messages about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_name: Option<String>,
 }
 
 /// `POST /v1/images/pull?...`: answers the archive itself (`application/x-tar`).
