@@ -234,8 +234,6 @@ impl Guard {
         let Some(value) = value else {
             return Ok(Principal::Anonymous);
         };
-        let presented = presented(headers);
-        let key = client.map(|ip| (ip, counted_name(&presented)));
         let epoch = state.meta.read().auth.epoch;
         let remembered = self
             .sessions
@@ -248,6 +246,9 @@ impl Guard {
                 return Ok(session.principal);
             }
         }
+        // Parsed only past the cache: most requests present credentials already checked.
+        let presented = presented(headers);
+        let key = client.map(|ip| (ip, counted_name(&presented)));
         let result = self.check_credentials(state, &presented);
         // A signed token that verifies cannot have been guessed, so it passes even where
         // guesses are being held back; everything else waits out a block, right or wrong.
