@@ -211,6 +211,15 @@ impl AppState {
         true
     }
 
+    /// Gives up the wait for a blob a deleted image freed in `repo` (its content may go
+    /// now). True when it was waiting.
+    pub async fn forget_released(&self, repo: &RepoName, digest: &Digest) -> bool {
+        let _guard = self.lock_blob(digest).await;
+        self.released
+            .lock()
+            .is_ok_and(|mut released| released.remove(&(repo.clone(), *digest)).is_some())
+    }
+
     /// Removes a blob's content once no repository links it or holds it as a manifest.
     pub async fn collect_if_unused(&self, digest: &Digest) {
         let _guard = self.lock_blob(digest).await;

@@ -2795,3 +2795,21 @@ fn blobs_a_delete_freed_go_at_the_next_start() {
     }
     assert_eq!(repo_size(&reg, "app"), 0);
 }
+
+/// Clients that delete an image's blobs after its manifest (the OCI conformance suite's
+/// teardown does) are answered 202 for blobs the manifest's delete freed, and those go at
+/// once; a second delete is 404.
+#[test]
+fn deleting_the_blobs_of_a_deleted_image_is_accepted() {
+    let reg = Registry::start();
+    let layer = bytes("layer to delete", 4096);
+    let (manifest, config) = push_layers(&reg, "app", "a", &[&layer]);
+    let resp = reg.delete(&format!("/v2/app/manifests/{}", sha256(&manifest)));
+    assert_status(&resp, 202);
+    for blob in [&layer, &config] {
+        let path = format!("/v2/app/blobs/{}", sha256(blob));
+        assert_status(&reg.delete(&path), 202);
+        assert!(!reg.blob_file(&sha256(blob)).exists());
+        expect_error(reg.delete(&path), 404, "BLOB_UNKNOWN");
+    }
+}

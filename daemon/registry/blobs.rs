@@ -187,7 +187,9 @@ fn parse_range(spec: &str, size: u64) -> Option<Range<u64>> {
 }
 
 pub async fn delete(state: &Shared, repo: &RepoName, digest: Digest) -> Result<Response> {
-    if !state.meta.unlink_blob(repo, digest).await? {
+    // A blob that a deleted image freed moments ago is on its way out: deleting it is
+    // accepted (clients delete an image's blobs after its manifest), and it goes now.
+    if !state.meta.unlink_blob(repo, digest).await? && !state.forget_released(repo, &digest).await {
         return Err(blob_unknown(repo, &digest));
     }
     state.collect_if_unused(&digest).await;
