@@ -120,6 +120,9 @@ impl Table for SystemInfo {
             (None, Some(error)) => rows.push(("engine", format!("unavailable: {error}"))),
             (None, None) => {}
         }
+        if let Some(how) = &self.task_limits {
+            rows.push(("task limits", how.clone()));
+        }
         output::key_values(&rows)
     }
 }

@@ -248,6 +248,8 @@ fn a_task_runs_on_podman_with_its_image_from_ecrls_plain_http_registry() {
         serde_json::from_str(&env.ecrl_ok(&["daemon", "status", "--output", "json"])).unwrap();
     let engine = status["engine"].as_str().unwrap_or_default();
     assert!(engine.starts_with("Podman Engine "), "{status}");
+    let limits = status["taskLimits"].as_str().unwrap_or_default();
+    assert!(limits.starts_with("one cgroup per task"), "{status}");
 
     // The image goes into ecrl with podman as the client.
     let images = DockerImages::new();

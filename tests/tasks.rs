@@ -583,6 +583,13 @@ fn task_level_limits_make_a_cgroup_that_goes_with_the_task() {
         .as_str()
         .unwrap()
         .to_string();
+    let status = t.json(&["daemon", "status"]);
+    assert!(
+        status["taskLimits"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("one cgroup per task")),
+        "{status}"
+    );
     if memory == cpu {
         assert_eq!(
             read_trimmed(&memory.join("memory.max")),
@@ -810,6 +817,7 @@ fn no_engine_is_a_clear_error() {
         began.elapsed()
     );
     assert!(status.get("engine").is_none(), "{status}");
+    assert!(status.get("taskLimits").is_none(), "{status}");
     let why = status["engineError"].as_str().unwrap_or_default();
     assert!(why.contains("/nonexistent/docker.sock"), "{status}");
     let table = t.env.ecrl_ok(&["daemon", "status"]);

@@ -21,19 +21,24 @@ async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiErr
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let log_file = state.config.data_dir.join(ecrl::paths::LOG_FILE);
     // The engine is asked briefly: a status must not hang on a stuck engine.
-    let (engine, engine_error) =
+    let (engine, engine_error, task_limits) =
         match tokio::time::timeout(ENGINE_TIMEOUT, state.runtime.info()).await {
             Ok(Ok(info)) => (
                 Some(format!("{} (API {})", info.name, info.api_version)),
                 None,
+                Some(match info.task_cgroups {
+                    Ok(how) => how,
+                    Err(why) => format!("each container by its own limits only: {why}"),
+                }),
             ),
-            Ok(Err(e)) => (None, Some(e.to_string())),
+            Ok(Err(e)) => (None, Some(e.to_string()), None),
             Err(_) => (
                 None,
                 Some(format!(
                     "the engine did not answer within {} s",
                     ENGINE_TIMEOUT.as_secs()
                 )),
+                None,
             ),
         };
     let encryption = state.store.encryption();
@@ -65,6 +70,7 @@ async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiErr
         log_file: log_file.is_file().then_some(log_file),
         engine,
         engine_error,
+        task_limits,
     })
 }
 

@@ -95,6 +95,30 @@ impl Hierarchy {
         }
     }
 
+    /// What task cgroups will be, for a status: `cgroup v1` or `cgroup v2`, or why ecrld
+    /// cannot make them (it may not write the hierarchies).
+    pub fn describe(&self) -> Result<String, String> {
+        let (version, dirs): (u8, Vec<&Path>) = match self {
+            Hierarchy::V1 { memory, cpu, .. } => (1, vec![memory.as_path(), cpu.as_path()]),
+            Hierarchy::V2 { root } => (2, vec![root.as_path()]),
+        };
+        for dir in dirs {
+            let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+                .map_err(|e| e.to_string())?;
+            // SAFETY: a valid C string; access(2) only reads it.
+            if unsafe { libc::access(path.as_ptr(), libc::W_OK) } != 0 {
+                return Err(format!(
+                    "ecrld may not write {}: {}",
+                    dir.display(),
+                    io::Error::last_os_error()
+                ));
+            }
+        }
+        Ok(format!(
+            "one cgroup per task ({TOP}/TASK_ID, cgroup v{version})"
+        ))
+    }
+
     /// The `CgroupParent` the engine takes for the task's containers.
     pub fn parent(task_id: &str) -> String {
         format!("/{TOP}/{task_id}")
@@ -299,6 +323,24 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
             .contains("memory and cpu"));
         assert!(Hierarchy::from_mounts("", 2).unwrap_err().contains("v2"));
         assert_eq!(unescape_mount_path(r"/a\040b\\"), r"/a b\\");
+    }
+
+    #[test]
+    fn a_status_says_whether_task_cgroups_can_be_made() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let v2 = Hierarchy::V2 { root: root.clone() };
+        assert_eq!(
+            v2.describe().unwrap(),
+            "one cgroup per task (ecrl/TASK_ID, cgroup v2)"
+        );
+        let missing = Hierarchy::V1 {
+            mounts: vec![],
+            memory: root.join("nowhere"),
+            cpu: root.clone(),
+        };
+        let why = missing.describe().unwrap_err();
+        assert!(why.contains("nowhere") && why.contains("may not write"), "{why}");
     }
 
     #[test]

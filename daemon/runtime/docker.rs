@@ -561,9 +561,15 @@ impl Runtime for DockerRuntime {
                 version.version.as_deref().unwrap_or("(unknown version)")
             ),
         };
+        let task_cgroups = match self.cgroups().await {
+            Ok(Ok(hierarchy)) => hierarchy.describe(),
+            Ok(Err(why)) => Err(why.clone()),
+            Err(e) => Err(e.to_string()),
+        };
         Ok(RuntimeInfo {
             name,
             api_version: docker.client_version().to_string(),
+            task_cgroups,
         })
     }
 

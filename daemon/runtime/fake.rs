@@ -250,6 +250,7 @@ impl Runtime for FakeRuntime {
         Ok(RuntimeInfo {
             name: "Fake Engine 1.0".to_string(),
             api_version: "1.41".to_string(),
+            task_cgroups: Ok("fake".to_string()),
         })
     }
 

@@ -65,6 +65,9 @@ pub struct RuntimeInfo {
     pub name: String,
     /// The Engine API version in use after negotiation, e.g. `1.41`.
     pub api_version: String,
+    /// How task-level cpu and memory are held: by a cgroup for each task (`Ok`, saying
+    /// which), or only by each container's own limits (`Err`, saying why).
+    pub task_cgroups: Result<String, String>,
 }
 
 /// Everything needed to create one container.

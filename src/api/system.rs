@@ -69,6 +69,10 @@ pub struct SystemInfo {
     /// Why the engine did not answer (tasks cannot run until it does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_error: Option<String>,
+    /// How task-level cpu and memory hold a task's containers: together, in a cgroup for
+    /// each task, or (with the reason) only each container by its own limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_limits: Option<String>,
 }
 
 /// Where a data dir's master key lives.
