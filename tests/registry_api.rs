@@ -2813,3 +2813,27 @@ fn deleting_the_blobs_of_a_deleted_image_is_accepted() {
         expect_error(reg.delete(&path), 404, "BLOB_UNKNOWN");
     }
 }
+
+/// A blob an image uses cannot be deleted out from under it (every pull of the image would
+/// fail): 405 naming the image; the image stays whole. A blob no image uses goes (202).
+#[test]
+fn a_blob_an_image_uses_is_not_deleted_under_it() {
+    let reg = Registry::start();
+    let layer = bytes("in use", 4096);
+    let (manifest, _) = push_layers(&reg, "app", "a", &[&layer]);
+    let path = format!("/v2/app/blobs/{}", sha256(&layer));
+    let message = expect_error(reg.delete(&path), 405, "UNSUPPORTED");
+    assert!(message.contains(&sha256(&manifest)), "{message}");
+    let resp = reg.get(&path);
+    assert_status(&resp, 200);
+    assert_eq!(resp.bytes().unwrap().as_ref(), &layer[..]);
+    assert_status(&reg.get("/v2/app/manifests/a"), 200);
+
+    let loose = bytes("loose", 1024);
+    push_blob(&reg, "app", &loose);
+    assert_status(
+        &reg.delete(&format!("/v2/app/blobs/{}", sha256(&loose))),
+        202,
+    );
+    assert!(!reg.blob_file(&sha256(&loose)).exists());
+}

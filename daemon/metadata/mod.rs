@@ -395,22 +395,36 @@ impl Metadata {
         .await
     }
 
-    /// Removes a blob's link from a repository. True when it was linked.
-    pub async fn unlink_blob(&self, repo: &RepoName, digest: Digest) -> Result<bool, MetaError> {
+    /// Removes a blob's link from a repository, unless an image there uses it. `Ok(true)`
+    /// when it was linked, `Ok(false)` when not, `Err` naming the images that use it.
+    pub async fn unlink_blob(
+        &self,
+        repo: &RepoName,
+        digest: Digest,
+    ) -> Result<Result<bool, Vec<Digest>>, MetaError> {
         let repo = repo.clone();
         self.write(move |conn, index| {
             let Some(entry) = index.repos.get_mut(&repo) else {
-                return Ok(false);
+                return Ok(Ok(false));
             };
+            let users: Vec<Digest> = entry
+                .manifests
+                .values()
+                .filter(|m| m.refs.contains(&digest))
+                .map(|m| m.digest)
+                .collect();
+            if !users.is_empty() {
+                return Ok(Err(users));
+            }
             if entry.blobs.remove(&digest).is_none() {
-                return Ok(false);
+                return Ok(Ok(false));
             }
             exec(
                 conn,
                 "DELETE FROM blob_links WHERE repo = ?1 AND digest = ?2",
                 params![repo.as_str(), digest.to_string()],
             )?;
-            Ok(true)
+            Ok(Ok(true))
         })
         .await
     }

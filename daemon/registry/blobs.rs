@@ -189,8 +189,23 @@ fn parse_range(spec: &str, size: u64) -> Option<Range<u64>> {
 pub async fn delete(state: &Shared, repo: &RepoName, digest: Digest) -> Result<Response> {
     // A blob that a deleted image freed moments ago is on its way out: deleting it is
     // accepted (clients delete an image's blobs after its manifest), and it goes now.
-    if !state.meta.unlink_blob(repo, digest).await? && !state.forget_released(repo, &digest).await {
-        return Err(blob_unknown(repo, &digest));
+    match state.meta.unlink_blob(repo, digest).await? {
+        Ok(true) => {}
+        Ok(false) if state.forget_released(repo, &digest).await => {}
+        Ok(false) => return Err(blob_unknown(repo, &digest)),
+        // Deleting a layer out from under an image would break every pull of it.
+        Err(images) => {
+            let images: Vec<String> = images.iter().map(|d| d.to_string()).collect();
+            return Err(RegistryError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::Unsupported,
+                format!(
+                    "blob {digest} is part of image {} in {repo}: delete the image, and the \
+                     blobs only it uses go with it",
+                    images.join(", ")
+                ),
+            ));
+        }
     }
     state.collect_if_unused(&digest).await;
     Ok(empty(StatusCode::ACCEPTED, &[]))

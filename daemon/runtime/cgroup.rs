@@ -340,7 +340,10 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
             cpu: root.clone(),
         };
         let why = missing.describe().unwrap_err();
-        assert!(why.contains("nowhere") && why.contains("may not write"), "{why}");
+        assert!(
+            why.contains("nowhere") && why.contains("may not write"),
+            "{why}"
+        );
     }
 
     #[test]
