@@ -2837,3 +2837,27 @@ fn a_blob_an_image_uses_is_not_deleted_under_it() {
     );
     assert!(!reg.blob_file(&sha256(&loose)).exists());
 }
+
+/// A manifest a multi-platform index uses cannot be deleted under it (405 naming the index,
+/// as `ecrl image delete` refuses with ImageReferencedByManifestList); once the index is
+/// gone, it can.
+#[test]
+fn a_manifest_an_index_uses_is_not_deleted_under_it() {
+    let reg = Registry::start();
+    let (amd, _) = push_image(&reg, "app", "amd", Flavor::Oci, "amd");
+    let (arm, _) = push_image(&reg, "app", "arm", Flavor::Oci, "arm");
+    let index = index_manifest(Flavor::Oci, &[(&amd, "amd64"), (&arm, "arm64")]);
+    put_manifest_ok(&reg, "app", "multi", OCI_INDEX, &index);
+    let child = format!("/v2/app/manifests/{}", sha256(&amd));
+    let message = expect_error(reg.delete(&child), 405, "UNSUPPORTED");
+    assert!(message.contains(&sha256(&index)), "{message}");
+    assert_status(&reg.get(&child), 200);
+    assert_status(&reg.get("/v2/app/manifests/multi"), 200);
+
+    assert_status(
+        &reg.delete(&format!("/v2/app/manifests/{}", sha256(&index))),
+        202,
+    );
+    assert_status(&reg.delete(&child), 202);
+    assert_status(&reg.get("/v2/app/manifests/arm"), 200);
+}

@@ -37,7 +37,9 @@ impl From<MetaError> for ApiError {
             MetaError::RepoNotEmpty(_) => ErrorCode::RepositoryNotEmpty,
             MetaError::TagImmutable { .. } => ErrorCode::ImageTagAlreadyExists,
             MetaError::ManifestNotFound { .. } => ErrorCode::ImageNotFound,
-            MetaError::ReferenceMissing { .. } => ErrorCode::InvalidParameter,
+            MetaError::ReferenceMissing { .. } | MetaError::ManifestInUse { .. } => {
+                ErrorCode::InvalidParameter
+            }
             MetaError::TaskDefinitionNotFound(_) => ErrorCode::TaskDefinitionNotFound,
             // ECS answers a ClientException: the request names the wrong revision.
             MetaError::TaskDefinitionActive(_) => ErrorCode::InvalidParameter,

@@ -37,6 +37,14 @@ pub enum MetaError {
     /// image deleted meanwhile freed it).
     #[error("{digest}, which the manifest references, is not in repository {repo}: push it first")]
     ReferenceMissing { repo: RepoName, digest: Digest },
+    /// A manifest an index (a multi-platform image) of the repository references: deleting
+    /// it would break the index.
+    #[error("manifest {digest} is part of the multi-platform image {index} in {repo}: delete that first")]
+    ManifestInUse {
+        repo: RepoName,
+        digest: Digest,
+        index: Digest,
+    },
     /// `family:revision` names no stored revision.
     #[error("task definition {0} does not exist")]
     TaskDefinitionNotFound(String),
@@ -556,6 +564,17 @@ impl Metadata {
             let Some(entry) = index.repos.get_mut(&repo) else {
                 return Ok(None);
             };
+            if let Some(index) = entry
+                .manifests
+                .values()
+                .find(|m| m.digest != digest && m.refs.contains(&digest))
+            {
+                return Err(MetaError::ManifestInUse {
+                    repo: repo.clone(),
+                    digest,
+                    index: index.digest,
+                });
+            }
             let Some(manifest) = entry.manifests.remove(&digest) else {
                 return Ok(None);
             };

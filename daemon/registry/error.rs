@@ -116,6 +116,12 @@ impl From<MetaError> for RegistryError {
             MetaError::ReferenceMissing { .. } => {
                 Self::bad_request(ErrorCode::ManifestBlobUnknown, e.to_string())
             }
+            // Deleting it would break every pull of the index.
+            MetaError::ManifestInUse { .. } => Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::Unsupported,
+                e.to_string(),
+            ),
             MetaError::RepoExists(_) | MetaError::RepoNotEmpty(_) => {
                 Self::new(StatusCode::CONFLICT, ErrorCode::Denied, e.to_string())
             }
