@@ -978,6 +978,39 @@ pub fn validate(def: &TaskDefinitionInput) -> Result<(), Vec<ValidationError>> {
         validate_container(def, i, c, mode, task_memory, &volume_names, &mut errs);
     }
 
+    // What the containers reserve together must fit in the task's size (ECS's rule).
+    if let Some(task_mib) = def.memory_mib().filter(|m| *m > 0) {
+        let reserved: i64 = def
+            .container_definitions
+            .iter()
+            .map(|c| c.memory_reservation.or(c.memory).unwrap_or(0).max(0))
+            .sum();
+        if reserved as u64 > task_mib {
+            errs.push(
+                "memory",
+                format!(
+                    "the containers reserve {reserved} MiB together (each its \
+                     memoryReservation, else its memory), more than the task's {task_mib} MiB"
+                ),
+            );
+        }
+    }
+    if let Some(task_cpu) = def.cpu_units().filter(|c| *c > 0) {
+        let cpu: i64 = def
+            .container_definitions
+            .iter()
+            .map(|c| c.cpu.unwrap_or(0).max(0))
+            .sum();
+        if cpu as u64 > task_cpu {
+            errs.push(
+                "cpu",
+                format!(
+                    "the containers' cpu adds up to {cpu} units, more than the task's {task_cpu}"
+                ),
+            );
+        }
+    }
+
     for cycle in find_cycles(def) {
         let first = cycle.first().map(String::as_str).unwrap_or_default();
         let i = first_index.get(first).copied().unwrap_or(0);
@@ -1910,6 +1943,23 @@ containerDefinitions:
             "exceeds memory 256",
         );
         assert_only_error(|v| v["memory"] = json!("lots"), "memory", "MiB");
+        // The containers' reservations (web's memory 256, client's reservation 64) and cpu
+        // (128) must fit in the task's.
+        assert!(errors_after(|v| {
+            v["memory"] = json!("320");
+            v["cpu"] = json!("128");
+        })
+        .is_empty());
+        assert_only_error(
+            |v| v["memory"] = json!("319"),
+            "memory",
+            "reserve 320 MiB together",
+        );
+        assert_only_error(
+            |v| v["cpu"] = json!("0.1 vCPU"),
+            "cpu",
+            "adds up to 128 units, more than the task's 102",
+        );
         assert_only_error(|v| v["cpu"] = json!("fast"), "cpu", "CPU units");
         let def = from_value({
             let mut v = sample();
