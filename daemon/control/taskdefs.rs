@@ -26,6 +26,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 }
 
 fn response(task_definition: TaskDefinition) -> TaskDefinitionResponse {
+    let task_definition = task_definition.with_printed_times();
     TaskDefinitionResponse {
         tags: task_definition.definition.tags.clone().unwrap_or_default(),
         ignored_fields: task_definition
@@ -204,7 +205,7 @@ async fn delete(
             Ok(mut td) => {
                 tracing::info!(task_definition = %td.family_revision(), "task definition deleted");
                 td.status = STATUS_DELETE_IN_PROGRESS.to_string();
-                task_definitions.push(td);
+                task_definitions.push(td.with_printed_times());
             }
             Err((arn, e)) => failures.push(Failure {
                 arn,
