@@ -931,3 +931,36 @@ fn every_time_is_printed_to_the_millisecond_in_utc() {
     let odd: Vec<_> = times.iter().filter(|(_, v)| !is_printed_time(v)).collect();
     assert!(odd.is_empty(), "{odd:?}");
 }
+
+/// The keys of a key/value table: what each line holds before its two-space gap, up to the
+/// first blank line (below it `task inspect` has its containers' table).
+fn table_keys(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.split("  ").next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn describe_inspect_and_status_tables_have_lowercase_keys() {
+    let t = Tasks::new();
+    let def = t.register(json!({"family": "keys", "containerDefinitions": [
+        {"name": "a", "image": "busybox:1", "memory": 32, "command": ["true"]}]}));
+    let (task, _) = t.run_wait(&def, 0);
+    let id = task_id(&task);
+    for args in [
+        vec!["task", "inspect", id.as_str()],
+        vec!["task", "describe", def.as_str()],
+        vec!["repo", "describe", "busybox"],
+        vec!["image", "describe", "busybox:1"],
+        vec!["daemon", "status"],
+    ] {
+        let table = t.env.ecrl_ok(&args);
+        let keys = table_keys(&table);
+        assert!(keys.len() >= 4, "{args:?}: {table}");
+        for key in keys {
+            assert_eq!(key, key.to_lowercase(), "{args:?}: {table}");
+        }
+    }
+}
