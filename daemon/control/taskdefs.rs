@@ -190,16 +190,26 @@ async fn delete(
     }
     let mut task_definitions = Vec::new();
     let mut failures = Vec::new();
+    let prefix = arn_prefix(&state);
     for text in &req.task_definitions {
-        let resolved =
-            revision_ref(text).and_then(|reference| resolve(&state.meta.read(), &reference, false));
+        // A failure names the revision by its full ARN, as ECS's does, however it was given;
+        // only text that names no revision at all is answered as it came.
+        let resolved = revision_ref(text)
+            .map_err(|e| (text.clone(), e))
+            .and_then(|reference| {
+                let arn = match &reference {
+                    TaskDefRef::Revision { arn: Some(arn), .. } => arn.clone(),
+                    _ => format!("{prefix}{reference}"),
+                };
+                resolve(&state.meta.read(), &reference, false).map_err(|e| (arn, e))
+            });
         let deleted = match resolved {
             Ok(td) => state
                 .meta
                 .delete_task_definition(td.definition.family.clone(), td.revision)
                 .await
                 .map_err(|e| (td.task_definition_arn, ApiError::from(e))),
-            Err(e) => Err((text.clone(), e)),
+            Err(failure) => Err(failure),
         };
         match deleted {
             Ok(mut td) => {
