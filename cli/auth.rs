@@ -285,10 +285,13 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<ExitCode
         AuthCommand::Policy(PolicyCommand::Detach { user, name }) => {
             client
                 .call::<DetachUserPolicy>(&UserPolicyRef {
-                    user_name: user,
-                    policy_name: name,
+                    user_name: user.clone(),
+                    policy_name: name.clone(),
                 })
                 .await?;
+            // Detaching has no result to print: the confirmation is a note, as for the
+            // other removals (and, like attach's, one line).
+            ctx.note(format!("policy {name} detached from user {user}"));
             show(ctx, &Done {})
         }
         AuthCommand::Policy(PolicyCommand::List { user }) => {

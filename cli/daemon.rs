@@ -130,7 +130,7 @@ impl Table for SystemInfo {
 fn status(ctx: &Context) -> anyhow::Result<ExitCode> {
     let client = ctx.client()?;
     let info = block_on(client.call::<Info>(&Empty {}))??;
-    output::print(ctx.output, &info)?;
+    output::print(ctx.output, &info.with_printed_times())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -270,7 +270,7 @@ fn start(ctx: &Context, args: StartArgs) -> anyhow::Result<ExitCode> {
                 info.pid,
                 info.socket.display()
             ));
-            output::print(ctx.output, &info)?;
+            output::print(ctx.output, &info.with_printed_times())?;
             return Ok(ExitCode::SUCCESS);
         }
         Err(e) if e.is_unreachable() && !matches!(e, ClientError::Connect { .. }) => {}
@@ -320,7 +320,7 @@ fn start(ctx: &Context, args: StartArgs) -> anyhow::Result<ExitCode> {
                     listening.join(", "),
                     info.socket.display()
                 ));
-                output::print(ctx.output, &info)?;
+                output::print(ctx.output, &info.with_printed_times())?;
                 return Ok(ExitCode::SUCCESS);
             }
         }

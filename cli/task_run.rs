@@ -401,21 +401,21 @@ impl Table for Inspected {
         for t in &self.0.tasks {
             let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
             out.push_str(&key_values(&[
-                ("Task", t.id().to_string()),
-                ("ARN", t.task_arn.clone()),
-                ("Definition", t.family_revision().to_string()),
+                ("task", t.id().to_string()),
+                ("arn", t.task_arn.clone()),
+                ("definition", t.family_revision().to_string()),
                 (
-                    "Status",
+                    "status",
                     format!("{} (desired {})", t.last_status, t.desired_status),
                 ),
-                ("Health", t.health_status.clone()),
-                ("Network mode", t.network_mode.clone()),
-                ("Started by", opt(&t.started_by)),
-                ("Created", t.created_at.clone()),
-                ("Started", opt(&t.started_at)),
-                ("Stopped", opt(&t.stopped_at)),
-                ("Stop code", opt(&t.stop_code)),
-                ("Stopped reason", opt(&t.stopped_reason)),
+                ("health", t.health_status.clone()),
+                ("network mode", t.network_mode.clone()),
+                ("started by", opt(&t.started_by)),
+                ("created", t.created_at.clone()),
+                ("started", opt(&t.started_at)),
+                ("stopped", opt(&t.stopped_at)),
+                ("stop code", opt(&t.stop_code)),
+                ("stopped reason", opt(&t.stopped_reason)),
             ]));
             out.push('\n');
             let rows: Vec<Vec<String>> = t

@@ -34,6 +34,10 @@ struct CaInfo {
     registry: String,
     /// Every `host:port` the served certificate is valid for.
     hosts: Vec<String>,
+    /// Those of `hosts` the listener does not accept connections on (the certificate names
+    /// `::1` even when only 127.0.0.1 listens): said in the table, so no one tries them.
+    #[serde(skip)]
+    not_listening: Vec<String>,
 }
 
 fn ca(ctx: &Context) -> anyhow::Result<ExitCode> {
@@ -55,24 +59,25 @@ fn ca(ctx: &Context) -> anyhow::Result<ExitCode> {
              in use; clients must trust the CA that issued your certificate"
         );
     };
-    let (registry, hosts) = hosts(&address, &info.tls_names);
+    let (registry, hosts, not_listening) = hosts(&address, &info.tls_names);
     output::print(
         ctx.output,
         &CaInfo {
             ca_path,
             registry,
             hosts,
+            not_listening,
         },
     )?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// The registry's `host:port` as clients name it, and every `host:port` the certificate
-/// covers (IPv6 addresses in brackets, as image references and certs.d directories write
-/// them).
-fn hosts(address: &str, names: &[String]) -> (String, Vec<String>) {
+/// The registry's `host:port` as clients name it; every `host:port` the certificate covers
+/// (IPv6 addresses in brackets, as image references and certs.d directories write them); and
+/// those of them the listener does not accept on.
+fn hosts(address: &str, names: &[String]) -> (String, Vec<String>, Vec<String>) {
     let Ok(addr) = address.parse::<SocketAddr>() else {
-        return (address.to_string(), vec![address.to_string()]);
+        return (address.to_string(), vec![address.to_string()], Vec::new());
     };
     let port = addr.port();
     let ip = addr.ip();
@@ -82,19 +87,22 @@ fn hosts(address: &str, names: &[String]) -> (String, Vec<String>) {
         addr.to_string()
     };
     let mut hosts = vec![registry.clone()];
+    let mut not_listening = Vec::new();
     for name in names {
-        let host = match name.parse::<std::net::IpAddr>() {
-            // An address the listener does not accept on is no way to reach it (the
-            // certificate names ::1 even when only 127.0.0.1 listens).
-            Ok(name_ip) if !accepts(ip, name_ip) => continue,
-            Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+        let name_ip = name.parse::<std::net::IpAddr>().ok();
+        let host = match name_ip {
+            Some(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
             _ => format!("{name}:{port}"),
         };
-        if !hosts.contains(&host) {
-            hosts.push(host);
+        if hosts.contains(&host) {
+            continue;
         }
+        if name_ip.is_some_and(|n| !accepts(ip, n)) {
+            not_listening.push(host.clone());
+        }
+        hosts.push(host);
     }
-    (registry, hosts)
+    (registry, hosts, not_listening)
 }
 
 /// Whether a listener bound to `bound` accepts connections to `ip` (an unspecified IPv6
@@ -107,11 +115,17 @@ impl Table for CaInfo {
     fn table(&self) -> String {
         let ca = self.ca_path.display();
         let host = &self.registry;
-        let others: Vec<&str> = self
+        let others: Vec<String> = self
             .hosts
             .iter()
             .filter(|h| *h != host)
-            .map(String::as_str)
+            .map(|h| {
+                if self.not_listening.contains(h) {
+                    format!("{h} (ecrld does not listen there)")
+                } else {
+                    h.clone()
+                }
+            })
             .collect();
         let mut out = format!("ecrld's CA certificate: {ca}\nHTTPS registry: {host}\n");
         if !others.is_empty() {
@@ -155,13 +169,7 @@ mod tests {
             "::1".to_string(),
             "registry.lan".to_string(),
         ];
-        let (registry, all) = hosts("127.0.0.1:5443", &names);
-        assert_eq!(registry, "localhost:5443");
-        assert_eq!(
-            all,
-            ["localhost:5443", "127.0.0.1:5443", "registry.lan:5443"]
-        );
-        let (registry, all) = hosts("[::]:5443", &names);
+        let (registry, all, not_listening) = hosts("127.0.0.1:5443", &names);
         assert_eq!(registry, "localhost:5443");
         assert_eq!(
             all,
@@ -172,7 +180,20 @@ mod tests {
                 "registry.lan:5443"
             ]
         );
-        let (registry, _) = hosts("10.0.0.5:443", &[]);
+        assert_eq!(not_listening, ["[::1]:5443"]);
+        let (registry, all, not_listening) = hosts("[::]:5443", &names);
+        assert_eq!(registry, "localhost:5443");
+        assert_eq!(
+            all,
+            [
+                "localhost:5443",
+                "127.0.0.1:5443",
+                "[::1]:5443",
+                "registry.lan:5443"
+            ]
+        );
+        assert!(not_listening.is_empty());
+        let (registry, _, _) = hosts("10.0.0.5:443", &[]);
         assert_eq!(registry, "10.0.0.5:443");
     }
 }

@@ -1086,9 +1086,61 @@ fn load(
             Ok(ExitCode::from(crate::signals::exit_code()))
         }
         Some(result) => {
-            output::print(ctx.output, &result?)?;
+            output::print(ctx.output, &Loaded::from(result?))?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// What a pull into the Docker engine did: the image and the name the engine now knows it
+/// by. (The daemon answers a load with its transfer result, whose blob counts are a push's.)
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Loaded {
+    repository_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_tag: Option<String>,
+    image_digest: String,
+    image_manifest_media_type: String,
+    image_size_in_bytes: u64,
+    /// `host:port/repo:tag`; absent for an image pulled by digest, which the engine keeps
+    /// untagged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    docker_reference: Option<String>,
+}
+
+impl From<TransferResult> for Loaded {
+    fn from(r: TransferResult) -> Self {
+        Loaded {
+            repository_name: r.repository_name,
+            image_tag: r.image_tag,
+            image_digest: r.image_digest,
+            image_manifest_media_type: r.image_manifest_media_type,
+            image_size_in_bytes: r.image_size_in_bytes,
+            docker_reference: r.docker_reference,
+        }
+    }
+}
+
+impl Table for Loaded {
+    fn table(&self) -> String {
+        let loaded = match &self.docker_reference {
+            Some(name) => format!("into the Docker engine as {name}"),
+            None => "into the Docker engine, untagged (pulled by digest)".to_string(),
+        };
+        let mut rows = vec![
+            ("loaded", loaded),
+            ("repository", self.repository_name.clone()),
+        ];
+        if let Some(tag) = &self.image_tag {
+            rows.push(("tag", tag.clone()));
+        }
+        rows.extend([
+            ("digest", self.image_digest.clone()),
+            ("media type", self.image_manifest_media_type.clone()),
+            ("size", human_bytes(self.image_size_in_bytes)),
+        ]);
+        output::key_values(&rows)
     }
 }
 
@@ -1276,9 +1328,6 @@ impl Table for TransferResult {
                 ),
             ),
         ]);
-        if let Some(docker) = &self.docker_reference {
-            rows.push(("docker", docker.clone()));
-        }
         output::key_values(&rows)
     }
 }

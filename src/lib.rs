@@ -10,6 +10,7 @@ pub mod names;
 pub mod paths;
 pub mod policy;
 pub mod taskdef;
+pub mod timestamp;
 
 /// The crate version both binaries report.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

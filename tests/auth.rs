@@ -759,3 +759,31 @@ fn malformed_policies_are_refused_with_their_paths() {
     ]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn attach_and_detach_both_confirm_unless_quiet() {
+    let r = Registry::new("none");
+    r.user("ci");
+    let pull = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "ecr:BatchGetImage", "Resource": "*"}]});
+    let file = policy_file(&r, "pull", &pull);
+    let attached = r.env.ecrl_ok(&["auth", "policy", "attach", "ci", &file]);
+    assert_eq!(attached, "policy pull attached to user ci\n");
+    let out = r.env.ecrl(&["auth", "policy", "detach", "ci", "pull"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        format!("{}{}", stdout(&out), stderr(&out)),
+        "policy pull detached from user ci\n"
+    );
+    // -q: nothing but results, and detaching has none.
+    r.env.ecrl_ok(&["auth", "policy", "attach", "ci", &file]);
+    let out = r
+        .env
+        .ecrl(&["auth", "policy", "detach", "ci", "pull", "-q"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!((stdout(&out), stderr(&out)), (String::new(), String::new()));
+    let list = r
+        .env
+        .ecrl_ok(&["auth", "policy", "list", "ci", "--output", "json"]);
+    assert!(!list.contains("pull"), "{list}");
+}

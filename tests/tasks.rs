@@ -836,3 +836,139 @@ fn no_engine_is_a_clear_error() {
         "nothing recorded"
     );
 }
+
+/// `2026-11-27T14:03:12.345Z`: RFC 3339, UTC, exactly three fractional digits.
+fn is_printed_time(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 24
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            23 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// The times in a JSON value: the strings under keys that end in `At` or `Time`.
+fn json_times(value: &Value, times: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match v.as_str() {
+                    Some(s) if key.ends_with("At") || key.ends_with("Time") => {
+                        times.push((key.clone(), s.to_string()))
+                    }
+                    _ => json_times(v, times),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| json_times(v, times)),
+        _ => {}
+    }
+}
+
+/// The times in a table: the words that start like a date and hold a `T`.
+fn table_times(table: &str) -> Vec<String> {
+    table
+        .split_whitespace()
+        .filter(|w| w.len() > 10 && w.as_bytes()[4] == b'-' && w.contains('T'))
+        .filter(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_time_is_printed_to_the_millisecond_in_utc() {
+    let t = Tasks::new();
+    let def = t.register(json!({"family": "times", "containerDefinitions": [
+        {"name": "a", "image": "busybox:1", "memory": 32, "command": ["true"]}]}));
+    let (task, _) = t.run_wait(&def, 0);
+    let id = task_id(&task);
+    t.env.ecrl_ok(&["task", "deregister", &def, "-q"]);
+    // A pull through the registry, for lastRecordedPullTime (the engine may have had the
+    // image already).
+    let pulled = reqwest::blocking::Client::new()
+        .get(format!("http://{}/v2/busybox/manifests/1", t.registry))
+        .header(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.v2+json, \
+             application/vnd.oci.image.manifest.v1+json",
+        )
+        .send()
+        .unwrap();
+    assert!(pulled.status().is_success(), "{pulled:?}");
+
+    let mut times = Vec::new();
+    json_times(&task, &mut times);
+    for args in [
+        vec!["task", "inspect", id.as_str()],
+        vec!["task", "ps"],
+        vec!["task", "describe", def.as_str()],
+        vec!["repo", "list"],
+        vec!["repo", "describe", "busybox"],
+        vec!["image", "describe", "busybox:1"],
+        vec!["daemon", "status"],
+    ] {
+        json_times(&t.json(&args), &mut times);
+        let mut yaml = args.clone();
+        yaml.extend(["--output", "yaml"]);
+        let yaml: Value = serde_yaml::from_str(&t.env.ecrl_ok(&yaml)).unwrap();
+        json_times(&yaml, &mut times);
+        for word in table_times(&t.env.ecrl_ok(&args)) {
+            times.push((format!("{args:?} table"), word));
+        }
+    }
+    for key in [
+        "createdAt",
+        "pullStartedAt",
+        "pullStoppedAt",
+        "startedAt",
+        "stoppingAt",
+        "stoppedAt",
+        "registeredAt",
+        "deregisteredAt",
+        "imagePushedAt",
+        "lastRecordedPullTime",
+    ] {
+        assert!(times.iter().any(|(k, _)| k == key), "no {key}: {times:?}");
+    }
+    let tables = times.iter().filter(|(k, _)| k.ends_with("table")).count();
+    assert!(tables >= 8, "{times:?}");
+    let odd: Vec<_> = times.iter().filter(|(_, v)| !is_printed_time(v)).collect();
+    assert!(odd.is_empty(), "{odd:?}");
+}
+
+/// The keys of a key/value table: what each line holds before its two-space gap, up to the
+/// first blank line (below it `task inspect` has its containers' table).
+fn table_keys(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.split("  ").next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn describe_inspect_and_status_tables_have_lowercase_keys() {
+    let t = Tasks::new();
+    let def = t.register(json!({"family": "keys", "containerDefinitions": [
+        {"name": "a", "image": "busybox:1", "memory": 32, "command": ["true"]}]}));
+    let (task, _) = t.run_wait(&def, 0);
+    let id = task_id(&task);
+    for args in [
+        vec!["task", "inspect", id.as_str()],
+        vec!["task", "describe", def.as_str()],
+        vec!["repo", "describe", "busybox"],
+        vec!["image", "describe", "busybox:1"],
+        vec!["daemon", "status"],
+    ] {
+        let table = t.env.ecrl_ok(&args);
+        let keys = table_keys(&table);
+        assert!(keys.len() >= 4, "{args:?}: {table}");
+        for key in keys {
+            assert_eq!(key, key.to_lowercase(), "{args:?}: {table}");
+        }
+    }
+}

@@ -637,9 +637,20 @@ fn tls_ca_prints_the_path_and_how_to_trust_it() {
         serde_json::from_str(&env.ecrl_ok(&["tls", "ca", "--output", "json"])).unwrap();
     assert_eq!(json["caPath"], ca);
     assert_eq!(json["registry"], host);
+    // Every name the certificate is valid for, also ::1, which this listener (on 127.0.0.1)
+    // does not accept: the table says so.
+    let p = port(&https);
     assert_eq!(
         json["hosts"],
-        serde_json::json!([host, format!("127.0.0.1:{}", port(&https))])
+        serde_json::json!([host, format!("127.0.0.1:{p}"), format!("[::1]:{p}")])
+    );
+    let names = env.info()["tlsNames"].clone();
+    assert_eq!(names, serde_json::json!(["localhost", "127.0.0.1", "::1"]));
+    assert!(
+        text.contains(&format!(
+            "also valid for: 127.0.0.1:{p}, [::1]:{p} (ecrld does not listen there)"
+        )),
+        "{text}"
     );
 
     let status = env.ecrl_ok(&["daemon", "status"]);

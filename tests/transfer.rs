@@ -128,11 +128,24 @@ fn docker_save_archives_push_pull_and_run() {
     ]))
     .unwrap();
     assert_eq!(result["dockerReference"], remote);
+    assert_eq!(result["imageDigest"].as_str().unwrap(), digest);
+    // Nothing was pushed: a pull says what it loaded, not what a push would.
+    assert!(result.get("blobsPushed").is_none(), "{result}");
     let out = run_ok(
         "docker",
         &["run", "--rm", &remote, "cat", "/etc/ecrl-test-id"],
     );
     assert_eq!(out.trim(), id);
+    let table = env.ecrl_ok(&["repo", "pull", "team/app:1", "--to", "docker"]);
+    assert!(
+        table.contains(&format!("loaded      into the Docker engine as {remote}\n")),
+        "{table}"
+    );
+    assert!(table.contains(&digest), "{table}");
+    assert!(
+        !table.contains("pushed") && !table.contains("blobs"),
+        "{table}"
+    );
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! Principals, access keys, login tokens and policies over the control socket. The socket
 //! is the owner's, so whoever reaches it administers access.
 
-use super::repos::rfc3339;
 use super::{endpoint, Peer, Shared};
 use crate::auth::decide::{self, Effect};
 use crate::auth::secret;
@@ -10,6 +9,7 @@ use ecrl::api::auth::*;
 use ecrl::api::{ApiError, Empty, ErrorCode};
 use ecrl::names::RepoName;
 use ecrl::policy::PolicyKind;
+use ecrl::timestamp;
 
 pub fn routes(router: axum::Router<Shared>) -> axum::Router<Shared> {
     let router = endpoint::<CreateUser, _, _>(router, create_user);
@@ -71,7 +71,7 @@ fn user_view(state: &Shared, name: &str) -> Result<User, ApiError> {
     Ok(User {
         user_name: name.to_string(),
         arn: user_arn(state, name),
-        create_date: rfc3339(record.created_at),
+        create_date: timestamp::from_millis(record.created_at),
         access_key_ids: record.keys.keys().cloned().collect(),
         attached_policies: record.policies.keys().cloned().collect(),
     })
@@ -100,7 +100,7 @@ async fn create_user(
             user_name: r.user_name,
             access_key_id: key_id,
             secret_access_key: secret.0,
-            create_date: rfc3339(created),
+            create_date: timestamp::from_millis(created),
         },
     })
 }
@@ -145,7 +145,7 @@ async fn rotate_key(
             user_name: r.user_name,
             access_key_id: key_id,
             secret_access_key: secret.0,
-            create_date: rfc3339(created),
+            create_date: timestamp::from_millis(created),
         },
     })
 }
@@ -169,7 +169,7 @@ async fn get_token(state: Shared, _peer: Peer, r: TokenRequest) -> Result<TokenR
             secret::issue(state.meta.token_secret(), user, &key_id, lifetime)
         }
     };
-    let expires_at = rfc3339(expires as i64 * 1000);
+    let expires_at = timestamp::from_millis(expires as i64 * 1000);
     Ok(TokenResponse {
         authorization_data: vec![AuthorizationData {
             authorization_token: secret::docker_auth(&token.0),

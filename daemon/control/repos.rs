@@ -7,6 +7,7 @@ use axum::Router;
 use ecrl::api::repos::*;
 use ecrl::api::{ApiError, ErrorCode};
 use ecrl::names::{Digest, RepoName, Tag};
+use ecrl::timestamp;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -65,16 +66,6 @@ impl From<MetaError> for ApiError {
     }
 }
 
-pub fn rfc3339(millis: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 /// The repository `name`, or ECR's RepositoryNotFoundException.
 fn find_repo<'a>(index: &'a crate::metadata::Index, name: &RepoName) -> Result<&'a Repo, ApiError> {
     index
@@ -96,7 +87,7 @@ fn repository(state: &Shared, name: &RepoName, repo: &Repo) -> Repository {
         registry_id: state.meta.account_id().to_string(),
         repository_name: name.to_string(),
         repository_uri: format!("{}/{name}", state.registry_host()),
-        created_at: rfc3339(repo.created_at),
+        created_at: timestamp::from_millis(repo.created_at),
         image_tag_mutability: match repo.mutability {
             TagMutability::Mutable => "MUTABLE",
             TagMutability::Immutable => "IMMUTABLE",
@@ -219,10 +210,10 @@ fn detail(state: &Shared, name: &RepoName, repo: &Repo, m: &Manifest) -> ImageDe
         image_digest: m.digest.to_string(),
         image_tags: tags,
         image_size_in_bytes: m.image_size,
-        image_pushed_at: rfc3339(m.pushed_at),
+        image_pushed_at: timestamp::from_millis(m.pushed_at),
         image_manifest_media_type: m.media_type.clone(),
         artifact_media_type: m.artifact_type.clone(),
-        last_recorded_pull_time: state.meta.last_pulled(name, m).map(rfc3339),
+        last_recorded_pull_time: state.meta.last_pulled(name, m).map(timestamp::from_millis),
     }
 }
 

@@ -26,6 +26,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 }
 
 fn response(task_definition: TaskDefinition) -> TaskDefinitionResponse {
+    let task_definition = task_definition.with_printed_times();
     TaskDefinitionResponse {
         tags: task_definition.definition.tags.clone().unwrap_or_default(),
         ignored_fields: task_definition
@@ -189,22 +190,32 @@ async fn delete(
     }
     let mut task_definitions = Vec::new();
     let mut failures = Vec::new();
+    let prefix = arn_prefix(&state);
     for text in &req.task_definitions {
-        let resolved =
-            revision_ref(text).and_then(|reference| resolve(&state.meta.read(), &reference, false));
+        // A failure names the revision by its full ARN, as ECS's does, however it was given;
+        // only text that names no revision at all is answered as it came.
+        let resolved = revision_ref(text)
+            .map_err(|e| (text.clone(), e))
+            .and_then(|reference| {
+                let arn = match &reference {
+                    TaskDefRef::Revision { arn: Some(arn), .. } => arn.clone(),
+                    _ => format!("{prefix}{reference}"),
+                };
+                resolve(&state.meta.read(), &reference, false).map_err(|e| (arn, e))
+            });
         let deleted = match resolved {
             Ok(td) => state
                 .meta
                 .delete_task_definition(td.definition.family.clone(), td.revision)
                 .await
                 .map_err(|e| (td.task_definition_arn, ApiError::from(e))),
-            Err(e) => Err((text.clone(), e)),
+            Err(failure) => Err(failure),
         };
         match deleted {
             Ok(mut td) => {
                 tracing::info!(task_definition = %td.family_revision(), "task definition deleted");
                 td.status = STATUS_DELETE_IN_PROGRESS.to_string();
-                task_definitions.push(td);
+                task_definitions.push(td.with_printed_times());
             }
             Err((arn, e)) => failures.push(Failure {
                 arn,

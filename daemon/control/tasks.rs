@@ -104,7 +104,7 @@ async fn run_task(
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
     Ok(RunTaskResponse {
-        tasks,
+        tasks: tasks.into_iter().map(Task::with_printed_times).collect(),
         failures: Vec::new(),
     })
 }
@@ -184,10 +184,14 @@ async fn read_env_files(
 }
 
 fn find(state: &Shared, reference: &str) -> Result<Task, ApiError> {
-    state.tasks.find(reference).map_err(|e| match e {
-        FindError::Invalid(_) | FindError::Ambiguous(..) => invalid(e.to_string()),
-        FindError::NotFound(_) => ApiError::new(ErrorCode::TaskNotFound, e.to_string()),
-    })
+    state
+        .tasks
+        .find(reference)
+        .map(Task::with_printed_times)
+        .map_err(|e| match e {
+            FindError::Invalid(_) | FindError::Ambiguous(..) => invalid(e.to_string()),
+            FindError::NotFound(_) => ApiError::new(ErrorCode::TaskNotFound, e.to_string()),
+        })
 }
 
 async fn list_tasks(
@@ -226,6 +230,7 @@ async fn list_tasks(
             ),
             Some(_) => !t.is_stopped(),
         })
+        .map(Task::with_printed_times)
         .collect();
     Ok(TasksResponse {
         tasks,
@@ -258,7 +263,9 @@ async fn stop_task(
         Some(stopped) => stopped,
         None => task, // stopped already
     };
-    Ok(StopTaskResponse { task })
+    Ok(StopTaskResponse {
+        task: task.with_printed_times(),
+    })
 }
 
 async fn watch_task(
@@ -304,7 +311,7 @@ async fn watch_task(
             let finished = done(&now);
             if tx
                 .send(TaskEvent::Task {
-                    task: Box::new(now),
+                    task: Box::new(now.with_printed_times()),
                 })
                 .await
                 .is_err()
@@ -316,7 +323,7 @@ async fn watch_task(
                 let last = changes.borrow().clone();
                 let _ = tx
                     .send(TaskEvent::Task {
-                        task: Box::new(last),
+                        task: Box::new(last.with_printed_times()),
                     })
                     .await;
                 return;

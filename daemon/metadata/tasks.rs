@@ -32,15 +32,9 @@ impl TaskFamily {
     }
 }
 
-/// Now, as the API writes times (RFC 3339, UTC, milliseconds).
+/// Now, as the API writes times (see [`ecrl::timestamp`]).
 fn now_rfc3339() -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(now_millis() as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    ecrl::timestamp::from_millis(now_millis())
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<String, MetaError> {

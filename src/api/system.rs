@@ -75,6 +75,14 @@ pub struct SystemInfo {
     pub task_limits: Option<String>,
 }
 
+impl SystemInfo {
+    /// Its times as ecrl prints times ([`crate::timestamp`]).
+    pub fn with_printed_times(mut self) -> Self {
+        crate::timestamp::reformat_in_place(&mut self.started_at);
+        self
+    }
+}
+
 /// Where a data dir's master key lives.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

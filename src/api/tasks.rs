@@ -24,6 +24,16 @@ pub struct TaskDefinition {
 }
 
 impl TaskDefinition {
+    /// Its times as ecrl prints times ([`crate::timestamp`]), whatever precision they were
+    /// stored with.
+    pub fn with_printed_times(mut self) -> Self {
+        crate::timestamp::reformat_in_place(&mut self.registered_at);
+        if let Some(at) = &mut self.deregistered_at {
+            crate::timestamp::reformat_in_place(at);
+        }
+        self
+    }
+
     /// `family:revision`.
     pub fn family_revision(&self) -> String {
         format!("{}:{}", self.definition.family, self.revision)
@@ -224,6 +234,25 @@ pub struct Task {
 }
 
 impl Task {
+    /// Its times as ecrl prints times ([`crate::timestamp`]), whatever precision they were
+    /// recorded with.
+    pub fn with_printed_times(mut self) -> Self {
+        crate::timestamp::reformat_in_place(&mut self.created_at);
+        for at in [
+            &mut self.pull_started_at,
+            &mut self.pull_stopped_at,
+            &mut self.started_at,
+            &mut self.stopping_at,
+            &mut self.stopped_at,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            crate::timestamp::reformat_in_place(at);
+        }
+        self
+    }
+
     /// The task id: the last segment of its ARN.
     pub fn id(&self) -> &str {
         self.task_arn.rsplit('/').next().unwrap_or(&self.task_arn)
