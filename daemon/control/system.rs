@@ -46,10 +46,7 @@ async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiErr
         version: ecrl::VERSION.to_string(),
         api_version: ecrl::api::API_VERSION,
         pid: std::process::id(),
-        started_at: state
-            .started_at
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        started_at: ecrl::timestamp::format(state.started_at),
         uptime_seconds: state.started.elapsed().as_secs(),
         data_dir: state.config.data_dir.clone(),
         socket: state.config.socket.clone(),

@@ -99,9 +99,8 @@ pub struct TaskManager {
 const RECOVERY_WAIT: Duration = Duration::from_secs(15);
 
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    // Stored as printed: one width, so stored times sort as text too.
+    ecrl::timestamp::now()
 }
 
 /// A new task id: 32 hex digits, as ECS's.
