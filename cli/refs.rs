@@ -56,3 +56,11 @@ pub async fn repo_name(client: &Client, text: &str) -> anyhow::Result<RepoName> 
     rest.parse::<RepoName>()
         .map_err(|e| UsageError(format!("{e}")).into())
 }
+
+/// A task-definition reference (`FAMILY`, `FAMILY:REVISION` or its ARN), checked before the
+/// daemon is asked: a malformed one is a usage error.
+pub fn task_definition(text: &str) -> anyhow::Result<String> {
+    ecrl::taskdef::TaskDefRef::parse(text)
+        .map(|_| text.to_string())
+        .map_err(|e| UsageError(e.message).into())
+}

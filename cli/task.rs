@@ -196,7 +196,7 @@ pub async fn run(ctx: &Context, command: TaskCommand) -> anyhow::Result<ExitCode
         TaskCommand::Register(args) => register(ctx, args).await,
         TaskCommand::Describe(args) => {
             let request = TaskDefinitionRef {
-                task_definition: args.task_definition,
+                task_definition: crate::refs::task_definition(&args.task_definition)?,
             };
             let response = ctx
                 .client()?
@@ -228,7 +228,7 @@ pub async fn run(ctx: &Context, command: TaskCommand) -> anyhow::Result<ExitCode
         }
         TaskCommand::Deregister(args) => {
             let request = TaskDefinitionRef {
-                task_definition: args.task_definition,
+                task_definition: crate::refs::task_definition(&args.task_definition)?,
             };
             let response = ctx
                 .client()?

@@ -105,6 +105,7 @@ pub struct WaitArgs {
 
 /// `ecrl task run`.
 pub async fn run(ctx: &Context, client: &Client, args: RunArgs) -> anyhow::Result<ExitCode> {
+    crate::refs::task_definition(&args.task_definition)?;
     let mut overrides = match &args.overrides {
         Some(path) => read_overrides(path)?,
         None => TaskOverride::default(),

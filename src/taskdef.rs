@@ -1266,6 +1266,123 @@ fn validate_container(
     errs.range(format!("{at}.stopTimeout"), c.stop_timeout, 2, 120);
 }
 
+/// A task-definition reference as ECS takes one: `family` (its latest ACTIVE revision),
+/// `family:revision`, or `arn:aws:ecs:REGION:ACCOUNT:task-definition/family:revision`.
+/// Parsed alike by the CLI (a malformed one is a usage error) and the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskDefRef {
+    /// A bare family: its latest ACTIVE revision.
+    Family(String),
+    /// One revision, by `family:revision` or by ARN (`arn` holds the ARN as given).
+    Revision {
+        family: String,
+        revision: u32,
+        arn: Option<String>,
+    },
+}
+
+const FORMS: &str = "name it as FAMILY, FAMILY:REVISION or \
+    arn:aws:ecs:REGION:ACCOUNT:task-definition/FAMILY:REVISION";
+
+fn malformed(text: &str, why: impl std::fmt::Display) -> crate::api::ApiError {
+    crate::api::ApiError::new(
+        crate::api::ErrorCode::InvalidParameter,
+        format!("{text:?} is not a task definition reference ({why}); {FORMS}"),
+    )
+}
+
+impl TaskDefRef {
+    pub fn parse(text: &str) -> Result<Self, crate::api::ApiError> {
+        if let Some(rest) = text.strip_prefix("arn:") {
+            // arn:PARTITION:ecs:REGION:ACCOUNT:task-definition/FAMILY:REVISION
+            let parts: Vec<&str> = rest.splitn(5, ':').collect();
+            let [_partition, service, _region, _account, resource] = parts.as_slice() else {
+                return Err(malformed(text, "an ARN has six ':'-separated parts"));
+            };
+            if *service != "ecs" {
+                return Err(malformed(text, format!("{service:?} is not ecs")));
+            }
+            let Some(name) = resource.strip_prefix("task-definition/") else {
+                return Err(malformed(text, "not a task-definition ARN"));
+            };
+            let Some((family, revision)) = name.rsplit_once(':') else {
+                return Err(malformed(text, "the ARN names no revision"));
+            };
+            let (family, revision) = Self::family_revision(text, family, revision)?;
+            return Ok(TaskDefRef::Revision {
+                family,
+                revision,
+                arn: Some(text.to_string()),
+            });
+        }
+        match text.split_once(':') {
+            Some((family, revision)) => {
+                let (family, revision) = Self::family_revision(text, family, revision)?;
+                Ok(TaskDefRef::Revision {
+                    family,
+                    revision,
+                    arn: None,
+                })
+            }
+            None => Ok(TaskDefRef::Family(Self::parse_family(text, text)?)),
+        }
+    }
+
+    fn parse_family(text: &str, family: &str) -> Result<String, crate::api::ApiError> {
+        if valid_name(family) {
+            Ok(family.to_string())
+        } else {
+            Err(malformed(
+                text,
+                format!("the family {family:?} {NAME_RULE}"),
+            ))
+        }
+    }
+
+    fn family_revision(
+        text: &str,
+        family: &str,
+        revision: &str,
+    ) -> Result<(String, u32), crate::api::ApiError> {
+        let family = Self::parse_family(text, family)?;
+        match revision.parse::<u32>() {
+            Ok(r) if r >= 1 && revision.bytes().all(|b| b.is_ascii_digit()) => Ok((family, r)),
+            _ => Err(malformed(
+                text,
+                format!("the revision {revision:?} is not a number from 1"),
+            )),
+        }
+    }
+
+    /// `(family, revision)` when the reference names one revision.
+    pub fn revision(&self) -> Option<(&str, u32)> {
+        match self {
+            TaskDefRef::Family(_) => None,
+            TaskDefRef::Revision {
+                family, revision, ..
+            } => Some((family, *revision)),
+        }
+    }
+
+    pub fn family(&self) -> &str {
+        match self {
+            TaskDefRef::Family(family) | TaskDefRef::Revision { family, .. } => family,
+        }
+    }
+}
+
+impl std::fmt::Display for TaskDefRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskDefRef::Family(family) => f.write_str(family),
+            TaskDefRef::Revision { arn: Some(arn), .. } => f.write_str(arn),
+            TaskDefRef::Revision {
+                family, revision, ..
+            } => write!(f, "{family}:{revision}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

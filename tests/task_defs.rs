@@ -172,9 +172,18 @@ fn json_and_yaml_register_growing_revisions_that_describe_finds() {
     let out = env.ecrl(&["task", "describe", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("family nope does not exist"));
-    let out = env.ecrl(&["task", "describe", "web:two"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("FAMILY:REVISION"), "{}", stderr(&out));
+    // A malformed reference is a usage error, found before the daemon is asked.
+    for bad in ["web:two", "web:0", "fam:bad", "arn:aws:s3:::bucket", "we b"] {
+        for command in [
+            vec!["task", "describe", bad],
+            vec!["task", "deregister", bad],
+            vec!["task", "run", bad],
+        ] {
+            let out = env.ecrl(&command);
+            assert_eq!(out.status.code(), Some(2), "{command:?}: {}", stderr(&out));
+            assert!(stderr(&out).contains("FAMILY:REVISION"), "{}", stderr(&out));
+        }
+    }
 }
 
 #[test]
