@@ -395,6 +395,10 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
 
 /// Prints a push's result, or says why it failed (`read_error`: reading the source failed,
 /// which is the cause of whatever the connection says).
+/// Whether a blob line has said "pushed" (or the verb of the transfer): a push that fails
+/// after that says the daemon kept none of it.
+static SAID_PUSHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn finish_push(
     ctx: &Context,
     outcome: Option<anyhow::Result<TransferResult>>,
@@ -411,7 +415,16 @@ fn finish_push(
         }
         Some(Err(e)) => match read_error {
             Some(message) => Err(anyhow::anyhow!("{message}; nothing was tagged")),
-            None => Err(e),
+            None => {
+                // The blob lines above said "pushed": the daemon undid that.
+                let refused = e
+                    .downcast_ref::<ClientError>()
+                    .is_some_and(|c| matches!(c, ClientError::Api(_)));
+                if refused && SAID_PUSHED.load(std::sync::atomic::Ordering::Relaxed) {
+                    ctx.note("note: nothing was tagged, and no blob this push sent was kept");
+                }
+                Err(e)
+            }
         },
     }
 }
@@ -1217,7 +1230,10 @@ impl Progress {
                 } = event
                 {
                     let status = match status {
-                        BlobStatus::Pushed => *verb,
+                        BlobStatus::Pushed => {
+                            SAID_PUSHED.store(true, std::sync::atomic::Ordering::Relaxed);
+                            *verb
+                        }
                         BlobStatus::Exists => "exists",
                     };
                     eprintln!("{}: {status} ({})", short_name(digest), human_bytes(*size));
@@ -1252,7 +1268,10 @@ impl Progress {
                         .remove(name)
                         .unwrap_or_else(|| blob_bar(multi, overall.as_ref(), name, Some(*size)));
                     let status = match status {
-                        BlobStatus::Pushed => *verb,
+                        BlobStatus::Pushed => {
+                            SAID_PUSHED.store(true, std::sync::atomic::Ordering::Relaxed);
+                            *verb
+                        }
                         BlobStatus::Exists => "exists",
                     };
                     bar.set_style(bytes_style("{prefix:>12} {msg}"));
