@@ -1141,18 +1141,14 @@ impl Table for Loaded {
             Some(name) => format!("into the Docker engine as {name}"),
             None => "into the Docker engine, untagged (pulled by digest)".to_string(),
         };
-        let mut rows = vec![
-            ("loaded", loaded),
-            ("repository", self.repository_name.clone()),
-        ];
-        if let Some(tag) = &self.image_tag {
-            rows.push(("tag", tag.clone()));
-        }
-        rows.extend([
-            ("digest", self.image_digest.clone()),
-            ("media type", self.image_manifest_media_type.clone()),
-            ("size", human_bytes(self.image_size_in_bytes)),
-        ]);
+        let mut rows = vec![("loaded", loaded)];
+        rows.extend(image_rows(
+            &self.repository_name,
+            self.image_tag.as_deref(),
+            &self.image_digest,
+            &self.image_manifest_media_type,
+            self.image_size_in_bytes,
+        ));
         output::key_values(&rows)
     }
 }
@@ -1331,24 +1327,42 @@ fn blob_bar(
 
 impl Table for TransferResult {
     fn table(&self) -> String {
-        let mut rows = vec![("repository", self.repository_name.clone())];
-        if let Some(tag) = &self.image_tag {
-            rows.push(("tag", tag.clone()));
-        }
-        rows.extend([
-            ("digest", self.image_digest.clone()),
-            ("media type", self.image_manifest_media_type.clone()),
-            ("size", human_bytes(self.image_size_in_bytes)),
-            (
-                "blobs",
-                format!(
-                    "{} pushed, {} existing",
-                    self.blobs_pushed, self.blobs_existing
-                ),
+        let mut rows = image_rows(
+            &self.repository_name,
+            self.image_tag.as_deref(),
+            &self.image_digest,
+            &self.image_manifest_media_type,
+            self.image_size_in_bytes,
+        );
+        rows.push((
+            "blobs",
+            format!(
+                "{} pushed, {} existing",
+                self.blobs_pushed, self.blobs_existing
             ),
-        ]);
+        ));
         output::key_values(&rows)
     }
+}
+
+/// The rows naming an image that moved: where it is, its tag, digest, media type and size.
+fn image_rows(
+    repository: &str,
+    tag: Option<&str>,
+    digest: &str,
+    media_type: &str,
+    size: u64,
+) -> Vec<(&'static str, String)> {
+    let mut rows = vec![("repository", repository.to_string())];
+    if let Some(tag) = tag {
+        rows.push(("tag", tag.to_string()));
+    }
+    rows.extend([
+        ("digest", digest.to_string()),
+        ("media type", media_type.to_string()),
+        ("size", human_bytes(size)),
+    ]);
+    rows
 }
 
 #[cfg(test)]
