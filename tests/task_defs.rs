@@ -563,3 +563,56 @@ fn task_definitions_survive_a_daemon_restart() {
         "3 was issued before the restart"
     );
 }
+
+/// RunTask's overrides are held to the definition's rules: a task memory that is no size, or
+/// one below what the containers reserve, is refused before anything runs (no engine is
+/// asked), not ignored.
+#[test]
+fn overrides_that_break_the_rules_are_refused_at_run() {
+    let env = Env::new();
+    env.start();
+    register(&env, &simple(&env, "small"));
+    for (overrides, needle) in [
+        (r#"{"memory": "lots"}"#, "memory: must be a positive number"),
+        (r#"{"memory": "8"}"#, "reserve 16 MiB together"),
+        (
+            r#"{"containerOverrides": [{"name": "c", "memory": 4}]}"#,
+            "below the minimum",
+        ),
+        (
+            r#"{"cpu": "256", "containerOverrides": [{"name": "c", "cpu": 512}]}"#,
+            "adds up to 512 units",
+        ),
+    ] {
+        let file = write(&env, "over.json", overrides);
+        let out = env.ecrl(&[
+            "task",
+            "run",
+            "small",
+            "--overrides",
+            file.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{overrides}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("is not a valid task") && err.contains(needle),
+            "{overrides}: {err}"
+        );
+    }
+    let listed = json_of(&env, &["task", "ps"]);
+    assert_eq!(listed["tasks"], serde_json::json!([]), "{listed}");
+    // Overrides within the rules pass (what happens next depends on the engine here).
+    let file = write(&env, "over.json", r#"{"memory": "64", "cpu": "0.5 vCPU"}"#);
+    let out = env.ecrl(&[
+        "task",
+        "run",
+        "small",
+        "--overrides",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        !stderr(&out).contains("not a valid task"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -60,6 +60,32 @@ async fn run_task(
             )));
         }
     }
+    // The definition as the overrides make it must hold to the same rules (a task memory
+    // below what the containers reserve, or one that is not a size at all, is refused as
+    // ECS refuses it, not ignored).
+    if overrides != TaskOverride::default() {
+        let mut effective = def.clone();
+        effective.cpu = overrides.cpu.clone().or(effective.cpu);
+        effective.memory = overrides.memory.clone().or(effective.memory);
+        for c in effective.container_definitions.iter_mut() {
+            if let Some(o) = spec::container_override(&overrides, &c.name) {
+                c.cpu = o.cpu.or(c.cpu);
+                c.memory = o.memory.or(c.memory);
+                c.memory_reservation = o.memory_reservation.or(c.memory_reservation);
+            }
+        }
+        if let Err(errors) = ecrl::taskdef::validate(&effective) {
+            let lines: Vec<String> = errors
+                .iter()
+                .map(|e| format!("{}: {}", e.path, e.message))
+                .collect();
+            return Err(invalid(format!(
+                "with these overrides, {} is not a valid task: {}",
+                definition.family_revision(),
+                lines.join("; ")
+            )));
+        }
+    }
     let images = {
         let index = state.meta.read();
         let mut images = BTreeMap::new();
