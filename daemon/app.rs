@@ -213,7 +213,7 @@ impl AppState {
 
     /// Gives up the wait for a blob a deleted image freed in `repo` (its content may go
     /// now). True when it was waiting.
-    pub async fn forget_released(&self, repo: &RepoName, digest: &Digest) -> bool {
+    pub async fn take_released(&self, repo: &RepoName, digest: &Digest) -> bool {
         let _guard = self.lock_blob(digest).await;
         self.released
             .lock()

@@ -191,7 +191,7 @@ pub async fn delete(state: &Shared, repo: &RepoName, digest: Digest) -> Result<R
     // accepted (clients delete an image's blobs after its manifest), and it goes now.
     match state.meta.unlink_blob(repo, digest).await? {
         Ok(true) => {}
-        Ok(false) if state.forget_released(repo, &digest).await => {}
+        Ok(false) if state.take_released(repo, &digest).await => {}
         Ok(false) => return Err(blob_unknown(repo, &digest)),
         // Deleting a layer out from under an image would break every pull of it.
         Err(images) => {
