@@ -229,15 +229,10 @@ fn differences(options: &DaemonOptions, config: &DaemonConfig, info: &SystemInfo
     }
     if let (Some(given), Some(running)) = (options.anonymous, info.registry_anonymous) {
         if given != running {
-            let name = |a: ecrl::config::Anonymous| match a {
-                ecrl::config::Anonymous::None => "none",
-                ecrl::config::Anonymous::Pull => "pull",
-                ecrl::config::Anonymous::All => "all",
-            };
             out.push(format!(
                 "--anonymous {} (running: {})",
-                name(given),
-                name(running)
+                given.as_str(),
+                running.as_str()
             ));
         }
     }
@@ -365,11 +360,7 @@ fn daemon_command(config: &DaemonConfig) -> Command {
             ecrl::config::LogFormat::Json => "json",
         })
         .arg("--anonymous")
-        .arg(match config.anonymous {
-            ecrl::config::Anonymous::None => "none",
-            ecrl::config::Anonymous::Pull => "pull",
-            ecrl::config::Anonymous::All => "all",
-        });
+        .arg(config.anonymous.as_str());
     if let Some(file) = &config.config_file {
         command.arg("--config").arg(file);
     }

@@ -113,6 +113,17 @@ pub enum Anonymous {
     All,
 }
 
+impl Anonymous {
+    /// As the flag and the config file spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Anonymous::None => "none",
+            Anonymous::Pull => "pull",
+            Anonymous::All => "all",
+        }
+    }
+}
+
 impl DaemonOptions {
     /// The options as the environment alone gives them (for commands that do not take them
     /// as flags but must find the same daemon).
