@@ -191,9 +191,7 @@ pub fn plan(
                             }
                         }
                     };
-                    let (doc, _, _) = images::parse(Some(&top.media_type), &top.bytes)
-                        .map_err(|e| TransferError::Format(e.to_string()))?;
-                    let manifests = doc.manifests.unwrap_or_default();
+                    let manifests = top_doc.manifests.unwrap_or_default();
                     let child = manifests
                         .iter()
                         .find(|m| {
