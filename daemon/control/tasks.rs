@@ -210,14 +210,10 @@ async fn read_env_files(
 }
 
 fn find(state: &Shared, reference: &str) -> Result<Task, ApiError> {
-    state
-        .tasks
-        .find(reference)
-        .map(Task::with_printed_times)
-        .map_err(|e| match e {
-            FindError::Invalid(_) | FindError::Ambiguous(..) => invalid(e.to_string()),
-            FindError::NotFound(_) => ApiError::new(ErrorCode::TaskNotFound, e.to_string()),
-        })
+    state.tasks.find(reference).map_err(|e| match e {
+        FindError::Invalid(_) | FindError::Ambiguous(..) => invalid(e.to_string()),
+        FindError::NotFound(_) => ApiError::new(ErrorCode::TaskNotFound, e.to_string()),
+    })
 }
 
 async fn list_tasks(
