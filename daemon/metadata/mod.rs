@@ -371,20 +371,21 @@ impl Metadata {
         .await
     }
 
-    /// Links a stored blob into a repository (which must exist).
+    /// Links a stored blob into a repository (which must exist). True when the repository did
+    /// not link it before.
     pub async fn link_blob(
         &self,
         repo: &RepoName,
         digest: Digest,
         size: u64,
-    ) -> Result<(), MetaError> {
+    ) -> Result<bool, MetaError> {
         if self
             .read()
             .repos
             .get(repo)
             .is_some_and(|r| r.blobs.get(&digest) == Some(&size))
         {
-            return Ok(());
+            return Ok(false);
         }
         let repo = repo.clone();
         self.write(move |conn, index| {
@@ -397,8 +398,7 @@ impl Metadata {
                 "INSERT OR REPLACE INTO blob_links (repo, digest, size) VALUES (?1, ?2, ?3)",
                 params![repo.as_str(), digest.to_string(), size as i64],
             )?;
-            entry.blobs.insert(digest, size);
-            Ok(())
+            Ok(entry.blobs.insert(digest, size).is_none())
         })
         .await
     }

@@ -721,19 +721,13 @@ impl Importer {
     fn link(&mut self, repo: &RepoName, blobs: &[(Digest, u64)]) -> Result<(), TransferError> {
         for (digest, size) in blobs {
             let _guard = self.handle.block_on(self.state.lock_blob(digest));
-            let linked = self
-                .state
-                .meta
-                .read()
-                .repos
-                .get(repo)
-                .is_some_and(|r| r.blobs.contains_key(digest));
-            if !linked {
-                self.new_links.push((repo.clone(), *digest));
-            }
-            self.handle
+            let new = self
+                .handle
                 .block_on(self.state.meta.link_blob(repo, *digest, *size))
                 .map_err(|e| TransferError::Image(e.into()))?;
+            if new {
+                self.new_links.push((repo.clone(), *digest));
+            }
         }
         Ok(())
     }
