@@ -252,6 +252,21 @@ fn a_definition_that_does_not_parse_names_the_field_and_stores_nothing() {
     assert!(families(&env, &[]).is_empty());
 }
 
+/// Registers `file`, which must be refused (exit 1) with every one of `lines` starting a line
+/// of the message; answers the message.
+fn assert_refused(env: &Env, file: &Path, lines: &[&str]) -> String {
+    let out = env.ecrl(&["task", "register", "-f", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for line in lines {
+        assert!(
+            err.lines().any(|l| l.starts_with(line)),
+            "missing {line:?} in:\n{err}"
+        );
+    }
+    err
+}
+
 #[test]
 fn validation_errors_are_all_reported_with_their_paths_and_nothing_is_stored() {
     let env = Env::new();
@@ -282,20 +297,16 @@ fn validation_errors_are_all_reported_with_their_paths_and_nothing_is_stored() {
              "dependsOn":[{"containerName":"ghost","condition":"START"}]},
             {"name":"a","image":"busybox","memory":16}]}"#,
     );
-    let out = env.ecrl(&["task", "register", "-f", several.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    for line in [
-        "networkMode: \"overlay\" is not one of bridge, host, awsvpc, none",
-        "containerDefinitions[1].name: duplicate container name \"a\"",
-        "containerDefinitions[0].dependsOn[0].containerName: \"ghost\" is not another container of this task",
-        "containerDefinitions[0].memory: memory or memoryReservation is required",
-    ] {
-        assert!(
-            err.lines().any(|l| l.starts_with(line)),
-            "missing {line:?} in:\n{err}"
-        );
-    }
+    let err = assert_refused(
+        &env,
+        &several,
+        &[
+            "networkMode: \"overlay\" is not one of bridge, host, awsvpc, none",
+            "containerDefinitions[1].name: duplicate container name \"a\"",
+            "containerDefinitions[0].dependsOn[0].containerName: \"ghost\" is not another container of this task",
+            "containerDefinitions[0].memory: memory or memoryReservation is required",
+        ],
+    );
     assert!(err.contains("(4 errors)"), "{err}");
 
     // Less memory than the container engine allows is refused here, not when the task runs.
@@ -306,19 +317,15 @@ fn validation_errors_are_all_reported_with_their_paths_and_nothing_is_stored() {
             {"name":"a","image":"busybox","memory":2},
             {"name":"b","image":"busybox","memoryReservation":5}]}"#,
     );
-    let out = env.ecrl(&["task", "register", "-f", tiny.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    for line in [
-        "memory: 4 MiB is below the minimum: a task needs at least 6 MiB of memory",
-        "containerDefinitions[0].memory: 2 MiB is below the minimum: a container needs at least 6 MiB of memory",
-        "containerDefinitions[1].memoryReservation: 5 MiB is below the minimum",
-    ] {
-        assert!(
-            err.lines().any(|l| l.starts_with(line)),
-            "missing {line:?} in:\n{err}"
-        );
-    }
+    assert_refused(
+        &env,
+        &tiny,
+        &[
+            "memory: 4 MiB is below the minimum: a task needs at least 6 MiB of memory",
+            "containerDefinitions[0].memory: 2 MiB is below the minimum: a container needs at least 6 MiB of memory",
+            "containerDefinitions[1].memoryReservation: 5 MiB is below the minimum",
+        ],
+    );
 
     assert!(listed(&env, &[]).is_empty());
     assert!(families(&env, &[]).is_empty());
