@@ -177,8 +177,9 @@ impl Buf {
     }
 }
 
-/// Copies below this size go through the cache as usual.
-const STREAM_MIN: usize = 64 * 1024;
+/// Copies below this size go through the cache as usual. Sealed uploads copy a segment's
+/// plaintext (65520 bytes) at a time, or less where a request's pieces end.
+const STREAM_MIN: usize = 16 * 1024;
 
 /// Copies `src` into `dst` (same length). Big copies on x86-64 with AVX2 use non-temporal
 /// stores: a buffer being filled is read next by the hash thread on the other core and by

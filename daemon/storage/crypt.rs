@@ -371,22 +371,17 @@ impl Sealer {
         Ok(written)
     }
 
-    /// Seals, within `buf`, the whole segments whose plaintext fills its first `plain_len`
-    /// bytes (none of them the blob's last), from segment `first` on; returns the sealed
-    /// length. Each segment moves up 16 bytes per segment before it, to make room for the
-    /// tags; they are sealed from the last one back, so none is overwritten before its turn.
-    pub fn seal_in_place(&self, first: u64, buf: &mut [u8], plain_len: usize) -> io::Result<usize> {
-        if !plain_len.is_multiple_of(PLAIN) {
-            return Err(io::Error::other("a segment before the last is not whole"));
-        }
-        let count = plain_len / PLAIN;
+    /// Seals, within `buf`, `count` whole segments (none of them the blob's last) from
+    /// segment `first` on, each of whose plaintext fills the first [`PLAIN`] bytes of its
+    /// [`SEGMENT`] of `buf`, leaving room for its tag; returns the sealed length. Nothing
+    /// moves: the writer lays plaintext out this way as it arrives.
+    pub fn seal_segments(&self, first: u64, buf: &mut [u8], count: usize) -> io::Result<usize> {
         if buf.len() < count * SEGMENT {
             return Err(io::Error::other("sealing buffer too small"));
         }
-        for i in (0..count).rev() {
-            buf.copy_within(i * PLAIN..(i + 1) * PLAIN, i * SEGMENT);
+        for (i, segment) in buf[..count * SEGMENT].chunks_exact_mut(SEGMENT).enumerate() {
             let index = first + i as u64;
-            let (segment, tag) = buf[i * SEGMENT..(i + 1) * SEGMENT].split_at_mut(PLAIN);
+            let (segment, tag) = segment.split_at_mut(PLAIN);
             let sealed = self
                 .key
                 .aead
@@ -642,24 +637,23 @@ mod tests {
     }
 
     #[test]
-    fn seal_in_place_matches_seal() {
+    fn sealing_segments_in_place_matches_seal() {
         let keys = Keys::new(&MasterKey::generate().unwrap(), &[]).unwrap();
         let sealer = keys.sealer().unwrap();
         let plain: Vec<u8> = (0..5 * PLAIN).map(|i| (i % 241) as u8).collect();
         let mut expected = vec![0u8; 5 * SEGMENT];
         sealer.seal(7, &plain, false, &mut expected).unwrap();
-        let mut buf = plain.clone();
-        buf.resize(5 * SEGMENT + 3, 0xee);
-        assert_eq!(
-            sealer.seal_in_place(7, &mut buf, plain.len()).unwrap(),
-            5 * SEGMENT
-        );
+        // Each segment's plaintext at the start of its segment, room for the tag after it.
+        let mut buf = vec![0xeeu8; 5 * SEGMENT + 3];
+        for (i, piece) in plain.chunks(PLAIN).enumerate() {
+            buf[i * SEGMENT..i * SEGMENT + PLAIN].copy_from_slice(piece);
+        }
+        assert_eq!(sealer.seal_segments(7, &mut buf, 5).unwrap(), 5 * SEGMENT);
         assert_eq!(&buf[..5 * SEGMENT], &expected[..]);
-        // Not whole segments, or no room for the tags: refused.
-        let mut buf = plain.clone();
-        assert!(sealer.seal_in_place(0, &mut buf, plain.len()).is_err());
-        let mut buf = vec![0u8; 2 * SEGMENT];
-        assert!(sealer.seal_in_place(0, &mut buf, PLAIN + 1).is_err());
+        assert_eq!(&buf[5 * SEGMENT..], &[0xee; 3]);
+        // No room for the tags: refused.
+        let mut buf = vec![0u8; 2 * SEGMENT - 1];
+        assert!(sealer.seal_segments(0, &mut buf, 2).is_err());
     }
 
     #[test]

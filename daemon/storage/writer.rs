@@ -24,9 +24,10 @@
 //! - When the filesystem refuses O_DIRECT (EINVAL), plain buffered writes are used.
 //!
 //! Encrypted uploads ([`Sealer`]) keep the same shape with one more stage: each buffer holds
-//! 64 whole segments of plaintext (64 × 65520 bytes) and goes down a line of three workers:
-//! the hasher, then a sealer, which encrypts it where it lies into the 64 segments of 4 MiB
-//! (a buffer has room for the tags), then the writer. Hashing, sealing and writing thus run
+//! 64 whole segments of plaintext (64 × 65520 bytes), each at the start of its 64 KiB with
+//! room for its tag after it, and goes down a line of three workers: the hasher, then a
+//! sealer, which encrypts each segment where it lies and puts its tag after it (nothing
+//! moves), then the writer. Hashing, sealing and writing thus run
 //! on three threads at once, the plaintext is hashed once, as it arrives, and no buffer is
 //! needed for the ciphertext. The file starts with room for the header, which is written at
 //! the commit, when the length is known. A buffer is handed on only once more bytes follow
@@ -77,11 +78,42 @@ pub struct Upload {
 /// One filled buffer on its way to both workers.
 struct Job {
     buf: Buf,
-    /// Bytes before this were hashed already (carried over from an earlier request).
+    /// Plaintext bytes in the buffer (laid out as [`pieces`] says).
+    plain_len: usize,
+    /// Plaintext bytes before this were hashed already (carried over from an earlier
+    /// request).
     hash_from: usize,
-    /// Bytes from the start of the buffer to write at `offset`.
+    /// Plaintext bytes from the start of the buffer to write at `offset` (whole segments
+    /// when sealing; the sealer turns them into the bytes of the sealed segments).
     write_len: usize,
     offset: u64,
+}
+
+impl Job {
+    /// The plaintext not hashed yet, in pieces.
+    fn unhashed(&self, sealed: bool) -> impl Iterator<Item = &[u8]> {
+        pieces(&self.buf, sealed, self.hash_from..self.plain_len)
+    }
+}
+
+/// Plaintext bytes `range` of a buffer, in pieces. A buffer being sealed keeps each
+/// segment's plaintext at the start of its [`SEGMENT`], with room for its tag after it,
+/// so that the sealer encrypts it where it lies and nothing moves.
+fn pieces(buf: &[u8], sealed: bool, range: std::ops::Range<usize>) -> impl Iterator<Item = &[u8]> {
+    let mut at = range.start;
+    std::iter::from_fn(move || {
+        if at >= range.end {
+            return None;
+        }
+        let (n, place) = if sealed {
+            let n = (PLAIN - at % PLAIN).min(range.end - at);
+            (n, at / PLAIN * SEGMENT + at % PLAIN)
+        } else {
+            (range.end - at, at)
+        };
+        at += n;
+        Some(&buf[place..place + n])
+    })
 }
 
 struct Workers {
@@ -110,7 +142,7 @@ impl Workers {
             let hasher = tokio::task::spawn_blocking(move || {
                 let mut hasher = hasher;
                 while let Some(job) = hash_rx.blocking_recv() {
-                    hasher.update(&job.buf[job.hash_from..]);
+                    job.unhashed(false).for_each(|piece| hasher.update(piece));
                 }
                 hasher
             });
@@ -133,7 +165,7 @@ impl Workers {
         let hasher = tokio::task::spawn_blocking(move || {
             let mut hasher = hasher;
             while let Some(job) = hash_rx.blocking_recv() {
-                hasher.update(&job.buf[job.hash_from..]);
+                job.unhashed(true).for_each(|piece| hasher.update(piece));
                 // Nobody else holds a sealed upload's buffer.
                 let Ok(job) = Arc::try_unwrap(job) else { break };
                 if seal_tx.send(job).is_err() {
@@ -204,8 +236,11 @@ impl Workers {
 /// Seals, in its own buffer, the plaintext a job writes (whole segments, none of them the
 /// blob's last); the job then writes the segments at the same offset.
 fn seal_job(sealer: &Sealer, job: &mut Job) -> io::Result<()> {
+    if !job.write_len.is_multiple_of(PLAIN) {
+        return Err(io::Error::other("a segment before the last is not whole"));
+    }
     let first = (job.offset - HEADER as u64) / SEGMENT as u64;
-    let n = sealer.seal_in_place(first, job.buf.spare_all(), job.write_len)?;
+    let n = sealer.seal_segments(first, job.buf.spare_all(), job.write_len / PLAIN)?;
     job.buf.set_len(n);
     job.write_len = n;
     job.hash_from = 0;
@@ -264,6 +299,26 @@ impl Upload {
             None => BUF_SIZE,
             Some(_) => BUF_SIZE / SEGMENT * PLAIN,
         }
+    }
+
+    /// Appends as much of `data` as fits below `capacity` plaintext bytes to `buf`, which
+    /// holds `plain` of them, laid out as [`pieces`] says; returns how many were taken.
+    fn fill(&self, buf: &mut Buf, plain: usize, data: &[u8], capacity: usize) -> usize {
+        if self.sealer.is_none() {
+            return buf.fill_upto(data, capacity);
+        }
+        let mut taken = 0;
+        while taken < data.len() && plain + taken < capacity {
+            let at = plain + taken;
+            let n = (PLAIN - at % PLAIN)
+                .min(data.len() - taken)
+                .min(capacity - at);
+            // Past the room for the tag of the segment before.
+            buf.set_len(at / PLAIN * SEGMENT + at % PLAIN);
+            buf.fill_upto(&data[taken..taken + n], BUF_SIZE);
+            taken += n;
+        }
+        taken
     }
 
     /// Of `len` bytes at the end of a request, how many to write now (the rest waits for
@@ -359,8 +414,8 @@ impl Upload {
             }
         }
         let mut buf = Buf::get();
-        buf.fill_upto(&self.tail, capacity);
-        let mut hash_from = self.tail.len();
+        let mut plain = self.fill(&mut buf, 0, &self.tail, capacity);
+        let mut hash_from = plain;
         self.tail.clear();
         let mut offset = self.flushed;
         let mut workers: Option<Workers> = self.workers.take();
@@ -382,12 +437,13 @@ impl Upload {
             self.size += chunk.len() as u64;
             let mut data = &chunk[..];
             while !data.is_empty() {
-                if buf.len() == capacity {
+                if plain == capacity {
                     // More bytes follow, so this buffer holds no last segment: hand it on.
                     let job = Job {
                         // The next buffer is taken only once this one is handed over, so a
                         // full pipeline holds one buffer less.
                         buf: std::mem::replace(&mut buf, Buf::empty()),
+                        plain_len: plain,
                         hash_from,
                         write_len: capacity,
                         offset,
@@ -407,20 +463,25 @@ impl Upload {
                     // A full buffer is 4 MiB of file, plain or sealed.
                     offset += BUF_SIZE as u64;
                     hash_from = 0;
+                    plain = 0;
                 }
-                let n = buf.fill_upto(data, capacity);
+                let n = self.fill(&mut buf, plain, data, capacity);
+                plain += n;
                 data = &data[n..];
             }
         }
 
         // What is left in `buf`: write what can be written now, keep the rest for later.
-        let len = buf.len();
-        let write_len = self.writable(len);
+        let write_len = self.writable(plain);
         if failed.is_none() && !broken {
-            self.tail.extend_from_slice(&buf[write_len..]);
+            let sealed = self.sealer.is_some();
+            for piece in pieces(&buf, sealed, write_len..plain) {
+                self.tail.extend_from_slice(piece);
+            }
         }
         let last = Job {
             buf,
+            plain_len: plain,
             hash_from,
             write_len,
             offset,
@@ -449,7 +510,8 @@ impl Upload {
                 let sealer = self.sealer.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     let mut last = last;
-                    hasher.update(&last.buf[last.hash_from..]);
+                    let sealed = sealer.is_some();
+                    last.unhashed(sealed).for_each(|piece| hasher.update(piece));
                     if last.write_len > 0 {
                         if let Some(sealer) = sealer {
                             seal_job(&sealer, &mut last)?;
