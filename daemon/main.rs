@@ -26,11 +26,19 @@ use std::process::ExitCode;
 /// and two arenas are plenty for two cores of work. Measured over three runs of the shared
 /// registry bench in one process: peak RSS 37.2, 40.6, 41.5 MiB before, 36.0, 37.4, 37.3
 /// after, at the same speeds.
+///
+/// Fixing the mmap threshold also fixes the trim threshold at glibc's 128 KiB, below the
+/// size of one of hyper's read buffers (up to ~400 KiB, a new one every few reads of a big
+/// upload): each free at the top of a heap gave its pages back and the next read buffer
+/// faulted fresh ones in, about 20,000 page faults a GiB pushed, which on these VMs is
+/// slow (see `storage::buf`). With 2 MiB of free heap kept, a 1 GiB push takes about 20
+/// faults; 1 MiB still left half of them.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt with integer arguments, before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20);
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
