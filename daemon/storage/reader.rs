@@ -181,8 +181,10 @@ async fn open_sealed(
     let (tx, rx) = mpsc::channel(AHEAD);
     if direct {
         // From the disk, reading and decrypting run on two threads, so that the disk never
-        // waits for the cipher.
-        let (sealed_tx, sealed_rx) = mpsc::channel(1);
+        // waits for the cipher. The hand-over is a rendezvous: the cipher is several times
+        // faster than the disk, so the reader seldom waits for it, and a queue between them
+        // would hold one more 4 MiB buffer.
+        let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel(0);
         let lengths = opener.clone();
         let span = range.clone();
         tokio::task::spawn_blocking(move || read_segments(file, direct, &lengths, span, sealed_tx));
@@ -410,7 +412,7 @@ fn read_segments(
     mut direct: bool,
     opener: &Opener,
     range: Range<u64>,
-    tx: mpsc::Sender<io::Result<Sealed>>,
+    tx: std::sync::mpsc::SyncSender<io::Result<Sealed>>,
 ) {
     let mut pos = range.start;
     while pos < range.end {
@@ -419,7 +421,7 @@ fn read_segments(
             pos = after(sealed);
         }
         let stop = item.is_err();
-        if tx.blocking_send(item).is_err() || stop {
+        if tx.send(item).is_err() || stop {
             return;
         }
     }
@@ -429,10 +431,10 @@ fn read_segments(
 fn open_segments(
     opener: &Opener,
     range: Range<u64>,
-    mut rx: mpsc::Receiver<io::Result<Sealed>>,
+    rx: std::sync::mpsc::Receiver<io::Result<Sealed>>,
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) {
-    while let Some(sealed) = rx.blocking_recv() {
+    while let Ok(sealed) = rx.recv() {
         let item = sealed.and_then(|sealed| open_chunk(opener, sealed, &range));
         let stop = item.is_err();
         if tx.blocking_send(item).is_err() || stop {
