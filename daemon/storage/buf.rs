@@ -1,4 +1,5 @@
-//! Big, 4096-aligned I/O buffers, reused through a small pool.
+//! Big I/O buffers, aligned for O_DIRECT and backed by transparent huge pages, reused
+//! through a small pool.
 //!
 //! Why a pool: on these VMs memory the guest freed a while ago is slow to touch again (about
 //! 2.5 s of kernel CPU per GiB), so allocating fresh buffers per request caps throughput far
