@@ -5,8 +5,10 @@ use axum::Router;
 use ecrl::api::system::{Info, Shutdown, ShutdownResponse, SystemInfo};
 use ecrl::api::{ApiError, Empty, ErrorCode};
 
-/// How long a status waits for the container engine's answer.
-const ENGINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a status waits for the container engine's answer. podman assembles its `info`
+/// on each request (storage, cgroups, networks) and took more than 2 s on a loaded 2-core
+/// machine; a stuck engine still cannot hang a status for long.
+const ENGINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn routes(router: Router<Shared>) -> Router<Shared> {
     let router = endpoint::<Info, _, _>(router, info);
