@@ -31,7 +31,7 @@ use std::process::ExitCode;
 /// size of one of hyper's read buffers (up to ~400 KiB, a new one every few reads of a big
 /// upload): each free at the top of a heap gave its pages back and the next read buffer
 /// faulted fresh ones in, about 20,000 page faults a GiB pushed, which on these VMs is
-/// slow (see `storage::buf`). With 2 MiB of free heap kept, a 1 GiB push takes about 20
+/// slow (see `storage::buf`). With 2 MiB of free heap kept, a 1 GiB push takes 20 to 40
 /// faults; 1 MiB still left half of them.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
