@@ -196,8 +196,7 @@ fn another_user_is_refused_even_when_the_socket_is_opened_up() {
 #[test]
 fn unknown_config_key_is_a_clear_error() {
     let env = Env::new();
-    let config = env.path().join("config.yaml");
-    std::fs::write(&config, "registry:\n  addr: 127.0.0.1:0\n  max_conns: 5\n").unwrap();
+    let config = env.write_config("registry:\n  addr: 127.0.0.1:0\n  max_conns: 5\n");
     let out = env
         .ecrld_command(&["--config", config.to_str().unwrap()])
         .output()
@@ -237,12 +236,7 @@ fn unknown_config_key_is_a_clear_error() {
 #[test]
 fn config_file_is_read_and_flags_win() {
     let env = Env::new();
-    let config = env.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        "registry:\n  addr: 127.0.0.1:1\nlog_format: json\n",
-    )
-    .unwrap();
+    let config = env.write_config("registry:\n  addr: 127.0.0.1:1\nlog_format: json\n");
     // The file's address would fail (port 1 needs privileges only for non-root, so use a
     // flag to be sure the flag is what counts) — the flag beats the file.
     let out = env.ecrl_ok(&[

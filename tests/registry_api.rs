@@ -2299,8 +2299,7 @@ fn concurrent_pushes_of_one_blob_into_32_repositories_store_it_once() {
 #[test]
 fn create_on_push_off_refuses_pushes_to_unknown_repositories_with_name_unknown() {
     let env = Env::new();
-    let config = env.path().join("config.yaml");
-    std::fs::write(&config, "registry:\n  create_on_push: false\n").unwrap();
+    let config = env.write_config("registry:\n  create_on_push: false\n");
     let reg = Registry::start_in(env, &["--config", config.to_str().unwrap()]);
 
     let resp = reg.post("/v2/newrepo/blobs/uploads/").send().unwrap();
@@ -2717,8 +2716,7 @@ fn wait_gone(reg: &Registry, digest: &str) {
 #[test]
 fn deleting_an_image_frees_the_blobs_only_it_used() {
     let env = Env::new();
-    let config = env.path().join("config.yaml");
-    std::fs::write(&config, "registry:\n  deleted_blob_grace: 1s\n").unwrap();
+    let config = env.write_config("registry:\n  deleted_blob_grace: 1s\n");
     let reg = Registry::start_in(env, &["--config", config.to_str().unwrap()]);
     let shared = bytes("shared", 8192);
     let (own_a, own_b) = (bytes("own a", 4096), bytes("own b", 2048));

@@ -737,8 +737,7 @@ fn bad_tls_settings_stop_start_up_with_a_clear_error() {
     let message = refused_start(&env, &["--registry-addr", "none"]);
     assert!(message.contains("nothing would serve"), "{message}");
 
-    let config = env.path().join("config.yaml");
-    std::fs::write(&config, "registry:\n  tls:\n    enable: true\n").unwrap();
+    let config = env.write_config("registry:\n  tls:\n    enable: true\n");
     let message = refused_start(&env, &["--config", config.to_str().unwrap()]);
     assert!(message.contains("enable"), "{message}");
 

@@ -770,8 +770,7 @@ fn a_docker_engine_that_is_not_running_is_a_clear_error() {
 #[test]
 fn push_to_a_missing_repository_without_create_on_push_is_refused() {
     let env = Env::new();
-    let config = env.path().join("config.yaml");
-    std::fs::write(&config, "registry:\n  create_on_push: false\n").unwrap();
+    let config = env.write_config("registry:\n  create_on_push: false\n");
     let _daemon = env.spawn_daemon(&["--config", config.to_str().unwrap()]);
     let path = env.path().join("good.tar");
     std::fs::write(&path, docker_archive(&layer_tar(), None, true, true)).unwrap();

@@ -42,6 +42,13 @@ impl Env {
         self.dir.path()
     }
 
+    /// Writes `yaml` as a config file in the environment's directory; returns its path.
+    pub fn write_config(&self, yaml: &str) -> PathBuf {
+        let path = self.path().join("config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.path().join("data")
     }
