@@ -571,6 +571,18 @@ fn task_definitions_survive_a_daemon_restart() {
     );
 }
 
+/// `ecrl task run small --overrides FILE`, the overrides written to FILE first.
+fn run_small_with(env: &Env, overrides: &str) -> Output {
+    let file = write(env, "over.json", overrides);
+    env.ecrl(&[
+        "task",
+        "run",
+        "small",
+        "--overrides",
+        file.to_str().unwrap(),
+    ])
+}
+
 /// RunTask's overrides are held to the definition's rules: a task memory that is no size, or
 /// one below what the containers reserve, is refused before anything runs (no engine is
 /// asked), not ignored.
@@ -591,14 +603,7 @@ fn overrides_that_break_the_rules_are_refused_at_run() {
             "adds up to 512 units",
         ),
     ] {
-        let file = write(&env, "over.json", overrides);
-        let out = env.ecrl(&[
-            "task",
-            "run",
-            "small",
-            "--overrides",
-            file.to_str().unwrap(),
-        ]);
+        let out = run_small_with(&env, overrides);
         assert_eq!(out.status.code(), Some(1), "{overrides}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(
@@ -609,14 +614,7 @@ fn overrides_that_break_the_rules_are_refused_at_run() {
     let listed = json_of(&env, &["task", "ps"]);
     assert_eq!(listed["tasks"], serde_json::json!([]), "{listed}");
     // Overrides within the rules pass (what happens next depends on the engine here).
-    let file = write(&env, "over.json", r#"{"memory": "64", "cpu": "0.5 vCPU"}"#);
-    let out = env.ecrl(&[
-        "task",
-        "run",
-        "small",
-        "--overrides",
-        file.to_str().unwrap(),
-    ]);
+    let out = run_small_with(&env, r#"{"memory": "64", "cpu": "0.5 vCPU"}"#);
     assert!(
         !stderr(&out).contains("not a valid task"),
         "{}",
