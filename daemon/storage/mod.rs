@@ -63,6 +63,10 @@ pub struct StoreOptions<'a> {
     /// Where key files go when there is no keyring.
     pub key_dir: PathBuf,
     pub keyring: &'a dyn keys::SecretStore,
+    /// The bytes all upload sessions may hold in memory between requests (small uploads
+    /// and the unwritten end of big ones): past it, requests that add to an upload are
+    /// refused ([`StoreError::Busy`]) until sessions finish or expire.
+    pub upload_memory: usize,
 }
 
 /// How the store keeps its blobs, for `ecrl daemon status`.
@@ -109,6 +113,12 @@ pub enum StoreError {
     /// The request body failed before its end (client gone, length shorter than announced).
     #[error("request body failed: {0}")]
     Body(String),
+    /// The upload sessions hold all the memory they may: try again once some finish.
+    #[error(
+        "upload sessions hold {held} bytes in memory, the most they may \
+         (registry.upload_memory): finish or cancel uploads, or retry later"
+    )]
+    Busy { held: usize },
 }
 
 /// What [`BlobStore::remove_unlisted`] found and did.
@@ -146,9 +156,20 @@ impl std::fmt::Display for UploadId {
 
 type Session = Arc<tokio::sync::Mutex<Option<writer::Upload>>>;
 
+/// An upload session, and when it was opened and last used.
+struct Entry {
+    session: Session,
+    opened: Instant,
+    /// When its last request started or ended.
+    touched: Instant,
+}
+
 struct Inner {
     root: PathBuf,
-    uploads: Mutex<HashMap<UploadId, (Session, Instant)>>,
+    uploads: Mutex<HashMap<UploadId, Entry>>,
+    /// The bytes sessions hold in memory between requests, and how many they may.
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    upload_memory: usize,
     /// Write and first-read big blobs with O_DIRECT (off only to test the fallback).
     direct: bool,
     dirs: Arc<writer::DirSync>,
@@ -206,6 +227,8 @@ impl BlobStore {
             inner: Arc::new(Inner {
                 root,
                 uploads: Mutex::new(HashMap::new()),
+                held: Arc::default(),
+                upload_memory: options.upload_memory,
                 direct,
                 dirs: Arc::new(writer::DirSync::default()),
                 read_before: Mutex::new(HashSet::new()),
@@ -385,13 +408,20 @@ impl BlobStore {
             Some(keys) => Some(keys.sealer()?),
             None => None,
         };
-        let upload = writer::Upload::create(self.upload_path(&id), self.inner.direct, sealer);
+        let upload = writer::Upload::create(
+            self.upload_path(&id),
+            self.inner.direct,
+            sealer,
+            self.inner.held.clone(),
+        );
+        let now = Instant::now();
         self.inner.uploads.lock().map_err(poisoned)?.insert(
             id,
-            (
-                Arc::new(tokio::sync::Mutex::new(Some(upload))),
-                Instant::now(),
-            ),
+            Entry {
+                session: Arc::new(tokio::sync::Mutex::new(Some(upload))),
+                opened: now,
+                touched: now,
+            },
         );
         Ok(id)
     }
@@ -399,12 +429,34 @@ impl BlobStore {
     fn session(&self, id: &UploadId) -> Result<Session, StoreError> {
         let mut map = self.inner.uploads.lock().map_err(poisoned)?;
         match map.get_mut(id) {
-            Some((session, touched)) => {
-                *touched = Instant::now();
-                Ok(session.clone())
+            Some(entry) => {
+                entry.touched = Instant::now();
+                Ok(entry.session.clone())
             }
             None => Err(StoreError::UploadNotFound),
         }
+    }
+
+    /// True while the session exists (not finished, cancelled, failed or expired).
+    pub fn upload_exists(&self, id: &UploadId) -> bool {
+        self.inner
+            .uploads
+            .lock()
+            .is_ok_and(|map| map.contains_key(id))
+    }
+
+    /// Marks a session used now (at the end of a request: its idle time starts then).
+    fn touch(&self, id: &UploadId) {
+        if let Ok(mut map) = self.inner.uploads.lock() {
+            if let Some(entry) = map.get_mut(id) {
+                entry.touched = Instant::now();
+            }
+        }
+    }
+
+    /// The bytes upload sessions hold in memory between requests.
+    pub fn upload_memory_held(&self) -> usize {
+        self.inner.held.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn forget(&self, id: &UploadId) {
@@ -436,7 +488,14 @@ impl BlobStore {
                 });
             }
         }
-        match upload.append(body).await {
+        // A request may leave up to a small upload's worth (or a segment) more in memory.
+        let held = self.upload_memory_held();
+        if held.saturating_add(writer::SMALL) > self.inner.upload_memory {
+            return Err(StoreError::Busy { held });
+        }
+        let result = upload.append(body).await;
+        self.touch(id);
+        match result {
             Ok(size) => Ok(size),
             Err(e) => {
                 if let Some(upload) = guard.take() {
@@ -516,23 +575,32 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Removes upload sessions untouched for `max_age`. Returns how many.
-    pub async fn expire_uploads(&self, max_age: Duration) -> usize {
-        let expired: Vec<UploadId> = match self.inner.uploads.lock() {
+    /// Removes the upload sessions no request used for `idle` (since the last one ended),
+    /// and those opened more than `max_age` ago. A session a request is writing to now is
+    /// left until that request ends. Returns the ids removed.
+    pub async fn expire_uploads(&self, idle: Duration, max_age: Duration) -> Vec<UploadId> {
+        let expired: Vec<(UploadId, Session)> = match self.inner.uploads.lock() {
             Ok(map) => map
                 .iter()
-                .filter(|(_, (_, touched))| touched.elapsed() > max_age)
-                .map(|(id, _)| *id)
+                .filter(|(_, e)| e.touched.elapsed() > idle || e.opened.elapsed() > max_age)
+                .map(|(id, e)| (*id, e.session.clone()))
                 .collect(),
-            Err(_) => return 0,
+            Err(_) => return Vec::new(),
         };
-        let mut n = 0;
-        for id in expired {
-            if self.upload_cancel(&id).await.is_ok() {
-                n += 1;
+        let mut removed = Vec::new();
+        for (id, session) in expired {
+            let Ok(mut guard) = session.try_lock() else {
+                continue;
+            };
+            let upload = guard.take();
+            drop(guard);
+            self.forget(&id);
+            if let Some(upload) = upload {
+                upload.discard().await;
+                removed.push(id);
             }
         }
-        n
+        removed
     }
 }
 

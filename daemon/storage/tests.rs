@@ -40,6 +40,7 @@ fn open_store_with(root: &Path, mode: Encryption, direct: bool) -> BlobStore {
         encryption: Some(mode),
         key_dir: root.join("keys"),
         keyring: &FakeKeyring::none(),
+        upload_memory: usize::MAX,
     };
     BlobStore::open_with(root, &options, direct).unwrap()
 }
@@ -526,7 +527,10 @@ async fn expire_uploads_removes_idle_sessions() {
         assert_eq!(files_under(&dir.path().join("uploads")).len(), 1);
         tokio::time::sleep(Duration::from_millis(60)).await;
         let fresh = store.upload_start().unwrap();
-        assert_eq!(store.expire_uploads(Duration::from_millis(50)).await, 2);
+        let expired = store
+            .expire_uploads(Duration::from_millis(50), Duration::MAX)
+            .await;
+        assert_eq!(expired.len(), 2);
         for id in [idle_small, idle_big] {
             assert!(matches!(
                 store.upload_size(&id).await,
@@ -536,7 +540,10 @@ async fn expire_uploads_removes_idle_sessions() {
         assert_eq!(store.upload_size(&fresh).await.unwrap(), 0);
         assert_nothing_left(dir.path());
         store.upload_cancel(&fresh).await.unwrap();
-        assert_eq!(store.expire_uploads(Duration::ZERO).await, 0);
+        assert!(store
+            .expire_uploads(Duration::ZERO, Duration::ZERO)
+            .await
+            .is_empty());
     }
 }
 
@@ -864,6 +871,7 @@ fn options<'a>(
         encryption: mode,
         key_dir: root.join("keys"),
         keyring,
+        upload_memory: usize::MAX,
     }
 }
 
@@ -951,4 +959,140 @@ async fn a_data_dir_keeps_the_mode_it_was_made_with() {
     drop(store);
     let store = BlobStore::open(root, &options(None, root, &keyring)).unwrap();
     assert_eq!(store.encryption().mode, Encryption::Aes256Gcm);
+}
+
+/// Descriptors this process has open now.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Upload files this process has open now.
+fn open_upload_files(root: &Path) -> usize {
+    let uploads = root.join("uploads");
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .filter(|target| target.starts_with(&uploads))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upload_sessions_hold_no_descriptor() {
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        let before = open_fds();
+        // Sessions past the in-memory size, one of them past a whole buffer (its workers
+        // finish after the request), left open between requests.
+        let small = Bytes::from(random_bytes(SMALL * 3 + 5, 7));
+        let big = Bytes::from(random_bytes(2 * BUF_SIZE + 4099, 8));
+        let mut ids = Vec::new();
+        for data in std::iter::repeat_n(&small, 40).chain([&big]) {
+            let id = store.upload_start().unwrap();
+            store
+                .upload_write(&id, None, body(data, &[70_000]))
+                .await
+                .unwrap();
+            ids.push((id, data));
+        }
+        assert_eq!(files_under(&dir.path().join("uploads")).len(), 41);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while open_upload_files(dir.path()) > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(open_upload_files(dir.path()), 0, "{mode}");
+        assert!(open_fds() <= before + 2, "{} > {before}", open_fds());
+        // The files are opened again for the rest, and the blobs come out whole.
+        for (id, data) in ids {
+            let tail = Bytes::from_static(b"end");
+            let size = store
+                .upload_write(&id, Some(data.len() as u64), body(&tail, &[3]))
+                .await
+                .unwrap();
+            let mut whole = data.to_vec();
+            whole.extend_from_slice(&tail);
+            assert_eq!(size, whole.len() as u64);
+            let digest = digest_of(&whole);
+            store.upload_finish(&id, &digest).await.unwrap();
+            assert!(read_range(&store, &digest, 0..size).await == whole[..]);
+        }
+        assert_eq!(
+            files_under(&dir.path().join("uploads")),
+            Vec::<PathBuf>::new()
+        );
+        assert_eq!(store.upload_memory_held(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_sessions_share_a_bounded_memory() {
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = FakeKeyring::none();
+        let mut options = options(Some(mode), dir.path(), &keyring);
+        options.upload_memory = 4 * SMALL;
+        let store = BlobStore::open_with(dir.path(), &options, true).unwrap();
+        let piece = Bytes::from(random_bytes(SMALL - 10, 9));
+        let mut held = Vec::new();
+        let refused = loop {
+            let id = store.upload_start().unwrap();
+            match store.upload_write(&id, None, body(&piece, &[4096])).await {
+                Ok(_) => held.push(id),
+                Err(e) => break (id, e),
+            }
+            assert!(held.len() <= 4, "{mode}: {} sessions in memory", held.len());
+        };
+        assert!(
+            matches!(refused.1, StoreError::Busy { .. }),
+            "{}",
+            refused.1
+        );
+        assert!(store.upload_memory_held() <= 4 * SMALL);
+        // The refused request changed nothing: its session is still there, empty.
+        assert_eq!(store.upload_size(&refused.0).await.unwrap(), 0);
+        // Memory comes back as sessions end, and the refused session goes on.
+        for id in held {
+            store.upload_cancel(&id).await.unwrap();
+        }
+        assert_eq!(store.upload_memory_held(), 0);
+        store
+            .upload_write(&refused.0, None, body(&piece, &[4096]))
+            .await
+            .unwrap();
+        store
+            .upload_finish(&refused.0, &digest_of(&piece))
+            .await
+            .unwrap();
+        assert_eq!(store.upload_memory_held(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_being_written_is_not_expired_under_its_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), Encryption::None);
+    let id = store.upload_start().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, io::Error>>();
+    let rx = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move { store.upload_write(&id, None, rx).await })
+    };
+    tx.send(Ok(Bytes::from(random_bytes(SMALL * 2, 3))))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Idle too long by its start, but a request is writing: it stays.
+    assert!(store
+        .expire_uploads(Duration::ZERO, Duration::ZERO)
+        .await
+        .is_empty());
+    drop(tx);
+    assert_eq!(writer.await.unwrap().unwrap(), (SMALL * 2) as u64);
+    assert_eq!(
+        store.expire_uploads(Duration::ZERO, Duration::MAX).await,
+        vec![id]
+    );
+    assert_nothing_left(dir.path());
 }

@@ -10,9 +10,11 @@
 //!   [`super::buf`]); each full buffer goes at once
 //!   to a hasher worker and to a writer worker (O_DIRECT `pwrite`), which run concurrently on
 //!   two threads over the same bytes. The workers outlive the request: a PATCH is answered
-//!   as soon as its bytes are handed over, and the next PATCH feeds the same pipeline, so a
-//!   chunked upload never waits for the disk or the hash between chunks; the final PUT
-//!   drains the pipeline before the digest is checked. The pump takes a new buffer only when
+//!   as soon as its bytes are handed over, and the workers finish them while the client
+//!   sends the next chunk, which joins them only once it has filled its first buffer, so a
+//!   chunked upload seldom waits for the disk or the hash between chunks; the final PUT
+//!   drains the pipeline before the digest is checked. The file is open only while a
+//!   request writes and its workers finish: an idle session holds no descriptor. The pump takes a new buffer only when
 //!   the workers have room for it, so an upload holds at most four (the bytes that arrive
 //!   meanwhile wait in the socket's buffers). Between requests the session keeps
 //!   the aligned file offset queued so far and the unaligned remainder (< 4096 bytes); the
@@ -48,6 +50,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::mpsc;
 
@@ -60,8 +63,10 @@ pub struct Upload {
     path: PathBuf,
     /// Try O_DIRECT for this upload's file.
     direct: bool,
-    /// None while the upload is small and held in `tail`.
-    file: Option<Arc<File>>,
+    /// False while the upload is small and held in `tail`; then its file exists. The file is
+    /// open only while a request writes to it (and its workers finish): an idle session
+    /// holds no descriptor, however many sessions a client opens.
+    on_disk: bool,
     hasher: Sha256,
     size: u64,
     /// Bytes of the file written: a multiple of ALIGN while O_DIRECT is on; when sealing,
@@ -73,6 +78,15 @@ pub struct Upload {
     workers: Option<Workers>,
     /// Encrypts the content (`None`: stored plain).
     sealer: Option<Arc<Sealer>>,
+    /// The bytes all sessions hold in memory between requests, and this one's part of it.
+    held: Arc<AtomicUsize>,
+    accounted: usize,
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.accounted, Ordering::Relaxed);
+    }
 }
 
 /// One filled buffer on its way to both workers.
@@ -117,7 +131,9 @@ fn pieces(buf: &[u8], sealed: bool, range: std::ops::Range<usize>) -> impl Itera
 }
 
 struct Workers {
-    hash_tx: mpsc::Sender<Arc<Job>>,
+    /// `None` once the request that fed them ended: they finish what they were given, then
+    /// stop and close their file.
+    hash_tx: Option<mpsc::Sender<Arc<Job>>>,
     /// To the writer, beside the hasher; `None` when sealing, where the hasher hands each
     /// buffer on to the sealer once it is hashed.
     write_tx: Option<mpsc::Sender<Arc<Job>>>,
@@ -148,7 +164,7 @@ impl Workers {
             });
             let (write_tx, mut write_rx) = mpsc::channel::<Arc<Job>>(QUEUE);
             return Workers {
-                hash_tx,
+                hash_tx: Some(hash_tx),
                 write_tx: Some(write_tx),
                 hasher,
                 sealer: None,
@@ -186,7 +202,7 @@ impl Workers {
             Ok(())
         });
         Workers {
-            hash_tx,
+            hash_tx: Some(hash_tx),
             write_tx: None,
             hasher,
             sealer: Some(handle),
@@ -197,11 +213,14 @@ impl Workers {
     /// False when a worker stopped (its error comes from `join`).
     async fn send(&self, job: Job) -> bool {
         let job = Arc::new(job);
+        let Some(hash_tx) = &self.hash_tx else {
+            return false;
+        };
         match &self.write_tx {
             Some(write_tx) => {
-                self.hash_tx.send(job.clone()).await.is_ok() && write_tx.send(job).await.is_ok()
+                hash_tx.send(job.clone()).await.is_ok() && write_tx.send(job).await.is_ok()
             }
-            None => self.hash_tx.send(job).await.is_ok(),
+            None => hash_tx.send(job).await.is_ok(),
         }
     }
 
@@ -209,13 +228,23 @@ impl Workers {
     /// pump takes its next buffer only then: a buffer filled meanwhile would only wait in a
     /// queue, and the bytes can wait as well in the socket's buffers.
     async fn ready(&self) -> bool {
-        if self.hash_tx.reserve().await.is_err() {
+        let Some(hash_tx) = &self.hash_tx else {
+            return false;
+        };
+        if hash_tx.reserve().await.is_err() {
             return false;
         }
         match &self.write_tx {
             Some(write_tx) => write_tx.reserve().await.is_ok(),
             None => true,
         }
+    }
+
+    /// Lets the workers finish what they were given and stop, without waiting for them.
+    fn close(mut self) -> Workers {
+        self.hash_tx = None;
+        self.write_tx = None;
+        self
     }
 
     async fn join(self) -> Result<Sha256, StoreError> {
@@ -258,10 +287,11 @@ fn write_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
     }
 }
 
-/// Creates the upload file, with O_DIRECT when asked and the filesystem takes it.
-fn create_file(path: &Path, direct: bool) -> io::Result<File> {
+/// Creates the upload file (`create`) or opens it again, with O_DIRECT when asked and the
+/// filesystem takes it.
+fn open_file(path: &Path, direct: bool, create: bool) -> io::Result<File> {
     let mut options = File::options();
-    options.write(true).create_new(true);
+    options.write(true).create_new(create);
     if direct {
         match options.clone().custom_flags(libc::O_DIRECT).open(path) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
@@ -278,18 +308,40 @@ fn body_error(e: impl std::fmt::Display) -> StoreError {
 impl Upload {
     /// A new, empty upload, sealed by `sealer` when there is one. Its file is created only
     /// once it outgrows [`SMALL`].
-    pub fn create(path: PathBuf, direct: bool, sealer: Option<Sealer>) -> Self {
+    pub fn create(
+        path: PathBuf,
+        direct: bool,
+        sealer: Option<Sealer>,
+        held: Arc<AtomicUsize>,
+    ) -> Self {
         Upload {
             path,
             direct,
-            file: None,
+            on_disk: false,
             hasher: Sha256::new(),
             size: 0,
             flushed: if sealer.is_some() { HEADER as u64 } else { 0 },
             tail: Vec::new(),
             workers: None,
             sealer: sealer.map(Arc::new),
+            held,
+            accounted: 0,
         }
+    }
+
+    /// Counts what the session holds now in the store's total, after giving back what a
+    /// request's bursts left unused.
+    fn account(&mut self) {
+        if self.tail.capacity() > self.tail.len() + self.tail.len() / 4 {
+            self.tail.shrink_to_fit();
+        }
+        let now = self.tail.capacity();
+        if now >= self.accounted {
+            self.held.fetch_add(now - self.accounted, Ordering::Relaxed);
+        } else {
+            self.held.fetch_sub(self.accounted - now, Ordering::Relaxed);
+        }
+        self.accounted = now;
     }
 
     /// Plaintext bytes a buffer takes: 4 MiB, or 64 whole segments when sealing (which
@@ -364,9 +416,20 @@ impl Upload {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
+        let result = self.append_body(body).await;
+        self.account();
+        result
+    }
+
+    async fn append_body<S, E>(&mut self, body: S) -> Result<u64, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
         let mut body = std::pin::pin!(body);
         let mut first = None;
-        if self.file.is_none() {
+        let mut file = None;
+        if !self.on_disk {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(body_error)?;
                 if self.tail.len() + chunk.len() > SMALL {
@@ -382,17 +445,34 @@ impl Upload {
             }
             let path = self.path.clone();
             let direct = self.direct;
-            let file = tokio::task::spawn_blocking(move || create_file(&path, direct))
+            let created = tokio::task::spawn_blocking(move || open_file(&path, direct, true))
                 .await
                 .map_err(io::Error::other)??;
-            self.file = Some(Arc::new(file));
+            self.on_disk = true;
+            file = Some(Arc::new(created));
         }
-        self.pump(first, body).await
+        let file = match file {
+            Some(file) => file,
+            None => {
+                let path = self.path.clone();
+                let direct = self.direct;
+                let opened = tokio::task::spawn_blocking(move || open_file(&path, direct, false))
+                    .await
+                    .map_err(io::Error::other)??;
+                Arc::new(opened)
+            }
+        };
+        self.pump(file, first, body).await
     }
 
     /// Streams the body through aligned buffers to the hasher and writer workers.
+    ///
+    /// The workers of the request before may still be finishing its last buffers: they are
+    /// joined (for the hash state) only once this request has filled its first buffer, so
+    /// a chunked upload's next chunk arrives while the last one is still hashed and written.
     async fn pump<S, E>(
         &mut self,
+        file: Arc<File>,
         mut first: Option<Bytes>,
         mut body: Pin<&mut S>,
     ) -> Result<u64, StoreError>
@@ -400,25 +480,14 @@ impl Upload {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let file = self.file.clone().ok_or(StoreError::UploadNotFound)?;
         let capacity = self.capacity();
-        if let Some(w) = &self.workers {
-            // The pipeline runs on from the request before: as below, a buffer only once
-            // there is room for it.
-            if !w.ready().await {
-                let e = match self.settle().await {
-                    Err(e) => e,
-                    Ok(()) => io::Error::other("upload writer stopped").into(),
-                };
-                return Err(e);
-            }
-        }
+        let mut draining = self.workers.take();
         let mut buf = Buf::get();
         let mut plain = self.fill(&mut buf, 0, &self.tail, capacity);
         let mut hash_from = plain;
         self.tail.clear();
         let mut offset = self.flushed;
-        let mut workers: Option<Workers> = self.workers.take();
+        let mut workers: Option<Workers> = None;
         let mut failed: Option<StoreError> = None;
         let mut broken = false;
 
@@ -448,6 +517,15 @@ impl Upload {
                         write_len: capacity,
                         offset,
                     };
+                    if let Some(old) = draining.take() {
+                        match old.join().await {
+                            Ok(hasher) => self.hasher = hasher,
+                            Err(e) => {
+                                failed = Some(e);
+                                break 'body;
+                            }
+                        }
+                    }
                     let w = workers.get_or_insert_with(|| {
                         Workers::start(
                             std::mem::take(&mut self.hasher),
@@ -471,6 +549,12 @@ impl Upload {
             }
         }
 
+        if let Some(old) = draining.take() {
+            match old.join().await {
+                Ok(hasher) => self.hasher = hasher,
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
         // What is left in `buf`: write what can be written now, keep the rest for later.
         let write_len = self.writable(plain);
         if failed.is_none() && !broken {
@@ -492,8 +576,9 @@ impl Upload {
                     broken = true;
                 }
                 if failed.is_none() && !broken {
-                    // Keep the pipeline running for the next request or the commit.
-                    self.workers = Some(w);
+                    // They finish this request's buffers while the client sends its next
+                    // one; the next request or the commit joins them.
+                    self.workers = Some(w.close());
                 } else {
                     // Joining surfaces a worker's own error.
                     match w.join().await {
@@ -574,7 +659,7 @@ impl Upload {
         if target.exists() {
             // Same digest, same bytes: keep the one there. Its writer may not have synced
             // the directory yet, so sync it before saying the blob is durable.
-            if self.file.take().is_some() {
+            if std::mem::take(&mut self.on_disk) {
                 if let Err(e) = std::fs::remove_file(&self.path) {
                     if e.kind() != io::ErrorKind::NotFound {
                         return Err(e);
@@ -591,7 +676,12 @@ impl Upload {
     }
 
     fn write_out(&self, target: &Path, dir: &Path, dirs: &DirSync) -> io::Result<()> {
-        match (&self.file, &self.sealer) {
+        // The commit writes the last bytes without O_DIRECT: the file is opened plain.
+        let file = match self.on_disk {
+            true => Some(open_file(&self.path, false, false)?),
+            false => None,
+        };
+        match (&file, &self.sealer) {
             (None, sealer) => {
                 // A small blob is written in one go: header and segments when sealing (one or
                 // two segments).
@@ -651,9 +741,8 @@ impl Upload {
     pub async fn discard(mut self) {
         // Stopping the workers first: no write may land after the file is removed.
         let _ = self.settle().await;
-        if self.file.is_some() {
+        if std::mem::take(&mut self.on_disk) {
             let path = self.path.clone();
-            drop(self.file);
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
         }
     }
