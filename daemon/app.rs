@@ -4,7 +4,7 @@
 
 use crate::runtime::{docker::DockerRuntime, Runtime};
 use crate::storage::keys::OsKeyring;
-use crate::storage::{StoreOptions, UploadId};
+use crate::storage::StoreOptions;
 use crate::tasks::{store::MetaTaskStore, Ctx, TaskManager};
 use crate::{control, lock::DataDirLock, metadata::Metadata, registry, storage::BlobStore, tls};
 use anyhow::Context;
@@ -40,8 +40,8 @@ pub struct AppState {
     /// Serialises, per digest, "content is written and linked" against "content nobody
     /// links is removed", so a delete never removes a blob a concurrent push just stored.
     blob_locks: Box<[tokio::sync::Mutex<()>; 256]>,
-    /// The repository each open upload session belongs to: a session is only usable there.
-    upload_owners: std::sync::Mutex<HashMap<UploadId, RepoName>>,
+    /// The registry's open upload sessions: where each is usable, and who holds how many.
+    pub uploads: crate::uploads::Sessions,
     /// Blobs a deleted image freed, by repository, with their sizes and when: their content
     /// stays for `deleted_blob_grace`, so a push that found them there still completes.
     released: std::sync::Mutex<HashMap<(RepoName, Digest), (u64, Instant)>>,
@@ -118,25 +118,6 @@ impl AppState {
     /// Held while a digest's content is stored and linked, or checked and removed.
     pub async fn lock_blob(&self, digest: &Digest) -> tokio::sync::MutexGuard<'_, ()> {
         self.blob_locks[digest.bytes()[0] as usize].lock().await
-    }
-
-    pub fn own_upload(&self, id: UploadId, repo: RepoName) {
-        if let Ok(mut owners) = self.upload_owners.lock() {
-            owners.insert(id, repo);
-        }
-    }
-
-    /// True when the upload session was opened in `repo`.
-    pub fn owns_upload(&self, id: &UploadId, repo: &RepoName) -> bool {
-        self.upload_owners
-            .lock()
-            .is_ok_and(|owners| owners.get(id) == Some(repo))
-    }
-
-    pub fn disown_upload(&self, id: &UploadId) {
-        if let Ok(mut owners) = self.upload_owners.lock() {
-            owners.remove(id);
-        }
     }
 
     /// Takes note of blobs a deleted image (or a failed push) freed in `repo`, and removes
@@ -263,6 +244,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
             encryption: config.encryption,
             key_dir: ecrl::paths::default_config_dir().join("keys"),
             keyring: &OsKeyring,
+            upload_memory: config.upload_memory,
         };
         // The keyring is asked over D-Bus with blocking calls.
         tokio::task::block_in_place(|| BlobStore::open(&config.data_dir, &options))
@@ -399,7 +381,10 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         tasks,
         auth: crate::auth::Guard::default(),
         blob_locks: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
-        upload_owners: std::sync::Mutex::new(HashMap::new()),
+        uploads: crate::uploads::Sessions::new(crate::uploads::Limits {
+            per_holder: config.max_uploads_per_client,
+            total: config.max_uploads,
+        }),
         released: std::sync::Mutex::new(HashMap::new()),
         shutdown: shutdown.clone(),
         config,
@@ -537,7 +522,10 @@ const STOPPED_TASK_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Periodic chores: record pull times, expire abandoned uploads, prune old stopped tasks.
 async fn housekeeping(state: Arc<AppState>) {
     let mut pulls = tokio::time::interval(Duration::from_secs(5));
-    let mut uploads = tokio::time::interval(Duration::from_secs(60));
+    // Often enough that a session outlives its idle timeout by at most half of it.
+    let every = (state.config.upload_idle_timeout / 2)
+        .clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut uploads = tokio::time::interval(every);
     let mut tasks = tokio::time::interval(Duration::from_secs(600));
     loop {
         tokio::select! {
@@ -554,19 +542,15 @@ async fn housekeeping(state: Arc<AppState>) {
                 }
             }
             _ = uploads.tick() => {
-                let n = state.store.expire_uploads(state.config.upload_expiry).await;
-                if n > 0 {
-                    tracing::info!(count = n, "removed abandoned uploads");
+                let expired = state
+                    .store
+                    .expire_uploads(state.config.upload_idle_timeout, state.config.upload_expiry)
+                    .await;
+                if !expired.is_empty() {
+                    tracing::info!(count = expired.len(), "removed abandoned uploads");
                 }
-                let owned: Vec<UploadId> = match state.upload_owners.lock() {
-                    Ok(owners) => owners.keys().copied().collect(),
-                    Err(_) => Vec::new(),
-                };
-                for id in owned {
-                    if state.store.upload_size(&id).await.is_err() {
-                        state.disown_upload(&id);
-                    }
-                }
+                // Sessions the store ended (expired, or failed midway) are no one's any more.
+                state.uploads.retain(|id| state.store.upload_exists(id));
             }
         }
     }

@@ -149,10 +149,11 @@ pub async fn put_manifest(
         Reference::Digest(_) => None,
         Reference::Tag(tag) => Some(tag),
     };
-    state
-        .meta
-        .ensure_repo(repo, state.config.create_on_push)
-        .await?;
+    // A refused manifest creates no repository: one that does not exist yet holds none of
+    // the blobs or manifests any manifest must reference, and is made by its first blob.
+    if !state.config.create_on_push {
+        state.meta.ensure_repo(repo, false).await?;
+    }
 
     // A blob a deleted image freed moments ago, which the client found here before the
     // delete, is taken back while its content remains (see `AppState::release`).
@@ -180,10 +181,8 @@ pub async fn put_manifest(
     // Everything it references must be here: blobs for an image, manifests for an index.
     let (refs, blob_bytes, artifact_type) = {
         let index = state.meta.read();
-        let r = index
-            .repos
-            .get(repo)
-            .ok_or_else(|| MetaError::RepoNotFound(repo.clone()))?;
+        let empty = Default::default();
+        let r = index.repos.get(repo).unwrap_or(&empty);
         // Checked again when recorded; here it spares storing a manifest that will be refused.
         if let Some(tag) = &tag {
             r.check_tag(repo, tag, &digest)?;
@@ -192,6 +191,17 @@ pub async fn put_manifest(
             ImageError::BlobUnknown(format!(
                 "{what} {d} is not in repository {repo}: push it first"
             ))
+        };
+        // Every descriptor's size is the content's: clients trust it to read the blob.
+        let sized = |what: &str, d: &Descriptor, digest: &Digest, actual: u64| match d.size {
+            Some(size) if size >= 0 && size as u64 == actual => Ok(actual),
+            Some(size) => Err(ImageError::Invalid(format!(
+                "{what} {digest} has size {size} in the manifest, but the content in \
+                 repository {repo} is {actual} bytes"
+            ))),
+            None => Err(ImageError::Invalid(format!(
+                "{what} {digest} has no size: every descriptor needs the size of its content"
+            ))),
         };
         let mut refs = Vec::new();
         let mut bytes = 0u64;
@@ -206,10 +216,11 @@ pub async fn put_manifest(
                     .as_ref()
                     .ok_or_else(|| ImageError::Invalid("an image manifest needs layers".into()))?;
                 let config_digest = config.parsed_digest("config")?;
-                bytes += *r
+                let size = *r
                     .blobs
                     .get(&config_digest)
                     .ok_or_else(|| unknown("config blob", &config_digest))?;
+                bytes += sized("config", config, &config_digest, size)?;
                 refs.push(config_digest);
                 for (i, layer) in layers.iter().enumerate() {
                     let d = layer.parsed_digest(&format!("layers[{i}]"))?;
@@ -220,7 +231,8 @@ pub async fn put_manifest(
                     if layer.urls.as_ref().is_some_and(|u| !u.is_empty()) {
                         continue;
                     }
-                    bytes += *r.blobs.get(&d).ok_or_else(|| unknown("layer blob", &d))?;
+                    let size = *r.blobs.get(&d).ok_or_else(|| unknown("layer blob", &d))?;
+                    bytes += sized(&format!("layers[{i}]"), layer, &d, size)?;
                     refs.push(d);
                 }
                 if artifact_type.is_none() {
@@ -235,6 +247,7 @@ pub async fn put_manifest(
                 for (i, m) in manifests.iter().enumerate() {
                     let d = m.parsed_digest(&format!("manifests[{i}]"))?;
                     let child = r.manifests.get(&d).ok_or_else(|| unknown("manifest", &d))?;
+                    sized(&format!("manifests[{i}]"), m, &d, child.size)?;
                     bytes += child.image_size;
                     refs.push(d);
                 }
@@ -247,6 +260,11 @@ pub async fn put_manifest(
         None => None,
     };
 
+    // Only now, with nothing left to refuse it for (an empty index references nothing).
+    state
+        .meta
+        .ensure_repo(repo, state.config.create_on_push)
+        .await?;
     let _guard = state.lock_blob(&digest).await;
     let stored = state.store.stat(&digest).await.map_err(StoreError::Io)?;
     if stored.is_none() {

@@ -13,6 +13,7 @@ mod storage;
 mod tasks;
 mod tls;
 mod transfer;
+mod uploads;
 
 use clap::Parser;
 use ecrl::config::{self, EcrldArgs};

@@ -28,6 +28,16 @@ pub const ENV_LOG: &str = "ECRL_LOG";
 /// The region ARNs name when the config file names none.
 pub const DEFAULT_REGION: &str = "local";
 
+/// How long an upload session may sit unused (seconds): docker, podman and skopeo send a
+/// layer's chunks back to back, so ten idle minutes mean the client is gone.
+pub const DEFAULT_UPLOAD_IDLE_TIMEOUT: u64 = 10 * 60;
+/// Upload sessions open at once: in all, and for one caller (a user, or an address without
+/// credentials). A docker push keeps up to 5 open, a CI host's parallel jobs a few dozen.
+pub const DEFAULT_MAX_UPLOADS: usize = 4096;
+pub const DEFAULT_MAX_UPLOADS_PER_CLIENT: usize = 256;
+/// Bytes all upload sessions may hold in memory between requests (each holds at most 64 KiB).
+pub const DEFAULT_UPLOAD_MEMORY: usize = 64 << 20;
+
 /// The registry's address when nothing else says.
 pub const DEFAULT_REGISTRY_ADDR: &str = "127.0.0.1:5000";
 
@@ -249,8 +259,16 @@ pub struct RegistryFileConfig {
     pub addr: Option<String>,
     /// Create a repository on the first push to it (default true).
     pub create_on_push: Option<bool>,
-    /// How long an upload may sit idle before it is removed, e.g. `24h`, `30m`, `90s`.
+    /// How long an upload session may live, however busy, e.g. `24h`, `30m`, `90s`.
     pub upload_expiry: Option<String>,
+    /// How long an upload session may sit with no request before it is removed.
+    pub upload_idle_timeout: Option<String>,
+    /// Upload sessions open at once, in all and for one caller.
+    pub max_uploads: Option<usize>,
+    pub max_uploads_per_client: Option<usize>,
+    /// Bytes all upload sessions may hold in memory between requests (`64MiB`, `1GiB`, or
+    /// a number of bytes).
+    pub upload_memory: Option<String>,
     /// How long the content of a blob freed by a deleted image stays, for a push in progress
     /// that found it there to still use (default 15m).
     pub deleted_blob_grace: Option<String>,
@@ -272,6 +290,25 @@ pub struct TlsFileConfig {
     pub key: Option<PathBuf>,
     /// Extra DNS names and IP addresses for the generated server certificate.
     pub names: Option<Vec<String>>,
+}
+
+/// Parses `512KiB`, `64MiB`, `1GiB` (also `KB`, `MB`, `GB` as powers of 1024, and `K`, `M`,
+/// `G`); a bare number is bytes.
+pub fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: usize = number.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
 }
 
 /// Parses `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
@@ -303,7 +340,14 @@ pub struct DaemonConfig {
     pub tls: Option<TlsConfig>,
     pub log_format: LogFormat,
     pub create_on_push: bool,
+    /// The longest an upload session lives, and the longest it may sit unused.
     pub upload_expiry: std::time::Duration,
+    pub upload_idle_timeout: std::time::Duration,
+    /// Caps on upload sessions open at once: in all, and for one caller.
+    pub max_uploads: usize,
+    pub max_uploads_per_client: usize,
+    /// Bytes upload sessions may hold in memory between requests.
+    pub upload_memory: usize,
     /// How long a blob no image uses any more is kept before its content is removed.
     pub deleted_blob_grace: std::time::Duration,
     pub anonymous: Anonymous,
@@ -353,6 +397,14 @@ pub enum ConfigError {
         key: &'static str,
         value: String,
     },
+    #[error("invalid config file {}: {key}: {value:?} is not a size such as 64MiB, 1GiB or 65536", path.display())]
+    Size {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+    },
+    #[error("invalid config file {}: {key} must be at least 1", path.display())]
+    Zero { path: PathBuf, key: &'static str },
     #[error(
         "invalid {setting} {value:?}: expected HOST:PORT such as 127.0.0.1:5000 \
          (port 0 picks a free one)"
@@ -474,6 +526,37 @@ pub fn resolve(
         &file.registry.deleted_blob_grace,
         15 * 60,
     )?;
+    let upload_idle_timeout = duration(
+        "registry.upload_idle_timeout",
+        &file.registry.upload_idle_timeout,
+        DEFAULT_UPLOAD_IDLE_TIMEOUT,
+    )?;
+    let upload_memory = match &file.registry.upload_memory {
+        None => DEFAULT_UPLOAD_MEMORY,
+        Some(value) => parse_size(value).ok_or_else(|| ConfigError::Size {
+            path: config_file.clone().unwrap_or_default(),
+            key: "registry.upload_memory",
+            value: value.clone(),
+        })?,
+    };
+    let at_least_one = |key: &'static str, value: Option<usize>, default: usize| match value {
+        Some(0) => Err(ConfigError::Zero {
+            path: config_file.clone().unwrap_or_default(),
+            key,
+        }),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let max_uploads = at_least_one(
+        "registry.max_uploads",
+        file.registry.max_uploads,
+        DEFAULT_MAX_UPLOADS,
+    )?;
+    let max_uploads_per_client = at_least_one(
+        "registry.max_uploads_per_client",
+        file.registry.max_uploads_per_client,
+        DEFAULT_MAX_UPLOADS_PER_CLIENT,
+    )?;
     let registry_addr = options
         .registry_addr
         .clone()
@@ -504,6 +587,10 @@ pub fn resolve(
             .unwrap_or_default(),
         region: file.region.unwrap_or_else(|| DEFAULT_REGION.to_string()),
         upload_expiry,
+        upload_idle_timeout,
+        max_uploads,
+        max_uploads_per_client,
+        upload_memory,
         deleted_blob_grace,
         data_dir,
         socket,

@@ -375,14 +375,15 @@ impl Guard {
             return Ok(Principal::Anonymous);
         }
         let principal = self.authenticate(state, headers, client)?;
+        if anyone_may(state, action) {
+            // Credentials never lower what a caller may do: a signed-in user gets at least
+            // what an anonymous one gets.
+            return Ok(principal);
+        }
         let user = match &principal {
             Principal::Owner => return Ok(principal),
             Principal::Anonymous => {
-                return if state.config.anonymous == Anonymous::Pull && action.is_read() {
-                    Ok(principal)
-                } else {
-                    Err(AuthError::Unauthenticated("authentication required".into()))
-                };
+                return Err(AuthError::Unauthenticated("authentication required".into()))
             }
             Principal::User(user) => user,
         };
@@ -397,6 +398,24 @@ impl Guard {
                 },
                 why,
             }),
+        }
+    }
+
+    /// Whether a principal already authenticated (by [`Self::authorize`] for another action)
+    /// may also perform `action` on `repo`: for the checks a request makes beyond its own
+    /// route, such as the repositories a blob mount may take a blob from.
+    pub fn permits(
+        &self,
+        state: &AppState,
+        principal: &Principal,
+        action: Action,
+        repo: Option<&RepoName>,
+    ) -> bool {
+        match principal {
+            _ if anyone_may(state, action) => true,
+            Principal::Owner => true,
+            Principal::Anonymous => false,
+            Principal::User(user) => self.user_may(state, user, action, repo).is_ok(),
         }
     }
 
@@ -514,6 +533,16 @@ impl Guard {
                 failures.remove(key);
             }
         }
+    }
+}
+
+/// True when the registry lets anyone, with or without credentials, perform `action`
+/// (`--anonymous all`, or a read with `--anonymous pull`).
+fn anyone_may(state: &AppState, action: Action) -> bool {
+    match state.config.anonymous {
+        Anonymous::All => true,
+        Anonymous::Pull => action.is_read(),
+        Anonymous::None => false,
     }
 }
 

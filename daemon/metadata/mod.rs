@@ -172,13 +172,6 @@ impl Index {
             .copied()
             .collect()
     }
-
-    /// The size of a blob some repository links, if any does.
-    pub fn any_blob_size(&self, digest: &Digest) -> Option<u64> {
-        self.repos
-            .values()
-            .find_map(|r| r.blobs.get(digest).copied())
-    }
 }
 
 /// Unlinks the `candidates` the repository links and none of its manifests references.

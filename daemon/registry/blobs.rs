@@ -6,6 +6,7 @@ use super::{
     UPLOAD_UUID,
 };
 use crate::storage::{StoreError, UploadId};
+use crate::uploads::{Holder, Refused};
 use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
@@ -53,11 +54,36 @@ fn accepted(repo: &RepoName, id: &UploadId, size: u64) -> Response {
 /// The session `id` names, if it was opened in `repo` (elsewhere it does not exist).
 fn session(state: &Shared, repo: &RepoName, id: &str) -> Result<UploadId> {
     let id = id.parse::<UploadId>().map_err(RegistryError::from)?;
-    if state.owns_upload(&id, repo) {
+    if state.uploads.owned_by(&id, repo) {
         Ok(id)
     } else {
         Err(StoreError::UploadNotFound.into())
     }
+}
+
+/// An upload request failed: when the store ended the session with it (a body that broke
+/// off, a write that failed), the session is no one's any more.
+fn failed(state: &Shared, id: &UploadId, e: impl Into<RegistryError>) -> RegistryError {
+    if !state.store.upload_exists(id) {
+        state.uploads.close(id);
+    }
+    e.into()
+}
+
+/// Who opens an upload: which repositories they may read (a mount takes blobs only from
+/// those), and whose sessions theirs count with.
+pub struct Caller<'a> {
+    pub may_read: &'a (dyn Fn(&RepoName) -> bool + Send + Sync),
+    pub holder: Holder,
+}
+
+fn refused(e: Refused) -> RegistryError {
+    RegistryError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::TooManyRequests,
+        e.to_string(),
+    )
+    .header(header::RETRY_AFTER, "10")
 }
 
 pub async fn get(
@@ -222,11 +248,42 @@ pub fn mount_request(uri: &Uri) -> Option<(Digest, Option<RepoName>)> {
     }
 }
 
+/// The size of `digest` in a repository `caller` may read it in: `from` when the client
+/// named one (its permission is checked already), else any that holds it. `None` when there
+/// is none, which the client learns only as an ordinary upload session.
+fn mount_source(
+    state: &Shared,
+    digest: &Digest,
+    from: Option<&RepoName>,
+    caller: &Caller,
+) -> Option<u64> {
+    let holders: Vec<(RepoName, u64)> = {
+        let index = state.meta.read();
+        match from {
+            Some(from) => {
+                let size = index.repos.get(from)?.blobs.get(digest).copied()?;
+                return Some(size);
+            }
+            None => index
+                .repos
+                .iter()
+                .filter_map(|(name, r)| r.blobs.get(digest).map(|size| (name.clone(), *size)))
+                .collect(),
+        }
+    };
+    // Policies are read outside the index's lock.
+    holders
+        .into_iter()
+        .find(|(name, _)| (caller.may_read)(name))
+        .map(|(_, size)| size)
+}
+
 /// `POST /v2/<name>/blobs/uploads/`: mount, monolithic upload, or a new session.
 pub async fn start(
     state: &Shared,
     repo: RepoName,
     mount: Option<(Digest, Option<RepoName>)>,
+    caller: Caller<'_>,
     parts: &Parts,
     body: &mut RequestBody,
 ) -> Result<Response> {
@@ -241,17 +298,7 @@ pub async fn start(
         state.meta.ensure_repo(&repo, false).await?;
     }
     if let Some((digest, from)) = mount {
-        let size = {
-            let index = state.meta.read();
-            match &from {
-                Some(from) => index
-                    .repos
-                    .get(from)
-                    .and_then(|r| r.blobs.get(&digest).copied()),
-                None => index.any_blob_size(&digest),
-            }
-        };
-        if let Some(size) = size {
+        if let Some(size) = mount_source(state, &digest, from.as_ref(), &caller) {
             let _guard = state.lock_blob(&digest).await;
             if state
                 .store
@@ -276,9 +323,13 @@ pub async fn start(
         state.meta.link_blob(&repo, digest, size).await?;
         return Ok(created(&repo, &digest));
     }
-    state.meta.ensure_repo(&repo, create).await?;
+    // A session alone puts nothing in the repository: it is made at the first blob.
+    state.uploads.admit(&caller.holder).map_err(refused)?;
     let id = state.store.upload_start()?;
-    state.own_upload(id, repo.clone());
+    if let Err(e) = state.uploads.open(id, repo.clone(), caller.holder) {
+        let _ = state.store.upload_cancel(&id).await;
+        return Err(refused(e));
+    }
     Ok(accepted(&repo, &id, 0))
 }
 
@@ -353,7 +404,7 @@ pub async fn patch(
     let size = match state.store.upload_write(&id, offset, body).await {
         Ok(size) => size,
         Err(e) => {
-            return Err(RegistryError::from(e).header(header::LOCATION, upload_location(repo, &id)))
+            return Err(failed(state, &id, e).header(header::LOCATION, upload_location(repo, &id)))
         }
     };
     Ok(accepted(repo, &id, size))
@@ -376,17 +427,24 @@ pub async fn finish(
         })?
         .parse()?;
     let offset = chunk_offset(&parts.headers)?;
-    state.store.upload_write(&id, offset, body).await?;
+    if let Err(e) = state.store.upload_write(&id, offset, body).await {
+        return Err(failed(state, &id, e));
+    }
     let _guard = state.lock_blob(&digest).await;
     let finished = state.store.upload_finish(&id, &digest).await;
-    state.disown_upload(&id);
-    state.meta.link_blob(repo, digest, finished?).await?;
+    state.uploads.close(&id);
+    let size = finished?;
+    state
+        .meta
+        .ensure_repo(repo, state.config.create_on_push)
+        .await?;
+    state.meta.link_blob(repo, digest, size).await?;
     Ok(created(repo, &digest))
 }
 
 pub async fn cancel(state: &Shared, repo: &RepoName, id: &str) -> Result<Response> {
     let id = session(state, repo, id)?;
-    state.disown_upload(&id);
+    state.uploads.close(&id);
     state.store.upload_cancel(&id).await?;
     Ok(empty(StatusCode::NO_CONTENT, &[]))
 }

@@ -12,6 +12,8 @@ use oci_spec::distribution::{ErrorCode, ErrorInfoBuilder, ErrorResponseBuilder};
 #[derive(Debug)]
 pub struct RegistryError {
     pub status: StatusCode,
+    /// The spec's code; for a failure of the registry itself (a 5xx), the body says
+    /// `UNKNOWN` instead, as CNCF distribution does, since the spec has no code for it.
     pub code: ErrorCode,
     pub message: String,
     /// Extra response headers (`Range`, `Location`); few, so a Vec keeps errors small.
@@ -62,15 +64,28 @@ impl RegistryError {
     }
 }
 
+/// The code of an error the spec has none for: the registry failed (a full disk, an I/O
+/// error, a database error), not the request.
+const UNKNOWN: &str = "UNKNOWN";
+
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
+        let server_error = self.status.is_server_error();
         let body = ErrorInfoBuilder::default()
             .code(self.code.clone())
             .message(self.message.clone())
             .build()
             .and_then(|info| ErrorResponseBuilder::default().errors(vec![info]).build())
             .ok()
-            .and_then(|r| serde_json::to_vec(&r).ok())
+            .and_then(|r| serde_json::to_value(&r).ok())
+            .map(|mut body| {
+                if server_error {
+                    if let Some(code) = body.pointer_mut("/errors/0/code") {
+                        *code = serde_json::Value::from(UNKNOWN);
+                    }
+                }
+                body.to_string().into_bytes()
+            })
             .unwrap_or_else(|| b"{\"errors\":[]}".to_vec());
         let mut response = (self.status, body).into_response();
         response.headers_mut().insert(
@@ -154,6 +169,12 @@ impl From<StoreError> for RegistryError {
             )
             .header(header::RANGE, super::upload_range(size)),
             StoreError::Body(_) => Self::bad_request(ErrorCode::SizeInvalid, e.to_string()),
+            StoreError::Busy { .. } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                e.to_string(),
+            )
+            .header(header::RETRY_AFTER, "10"),
             StoreError::Io(ref io) if disk_full(io) => {
                 tracing::error!("registry request failed: {e}");
                 Self::new(
@@ -223,5 +244,30 @@ mod disk_full_tests {
         }
         let e = RegistryError::from(StoreError::Io(std::io::Error::other("boom")));
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[tokio::test]
+    async fn a_failure_of_the_registry_is_never_called_unsupported() {
+        let cases = [
+            RegistryError::internal("database is locked"),
+            RegistryError::from(StoreError::Io(std::io::Error::from_raw_os_error(
+                libc::ENOSPC,
+            ))),
+        ];
+        for e in cases {
+            let status = e.status;
+            let body = axum::body::to_bytes(e.into_response().into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(status.is_server_error());
+            assert_eq!(body["errors"][0]["code"], "UNKNOWN", "{body}");
+        }
+        let client = RegistryError::bad_request(ErrorCode::DigestInvalid, "bad");
+        let body = axum::body::to_bytes(client.into_response().into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["errors"][0]["code"], "DIGEST_INVALID");
     }
 }

@@ -397,12 +397,26 @@ async fn route(state: Shared, parts: &Parts, body: &mut RequestBody) -> Result<R
             blobs::status(&state, &repo, &id).await
         }
         (&Method::POST, Route::Uploads(repo)) => {
-            allow(Action::InitiateLayerUpload, Some(&repo))?;
+            let principal = allow(Action::InitiateLayerUpload, Some(&repo))?;
             let mount = blobs::mount_request(&parts.uri);
             if let Some((_, Some(from))) = &mount {
                 allow(Action::GetDownloadUrlForLayer, Some(from))?;
             }
-            blobs::start(&state, repo, mount, parts, body).await
+            // A blob is mounted only from a repository the caller may read it in: otherwise
+            // a mount would copy, and its answer reveal, content the caller cannot see.
+            let may_read = |source: &RepoName| {
+                state.auth.permits(
+                    &state,
+                    &principal,
+                    Action::GetDownloadUrlForLayer,
+                    Some(source),
+                )
+            };
+            let caller = blobs::Caller {
+                may_read: &may_read,
+                holder: crate::uploads::Holder::new(&principal, client),
+            };
+            blobs::start(&state, repo, mount, caller, parts, body).await
         }
         (&Method::PATCH, Route::Upload(repo, id)) => {
             allow(Action::UploadLayerPart, Some(&repo))?;
