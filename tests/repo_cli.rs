@@ -409,11 +409,20 @@ fn an_image_in_an_index_cannot_be_deleted_alone() {
     env.start();
     let registry = Registry::new(&env);
     let (_, child) = registry.image("multi", "amd64", b"x");
+    let size = registry
+        .http
+        .get(format!("{}/v2/multi/manifests/{child}", registry.base))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap()
+        .len();
     let index = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "digest": child, "size": 1,
+                       "digest": child, "size": size,
                        "platform": {"architecture": "amd64", "os": "linux"}}]
     })
     .to_string();
