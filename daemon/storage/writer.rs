@@ -14,9 +14,9 @@
 //!   sends the next chunk, which joins them only once it has filled its first buffer, so a
 //!   chunked upload seldom waits for the disk or the hash between chunks; the final PUT
 //!   drains the pipeline before the digest is checked. The file is open only while a
-//!   request writes and its workers finish: an idle session holds no descriptor. The pump takes a new buffer only when
-//!   the workers have room for it, so an upload holds at most four (the bytes that arrive
-//!   meanwhile wait in the socket's buffers). Between requests the session keeps
+//!   request writes and its workers finish: an idle session holds no descriptor. The pump
+//!   takes a new buffer only when the workers have room for it, so an upload holds at most
+//!   four (the bytes that arrive meanwhile wait in the socket's buffers). Between requests the session keeps
 //!   the aligned file offset queued so far and the unaligned remainder (< 4096 bytes); the
 //!   buffers return to the pool as the workers finish them, so an idle session holds no big
 //!   memory.
