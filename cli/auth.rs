@@ -136,6 +136,13 @@ fn read_text(path: &Path) -> anyhow::Result<String> {
     }
 }
 
+/// Prints what the daemon warns about a policy just set, one `warning:` line each, on stderr.
+fn warn(ctx: &Context, warnings: &[String]) {
+    for w in warnings {
+        ctx.note(format!("warning: {w}"));
+    }
+}
+
 /// Prints a value: its table, or JSON / YAML.
 fn show<T: Serialize + Table>(ctx: &Context, value: &T) -> anyhow::Result<ExitCode> {
     output::print(ctx.output, value)?;
@@ -280,6 +287,7 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<ExitCode
                     policy_document: document,
                 })
                 .await?;
+            warn(ctx, &r.warnings);
             show(ctx, &r)
         }
         AuthCommand::Policy(PolicyCommand::Detach { user, name }) => {
@@ -306,6 +314,7 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<ExitCode
                     policy_text: read_text(&file)?,
                 })
                 .await?;
+            warn(ctx, &r.warnings);
             show(ctx, &r)
         }
         AuthCommand::RegistryPolicy(RegistryPolicyCommand::Get) => {
@@ -355,6 +364,7 @@ pub async fn repo_policy(ctx: &Context, command: RepoPolicyCommand) -> anyhow::R
                     policy_text: read_text(&file)?,
                 })
                 .await?;
+            warn(ctx, &r.warnings);
             show(ctx, &r)
         }
         RepoPolicyCommand::Get { repository } => {

@@ -55,9 +55,15 @@ Register a task definition as its family's next revision.
 
 The file holds what 'aws ecs register-task-definition --cli-input-json' takes: ECS's
 RegisterTaskDefinition input with AWS's camelCase field names, as JSON or the same in YAML.
-Unknown fields are refused. The daemon checks the definition against ECS's rules and
-reports every broken one with the path of its field
+What 'aws ecs describe-task-definition' prints is taken too (as the ECS deploy action
+takes it): the {\"taskDefinition\": ...} wrapper, tags beside it, and the fields ECS sets
+itself (taskDefinitionArn, revision, status, registeredAt, ...), which are left out with a
+warning; so is what 'ecrl task describe --output json|yaml' prints.
+
+Unknown fields are refused, all of them at once, each with its path. The daemon checks the
+definition against ECS's rules and reports every broken one with the path of its field
 (e.g. containerDefinitions[1].portMappings[0].containerPort); nothing is stored then.
+Lists and objects may nest at most 127 deep.
 
 Revisions start at 1 and only grow, also after revisions are deregistered or deleted.
 Fields that mean nothing on a local runtime (IAM roles, placement, log drivers, secrets,
@@ -275,8 +281,18 @@ async fn register(ctx: &Context, args: RegisterArgs) -> anyhow::Result<ExitCode>
         let base = absolute.parent().map(Path::to_path_buf).unwrap_or_default();
         (text, file.display().to_string(), base)
     };
-    let mut definition = taskdef::parse(&text)
-        .map_err(|e| anyhow::anyhow!("cannot read the task definition from {source}: {e}"))?;
+    let read = taskdef::read(&text).map_err(|e| match e.0.len() {
+        1 => anyhow::anyhow!("cannot read the task definition from {source}: {e}"),
+        n => anyhow::anyhow!("cannot read the task definition from {source} ({n} errors):\n{e}"),
+    })?;
+    if !read.dropped.is_empty() {
+        ctx.note(format!(
+            "warning: {source}: left out the read-only fields ECS sets on a registered \
+             revision (as describe-task-definition prints them): {}",
+            read.dropped.join(", ")
+        ));
+    }
+    let mut definition = read.definition;
     absolutize_environment_files(&mut definition, &base)?;
 
     let response = ctx

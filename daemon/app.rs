@@ -259,6 +259,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
             })
         })
         .context("opening the metadata database")?
+        .with_account_id(config.account_id.clone())
     };
 
     // Blob files no repository holds (a daemon killed between a blob's commit and its link)

@@ -240,6 +240,9 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     /// The region in ARNs (`arn:aws:ecr:REGION:ACCOUNT:repository/NAME`).
     pub region: Option<String>,
+    /// The 12-digit account in ARNs and ECR's registryId (quoted or not).
+    #[serde(default, deserialize_with = "string_or_number")]
+    pub account_id: Option<String>,
     #[serde(default)]
     pub registry: RegistryFileConfig,
     #[serde(default)]
@@ -311,6 +314,23 @@ pub fn parse_size(text: &str) -> Option<usize> {
     n.checked_mul(1 << shift)
 }
 
+/// A value written as a string or as a bare number (`account_id: 123456789012`), as its text.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        String(String),
+        Integer(i128),
+        // Not an account id, but then the check says what one is.
+        Float(f64),
+    }
+    Ok(Option::<Text>::deserialize(d)?.map(|t| match t {
+        Text::String(s) => s,
+        Text::Integer(n) => n.to_string(),
+        Text::Float(n) => n.to_string(),
+    }))
+}
+
 /// Parses `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     let text = text.trim();
@@ -352,6 +372,9 @@ pub struct DaemonConfig {
     pub deleted_blob_grace: std::time::Duration,
     pub anonymous: Anonymous,
     pub region: String,
+    /// The account in ARNs, when the config file sets one; else the one the data dir was
+    /// given at its first start.
+    pub account_id: Option<String>,
     /// The encryption asked for (flag, environment or file); `None` takes the data dir's
     /// own mode, or encryption for a new data dir.
     pub encryption: Option<Encryption>,
@@ -434,6 +457,11 @@ pub enum ConfigError {
          ECRL_TLS_NAMES, registry.tls.names)"
     )]
     TlsName { name: String },
+    #[error(
+        "invalid config file {}: account_id {value:?} is not an AWS account id: 12 digits, \
+         such as 123456789012 (quote one that starts with 0: '012345678901')", path.display()
+    )]
+    AccountId { path: PathBuf, value: String },
 }
 
 impl FileConfig {
@@ -579,7 +607,17 @@ pub fn resolve(
     if registry_addr.is_none() && tls.is_none() {
         return Err(ConfigError::NothingToServe);
     }
+    let account_id = match file.account_id {
+        Some(id) if !(id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())) => {
+            return Err(ConfigError::AccountId {
+                path: config_file.clone().unwrap_or_default(),
+                value: id,
+            })
+        }
+        id => id,
+    };
     Ok(DaemonConfig {
+        account_id,
         create_on_push: file.registry.create_on_push.unwrap_or(true),
         anonymous: options
             .anonymous
@@ -787,6 +825,45 @@ mod tests {
         };
         let err = resolve(&opts, None).unwrap_err().to_string();
         assert!(err.contains("encrypt"), "{err}");
+    }
+
+    #[test]
+    fn account_id_is_twelve_digits_when_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = |text: &str| DaemonOptions {
+            config: Some(write(dir.path(), text)),
+            data_dir: Some("/d".into()),
+            ..Default::default()
+        };
+        let cfg = resolve(&opts(""), Some(Path::new("/s"))).unwrap();
+        assert_eq!(cfg.account_id, None, "unset: the data dir's own");
+        let cfg = resolve(
+            &opts("region: us-east-1\naccount_id: '012345678901'\n"),
+            Some(Path::new("/s")),
+        )
+        .unwrap();
+        assert_eq!(cfg.account_id.as_deref(), Some("012345678901"));
+        assert_eq!(cfg.region, "us-east-1");
+        let cfg = resolve(&opts("account_id: 123456789012\n"), Some(Path::new("/s"))).unwrap();
+        assert_eq!(cfg.account_id.as_deref(), Some("123456789012"), "unquoted");
+        let cfg = resolve(&opts("account_id: 012345678901\n"), Some(Path::new("/s"))).unwrap();
+        assert_eq!(
+            cfg.account_id.as_deref(),
+            Some("012345678901"),
+            "a leading 0 kept"
+        );
+        for bad in ["'12345'", "'1234567890123'", "'12345678901a'", "-1", "1.5"] {
+            let err = resolve(
+                &opts(&format!("account_id: {bad}\n")),
+                Some(Path::new("/s")),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("12 digits") && err.contains("account_id"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

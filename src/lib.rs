@@ -7,6 +7,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod names;
+pub mod nesting;
 pub mod paths;
 pub mod policy;
 pub mod taskdef;

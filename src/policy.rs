@@ -510,6 +510,99 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// The `Resource` entries that can never match one of this registry's ARNs
+    /// (`arn:aws:ecr:REGION:ACCOUNT:repository/NAME` and `arn:aws:ecr:REGION:ACCOUNT:registry`):
+    /// another partition, service, region or account, as in a policy copied from AWS. Such a
+    /// statement allows or denies nothing here. Entries with policy variables may match and
+    /// are not reported; neither is `NotResource`, which then covers everything of ours.
+    pub fn foreign_resources(&self, region: &str, account: &str) -> Vec<PolicyError> {
+        let ours = ["arn", "aws", "ecr", region, account];
+        let mut out = Vec::new();
+        for (index, st) in self.statements.iter().enumerate() {
+            let Some(Scope::Listed(resources)) = &st.resource else {
+                continue;
+            };
+            let array = resources.len() > 1;
+            for (i, pattern) in resources.iter().enumerate() {
+                if pattern.contains("${") && self.has_variables() {
+                    continue;
+                }
+                let Some(part) = foreign_part(pattern, &ours) else {
+                    continue;
+                };
+                let statement = match &st.sid {
+                    Some(sid) => format!("statement {sid:?}"),
+                    None => format!("statement {index}"),
+                };
+                let path = if array {
+                    format!("{}.Resource[{i}]", st.path)
+                } else {
+                    format!("{}.Resource", st.path)
+                };
+                out.push(PolicyError::new(
+                    path,
+                    format!(
+                        "{statement}: {pattern:?} can never match here ({part}), so it \
+                         allows or denies nothing: ecrl's ARNs are \
+                         arn:aws:ecr:{region}:{account}:repository/NAME; write those (or * \
+                         for the region and account), or set region and account_id in ecrl's \
+                         config file to the ones the policy names"
+                    ),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Why a `Resource` pattern can never match `arn:aws:ecr:REGION:ACCOUNT:...`, naming the
+/// part that differs; `None` when it can match.
+fn foreign_part(pattern: &str, ours: &[&str; 5]) -> Option<String> {
+    const PARTS: [&str; 6] = ["", "partition", "service", "region", "account", "resource"];
+    if pattern == "*" {
+        return None;
+    }
+    let parts = split_arn(pattern, false);
+    let last = parts.len() - 1;
+    for (i, part) in parts.iter().enumerate().take(5).skip(1) {
+        let expected = ours[i];
+        let fits = if i == last && last < 5 {
+            // The last part's `*` spans the rest: its text up to the first wildcard must
+            // agree with ours from here on.
+            let literal: String = part
+                .chars()
+                .take_while(|c| *c != '*' && *c != '?')
+                .collect();
+            let rest = ours[i..].join(":") + ":";
+            rest.starts_with(&literal)
+        } else {
+            glob(&literal_tokens(part, true), expected, false)
+        };
+        if !fits {
+            return Some(format!("its {} is {part:?}, not {expected:?}", PARTS[i]));
+        }
+        if i == last {
+            return None;
+        }
+    }
+    if last == 5 {
+        let resource = parts[5];
+        let literal: String = resource
+            .chars()
+            .take_while(|c| *c != '*' && *c != '?')
+            .collect();
+        let toks = literal_tokens(resource, true);
+        let repository = "repository/".starts_with(&literal) || literal.starts_with("repository/");
+        if !repository && !glob(&toks, "registry", false) {
+            return Some(format!(
+                "its resource {resource:?} is neither repository/NAME nor registry"
+            ));
+        }
+    }
+    None
+}
+
 /// Checks a policy document, returning every error (empty when it is valid).
 pub fn validate(text: &str, kind: PolicyKind) -> Vec<PolicyError> {
     match parse_policy(text, kind) {
@@ -4834,5 +4927,75 @@ Statement:
                 }
             }
         }
+    }
+
+    #[test]
+    fn resources_from_another_account_region_or_service_are_named() {
+        let policy = identity(
+            r#"{"Version": "2012-10-17", "Statement": [
+                {"Sid": "Pull", "Effect": "Allow", "Action": "ecr:BatchGetImage",
+                 "Resource": "arn:aws:ecr:us-east-1:123456789012:repository/app"},
+                {"Effect": "Allow", "Action": "ecr:*", "Resource": [
+                    "arn:aws:ecr:local:999999999999:repository/*",
+                    "arn:aws:ecr:*:*:repository/team/*",
+                    "arn:aws-cn:ecr:local:111122223333:repository/x",
+                    "arn:aws:s3:::bucket/*",
+                    "arn:aws:ecr:eu-*",
+                    "arn:aws:ecr:*",
+                    "arn:aws:ecr:local:111122223333:registry",
+                    "arn:aws:ecr:local:111122223333:repo/x",
+                    "arn:aws:ecr:local:${aws:PrincipalAccount}:repository/x",
+                    "*"]},
+                {"Effect": "Deny", "Action": "ecr:*",
+                 "NotResource": "arn:aws:ecr:us-east-1:123456789012:repository/app"}
+            ]}"#,
+        );
+        let found = policy.foreign_resources("local", "111122223333");
+        let paths: Vec<&str> = found.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "Statement[0].Resource",
+                "Statement[1].Resource[0]",
+                "Statement[1].Resource[2]",
+                "Statement[1].Resource[3]",
+                "Statement[1].Resource[4]",
+                "Statement[1].Resource[7]",
+            ],
+            "{found:#?}"
+        );
+        let first = found[0].to_string();
+        for needle in [
+            "statement \"Pull\"",
+            "its region is \"us-east-1\", not \"local\"",
+            "arn:aws:ecr:local:111122223333:repository/NAME",
+            "account_id",
+        ] {
+            assert!(first.contains(needle), "{needle:?} in {first}");
+        }
+        assert!(
+            found[1].message.starts_with("statement 1: "),
+            "{}",
+            found[1]
+        );
+        assert!(found[1].message.contains("its account is \"999999999999\""));
+        assert!(found[2].message.contains("its partition is \"aws-cn\""));
+        assert!(found[3].message.contains("its service is \"s3\""));
+        assert!(found[5]
+            .message
+            .contains("neither repository/NAME nor registry"));
+
+        // With the policy's own region and account set, it matches.
+        let configured = policy.foreign_resources("us-east-1", "123456789012");
+        assert_eq!(configured.len(), 6, "{configured:#?}");
+        assert!(configured
+            .iter()
+            .all(|e| !e.path.starts_with("Statement[0]")));
+
+        // A repository policy that leaves Resource out means the repository itself.
+        let own = repository(
+            r#"{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "ecr:*"}]}"#,
+        );
+        assert!(own.foreign_resources("local", "111122223333").is_empty());
     }
 }

@@ -1,7 +1,9 @@
 //! ECS task definitions: the RegisterTaskDefinition input model the daemon and the CLI share.
 //!
 //! This module owns the serde types (AWS's exact camelCase field names, unknown fields
-//! rejected), parsing from JSON or YAML with errors that name the field path, validation
+//! rejected), reading from JSON or YAML as users bring definitions (RegisterTaskDefinition's
+//! input, or describe-task-definition's answer, whose read-only fields are left out) with
+//! errors that name the field path, every unknown field at once, validation
 //! against ECS's rules (each error carries the path of the offending field), and the small
 //! helpers the runner needs: ECS defaults, the start order derived from `dependsOn`, and the
 //! list of given fields that have no local meaning. It does no I/O.
@@ -476,6 +478,8 @@ impl TaskDefinitionInput {
     /// The AWS fields given in this definition that mean nothing on a local runtime (IAM
     /// roles, placement, Fargate/EC2 capacity, AWS-side integrations, registry credentials,
     /// log drivers, …), in a fixed order without duplicates, so callers can warn about them.
+    /// A field that says nothing (an empty list, object or string, `false`, as
+    /// describe-task-definition writes them) is not listed.
     pub fn ignored_fields(&self) -> Vec<&'static str> {
         let mut out: Vec<&'static str> = Vec::new();
         let mut add = |given: bool, name: &'static str| {
@@ -483,49 +487,40 @@ impl TaskDefinitionInput {
                 out.push(name);
             }
         };
-        add(self.task_role_arn.is_some(), "taskRoleArn");
-        add(self.execution_role_arn.is_some(), "executionRoleArn");
-        add(self.placement_constraints.is_some(), "placementConstraints");
+        add(said(&self.task_role_arn), "taskRoleArn");
+        add(said(&self.execution_role_arn), "executionRoleArn");
+        add(said(&self.placement_constraints), "placementConstraints");
         add(
-            self.requires_compatibilities.is_some(),
+            said(&self.requires_compatibilities),
             "requiresCompatibilities",
         );
-        add(self.proxy_configuration.is_some(), "proxyConfiguration");
-        add(
-            self.inference_accelerators.is_some(),
-            "inferenceAccelerators",
-        );
-        add(self.ephemeral_storage.is_some(), "ephemeralStorage");
-        add(self.runtime_platform.is_some(), "runtimePlatform");
-        add(
-            self.enable_fault_injection.is_some(),
-            "enableFaultInjection",
-        );
+        add(said(&self.proxy_configuration), "proxyConfiguration");
+        add(said(&self.inference_accelerators), "inferenceAccelerators");
+        add(said(&self.ephemeral_storage), "ephemeralStorage");
+        add(said(&self.runtime_platform), "runtimePlatform");
+        add(said(&self.enable_fault_injection), "enableFaultInjection");
         for v in self.volumes.iter().flatten() {
+            add(said(&v.efs_volume_configuration), "efsVolumeConfiguration");
             add(
-                v.efs_volume_configuration.is_some(),
-                "efsVolumeConfiguration",
-            );
-            add(
-                v.fsx_windows_file_server_volume_configuration.is_some(),
+                said(&v.fsx_windows_file_server_volume_configuration),
                 "fsxWindowsFileServerVolumeConfiguration",
             );
-            add(v.configured_at_launch.is_some(), "configuredAtLaunch");
+            add(said(&v.configured_at_launch), "configuredAtLaunch");
         }
         for c in &self.container_definitions {
-            add(c.secrets.is_some(), "secrets");
-            add(c.repository_credentials.is_some(), "repositoryCredentials");
-            add(c.firelens_configuration.is_some(), "firelensConfiguration");
-            add(c.log_configuration.is_some(), "logConfiguration");
-            add(c.credential_specs.is_some(), "credentialSpecs");
-            add(c.resource_requirements.is_some(), "resourceRequirements");
-            add(c.restart_policy.is_some(), "restartPolicy");
-            add(c.version_consistency.is_some(), "versionConsistency");
+            add(said(&c.secrets), "secrets");
+            add(said(&c.repository_credentials), "repositoryCredentials");
+            add(said(&c.firelens_configuration), "firelensConfiguration");
+            add(said(&c.log_configuration), "logConfiguration");
+            add(said(&c.credential_specs), "credentialSpecs");
+            add(said(&c.resource_requirements), "resourceRequirements");
+            add(said(&c.restart_policy), "restartPolicy");
+            add(said(&c.version_consistency), "versionConsistency");
             let app_protocol = c
                 .port_mappings
                 .iter()
                 .flatten()
-                .any(|p| p.app_protocol.is_some());
+                .any(|p| said(&p.app_protocol));
             add(app_protocol, "appProtocol");
         }
         out
@@ -563,6 +558,46 @@ impl TaskDefinitionInput {
         }
         Ok(levels)
     }
+}
+
+/// A field whose value says something: given, and not empty (`[]`, `{}`, `""`, `null`) nor
+/// `false`.
+trait Said {
+    fn says_something(&self) -> bool;
+}
+
+impl Said for Value {
+    fn says_something(&self) -> bool {
+        match self {
+            Value::Null | Value::Bool(false) => false,
+            Value::Array(items) => !items.is_empty(),
+            Value::Object(members) => !members.is_empty(),
+            Value::String(s) => !s.is_empty(),
+            _ => true,
+        }
+    }
+}
+
+impl Said for String {
+    fn says_something(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
+impl Said for bool {
+    fn says_something(&self) -> bool {
+        *self
+    }
+}
+
+impl<T> Said for Vec<T> {
+    fn says_something(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
+fn said<T: Said>(field: &Option<T>) -> bool {
+    field.as_ref().is_some_and(Said::says_something)
 }
 
 /// A task-level memory value in MiB (`"512"`, `"1 GB"`, `"2GB"`); `None` when malformed.
@@ -701,55 +736,283 @@ fn display_path_message(path: &str, message: &str) -> String {
     }
 }
 
-/// Parses a task definition from JSON, or from YAML when the text is not JSON.
+/// The fields `aws ecs describe-task-definition` answers that RegisterTaskDefinition does not
+/// take: ECS sets them. A definition saved from describe's output (as CI repositories keep
+/// `.aws/task-definition.json`) carries them; they are dropped, as the ECS deploy action
+/// (aws-actions/amazon-ecs-deploy-task-definition) drops them.
+pub const READ_ONLY_FIELDS: [&str; 8] = [
+    "taskDefinitionArn",
+    "revision",
+    "status",
+    "requiresAttributes",
+    "compatibilities",
+    "registeredAt",
+    "deregisteredAt",
+    "registeredBy",
+];
+
+/// The wrapper of describe-task-definition's answer: `{"taskDefinition": {...}, "tags": [...]}`.
+const WRAPPER: &str = "taskDefinition";
+
+/// ecrl's own addition beside `taskDefinition` in `ecrl task describe --output json`: worked
+/// out again at register, so dropped without a word.
+const IGNORED_FIELDS_KEY: &str = "ignoredFields";
+
+/// At most this many unknown fields are reported; a file with more is not a task definition.
+const MAX_UNKNOWN_FIELDS: usize = 100;
+
+/// A task definition as read from a file, and what was left out on the way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadDefinition {
+    pub definition: TaskDefinitionInput,
+    /// The [`READ_ONLY_FIELDS`] the text carried, in that order (for one warning).
+    pub dropped: Vec<&'static str>,
+    /// Whether the definition came inside describe's `{"taskDefinition": ...}` wrapper.
+    pub unwrapped: bool,
+}
+
+/// Everything wrong with a task definition's text, each with its path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", display_errors(.0))]
+pub struct TaskDefErrors(pub Vec<TaskDefError>);
+
+fn display_errors(errors: &[TaskDefError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Parses a task definition from JSON, or from YAML when the text is not JSON; the first
+/// error only (see [`read`] for all of them and for what was dropped).
 pub fn parse(text: &str) -> Result<TaskDefinitionInput, TaskDefError> {
-    let top_level = |format| TaskDefError {
+    match read(text) {
+        Ok(read) => Ok(read.definition),
+        Err(TaskDefErrors(mut errors)) => Err(if errors.is_empty() {
+            top_level_error("json")
+        } else {
+            errors.swap_remove(0)
+        }),
+    }
+}
+
+fn top_level_error(format: &'static str) -> TaskDefError {
+    TaskDefError {
         format,
         path: String::new(),
         message: "the task definition must be a JSON or YAML object \
                   (with family and containerDefinitions)"
             .into(),
-    };
+    }
+}
+
+/// Reads a task definition from JSON, or from YAML when the text is not JSON, as users bring
+/// them: RegisterTaskDefinition's input, or describe-task-definition's answer (wrapped in
+/// `taskDefinition`, with `tags` beside it, and ECS's read-only fields, which are dropped).
+/// Every unknown field is reported, each with its path, together with the first other error.
+/// The nesting depth is checked first, so a hostile file is refused in linear time.
+pub fn read(text: &str) -> Result<ReadDefinition, TaskDefErrors> {
+    let one = |e: TaskDefError| TaskDefErrors(vec![e]);
     if text.trim().is_empty() {
-        return Err(TaskDefError {
+        return Err(one(TaskDefError {
             message: "the task definition is empty: expected a JSON or YAML object".into(),
-            ..top_level("json")
-        });
+            ..top_level_error("json")
+        }));
     }
-    if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
-        if !value.is_object() {
-            return Err(top_level("json"));
-        }
-        return parse_json(text);
+    let looks_like_json = text.trim_start().starts_with('{');
+    if let Err(e) = crate::nesting::check_depth(text) {
+        let format = if looks_like_json { "json" } else { "yaml" };
+        return Err(one(path_error(format, String::new(), e.to_string())));
     }
-    // Valid YAML that is no mapping (a bare word, a list) is not a definition at all.
-    if serde_yaml::from_str::<serde_yaml::Value>(text).is_ok_and(|v| !v.is_mapping())
-        && !text.trim_start().starts_with('{')
-    {
-        return Err(top_level("yaml"));
-    }
-    match parse_yaml(text) {
-        Ok(def) => Ok(def),
+    let json_error = match serde_json::from_str::<Value>(text) {
+        Ok(value) if value.is_object() => return from_value("json", value),
+        Ok(_) => return Err(one(top_level_error("json"))),
+        Err(e) => e,
+    };
+    match serde_yaml::from_str::<Value>(text) {
+        Ok(value) if value.is_object() => from_value("yaml", value),
         // Text that starts like JSON and is not YAML either was almost surely meant as JSON:
         // the JSON parser's complaint (with line and column) serves it better.
-        Err(_) if text.trim_start().starts_with('{') => parse_json(text),
-        Err(e) => Err(e),
+        _ if looks_like_json => Err(one(path_error(
+            "json",
+            String::new(),
+            depth_message(json_error.to_string()),
+        ))),
+        // Valid YAML that is no mapping (a bare word, a list) is not a definition at all.
+        Ok(_) => Err(one(top_level_error("yaml"))),
+        Err(e) => Err(one(path_error(
+            "yaml",
+            String::new(),
+            depth_message(e.to_string()),
+        ))),
     }
 }
 
-fn parse_json(text: &str) -> Result<TaskDefinitionInput, TaskDefError> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let def = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| path_error("json", e.path().to_string(), e.into_inner().to_string()))?;
-    de.end()
-        .map_err(|e| path_error("json", String::new(), e.to_string()))?;
-    Ok(def)
+/// The parsers' "recursion limit exceeded" in words about the document (YAML's block style
+/// can nest past the limit without a bracket, which [`crate::nesting::check_depth`] counts).
+fn depth_message(message: String) -> String {
+    if message.starts_with("recursion limit exceeded") {
+        format!(
+            "lists and objects are nested more than {} deep ({message}); ecrl reads at most {} levels",
+            crate::nesting::MAX_NESTING_DEPTH,
+            crate::nesting::MAX_NESTING_DEPTH
+        )
+    } else {
+        message
+    }
 }
 
-fn parse_yaml(text: &str) -> Result<TaskDefinitionInput, TaskDefError> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de)
-        .map_err(|e| path_error("yaml", e.path().to_string(), e.into_inner().to_string()))
+/// Unwraps describe's answer, drops the read-only fields, and deserializes, collecting every
+/// unknown field.
+fn from_value(format: &'static str, value: Value) -> Result<ReadDefinition, TaskDefErrors> {
+    let Value::Object(mut top) = value else {
+        return Err(TaskDefErrors(vec![top_level_error(format)]));
+    };
+    let mut errors = Vec::new();
+    let wrapped = top.contains_key(WRAPPER)
+        && !top.contains_key("family")
+        && !top.contains_key("containerDefinitions");
+    let (mut definition, prefix) = if wrapped {
+        let inner = match top.remove(WRAPPER) {
+            Some(Value::Object(inner)) => inner,
+            _ => {
+                return Err(TaskDefErrors(vec![TaskDefError {
+                    format,
+                    path: WRAPPER.into(),
+                    message: "expected an object: the task definition".into(),
+                }]))
+            }
+        };
+        let mut inner = inner;
+        for (key, value) in top {
+            match key.as_str() {
+                "tags" => match inner.get("tags") {
+                    None | Some(Value::Null) => {
+                        inner.insert(key, value);
+                    }
+                    Some(own) if *own == value => {}
+                    Some(_) => errors.push(TaskDefError {
+                        format,
+                        path: "tags".into(),
+                        message: "differs from taskDefinition.tags: keep one of them".into(),
+                    }),
+                },
+                IGNORED_FIELDS_KEY => {}
+                _ => errors.push(TaskDefError {
+                    format,
+                    message: format!(
+                        "unknown field `{key}` beside taskDefinition: expected only tags"
+                    ),
+                    path: key,
+                }),
+            }
+        }
+        (inner, format!("{WRAPPER}."))
+    } else {
+        (top, String::new())
+    };
+    let dropped: Vec<&'static str> = READ_ONLY_FIELDS
+        .into_iter()
+        .filter(|field| definition.remove(*field).is_some())
+        .collect();
+
+    let mut value = Value::Object(definition);
+    loop {
+        let err = match serde_path_to_error::deserialize::<_, TaskDefinitionInput>(&value) {
+            Ok(definition) if errors.is_empty() => {
+                return Ok(ReadDefinition {
+                    definition,
+                    dropped,
+                    unwrapped: wrapped,
+                })
+            }
+            Ok(_) => break,
+            Err(err) => err,
+        };
+        let message = err.inner().to_string();
+        let path = err.path().to_string();
+        let path = if path == "." {
+            prefix.trim_end_matches('.').to_string()
+        } else {
+            format!("{prefix}{path}")
+        };
+        let unknown = message.starts_with("unknown field `");
+        errors.push(path_error(format, path, unknown_field_message(&message)));
+        if !unknown || errors.len() >= MAX_UNKNOWN_FIELDS || !remove_at(&mut value, err.path()) {
+            break;
+        }
+    }
+    Err(TaskDefErrors(errors))
+}
+
+/// Removes the field at `path` (an unknown field's), so the next attempt looks past it.
+fn remove_at(value: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((Segment::Map { key }, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for segment in parents {
+        let next = match (segment, at) {
+            (Segment::Seq { index }, Value::Array(items)) => items.get_mut(*index),
+            (Segment::Map { key }, Value::Object(members)) => members.get_mut(key),
+            _ => None,
+        };
+        match next {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    match at {
+        Value::Object(members) => members.remove(key).is_some(),
+        _ => false,
+    }
+}
+
+/// serde's "unknown field `portMapings`, expected one of `name`, `image`, ... (50 names)"
+/// as "unknown field `portMapings` (did you mean `portMappings`?)" when one name is close;
+/// else as serde says it.
+fn unknown_field_message(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((field, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let near = known
+        .iter()
+        .map(|k| {
+            (
+                edit_distance(&field.to_ascii_lowercase(), &k.to_ascii_lowercase()),
+                *k,
+            )
+        })
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d);
+    match near {
+        Some((_, k)) => format!("unknown field `{field}` (did you mean `{k}`?)"),
+        None => message.to_string(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 fn path_error(format: &'static str, path: String, message: String) -> TaskDefError {
@@ -2229,6 +2492,195 @@ containerDefinitions:
                 "logConfiguration"
             ]
         );
+    }
+
+    #[test]
+    fn describe_output_reads_back_without_its_read_only_fields() {
+        let mut described = sample();
+        described["taskDefinitionArn"] =
+            json!("arn:aws:ecs:us-east-1:123456789012:task-definition/webserver:7");
+        described["revision"] = json!(7);
+        described["status"] = json!("ACTIVE");
+        described["requiresAttributes"] =
+            json!([{"name": "com.amazonaws.ecs.capability.docker-remote-api.1.18"}]);
+        described["compatibilities"] = json!(["EC2"]);
+        described["registeredAt"] = json!("2024-05-01T10:00:00.000Z");
+        described["registeredBy"] = json!("arn:aws:iam::123456789012:user/ci");
+        let read = super::read(&described.to_string()).expect("describe's definition");
+        assert_eq!(read.definition, from_value(sample()));
+        assert_eq!(
+            read.dropped,
+            [
+                "taskDefinitionArn",
+                "revision",
+                "status",
+                "requiresAttributes",
+                "compatibilities",
+                "registeredAt",
+                "registeredBy"
+            ]
+        );
+        assert!(!read.unwrapped);
+
+        // The whole answer, tags beside the definition (describe --include TAGS), and ecrl's
+        // own ignoredFields; in YAML too.
+        let answer = json!({
+            "taskDefinition": described,
+            "tags": [{"key": "team", "value": "web"}],
+            "ignoredFields": ["executionRoleArn"]
+        });
+        let read = super::read(&answer.to_string()).expect("describe's answer");
+        assert!(read.unwrapped);
+        assert_eq!(read.dropped.len(), 7);
+        let mut tagged = sample();
+        tagged["tags"] = json!([{"key": "team", "value": "web"}]);
+        assert_eq!(read.definition, from_value(tagged.clone()));
+        let yaml = serde_yaml::to_string(&answer).expect("yaml");
+        assert_eq!(
+            super::read(&yaml).expect("yaml answer").definition,
+            from_value(tagged)
+        );
+
+        // Plain input drops nothing.
+        let read = super::read(SAMPLE_JSON).expect("sample");
+        assert!(read.dropped.is_empty() && !read.unwrapped);
+    }
+
+    #[test]
+    fn the_wrapper_takes_tags_only_and_paths_name_it() {
+        let answer = json!({"taskDefinition": sample(), "nextToken": "x"});
+        let errs = read(&answer.to_string()).expect_err("unknown sibling").0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "nextToken");
+        let mut tagged = sample();
+        tagged["tags"] = json!([{"key": "a", "value": "1"}]);
+        let answer = json!({"taskDefinition": tagged, "tags": [{"key": "a", "value": "2"}]});
+        let errs = read(&answer.to_string()).expect_err("two tag lists").0;
+        assert_eq!(errs[0].path, "tags");
+        let mut bad = sample();
+        bad["containerDefinitions"][0]["portMapings"] = json!([]);
+        let errs = read(&json!({"taskDefinition": bad}).to_string())
+            .expect_err("unknown inside")
+            .0;
+        assert_eq!(
+            errs[0].path,
+            "taskDefinition.containerDefinitions[0].portMapings"
+        );
+        let errs = read(r#"{"taskDefinition": []}"#)
+            .expect_err("not an object")
+            .0;
+        assert_eq!(errs[0].path, "taskDefinition");
+    }
+
+    #[test]
+    fn every_unknown_field_is_reported_at_once() {
+        let mut v = sample();
+        v["familyName"] = json!("x");
+        v["containerDefinitions"][0]["portMapings"] = json!([]);
+        v["containerDefinitions"][1]["healthCheck"] =
+            json!({"command": ["CMD", "true"], "intervalSeconds": 5});
+        v["containerDefinitions"][1]["restart"] = json!("always");
+        let errs = read(&v.to_string()).expect_err("unknown fields").0;
+        let mut paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                "containerDefinitions[0].portMapings",
+                "containerDefinitions[1].healthCheck.intervalSeconds",
+                "containerDefinitions[1].restart",
+                "familyName"
+            ]
+        );
+        let shown = TaskDefErrors(errs).to_string();
+        assert!(
+            shown.contains(
+                "containerDefinitions[0].portMapings: unknown field `portMapings` \
+                 (did you mean `portMappings`?)"
+            ),
+            "{shown}"
+        );
+        assert_eq!(shown.lines().count(), 4, "{shown}");
+
+        // With a type error after them, that comes too; YAML alike.
+        let yaml = SAMPLE_YAML
+            .replace(
+                "    essential: false\n",
+                "    essential: false\n    restart: always\n",
+            )
+            .replace("containerPort: 80", "containerPort: eighty");
+        let errs = read(&yaml).expect_err("yaml").0;
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["containerDefinitions[0].portMappings[0].containerPort",],
+            "the type error stops the reading: {errs:?}"
+        );
+        let yaml = SAMPLE_YAML
+            .replace(
+                "    essential: false\n",
+                "    essential: false\n    restart: always\n",
+            )
+            .replace(
+                "    essential: true\n",
+                "    essential: true\n    restrat: no\n",
+            );
+        let errs = read(&yaml).expect_err("yaml").0;
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs.iter().all(|e| e.format == "yaml"));
+    }
+
+    #[test]
+    fn empty_ignored_fields_are_not_listed() {
+        let mut v = sample();
+        let obj = v.as_object_mut().expect("object");
+        obj.remove("executionRoleArn");
+        obj.remove("requiresCompatibilities");
+        v["placementConstraints"] = json!([]);
+        v["inferenceAccelerators"] = json!([]);
+        v["proxyConfiguration"] = json!({});
+        v["requiresCompatibilities"] = json!([]);
+        v["enableFaultInjection"] = json!(false);
+        v["taskRoleArn"] = json!("");
+        v["volumes"][0]["configuredAtLaunch"] = json!(false);
+        v["containerDefinitions"][0]["logConfiguration"] = json!(null);
+        v["containerDefinitions"][0]["secrets"] = json!([]);
+        v["containerDefinitions"][1]["resourceRequirements"] = json!([]);
+        v["containerDefinitions"][1]["credentialSpecs"] = json!([]);
+        let def = from_value(v.clone());
+        assert_eq!(def.ignored_fields(), Vec::<&str>::new());
+        v["placementConstraints"] = json!([{"type": "memberOf", "expression": "x"}]);
+        v["enableFaultInjection"] = json!(true);
+        assert_eq!(
+            from_value(v).ignored_fields(),
+            ["placementConstraints", "enableFaultInjection"]
+        );
+    }
+
+    #[test]
+    fn a_deeply_nested_definition_is_refused_quickly() {
+        let depth = 100_000;
+        let labels = format!("{}\"x\"{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+        let json = format!(
+            r#"{{"family":"f","containerDefinitions":[{{"name":"a","image":"b","memory":8,"dockerLabels":{labels}}}]}}"#
+        );
+        let yaml = format!(
+            "family: f\ncontainerDefinitions:\n  - name: a\n    image: b\n    dockerLabels: {labels}\n"
+        );
+        let started = std::time::Instant::now();
+        for (text, format) in [(json, "json"), (yaml, "yaml")] {
+            let err = parse(&text).expect_err("too deep");
+            assert_eq!(err.format, format);
+            assert!(err.message.contains("nested more than 127 deep"), "{err}");
+        }
+        // Block style nests without brackets: serde_yaml's own limit, in the same words.
+        let dashes = format!(
+            "family: f\ncontainerDefinitions:\n  {}x\n",
+            "- ".repeat(1000)
+        );
+        let err = parse(&dashes).expect_err("too deep");
+        assert!(err.message.contains("nested more than 127 deep"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -787,3 +787,107 @@ fn attach_and_detach_both_confirm_unless_quiet() {
         .ecrl_ok(&["auth", "policy", "list", "ci", "--output", "json"]);
     assert!(!list.contains("pull"), "{list}");
 }
+
+/// A policy as AWS's documentation and consoles write them: its own account and region.
+fn copied_from_aws() -> Value {
+    serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "PullApp", "Effect": "Allow",
+         "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+         "Resource": "arn:aws:ecr:us-east-1:123456789012:repository/team/app"},
+        {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"}]})
+}
+
+#[test]
+fn policies_naming_another_account_or_region_warn_until_the_config_says_so() {
+    let env = Env::with_anonymous("none");
+    let daemon = env.spawn_daemon(&[]);
+    env.ecrl_ok(&["auth", "user", "create", "ci"]);
+    env.ecrl_ok(&["repo", "create", "team/app"]);
+    let path = env.path().join("pull-app.json");
+    std::fs::write(&path, copied_from_aws().to_string()).unwrap();
+    let file = path.to_str().unwrap();
+
+    let out = env.ecrl(&["auth", "policy", "attach", "ci", file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "policy pull-app attached to user ci\n");
+    let warning = stderr(&out);
+    assert_eq!(warning.lines().count(), 1, "{warning}");
+    for needle in [
+        "warning: Statement[0].Resource: statement \"PullApp\": \
+         \"arn:aws:ecr:us-east-1:123456789012:repository/team/app\" can never match here \
+         (its region is \"us-east-1\", not \"local\")",
+        "ecrl's ARNs are arn:aws:ecr:local:",
+        ":repository/NAME",
+        "set region and account_id in ecrl's config file",
+    ] {
+        assert!(warning.contains(needle), "{needle:?} in {warning}");
+    }
+    // The same words in --output json, for scripts.
+    let json: Value = serde_json::from_str(
+        &env.ecrl_ok(&["auth", "policy", "attach", "ci", file, "--output", "json"]),
+    )
+    .unwrap();
+    assert_eq!(json["Warnings"].as_array().unwrap().len(), 1, "{json}");
+    // What the warning is about: the statement allows nothing here.
+    let out = env.ecrl(&["auth", "simulate", "ci", "ecr:BatchGetImage", "team/app"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+
+    let repo_policy = env.path().join("repo.json");
+    std::fs::write(
+        &repo_policy,
+        serde_json::json!({"Version": "2012-10-17", "Statement": [{
+            "Sid": "CrossAccount", "Effect": "Allow", "Principal": "*",
+            "Action": "ecr:BatchGetImage",
+            "Resource": "arn:aws:ecr:us-east-1:123456789012:repository/team/app"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let out = env.ecrl(&[
+        "repo",
+        "policy",
+        "set",
+        "team/app",
+        "-f",
+        repo_policy.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: Statement[0].Resource: statement \"CrossAccount\""),
+        "{}",
+        stderr(&out)
+    );
+    drop(daemon);
+
+    // The policy's own region and account in the config file: its ARNs are ecrl's now.
+    let config = env.write_config("region: us-east-1\naccount_id: '123456789012'\n");
+    let _daemon = env.spawn_daemon(&["--config", config.to_str().unwrap()]);
+    let out = env.ecrl(&["auth", "policy", "attach", "ci", file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    let repo: Value =
+        serde_json::from_str(&env.ecrl_ok(&["repo", "describe", "team/app", "--output", "json"]))
+            .unwrap();
+    let text = repo.to_string();
+    assert!(
+        text.contains("arn:aws:ecr:us-east-1:123456789012:repository/team/app"),
+        "{text}"
+    );
+    let decision = env.ecrl_ok(&["auth", "simulate", "ci", "ecr:BatchGetImage", "team/app"]);
+    assert!(
+        decision.starts_with("ALLOW by statement \"PullApp\""),
+        "{decision}"
+    );
+}
+
+#[test]
+fn an_account_id_that_is_not_twelve_digits_stops_the_daemon_with_a_clear_error() {
+    let env = Env::new();
+    let config = env.write_config("account_id: 12345\n");
+    let out = env.ecrl(&["daemon", "start", "--config", config.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(
+        err.contains("account_id \"12345\" is not an AWS account id: 12 digits"),
+        "{err}"
+    );
+}

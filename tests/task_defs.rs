@@ -621,3 +621,177 @@ fn overrides_that_break_the_rules_are_refused_at_run() {
         stderr(&out)
     );
 }
+
+/// `taskDefinition` of a describe answer without what ECS sets per revision.
+fn content(described: &Value) -> Value {
+    let mut td = described["taskDefinition"].clone();
+    for field in ["taskDefinitionArn", "revision", "registeredAt", "status"] {
+        td.as_object_mut().unwrap().remove(field);
+    }
+    td
+}
+
+#[test]
+fn what_describe_prints_registers_again_as_it_is() {
+    let env = Env::new();
+    env.start();
+    let first = write(
+        &env,
+        "web.json",
+        r#"{"family":"web","executionRoleArn":"arn:aws:iam::123456789012:role/exec",
+            "tags":[{"key":"team","value":"web"}],
+            "containerDefinitions":[{"name":"app","image":"team/web:1","memory":64,
+              "environmentFiles":[{"value":"app.env","type":"s3"}],
+              "portMappings":[{"containerPort":80}]}]}"#,
+    );
+    assert_eq!(register(&env, &first), "web:1");
+    let original = json_of(&env, &["task", "describe", "web:1"]);
+
+    for (output, name, revision) in [("json", "described.json", 2), ("yaml", "described.yaml", 3)] {
+        let text = env.ecrl_ok(&["task", "describe", "web:1", "--output", output]);
+        let file = write(&env, name, &text);
+        let out = env.ecrl(&["task", "register", "-f", file.to_str().unwrap()]);
+        assert!(out.status.success(), "{output}: {}", stderr(&out));
+        assert_eq!(stdout(&out), format!("web:{revision}\n"));
+        let warning = stderr(&out);
+        assert!(
+            warning.contains("left out the read-only fields ECS sets on a registered revision (as describe-task-definition prints them): taskDefinitionArn, revision, status, registeredAt"),
+            "{warning}"
+        );
+        let again = json_of(&env, &["task", "describe", &format!("web:{revision}")]);
+        assert_eq!(content(&again), content(&original), "{output}");
+        assert_eq!(again["tags"], original["tags"]);
+        assert_eq!(again["ignoredFields"], original["ignoredFields"]);
+    }
+}
+
+#[test]
+fn aws_describe_task_definition_output_registers_with_one_warning() {
+    let env = Env::new();
+    env.start();
+    // As `aws ecs describe-task-definition --include TAGS` prints it (CI repositories keep it
+    // as .aws/task-definition.json), empty lists and all.
+    let aws = write(
+        &env,
+        "task-definition.json",
+        r#"{
+  "taskDefinition": {
+    "taskDefinitionArn": "arn:aws:ecs:us-east-1:123456789012:task-definition/site:12",
+    "containerDefinitions": [{
+      "name": "site", "image": "nginx:1.27", "cpu": 0, "memory": 128,
+      "portMappings": [{"containerPort": 80, "hostPort": 80, "protocol": "tcp"}],
+      "essential": true, "environment": [], "mountPoints": [], "volumesFrom": [],
+      "systemControls": []
+    }],
+    "family": "site",
+    "networkMode": "awsvpc",
+    "revision": 12,
+    "volumes": [],
+    "status": "ACTIVE",
+    "requiresAttributes": [{"name": "com.amazonaws.ecs.capability.task-eni"}],
+    "placementConstraints": [],
+    "compatibilities": ["EC2", "FARGATE"],
+    "cpu": "256",
+    "memory": "512",
+    "registeredAt": "2024-06-01T12:00:00.000000+00:00",
+    "registeredBy": "arn:aws:iam::123456789012:user/ci",
+    "enableFaultInjection": false
+  },
+  "tags": [{"key": "env", "value": "prod"}]
+}"#,
+    );
+    let out = env.ecrl(&["task", "register", "-f", aws.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "site:1\n");
+    // One warning, naming the dropped fields; nothing about empty lists or false.
+    let warning = stderr(&out);
+    assert_eq!(warning.lines().count(), 1, "{warning}");
+    assert!(
+        warning.contains(
+            "taskDefinitionArn, revision, status, requiresAttributes, compatibilities, \
+             registeredAt, registeredBy"
+        ),
+        "{warning}"
+    );
+    let described = json_of(&env, &["task", "describe", "site"]);
+    assert_eq!(
+        described["tags"],
+        serde_json::json!([{"key": "env", "value": "prod"}])
+    );
+    assert!(described.get("ignoredFields").is_none(), "{described}");
+    assert_eq!(
+        described["taskDefinition"]["placementConstraints"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn every_unknown_field_is_reported_in_one_error() {
+    let env = Env::new();
+    env.start();
+    let file = write(
+        &env,
+        "typos.json",
+        r#"{"family":"web","familyName":"x","containerDefinitions":[
+            {"name":"a","image":"b","memory":8,"portMapings":[],"enviroment":[]},
+            {"name":"c","image":"d","memory":8,"healthCheck":{"command":["CMD","true"],"intervalSeconds":5}}]}"#,
+    );
+    let err = assert_refused(
+        &env,
+        &file,
+        &[
+            "familyName: unknown field `familyName`",
+            "containerDefinitions[0].portMapings: unknown field `portMapings` (did you mean `portMappings`?)",
+            "containerDefinitions[0].enviroment: unknown field `enviroment` (did you mean `environment`?)",
+            "containerDefinitions[1].healthCheck.intervalSeconds: unknown field `intervalSeconds`",
+        ],
+    );
+    assert!(err.contains("typos.json (4 errors):"), "{err}");
+    let out = register_stdin(
+        &env,
+        "family: web\ncontainerDefinitions:\n  - name: a\n    imag: b\n    memroy: 8\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("stdin (3 errors):"), "{err}");
+    assert!(err.contains("containerDefinitions[0].imag"), "{err}");
+    assert!(err.contains("containerDefinitions[0].memroy"), "{err}");
+    assert!(err.contains("missing field `image`"), "{err}");
+    assert!(families(&env, &[]).is_empty());
+}
+
+#[test]
+fn a_deeply_nested_file_is_refused_at_once_in_json_and_yaml() {
+    let env = Env::new();
+    env.start();
+    let depth = 100_000;
+    let labels = format!("{}\"x\"{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+    let json = write(
+        &env,
+        "deep.json",
+        &format!(
+            r#"{{"family":"f","containerDefinitions":[{{"name":"a","image":"b","memory":8,"dockerLabels":{labels}}}]}}"#
+        ),
+    );
+    let yaml = write(
+        &env,
+        "deep.yaml",
+        &format!("family: f\ncontainerDefinitions:\n  - name: a\n    image: b\n    dockerLabels: {labels}\n"),
+    );
+    for file in [json, yaml] {
+        let started = std::time::Instant::now();
+        let out = env.ecrl(&["task", "register", "-f", file.to_str().unwrap()]);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(
+            err.contains("lists and objects are nested more than 127 deep (at line"),
+            "{err}"
+        );
+    }
+    assert!(families(&env, &[]).is_empty());
+}

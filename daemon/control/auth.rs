@@ -8,7 +8,7 @@ use crate::metadata::MetaError;
 use ecrl::api::auth::*;
 use ecrl::api::{ApiError, Empty, ErrorCode};
 use ecrl::names::RepoName;
-use ecrl::policy::PolicyKind;
+use ecrl::policy::{Policy, PolicyKind};
 use ecrl::timestamp;
 
 pub fn routes(router: axum::Router<Shared>) -> axum::Router<Shared> {
@@ -179,8 +179,10 @@ async fn get_token(state: Shared, _peer: Peer, r: TokenRequest) -> Result<TokenR
     })
 }
 
-/// Checks a policy document of a kind.
-fn check_policy(text: &str, kind: PolicyKind) -> Result<(), ApiError> {
+/// Checks a policy document of a kind; answers its warnings: what is valid but probably not
+/// meant, above all resources that can never match this registry's ARNs (a policy copied
+/// from AWS names its own account and region, and would silently grant nothing here).
+fn check_policy(state: &Shared, text: &str, kind: PolicyKind) -> Result<Vec<String>, ApiError> {
     decide::validate(text, kind).map_err(|errors| {
         invalid(format!(
             "the policy is invalid ({} error{}):\n{}",
@@ -188,7 +190,14 @@ fn check_policy(text: &str, kind: PolicyKind) -> Result<(), ApiError> {
             if errors.len() == 1 { "" } else { "s" },
             errors.join("\n")
         ))
-    })
+    })?;
+    let policy = Policy::parse(text, kind).map_err(|e| invalid(e.to_string()))?;
+    Ok(policy
+        .foreign_resources(&state.config.region, state.meta.account_id())
+        .into_iter()
+        .chain(policy.warnings())
+        .map(|w| w.to_string())
+        .collect())
 }
 
 async fn attach_policy(
@@ -203,7 +212,7 @@ async fn attach_policy(
             r.policy_name
         )));
     }
-    check_policy(&r.policy_document, PolicyKind::Identity)?;
+    let warnings = check_policy(&state, &r.policy_document, PolicyKind::Identity)?;
     state
         .meta
         .put_user_policy(
@@ -217,6 +226,7 @@ async fn attach_policy(
         user_name: r.user_name,
         policy_name: r.policy_name,
         policy_document: r.policy_document,
+        warnings,
     })
 }
 
@@ -248,6 +258,7 @@ async fn list_policies(
                 user_name: r.user_name.clone(),
                 policy_name: name.clone(),
                 policy_document: doc.clone(),
+                warnings: Vec::new(),
             })
             .collect(),
     })
@@ -309,7 +320,7 @@ async fn set_repo_policy(
     r: SetRepositoryPolicyRequest,
 ) -> Result<RepositoryPolicy, ApiError> {
     let repo = repo_name(&r.repository_name)?;
-    check_policy(&r.policy_text, PolicyKind::Repository)?;
+    let warnings = check_policy(&state, &r.policy_text, PolicyKind::Repository)?;
     state
         .meta
         .set_repository_policy(repo.clone(), Some(r.policy_text.clone()))
@@ -319,6 +330,7 @@ async fn set_repo_policy(
         registry_id: state.meta.account_id().to_string(),
         repository_name: repo.to_string(),
         policy_text: r.policy_text,
+        warnings,
     })
 }
 
@@ -345,6 +357,7 @@ async fn get_repo_policy(
         registry_id: state.meta.account_id().to_string(),
         repository_name: repo.to_string(),
         policy_text: text,
+        warnings: Vec::new(),
     })
 }
 
@@ -373,6 +386,7 @@ async fn delete_repo_policy(
         registry_id: state.meta.account_id().to_string(),
         repository_name: repo.to_string(),
         policy_text: old,
+        warnings: Vec::new(),
     })
 }
 
@@ -388,7 +402,7 @@ async fn put_registry_policy(
     _peer: Peer,
     r: RegistryPolicyText,
 ) -> Result<RegistryPolicy, ApiError> {
-    check_policy(&r.policy_text, PolicyKind::Registry)?;
+    let warnings = check_policy(&state, &r.policy_text, PolicyKind::Registry)?;
     state
         .meta
         .set_registry_policy(Some(r.policy_text.clone()))
@@ -397,6 +411,7 @@ async fn put_registry_policy(
     Ok(RegistryPolicy {
         registry_id: state.meta.account_id().to_string(),
         policy_text: r.policy_text,
+        warnings,
     })
 }
 
@@ -415,6 +430,7 @@ async fn get_registry_policy(
     Ok(RegistryPolicy {
         registry_id: state.meta.account_id().to_string(),
         policy_text: text,
+        warnings: Vec::new(),
     })
 }
 
@@ -432,5 +448,6 @@ async fn delete_registry_policy(
     Ok(RegistryPolicy {
         registry_id: state.meta.account_id().to_string(),
         policy_text: old,
+        warnings: Vec::new(),
     })
 }

@@ -250,9 +250,19 @@ impl Metadata {
         })
     }
 
-    /// The 12-digit account id this registry was given at its first start (ECR's registryId).
+    /// The 12-digit account id in ARNs (ECR's registryId): the config file's `account_id`
+    /// when it sets one, else the one this registry was given at its first start.
     pub fn account_id(&self) -> &str {
         &self.account_id
+    }
+
+    /// Uses `account_id` (the config file's) instead of the stored one, which is kept for
+    /// when the setting goes again.
+    pub fn with_account_id(mut self, account_id: Option<String>) -> Self {
+        if let Some(id) = account_id {
+            self.account_id = id;
+        }
+        self
     }
 
     /// The key that signs registry login tokens (made at first start, never shown).
@@ -1027,6 +1037,15 @@ mod tests {
         };
         let meta = open(dir.path());
         assert_eq!(meta.account_id(), account);
+        let configured = open(dir.path()).with_account_id(Some("123456789012".into()));
+        assert_eq!(configured.account_id(), "123456789012");
+        drop(configured);
+        let meta = open(dir.path()).with_account_id(None);
+        assert_eq!(
+            meta.account_id(),
+            account,
+            "the stored one, when unset again"
+        );
         let index = meta.read();
         let r = &index.repos[&repo];
         assert_eq!(r.blobs[&Digest::from_bytes([9; 32])], 42);

@@ -174,6 +174,11 @@ pub struct UserPolicy {
     pub user_name: String,
     pub policy_name: String,
     pub policy_document: String,
+    /// Things that are valid but probably not meant (a resource of another account or region,
+    /// an action ecrl does not know), each `path: message`; only when the policy is set
+    /// (ecrl's addition, as `ignoredFields` is to a task definition's answer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// `POST /v1/auth/policies/detach` (IAM DeleteUserPolicy).
@@ -275,6 +280,11 @@ pub struct RepositoryPolicy {
     pub registry_id: String,
     pub repository_name: String,
     pub policy_text: String,
+    /// Things that are valid but probably not meant (a resource of another account or region,
+    /// an action ecrl does not know), each `path: message`; only when the policy is set
+    /// (ecrl's addition, as `ignoredFields` is to a task definition's answer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// `GET /v1/repositories/policy/get` (ECR GetRepositoryPolicy).
@@ -325,6 +335,11 @@ pub struct RegistryPolicyText {
 pub struct RegistryPolicy {
     pub registry_id: String,
     pub policy_text: String,
+    /// Things that are valid but probably not meant (a resource of another account or region,
+    /// an action ecrl does not know), each `path: message`; only when the policy is set
+    /// (ecrl's addition, as `ignoredFields` is to a task definition's answer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// `GET /v1/registry/policy/get` (ECR GetRegistryPolicy).
