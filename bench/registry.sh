@@ -3,8 +3,11 @@
 # (blobs encrypted at rest) and with `--encryption none`, and against CNCF distribution
 # (Debian's docker-registry), one after the other in one session, then the side-by-side table.
 #
-# Usage: bench/registry.sh [RUNS] [TARGETS]   TARGETS: any of ecrl,plain,distribution
-# (default all three). Each target gets a fresh data dir. Results: /tmp/ecrl-bench/*.json.
+# Usage: bench/registry.sh [RUNS] [TARGETS]   TARGETS: any of ecrl,plain,distribution,before
+# (default the first three). `before` is another build of ecrld on its defaults, at
+# $ECRLD_BEFORE (e.g. a release build of the previous commit in a git worktree), to measure
+# a change side by side in one session. Each target gets a fresh data dir. Results:
+# /tmp/ecrl-bench/*.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -46,9 +49,13 @@ measure() { # name, port: the bench against the registry just started as $pid, t
 run_ecrld() { # name, extra ecrld args...
     local name=$1
     shift
+    local ecrld=target/release/ecrld
+    if [ "$name" = before ]; then
+        ecrld=${ECRLD_BEFORE:?set ECRLD_BEFORE to the ecrld to compare with}
+    fi
     # Data dirs are removed only at the end: on this ext4 (no journal) creating files is
     # slower for minutes after mass deletes, which would handicap the next target.
-    ECRL_LOG=warn XDG_CONFIG_HOME="$work/config" target/release/ecrld --data-dir "$work/$name" \
+    ECRL_LOG=warn XDG_CONFIG_HOME="$work/config" "$ecrld" --data-dir "$work/$name" \
         --socket "$work/s.sock" --registry-addr 127.0.0.1:5070 --anonymous all "$@" \
         >"$work/$name.log" 2>&1 &
     pid=$!
@@ -85,6 +92,7 @@ for t in ${targets//,/ }; do
     disk "$t"
     case $t in
     ecrl) run_ecrld ecrl ;;
+    before) run_ecrld before ;;
     plain) run_ecrld plain --encryption none ;;
     distribution) run_distribution ;;
     *) echo "unknown target $t" >&2; exit 2 ;;
