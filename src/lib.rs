@@ -13,6 +13,7 @@ pub mod paths;
 pub mod policy;
 pub mod taskdef;
 pub mod timestamp;
+pub mod yaml;
 
 /// The crate version both binaries report.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
