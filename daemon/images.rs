@@ -8,17 +8,12 @@ use crate::metadata::{now_millis, Manifest, MetaError};
 use crate::storage::StoreError;
 use bytes::Bytes;
 use ecrl::names::{Digest, Reference, RepoName};
-use serde::Deserialize;
 use sha2::Digest as _;
-use std::collections::BTreeMap;
 
-/// The spec's limit on manifest size, which registries should enforce.
-pub const MAX_MANIFEST: usize = 4 * 1024 * 1024;
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub use ecrl::manifest::{
+    Descriptor, Doc, Kind, ManifestError, Platform, DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST,
+    OCI_INDEX, OCI_MANIFEST,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -37,88 +32,15 @@ pub enum ImageError {
     Store(#[from] StoreError),
 }
 
-/// A manifest as pushed, parsed leniently: only what validation and indexing need.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Doc {
-    pub schema_version: Option<i64>,
-    pub media_type: Option<String>,
-    pub artifact_type: Option<String>,
-    pub config: Option<Descriptor>,
-    pub layers: Option<Vec<Descriptor>>,
-    pub manifests: Option<Vec<Descriptor>>,
-    pub subject: Option<Descriptor>,
-    pub annotations: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Deserialize, Clone)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    pub media_type: Option<String>,
-    pub digest: String,
-    pub size: Option<i64>,
-    pub urls: Option<Vec<String>>,
-    pub platform: Option<Platform>,
-    pub annotations: Option<BTreeMap<String, String>>,
-}
-
-#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Descriptor {
-    pub fn parsed_digest(&self, what: &str) -> Result<Digest, ImageError> {
-        self.digest
-            .parse()
-            .map_err(|e| ImageError::Invalid(format!("{what}: {e}")))
+impl From<ManifestError> for ImageError {
+    fn from(e: ManifestError) -> Self {
+        ImageError::Invalid(e.0)
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Image,
-    Index,
-}
-
-pub fn kind_of(media_type: &str) -> Option<Kind> {
-    match media_type {
-        OCI_MANIFEST | DOCKER_MANIFEST => Some(Kind::Image),
-        OCI_INDEX | DOCKER_LIST => Some(Kind::Index),
-        _ => None,
-    }
-}
-
-/// Parses a manifest and settles its media type from the `Content-Type` it came with and the
-/// `mediaType` it declares.
+/// Parses a manifest and settles its media type (see [`ecrl::manifest::parse`]).
 pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<(Doc, String, Kind), ImageError> {
-    let invalid = |m: String| ImageError::Invalid(m);
-    let doc: Doc = serde_json::from_slice(body)
-        .map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
-    if doc.schema_version != Some(2) {
-        return Err(invalid("manifest schemaVersion must be 2".into()));
-    }
-    let media_type = match (content_type, &doc.media_type) {
-        (Some(header), Some(body)) if header != body => {
-            return Err(invalid(format!(
-                "Content-Type {header} does not match the manifest's mediaType {body}"
-            )))
-        }
-        (Some(header), _) => header.to_string(),
-        (None, Some(body)) => body.clone(),
-        // An OCI manifest may leave mediaType out; its shape says which it is.
-        (None, None) if doc.manifests.is_some() => OCI_INDEX.to_string(),
-        (None, None) => OCI_MANIFEST.to_string(),
-    };
-    let kind = kind_of(&media_type).ok_or_else(|| {
-        invalid(format!(
-            "unsupported manifest media type {media_type}: ecrl stores OCI image manifests and \
-             indexes and Docker schema 2 manifests and manifest lists"
-        ))
-    })?;
-    Ok((doc, media_type, kind))
+    Ok(ecrl::manifest::parse(content_type, body)?)
 }
 
 /// What a stored manifest turned out to be.

@@ -6,6 +6,8 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod http_range;
+pub mod manifest;
 pub mod names;
 pub mod nesting;
 pub mod paths;

@@ -528,4 +528,50 @@ mod tests {
         }
         assert_eq!(hosts.example(), Some("localhost:5611"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn round_trips<T: FromStr + fmt::Display + PartialEq + fmt::Debug>(
+            text: &str,
+        ) -> Result<(), TestCaseError> {
+            if let Ok(v) = text.parse::<T>() {
+                prop_assert_eq!(v.to_string(), text);
+                prop_assert_eq!(v.to_string().parse::<T>().ok(), Some(v));
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn whatever_parses_shows_back_as_itself(text in prop_oneof![
+                "[a-z0-9._/-]{0,40}",
+                "[a-z0-9._/-]{1,20}(:[A-Za-z0-9._-]{1,10}|@sha256:[0-9a-f]{64})?",
+                "sha256:[0-9a-fA-F]{62,66}",
+                any::<String>(),
+            ]) {
+                round_trips::<RepoName>(&text)?;
+                round_trips::<Tag>(&text)?;
+                round_trips::<Digest>(&text)?;
+                round_trips::<Reference>(&text)?;
+                round_trips::<ImageRef>(&text)?;
+            }
+
+            #[test]
+            fn every_digest_round_trips(bytes in any::<[u8; 32]>()) {
+                let d = Digest::from_bytes(bytes);
+                prop_assert_eq!(d.to_string().parse::<Digest>(), Ok(d));
+                let r: Reference = d.to_string().parse().unwrap();
+                prop_assert_eq!(r, Reference::Digest(d));
+            }
+
+            #[test]
+            fn valid_repository_names_never_make_paths_that_escape(name in "[a-z0-9._/-]{1,60}") {
+                if let Ok(n) = name.parse::<RepoName>() {
+                    prop_assert!(!n.as_str().split('/').any(|c| c.is_empty() || c == "." || c == ".."));
+                }
+            }
+        }
+    }
 }

@@ -753,6 +753,15 @@ fn read_document(text: &str) -> Result<Node, PolicyError> {
         Ok(node) => return Ok(node),
         Err(e) => e,
     };
+    // Before the YAML parser, whose time grows with the square of the depth.
+    if let Err(e) = crate::nesting::check_depth(text) {
+        let why = if text.trim_start().starts_with('{') {
+            format!("not valid JSON: {json_error}")
+        } else {
+            format!("not valid JSON or YAML: {e}")
+        };
+        return Err(PolicyError::new("", why));
+    }
     match serde_yaml::from_str::<Node>(text) {
         Ok(node) => Ok(node),
         // Text that starts like JSON was almost surely meant as JSON: the JSON parser's
@@ -4997,5 +5006,27 @@ Statement:
             r#"{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "ecr:*"}]}"#,
         );
         assert!(own.foreign_resources("local", "111122223333").is_empty());
+    }
+}
+
+/// Policy text arrives over the control API: hostile nesting (within the size the parser
+/// still reads, 8 times the limit) must be refused quickly, not keep the daemon busy.
+#[cfg(test)]
+mod hostile_input {
+    use super::*;
+
+    #[test]
+    fn deep_nesting_is_refused_quickly() {
+        for open in ["[", "{a: ", "{\"a\":"] {
+            let text = open.repeat(MAX_REPOSITORY_POLICY_CHARS * 8 / open.len());
+            let started = std::time::Instant::now();
+            let errors = validate(&text, PolicyKind::Repository);
+            assert!(errors.iter().any(|e| e.message.contains("not valid JSON")));
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(2),
+                "{:?} for {open}",
+                started.elapsed()
+            );
+        }
     }
 }

@@ -2702,3 +2702,54 @@ containerDefinitions:
         );
     }
 }
+
+/// Text from outside is hostile until parsed: deep nesting and YAML alias bombs must end in
+/// an error, quickly, not in a stack overflow or a blown memory limit.
+#[cfg(test)]
+mod hostile_input {
+    use super::*;
+
+    fn quickly_refused(text: &str) {
+        let started = std::time::Instant::now();
+        assert!(parse(text).is_err());
+        // Release builds take milliseconds; debug ones (and a busy machine) get slack.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?} for {:?}...",
+            started.elapsed(),
+            &text[..20.min(text.len())]
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error() {
+        for open in ["[", "{\"a\":", "- ", "{a: "] {
+            quickly_refused(&open.repeat(50_000));
+        }
+        let deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
+        quickly_refused(&format!(
+            r#"{{"family":"f","containerDefinitions":[],"placementConstraints":{deep}}}"#
+        ));
+        quickly_refused(&format!(
+            "family: f\ncontainerDefinitions: []\nplacementConstraints: {deep}\n"
+        ));
+    }
+
+    #[test]
+    fn yaml_alias_bombs_are_an_error() {
+        let mut bomb = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for (i, name) in "bcdefghi".chars().enumerate() {
+            let prev = (b'a' + i as u8) as char;
+            bomb.push_str(&format!(
+                "{name}: &{name} [{}]\n",
+                vec![format!("*{prev}"); 9].join(",")
+            ));
+        }
+        quickly_refused(&bomb);
+        quickly_refused(&format!(
+            "family: f\ncontainerDefinitions: []\nplacementConstraints: {{x: &x [1, 2]}}\n{bomb}"
+        ));
+    }
+}

@@ -263,23 +263,5 @@ where
 }
 
 fn decode<E: Endpoint>(uri: &Uri, body: &[u8]) -> Result<E::Request, ControlError> {
-    let decoded = match E::METHOD {
-        Method::Get => {
-            serde_urlencoded::from_str(uri.query().unwrap_or("")).map_err(|e| e.to_string())
-        }
-        Method::Post | Method::Delete => {
-            let body = if body.is_empty() {
-                b"{}".as_slice()
-            } else {
-                body
-            };
-            serde_json::from_slice(body).map_err(|e| e.to_string())
-        }
-    };
-    decoded.map_err(|e| {
-        ControlError(ApiError::new(
-            ErrorCode::InvalidParameter,
-            format!("invalid request to {}: {e}", E::PATH),
-        ))
-    })
+    ecrl::api::decode_request::<E>(uri.query(), body).map_err(ControlError)
 }

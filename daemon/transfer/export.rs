@@ -341,7 +341,9 @@ fn oci_manifest(
     match kind {
         Kind::Index => {
             for (i, child) in doc.manifests.unwrap_or_default().iter().enumerate() {
-                let d = child.parsed_digest("manifests[]").map_err(format_error)?;
+                let d = child
+                    .parsed_digest("manifests[]")
+                    .map_err(|e| format_error(e.into()))?;
                 let (bytes, digest, media_type) =
                     oci_manifest(&*manifest_of(&d)?, manifest_of, blob_size, items, seen)?;
                 if let Some(entry) = value["manifests"].get_mut(i) {
@@ -357,7 +359,9 @@ fn oci_manifest(
                 if d.urls.as_ref().is_some_and(|u| !u.is_empty()) {
                     continue;
                 }
-                let d = d.parsed_digest("descriptor").map_err(format_error)?;
+                let d = d
+                    .parsed_digest("descriptor")
+                    .map_err(|e| format_error(e.into()))?;
                 if seen.insert(d) {
                     items.push(Item::Blob(
                         format!("blobs/sha256/{}", d.hex()),

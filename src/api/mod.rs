@@ -48,6 +48,31 @@ pub trait Endpoint {
     type Response: Serialize + DeserializeOwned + Send + 'static;
 }
 
+/// Decodes a request to `E` as the daemon receives it: from the query string for `GET`,
+/// from the JSON body otherwise (an empty body is `{}`).
+pub fn decode_request<E: Endpoint>(
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<E::Request, ApiError> {
+    let decoded = match E::METHOD {
+        Method::Get => serde_urlencoded::from_str(query.unwrap_or("")).map_err(|e| e.to_string()),
+        Method::Post | Method::Delete => {
+            let body = if body.is_empty() {
+                b"{}".as_slice()
+            } else {
+                body
+            };
+            serde_json::from_slice(body).map_err(|e| e.to_string())
+        }
+    };
+    decoded.map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidParameter,
+            format!("invalid request to {}: {e}", E::PATH),
+        )
+    })
+}
+
 /// A request that carries no parameters.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Empty {}
