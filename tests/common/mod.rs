@@ -111,6 +111,14 @@ impl Env {
 
     /// [`Env::spawn_daemon`] with more environment variables (`DOCKER_HOST`, ...).
     pub fn spawn_daemon_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Daemon {
+        let mut command = self.ecrld_command(args);
+        command.envs(vars.iter().copied());
+        self.spawn_daemon_from(command)
+    }
+
+    /// Starts `ecrld` from a prepared command (from [`Env::ecrld_command`], with limits or
+    /// variables of the test's own), logging to a file in the environment.
+    pub fn spawn_daemon_from(&self, mut command: Command) -> Daemon {
         let log = std::fs::File::create(self.path().join(format!(
             "ecrld-{}.log",
             std::time::SystemTime::now()
@@ -119,9 +127,7 @@ impl Env {
                 .as_nanos()
         )))
         .unwrap();
-        let child = self
-            .ecrld_command(args)
-            .envs(vars.iter().copied())
+        let child = command
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
