@@ -320,3 +320,28 @@ fn a_request_with_both_content_length_and_chunked_is_refused_and_closed() {
     );
     assert!(response.starts_with("HTTP/1.1 202"), "{response}");
 }
+
+#[test]
+fn a_half_sent_head_does_not_hold_up_shutdown() {
+    let env = Env::new();
+    let (mut daemon, address) = daemon(&env, "registry:\n  head_timeout: 60s\n", None);
+    let mut partial = connect(&address);
+    partial
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut idle = connect(&address);
+    idle.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    assert!(idle.read(&mut buf).unwrap() > 0);
+    let asked = Instant::now();
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait(Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        asked.elapsed()
+    );
+    let (_, _) = read_to_close(&mut partial);
+}

@@ -584,6 +584,12 @@ async fn connection<I>(
             }
             return Poll::Ready(Ok(()));
         }
+        // hyper waits for a half-received head to finish; at shutdown it need not, once the
+        // last response is out (hyper flushed it in the poll above, or its write is blocked).
+        let flushed = conn.write_stalled_at.load(Relaxed) == 0;
+        if draining && conn.phase() != Phase::Busy && flushed {
+            return Poll::Ready(Ok(()));
+        }
         loop {
             let Some((deadline, why)) = conn.deadline(&conns.limits) else {
                 armed = None;
