@@ -79,7 +79,7 @@ pub fn raise_open_file_limit() -> std::io::Result<OpenFiles> {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let was = limit.rlim_cur as u64;
+        let was = limit.rlim_cur;
         if limit.rlim_cur < limit.rlim_max {
             limit.rlim_cur = limit.rlim_max;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
@@ -88,7 +88,7 @@ pub fn raise_open_file_limit() -> std::io::Result<OpenFiles> {
         }
         Ok(OpenFiles {
             was,
-            now: limit.rlim_cur as u64,
+            now: limit.rlim_cur,
         })
     }
 }
@@ -829,9 +829,11 @@ mod tests {
 
     #[test]
     fn caps_stay_below_the_open_file_limit() {
-        let mut config = ecrl::config::ConnectionLimits::default();
-        config.max_connections = 50_000;
-        config.max_connections_per_client = 30_000;
+        let mut config = ecrl::config::ConnectionLimits {
+            max_connections: 50_000,
+            max_connections_per_client: 30_000,
+            ..Default::default()
+        };
         let l = Limits::within(&config, 20_000, 0);
         assert_eq!(l.max_connections, 20_000 - FD_RESERVE as usize);
         assert_eq!(l.max_per_client, l.max_connections);
