@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// How long in-flight requests may run after shutdown begins.
@@ -346,7 +345,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     };
     let registry_listener = match &config.registry_addr {
         Some(addr) => Some(
-            TcpListener::bind(addr)
+            registry::conn::bind(addr)
                 .await
                 .with_context(|| format!("binding the registry to {addr}"))?,
         ),
@@ -354,7 +353,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     };
     let tls_listener = match (&config.tls, &tls_identity) {
         (Some(tls), Some(identity)) => {
-            let tcp = TcpListener::bind(&tls.addr)
+            let tcp = registry::conn::bind(&tls.addr)
                 .await
                 .with_context(|| format!("binding the HTTPS registry to {}", tls.addr))?;
             let addr = tcp.local_addr()?;

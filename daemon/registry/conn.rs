@@ -118,6 +118,31 @@ impl Limits {
     }
 }
 
+/// Connections the kernel may queue for the registry before ecrld accepts them (the kernel
+/// caps it at net.core.somaxconn). With tokio's default of 1024, a burst of connections
+/// overflowed the queue, and a client whose connection attempt is dropped tries again only
+/// after a second.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a registry listener (`host:port`) with [`LISTEN_BACKLOG`].
+pub async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut failure = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(e) => failure = Some(e),
+        }
+    }
+    Err(failure.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    }))
+}
+
 /// A connection accepted by a listener the registry serves.
 pub trait Listener: axum::serve::Listener<Addr = SocketAddr> {
     /// Whether its connections are HTTPS (challenges name the scheme).
@@ -302,6 +327,11 @@ pub struct Conns {
     limits: Limits,
     start: Instant,
     table: Mutex<Table>,
+    /// Connections whose task still runs (and so whose descriptor is still open), shed ones
+    /// included until they are gone.
+    live: AtomicUsize,
+    /// Told when a connection's task ends while the accept loop may be waiting for one.
+    gone: tokio::sync::Notify,
     /// Connections open at most since memory was last handed back.
     peak: AtomicUsize,
     shed: AtomicU64,
@@ -314,6 +344,8 @@ impl Conns {
             limits,
             start: Instant::now(),
             table: Mutex::new(Table::default()),
+            live: AtomicUsize::new(0),
+            gone: tokio::sync::Notify::new(),
             peak: AtomicUsize::new(0),
             shed: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -377,6 +409,7 @@ impl Conns {
             requests: AtomicU64::new(0),
             ambiguous: AtomicU64::new(u64::MAX),
         });
+        self.live.fetch_add(1, Relaxed);
         table.all.open += 1;
         table.all.push(&conn);
         let client = table.clients.entry(addr).or_default();
@@ -406,6 +439,29 @@ impl Conns {
     fn close(&self, conn: &ConnState) {
         if let Ok(mut table) = self.table.lock() {
             table.release(conn);
+        }
+        if self.live.fetch_sub(1, Relaxed) >= self.most_live() {
+            self.gone.notify_waiters();
+        }
+    }
+
+    /// Descriptors of connections that may be open at once: the cap, and a few shed
+    /// connections whose tasks have not closed them yet (out of [`FD_RESERVE`]).
+    fn most_live(&self) -> usize {
+        const SHED_NOT_YET_CLOSED: usize = 64;
+        self.limits.max_connections + SHED_NOT_YET_CLOSED
+    }
+
+    /// Waits until a connection may be accepted without more descriptors open than
+    /// [`Self::most_live`]: when connections are shed faster than their tasks close them,
+    /// accepting on would run out of descriptors (and the store and database with it).
+    async fn room(&self) {
+        loop {
+            let gone = self.gone.notified();
+            if self.live.load(Relaxed) < self.most_live() {
+                return;
+            }
+            gone.await;
         }
     }
 
@@ -460,7 +516,10 @@ pub async fn serve<L: Listener>(
     let mut last_warning: Option<Instant> = None;
     loop {
         let (io, peer) = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = async {
+                conns.room().await;
+                listener.accept().await
+            } => accepted,
             _ = shutdown.cancelled() => break,
         };
         let (conn, admission) = conns.admit(peer.ip());
