@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// How long in-flight requests may run after shutdown begins.
@@ -297,6 +296,31 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         Err(e) => tracing::warn!("cannot sweep blobs no repository holds: {e}"),
     }
 
+    let open_files = registry::conn::raise_open_file_limit().unwrap_or_else(|e| {
+        tracing::warn!("cannot read or raise the open-file limit: {e}");
+        let unknown = 1024;
+        registry::conn::OpenFiles {
+            was: unknown,
+            now: unknown,
+        }
+    });
+    // TLS handshakes in progress hold descriptors before their connections count.
+    let handshakes = if config.tls.is_some() {
+        tls::MAX_HANDSHAKES as u64
+    } else {
+        0
+    };
+    let limits = registry::conn::Limits::within(&config.connections, open_files.now, handshakes);
+    tracing::info!(
+        open_files = open_files.now,
+        raised_from = open_files.was,
+        reserved = registry::conn::FD_RESERVE + handshakes,
+        max_connections = limits.max_connections,
+        max_per_client = limits.max_per_client,
+        "registry connection limits"
+    );
+    let conns = registry::conn::Conns::new(limits);
+
     // Certificates before any port: a bad certificate or key stops start-up with nothing bound.
     let tls_identity = match &config.tls {
         Some(tls) => Some(tokio::task::block_in_place(|| tls::identity(tls))?),
@@ -304,7 +328,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     };
     let registry_listener = match &config.registry_addr {
         Some(addr) => Some(
-            TcpListener::bind(addr)
+            registry::conn::bind(addr)
                 .await
                 .with_context(|| format!("binding the registry to {addr}"))?,
         ),
@@ -312,7 +336,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     };
     let tls_listener = match (&config.tls, &tls_identity) {
         (Some(tls), Some(identity)) => {
-            let tcp = TcpListener::bind(&tls.addr)
+            let tcp = registry::conn::bind(&tls.addr)
                 .await
                 .with_context(|| format!("binding the HTTPS registry to {}", tls.addr))?;
             let addr = tcp.local_addr()?;
@@ -396,6 +420,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         );
     }
     tokio::spawn(housekeeping(state.clone()));
+    tokio::spawn(conns.clone().trim_after_floods(shutdown.clone()));
     // Tasks a previous daemon left running are supervised again (once the engine answers).
     {
         let state = state.clone();
@@ -414,14 +439,24 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     if let Some(listener) = registry_listener {
         servers.push((
             "registry",
-            tokio::spawn(registry::serve(listener, state.clone(), shutdown.clone())),
+            tokio::spawn(registry::serve(
+                listener,
+                state.clone(),
+                conns.clone(),
+                shutdown.clone(),
+            )),
         ));
     }
     if let Some((tcp, server)) = tls_listener {
         let listener = tls::TlsListener::new(tcp, server.config, shutdown.clone())?;
         servers.push((
             "HTTPS registry",
-            tokio::spawn(registry::serve(listener, state.clone(), shutdown.clone())),
+            tokio::spawn(registry::serve(
+                listener,
+                state.clone(),
+                conns.clone(),
+                shutdown.clone(),
+            )),
         ));
     }
     let off = || "off".to_string();

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Handshakes in progress at once; further connections wait in the kernel's backlog.
-const MAX_HANDSHAKES: usize = 256;
+pub const MAX_HANDSHAKES: usize = 256;
 
 /// How long ecrld's CA is valid.
 const CA_VALIDITY: time::Duration = time::Duration::days(10 * 365);
@@ -445,7 +445,7 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8], mode: u32) -> std::io
     result
 }
 
-/// A TLS listener for `axum::serve`: accepted TCP connections complete their handshake in
+/// A TLS listener for `registry::serve`: accepted TCP connections complete their handshake in
 /// their own tasks (each within [`HANDSHAKE_TIMEOUT`]), and only finished ones are handed to
 /// the HTTP server, so one slow client never holds up the others.
 pub struct TlsListener {
@@ -455,7 +455,7 @@ pub struct TlsListener {
 
 impl TlsListener {
     /// Starts accepting on `tcp`. Accepting stops when `shutdown` is cancelled or the
-    /// listener is dropped (as `axum::serve` does when it stops).
+    /// listener is dropped (as `registry::serve` does when it stops).
     pub fn new(
         tcp: TcpListener,
         config: Arc<ServerConfig>,
@@ -481,8 +481,8 @@ impl axum::serve::Listener for TlsListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.ready.recv().await {
             Some(connection) => connection,
-            // The accept loop stopped (shutdown): nothing more comes; axum::serve ends on the
-            // same shutdown signal.
+            // The accept loop stopped (shutdown): nothing more comes; registry::serve ends on
+            // the same shutdown signal.
             None => std::future::pending().await,
         }
     }

@@ -277,6 +277,19 @@ pub struct RegistryFileConfig {
     pub deleted_blob_grace: Option<String>,
     /// `none` (default), `pull` or `all`: what needs no credentials.
     pub anonymous: Option<Anonymous>,
+    /// How long a client may take to send a request's head (default 10s).
+    pub head_timeout: Option<String>,
+    /// How long a request body may send nothing while the registry waits for it (60s).
+    pub body_timeout: Option<String>,
+    /// How long a keep-alive connection may wait for its next request (60s).
+    pub idle_timeout: Option<String>,
+    /// How long a response may wait for a client that does not read it (60s).
+    pub write_timeout: Option<String>,
+    /// Connections open at once, over all listeners (default 4096; never more than the
+    /// open-file limit leaves after a reserve for the store and database).
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one client address (default 4096).
+    pub max_connections_per_client: Option<usize>,
     #[serde(default)]
     pub tls: TlsFileConfig,
 }
@@ -371,6 +384,9 @@ pub struct DaemonConfig {
     /// How long a blob no image uses any more is kept before its content is removed.
     pub deleted_blob_grace: std::time::Duration,
     pub anonymous: Anonymous,
+    /// The deadlines and caps of registry connections, as configured (the daemon lowers the
+    /// caps to what its open-file limit allows).
+    pub connections: ConnectionLimits,
     pub region: String,
     /// The account in ARNs, when the config file sets one; else the one the data dir was
     /// given at its first start.
@@ -380,6 +396,34 @@ pub struct DaemonConfig {
     pub encryption: Option<Encryption>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+}
+
+/// What bounds the registry's connections (`registry.*_timeout`, `registry.max_connections*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub head_timeout: std::time::Duration,
+    pub body_timeout: std::time::Duration,
+    pub idle_timeout: std::time::Duration,
+    pub write_timeout: std::time::Duration,
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+}
+
+/// Connections the registry serves at once when the config file does not say.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        let secs = std::time::Duration::from_secs;
+        ConnectionLimits {
+            head_timeout: secs(10),
+            body_timeout: secs(60),
+            idle_timeout: secs(60),
+            write_timeout: secs(60),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// How the registry serves HTTPS.
@@ -426,7 +470,7 @@ pub enum ConfigError {
         key: &'static str,
         value: String,
     },
-    #[error("invalid config file {}: {key} must be at least 1", path.display())]
+    #[error("invalid config file {}: {key} must be more than 0", path.display())]
     Zero { path: PathBuf, key: &'static str },
     #[error(
         "invalid {setting} {value:?}: expected HOST:PORT such as 127.0.0.1:5000 \
@@ -585,6 +629,60 @@ pub fn resolve(
         file.registry.max_uploads_per_client,
         DEFAULT_MAX_UPLOADS_PER_CLIENT,
     )?;
+    let connections = {
+        let defaults = ConnectionLimits::default();
+        let r = &file.registry;
+        let path = config_file.clone().unwrap_or_default();
+        let timeout = |key: &'static str, value: &Option<String>, default: std::time::Duration| {
+            let d = duration(key, value, default.as_secs())?;
+            if d.is_zero() {
+                return Err(ConfigError::Zero {
+                    path: path.clone(),
+                    key,
+                });
+            }
+            Ok(d)
+        };
+        let count = |key: &'static str, value: Option<usize>, default: usize| match value {
+            Some(0) => Err(ConfigError::Zero {
+                path: path.clone(),
+                key,
+            }),
+            value => Ok(value.unwrap_or(default)),
+        };
+        ConnectionLimits {
+            head_timeout: timeout(
+                "registry.head_timeout",
+                &r.head_timeout,
+                defaults.head_timeout,
+            )?,
+            body_timeout: timeout(
+                "registry.body_timeout",
+                &r.body_timeout,
+                defaults.body_timeout,
+            )?,
+            idle_timeout: timeout(
+                "registry.idle_timeout",
+                &r.idle_timeout,
+                defaults.idle_timeout,
+            )?,
+            write_timeout: timeout(
+                "registry.write_timeout",
+                &r.write_timeout,
+                defaults.write_timeout,
+            )?,
+            max_connections: count(
+                "registry.max_connections",
+                r.max_connections,
+                defaults.max_connections,
+            )?,
+            max_connections_per_client: count(
+                "registry.max_connections_per_client",
+                r.max_connections_per_client,
+                defaults.max_connections_per_client,
+            )?,
+        }
+    };
     let registry_addr = options
         .registry_addr
         .clone()
@@ -624,6 +722,7 @@ pub fn resolve(
             .or(file.registry.anonymous)
             .unwrap_or_default(),
         region: file.region.unwrap_or_else(|| DEFAULT_REGION.to_string()),
+        connections,
         upload_expiry,
         upload_idle_timeout,
         max_uploads,
@@ -863,6 +962,51 @@ mod tests {
                 err.contains("12 digits") && err.contains("account_id"),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn connection_limits_come_from_the_file_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = |path| DaemonOptions {
+            config: Some(path),
+            data_dir: Some("/d".into()),
+            ..Default::default()
+        };
+        let cfg = resolve(&opts(write(dir.path(), "")), Some(Path::new("/s"))).unwrap();
+        assert_eq!(cfg.connections, ConnectionLimits::default());
+        assert_eq!(
+            cfg.connections.head_timeout,
+            std::time::Duration::from_secs(10)
+        );
+        let path = write(
+            dir.path(),
+            "registry:\n  head_timeout: 2s\n  body_timeout: 3\n  idle_timeout: 1m\n  \
+             write_timeout: 4s\n  max_connections: 100\n  max_connections_per_client: 10\n",
+        );
+        let c = resolve(&opts(path), Some(Path::new("/s")))
+            .unwrap()
+            .connections;
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(
+            (
+                c.head_timeout,
+                c.body_timeout,
+                c.idle_timeout,
+                c.write_timeout
+            ),
+            (secs(2), secs(3), secs(60), secs(4))
+        );
+        assert_eq!((c.max_connections, c.max_connections_per_client), (100, 10));
+        for bad in [
+            "head_timeout: 0s",
+            "max_connections: 0",
+            "idle_timeout: soon",
+        ] {
+            let path = write(dir.path(), &format!("registry:\n  {bad}\n"));
+            let err = resolve(&opts(path), None).unwrap_err().to_string();
+            let key = bad.split(':').next().unwrap();
+            assert!(err.contains(key), "{err}");
         }
     }
 

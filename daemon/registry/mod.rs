@@ -7,18 +7,18 @@
 //! here, at the edge; storage and metadata receive only parsed values.
 
 mod blobs;
+pub mod conn;
 mod error;
+mod framing;
 mod manifests;
 
 use crate::app::AppState;
 use crate::auth::{self, Action};
 use axum::body::{Body, BodyDataStream};
-use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use ecrl::config::Anonymous;
 use ecrl::names::{Digest, NameError, Reference, RepoName};
 pub use error::RegistryError;
@@ -36,24 +36,17 @@ pub type Shared = Arc<AppState>;
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 /// Serves the registry on a listener: a TCP one for plain HTTP, a `tls::TlsListener` for
-/// HTTPS. Every listener gets the same router and the same HTTP server (and so its limits).
-pub async fn serve<L>(
+/// HTTPS. Every listener gets the same handler and the same connection limits (`conns`,
+/// shared by all listeners, so the caps count every connection).
+pub async fn serve<L: conn::Listener>(
     listener: L,
     state: Shared,
+    conns: Arc<conn::Conns>,
     shutdown: CancellationToken,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-    for<'a> Client: Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    let app = Router::new().fallback(dispatch).with_state(state);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<Client>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
+) -> std::io::Result<()> {
+    let handler: conn::Handler =
+        Arc::new(move |request| Box::pin(dispatch(state.clone(), request)));
+    conn::serve(listener, conns, handler, shutdown).await
 }
 
 /// Where a request goes.
@@ -152,24 +145,6 @@ fn new_reference(raw: &str) -> Result<Reference> {
 pub struct Client {
     pub addr: std::net::SocketAddr,
     pub https: bool,
-}
-
-impl Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Client {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Client {
-            addr: *stream.remote_addr(),
-            https: false,
-        }
-    }
-}
-
-impl Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>> for Client {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Self {
-        Client {
-            addr: *stream.remote_addr(),
-            https: true,
-        }
-    }
 }
 
 /// A 401 gets the challenges that tell clients how to authenticate: the Docker token flow
@@ -304,7 +279,7 @@ async fn answer_after_body(
     answer
 }
 
-async fn dispatch(State(state): State<Shared>, request: Request) -> Response {
+async fn dispatch(state: Shared, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let mut body = RequestBody::new(body);
     let answer = route(state, &parts, &mut body).await;
