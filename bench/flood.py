@@ -7,7 +7,11 @@ reports the owner's latencies and ecrld's RSS and open descriptors during and af
 flood. Python 3 standard library only.
 
 Each flood kind is a function `flood_<kind>(address, count, stop, stats)` run in its own
-client processes; add a kind by writing one and naming it in FLOODS.
+client processes; add a kind by writing one and naming it in FLOODS. Kinds:
+- half_open: connections that send half a request head, then nothing, reopened when closed;
+- sessions: a user allowed to push to one repository opens upload sessions (a POST and one
+  70,000-byte PATCH each) as fast as it can; the registry then wants credentials, and the
+  owner also pushes a big blob (--owner-push-mib) during the flood.
 
     bench/flood.py [--ecrld target/release/ecrld] [--kind half_open] [--conns 20000]
                    [--clients 2] [--seconds 20] [--reconnect-per-s 1000]
@@ -113,13 +117,32 @@ class Daemon:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+    def ecrl_json(self, *args):
+        out = subprocess.run([self.ecrl, *args, "--output", "json"], env=self.env,
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+
+    def ecrl_text(self, *args):
+        return subprocess.run([self.ecrl, *args], env=self.env, capture_output=True,
+                              text=True, check=True).stdout
+
+
 # --- the owner -------------------------------------------------------------------------------
+
+# The owner's Authorization, when the registry wants credentials (the sessions flood).
+OWNER_HEADERS = {}
+
+
+def basic(user, password):
+    import base64
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
 
 def request(address, method, path, body=None, headers=None, timeout=10):
     host, port = address.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        conn.request(method, path, body=body, headers={**OWNER_HEADERS, **(headers or {})})
         resp = conn.getresponse()
         data = resp.read()
         return resp.status, data
@@ -239,7 +262,74 @@ def flood_half_open(address, count, stop, stats, reconnect_per_s):
     stats.update({"open": 0, "opened": opened, "closed_by_server": closed})
 
 
-FLOODS = {"half_open": flood_half_open}
+def flood_sessions(address, count, stop, stats, _reconnect_per_s):
+    """A pushing user opens up to `count` upload sessions, each with one 70,000-byte PATCH
+    (past the size kept in memory), over one keep-alive connection, and never ends them."""
+    host, port = address.rsplit(":", 1)
+    auth = {"Authorization": FLOOD_AUTH.value.decode()}
+    chunk = os.urandom(70_000)
+    statuses = {}
+    conn = None
+    attempts = 0
+    while attempts < count and not stop.is_set():
+        attempts += 1
+        try:
+            if conn is None:
+                conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.request("POST", "/v2/flood/app/blobs/uploads/", headers=auth)
+            resp = conn.getresponse()
+            resp.read()
+            key = str(resp.status)
+            if resp.status == 202:
+                conn.request("PATCH", resp.getheader("Location"), body=chunk,
+                             headers={**auth, "Content-Type": "application/octet-stream"})
+                patched = conn.getresponse()
+                patched.read()
+                key = f"202, PATCH {patched.status}"
+            elif resp.status == 429:
+                # What a client that honours Retry-After would not do: the flood goes on.
+                pass
+            statuses[key] = statuses.get(key, 0) + 1
+        except OSError as e:
+            statuses[type(e).__name__] = statuses.get(type(e).__name__, 0) + 1
+            if conn is not None:
+                conn.close()
+            conn = None
+        if attempts % 100 == 0:
+            stats.update({"attempts": attempts, "statuses": dict(statuses)})
+    stats.update({"attempts": attempts, "statuses": dict(statuses), "open": 0})
+    if conn is not None:
+        conn.close()
+
+
+def owner_push(address, mib):
+    """The owner pushes one blob of `mib` MiB in one request; returns (ok, MB/s)."""
+    block = os.urandom(1 << 20)
+    digest = hashlib.sha256()
+    for _ in range(mib):
+        digest.update(block)
+    host, port = address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+    t0 = time.perf_counter()
+    try:
+        conn.request("POST", f"/v2/owner/big/blobs/uploads/?digest=sha256:{digest.hexdigest()}",
+                     body=(block for _ in range(mib)),
+                     headers={**OWNER_HEADERS, "Content-Length": str(mib << 20),
+                              "Content-Type": "application/octet-stream"})
+        resp = conn.getresponse()
+        resp.read()
+        ok = resp.status == 201
+    except OSError:
+        ok = False
+    finally:
+        conn.close()
+    return ok, round((mib << 20) / 1e6 / (time.perf_counter() - t0))
+
+
+# The flood user's Authorization, shared with the flood processes.
+FLOOD_AUTH = mp.Array("c", 512)
+
+FLOODS = {"half_open": flood_half_open, "sessions": flood_sessions}
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -258,11 +348,25 @@ def run(args):
     per_client = args.conns // args.clients
     if per_client + 64 > have:
         sys.exit(f"{per_client} connections a client need more than the {have} open files allowed")
-    daemon = Daemon(args.ecrld, args.ecrl, args.config)
+    sessions = args.kind == "sessions"
+    daemon = Daemon(args.ecrld, args.ecrl, args.config,
+                    {"ECRL_ANONYMOUS": "none"} if sessions else None)
     result = {"kind": args.kind, "conns": args.conns, "clients": args.clients,
               "seconds": args.seconds, "reconnect_per_s": args.reconnect_per_s}
     try:
         address = daemon.address
+        if sessions:
+            OWNER_HEADERS["Authorization"] = basic("AWS", daemon.ecrl_text(
+                "get-login-password").strip())
+            user = daemon.ecrl_json("auth", "user", "create", "flood")
+            policy = os.path.join(daemon.dir, "push-flood.json")
+            with open(policy, "w") as f:
+                json.dump({"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Action": "ecr:*",
+                    "Resource": "arn:aws:ecr:*:*:repository/flood/*"}]}, f)
+            daemon.ecrl_text("auth", "policy", "attach", "flood", policy, "--quiet")
+            FLOOD_AUTH.value = basic(user["AccessKey"]["AccessKeyId"],
+                                     user["AccessKey"]["SecretAccessKey"]).encode()
         path = push_owner_image(address)
         limits = [l for l in open(daemon.log_path).read().splitlines()
                   if "registry connection limits" in l]
@@ -294,12 +398,18 @@ def run(args):
 
         def owner_thread():
             owner["lat"], owner["fail"] = owner_gets(address, path, args.seconds, 50)
-        t = threading.Thread(target=owner_thread)
-        t.start()
-        while t.is_alive():
+        def push_thread():
+            owner["push_ok"], owner["push_MBps"] = owner_push(address, args.owner_push_mib)
+        threads = [threading.Thread(target=owner_thread)]
+        if args.owner_push_mib:
+            threads.append(threading.Thread(target=push_thread))
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
             samples.append((time.time() - t_start, daemon.rss_mib(), daemon.fds()))
             time.sleep(0.2)
-        t.join()
+        for t in threads:
+            t.join()
         held = sum(s.get("open", 0) for s in stats)
         opened = sum(s.get("opened", 0) for s in stats)
         closed = sum(s.get("closed_by_server", 0) for s in stats)
@@ -317,6 +427,15 @@ def run(args):
                 back_under = time.time() - t_end
             time.sleep(0.2)
         lat, fail = owner["lat"], owner["fail"]
+        if sessions:
+            merged = {}
+            for s in stats:
+                for k, v in s.get("statuses", {}).items():
+                    merged[k] = merged.get(k, 0) + v
+            result["flood_session_answers"] = merged
+        if args.owner_push_mib:
+            result["owner_push"] = {"MiB": args.owner_push_mib, "ok": owner.get("push_ok"),
+                                    "MBps": owner.get("push_MBps")}
         result.update({
             "flood_client_sockets_held_at_end": held,
             "flood_connects": opened,
@@ -352,9 +471,14 @@ def main():
     p.add_argument("--after", type=float, default=12, help="seconds watched after the flood")
     p.add_argument("--reconnect-per-s", type=float, default=1000,
                    help="per client: how fast connections the registry closed are reopened")
+    p.add_argument("--owner-push-mib", type=int, default=None,
+                   help="the owner pushes a blob this big during the flood "
+                        "(default 1024 for sessions, none for half_open)")
     p.add_argument("--config", help="an ecrld config file (limits, timeouts)")
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args()
+    if args.owner_push_mib is None:
+        args.owner_push_mib = 1024 if args.kind == "sessions" else 0
     result = run(args)
     text = json.dumps(result, indent=2)
     print(text)
@@ -365,7 +489,8 @@ def main():
     ok = (during["failures"] == 0 and during["p99_ms"] is not None and during["p99_ms"] <= 100
           and result["rss_peak_during_MiB"] <= 200
           and result["rss_back_under_64MiB_after_s"] is not None
-          and result["rss_back_under_64MiB_after_s"] <= 10)
+          and result["rss_back_under_64MiB_after_s"] <= 10
+          and result.get("owner_push", {}).get("ok", True))
     print("targets (owner p99 <= 100 ms, no failures, RSS <= 200 MiB, < 64 MiB within 10 s):",
           "met" if ok else "NOT met", file=sys.stderr)
     sys.exit(0 if ok else 1)
