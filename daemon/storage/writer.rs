@@ -10,13 +10,15 @@
 //!   [`super::buf`]); each full buffer goes at once
 //!   to a hasher worker and to a writer worker (O_DIRECT `pwrite`), which run concurrently on
 //!   two threads over the same bytes. The workers outlive the request: a PATCH is answered
-//!   as soon as its bytes are handed over, and the workers finish them while the client
-//!   sends the next chunk, which joins them only once it has filled its first buffer, so a
-//!   chunked upload seldom waits for the disk or the hash between chunks; the final PUT
-//!   drains the pipeline before the digest is checked. The file is open only while a
-//!   request writes and its workers finish: an idle session holds no descriptor. The pump
-//!   takes a new buffer only when the workers have room for it, so an upload holds at most
-//!   four (the bytes that arrive meanwhile wait in the socket's buffers). Between requests the session keeps
+//!   as soon as its bytes are handed over, and the next PATCH feeds the same pipeline, so a
+//!   chunked upload never waits for the disk or the hash between chunks; the final PUT
+//!   drains the pipeline before the digest is checked. Only the store's warmest sessions
+//!   (see `WARM_SESSIONS`) keep their file and workers between requests; a colder one is
+//!   [`Upload::cool`]ed: its workers finish and close the file, and its next request joins
+//!   them once it has filled its first buffer. An idle session thus holds no descriptor,
+//!   however many a client opens. The pump takes a new buffer only when the workers have
+//!   room for it, so an upload holds at most four (the bytes that arrive meanwhile wait in
+//!   the socket's buffers). Between requests the session keeps
 //!   the aligned file offset queued so far and the unaligned remainder (< 4096 bytes); the
 //!   buffers return to the pool as the workers finish them, so an idle session holds no big
 //!   memory.
@@ -63,10 +65,11 @@ pub struct Upload {
     path: PathBuf,
     /// Try O_DIRECT for this upload's file.
     direct: bool,
-    /// False while the upload is small and held in `tail`; then its file exists. The file is
-    /// open only while a request writes to it (and its workers finish): an idle session
-    /// holds no descriptor, however many sessions a client opens.
+    /// False while the upload is small and held in `tail`; then its file exists.
     on_disk: bool,
+    /// The file, open between requests with its workers running while the session is one of
+    /// the store's few warm ones ([`Upload::cool`] closes both); `None` otherwise.
+    file: Option<Arc<File>>,
     hasher: Sha256,
     size: u64,
     /// Bytes of the file written: a multiple of ALIGN while O_DIRECT is on; when sealing,
@@ -240,6 +243,11 @@ impl Workers {
         }
     }
 
+    /// False once [`Workers::close`]d.
+    fn is_open(&self) -> bool {
+        self.hash_tx.is_some()
+    }
+
     /// Lets the workers finish what they were given and stop, without waiting for them.
     fn close(mut self) -> Workers {
         self.hash_tx = None;
@@ -318,6 +326,7 @@ impl Upload {
             path,
             direct,
             on_disk: false,
+            file: None,
             hasher: Sha256::new(),
             size: 0,
             flushed: if sealer.is_some() { HEADER as u64 } else { 0 },
@@ -342,6 +351,14 @@ impl Upload {
             self.held.fetch_sub(self.accounted - now, Ordering::Relaxed);
         }
         self.accounted = now;
+    }
+
+    /// Closes what the session holds open between requests: its file, and its workers once
+    /// they finish what they were given (the next request joins them, once it has filled its
+    /// first buffer, so even then a chunk arrives while the last one is still written).
+    pub fn cool(&mut self) {
+        self.file = None;
+        self.workers = self.workers.take().map(Workers::close);
     }
 
     /// Plaintext bytes a buffer takes: 4 MiB, or 64 whole segments when sealing (which
@@ -451,7 +468,7 @@ impl Upload {
             self.on_disk = true;
             file = Some(Arc::new(created));
         }
-        let file = match file {
+        let file = match file.or_else(|| self.file.clone()) {
             Some(file) => file,
             None => {
                 let path = self.path.clone();
@@ -481,13 +498,28 @@ impl Upload {
         E: std::fmt::Display,
     {
         let capacity = self.capacity();
-        let mut draining = self.workers.take();
+        // Open workers (a warm session's) go on; closed ones are draining.
+        let (mut workers, mut draining) = match self.workers.take() {
+            Some(w) if w.is_open() => (Some(w), None),
+            other => (None, other),
+        };
+        if let Some(w) = &workers {
+            // The pipeline runs on from the request before: as below, a buffer only once
+            // there is room for it.
+            if !w.ready().await {
+                self.workers = workers;
+                let e = match self.settle().await {
+                    Err(e) => e,
+                    Ok(()) => io::Error::other("upload writer stopped").into(),
+                };
+                return Err(e);
+            }
+        }
         let mut buf = Buf::get();
         let mut plain = self.fill(&mut buf, 0, &self.tail, capacity);
         let mut hash_from = plain;
         self.tail.clear();
         let mut offset = self.flushed;
-        let mut workers: Option<Workers> = None;
         let mut failed: Option<StoreError> = None;
         let mut broken = false;
 
@@ -576,9 +608,10 @@ impl Upload {
                     broken = true;
                 }
                 if failed.is_none() && !broken {
-                    // They finish this request's buffers while the client sends its next
-                    // one; the next request or the commit joins them.
-                    self.workers = Some(w.close());
+                    // Keep the pipeline and its file for the next request or the commit,
+                    // until the store cools the session.
+                    self.workers = Some(w);
+                    self.file = Some(file.clone());
                 } else {
                     // Joining surfaces a worker's own error.
                     match w.join().await {
@@ -741,6 +774,7 @@ impl Upload {
     pub async fn discard(mut self) {
         // Stopping the workers first: no write may land after the file is removed.
         let _ = self.settle().await;
+        self.file = None;
         if std::mem::take(&mut self.on_disk) {
             let path = self.path.clone();
             let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
