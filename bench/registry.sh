@@ -15,7 +15,10 @@ targets=${2:-ecrl,plain,distribution}
 bench=${BENCH_PY:-../shared/bench/bench.py}
 out=/tmp/ecrl-bench
 mkdir -p "$out"
-cargo build --release --locked --bins >&2
+# ECRL_BENCH_BUILD=0 measures target/release as it is (built before, from the same commit).
+if [ "${ECRL_BENCH_BUILD:-1}" != 0 ]; then
+    cargo build --release --locked --bins >&2
+fi
 loader=/tmp/regload/release/regload
 if [ ! -x "$loader" ]; then
     cargo build --release --manifest-path "$(dirname "$bench")/regload/Cargo.toml" \
