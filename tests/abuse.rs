@@ -9,7 +9,6 @@ use common::registry::registry_address;
 use common::Env;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 /// Starts ecrld with `config` as its config file, under an open-file limit of `nofile`
@@ -18,19 +17,7 @@ fn daemon(env: &Env, config: &str, nofile: Option<u64>) -> (common::Daemon, Stri
     let path = env.write_config(config);
     let mut command = env.ecrld_command(&["--config", path.to_str().unwrap()]);
     if let Some(n) = nofile {
-        // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                let limit = libc::rlimit {
-                    rlim_cur: n,
-                    rlim_max: n,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        common::limit_open_files(&mut command, n);
     }
     let daemon = env.spawn_daemon_from(command);
     let address = registry_address(env);

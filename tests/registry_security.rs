@@ -11,7 +11,6 @@ use common::{Daemon, Env};
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 struct Registry {
@@ -36,19 +35,7 @@ impl Registry {
             None => env.spawn_daemon(&["--config", path]),
             Some(n) => {
                 let mut command = env.ecrld_command(&["--config", path]);
-                // SAFETY: setrlimit only, between fork and exec.
-                unsafe {
-                    command.pre_exec(move || {
-                        let limit = libc::rlimit {
-                            rlim_cur: n,
-                            rlim_max: n,
-                        };
-                        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        Ok(())
-                    });
-                }
+                common::limit_open_files(&mut command, n);
                 env.spawn_daemon_from(command)
             }
         };

@@ -6,29 +6,6 @@
 
 use ecrl::http_range::{single_byte_range, ByteRange, ContentRange};
 use libfuzzer_sys::fuzz_target;
-use std::ops::Range;
-
-/// The registry's first `Range` parser (`parse_range`), after `bytes=`.
-fn oracle_range(spec: &str, size: u64) -> Option<Range<u64>> {
-    let (a, b) = spec.split_once('-')?;
-    let (a, b) = (a.trim(), b.trim());
-    let range = if a.is_empty() {
-        let n: u64 = b.parse().ok()?;
-        if n == 0 {
-            return None;
-        }
-        size.saturating_sub(n)..size
-    } else {
-        let start: u64 = a.parse().ok()?;
-        let end = if b.is_empty() {
-            size
-        } else {
-            b.parse::<u64>().ok()?.saturating_add(1).min(size)
-        };
-        start..end
-    };
-    (range.start < range.end && range.start < size).then_some(range)
-}
 
 /// The registry's first `Content-Range` parser (`chunk_offset`): the start offset, and the
 /// length the body must have. Its `end - start + 1` is written wrapping, as release builds
@@ -73,9 +50,9 @@ fuzz_target!(|input: (u64, u64, &str)| {
             assert!(!header.trim().starts_with("bytes=") || header.contains(','));
             continue;
         };
-        let spec = header.trim().strip_prefix("bytes=").expect("checked");
+        // The typed parser answers as the registry's first one did: a property test beside
+        // it (src/http_range.rs) holds it to that; here, what any answer must be.
         let resolved = parsed.as_ref().ok().and_then(|r| r.resolve(size));
-        assert_eq!(resolved, oracle_range(spec, size), "{header:?} of {size}");
         if let Some(range) = &resolved {
             assert!(range.start < range.end && range.end <= size);
         }

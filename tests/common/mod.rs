@@ -213,6 +213,25 @@ impl Drop for Daemon {
     }
 }
 
+/// Runs `command` (an ecrld, usually) under an open-file limit of `n`, soft and hard, so a
+/// test exhausts its descriptors in seconds.
+pub fn limit_open_files(command: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs `command` to completion with `input` on its standard input.
 pub fn output_with_stdin(mut command: Command, input: &str) -> Output {
     use std::io::Write;
