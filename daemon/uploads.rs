@@ -87,6 +87,21 @@ impl Sessions {
     /// Checks that `holder` may open another session (before the store makes one).
     pub fn admit(&self, holder: &Holder) -> Result<(), Refused> {
         let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        self.check(&table, holder)
+    }
+
+    /// Records a session the store opened. Checked again here, since two requests may have
+    /// been admitted at once.
+    pub fn open(&self, id: UploadId, repo: RepoName, holder: Holder) -> Result<(), Refused> {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        self.check(&table, &holder)?;
+        *table.by_holder.entry(holder.clone()).or_insert(0) += 1;
+        table.sessions.insert(id, (repo, holder));
+        Ok(())
+    }
+
+    /// Whether the caps leave room for one more session of `holder`.
+    fn check(&self, table: &Table, holder: &Holder) -> Result<(), Refused> {
         let open = table.sessions.len();
         if open >= self.limits.total {
             return Err(Refused::Total { open });
@@ -98,26 +113,6 @@ impl Sessions {
                 open: mine,
             });
         }
-        Ok(())
-    }
-
-    /// Records a session the store opened. Checked again here, since two requests may have
-    /// been admitted at once.
-    pub fn open(&self, id: UploadId, repo: RepoName, holder: Holder) -> Result<(), Refused> {
-        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let open = table.sessions.len();
-        if open >= self.limits.total {
-            return Err(Refused::Total { open });
-        }
-        let mine = table.by_holder.entry(holder.clone()).or_insert(0);
-        if *mine >= self.limits.per_holder {
-            return Err(Refused::Holder {
-                open: *mine,
-                holder,
-            });
-        }
-        *mine += 1;
-        table.sessions.insert(id, (repo, holder));
         Ok(())
     }
 
