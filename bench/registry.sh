@@ -15,7 +15,8 @@ targets=${2:-ecrl,plain,distribution}
 bench=${BENCH_PY:-../shared/bench/bench.py}
 out=/tmp/ecrl-bench
 mkdir -p "$out"
-# ECRL_BENCH_BUILD=0 measures target/release as it is (built before, from the same commit).
+# ECRL_BENCH_BUILD=0 measures target/release as it is (built before, from the same commit);
+# ECRL_BENCH_SKIP=small,load runs only the big-blob phases (pushes and pulls).
 if [ "${ECRL_BENCH_BUILD:-1}" != 0 ]; then
     cargo build --release --locked --bins >&2
 fi
@@ -44,7 +45,7 @@ wait_port() {
 measure() { # name, port: the bench against the registry just started as $pid, then stop it
     wait_port "$2"
     python3 "$bench" run "http://127.0.0.1:$2" --pid "$pid" --runs "$runs" \
-        --loader "$loader" --out "$out/$1.json"
+        --loader "$loader" --out "$out/$1.json" ${ECRL_BENCH_SKIP:+--skip "$ECRL_BENCH_SKIP"}
     stop
     free_space
 }
