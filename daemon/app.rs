@@ -244,6 +244,9 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
             key_dir: ecrl::paths::default_config_dir().join("keys"),
             keyring: &OsKeyring,
             upload_memory: config.upload_memory,
+            read_cache: config
+                .read_cache
+                .unwrap_or_else(crate::storage::default_read_cache),
         };
         // The keyring is asked over D-Bus with blocking calls.
         tokio::task::block_in_place(|| BlobStore::open(&config.data_dir, &options))

@@ -22,6 +22,8 @@ pub const ENV_TLS_CERT: &str = "ECRL_TLS_CERT";
 pub const ENV_TLS_KEY: &str = "ECRL_TLS_KEY";
 pub const ENV_TLS_NAMES: &str = "ECRL_TLS_NAMES";
 pub const ENV_ENCRYPTION: &str = "ECRL_ENCRYPTION";
+/// `storage.read_cache`, from the environment (it takes precedence over the config file).
+pub const ENV_READ_CACHE: &str = "ECRL_READ_CACHE";
 /// The tracing filter both binaries read (`info`, `ecrld=debug`, ...).
 pub const ENV_LOG: &str = "ECRL_LOG";
 
@@ -254,6 +256,9 @@ pub struct FileConfig {
 pub struct StorageFileConfig {
     /// `aes256-gcm` or `none`: see [`Encryption`].
     pub encryption: Option<Encryption>,
+    /// Bytes of blobs kept in the page cache for pulls: `auto` (an eighth of the machine's
+    /// memory, at most 2 GiB), a size such as `512MiB`, or `0` for none.
+    pub read_cache: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -327,6 +332,14 @@ pub fn parse_size(text: &str) -> Option<usize> {
     n.checked_mul(1 << shift)
 }
 
+/// `storage.read_cache`: `auto` (`Some(None)`) or a size.
+fn read_cache_size(text: &str) -> Option<Option<u64>> {
+    if text.trim().eq_ignore_ascii_case("auto") {
+        return Some(None);
+    }
+    parse_size(text).map(|n| Some(n as u64))
+}
+
 /// A value written as a string or as a bare number (`account_id: 123456789012`), as its text.
 fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
@@ -381,6 +394,8 @@ pub struct DaemonConfig {
     pub max_uploads_per_client: usize,
     /// Bytes upload sessions may hold in memory between requests.
     pub upload_memory: usize,
+    /// The read cache's budget: `None` for `auto` (the daemon sizes it to the machine).
+    pub read_cache: Option<u64>,
     /// How long a blob no image uses any more is kept before its content is removed.
     pub deleted_blob_grace: std::time::Duration,
     pub anonymous: Anonymous,
@@ -470,6 +485,8 @@ pub enum ConfigError {
         key: &'static str,
         value: String,
     },
+    #[error("invalid {name} {value:?}: expected auto, 0 or a size such as 512MiB or 1GiB")]
+    EnvSize { name: &'static str, value: String },
     #[error("invalid config file {}: {key} must be more than 0", path.display())]
     Zero { path: PathBuf, key: &'static str },
     #[error(
@@ -611,6 +628,21 @@ pub fn resolve(
             value: value.clone(),
         })?,
     };
+    // The environment's value first, then the file's; a bad one names where it came from.
+    let read_cache = match std::env::var(ENV_READ_CACHE).ok().filter(|v| !v.is_empty()) {
+        Some(value) => read_cache_size(&value).ok_or(ConfigError::EnvSize {
+            name: ENV_READ_CACHE,
+            value,
+        })?,
+        None => match &file.storage.read_cache {
+            None => None,
+            Some(value) => read_cache_size(value).ok_or_else(|| ConfigError::Size {
+                path: config_file.clone().unwrap_or_default(),
+                key: "storage.read_cache",
+                value: value.clone(),
+            })?,
+        },
+    };
     let at_least_one = |key: &'static str, value: Option<usize>, default: usize| match value {
         Some(0) => Err(ConfigError::Zero {
             path: config_file.clone().unwrap_or_default(),
@@ -728,6 +760,7 @@ pub fn resolve(
         max_uploads,
         max_uploads_per_client,
         upload_memory,
+        read_cache,
         deleted_blob_grace,
         data_dir,
         socket,

@@ -1419,6 +1419,61 @@ fn blob_range_get_is_206_with_content_range_and_the_right_bytes() {
     }
 }
 
+/// A blob bigger than a read window (4 MiB), pulled by 64 clients at once (whole, and in
+/// ranges that start and end inside windows) while it goes from the disk into memory, then
+/// again from memory, then after a restart: every client gets its bytes.
+#[test]
+fn a_big_blob_pulled_by_64_clients_at_once_and_after_a_restart() {
+    let mut reg = Registry::start();
+    let len = 9 * 1024 * 1024 + 4321;
+    let data = std::sync::Arc::new(bytes("many readers", len));
+    let digest = push_blob(&reg, "app", &data);
+    let path = format!("/v2/app/blobs/{digest}");
+    let pull_all = |reg: &Registry| {
+        std::thread::scope(|s| {
+            let mut readers = Vec::new();
+            for i in 0..64usize {
+                let (reg, data, path) = (&*reg, data.clone(), path.clone());
+                readers.push(s.spawn(move || {
+                    let (start, end) = if i % 2 == 1 {
+                        (i * 65_521, len - i * 4099)
+                    } else {
+                        (0, len)
+                    };
+                    let mut request = reg.request(Method::GET, &path);
+                    if i % 2 == 1 {
+                        request = request.header(RANGE, format!("bytes={start}-{}", end - 1));
+                    }
+                    let resp = request.send().unwrap();
+                    assert_status(&resp, if i % 2 == 1 { 206 } else { 200 });
+                    let got = resp.bytes().unwrap();
+                    assert!(
+                        got.as_ref() == &data[start..end],
+                        "reader {i}: {start}-{end}"
+                    );
+                }));
+            }
+            for reader in readers {
+                reader.join().unwrap();
+            }
+        });
+    };
+    pull_all(&reg);
+    pull_all(&reg);
+    reg.restart();
+    pull_all(&reg);
+    let resp = reg
+        .request(Method::GET, &path)
+        .header(
+            RANGE,
+            format!("bytes={}-{}", 4 * 1024 * 1024 - 1, 8 * 1024 * 1024),
+        )
+        .send()
+        .unwrap();
+    assert_status(&resp, 206);
+    assert!(resp.bytes().unwrap().as_ref() == &data[4 * 1024 * 1024 - 1..8 * 1024 * 1024 + 1]);
+}
+
 /// What RFC 9110 lets a server ignore is answered with the whole blob (200), not an error:
 /// a unit other than bytes, several ranges at once, an `If-Range` naming other content. An
 /// `If-Range` with the blob's own ETag keeps the range.

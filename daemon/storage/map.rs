@@ -38,7 +38,8 @@ fn page_size() -> usize {
 }
 
 impl Mapped {
-    /// Maps `len` bytes of `file` from `offset`, its pages faulted in at once. `file_len` is
+    /// Maps `len` bytes of `file` from `offset`, its pages faulted in at once (without
+    /// readahead). `file_len` is
     /// the file's length, which the range must not pass.
     pub fn new(file: &File, file_len: u64, offset: u64, len: usize) -> io::Result<Mapped> {
         if offset + len as u64 > file_len {
@@ -66,7 +67,7 @@ impl Mapped {
                 std::ptr::null_mut(),
                 map_len,
                 libc::PROT_READ,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
+                libc::MAP_SHARED,
                 file.as_raw_fd(),
                 at as libc::off_t,
             )
@@ -76,12 +77,34 @@ impl Mapped {
         }
         let base =
             NonNull::new(ptr as *mut u8).ok_or_else(|| io::Error::other("mmap gave null"))?;
-        Ok(Mapped {
+        let mapped = Mapped {
             base,
             map_len,
             skip,
             len,
-        })
+        };
+        // No readahead from faults on this mapping: the reader maps what is in the page cache,
+        // and a fault on a page the kernel marked for readahead would start filling the cache
+        // past it, in memory the read cache did not make room for (see `super::cache`). Then
+        // the pages are faulted in at once (MADV_POPULATE_READ, Linux 5.14; before it, by a
+        // read of each page).
+        // SAFETY: advice on the mapping made above, which `mapped` owns.
+        unsafe {
+            libc::madvise(ptr, map_len, libc::MADV_RANDOM);
+            if libc::madvise(ptr, map_len, libc::MADV_POPULATE_READ) != 0 {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(err);
+                }
+                let page = page_size();
+                let mut at = 0;
+                while at < map_len {
+                    std::ptr::read_volatile((ptr as *const u8).add(at));
+                    at += page;
+                }
+            }
+        }
+        Ok(mapped)
     }
 }
 

@@ -21,6 +21,7 @@
 #[cfg(test)]
 mod bench;
 mod buf;
+mod cache;
 mod crypt;
 pub mod keys;
 mod map;
@@ -40,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use cache::default_budget as default_read_cache;
 pub use keys::KeyPlace;
 pub use reader::BlobStream;
 
@@ -67,6 +69,9 @@ pub struct StoreOptions<'a> {
     /// and the unwritten end of big ones): past it, requests that add to an upload are
     /// refused ([`StoreError::Busy`]) until sessions finish or expire.
     pub upload_memory: usize,
+    /// The bytes of blobs ecrld keeps in the page cache for reads (see [`cache`]); 0 keeps
+    /// none, and every read of what is not in memory goes O_DIRECT.
+    pub read_cache: u64,
 }
 
 /// How the store keeps its blobs, for `ecrl daemon status`.
@@ -176,8 +181,8 @@ struct Inner {
     /// Write and first-read big blobs with O_DIRECT (off only to test the fallback).
     direct: bool,
     dirs: Arc<writer::DirSync>,
-    /// Blobs read before (bounded): their next reads go through the page cache.
-    read_before: Mutex<HashSet<Digest>>,
+    /// Which blobs reads keep in the page cache.
+    cache: Arc<cache::ReadCache>,
     /// The keys of an encrypted data dir; `None` when blobs are stored plain.
     keys: Option<Arc<crypt::Keys>>,
     encryption: EncryptionStatus,
@@ -188,9 +193,6 @@ struct Inner {
 /// faster than when each chunk has to wait for the last one's workers), while a client that
 /// opens thousands of sessions makes ecrld hold no more descriptors than this.
 pub const WARM_SESSIONS: usize = 64;
-
-/// How many blobs `read_before` remembers before it starts over.
-const READ_BEFORE_MAX: usize = 4096;
 
 /// The blob store. Cheap to clone.
 #[derive(Clone)]
@@ -232,6 +234,10 @@ impl BlobStore {
             std::fs::remove_dir_all(&uploads)?;
         }
         std::fs::create_dir_all(&uploads)?;
+        let cache = Arc::new(cache::ReadCache::new(
+            &root.join("cache"),
+            options.read_cache,
+        )?);
         Ok(BlobStore {
             inner: Arc::new(Inner {
                 root,
@@ -241,7 +247,7 @@ impl BlobStore {
                 upload_memory: options.upload_memory,
                 direct,
                 dirs: Arc::new(writer::DirSync::default()),
-                read_before: Mutex::new(HashSet::new()),
+                cache,
                 keys,
                 encryption,
             }),
@@ -292,25 +298,28 @@ impl BlobStore {
 
     /// The bytes of `range` of a stored blob (the caller checks the range against the size).
     pub async fn read(&self, digest: &Digest, range: Range<u64>) -> io::Result<BlobStream> {
-        let mode = if self.inner.direct && self.first_read(digest) {
-            reader::Mode::Cold
-        } else {
-            reader::Mode::Cached
+        let cold = reader::Cold::Fill {
+            cache: self.inner.cache.clone(),
+            digest: *digest,
         };
-        reader::open(self.blob_path(digest), range, mode, self.inner.keys.clone()).await
+        self.read_with(digest, range, cold).await
     }
 
-    /// True the first time a blob is read (as far as this process remembers). A blob we
-    /// wrote is not in the page cache: its first read goes O_DIRECT, and later reads through
-    /// the cache, which keeps hot blobs in memory.
-    fn first_read(&self, digest: &Digest) -> bool {
-        let Ok(mut seen) = self.inner.read_before.lock() else {
-            return false;
-        };
-        if seen.len() >= READ_BEFORE_MAX {
-            seen.clear();
-        }
-        seen.insert(*digest)
+    /// `read`, with what to do with what is not in memory.
+    async fn read_with(
+        &self,
+        digest: &Digest,
+        range: Range<u64>,
+        cold: reader::Cold,
+    ) -> io::Result<BlobStream> {
+        reader::open(
+            self.blob_path(digest),
+            range,
+            cold,
+            self.inner.direct,
+            self.inner.keys.clone(),
+        )
+        .await
     }
 
     /// A whole (small) blob in memory: manifests and configs.
@@ -332,9 +341,7 @@ impl BlobStore {
 
     /// Removes a blob's content. True when it was there.
     pub async fn delete(&self, digest: &Digest) -> io::Result<bool> {
-        if let Ok(mut seen) = self.inner.read_before.lock() {
-            seen.remove(digest);
-        }
+        self.inner.cache.forget(digest);
         match tokio::fs::remove_file(self.blob_path(digest)).await {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),

@@ -1,32 +1,37 @@
 //! The one way blob bytes leave the disk: a range of a blob as a stream of chunks.
 //!
-//! Big ranges are read on a blocking thread into pooled 4 MiB buffers, one chunk ahead of
-//! the consumer (a bounded queue), and handed out as `Bytes` that return their buffer to the
-//! pool when hyper has sent them. Two modes:
-//! - [`Mode::Cold`]: O_DIRECT reads. Blobs we wrote with O_DIRECT are not in the page cache,
-//!   and filling the cache on these VMs is slow (touching memory the guest freed costs about
-//!   2.5 s of CPU per GiB); direct reads into hot buffers run at the disk's speed.
-//! - [`Mode::Cached`]: through the page cache, which later reads are served from: the file is
-//!   memory-mapped chunk by chunk and the mapping handed out as it is (see [`super::map`]),
-//!   so a hot blob goes from the page cache to the socket without a copy of ours. Encrypted
-//!   blobs are decrypted straight from the mapping.
+//! Big ranges are read on blocking threads, a window (up to 4 MiB of file) at a time, one
+//! window ahead of the consumer (a bounded queue). Before each window the reader asks the
+//! kernel whether it is in the page cache:
+//! - **in memory**: the window is memory-mapped a megabyte at a time and the mapping handed
+//!   out as it is (see [`super::map`]), so a hot blob goes from the page cache to the socket
+//!   without a copy of ours; encrypted blobs are decrypted straight from the mapping;
+//! - **not in memory, and the read cache admits the blob and makes room** ([`Cold::Fill`]):
+//!   read through the page cache into a pooled 4 MiB buffer, the kernel reading ahead in large
+//!   pages into memory the cache just freed, so the blob's next read comes from memory;
+//! - **otherwise** (a blob read for the first time, too big for the cache, or a fill that
+//!   found only fresh memory, which is slow on VMs: see [`super::cache`]): O_DIRECT into a
+//!   pooled buffer, which runs at the disk's speed and leaves the page cache alone.
 //!
-//! Encrypted blobs are read the same way, in whole segments: a range reads and decrypts only
-//! the segments it touches (at most 64 at a time, 4 MiB of file), then hands out the wanted
-//! part of the plaintext. A segment that fails authentication ends the stream with an error,
-//! so a damaged blob is never served as wrong bytes.
+//! Windows are decided one by one, so a blob partly in memory is read partly from each.
+//! Encrypted blobs are read in whole segments: a range reads and decrypts only the segments
+//! it touches (at most 64 at a time, 4 MiB of file), on a second thread, so that the disk
+//! never waits for the cipher; a segment that fails authentication ends the stream with an
+//! error, so a damaged blob is never served as wrong bytes.
 
-use super::buf::{clear_direct, Buf, ALIGN, BUF_SIZE};
+use super::buf::{Buf, ALIGN, BUF_SIZE};
+use super::cache::{self, ReadCache};
 use super::crypt::{segment_offset, Keys, Opener, HEADER, PLAIN, SEGMENT};
 use super::map::Mapped;
 use bytes::Bytes;
+use ecrl::names::Digest;
 use futures_util::Stream;
 use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -36,30 +41,40 @@ pub type BlobStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
 /// Ranges up to this size are read in one go into an exact-size allocation.
 const SMALL: u64 = 256 * 1024;
-/// Chunks read ahead of the consumer.
+/// Chunks waiting ahead of the consumer.
 const AHEAD: usize = 1;
-/// Bytes mapped at a time from the page cache, and how many such chunks wait ahead of the
-/// consumer: small enough that little of the page cache is mapped (and counted in our RSS)
-/// at once, big enough that mapping costs little next to sending.
+/// Bytes mapped at a time from the page cache: small enough that little of the page cache
+/// is mapped (and counted in our RSS) at once, big enough that mapping costs little next to
+/// sending.
 const MAP_CHUNK: usize = 1 << 20;
-const MAP_AHEAD: usize = 2;
+/// Segments mapped at a time: a quarter of a window.
+const MAP_SEGMENTS: u64 = (MAP_CHUNK / SEGMENT) as u64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Cold,
-    Cached,
+/// What a read does with the parts of a blob that are not in the page cache.
+#[derive(Clone)]
+pub enum Cold {
+    /// Reads them with O_DIRECT, leaving the page cache as it is.
+    Direct,
+    /// Reads them into the page cache when the read cache admits the blob and makes room.
+    Fill {
+        cache: Arc<ReadCache>,
+        digest: Digest,
+    },
 }
 
-/// A range of a blob's content; `keys` when the blob is encrypted.
+/// A range of a blob's content; `keys` when the blob is encrypted. `direct` false reads
+/// what is not in memory through the page cache instead of with O_DIRECT (for filesystems
+/// that refuse it).
 pub async fn open(
     path: PathBuf,
     range: Range<u64>,
-    mode: Mode,
+    cold: Cold,
+    direct: bool,
     keys: Option<Arc<Keys>>,
 ) -> io::Result<BlobStream> {
     match keys {
-        None => open_plain(path, range, mode).await,
-        Some(keys) => open_sealed(path, range, mode, keys).await,
+        None => open_plain(path, range, cold, direct).await,
+        Some(keys) => open_sealed(path, range, cold, direct, keys).await,
     }
 }
 
@@ -78,7 +93,139 @@ fn stream_from(rx: mpsc::Receiver<io::Result<Bytes>>) -> BlobStream {
     }))
 }
 
-async fn open_plain(path: PathBuf, range: Range<u64>, mode: Mode) -> io::Result<BlobStream> {
+/// An open blob file and how its windows are read.
+struct Source {
+    /// Opened plainly: for mappings, residency and fills.
+    file: Arc<File>,
+    /// The same file with O_DIRECT, when the filesystem takes it.
+    direct: Option<File>,
+    file_len: u64,
+    /// `Cold::Fill` until the cache refuses or a fill turns out slow.
+    cold: Cold,
+    /// This read has started filling the page cache.
+    filling: bool,
+    /// The CPU time this read's fills took, and the bytes they filled.
+    fill_cpu: std::time::Duration,
+    fill_bytes: u64,
+}
+
+impl Source {
+    fn open(path: &Path, cold: Cold, direct: bool) -> io::Result<Source> {
+        let file = Arc::new(File::open(path)?);
+        let file_len = file.metadata()?.len();
+        let direct = if direct {
+            match File::options()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path)
+            {
+                Ok(file) => Some(file),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let cold = match cold {
+            Cold::Fill { cache, digest } if cache.admit(&digest, path, file_len) => {
+                // Let the kernel read ahead generously, in large pages.
+                // SAFETY: fadvise on an fd we own, with integer arguments.
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+                Cold::Fill { cache, digest }
+            }
+            _ => Cold::Direct,
+        };
+        Ok(Source {
+            file,
+            direct,
+            file_len,
+            cold,
+            filling: false,
+            fill_cpu: std::time::Duration::ZERO,
+            fill_bytes: 0,
+        })
+    }
+
+    /// Whether the window `at..at + len` is to be mapped: all of it is in the page cache,
+    /// and this read is not filling it. (Once a read fills, the kernel reads ahead of it,
+    /// and the windows it read ahead are read into buffers too: a mapping would fault the
+    /// pages after them in, outside the memory the cache made room for.)
+    fn in_memory(&self, at: u64, len: u64) -> io::Result<bool> {
+        if self.filling {
+            return Ok(false);
+        }
+        let end = (at + len).min(self.file_len);
+        if at >= end {
+            return Ok(true);
+        }
+        cache::resident(&self.file, at, end - at)
+    }
+
+    /// Reads `buf.len()` bytes (or to the end of the file) from the aligned offset `at`:
+    /// through the page cache when this read fills it and the cache made room, else with
+    /// O_DIRECT when the file has it. Returns the bytes read.
+    fn read_window(&mut self, buf: &mut [u8], at: u64) -> io::Result<usize> {
+        if let Cold::Fill { cache, digest } = &self.cold {
+            let n = (buf.len() as u64).min(self.file_len.saturating_sub(at));
+            if cache.take(digest, n) {
+                self.filling = true;
+                let before = cache::thread_cpu();
+                let read = read_full(&self.file, buf, at);
+                let cpu = cache::thread_cpu().saturating_sub(before);
+                self.fill_cpu += cpu;
+                self.fill_bytes += n;
+                if read.is_err() {
+                    cache.untake(digest, n);
+                } else if cache::fresh_memory(cpu, n, self.fill_cpu, self.fill_bytes) {
+                    // The kernel took the reserve back, or another process took the pages
+                    // just freed: the rest of the read goes direct.
+                    tracing::debug!(
+                        cpu_us = self.fill_cpu.as_micros() as u64,
+                        bytes = self.fill_bytes,
+                        "the page cache fills slowly: reading on with O_DIRECT"
+                    );
+                    self.cold = Cold::Direct;
+                    self.filling = false;
+                }
+                return read;
+            }
+            self.cold = Cold::Direct;
+            self.filling = false;
+        }
+        if let Some(direct) = &self.direct {
+            match read_full(direct, buf, at) {
+                // The filesystem took O_DIRECT at open but not for this read.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct = None,
+                other => return other,
+            }
+        }
+        read_full(&self.file, buf, at)
+    }
+
+    /// Reads the first `buf.len()` bytes (an encrypted blob's header): from the page cache
+    /// when they are there, else with O_DIRECT. Fills nothing: whether the read fills is
+    /// decided window by window.
+    fn read_head(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if cache::resident(&self.file, 0, buf.len() as u64)? {
+            return read_full(&self.file, buf, 0);
+        }
+        let cold = std::mem::replace(&mut self.cold, Cold::Direct);
+        let read = self.read_window(buf, 0);
+        self.cold = cold;
+        read
+    }
+
+    fn map(&self, at: u64, len: usize) -> io::Result<Mapped> {
+        Mapped::new(&self.file, self.file_len, at, len)
+    }
+}
+
+async fn open_plain(
+    path: PathBuf,
+    range: Range<u64>,
+    cold: Cold,
+    direct: bool,
+) -> io::Result<BlobStream> {
     let len = range.end.saturating_sub(range.start);
     if len <= SMALL {
         let bytes = tokio::task::spawn_blocking(move || -> io::Result<Bytes> {
@@ -92,54 +239,86 @@ async fn open_plain(path: PathBuf, range: Range<u64>, mode: Mode) -> io::Result<
         .map_err(io::Error::other)??;
         return Ok(one_chunk(bytes));
     }
-    let (file, direct) = tokio::task::spawn_blocking(move || open_file(&path, mode == Mode::Cold))
+    let source = tokio::task::spawn_blocking(move || Source::open(&path, cold, direct))
         .await
         .map_err(io::Error::other)??;
-    if direct {
-        let (tx, rx) = mpsc::channel(AHEAD);
-        tokio::task::spawn_blocking(move || produce(file, direct, range, tx));
-        Ok(stream_from(rx))
-    } else {
-        let (tx, rx) = mpsc::channel(MAP_AHEAD);
-        tokio::task::spawn_blocking(move || produce_mapped(file, range, tx));
-        Ok(stream_from(rx))
-    }
+    let (tx, rx) = mpsc::channel(AHEAD);
+    tokio::task::spawn_blocking(move || produce(source, range, tx));
+    Ok(stream_from(rx))
 }
 
-/// The file's length (what a mapping must stay within), or `None` once the error that
-/// stopped us finding it was sent to the consumer.
-fn length_or_send(file: &File, tx: &mpsc::Sender<io::Result<Bytes>>) -> Option<u64> {
-    match file.metadata() {
-        Ok(meta) => Some(meta.len()),
-        Err(e) => {
-            let _ = tx.blocking_send(Err(e));
-            None
-        }
-    }
+fn short() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "blob shorter than the range read",
+    )
 }
 
-/// Maps `range` chunk by chunk and sends the mappings, until the end, an error, or the
-/// consumer goes away.
-fn produce_mapped(file: File, range: Range<u64>, tx: mpsc::Sender<io::Result<Bytes>>) {
-    let Some(file_len) = length_or_send(&file, &tx) else {
+/// Sends `range` of a plain blob window by window, until the end, an error, or the consumer
+/// goes away.
+fn produce(mut source: Source, range: Range<u64>, tx: mpsc::Sender<io::Result<Bytes>>) {
+    if range.end > source.file_len {
+        let _ = tx.blocking_send(Err(short()));
         return;
-    };
+    }
     let mut pos = range.start;
     while pos < range.end {
-        let n = ((range.end - pos) as usize).min(MAP_CHUNK);
-        let item = Mapped::new(&file, file_len, pos, n).map(Bytes::from_owner);
-        pos += n as u64;
-        let stop = item.is_err();
-        if tx.blocking_send(item).is_err() || stop {
-            return;
+        // The window around `pos`, aligned as O_DIRECT needs.
+        let at = pos - pos % ALIGN as u64;
+        let want = ((range.end - at) as usize).min(BUF_SIZE);
+        match source.in_memory(at, want as u64) {
+            Ok(true) => {
+                let end = at + want as u64;
+                while pos < end {
+                    let n = ((end - pos) as usize).min(MAP_CHUNK);
+                    let item = source.map(pos, n).map(Bytes::from_owner);
+                    pos += n as u64;
+                    if !send(&tx, item) {
+                        return;
+                    }
+                }
+            }
+            Ok(false) => {
+                if !send(&tx, read_plain(&mut source, at, &mut pos, range.end)) {
+                    return;
+                }
+            }
+            Err(e) => {
+                send(&tx, Err(e));
+                return;
+            }
         }
     }
+}
+
+/// Sends one item; false when the stream is to end (the consumer is gone, or it was an error).
+fn send(tx: &mpsc::Sender<io::Result<Bytes>>, item: io::Result<Bytes>) -> bool {
+    let stop = item.is_err();
+    tx.blocking_send(item).is_ok() && !stop
+}
+
+/// Reads the window at the aligned offset `at` into a buffer; hands out the part from `pos`
+/// on, and moves `pos` past it.
+fn read_plain(source: &mut Source, at: u64, pos: &mut u64, end: u64) -> io::Result<Bytes> {
+    let skip = (*pos - at) as usize;
+    let want = ((end - at) as usize).min(BUF_SIZE);
+    let rounded = (want.div_ceil(ALIGN) * ALIGN).min(BUF_SIZE);
+    let mut buf = Buf::get();
+    let n = source.read_window(&mut buf.spare_all()[..rounded], at)?;
+    if n <= skip {
+        return Err(short());
+    }
+    let to = n.min(want);
+    buf.set_len(to);
+    *pos = at + to as u64;
+    Ok(Bytes::from_owner(buf).slice(skip..))
 }
 
 async fn open_sealed(
     path: PathBuf,
     range: Range<u64>,
-    mode: Mode,
+    cold: Cold,
+    direct: bool,
     keys: Arc<Keys>,
 ) -> io::Result<BlobStream> {
     let len = range.end.saturating_sub(range.start);
@@ -168,32 +347,29 @@ async fn open_sealed(
         return Ok(one_chunk(bytes));
     }
     let checked = range.clone();
-    let (file, direct, opener) = tokio::task::spawn_blocking(move || {
-        let (file, mut direct) = open_file(&path, mode == Mode::Cold)?;
-        // Read into an aligned buffer: the file may be open with O_DIRECT.
+    let (source, opener) = tokio::task::spawn_blocking(move || {
+        let mut source = Source::open(&path, cold, direct)?;
+        // Into an aligned buffer: the read may be O_DIRECT.
         let mut header = Buf::get();
-        read_direct(&file, &mut direct, &mut header.spare_all()[..HEADER], 0)?;
-        let opener = opener(&file, &keys, &header.spare_all()[..HEADER], &checked)?;
-        Ok::<_, io::Error>((file, direct, opener))
+        source.read_head(&mut header.spare_all()[..HEADER])?;
+        let opener = opener(&source.file, &keys, &header.spare_all()[..HEADER], &checked)?;
+        Ok::<_, io::Error>((source, opener))
     })
     .await
     .map_err(io::Error::other)??;
     let (tx, rx) = mpsc::channel(AHEAD);
-    if direct {
-        // From the disk, reading and decrypting run on two threads, so that the disk never
-        // waits for the cipher. The hand-over is a rendezvous: the cipher is several times
-        // faster than the disk, so the reader seldom waits for it, and a queue between them
-        // would hold one more 4 MiB buffer.
-        let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel(0);
-        let lengths = opener.clone();
-        let span = range.clone();
-        tokio::task::spawn_blocking(move || read_segments(file, direct, &lengths, span, sealed_tx));
-        tokio::task::spawn_blocking(move || open_segments(&opener, range, sealed_rx, tx));
-    } else {
-        // From the page cache a read costs little next to the cipher: one thread does both,
-        // and holds fewer 4 MiB buffers.
-        tokio::task::spawn_blocking(move || produce_sealed(file, &opener, range, tx));
-    }
+    // Reading and decrypting run on two threads. The hand-over is a rendezvous: the cipher
+    // is several times faster than the disk, so the reader seldom waits for it, and a queue
+    // between them would hold one more buffer.
+    let (sealed_tx, sealed_rx) = std::sync::mpsc::sync_channel(0);
+    let lengths = opener.clone();
+    let span = range.clone();
+    let mapper = Mapper {
+        file: source.file.clone(),
+        file_len: source.file_len,
+    };
+    tokio::task::spawn_blocking(move || read_segments(source, &lengths, span, sealed_tx));
+    tokio::task::spawn_blocking(move || open_segments(&opener, mapper, range, sealed_rx, tx));
     Ok(stream_from(rx))
 }
 
@@ -206,13 +382,6 @@ fn opener(file: &File, keys: &Keys, header: &[u8], range: &Range<u64>) -> io::Re
         return Err(short());
     }
     Ok(opener)
-}
-
-fn short() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "blob shorter than the range read",
-    )
 }
 
 /// The segments that hold the non-empty `range`, at most `max` of them: the first one, how
@@ -242,25 +411,6 @@ pub async fn read_all(path: PathBuf, keys: Option<Arc<Keys>>) -> io::Result<Byte
     .map_err(io::Error::other)?
 }
 
-fn open_file(path: &std::path::Path, direct: bool) -> io::Result<(File, bool)> {
-    if direct {
-        match File::options()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-        {
-            Ok(file) => return Ok((file, true)),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let file = File::open(path)?;
-    // Sequential: let the kernel read ahead generously.
-    // SAFETY: fadvise on an fd we own, with integer arguments.
-    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
-    Ok((file, false))
-}
-
 /// Reads until `buf` is full or the file ends; returns the bytes read.
 fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
@@ -275,60 +425,93 @@ fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     Ok(done)
 }
 
-/// `read_full`, where O_DIRECT refused for this read (EINVAL) turns it off for the file and
-/// reads through the page cache instead. The offset and buffer must suit O_DIRECT.
-fn read_direct(file: &File, direct: &mut bool, buf: &mut [u8], at: u64) -> io::Result<usize> {
-    match read_full(file, buf, at) {
-        Err(e) if *direct && e.raw_os_error() == Some(libc::EINVAL) => {
-            *direct = false;
-            clear_direct(file)?;
-            read_full(file, buf, at)
-        }
-        other => other,
-    }
-}
-
-/// Segments read from the file, on their way to be decrypted.
+/// Segments on their way to be decrypted, from segment `first` on.
 struct Sealed {
     first: u64,
-    buf: Buf,
+    data: SealedData,
 }
 
-/// Reads the first segments (up to 64, 4 MiB) under the non-empty `range`.
-fn read_chunk(
-    file: &File,
-    direct: &mut bool,
-    opener: &Opener,
-    range: &Range<u64>,
-) -> io::Result<Sealed> {
-    let (first, _, at, want) = span(opener, range, (BUF_SIZE / SEGMENT) as u64);
+enum SealedData {
+    /// Read into a buffer: decrypted where they lie.
+    Read(Buf),
+    /// `count` segments in the page cache: mapped a megabyte at a time and decrypted from
+    /// the mapping into a buffer, on the decrypting thread.
+    InMemory { count: u64 },
+}
+
+/// The window that starts the non-empty `range` (up to 64 segments, 4 MiB of file): in
+/// memory, or read into a buffer.
+fn fetch_window(source: &mut Source, opener: &Opener, range: &Range<u64>) -> io::Result<Sealed> {
+    let (first, count, at, want) = span(opener, range, (BUF_SIZE / SEGMENT) as u64);
+    if source.in_memory(at, want as u64)? {
+        return Ok(Sealed {
+            first,
+            data: SealedData::InMemory { count },
+        });
+    }
     let mut buf = Buf::get();
     // Segments start 4096-aligned; only the last one's end may need rounding up.
-    let read_len = if *direct {
-        want.div_ceil(ALIGN) * ALIGN
-    } else {
-        want
-    };
-    let n = read_direct(file, direct, &mut buf.spare_all()[..read_len], at)?;
+    let read_len = (want.div_ceil(ALIGN) * ALIGN).min(BUF_SIZE);
+    let n = source.read_window(&mut buf.spare_all()[..read_len], at)?;
     if n < want {
         return Err(short());
     }
     buf.set_len(want);
-    Ok(Sealed { first, buf })
+    Ok(Sealed {
+        first,
+        data: SealedData::Read(buf),
+    })
 }
 
-/// Where the plaintext of the chunk after `sealed` starts.
+/// Where the plaintext after the segments of `sealed` starts.
 fn after(sealed: &Sealed) -> u64 {
-    (sealed.first + (sealed.buf.len() as u64).div_ceil(SEGMENT as u64)) * PLAIN as u64
+    let count = match &sealed.data {
+        SealedData::Read(buf) => (buf.len() as u64).div_ceil(SEGMENT as u64),
+        SealedData::InMemory { count } => *count,
+    };
+    (sealed.first + count) * PLAIN as u64
 }
 
-/// Decrypts a chunk read by [`read_chunk`] where it lies; returns the part of its plaintext
-/// in `range`.
-fn open_chunk(opener: &Opener, sealed: Sealed, range: &Range<u64>) -> io::Result<Bytes> {
-    let Sealed { first, mut buf } = sealed;
-    let n = opener.open_in_place(first, &mut buf)?;
-    buf.set_len(n);
-    Ok(wanted(buf, first, range))
+/// The blob file, for the decrypting thread to map windows that are in memory.
+struct Mapper {
+    file: Arc<File>,
+    file_len: u64,
+}
+
+/// Decrypts segments [`fetch_window`] fetched; returns the part of their plaintext in `range`.
+fn open_chunk(
+    opener: &Opener,
+    mapper: &Mapper,
+    sealed: Sealed,
+    range: &Range<u64>,
+) -> io::Result<Bytes> {
+    let Sealed { first, data } = sealed;
+    let plain = match data {
+        SealedData::Read(mut buf) => {
+            let n = opener.open_in_place(first, &mut buf)?;
+            buf.set_len(n);
+            buf
+        }
+        SealedData::InMemory { count } => {
+            let mut plain = Buf::get();
+            let mut n = 0;
+            let mut done = 0;
+            while done < count {
+                let at = first + done;
+                let (_, pieces, offset, len) = span(
+                    opener,
+                    &(at * PLAIN as u64..range.end),
+                    MAP_SEGMENTS.min(count - done),
+                );
+                let map = Mapped::new(&mapper.file, mapper.file_len, offset, len)?;
+                n += opener.open(at, &map, &mut plain.spare_all()[n..])?;
+                done += pieces;
+            }
+            plain.set_len(n);
+            plain
+        }
+    };
+    Ok(wanted(plain, first, range))
 }
 
 /// The part in `range` of the plaintext in `plain`, which starts at segment `first`.
@@ -340,75 +523,17 @@ fn wanted(plain: Buf, first: u64, range: &Range<u64>) -> Bytes {
     Bytes::from_owner(plain).slice(from..to)
 }
 
-/// Segments mapped from the page cache at a time: a quarter of a chunk, so that a hot
-/// read holds 1 MiB of the page cache mapped (and counted in ecrld's RSS), not 4.
-const MAP_SEGMENTS: u64 = (MAP_CHUNK / SEGMENT) as u64;
-
-/// [`read_chunk`] and [`open_chunk`] from the page cache: the first segments (up to 64)
-/// under the non-empty `range` are mapped a megabyte at a time and decrypted straight from
-/// the mapping into a buffer; returns the wanted plaintext and where the next chunk's
-/// starts. `file_len` is the file's length.
-fn open_mapped(
-    file: &File,
-    file_len: u64,
-    opener: &Opener,
-    range: &Range<u64>,
-) -> io::Result<(Bytes, u64)> {
-    let (first, count, _, _) = span(opener, range, (BUF_SIZE / SEGMENT) as u64);
-    let mut plain = Buf::get();
-    let mut n = 0;
-    let mut done = 0;
-    while done < count {
-        let at = first + done;
-        let (_, pieces, offset, len) = span(
-            opener,
-            &(at * PLAIN as u64..range.end),
-            MAP_SEGMENTS.min(count - done),
-        );
-        let map = Mapped::new(file, file_len, offset, len)?;
-        n += opener.open(at, &map, &mut plain.spare_all()[n..])?;
-        done += pieces;
-    }
-    plain.set_len(n);
-    Ok((wanted(plain, first, range), (first + count) * PLAIN as u64))
-}
-
-/// Reads and decrypts the segments under `range` and sends the wanted plaintext, until the
-/// end, an error, or the consumer goes away.
-fn produce_sealed(
-    file: File,
-    opener: &Opener,
-    range: Range<u64>,
-    tx: mpsc::Sender<io::Result<Bytes>>,
-) {
-    let Some(file_len) = length_or_send(&file, &tx) else {
-        return;
-    };
-    let mut pos = range.start;
-    while pos < range.end {
-        let item = open_mapped(&file, file_len, opener, &(pos..range.end)).map(|(bytes, next)| {
-            pos = next;
-            bytes
-        });
-        let stop = item.is_err();
-        if tx.blocking_send(item).is_err() || stop {
-            return;
-        }
-    }
-}
-
-/// Reads the segments under `range` chunk by chunk and sends them on to be decrypted,
+/// Fetches the segments under `range` window by window and sends them on to be decrypted,
 /// until the end, an error, or the decrypting side goes away.
 fn read_segments(
-    file: File,
-    mut direct: bool,
+    mut source: Source,
     opener: &Opener,
     range: Range<u64>,
     tx: std::sync::mpsc::SyncSender<io::Result<Sealed>>,
 ) {
     let mut pos = range.start;
     while pos < range.end {
-        let item = read_chunk(&file, &mut direct, opener, &(pos..range.end));
+        let item = fetch_window(&mut source, opener, &(pos..range.end));
         if let Ok(sealed) = &item {
             pos = after(sealed);
         }
@@ -422,60 +547,13 @@ fn read_segments(
 /// Decrypts what [`read_segments`] sends and sends the wanted part of the plaintext on.
 fn open_segments(
     opener: &Opener,
+    mapper: Mapper,
     range: Range<u64>,
     rx: std::sync::mpsc::Receiver<io::Result<Sealed>>,
     tx: mpsc::Sender<io::Result<Bytes>>,
 ) {
     while let Ok(sealed) = rx.recv() {
-        let item = sealed.and_then(|sealed| open_chunk(opener, sealed, &range));
-        let stop = item.is_err();
-        if tx.blocking_send(item).is_err() || stop {
-            return;
-        }
-    }
-}
-
-/// Reads `range` chunk by chunk and sends it, until the end, an error, or the consumer
-/// goes away.
-fn produce(file: File, mut direct: bool, range: Range<u64>, tx: mpsc::Sender<io::Result<Bytes>>) {
-    let mut pos = range.start;
-    while pos < range.end {
-        let mut buf = Buf::get();
-        // O_DIRECT needs an aligned file offset and length: read the aligned block around
-        // what we want and hand out only the wanted part.
-        let (at, skip, want) = if direct {
-            let at = pos - pos % ALIGN as u64;
-            let skip = (pos - at) as usize;
-            let want = ((range.end - at) as usize).min(BUF_SIZE);
-            let rounded = want.div_ceil(ALIGN) * ALIGN;
-            (at, skip, rounded.min(BUF_SIZE))
-        } else {
-            (pos, 0, ((range.end - pos) as usize).min(BUF_SIZE))
-        };
-        let result = match read_full(&file, &mut buf.spare_all()[..want], at) {
-            Err(e) if direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                // The filesystem took O_DIRECT at open but not for this read: go buffered.
-                direct = false;
-                match clear_direct(&file) {
-                    Ok(_) => continue,
-                    Err(e) => Err(e),
-                }
-            }
-            other => other,
-        };
-        let item = match result {
-            Ok(n) if n <= skip => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "blob shorter than the range read",
-            )),
-            Ok(n) => {
-                let end = n.min(skip + (range.end - pos) as usize);
-                buf.set_len(end);
-                pos += (end - skip) as u64;
-                Ok(Bytes::from_owner(buf).slice(skip..))
-            }
-            Err(e) => Err(e),
-        };
+        let item = sealed.and_then(|sealed| open_chunk(opener, &mapper, sealed, &range));
         let stop = item.is_err();
         if tx.blocking_send(item).is_err() || stop {
             return;

@@ -26,6 +26,9 @@ pub(super) fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// The read cache of test stores: room for a few of their blobs.
+const TEST_READ_CACHE: u64 = 64 << 20;
+
 /// Every test runs in both modes.
 const MODES: [Encryption; 2] = [Encryption::Aes256Gcm, Encryption::None];
 
@@ -41,6 +44,7 @@ fn open_store_with(root: &Path, mode: Encryption, direct: bool) -> BlobStore {
         key_dir: root.join("keys"),
         keyring: &FakeKeyring::none(),
         upload_memory: usize::MAX,
+        read_cache: TEST_READ_CACHE,
     };
     BlobStore::open_with(root, &options, direct).unwrap()
 }
@@ -872,6 +876,7 @@ fn options<'a>(
         key_dir: root.join("keys"),
         keyring,
         upload_memory: usize::MAX,
+        read_cache: TEST_READ_CACHE,
     }
 }
 
@@ -1105,4 +1110,248 @@ async fn a_session_being_written_is_not_expired_under_its_request() {
         vec![id]
     );
     assert_nothing_left(dir.path());
+}
+
+/// Waits until the read cache has prepared room for fills (it does so in the background
+/// after the store opens).
+async fn reserve_ready(store: &BlobStore) {
+    for _ in 0..1000 {
+        if store.inner.cache.reserve_ready() >= TEST_READ_CACHE / 2 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the read cache prepared no room in 10 s");
+}
+
+/// Drops what the page cache holds of a blob's file, as memory pressure would.
+fn evict(root: &Path, digest: &Digest) {
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::File::open(blob_file(root, digest)).unwrap();
+    // SAFETY: fadvise on an fd we own, with integer arguments.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
+/// Whether the page cache holds all of a blob's file.
+fn in_memory(root: &Path, digest: &Digest) -> bool {
+    let path = blob_file(root, digest);
+    let file = std::fs::File::open(&path).unwrap();
+    let len = file.metadata().unwrap().len();
+    super::cache::resident(&file, 0, len).unwrap()
+}
+
+/// Whether the filesystem under `root` lets the page cache drop a file (tmpfs does not):
+/// without it, only the mapped path can be seen.
+fn evictable(root: &Path) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let path = root.join("probe");
+    std::fs::write(&path, vec![1u8; 1 << 16]).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: as in `evict`.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let gone = !super::cache::resident(&file, 0, 1 << 16).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    gone
+}
+
+/// Ranges that start and end on, just before and just after the segment and window
+/// boundaries near `len`'s windows, and ranges that span windows.
+fn boundary_ranges(len: u64) -> Vec<std::ops::Range<u64>> {
+    let window = (BUF_SIZE / SEGMENT * PLAIN) as u64;
+    let mut points = vec![0, 1, len - 1, len];
+    for k in 1..=(len / window) {
+        for edge in [k * window, k * BUF_SIZE as u64] {
+            for p in [
+                edge - PLAIN as u64,
+                edge - 1,
+                edge,
+                edge + 1,
+                edge + PLAIN as u64,
+            ] {
+                points.push(p);
+            }
+        }
+    }
+    points.retain(|&p| p <= len);
+    points.sort();
+    points.dedup();
+    let mut ranges = Vec::new();
+    ranges.push(0..len);
+    for (i, &a) in points.iter().enumerate() {
+        for &b in &points[i + 1..(i + 3).min(points.len())] {
+            ranges.push(a..b);
+        }
+        ranges.push(a..(a + window + 3).min(len));
+    }
+    ranges.retain(|r| r.start < r.end);
+    ranges
+}
+
+async fn read_range_with(
+    store: &BlobStore,
+    digest: &Digest,
+    range: std::ops::Range<u64>,
+    cold: super::reader::Cold,
+) -> Vec<u8> {
+    let mut stream = store.read_with(digest, range, cold).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+/// Every way a window is read gives the same bytes for ranges across segment and window
+/// boundaries: O_DIRECT (and the page cache left alone), filling the page cache, mapped
+/// from it, and a read that finds some windows in memory and others not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_path_serves_ranges_across_windows() {
+    use super::reader::Cold;
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let can_evict = evictable(root);
+        let store = open_store(root, mode);
+        let len = 2 * BUF_SIZE + 3 * PLAIN + 100;
+        let data = Bytes::from(random_bytes(len, 99));
+        let digest = digest_of(&data);
+        push(&store, &data, &[1 << 20]).await.unwrap();
+        reserve_ready(&store).await;
+        let ranges = boundary_ranges(len as u64);
+        let fill = || Cold::Fill {
+            cache: store.inner.cache.clone(),
+            digest,
+        };
+        let check = |got: Vec<u8>, r: &std::ops::Range<u64>, path: &str| {
+            assert!(
+                got == data[r.start as usize..r.end as usize],
+                "{mode} {path} range {r:?}"
+            );
+        };
+
+        // Straight from the disk: nothing of it lands in the page cache.
+        evict(root, &digest);
+        for r in &ranges {
+            check(
+                read_range_with(&store, &digest, r.clone(), Cold::Direct).await,
+                r,
+                "direct",
+            );
+        }
+        if can_evict {
+            assert!(
+                !in_memory(root, &digest),
+                "{mode}: a direct read filled the page cache"
+            );
+        }
+
+        // Filling the page cache, window by window and range by range.
+        for r in &ranges {
+            evict(root, &digest);
+            check(
+                read_range_with(&store, &digest, r.clone(), fill()).await,
+                r,
+                "fill",
+            );
+        }
+        // The whole blob once more: then all of it is in memory, and reads map it.
+        let all = 0..len as u64;
+        check(
+            read_range_with(&store, &digest, all.clone(), fill()).await,
+            &all,
+            "fill",
+        );
+        assert!(
+            in_memory(root, &digest),
+            "{mode}: a fill left the blob out of memory"
+        );
+        for r in &ranges {
+            check(
+                read_range_with(&store, &digest, r.clone(), Cold::Direct).await,
+                r,
+                "mapped",
+            );
+        }
+
+        // Part in memory, part not: the middle window only.
+        let window = (BUF_SIZE / SEGMENT * PLAIN) as u64;
+        for r in &ranges {
+            evict(root, &digest);
+            let middle = window + 10..2 * window - 10;
+            read_range_with(&store, &digest, middle, fill()).await;
+            check(
+                read_range_with(&store, &digest, r.clone(), Cold::Direct).await,
+                r,
+                "mixed",
+            );
+        }
+    }
+}
+
+/// A blob deleted while it is being read is read to its end, whichever way its windows are
+/// read; then it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_deleted_while_being_read_is_read_to_its_end() {
+    for mode in MODES {
+        for warm in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open_store(dir.path(), mode);
+            let len = 3 * BUF_SIZE + 12_345;
+            let data = Bytes::from(random_bytes(len, 5));
+            let digest = digest_of(&data);
+            push(&store, &data, &[1 << 20]).await.unwrap();
+            if warm {
+                read_range(&store, &digest, 0..len as u64).await;
+            }
+            let mut stream = store.read(&digest, 0..len as u64).await.unwrap();
+            let mut got = stream.next().await.unwrap().unwrap().to_vec();
+            assert!(store.delete(&digest).await.unwrap());
+            while let Some(chunk) = stream.next().await {
+                got.extend_from_slice(&chunk.unwrap());
+            }
+            assert!(got == data[..], "{mode} warm {warm}");
+            assert_eq!(store.stat(&digest).await.unwrap(), None);
+            assert!(store.read(&digest, 0..1).await.is_err());
+        }
+    }
+}
+
+/// 64 readers of one blob at once, while it goes from the disk into memory, all get its
+/// bytes; the cache never counts more of it than its file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_concurrent_readers_of_one_blob() {
+    for mode in MODES {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path(), mode);
+        let len = 2 * BUF_SIZE + 777;
+        let data = Bytes::from(random_bytes(len, 64));
+        let digest = digest_of(&data);
+        push(&store, &data, &[1 << 20]).await.unwrap();
+        let mut readers = Vec::new();
+        for i in 0..64u64 {
+            let store = store.clone();
+            // Every fourth reader takes a range that starts and ends inside windows.
+            let range = if i % 4 == 3 {
+                (i * 4099)..(len as u64 - i * 17)
+            } else {
+                0..len as u64
+            };
+            readers.push(tokio::spawn(async move {
+                let got = read_range(&store, &digest, range.clone()).await;
+                (range, got)
+            }));
+        }
+        for reader in readers {
+            let (r, got) = reader.await.unwrap();
+            assert!(
+                got == data[r.start as usize..r.end as usize],
+                "{mode} {r:?}"
+            );
+        }
+        let file_len = std::fs::metadata(blob_file(dir.path(), &digest))
+            .unwrap()
+            .len();
+        assert!(store.inner.cache.held(&digest) <= file_len);
+    }
 }

@@ -69,6 +69,9 @@ impl Env {
             // The registry tests exercise the protocol; tests/auth.rs sets its own access.
             .env("ECRL_ANONYMOUS", self.anonymous)
             .env("ECRL_LOG", "info")
+            // Room for the tests' blobs, prepared in an instant (the default prepares an eighth
+            // of the machine's memory after start).
+            .env("ECRL_READ_CACHE", "64MiB")
             .stdin(Stdio::null());
     }
 
