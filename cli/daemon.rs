@@ -112,6 +112,23 @@ impl Table for SystemInfo {
             (Some(store), None) => rows.push(("key store", store.as_str().to_string())),
             (None, _) => {}
         }
+        if let Some(cache) = &self.read_cache {
+            rows.push((
+                "read cache",
+                if cache.budget_bytes == 0 {
+                    "off".to_string()
+                } else {
+                    format!(
+                        "{} budget, {} held by {} blob{}, {} prepared",
+                        human_bytes(cache.budget_bytes),
+                        human_bytes(cache.held_bytes),
+                        cache.blobs,
+                        if cache.blobs == 1 { "" } else { "s" },
+                        human_bytes(cache.prepared_bytes)
+                    )
+                },
+            ));
+        }
         if let Some(log) = &self.log_file {
             rows.push(("log", log.display().to_string()));
         }

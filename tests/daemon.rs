@@ -408,3 +408,65 @@ fn status_says_how_blobs_are_encrypted_and_where_the_key_is() {
     );
     assert!(!err.contains(key), "the key is in an error");
 }
+
+/// The read cache's budget comes from `ECRL_READ_CACHE` or `storage.read_cache`, shows in the
+/// status, and a bad value keeps the daemon from starting with an error that names it.
+#[test]
+fn the_read_cache_is_configured_shown_and_bad_sizes_are_refused() {
+    let env = Env::new();
+    // Every test's environment sets 64 MiB.
+    let info = env.start();
+    assert_eq!(info["readCache"]["budgetBytes"], 64 << 20, "{info}");
+    assert_eq!(info["readCache"]["heldBytes"], 0, "{info}");
+    let text = env.ecrl_ok(&["daemon", "status"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("read cache") && l.contains("64.0 MiB budget")),
+        "{text}"
+    );
+    env.ecrl_ok(&["daemon", "stop", "--wait", "15"]);
+
+    // Off: no budget, nothing prepared, no reserve file.
+    let out = env
+        .ecrl_command(&["daemon", "start", "--output", "json"])
+        .env("ECRL_READ_CACHE", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["readCache"]["budgetBytes"], 0, "{info}");
+    assert!(!env.data_dir().join("cache/reserve").exists());
+    let text = env.ecrl_ok(&["daemon", "status"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("read cache") && l.ends_with("off")),
+        "{text}"
+    );
+    env.ecrl_ok(&["daemon", "stop", "--wait", "15"]);
+
+    let out = env
+        .ecrld_command(&[])
+        .env("ECRL_READ_CACHE", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("ECRL_READ_CACHE") && err.contains("lots"),
+        "{err}"
+    );
+
+    let config = env.write_config("storage:\n  read_cache: 12 parsecs\n");
+    let out = env
+        .ecrld_command(&["--config", config.to_str().unwrap()])
+        .env_remove("ECRL_READ_CACHE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("storage.read_cache") && err.contains(config.to_str().unwrap()),
+        "{err}"
+    );
+    assert!(!env.socket().exists());
+}

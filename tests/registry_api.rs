@@ -1460,6 +1460,13 @@ fn a_big_blob_pulled_by_64_clients_at_once_and_after_a_restart() {
     };
     pull_all(&reg);
     pull_all(&reg);
+    // Read more than once, it is in the read cache now, and the status says so.
+    let cache = &reg.env.info()["readCache"];
+    assert_eq!(cache["blobs"], 1, "{cache}");
+    assert!(
+        cache["heldBytes"].as_u64().unwrap() >= len as u64,
+        "{cache}"
+    );
     reg.restart();
     pull_all(&reg);
     let resp = reg

@@ -66,6 +66,7 @@ async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiErr
         encryption: Some(encryption.mode),
         key_store: encryption.key.as_ref().map(|k| k.store),
         key_file: encryption.key.as_ref().and_then(|k| k.file.clone()),
+        read_cache: Some(state.store.read_cache()),
         log_file: log_file.is_file().then_some(log_file),
         engine,
         engine_error,

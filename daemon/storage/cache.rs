@@ -256,6 +256,25 @@ impl ReadCache {
         self.shared.wake.notify_one();
     }
 
+    /// The budget, what the cache holds (bytes, blobs) and the reserve prepared.
+    pub fn status(&self) -> ecrl::api::system::ReadCacheInfo {
+        let (held, blobs, prepared) = self
+            .shared
+            .state
+            .lock()
+            .map(|s| {
+                let blobs = s.blobs.values().filter(|k| k.bytes > 0).count() as u64;
+                (s.kept, blobs, s.top)
+            })
+            .unwrap_or_default();
+        ecrl::api::system::ReadCacheInfo {
+            budget_bytes: self.budget,
+            held_bytes: held,
+            blobs,
+            prepared_bytes: prepared,
+        }
+    }
+
     /// Bytes of a blob the cache counts as held.
     #[cfg(test)]
     pub fn held(&self, digest: &Digest) -> u64 {

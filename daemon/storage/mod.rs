@@ -254,6 +254,11 @@ impl BlobStore {
         })
     }
 
+    /// The read cache at work, for `ecrl daemon status`.
+    pub fn read_cache(&self) -> ecrl::api::system::ReadCacheInfo {
+        self.inner.cache.status()
+    }
+
     /// How blobs are kept at rest, and where the key is.
     pub fn encryption(&self) -> &EncryptionStatus {
         &self.inner.encryption

@@ -14,6 +14,20 @@ impl Endpoint for Info {
     type Response = SystemInfo;
 }
 
+/// `storage.read_cache` at work (all of it page cache, which the kernel may reclaim).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadCacheInfo {
+    /// The most blob bytes it keeps.
+    pub budget_bytes: u64,
+    /// Bytes of blobs it filled and holds.
+    pub held_bytes: u64,
+    /// How many blobs those are.
+    pub blobs: u64,
+    /// Memory prepared for the next fills (the reserve).
+    pub prepared_bytes: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SystemInfo {
@@ -59,6 +73,9 @@ pub struct SystemInfo {
     /// The key file, when the key is kept in one (`keyStore: file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// The read cache: which blobs ecrld keeps in the page cache for pulls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_cache: Option<ReadCacheInfo>,
     /// The daemon's log file when it was started by `ecrl daemon start`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_file: Option<PathBuf>,
