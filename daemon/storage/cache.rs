@@ -157,6 +157,10 @@ impl ReadCache {
         }
         state.tick += 1;
         let tick = state.tick;
+        if state.blobs.len() >= SEEN_MAX && !state.blobs.contains_key(digest) {
+            // Admitted blobs whose reads found them in memory anyway hold nothing of ours.
+            state.blobs.retain(|_, k| k.bytes > 0);
+        }
         state
             .blobs
             .entry(*digest)
@@ -187,12 +191,8 @@ impl ReadCache {
         if n == 0 {
             return true;
         }
-        let others: u64 = state
-            .blobs
-            .iter()
-            .filter(|(d, _)| *d != digest)
-            .map(|(_, k)| k.bytes)
-            .sum();
+        let own = state.blobs.get(digest).map_or(0, |k| k.bytes);
+        let others = state.kept - own;
         if state.top + others < n {
             return false;
         }
@@ -224,6 +224,10 @@ impl ReadCache {
                 drop_pages(&file, kept.bytes - k, k);
             }
             kept.bytes -= k;
+            if kept.bytes == 0 {
+                // Out of the cache: its next read is a first one again.
+                state.blobs.remove(&oldest);
+            }
             state.kept -= k;
             need -= k;
         }
@@ -541,7 +545,7 @@ mod tests {
         assert!(cache.take(&digest(3), 4 << 20));
         {
             let state = cache.shared.state.lock().unwrap();
-            assert_eq!(state.blobs[&digest(1)].bytes, 0);
+            assert!(!state.blobs.contains_key(&digest(1)));
             assert_eq!(state.blobs[&digest(2)].bytes, 4 << 20);
             assert_eq!(state.blobs[&digest(3)].bytes, 4 << 20);
             assert_eq!(state.kept, 8 << 20);
@@ -572,6 +576,22 @@ mod tests {
         assert!(fresh_memory(ms(20), 4 << 20, ms(20), 4 << 20));
         // Too little to judge.
         assert!(!fresh_memory(ms(20), 4096, ms(20), 4096));
+    }
+
+    #[test]
+    fn admitted_blobs_that_hold_nothing_are_not_remembered_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ReadCache::new(&dir.path().join("cache"), 8 << 20).unwrap();
+        for i in 0..(SEEN_MAX as u32 + 100) {
+            let mut bytes = [0u8; 32];
+            bytes[..4].copy_from_slice(&i.to_le_bytes());
+            let d = Digest::from_bytes(bytes);
+            assert!(!cache.admit(&d, dir.path(), 1 << 20));
+            assert!(cache.admit(&d, dir.path(), 1 << 20));
+        }
+        let state = cache.shared.state.lock().unwrap();
+        assert!(state.blobs.len() <= SEEN_MAX, "{}", state.blobs.len());
+        assert!(state.seen.len() <= SEEN_MAX);
     }
 
     #[test]
