@@ -12,6 +12,7 @@ pub mod names;
 pub mod nesting;
 pub mod paths;
 pub mod policy;
+pub mod remote;
 pub mod taskdef;
 pub mod timestamp;
 

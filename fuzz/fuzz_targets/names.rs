@@ -1,9 +1,11 @@
 //! Repository names, tags, digests, references and image references, as the registry's URLs
 //! and the CLI's arguments carry them: whatever parses displays back to the very same text
-//! and parses again to an equal value.
+//! and parses again to an equal value. Also other registries' image references and
+//! authentication challenges, as mirroring reads them.
 #![no_main]
 
 use ecrl::names::{Digest, HostPrefix, ImageRef, OwnHosts, Reference, RepoName, Tag};
+use ecrl::remote::{parse_challenges, RemoteRef};
 use ecrl::taskdef::TaskDefRef;
 use libfuzzer_sys::fuzz_target;
 use std::fmt::Display;
@@ -78,6 +80,18 @@ fuzz_target!(|text: &str| {
             assert_eq!(format!("{host}/{rest}"), text);
         }
         HostPrefix::None => {}
+    }
+
+    // Other registries' references normalize once: the normal form reads back the same.
+    if let Ok(remote) = text.parse::<RemoteRef>() {
+        let shown = remote.to_string();
+        assert_eq!(shown.parse::<RemoteRef>().as_ref(), Ok(&remote), "{shown}");
+        assert!(!remote.api_host().is_empty());
+    }
+    // A remote's WWW-Authenticate header: anything at all, never a panic.
+    for challenge in parse_challenges(text) {
+        assert!(!challenge.scheme.is_empty());
+        assert!(challenge.params.keys().all(|k| !k.is_empty()));
     }
 
     if let Ok(r) = TaskDefRef::parse(text) {
