@@ -6,6 +6,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod docker_config;
 pub mod http_range;
 pub mod manifest;
 pub mod names;
