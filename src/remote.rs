@@ -316,6 +316,93 @@ impl Lexer<'_> {
     }
 }
 
+/// What a repository's token is asked for: `repository:NAME:pull` or `...:pull,push`.
+pub fn repository_scope(repository: &RepoName, push: bool) -> String {
+    let actions = if push { "pull,push" } else { "pull" };
+    format!("repository:{repository}:{actions}")
+}
+
+/// The URL a Bearer challenge's token is fetched from (the Docker token flow): its `realm`
+/// with `service` and each scope as query parameters. `None` when the challenge has no
+/// realm, or one that is not an http(s) URL.
+pub fn token_url(challenge: &Challenge, scopes: &[String]) -> Option<String> {
+    let realm = challenge.param("realm")?;
+    if !(realm.starts_with("https://") || realm.starts_with("http://")) {
+        return None;
+    }
+    let mut url = realm.to_string();
+    let mut sep = if realm.contains('?') { '&' } else { '?' };
+    let mut add = |name: &str, value: &str| {
+        url.push(sep);
+        url.push_str(name);
+        url.push('=');
+        url.push_str(&query_escape(value));
+        sep = '&';
+    };
+    if let Some(service) = challenge.param("service") {
+        add("service", service);
+    }
+    for scope in scopes {
+        add("scope", scope);
+    }
+    Some(url)
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters.
+fn query_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A token endpoint's answer. Registries write `token` or `access_token` (or both, equal);
+/// a token without `expires_in` lives 60 s, as the Docker token specification says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAnswer {
+    pub token: String,
+    pub expires_in: std::time::Duration,
+    /// An OAuth refresh token, when the endpoint gave one.
+    pub refresh_token: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawToken {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// The shortest life ecrl gives a token, whatever the endpoint says (some answer 0).
+const MIN_TOKEN_LIFE: u64 = 60;
+
+pub fn parse_token_answer(body: &[u8]) -> Result<TokenAnswer, String> {
+    let raw: RawToken = serde_json::from_slice(body)
+        .map_err(|e| format!("the token endpoint answered something other than a token: {e}"))?;
+    let token = raw
+        .token
+        .filter(|t| !t.is_empty())
+        .or(raw.access_token.filter(|t| !t.is_empty()))
+        .ok_or("the token endpoint answered without a token")?;
+    Ok(TokenAnswer {
+        token,
+        expires_in: std::time::Duration::from_secs(
+            raw.expires_in.unwrap_or(MIN_TOKEN_LIFE).max(MIN_TOKEN_LIFE),
+        ),
+        refresh_token: raw.refresh_token.filter(|t| !t.is_empty()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +498,49 @@ mod tests {
             "registry.example/app@sha256:nothex".parse::<RemoteRef>(),
             Err(RemoteRefError::Name(_))
         ));
+    }
+
+    #[test]
+    fn the_token_flow_asks_the_realm_for_its_scopes() {
+        let c = &parse_challenges(
+            r#"Bearer realm="https://auth.example/token",service="registry.example:5000""#,
+        )[0];
+        let repo: RepoName = "team/app".parse().unwrap();
+        let scopes = [
+            repository_scope(&repo, true),
+            "registry:catalog:*".to_string(),
+        ];
+        assert_eq!(
+            token_url(c, &scopes).unwrap(),
+            "https://auth.example/token?service=registry.example%3A5000\
+             &scope=repository%3Ateam%2Fapp%3Apull%2Cpush&scope=registry%3Acatalog%3A%2A"
+        );
+        let c = &parse_challenges(r#"Bearer realm="http://a/t?x=1""#)[0];
+        assert_eq!(
+            token_url(c, &[repository_scope(&repo, false)]).unwrap(),
+            "http://a/t?x=1&scope=repository%3Ateam%2Fapp%3Apull"
+        );
+        for bad in [
+            r#"Bearer service="s""#,
+            r#"Bearer realm="file:///etc/passwd""#,
+        ] {
+            assert_eq!(token_url(&parse_challenges(bad)[0], &[]), None, "{bad}");
+        }
+
+        let t = parse_token_answer(br#"{"token":"abc","expires_in":300,"issued_at":"x"}"#).unwrap();
+        assert_eq!((t.token.as_str(), t.expires_in.as_secs()), ("abc", 300));
+        let t = parse_token_answer(br#"{"access_token":"xyz","refresh_token":"r"}"#).unwrap();
+        assert_eq!((t.token.as_str(), t.expires_in.as_secs()), ("xyz", 60));
+        assert_eq!(t.refresh_token.as_deref(), Some("r"));
+        assert_eq!(
+            parse_token_answer(br#"{"token":"a","expires_in":0}"#)
+                .unwrap()
+                .expires_in
+                .as_secs(),
+            60
+        );
+        assert!(parse_token_answer(br#"{"token":""}"#).is_err());
+        assert!(parse_token_answer(b"<html>rate limited</html>").is_err());
     }
 
     #[test]
