@@ -441,21 +441,8 @@ fn mincore(file: &File, at: u64, len: u64) -> io::Result<bool> {
     let page = page_size();
     let start = at - at % page;
     let map_len = (at + len - start) as usize;
-    // SAFETY: a fresh read-only mapping of a file we hold open, unmapped below; nothing reads
-    // through it.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            map_len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            start as libc::off_t,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
+    // Nothing reads through this mapping; it is unmapped below.
+    let ptr = super::map::map_shared(file, start, map_len)?;
     let pages = map_len.div_ceil(page as usize);
     let mut vec = vec![0u8; pages];
     // SAFETY: `vec` has one byte per page of the mapping made above.
@@ -470,13 +457,7 @@ fn mincore(file: &File, at: u64, len: u64) -> io::Result<bool> {
 }
 
 fn page_size() -> u64 {
-    // SAFETY: sysconf with a constant argument.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if n > 0 {
-        n as u64
-    } else {
-        4096
-    }
+    super::map::page_size() as u64
 }
 
 /// The default budget: an eighth of the machine's memory, at most 2 GiB.

@@ -27,7 +27,28 @@ unsafe impl Send for Mapped {}
 // SAFETY: shared access only reads.
 unsafe impl Sync for Mapped {}
 
-fn page_size() -> usize {
+/// A fresh read-only shared mapping of `len` bytes of `file` from the page-aligned `at`,
+/// nothing faulted in; the caller unmaps it.
+pub(super) fn map_shared(file: &File, at: u64, len: usize) -> io::Result<*mut libc::c_void> {
+    // SAFETY: a new mapping of a file we hold open; the kernel picks the address. Failure is
+    // reported as MAP_FAILED and checked below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            at as libc::off_t,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ptr)
+}
+
+pub(super) fn page_size() -> usize {
     // SAFETY: sysconf with a constant argument.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if n > 0 {
@@ -60,21 +81,7 @@ impl Mapped {
         let at = offset - offset % page;
         let skip = (offset - at) as usize;
         let map_len = skip + len;
-        // SAFETY: a fresh read-only shared mapping of a file we hold open; the kernel picks
-        // the address. Failure is reported as MAP_FAILED and checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                at as libc::off_t,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        let ptr = map_shared(file, at, map_len)?;
         let base =
             NonNull::new(ptr as *mut u8).ok_or_else(|| io::Error::other("mmap gave null"))?;
         let mapped = Mapped {
