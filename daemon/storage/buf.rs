@@ -268,20 +268,31 @@ impl Drop for Buf {
 
 /// Turns O_DIRECT off on `file`. True when it was on.
 pub fn clear_direct(file: &File) -> io::Result<bool> {
+    set_direct(file, false)
+}
+
+/// Turns O_DIRECT on or off on `file`. True when it was on before.
+pub fn set_direct(file: &File, on: bool) -> io::Result<bool> {
     let fd = file.as_raw_fd();
     // SAFETY: fcntl on an fd we own, with integer arguments.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     if flags < 0 {
         return Err(io::Error::last_os_error());
     }
-    if flags & libc::O_DIRECT == 0 {
-        return Ok(false);
+    let was = flags & libc::O_DIRECT != 0;
+    if was == on {
+        return Ok(was);
     }
+    let flags = if on {
+        flags | libc::O_DIRECT
+    } else {
+        flags & !libc::O_DIRECT
+    };
     // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(true)
+    Ok(was)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 //! never waits for the cipher; a segment that fails authentication ends the stream with an
 //! error, so a damaged blob is never served as wrong bytes.
 
-use super::buf::{Buf, ALIGN, BUF_SIZE};
+use super::buf::{set_direct, Buf, ALIGN, BUF_SIZE};
 use super::cache::{self, ReadCache};
 use super::crypt::{segment_offset, Keys, Opener, HEADER, PLAIN, SEGMENT};
 use super::map::Mapped;
@@ -29,7 +29,7 @@ use futures_util::Stream;
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -95,10 +95,11 @@ fn stream_from(rx: mpsc::Receiver<io::Result<Bytes>>) -> BlobStream {
 
 /// An open blob file and how its windows are read.
 struct Source {
-    /// Opened plainly: for mappings, residency and fills.
+    /// For mappings, residency, fills and reads; O_DIRECT is switched on for direct reads
+    /// (one descriptor per read, as many as before the read cache).
     file: Arc<File>,
-    /// The same file with O_DIRECT, when the filesystem takes it.
-    direct: Option<File>,
+    /// Whether direct reads use O_DIRECT (the store asks for it and the filesystem takes it).
+    direct: bool,
     file_len: u64,
     /// `Cold::Fill` until the cache refuses or a fill turns out slow.
     cold: Cold,
@@ -113,19 +114,6 @@ impl Source {
     fn open(path: &Path, cold: Cold, direct: bool) -> io::Result<Source> {
         let file = Arc::new(File::open(path)?);
         let file_len = file.metadata()?.len();
-        let direct = if direct {
-            match File::options()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(path)
-            {
-                Ok(file) => Some(file),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
-                Err(e) => return Err(e),
-            }
-        } else {
-            None
-        };
         let cold = match cold {
             Cold::Fill { cache, digest } if cache.admit(&digest, path, file_len) => {
                 // Let the kernel read ahead generously, in large pages.
@@ -147,9 +135,9 @@ impl Source {
     }
 
     /// Whether the window `at..at + len` is to be mapped: all of it is in the page cache,
-    /// and this read is not filling it. (Once a read fills, the kernel reads ahead of it,
-    /// and the windows it read ahead are read into buffers too: a mapping would fault the
-    /// pages after them in, outside the memory the cache made room for.)
+    /// and this read is not filling it. (Once a read fills, the kernel reads ahead of it into
+    /// memory the cache must free as it goes: the windows read ahead go through
+    /// `read_window` too, so that each one makes its room.)
     fn in_memory(&self, at: u64, len: u64) -> io::Result<bool> {
         if self.filling {
             return Ok(false);
@@ -170,7 +158,7 @@ impl Source {
             if cache.take(digest, n) {
                 self.filling = true;
                 let before = cache::thread_cpu();
-                let read = read_full(&self.file, buf, at);
+                let read = self.buffered(buf, at);
                 let cpu = cache::thread_cpu().saturating_sub(before);
                 self.fill_cpu += cpu;
                 self.fill_bytes += n;
@@ -192,13 +180,23 @@ impl Source {
             self.cold = Cold::Direct;
             self.filling = false;
         }
-        if let Some(direct) = &self.direct {
-            match read_full(direct, buf, at) {
-                // The filesystem took O_DIRECT at open but not for this read.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct = None,
+        if self.direct {
+            let read = match set_direct(&self.file, true) {
+                Ok(_) => read_full(&self.file, buf, at),
+                Err(e) => Err(e),
+            };
+            match read {
+                // The filesystem does not take O_DIRECT (at all, or for this read).
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct = false,
                 other => return other,
             }
         }
+        self.buffered(buf, at)
+    }
+
+    /// Reads through the page cache.
+    fn buffered(&self, buf: &mut [u8], at: u64) -> io::Result<usize> {
+        set_direct(&self.file, false)?;
         read_full(&self.file, buf, at)
     }
 
@@ -207,7 +205,7 @@ impl Source {
     /// decided window by window.
     fn read_head(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if cache::resident(&self.file, 0, buf.len() as u64)? {
-            return read_full(&self.file, buf, 0);
+            return self.buffered(buf, 0);
         }
         let cold = std::mem::replace(&mut self.cold, Cold::Direct);
         let read = self.read_window(buf, 0);
