@@ -98,7 +98,11 @@ async fn try_read_range(
     digest: &Digest,
     range: std::ops::Range<u64>,
 ) -> io::Result<Vec<u8>> {
-    let mut stream = store.read(digest, range).await?;
+    collect(store.read(digest, range).await?).await
+}
+
+/// A stream read to its end, or its first error.
+async fn collect(mut stream: super::BlobStream) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
         out.extend_from_slice(&chunk?);
@@ -692,8 +696,8 @@ async fn range_reads_at_every_segment_boundary() {
     }
 }
 
-/// Pushes a blob of `len` bytes into an encrypted store and returns it, its digest and file.
-async fn sealed_blob(
+/// Pushes a blob of `len` bytes into the store and returns it, its digest and file.
+async fn stored_blob(
     store: &BlobStore,
     root: &Path,
     len: usize,
@@ -713,8 +717,8 @@ async fn damaged_encrypted_blobs_fail_to_read() {
     let store = open_store(root, Encryption::Aes256Gcm);
     // Small (read at once) and larger than one read chunk (streamed).
     for len in [3 * PLAIN + 500, BUF_SIZE + 3 * PLAIN] {
-        let (data, digest, path) = sealed_blob(&store, root, len, len as u64).await;
-        let (_, other_digest, other_path) = sealed_blob(&store, root, len, len as u64 + 1).await;
+        let (data, digest, path) = stored_blob(&store, root, len, len as u64).await;
+        let (_, other_digest, other_path) = stored_blob(&store, root, len, len as u64 + 1).await;
         let pristine = std::fs::read(&path).unwrap();
         let other = std::fs::read(&other_path).unwrap();
         let seg = |i: usize| HEADER + i * SEGMENT..HEADER + (i + 1) * SEGMENT;
@@ -1194,12 +1198,9 @@ async fn read_range_with(
     range: std::ops::Range<u64>,
     cold: super::reader::Cold,
 ) -> Vec<u8> {
-    let mut stream = store.read_with(digest, range, cold).await.unwrap();
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk.unwrap());
-    }
-    out
+    collect(store.read_with(digest, range, cold).await.unwrap())
+        .await
+        .unwrap()
 }
 
 /// Every way a window is read gives the same bytes for ranges across segment and window
@@ -1214,9 +1215,7 @@ async fn every_read_path_serves_ranges_across_windows() {
         let can_evict = evictable(root);
         let store = open_store(root, mode);
         let len = 2 * BUF_SIZE + 3 * PLAIN + 100;
-        let data = Bytes::from(random_bytes(len, 99));
-        let digest = digest_of(&data);
-        push(&store, &data, &[1 << 20]).await.unwrap();
+        let (data, digest, _) = stored_blob(&store, root, len, 99).await;
         reserve_ready(&store).await;
         let ranges = boundary_ranges(len as u64);
         let fill = || Cold::Fill {
@@ -1298,9 +1297,7 @@ async fn a_blob_deleted_while_being_read_is_read_to_its_end() {
             let dir = tempfile::tempdir().unwrap();
             let store = open_store(dir.path(), mode);
             let len = 3 * BUF_SIZE + 12_345;
-            let data = Bytes::from(random_bytes(len, 5));
-            let digest = digest_of(&data);
-            push(&store, &data, &[1 << 20]).await.unwrap();
+            let (data, digest, _) = stored_blob(&store, dir.path(), len, 5).await;
             if warm {
                 read_range(&store, &digest, 0..len as u64).await;
             }
@@ -1325,9 +1322,7 @@ async fn sixty_four_concurrent_readers_of_one_blob() {
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(dir.path(), mode);
         let len = 2 * BUF_SIZE + 777;
-        let data = Bytes::from(random_bytes(len, 64));
-        let digest = digest_of(&data);
-        push(&store, &data, &[1 << 20]).await.unwrap();
+        let (data, digest, file) = stored_blob(&store, dir.path(), len, 64).await;
         let mut readers = Vec::new();
         for i in 0..64u64 {
             let store = store.clone();
@@ -1349,9 +1344,7 @@ async fn sixty_four_concurrent_readers_of_one_blob() {
                 "{mode} {r:?}"
             );
         }
-        let file_len = std::fs::metadata(blob_file(dir.path(), &digest))
-            .unwrap()
-            .len();
+        let file_len = std::fs::metadata(file).unwrap().len();
         assert!(store.inner.cache.held(&digest) <= file_len);
     }
 }
