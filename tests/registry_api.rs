@@ -1481,6 +1481,36 @@ fn a_big_blob_pulled_by_64_clients_at_once_and_after_a_restart() {
     assert!(resp.bytes().unwrap().as_ref() == &data[4 * 1024 * 1024 - 1..8 * 1024 * 1024 + 1]);
 }
 
+/// The read cache is a shared resource one client could try to fill: pulling ever more
+/// blobs, each twice, never makes it hold more than its budget (64 MiB in the tests), and
+/// every pull still gets its bytes.
+#[test]
+fn pulling_many_blobs_never_grows_the_read_cache_past_its_budget() {
+    let reg = Registry::start();
+    let budget = reg.env.info()["readCache"]["budgetBytes"].as_u64().unwrap();
+    assert_eq!(budget, 64 << 20);
+    let len = 9 * 1024 * 1024;
+    for i in 0..12 {
+        let data = bytes(&format!("cache flood {i}"), len);
+        let digest = push_blob(&reg, "flood", &data);
+        for _ in 0..2 {
+            let resp = reg.get(&format!("/v2/flood/blobs/{digest}"));
+            assert_status(&resp, 200);
+            assert!(resp.bytes().unwrap().as_ref() == &data[..], "blob {i}");
+        }
+        let cache = &reg.env.info()["readCache"];
+        assert!(cache["heldBytes"].as_u64().unwrap() <= budget, "{cache}");
+        assert!(
+            cache["heldBytes"].as_u64().unwrap() + cache["preparedBytes"].as_u64().unwrap()
+                <= budget,
+            "{cache}"
+        );
+    }
+    // It did keep blobs: the cache works, within its bound.
+    let cache = &reg.env.info()["readCache"];
+    assert!(cache["blobs"].as_u64().unwrap() >= 1, "{cache}");
+}
+
 /// What RFC 9110 lets a server ignore is answered with the whole blob (200), not an error:
 /// a unit other than bytes, several ranges at once, an `If-Range` naming other content. An
 /// `If-Range` with the blob's own ETag keeps the range.
