@@ -62,7 +62,6 @@ pub fn fresh_memory(cpu: Duration, n: u64, total: Duration, bytes: u64) -> bool 
 
 /// The page cache ecrld manages.
 pub struct ReadCache {
-    budget: u64,
     shared: Arc<Shared>,
     preparer: Option<std::thread::JoinHandle<()>>,
 }
@@ -131,18 +130,14 @@ impl ReadCache {
         } else {
             None
         };
-        Ok(ReadCache {
-            budget,
-            shared,
-            preparer,
-        })
+        Ok(ReadCache { shared, preparer })
     }
 
     /// Whether a read of this blob (its file `file_len` bytes) may fill the page cache; marks
     /// it as just used. A blob is admitted on its second read: one read once (a single pull,
     /// a copy to another registry) never pushes out the blobs that are read again and again.
     pub fn admit(&self, digest: &Digest, path: &Path, file_len: u64) -> bool {
-        if file_len > self.budget {
+        if file_len > self.shared.budget {
             return false;
         }
         let Ok(mut state) = self.shared.state.lock() else {
@@ -272,7 +267,7 @@ impl ReadCache {
             })
             .unwrap_or_default();
         ecrl::api::system::ReadCacheInfo {
-            budget_bytes: self.budget,
+            budget_bytes: self.shared.budget,
             held_bytes: held,
             blobs,
             prepared_bytes: prepared,
