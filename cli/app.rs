@@ -1,6 +1,6 @@
 //! The command tree and what every command shares: output format, quiet, the daemon's socket.
 
-use crate::{auth, completions, daemon, image, output::OutputFormat, repo, task, tls};
+use crate::{auth, completions, daemon, image, mirror, output::OutputFormat, repo, task, tls};
 use clap::{Parser, Subcommand};
 use ecrl::client::{Client, ClientError};
 use ecrl::config::{self, DaemonConfig, DaemonOptions, ENV_SOCKET};
@@ -62,6 +62,15 @@ pub enum Command {
     /// Print a registry password (12 hours) for `docker login -u AWS --password-stdin`
     #[command(long_about = auth::LOGIN_LONG_ABOUT)]
     GetLoginPassword(auth::LoginArgs),
+    /// Log in to a remote registry (for mirroring), or list the logins
+    #[command(long_about = mirror::LOGIN_LONG_ABOUT)]
+    Login(mirror::LoginArgs),
+    /// Forget the credentials of a remote registry
+    Logout(mirror::LogoutArgs),
+    /// Copy images to and from other registries, on demand, on a schedule, or as they are
+    /// pushed (replication)
+    #[command(subcommand)]
+    Mirror(mirror::MirrorCommand),
     /// Show how clients come to trust the HTTPS registry (ecrld's CA)
     #[command(subcommand)]
     Tls(tls::TlsCommand),
@@ -111,6 +120,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Task(cmd) => block_on(task::run(&ctx, cmd))?,
         Command::Auth(cmd) => block_on(auth::run(&ctx, cmd))?,
         Command::GetLoginPassword(args) => block_on(auth::login_password(&ctx, args))?,
+        Command::Login(args) => mirror::login(&ctx, args),
+        Command::Logout(args) => mirror::logout(&ctx, args),
+        Command::Mirror(cmd) => mirror::run(&ctx, cmd),
         Command::Tls(cmd) => tls::run(&ctx, cmd),
         Command::Completions(args) => completions::print(args),
         Command::GenerateDocs(args) => completions::generate_docs(args),

@@ -236,6 +236,16 @@ impl Table for DescribeImagesResponse {
                     .clone()
                     .unwrap_or_else(|| "never".into()),
             ));
+            for r in &d.replication_statuses {
+                let failure = match (&r.failure_code, &r.failure_reason) {
+                    (Some(c), Some(why)) => format!(" ({c}: {why})"),
+                    _ => String::new(),
+                };
+                rows.push((
+                    "replicated",
+                    format!("{}/{} {}{failure}", r.registry, r.repository_name, r.status),
+                ));
+            }
             return output::key_values(&rows);
         }
         let rows: Vec<Vec<String>> = self

@@ -5,6 +5,7 @@ mod auth;
 mod completions;
 mod daemon;
 mod image;
+mod mirror;
 mod output;
 mod refs;
 mod repo;

@@ -1158,7 +1158,7 @@ impl Table for Loaded {
 
 /// Renders [`TransferEvent`]s on stderr: bars on a terminal, a line per blob otherwise,
 /// nothing with `--quiet`.
-enum Progress {
+pub(crate) enum Progress {
     Quiet,
     Lines {
         verb: &'static str,
@@ -1178,7 +1178,7 @@ fn bytes_style(template: &str) -> ProgressStyle {
 }
 
 impl Progress {
-    fn new(quiet: bool, verb: &'static str) -> Self {
+    pub(crate) fn new(quiet: bool, verb: &'static str) -> Self {
         if quiet {
             Progress::Quiet
         } else if io::stderr().is_terminal() {
@@ -1190,6 +1190,22 @@ impl Progress {
             }
         } else {
             Progress::Lines { verb }
+        }
+    }
+
+    /// Whether blobs are shown as bars (stderr is a terminal).
+    pub(crate) fn is_bars(&self) -> bool {
+        matches!(self, Progress::Bars { .. })
+    }
+
+    /// A line for people above the bars (or on its own without them); none when quiet.
+    pub(crate) fn println(&self, line: &str) {
+        match self {
+            Progress::Quiet => {}
+            Progress::Lines { .. } => eprintln!("{line}"),
+            Progress::Bars { multi, .. } => {
+                let _ = multi.println(line);
+            }
         }
     }
 
@@ -1214,7 +1230,7 @@ impl Progress {
         Some(bar)
     }
 
-    fn event(&mut self, event: &TransferEvent) {
+    pub(crate) fn event(&mut self, event: &TransferEvent) {
         match self {
             Progress::Quiet => {}
             Progress::Lines { verb } => {
@@ -1280,7 +1296,7 @@ impl Progress {
     }
 
     /// The result arrived: the bytes sent are all sent.
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Progress::Bars {
             overall: Some(bar), ..
         } = self
@@ -1291,7 +1307,7 @@ impl Progress {
 
     /// Takes unfinished bars off the screen before the result or an error is printed; the
     /// finished blobs' lines stay, as a record of what moved.
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         if let Progress::Bars { blobs, overall, .. } = self {
             for (_, bar) in blobs.drain() {
                 bar.finish_and_clear();

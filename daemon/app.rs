@@ -41,6 +41,8 @@ pub struct AppState {
     blob_locks: Box<[tokio::sync::Mutex<()>; 256]>,
     /// The registry's open upload sessions: where each is usable, and who holds how many.
     pub uploads: crate::uploads::Sessions,
+    /// Remote registries: logins, sync jobs, replication.
+    pub mirror: crate::mirror::Mirror,
     /// Blobs a deleted image freed, by repository, with their sizes and when: their content
     /// stays for `deleted_blob_grace`, so a push that found them there still completes.
     released: std::sync::Mutex<HashMap<(RepoName, Digest), (u64, Instant)>>,
@@ -414,6 +416,11 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
             total: config.max_uploads,
         }),
         released: std::sync::Mutex::new(HashMap::new()),
+        mirror: crate::mirror::Mirror::new(
+            config.mirror.clone(),
+            &ecrl::paths::default_config_dir(),
+            Arc::new(OsKeyring),
+        ),
         shutdown: shutdown.clone(),
         config,
     });
@@ -423,6 +430,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         );
     }
     tokio::spawn(housekeeping(state.clone()));
+    crate::mirror::start(&state);
     tokio::spawn(conns.clone().trim_after_floods(shutdown.clone()));
     // Tasks a previous daemon left running are supervised again (once the engine answers).
     {

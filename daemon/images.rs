@@ -213,6 +213,8 @@ pub async fn put_manifest(
             tag,
         )
         .await?;
+    // Replication rules may have queued it.
+    state.mirror.replication_wake.notify_one();
     Ok(Stored {
         digest,
         subject,

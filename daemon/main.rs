@@ -7,6 +7,7 @@ mod images;
 mod lock;
 mod logging;
 mod metadata;
+mod mirror;
 mod registry;
 mod runtime;
 mod storage;

@@ -249,6 +249,65 @@ pub struct FileConfig {
     pub registry: RegistryFileConfig,
     #[serde(default)]
     pub storage: StorageFileConfig,
+    #[serde(default)]
+    pub mirror: MirrorFileConfig,
+}
+
+/// `mirror`: how ecrld reaches other registries, and how replication retries.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorFileConfig {
+    /// Per registry (`host:port` as in image references): a CA to trust, or insecure.
+    #[serde(default)]
+    pub registries: std::collections::BTreeMap<String, RemoteFileConfig>,
+    #[serde(default)]
+    pub replication: ReplicationFileConfig,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteFileConfig {
+    /// A PEM file of CA certificates to trust for this registry (relative to the config file).
+    pub ca_file: Option<PathBuf>,
+    /// Plain HTTP, and any certificate, allowed (docker's insecure-registries).
+    pub insecure: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationFileConfig {
+    /// Images sent to destinations at once (default 4).
+    pub workers: Option<usize>,
+    /// Tries before an image's replication is FAILED (default 8).
+    pub max_attempts: Option<u32>,
+    /// The wait before the first retry, doubled each time up to 10 minutes (default 5s).
+    pub retry_delay: Option<String>,
+}
+
+/// `mirror`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorConfig {
+    pub registries: std::collections::BTreeMap<String, RemoteConfig>,
+    pub replication_workers: usize,
+    pub replication_max_attempts: u32,
+    pub replication_retry_delay: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteConfig {
+    pub ca_file: Option<PathBuf>,
+    pub insecure: bool,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig {
+            registries: Default::default(),
+            replication_workers: 4,
+            replication_max_attempts: 8,
+            replication_retry_delay: std::time::Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -411,6 +470,7 @@ pub struct DaemonConfig {
     pub encryption: Option<Encryption>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+    pub mirror: MirrorConfig,
 }
 
 /// What bounds the registry's connections (`registry.*_timeout`, `registry.max_connections*`).
@@ -547,6 +607,11 @@ impl FileConfig {
     /// Relative paths in a config file are relative to the file's directory.
     fn resolve_relative(&mut self, file: &Path) {
         let base = file.parent().unwrap_or(Path::new("."));
+        for remote in self.mirror.registries.values_mut() {
+            if let Some(p) = remote.ca_file.as_mut().filter(|p| p.is_relative()) {
+                *p = base.join(&*p);
+            }
+        }
         let tls = &mut self.registry.tls;
         for p in [
             &mut self.data_dir,
@@ -737,6 +802,44 @@ pub fn resolve(
     if registry_addr.is_none() && tls.is_none() {
         return Err(ConfigError::NothingToServe);
     }
+    let mirror = {
+        let defaults = MirrorConfig::default();
+        let r = &file.mirror.replication;
+        let path = config_file.clone().unwrap_or_default();
+        let mut registries = std::collections::BTreeMap::new();
+        for (name, remote) in &file.mirror.registries {
+            let host = crate::remote::parse_registry(name).map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: format!("mirror.registries.{name:?}: {e}"),
+            })?;
+            registries.insert(
+                host,
+                RemoteConfig {
+                    ca_file: remote.ca_file.clone(),
+                    insecure: remote.insecure.unwrap_or(false),
+                },
+            );
+        }
+        MirrorConfig {
+            registries,
+            replication_workers: at_least_one(
+                "mirror.replication.workers",
+                r.workers,
+                defaults.replication_workers,
+            )?,
+            replication_max_attempts: at_least_one(
+                "mirror.replication.max_attempts",
+                r.max_attempts.map(|n| n as usize),
+                defaults.replication_max_attempts as usize,
+            )?
+            .min(1000) as u32,
+            replication_retry_delay: duration(
+                "mirror.replication.retry_delay",
+                &r.retry_delay,
+                defaults.replication_retry_delay.as_secs(),
+            )?,
+        }
+    };
     let account_id = match file.account_id {
         Some(id) if !(id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())) => {
             return Err(ConfigError::AccountId {
@@ -769,6 +872,7 @@ pub fn resolve(
         log_format: options.log_format.or(file.log_format).unwrap_or_default(),
         encryption: options.encryption.or(file.storage.encryption),
         config_file: config_file.map(|p| paths::absolute(&p)),
+        mirror,
     })
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod docker_config;
 pub mod http_range;
 pub mod manifest;
+pub mod mirror;
 pub mod names;
 pub mod nesting;
 pub mod paths;

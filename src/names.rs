@@ -399,6 +399,13 @@ impl OwnHosts {
         }
     }
 
+    /// Whether `host` (`host:port`) is one of this registry's own names.
+    pub fn contains(&self, host: &str) -> bool {
+        self.prefixes
+            .iter()
+            .any(|p| p.strip_suffix('/') == Some(host))
+    }
+
     /// How to name the registry in messages: `localhost:PORT` (plain HTTP's port first).
     pub fn example(&self) -> Option<&str> {
         self.prefixes

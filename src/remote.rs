@@ -42,11 +42,7 @@ pub enum RemoteRefError {
 impl RemoteRef {
     /// The host the registry API answers on (`registry-1.docker.io` for Docker Hub).
     pub fn api_host(&self) -> &str {
-        if self.registry == DOCKER_HUB {
-            DOCKER_HUB_API
-        } else {
-            &self.registry
-        }
+        api_host(&self.registry)
     }
 
     /// What a manifest request names: the digest when there is one, else the tag
@@ -108,6 +104,40 @@ fn valid_host(host: &str) -> bool {
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
+}
+
+/// A registry as users name it to `ecrl login` and in replication rules: `host[:port]`,
+/// also written as a URL (`https://host:port/`), as docker accepts. Docker Hub's names all
+/// become `docker.io`.
+pub fn parse_registry(text: &str) -> Result<String, RemoteRefError> {
+    let host = text.trim();
+    let host = host
+        .strip_prefix("https://")
+        .or_else(|| host.strip_prefix("http://"))
+        .unwrap_or(host);
+    let host = host.strip_suffix("/v1/").unwrap_or(host);
+    let host = host.strip_suffix("/v2/").unwrap_or(host);
+    let host = host.trim_end_matches('/');
+    if host.is_empty() {
+        return Err(RemoteRefError::Empty);
+    }
+    if !valid_host(host) {
+        return Err(RemoteRefError::Host(text.to_string()));
+    }
+    let host = host.to_ascii_lowercase();
+    Ok(match host.as_str() {
+        "index.docker.io" | DOCKER_HUB_API => DOCKER_HUB.to_string(),
+        _ => host,
+    })
+}
+
+/// The host the registry API of `registry` (as [`parse_registry`] gives it) answers on.
+pub fn api_host(registry: &str) -> &str {
+    if registry == DOCKER_HUB {
+        DOCKER_HUB_API
+    } else {
+        registry
+    }
 }
 
 impl FromStr for RemoteRef {

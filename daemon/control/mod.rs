@@ -5,6 +5,7 @@
 //! Handlers call into the daemon's services; they never touch files themselves.
 
 mod auth;
+mod mirror;
 mod repos;
 mod system;
 mod taskdefs;
@@ -173,6 +174,7 @@ fn router(state: Arc<AppState>) -> Router {
     let app = repos::routes(app);
     let app = auth::routes(app);
     let app = transfer::routes(app);
+    let app = mirror::routes(app);
     let app = taskdefs::routes(app);
     let app = tasks::routes(app);
     app.fallback(unknown_operation)

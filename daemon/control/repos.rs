@@ -196,7 +196,13 @@ async fn delete(
     })
 }
 
-fn detail(state: &Shared, name: &RepoName, repo: &Repo, m: &Manifest) -> ImageDetail {
+fn detail(
+    state: &Shared,
+    name: &RepoName,
+    repo: &Repo,
+    m: &Manifest,
+    queue: &std::collections::BTreeMap<i64, crate::metadata::mirror::Replication>,
+) -> ImageDetail {
     let mut tags: Vec<String> = repo
         .tags
         .iter()
@@ -214,6 +220,7 @@ fn detail(state: &Shared, name: &RepoName, repo: &Repo, m: &Manifest) -> ImageDe
         image_manifest_media_type: m.media_type.clone(),
         artifact_media_type: m.artifact_type.clone(),
         last_recorded_pull_time: state.meta.last_pulled(name, m).map(timestamp::from_millis),
+        replication_statuses: crate::mirror::replication::statuses_of(queue, name, &m.digest),
     }
 }
 
@@ -317,7 +324,7 @@ async fn describe_images(
     let mut details = if req.image_tag.is_none() && req.image_digest.is_none() {
         repo.manifests
             .values()
-            .map(|m| detail(&state, &name, repo, m))
+            .map(|m| detail(&state, &name, repo, m, &index.mirror.queue))
             .collect::<Vec<_>>()
     } else {
         let id = ImageId {
@@ -332,7 +339,7 @@ async fn describe_images(
             };
             ApiError::new(code, format!("{name}: {reason}"))
         })?;
-        vec![detail(&state, &name, repo, &m)]
+        vec![detail(&state, &name, repo, &m, &index.mirror.queue)]
     };
     details.sort_by(|a, b| {
         b.image_pushed_at
@@ -434,9 +441,10 @@ async fn tag_image(
         })?
     };
     state.meta.tag_manifest(&name, manifest.digest, tag).await?;
+    state.mirror.replication_wake.notify_one();
     let index = state.meta.read();
     let repo = find_repo(&index, &name)?;
     Ok(DescribeImagesResponse {
-        image_details: vec![detail(&state, &name, repo, &manifest)],
+        image_details: vec![detail(&state, &name, repo, &manifest, &index.mirror.queue)],
     })
 }

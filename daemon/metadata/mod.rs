@@ -7,6 +7,7 @@
 //! SQLite. This module must not call storage, the registry or the network.
 
 mod auth;
+pub mod mirror;
 mod schema;
 mod tasks;
 
@@ -154,6 +155,7 @@ pub struct Index {
     /// Tasks by id (the last segment of the task ARN).
     pub tasks: BTreeMap<String, ecrl::api::tasks::Task>,
     pub auth: AuthIndex,
+    pub mirror: mirror::MirrorIndex,
 }
 
 impl Index {
@@ -499,7 +501,10 @@ impl Metadata {
                     "INSERT OR REPLACE INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4)",
                     params![repo.as_str(), tag.as_str(), digest.to_string(), now_millis()],
                 )?;
-                entry.tags.insert(tag, digest);
+                entry.tags.insert(tag.clone(), digest);
+                mirror::enqueue(conn, index, &repo, &digest, Some(&tag));
+            } else {
+                mirror::enqueue(conn, index, &repo, &digest, None);
             }
             Ok(())
         })
@@ -528,7 +533,8 @@ impl Metadata {
                 "INSERT OR REPLACE INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4)",
                 params![repo.as_str(), tag.as_str(), digest.to_string(), now_millis()],
             )?;
-            entry.tags.insert(tag, digest);
+            entry.tags.insert(tag.clone(), digest);
+            mirror::enqueue(conn, index, &repo, &digest, Some(&tag));
             Ok(())
         })
         .await
@@ -993,6 +999,7 @@ fn load(
     }
     tasks::load(conn, &mut index)?;
     auth::load(conn, &mut index)?;
+    mirror::load(conn, &mut index)?;
     Ok(index)
 }
 

@@ -108,6 +108,33 @@ const MIGRATIONS: &[&str] = &[
         digest TEXT PRIMARY KEY,
         released_at INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;",
+    // 8: mirroring: sync jobs, and the replication queue, which is also each image's
+    // replication status (one row per image, tag and destination).
+    "CREATE TABLE mirror_jobs (
+        id TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        every_seconds INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_run_at INTEGER,
+        last_result TEXT,
+        last_summary TEXT,
+        next_run_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE replication (
+        id INTEGER PRIMARY KEY,
+        repo TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        registry TEXT NOT NULL,
+        dest_repo TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        failure_code TEXT,
+        failure_reason TEXT,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (repo, digest, tag, registry, dest_repo)
+    ) STRICT;",
 ];
 
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {

@@ -30,6 +30,8 @@ pub trait SecretStore: Send + Sync {
     /// The secret stored under `name`; `None` when there is none.
     fn get(&self, name: &str) -> Result<Option<Zeroizing<String>>, Unavailable>;
     fn set(&self, name: &str, secret: &str) -> Result<(), Unavailable>;
+    /// Removes the secret under `name` (none there is no error).
+    fn delete(&self, name: &str) -> Result<(), Unavailable>;
 }
 
 /// The OS keyring (Secret Service over D-Bus on Linux).
@@ -90,6 +92,11 @@ impl SecretStore for OsKeyring {
         let secret = Zeroizing::new(secret.to_string());
         Self::call(move || keyring::Entry::new(SERVICE, &name)?.set_password(&secret))?
             .ok_or_else(|| Unavailable("the keyring lost the entry it was given".into()))
+    }
+
+    fn delete(&self, name: &str) -> Result<(), Unavailable> {
+        let name = name.to_string();
+        Self::call(move || keyring::Entry::new(SERVICE, &name)?.delete_credential()).map(|_| ())
     }
 }
 
@@ -302,6 +309,14 @@ pub mod fake {
                 .lock()
                 .unwrap()
                 .insert(name.to_string(), secret.to_string());
+            Ok(())
+        }
+
+        fn delete(&self, name: &str) -> Result<(), Unavailable> {
+            if self.unavailable {
+                return Err(Unavailable("no secret service (fake)".into()));
+            }
+            self.entries.lock().unwrap().remove(name);
             Ok(())
         }
     }

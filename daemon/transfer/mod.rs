@@ -8,6 +8,7 @@
 
 pub mod export;
 pub mod import;
+pub mod remote;
 
 use crate::images::ImageError;
 use crate::storage::StoreError;

@@ -5,6 +5,7 @@
 //! routes by the same constants, so neither side writes a URL by hand.
 
 pub mod auth;
+pub mod mirror;
 pub mod repos;
 pub mod system;
 pub mod tasks;
@@ -121,6 +122,8 @@ pub enum ErrorCode {
     PolicyNotFound,
     /// The container runtime (the Docker engine) cannot be reached or refused the request.
     RuntimeUnavailable,
+    /// A remote registry could not be reached, refused the request or answered wrongly.
+    RemoteFailed,
     /// A code this client does not know yet.
     #[serde(other)]
     Unknown,
@@ -143,6 +146,7 @@ impl ErrorCode {
             | ErrorCode::ImageTagAlreadyExists
             | ErrorCode::UserAlreadyExists => 409,
             ErrorCode::ShuttingDown | ErrorCode::RuntimeUnavailable => 503,
+            ErrorCode::RemoteFailed => 502,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
         }
     }

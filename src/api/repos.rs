@@ -160,6 +160,9 @@ pub struct ImageDetail {
     /// RFC 3339; absent until the image is first pulled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_recorded_pull_time: Option<String>,
+    /// Where replication rules sent the image, and how that went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replication_statuses: Vec<crate::api::mirror::DestinationStatus>,
 }
 
 /// `GET /v1/images/list` (ECR ListImages).

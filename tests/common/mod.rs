@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod registry;
+pub mod remotes;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
