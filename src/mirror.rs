@@ -354,7 +354,7 @@ mod tests {
         );
         let e = err(r#"{"rules": [{"destinations": [{"registry": "a.b", "region": "x"}]}]}"#);
         assert!(
-            e[0].starts_with("rules[0].destinations[0]: unknown field `region`"),
+            e[0].starts_with("rules[0].destinations[0].region: unknown field"),
             "{e:?}"
         );
         let e = err(
