@@ -41,7 +41,7 @@ if [ "$only_skopeo" != 1 ] && ! "$bin/ecrl" mirror sync --help >/dev/null 2>&1; 
 fi
 
 work=$(mktemp -d /tmp/ecrl-mirror-bench.XXXXXX)
-mkdir -p "$work/config" "$work/docker-config"
+mkdir -p "$work/docker-config"
 src_pid= dst_pid= dist_pid=
 stop() { # name of the variable holding the pid
     local p=${!1}
@@ -78,17 +78,20 @@ wait_up() { # port, pid, log
 # ecrld gets its settings from the environment, and so does every `ecrl` run against it (the
 # CLI learns which registry is its own from ECRL_REGISTRY_ADDR). No config file or docker
 # login of the user's takes part: XDG_CONFIG_HOME and DOCKER_CONFIG point into the work dir.
+# Without a session bus there is no keyring, so the master key of each fresh (encrypted) data
+# dir goes to <config dir>/keys and leaves with the work dir, not into the user's keyring.
 ecrl_env() { # name (src or dst): the environment of that daemon, for env(1)
     local port=$src_port
     [ "$1" = dst ] && port=$dst_port
-    echo "ECRL_DATA_DIR=$work/$1-data ECRL_SOCKET=$work/$1.sock ECRL_REGISTRY_ADDR=127.0.0.1:$port" \
-        "XDG_CONFIG_HOME=$work/config DOCKER_CONFIG=$work/docker-config ECRL_LOG=warn"
+    echo "-u DBUS_SESSION_BUS_ADDRESS -u DISPLAY ECRL_LOG=warn" \
+        "ECRL_DATA_DIR=$work/$1-data ECRL_SOCKET=$work/$1.sock ECRL_REGISTRY_ADDR=127.0.0.1:$port" \
+        "XDG_CONFIG_HOME=$work/$1-config DOCKER_CONFIG=$work/docker-config"
 }
 start_ecrld() { # name (src or dst), on an empty data dir
     local port=$src_port
     [ "$1" = dst ] && port=$dst_port
     stop "$1_pid"
-    rm -rf "${work:?}/$1-data" "$work/$1.sock"
+    rm -rf "${work:?}/$1-data" "$work/$1-config" "$work/$1.sock"
     # shellcheck disable=SC2046
     env $(ecrl_env "$1") "$bin/ecrld" --anonymous all >"$work/$1.log" 2>&1 &
     printf -v "$1_pid" '%s' $!
@@ -102,7 +105,7 @@ ecrl_at() { # name (src or dst), ecrl arguments...
 }
 
 # distribution, plain HTTP, no auth, deletes on; stopped, wiped and started again to empty it
-# (deleting a repository's dir under a running one leaves its caches stale).
+# (the sure way: nothing of the round before, cached or half uploaded, survives).
 cat >"$work/dist.yml" <<YML
 version: 0.1
 log: { level: error }
@@ -208,8 +211,10 @@ start_dist
 log "ecrld (source) on 127.0.0.1:$src_port, distribution on 127.0.0.1:$dist_port," \
     "ecrld (destination) on 127.0.0.1:$dst_port; work dir $work"
 # skopeo always gets --preserve-digests: without it, it gzips uncompressed layers on their way
-# to a registry (1 GiB of random bytes through gzip, at about 0.1 GB/s here), which a mirror
-# must not do (new digests) and ecrl does not do.
+# to a registry (1 GiB of random bytes through gzip, on the clock), which a mirror must not do
+# (new digests) and ecrl does not do. skopeo also remembers where it saw each blob
+# (/var/lib/containers/cache/blob-info-cache-v1.boltdb) and may first try to mount it from
+# there: on a fresh destination that fails and it uploads, one request more per blob.
 skopeo_copy=(skopeo copy --preserve-digests)
 log "pushing the image into ecrld as bench/big:1"
 "${skopeo_copy[@]}" -q --dest-tls-verify=false "oci:$work/layout:1" \
@@ -223,7 +228,9 @@ rm -rf "${work:?}/layout" # ecrld holds it now: 1 GiB less on disk
 while read -r layer; do
     curl -sf -o /dev/null "http://127.0.0.1:$src_port/v2/bench/big/blobs/$layer"
 done <"$work/layers"
+sync # no write-back of the generation and the push left to land on the first timed copy
 log "image $digest: $image_bytes bytes"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 now() { date +%s.%N; }
 # timed NAME COMMAND...: runs it, its output in $work/NAME.out and .err; seconds in $T.
@@ -250,13 +257,16 @@ expect_digest() { # port, repo, tag, who
 }
 # The summary `ecrl ... --output json` prints: fail unless its counts are as expected.
 count() { jq -r "(.$1 // 0) | if type == \"array\" then length else . end" "$2"; }
-expect_summary() { # file, copied (or "any>0"), failed must be 0
-    local copied failed
+expect_summary() { # file, copied (a count, or "any>0"), unchanged (a count, or "any"); failed 0
+    local copied unchanged failed
     copied=$(count copied "$1")
+    unchanged=$(count unchanged "$1")
     failed=$(count failed "$1")
     if [ "$failed" != 0 ] || { [ "$2" = "any>0" ] && [ "$copied" = 0 ]; } ||
-        { [ "$2" != "any>0" ] && [ "$copied" != "$2" ]; }; then
-        log "unexpected summary (copied $copied, failed $failed; wanted copied $2, failed 0):"
+        { [ "$2" != "any>0" ] && [ "$copied" != "$2" ]; } ||
+        { [ "$3" != any ] && [ "$unchanged" != "$3" ]; }; then
+        log "unexpected summary (copied $copied, unchanged $unchanged, failed $failed;" \
+            "wanted copied $2, unchanged $3, failed 0):"
         cat "$1" >&2
         exit 1
     fi
@@ -275,7 +285,7 @@ to_dist() { # tool, round
     else
         timed "to-dist-ecrl-$2" ecrl_at src mirror sync bench/big:1 \
             "127.0.0.1:$dist_port/bench/big:1" --output json
-        expect_summary "$work/to-dist-ecrl-$2.out" "any>0"
+        expect_summary "$work/to-dist-ecrl-$2.out" "any>0" any
         ecrl_to_dist+=("$T")
     fi
     expect_digest "$dist_port" bench/big 1 "$1's copy into distribution"
@@ -298,11 +308,18 @@ from_dist() { # tool, round
     else
         timed "from-dist-ecrl-$2" ecrl_at dst mirror sync "127.0.0.1:$dist_port/bench/big:1" \
             bench/copy:1 --output json
-        expect_summary "$work/from-dist-ecrl-$2.out" "any>0"
+        expect_summary "$work/from-dist-ecrl-$2.out" "any>0" any
         ecrl_from_dist+=("$T")
     fi
     expect_digest "$dst_port" bench/copy 1 "$1's copy into ecrld"
 }
+
+# One untimed copy first: the first copy of a run was always the slowest here (round 1's
+# first ecrl -> distribution copy took 1.5-2x the others), whichever tool made it.
+log "warm-up: one untimed copy into distribution"
+start_dist
+"${skopeo_copy[@]}" -q "${skopeo_tls[@]}" "docker://127.0.0.1:$src_port/bench/big:1" \
+    "docker://127.0.0.1:$dist_port/bench/big:1" >&2
 
 last() { if [ "$#" -gt 0 ]; then printf '%.2f' "${!#}"; else echo -; fi; }
 for round in $(seq 1 "$runs"); do
@@ -368,7 +385,7 @@ declare -a ecrl_resync=() skopeo_resync=()
 if [ "$only_skopeo" != 1 ]; then
     timed resync-first ecrl_at src mirror sync --all-tags "127.0.0.1:$dist_port/bench/tags" \
         bench/tags --output json
-    expect_summary "$work/resync-first.out" "$ntags"
+    expect_summary "$work/resync-first.out" "$ntags" 0
 fi
 # skopeo sync of the same, for reference, into ecrld's skopeo/tags: for each tag it reads the
 # source's manifest and skips the image when the destination already has that digest
@@ -384,7 +401,7 @@ for round in $(seq 1 "$runs"); do
     if [ "$only_skopeo" != 1 ]; then
         timed "resync-ecrl-$round" ecrl_at src mirror sync --all-tags \
             "127.0.0.1:$dist_port/bench/tags" bench/tags --output json
-        expect_summary "$work/resync-ecrl-$round.out" 0
+        expect_summary "$work/resync-ecrl-$round.out" 0 "$ntags"
         ecrl_resync+=("$T")
     fi
     timed "resync-skopeo-$round" skopeo_sync
@@ -392,6 +409,7 @@ for round in $(seq 1 "$runs"); do
 done
 
 # --- The table and the raw figures.
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD -- 2>/dev/null || commit="$commit+dirty"
 python3 - "$out/mirror.json" <<PY
@@ -401,7 +419,8 @@ def med(xs): return statistics.median(xs) if xs else None
 data = {
     "image": {"digest": "$digest", "bytes": $image_bytes, "layers": 4, "layer_mib": $mib},
     "runs": $runs, "only_skopeo": "$only_skopeo" == "1", "commit": "$commit",
-    "machine": {"nproc": $(nproc), "disk": "$disk"},
+    "machine": {"nproc": $(nproc), "disk": "$disk", "loadavg_before": "$load_before",
+                "loadavg_after": "$load_after"},
     "ecrl_to_distribution": {"skopeo": runs("${skopeo_to_dist[*]}"),
                              "ecrl": runs("${ecrl_to_dist[*]}")},
     "distribution_to_ecrl": {"skopeo": runs("${skopeo_from_dist[*]}"),
@@ -430,6 +449,8 @@ r = data["resync_unchanged_${ntags}_tags"]
 print(f"\nRe-sync of $ntags unchanged tags: ecrl mirror sync --all-tags median "
       f"{f(r['median']['ecrl'])} s (runs: {fs(r['ecrl'])}); skopeo sync of the same (reference) "
       f"{f(r['median']['skopeo_sync'])} s (runs: {fs(r['skopeo_sync'])}).")
-print(f"\nMachine: {data['machine']['nproc']} cores; disk {data['machine']['disk']}. "
-      f"Raw figures: {sys.argv[1]}")
+m = data["machine"]
+print(f"\nMachine: {m['nproc']} cores; disk {m['disk']}; load average (1, 5, 15 min) "
+      f"{m['loadavg_before']} before the rounds, {m['loadavg_after']} after (the copies alone "
+      f"keep about 2 busy: more means something else ran too). Raw figures: {sys.argv[1]}")
 PY

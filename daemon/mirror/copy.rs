@@ -29,6 +29,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Blobs up to this size go in one request (`PUT` with the body); bigger ones are streamed.
 const MONOLITHIC: u64 = 8 << 20;
+/// Bigger blobs are sent in `PATCH`es of this size: a stopped copy ends after the one it is
+/// sending, which the remote keeps (one broken off midway spoils the whole session on most
+/// registries).
+const CHUNK: u64 = 32 << 20;
 /// How often a blob's progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 /// Tries of one blob within one copy (a broken connection resumes where it broke).
@@ -158,9 +162,30 @@ pub struct Partials {
     sessions: Mutex<HashMap<(String, RepoName, Digest), String>>,
     /// Where on each remote a blob was last seen, for mounts into other repositories.
     seen: Mutex<HashMap<(String, Digest), RepoName>>,
+    /// One upload of a blob to a repository at a time (a sync run again while the stopped
+    /// one finishes its piece waits for it, then continues its session).
+    sending: Mutex<HashMap<(String, RepoName, Digest), Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Partials {
+    async fn sending(
+        &self,
+        registry: &str,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.sending.lock().unwrap_or_else(|e| e.into_inner());
+            if map.len() >= 1024 {
+                map.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            map.entry((registry.to_string(), repo.clone(), *digest))
+                .or_default()
+                .clone()
+        };
+        lock.lock_owned().await
+    }
+
     fn take(&self, registry: &str, repo: &RepoName, digest: &Digest) -> Option<String> {
         self.sessions
             .lock()
@@ -604,10 +629,12 @@ impl Copier {
         let mut tries = 0;
         loop {
             tries += 1;
-            let result = tokio::select! {
-                r = self.send_blob(src, dst, &digest, size) => r,
-                _ = self.cancel.cancelled() => Err(CopyError::Cancelled),
-            };
+            if self.cancel.is_cancelled() {
+                return Err(CopyError::Cancelled);
+            }
+            // Stopping ends the blob's stream (see `source`), so every session is closed or
+            // kept for later, never dropped midway.
+            let result = self.send_blob(src, dst, &digest, size).await;
             match result {
                 Ok(mounted) => {
                     if let End::Remote { remote, repo } = dst {
@@ -695,6 +722,8 @@ impl Copier {
                 // The store checks the digest of what it commits: only the length is
                 // checked on the way, so a remote cannot fill the disk.
                 let stream = self.source(src, digest, size, 0, Check::Length).await?;
+                // Stopped midway, the session ends: the store keeps no partial blob.
+                let stream = self.stoppable(stream);
                 let id = self.state.store.upload_start()?;
                 let failure = Arc::new(Mutex::new(None::<RemoteError>));
                 let seen = failure.clone();
@@ -735,10 +764,28 @@ impl Copier {
             }
             End::Remote { remote, repo } => {
                 // A session that broke off earlier continues from what the remote holds.
+                let _sending = self.partials.sending(&remote.registry, repo, digest).await;
+                if remote.blob_size(repo, digest).await?.is_some() {
+                    // Sent meanwhile, by whoever held the blob before.
+                    return Ok(true);
+                }
                 let resumed = match self.partials.take(&remote.registry, repo, digest) {
                     Some(location) => match remote.upload_status(repo, &location).await {
                         Ok(Some(have)) if have < size => Some((location, have)),
-                        _ => None,
+                        other => {
+                            tracing::info!(
+                                %digest,
+                                to = %dst.label(),
+                                "the remote no longer holds the earlier upload ({}): sending \
+                                 the blob from its start",
+                                match other {
+                                    Ok(Some(have)) => format!("it says {have} bytes"),
+                                    Ok(None) => "the session is gone".into(),
+                                    Err(e) => e.to_string(),
+                                }
+                            );
+                            None
+                        }
                     },
                     None => None,
                 };
@@ -768,43 +815,105 @@ impl Copier {
                         }
                     }
                 };
-                // A resumed upload is checked by the destination, which hashes it whole.
-                let check = if offset == 0 {
-                    Check::Digest
-                } else {
-                    Check::Length
-                };
-                if size - offset <= MONOLITHIC {
-                    let stream = self.source(src, digest, size, offset, check).await?;
-                    let chunks: Vec<Bytes> = match stream.try_collect().await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            self.partials.keep(&remote.registry, repo, digest, location);
-                            return Err(e.into());
-                        }
-                    };
-                    let body = Bytes::from(chunks.concat());
-                    remote
-                        .upload_finish(repo, &location, digest, Some((body, offset)))
-                        .await?;
-                    return Ok(false);
+                if offset > 0 {
+                    tracing::info!(
+                        %digest,
+                        to = %dst.label(),
+                        offset,
+                        "resuming an upload the remote already holds part of"
+                    );
                 }
-                let stream = self.source(src, digest, size, offset, check).await?;
-                let body = reqwest::Body::wrap_stream(stream);
-                let next = match remote
-                    .upload_chunk(repo, &location, offset, Some(size - offset), body)
-                    .await
+                // Kept until it is done: a sync stopped midway (Ctrl-C, a broken connection)
+                // continues this session the next time.
+                self.partials
+                    .keep(&remote.registry, repo, digest, location.clone());
+                let sent = self
+                    .send_remote(src, remote, repo, digest, size, &location, offset)
+                    .await;
+                if sent.is_ok() || matches!(sent, Err(CopyError::Remote(RemoteError::Mismatch(_))))
                 {
-                    Ok(next) => next,
-                    Err(e) => {
-                        self.partials.keep(&remote.registry, repo, digest, location);
-                        return Err(e.into());
-                    }
-                };
-                remote.upload_finish(repo, &next, digest, None).await?;
-                Ok(false)
+                    // Done, or holding bytes that are not the blob's: never continued.
+                    self.partials.take(&remote.registry, repo, digest);
+                }
+                sent.map(|()| false)
             }
         }
+    }
+
+    /// Sends a blob's bytes from `offset` on into an upload session and completes it.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_remote(
+        &self,
+        src: &End,
+        remote: &Remote,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        location: &str,
+        offset: u64,
+    ) -> Result<(), CopyError> {
+        // A resumed upload is checked by the destination, which hashes it whole.
+        let check = if offset == 0 {
+            Check::Digest
+        } else {
+            Check::Length
+        };
+        let stream = self.source(src, digest, size, offset, check).await?;
+        if size - offset <= MONOLITHIC {
+            let chunks: Vec<Bytes> = stream.try_collect().await?;
+            let body = Bytes::from(chunks.concat());
+            remote
+                .upload_finish(repo, location, digest, Some((body, offset)))
+                .await?;
+            return Ok(());
+        }
+        // In pieces: each one the remote has taken is kept, and a session can be continued
+        // from the end of its last complete piece.
+        let shared = Arc::new(tokio::sync::Mutex::new(Pieces {
+            stream,
+            left: Bytes::new(),
+        }));
+        let mut location = location.to_string();
+        let mut at = offset;
+        while at < size {
+            // Stopped, it stops between pieces, so the remote keeps a session that the next
+            // run continues.
+            if self.cancel.is_cancelled() {
+                return Err(CopyError::Cancelled);
+            }
+            let n = CHUNK.min(size - at);
+            let body = reqwest::Body::wrap_stream(Pieces::take(shared.clone(), n));
+            location = remote
+                .upload_chunk(repo, &location, at, Some(n), body)
+                .await?;
+            at += n;
+            self.partials
+                .keep(&remote.registry, repo, digest, location.clone());
+        }
+        // The source's end, where a remote's bytes are checked against the digest: only then
+        // does the remote commit them.
+        let mut pieces = shared.lock().await;
+        if !pieces.left.is_empty() {
+            return Err(RemoteError::Mismatch(format!(
+                "{} sent more than the {size} bytes of blob {digest}",
+                src.label()
+            ))
+            .into());
+        }
+        match pieces.stream.next().await {
+            None => {}
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(_)) => {
+                return Err(RemoteError::Mismatch(format!(
+                    "{} sent more than the {size} bytes of blob {digest}",
+                    src.label()
+                ))
+                .into())
+            }
+        }
+        drop(pieces);
+        remote.upload_finish(repo, &location, digest, None).await?;
+        Ok(())
     }
 
     /// The source's bytes of a blob from `offset` on, reporting progress; a remote's checked
@@ -857,6 +966,19 @@ impl Copier {
         Ok(self.progress(stream, digest, offset))
     }
 
+    /// `stream`, ending in an error as soon as the copy is stopped.
+    fn stoppable(&self, stream: ByteStream) -> ByteStream {
+        let cancel = self.cancel.clone();
+        let stopped = self.cancel.clone();
+        let end = futures_util::stream::once(async move {
+            stopped
+                .is_cancelled()
+                .then_some(Err(RemoteError::Cancelled))
+        })
+        .filter_map(std::future::ready);
+        Box::pin(stream.take_until(cancel.cancelled_owned()).chain(end))
+    }
+
     fn progress(&self, stream: ByteStream, digest: &Digest, offset: u64) -> ByteStream {
         let Some(events) = self.events.clone() else {
             return stream;
@@ -874,6 +996,51 @@ impl Copier {
                 });
             }
         }))
+    }
+}
+
+/// A stream cut into consecutive pieces of given lengths, one request body each.
+struct Pieces {
+    stream: ByteStream,
+    /// What the last piece read beyond its end.
+    left: Bytes,
+}
+
+impl Pieces {
+    /// The next `n` bytes, as a stream; it fails if the source ends before them.
+    fn take(
+        shared: Arc<tokio::sync::Mutex<Pieces>>,
+        n: u64,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, RemoteError>> + Send + 'static {
+        futures_util::stream::unfold((shared, n), |(shared, want)| async move {
+            if want == 0 {
+                return None;
+            }
+            let mut pieces = shared.lock().await;
+            let mut chunk = if pieces.left.is_empty() {
+                match pieces.stream.next().await {
+                    Some(Ok(c)) => c,
+                    Some(Err(e)) => return Some((Err(e), (shared.clone(), 0))),
+                    None => {
+                        return Some((
+                            Err(RemoteError::Protocol {
+                                registry: "ecrld".into(),
+                                detail: "the blob's source ended early".into(),
+                            }),
+                            (shared.clone(), 0),
+                        ))
+                    }
+                }
+            } else {
+                std::mem::take(&mut pieces.left)
+            };
+            if chunk.len() as u64 > want {
+                pieces.left = chunk.split_off(want as usize);
+            }
+            let rest = want - chunk.len() as u64;
+            drop(pieces);
+            Some((Ok(chunk), (shared, rest)))
+        })
     }
 }
 

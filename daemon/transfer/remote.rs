@@ -115,6 +115,9 @@ pub enum RemoteError {
     Mismatch(String),
     #[error("{registry}: {detail}")]
     Protocol { registry: String, detail: String },
+    /// The copy was stopped (the client went away, the daemon is stopping).
+    #[error("stopped before it finished")]
+    Cancelled,
 }
 
 impl RemoteError {
@@ -126,7 +129,8 @@ impl RemoteError {
             RemoteError::Tls { .. }
             | RemoteError::Unauthorized { .. }
             | RemoteError::Denied { .. }
-            | RemoteError::NotFound(_) => false,
+            | RemoteError::NotFound(_)
+            | RemoteError::Cancelled => false,
         }
     }
 
@@ -141,6 +145,7 @@ impl RemoteError {
             RemoteError::TooManyRequests { .. } => "RATE_LIMITED",
             RemoteError::Mismatch(_) => "DIGEST_MISMATCH",
             RemoteError::Protocol { .. } => "REMOTE_ERROR",
+            RemoteError::Cancelled => "CANCELLED",
         }
     }
 }
@@ -404,6 +409,10 @@ impl Remote {
             }
             deepest = err.to_string();
             source = err.source();
+        }
+        // rustls' error may come wrapped in a way the chain does not show; its words do.
+        if tls.is_none() && deepest.contains("peer certificate") {
+            tls = Some(deepest.clone());
         }
         if let Some(reason) = tls {
             if reason.contains("certificate") || reason.contains("Certificate") {
