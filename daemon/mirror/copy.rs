@@ -156,15 +156,18 @@ impl PlatformFilter {
     }
 }
 
+/// A blob in a repository of a registry.
+type BlobAt = (String, RepoName, Digest);
+
 /// Uploads to remotes that broke off, kept so the next try continues them.
 #[derive(Default)]
 pub struct Partials {
-    sessions: Mutex<HashMap<(String, RepoName, Digest), String>>,
+    sessions: Mutex<HashMap<BlobAt, String>>,
     /// Where on each remote a blob was last seen, for mounts into other repositories.
     seen: Mutex<HashMap<(String, Digest), RepoName>>,
     /// One upload of a blob to a repository at a time (a sync run again while the stopped
     /// one finishes its piece waits for it, then continues its session).
-    sending: Mutex<HashMap<(String, RepoName, Digest), Arc<tokio::sync::Mutex<()>>>>,
+    sending: Mutex<HashMap<BlobAt, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Partials {
