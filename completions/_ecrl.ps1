@@ -35,6 +35,9 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Register, describe, list, deregister and delete ECS task definitions')
             [CompletionResult]::new('auth', 'auth', [CompletionResultType]::ParameterValue, 'Users, access keys, identity and registry policies, and decisions explained')
             [CompletionResult]::new('get-login-password', 'get-login-password', [CompletionResultType]::ParameterValue, 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`')
+            [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Log in to a remote registry (for mirroring), or list the logins')
+            [CompletionResult]::new('logout', 'logout', [CompletionResultType]::ParameterValue, 'Forget the credentials of a remote registry')
+            [CompletionResult]::new('mirror', 'mirror', [CompletionResultType]::ParameterValue, 'Copy images to and from other registries, on demand, on a schedule, or as they are pushed (replication)')
             [CompletionResult]::new('tls', 'tls', [CompletionResultType]::ParameterValue, 'Show how clients come to trust the HTTPS registry (ecrld''s CA)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('generate-docs', 'generate-docs', [CompletionResultType]::ParameterValue, 'Write completion scripts and man pages into a directory (for packagers and the tests)')
@@ -1013,6 +1016,260 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'ecrl;login' {
+            [CompletionResult]::new('-u', '-u', [CompletionResultType]::ParameterName, 'The user name [asked for on a terminal]')
+            [CompletionResult]::new('--username', '--username', [CompletionResultType]::ParameterName, 'The user name [asked for on a terminal]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('--password-stdin', '--password-stdin', [CompletionResultType]::ParameterName, 'Read the password from stdin (a terminal asks for it, unechoed)')
+            [CompletionResult]::new('--list', '--list', [CompletionResultType]::ParameterName, 'List the registries ecrl holds credentials for (never the secrets)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;logout' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;mirror' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('sync', 'sync', [CompletionResultType]::ParameterValue, 'Copy images between this registry and others, or between two others')
+            [CompletionResult]::new('jobs', 'jobs', [CompletionResultType]::ParameterValue, 'List the scheduled syncs: last run, result, next run')
+            [CompletionResult]::new('job', 'job', [CompletionResultType]::ParameterValue, 'Remove a scheduled sync, or run it now')
+            [CompletionResult]::new('replication', 'replication', [CompletionResultType]::ParameterValue, 'Rules that send every pushed image to remote registries, and each image''s status')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;mirror;sync' {
+            [CompletionResult]::new('--tags', '--tags', [CompletionResultType]::ParameterName, 'The tags of the source repository that match this regular expression (whole tag)')
+            [CompletionResult]::new('--platform', '--platform', [CompletionResultType]::ParameterName, 'Only this platform of a multi-platform image (os/arch[/variant]; repeatable)')
+            [CompletionResult]::new('--jobs', '--jobs', [CompletionResultType]::ParameterName, 'Images copied at once [default: 4]')
+            [CompletionResult]::new('--every', '--every', [CompletionResultType]::ParameterName, 'Make it a job the daemon runs every DURATION (30m, 1h, 1d)')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('--all-tags', '--all-tags', [CompletionResultType]::ParameterName, 'Every tag of the source repository')
+            [CompletionResult]::new('--dry-run', '--dry-run', [CompletionResultType]::ParameterName, 'Say what would be copied; copy nothing')
+            [CompletionResult]::new('--no-referrers', '--no-referrers', [CompletionResultType]::ParameterName, 'Leave out signatures, SBOMs and other images that refer to the copied ones')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;mirror;jobs' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;mirror;job' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('rm', 'rm', [CompletionResultType]::ParameterValue, 'Remove a scheduled sync')
+            [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run a scheduled sync now (and show its progress)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;mirror;job;rm' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;mirror;job;run' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;mirror;job;help' {
+            [CompletionResult]::new('rm', 'rm', [CompletionResultType]::ParameterValue, 'Remove a scheduled sync')
+            [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run a scheduled sync now (and show its progress)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;mirror;job;help;rm' {
+            break
+        }
+        'ecrl;mirror;job;help;run' {
+            break
+        }
+        'ecrl;mirror;job;help;help' {
+            break
+        }
+        'ecrl;mirror;replication' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Set the replication rules (JSON or YAML, ECR''s shape; `-` reads stdin)')
+            [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Show the replication rules')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Remove every replication rule (copies already queued still run)')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Where an image was replicated to, and how that went')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;mirror;replication;set' {
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'f')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'file')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;mirror;replication;get' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;mirror;replication;delete' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;mirror;replication;status' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;mirror;replication;help' {
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Set the replication rules (JSON or YAML, ECR''s shape; `-` reads stdin)')
+            [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Show the replication rules')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Remove every replication rule (copies already queued still run)')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Where an image was replicated to, and how that went')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;mirror;replication;help;set' {
+            break
+        }
+        'ecrl;mirror;replication;help;get' {
+            break
+        }
+        'ecrl;mirror;replication;help;delete' {
+            break
+        }
+        'ecrl;mirror;replication;help;status' {
+            break
+        }
+        'ecrl;mirror;replication;help;help' {
+            break
+        }
+        'ecrl;mirror;help' {
+            [CompletionResult]::new('sync', 'sync', [CompletionResultType]::ParameterValue, 'Copy images between this registry and others, or between two others')
+            [CompletionResult]::new('jobs', 'jobs', [CompletionResultType]::ParameterValue, 'List the scheduled syncs: last run, result, next run')
+            [CompletionResult]::new('job', 'job', [CompletionResultType]::ParameterValue, 'Remove a scheduled sync, or run it now')
+            [CompletionResult]::new('replication', 'replication', [CompletionResultType]::ParameterValue, 'Rules that send every pushed image to remote registries, and each image''s status')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;mirror;help;sync' {
+            break
+        }
+        'ecrl;mirror;help;jobs' {
+            break
+        }
+        'ecrl;mirror;help;job' {
+            [CompletionResult]::new('rm', 'rm', [CompletionResultType]::ParameterValue, 'Remove a scheduled sync')
+            [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run a scheduled sync now (and show its progress)')
+            break
+        }
+        'ecrl;mirror;help;job;rm' {
+            break
+        }
+        'ecrl;mirror;help;job;run' {
+            break
+        }
+        'ecrl;mirror;help;replication' {
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Set the replication rules (JSON or YAML, ECR''s shape; `-` reads stdin)')
+            [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Show the replication rules')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Remove every replication rule (copies already queued still run)')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Where an image was replicated to, and how that went')
+            break
+        }
+        'ecrl;mirror;help;replication;set' {
+            break
+        }
+        'ecrl;mirror;help;replication;get' {
+            break
+        }
+        'ecrl;mirror;help;replication;delete' {
+            break
+        }
+        'ecrl;mirror;help;replication;status' {
+            break
+        }
+        'ecrl;mirror;help;help' {
+            break
+        }
         'ecrl;tls' {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
             [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
@@ -1077,6 +1334,9 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Register, describe, list, deregister and delete ECS task definitions')
             [CompletionResult]::new('auth', 'auth', [CompletionResultType]::ParameterValue, 'Users, access keys, identity and registry policies, and decisions explained')
             [CompletionResult]::new('get-login-password', 'get-login-password', [CompletionResultType]::ParameterValue, 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`')
+            [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Log in to a remote registry (for mirroring), or list the logins')
+            [CompletionResult]::new('logout', 'logout', [CompletionResultType]::ParameterValue, 'Forget the credentials of a remote registry')
+            [CompletionResult]::new('mirror', 'mirror', [CompletionResultType]::ParameterValue, 'Copy images to and from other registries, on demand, on a schedule, or as they are pushed (replication)')
             [CompletionResult]::new('tls', 'tls', [CompletionResultType]::ParameterValue, 'Show how clients come to trust the HTTPS registry (ecrld''s CA)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('generate-docs', 'generate-docs', [CompletionResultType]::ParameterValue, 'Write completion scripts and man pages into a directory (for packagers and the tests)')
@@ -1279,6 +1539,55 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;help;get-login-password' {
+            break
+        }
+        'ecrl;help;login' {
+            break
+        }
+        'ecrl;help;logout' {
+            break
+        }
+        'ecrl;help;mirror' {
+            [CompletionResult]::new('sync', 'sync', [CompletionResultType]::ParameterValue, 'Copy images between this registry and others, or between two others')
+            [CompletionResult]::new('jobs', 'jobs', [CompletionResultType]::ParameterValue, 'List the scheduled syncs: last run, result, next run')
+            [CompletionResult]::new('job', 'job', [CompletionResultType]::ParameterValue, 'Remove a scheduled sync, or run it now')
+            [CompletionResult]::new('replication', 'replication', [CompletionResultType]::ParameterValue, 'Rules that send every pushed image to remote registries, and each image''s status')
+            break
+        }
+        'ecrl;help;mirror;sync' {
+            break
+        }
+        'ecrl;help;mirror;jobs' {
+            break
+        }
+        'ecrl;help;mirror;job' {
+            [CompletionResult]::new('rm', 'rm', [CompletionResultType]::ParameterValue, 'Remove a scheduled sync')
+            [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run a scheduled sync now (and show its progress)')
+            break
+        }
+        'ecrl;help;mirror;job;rm' {
+            break
+        }
+        'ecrl;help;mirror;job;run' {
+            break
+        }
+        'ecrl;help;mirror;replication' {
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Set the replication rules (JSON or YAML, ECR''s shape; `-` reads stdin)')
+            [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Show the replication rules')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Remove every replication rule (copies already queued still run)')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Where an image was replicated to, and how that went')
+            break
+        }
+        'ecrl;help;mirror;replication;set' {
+            break
+        }
+        'ecrl;help;mirror;replication;get' {
+            break
+        }
+        'ecrl;help;mirror;replication;delete' {
+            break
+        }
+        'ecrl;help;mirror;replication;status' {
             break
         }
         'ecrl;help;tls' {

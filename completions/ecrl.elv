@@ -32,6 +32,9 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand task 'Register, describe, list, deregister and delete ECS task definitions'
             cand auth 'Users, access keys, identity and registry policies, and decisions explained'
             cand get-login-password 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
+            cand login 'Log in to a remote registry (for mirroring), or list the logins'
+            cand logout 'Forget the credentials of a remote registry'
+            cand mirror 'Copy images to and from other registries, on demand, on a schedule, or as they are pushed (replication)'
             cand tls 'Show how clients come to trust the HTTPS registry (ecrld''s CA)'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
@@ -880,6 +883,225 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'ecrl;login'= {
+            cand -u 'The user name [asked for on a terminal]'
+            cand --username 'The user name [asked for on a terminal]'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand --password-stdin 'Read the password from stdin (a terminal asks for it, unechoed)'
+            cand --list 'List the registries ecrl holds credentials for (never the secrets)'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;logout'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;mirror'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand sync 'Copy images between this registry and others, or between two others'
+            cand jobs 'List the scheduled syncs: last run, result, next run'
+            cand job 'Remove a scheduled sync, or run it now'
+            cand replication 'Rules that send every pushed image to remote registries, and each image''s status'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;mirror;sync'= {
+            cand --tags 'The tags of the source repository that match this regular expression (whole tag)'
+            cand --platform 'Only this platform of a multi-platform image (os/arch[/variant]; repeatable)'
+            cand --jobs 'Images copied at once [default: 4]'
+            cand --every 'Make it a job the daemon runs every DURATION (30m, 1h, 1d)'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand --all-tags 'Every tag of the source repository'
+            cand --dry-run 'Say what would be copied; copy nothing'
+            cand --no-referrers 'Leave out signatures, SBOMs and other images that refer to the copied ones'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;mirror;jobs'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;mirror;job'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand rm 'Remove a scheduled sync'
+            cand run 'Run a scheduled sync now (and show its progress)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;mirror;job;rm'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;mirror;job;run'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;mirror;job;help'= {
+            cand rm 'Remove a scheduled sync'
+            cand run 'Run a scheduled sync now (and show its progress)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;mirror;job;help;rm'= {
+        }
+        &'ecrl;mirror;job;help;run'= {
+        }
+        &'ecrl;mirror;job;help;help'= {
+        }
+        &'ecrl;mirror;replication'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand set 'Set the replication rules (JSON or YAML, ECR''s shape; `-` reads stdin)'
+            cand get 'Show the replication rules'
+            cand delete 'Remove every replication rule (copies already queued still run)'
+            cand status 'Where an image was replicated to, and how that went'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;mirror;replication;set'= {
+            cand -f 'f'
+            cand --file 'file'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;mirror;replication;get'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;mirror;replication;delete'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;mirror;replication;status'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;mirror;replication;help'= {
+            cand set 'Set the replication rules (JSON or YAML, ECR''s shape; `-` reads stdin)'
+            cand get 'Show the replication rules'
+            cand delete 'Remove every replication rule (copies already queued still run)'
+            cand status 'Where an image was replicated to, and how that went'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;mirror;replication;help;set'= {
+        }
+        &'ecrl;mirror;replication;help;get'= {
+        }
+        &'ecrl;mirror;replication;help;delete'= {
+        }
+        &'ecrl;mirror;replication;help;status'= {
+        }
+        &'ecrl;mirror;replication;help;help'= {
+        }
+        &'ecrl;mirror;help'= {
+            cand sync 'Copy images between this registry and others, or between two others'
+            cand jobs 'List the scheduled syncs: last run, result, next run'
+            cand job 'Remove a scheduled sync, or run it now'
+            cand replication 'Rules that send every pushed image to remote registries, and each image''s status'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;mirror;help;sync'= {
+        }
+        &'ecrl;mirror;help;jobs'= {
+        }
+        &'ecrl;mirror;help;job'= {
+            cand rm 'Remove a scheduled sync'
+            cand run 'Run a scheduled sync now (and show its progress)'
+        }
+        &'ecrl;mirror;help;job;rm'= {
+        }
+        &'ecrl;mirror;help;job;run'= {
+        }
+        &'ecrl;mirror;help;replication'= {
+            cand set 'Set the replication rules (JSON or YAML, ECR''s shape; `-` reads stdin)'
+            cand get 'Show the replication rules'
+            cand delete 'Remove every replication rule (copies already queued still run)'
+            cand status 'Where an image was replicated to, and how that went'
+        }
+        &'ecrl;mirror;help;replication;set'= {
+        }
+        &'ecrl;mirror;help;replication;get'= {
+        }
+        &'ecrl;mirror;help;replication;delete'= {
+        }
+        &'ecrl;mirror;help;replication;status'= {
+        }
+        &'ecrl;mirror;help;help'= {
+        }
         &'ecrl;tls'= {
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
@@ -937,6 +1159,9 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand task 'Register, describe, list, deregister and delete ECS task definitions'
             cand auth 'Users, access keys, identity and registry policies, and decisions explained'
             cand get-login-password 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
+            cand login 'Log in to a remote registry (for mirroring), or list the logins'
+            cand logout 'Forget the credentials of a remote registry'
+            cand mirror 'Copy images to and from other registries, on demand, on a schedule, or as they are pushed (replication)'
             cand tls 'Show how clients come to trust the HTTPS registry (ecrld''s CA)'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
@@ -1088,6 +1313,42 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;auth;simulate'= {
         }
         &'ecrl;help;get-login-password'= {
+        }
+        &'ecrl;help;login'= {
+        }
+        &'ecrl;help;logout'= {
+        }
+        &'ecrl;help;mirror'= {
+            cand sync 'Copy images between this registry and others, or between two others'
+            cand jobs 'List the scheduled syncs: last run, result, next run'
+            cand job 'Remove a scheduled sync, or run it now'
+            cand replication 'Rules that send every pushed image to remote registries, and each image''s status'
+        }
+        &'ecrl;help;mirror;sync'= {
+        }
+        &'ecrl;help;mirror;jobs'= {
+        }
+        &'ecrl;help;mirror;job'= {
+            cand rm 'Remove a scheduled sync'
+            cand run 'Run a scheduled sync now (and show its progress)'
+        }
+        &'ecrl;help;mirror;job;rm'= {
+        }
+        &'ecrl;help;mirror;job;run'= {
+        }
+        &'ecrl;help;mirror;replication'= {
+            cand set 'Set the replication rules (JSON or YAML, ECR''s shape; `-` reads stdin)'
+            cand get 'Show the replication rules'
+            cand delete 'Remove every replication rule (copies already queued still run)'
+            cand status 'Where an image was replicated to, and how that went'
+        }
+        &'ecrl;help;mirror;replication;set'= {
+        }
+        &'ecrl;help;mirror;replication;get'= {
+        }
+        &'ecrl;help;mirror;replication;delete'= {
+        }
+        &'ecrl;help;mirror;replication;status'= {
         }
         &'ecrl;help;tls'= {
             cand ca 'Print the path of ecrld''s CA certificate and how to make docker, skopeo, podman and curl trust the HTTPS registry'

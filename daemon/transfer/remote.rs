@@ -468,6 +468,15 @@ impl Remote {
     ) -> Result<(String, Duration), RemoteError> {
         let url = token_url(challenge, scopes)
             .ok_or_else(|| self.protocol("its token challenge has no http(s) realm"))?;
+        // Credentials go to the realm: over plain HTTP only for a registry ecrl already
+        // speaks plain HTTP to (insecure, or on this machine).
+        if url.starts_with("http://") && self.base.starts_with("https://") && self.credentials.is_some()
+        {
+            return Err(self.protocol(&format!(
+                "its token endpoint {} is plain HTTP: ecrl does not send credentials there",
+                challenge.param("realm").unwrap_or_default()
+            )));
+        }
         let request = match &self.credentials {
             Some(Credentials::IdentityToken(refresh)) => {
                 let mut form = vec![
