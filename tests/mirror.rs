@@ -1076,3 +1076,133 @@ fn docker_s_credentials_and_credential_helpers_are_used() {
     ]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 }
+
+/// A registry that answers what a test tells it to: a hostile remote, to check that what a
+/// remote sends is bounded. `route` gets the method and path and gives the status, the
+/// content type and the body (a HEAD gets the headers only).
+struct Hostile {
+    addr: std::net::SocketAddr,
+}
+
+type Route = fn(&str, &str) -> (u16, &'static str, Vec<u8>);
+
+impl Hostile {
+    fn start(route: Route) -> Hostile {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                std::thread::spawn(move || {
+                    use std::io::{BufRead, BufReader, Write};
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut first = String::new();
+                    if reader.read_line(&mut first).is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut parts = first.split_whitespace();
+                    let method = parts.next().unwrap_or("").to_string();
+                    let path = parts.next().unwrap_or("").to_string();
+                    let (status, content_type, body) = route(&method, &path);
+                    let digest = sha256_digest(&body);
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+                         Docker-Content-Digest: {digest}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes());
+                    if method != "HEAD" {
+                        let _ = stream.write_all(&body);
+                    }
+                });
+            }
+        });
+        Hostile { addr }
+    }
+}
+
+/// An image whose one layer is said to be 1000 bytes (of `LAYER_DIGEST`), and its config.
+const CONFIG: &[u8] =
+    br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+
+fn hostile_manifest(layer_size: u64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha256_digest(CONFIG), "size": CONFIG.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": sha256_digest(&vec![1u8; 1000]), "size": layer_size}],
+    }))
+    .unwrap()
+}
+
+#[test]
+fn what_a_hostile_remote_sends_is_bounded_and_nothing_of_it_is_kept() {
+    const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+    let remote = Hostile::start(|method, path| {
+        let config = format!("/v2/evil/app/blobs/{}", sha256_digest(CONFIG));
+        match (method, path) {
+            (_, "/v2/") => (200, "application/json", b"{}".to_vec()),
+            // A manifest over the 4 MiB every registry may refuse.
+            (_, p) if p.starts_with("/v2/evil/big/manifests/") => {
+                let mut m = hostile_manifest(1000);
+                let pad = format!(",\"annotations\":{{\"x\":\"{}\"}}}}", "a".repeat(5 << 20));
+                m.pop();
+                m.extend_from_slice(pad.as_bytes());
+                (200, OCI, m)
+            }
+            (_, p) if p.starts_with("/v2/evil/app/manifests/") => {
+                (200, OCI, hostile_manifest(1000))
+            }
+            (_, p) if p == config => (200, "application/octet-stream", CONFIG.to_vec()),
+            // The layer: said to be 1000 bytes, sent as 64 MiB.
+            (_, p) if p.starts_with("/v2/evil/app/blobs/") => {
+                (200, "application/octet-stream", vec![1u8; 64 << 20])
+            }
+            // /v2/ of a "registry" that asks for credentials without saying how.
+            _ => (404, "application/json", b"{\"errors\":[]}".to_vec()),
+        }
+    });
+    let local = Local::start(&[]);
+    let host = remote.addr.to_string();
+
+    let out = local.sync(&[
+        "--output",
+        "json",
+        &format!("{host}/evil/big:1"),
+        "evil/big",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("over 4194304 bytes"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = local.sync(&[
+        "--output",
+        "json",
+        &format!("{host}/evil/app:1"),
+        "evil/app",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("sent more than the 1000 bytes"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(local.digest("evil/app:1").is_none());
+    assert!(walk(&local.env.data_dir().join("uploads")).is_empty());
+    let stored: u64 = walk(&local.env.data_dir().join("blobs"))
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    assert!(stored < 1 << 20, "{stored} bytes of blobs kept");
+}

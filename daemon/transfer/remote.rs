@@ -470,7 +470,9 @@ impl Remote {
             .ok_or_else(|| self.protocol("its token challenge has no http(s) realm"))?;
         // Credentials go to the realm: over plain HTTP only for a registry ecrl already
         // speaks plain HTTP to (insecure, or on this machine).
-        if url.starts_with("http://") && self.base.starts_with("https://") && self.credentials.is_some()
+        if url.starts_with("http://")
+            && self.base.starts_with("https://")
+            && self.credentials.is_some()
         {
             return Err(self.protocol(&format!(
                 "its token endpoint {} is plain HTTP: ecrl does not send credentials there",
@@ -1292,13 +1294,15 @@ where
             Poll::Ready(Some(Ok(chunk))) => {
                 this.seen += chunk.len() as u64;
                 if this.seen > this.size {
+                    let error = RemoteError::Mismatch(format!(
+                        "{} sent more than the {} bytes of blob {}: nothing was stored",
+                        this.what, this.size, this.digest
+                    ));
+                    // Reported once; what may follow is not checked again.
                     this.hasher = None;
                     this.whole = false;
                     this.size = u64::MAX;
-                    return Poll::Ready(Some(Err(RemoteError::Mismatch(format!(
-                        "{} sent more than the {} bytes of blob {}: nothing was stored",
-                        this.what, this.size, this.digest
-                    )))));
+                    return Poll::Ready(Some(Err(error)));
                 }
                 if let Some(h) = this.hasher.as_mut() {
                     h.update(&chunk);
