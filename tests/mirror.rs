@@ -1206,3 +1206,30 @@ fn what_a_hostile_remote_sends_is_bounded_and_nothing_of_it_is_kept() {
         .sum();
     assert!(stored < 1 << 20, "{stored} bytes of blobs kept");
 }
+
+#[test]
+fn an_ecrld_that_lets_anyone_pull_is_read_through_an_anonymous_token() {
+    require_skopeo();
+    let dir = tempfile::tempdir().unwrap();
+    let public = Env::with_anonymous("pull");
+    let _public_daemon = public.spawn_daemon(&[]);
+    let public_host = registry_address(&public);
+    let (layout, digest) = image_of(dir.path(), "anonymous", 2000);
+    public.ecrl_ok(&[
+        "repo",
+        "push",
+        &format!("oci:{}", layout.display()),
+        "open/app:1",
+    ]);
+    let local = Local::start(&[]);
+    let out = local.sync_ok(&[&format!("{public_host}/open/app:1"), "copied/app"]);
+    assert_eq!(out["copied"], 1, "{out}");
+    assert_eq!(
+        local.digest("copied/app:1").as_deref(),
+        Some(digest.as_str())
+    );
+    // Pushing needs credentials there: refused, with what to do.
+    let out = local.sync(&["copied/app:1", &format!("{public_host}/pushed/app")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("ecrl login"), "{}", stdout(&out));
+}
