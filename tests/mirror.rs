@@ -1233,3 +1233,106 @@ fn an_ecrld_that_lets_anyone_pull_is_read_through_an_anonymous_token() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("ecrl login"), "{}", stdout(&out));
 }
+
+/// Pushes a signature-like artifact (an OCI manifest whose subject is `subject`) into
+/// `host/repo` over the registry API; returns its digest.
+fn push_referrer(host: &str, repo: &str, subject: &str, subject_size: u64) -> String {
+    // reqwest is built without a TLS provider of its own.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let client = reqwest::blocking::Client::new();
+    let payload = format!("a signature of {subject}").into_bytes();
+    let empty = b"{}".to_vec();
+    for blob in [&payload, &empty] {
+        let digest = sha256_digest(blob);
+        let r = client
+            .post(format!(
+                "http://{host}/v2/{repo}/blobs/uploads/?digest={digest}"
+            ))
+            .header("Content-Type", "application/octet-stream")
+            .body(blob.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "blob upload");
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.signature",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": sha256_digest(&empty), "size": empty.len()},
+        "layers": [{"mediaType": "application/vnd.example.signature",
+                    "digest": sha256_digest(&payload), "size": payload.len()}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": subject, "size": subject_size},
+    }))
+    .unwrap();
+    let digest = sha256_digest(&manifest);
+    let r = client
+        .put(format!("http://{host}/v2/{repo}/manifests/{digest}"))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "manifest upload");
+    digest
+}
+
+#[test]
+fn referrers_come_along_unless_asked_not_to() {
+    require_skopeo();
+    let dir = tempfile::tempdir().unwrap();
+    let b = PrivateEcrld::start();
+    let local = Local::start(&[]);
+    assert!(login(&local, &b.host, &b.user, &b.password)
+        .status
+        .success());
+    let (layout, digest) = image_of(dir.path(), "signed", 3000);
+    local.push(&layout, "signed/app:1");
+    let size = std::fs::read(
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap()
+    .len() as u64;
+    let signature = push_referrer(
+        &local.host.replace("localhost", "127.0.0.1"),
+        "signed/app",
+        &digest,
+        size,
+    );
+
+    let bare = local.sync_ok(&[
+        "--no-referrers",
+        "signed/app:1",
+        &format!("{}/bare/app", b.host),
+    ]);
+    assert_eq!(bare["images"][0].get("referrersCopied"), None, "{bare}");
+    let at_b = |repo: &str| {
+        remote_digest(
+            &b.skopeo_flags(),
+            &format!("docker://{}/{repo}@{signature}", b.host),
+        )
+    };
+    assert_eq!(
+        at_b("bare/app"),
+        None,
+        "--no-referrers leaves the signature behind"
+    );
+
+    let with = local.sync_ok(&["signed/app:1", &format!("{}/signed/app", b.host)]);
+    assert_eq!(with["images"][0]["referrersCopied"], 1, "{with}");
+    assert_eq!(at_b("signed/app").as_deref(), Some(signature.as_str()));
+
+    // And back from B (it has the referrers API) into a fresh ecrld.
+    let fresh = Local::start(&[]);
+    assert!(login(&fresh, &b.host, &b.user, &b.password)
+        .status
+        .success());
+    let back = fresh.sync_ok(&[&format!("{}/signed/app:1", b.host), "signed/back"]);
+    assert_eq!(back["images"][0]["referrersCopied"], 1, "{back}");
+    let listed = fresh
+        .env
+        .ecrl_ok(&["image", "list", "signed/back", "--output", "json"]);
+    assert!(listed.contains(&signature), "{listed}");
+}
