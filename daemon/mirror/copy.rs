@@ -445,9 +445,7 @@ impl Copier {
         // An unchanged image costs one manifest lookup on each side: its referrers are looked
         // for again only where that is free (this registry's own index)
         // (or when the source is named by digest: asked for that image, referrers and all).
-        let look = !unchanged
-            || matches!(src, End::Local(_))
-            || src_ref.parse::<Digest>().is_ok();
+        let look = !unchanged || matches!(src, End::Local(_)) || src_ref.parse::<Digest>().is_ok();
         if self.referrers && look {
             self.copy_referrers(src, dst, &target, &stats, 0).await?;
             if target != head.digest {
