@@ -1111,9 +1111,16 @@ impl Hostile {
                     let path = parts.next().unwrap_or("").to_string();
                     let (status, content_type, body) = route(&method, &path);
                     let digest = sha256_digest(&body);
+                    // `redirect:TARGET` answers with a Location, as registries on object
+                    // storage do for blobs.
+                    let extra = match content_type.strip_prefix("redirect:") {
+                        Some(target) => format!("Location: {target}\r\n"),
+                        None => String::new(),
+                    };
                     let head = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-                         Docker-Content-Digest: {digest}\r\nConnection: close\r\n\r\n",
+                        "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\n\
+                         Content-Length: {}\r\nDocker-Content-Digest: {digest}\r\n\
+                         {extra}Connection: close\r\n\r\n",
                         body.len()
                     );
                     let _ = stream.write_all(head.as_bytes());
@@ -1162,6 +1169,19 @@ fn what_a_hostile_remote_sends_is_bounded_and_nothing_of_it_is_kept() {
                 (200, OCI, hostile_manifest(1000))
             }
             (_, p) if p == config => (200, "application/octet-stream", CONFIG.to_vec()),
+            // An image whose blobs are served elsewhere: the registry redirects.
+            (_, p) if p.starts_with("/v2/evil/moved/manifests/") => {
+                (200, OCI, hostile_manifest(1000))
+            }
+            ("GET", p) if p.starts_with("/v2/evil/moved/blobs/") => {
+                if p.ends_with(&sha256_digest(CONFIG)) {
+                    (307, "redirect:/storage/config", Vec::new())
+                } else {
+                    (307, "redirect:/storage/layer", Vec::new())
+                }
+            }
+            (_, "/storage/layer") => (200, "application/octet-stream", vec![1u8; 1000]),
+            (_, "/storage/config") => (200, "application/octet-stream", CONFIG.to_vec()),
             // The layer: said to be 1000 bytes, sent as 64 MiB.
             (_, p) if p.starts_with("/v2/evil/app/blobs/") => {
                 (200, "application/octet-stream", vec![1u8; 64 << 20])
@@ -1205,6 +1225,12 @@ fn what_a_hostile_remote_sends_is_bounded_and_nothing_of_it_is_kept() {
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .sum();
     assert!(stored < 1 << 20, "{stored} bytes of blobs kept");
+
+    // Redirects are followed (object storage behind the registry), and the same blobs,
+    // served honestly, are taken.
+    let moved = local.sync_ok(&[&format!("{host}/evil/moved:1"), "evil/moved"]);
+    // (The config came in with the refused image; the layer only now, through a redirect.)
+    assert_eq!(moved["images"][0]["bytesCopied"], 1000, "{moved}");
 }
 
 #[test]

@@ -189,10 +189,17 @@ async fn attempt(state: &Arc<AppState>, item: Replication) {
             );
             Attempt::Complete
         }
-        Err((transient, code, reason)) => {
+        Err(Failure {
+            transient,
+            code,
+            reason,
+            retry_after,
+        }) => {
             let attempts = item.attempts + 1;
             if transient && attempts < config.replication_max_attempts {
-                let delay = backoff(config.replication_retry_delay, attempts);
+                // A registry that says when to come back is heard.
+                let delay = backoff(config.replication_retry_delay, attempts)
+                    .max(retry_after.unwrap_or_default());
                 tracing::info!(
                     repository = %item.repo,
                     digest = %item.digest,
@@ -240,7 +247,7 @@ async fn send(
     state: &Arc<AppState>,
     item: &Replication,
     cancel: CancellationToken,
-) -> Result<(), (bool, &'static str, String)> {
+) -> Result<(), Failure> {
     let present = state
         .meta
         .read()
@@ -248,22 +255,28 @@ async fn send(
         .get(&item.repo)
         .is_some_and(|r| r.manifests.contains_key(&item.digest));
     if !present {
-        return Err((
-            false,
-            "IMAGE_NOT_FOUND",
-            format!(
+        return Err(Failure {
+            transient: false,
+            code: "IMAGE_NOT_FOUND",
+            reason: format!(
                 "{}@{} was deleted before it was replicated",
                 item.repo, item.digest
             ),
-        ));
+            retry_after: None,
+        });
     }
     let remote = state
         .mirror
         .remote(&item.registry)
         .await
         .map_err(|e| match e {
-            MirrorError::Remote(r) => (r.is_transient(), r.code(), r.to_string()),
-            e => (false, "CREDENTIALS", e.to_string()),
+            MirrorError::Remote(r) => Failure::of(&r),
+            e => Failure {
+                transient: false,
+                code: "CREDENTIALS",
+                reason: e.to_string(),
+                retry_after: None,
+            },
         })?;
     let copier = Copier {
         state: state.clone(),
@@ -288,7 +301,41 @@ async fn send(
         .image(&src, &item.digest.to_string(), &dst, Some(&dst_ref), false)
         .await
         .map(|_| ())
-        .map_err(|e: CopyError| (e.is_transient(), e.code(), e.to_string()))
+        .map_err(|e: CopyError| match &e {
+            CopyError::Remote(r) => Failure::of(r),
+            _ => Failure {
+                transient: e.is_transient(),
+                code: e.code(),
+                reason: e.to_string(),
+                retry_after: None,
+            },
+        })
+}
+
+/// Why an attempt failed, and whether (and when) to try again.
+struct Failure {
+    transient: bool,
+    code: &'static str,
+    reason: String,
+    /// What a rate-limiting registry asked for (`Retry-After`).
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn of(e: &crate::transfer::remote::RemoteError) -> Failure {
+        Failure {
+            transient: e.is_transient(),
+            code: e.code(),
+            reason: e.to_string(),
+            retry_after: match e {
+                crate::transfer::remote::RemoteError::TooManyRequests {
+                    retry_after: Some(s),
+                    ..
+                } => Some(Duration::from_secs((*s).min(3600))),
+                _ => None,
+            },
+        }
+    }
 }
 
 #[cfg(test)]
