@@ -236,6 +236,12 @@ impl Table for DescribeImagesResponse {
                     .clone()
                     .unwrap_or_else(|| "never".into()),
             ));
+            if let Some(up) = &d.upstream_image {
+                rows.push(("cached from", up.clone()));
+            }
+            if let Some(at) = &d.upstream_checked_at {
+                rows.push(("tag checked", at.clone()));
+            }
             for r in &d.replication_statuses {
                 let failure = match (&r.failure_code, &r.failure_reason) {
                     (Some(c), Some(why)) => format!(" ({c}: {why})"),

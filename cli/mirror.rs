@@ -63,7 +63,53 @@ pub enum MirrorCommand {
     /// Rules that send every pushed image to remote registries, and each image's status
     #[command(subcommand)]
     Replication(ReplicationCommand),
+    /// Pull-through cache rules: pulls under a prefix answered from an upstream registry
+    #[command(subcommand)]
+    Cache(CacheCommand),
 }
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCommand {
+    /// Pulls of PREFIX/REPO are answered from UPSTREAM/REPO, then kept here
+    #[command(long_about = CACHE_LONG_ABOUT)]
+    Create {
+        /// The repository prefix here (`docker-hub`, `ghcr`)
+        prefix: String,
+        /// The upstream registry (`docker.io`, `ghcr.io`, `registry.example:5000`)
+        upstream: String,
+        /// Put before each repository's name upstream
+        #[arg(long, value_name = "P")]
+        upstream_prefix: Option<String>,
+        /// Use the credentials kept for this registry name (default: the upstream's)
+        #[arg(long, value_name = "REGISTRY")]
+        login: Option<String>,
+        /// How long a cached tag is served before it is checked upstream again [default: 24h]
+        #[arg(long, value_name = "DURATION")]
+        tag_ttl: Option<String>,
+        /// Also answer docker's registry-mirrors (Docker Hub names without the prefix)
+        #[arg(long)]
+        docker_hub_mirror: bool,
+    },
+    /// List the rules
+    List,
+    /// Delete a rule (what it cached stays)
+    Delete { prefix: String },
+    /// Reach a rule's upstream and check its credentials
+    Validate { prefix: String },
+}
+
+const CACHE_LONG_ABOUT: &str = "\
+Make PREFIX a pull-through cache of UPSTREAM, as ECR's CreatePullThroughCacheRule does.
+
+A pull of localhost:5000/PREFIX/REPO:TAG that ecrl cannot answer is answered from
+UPSTREAM/[UPSTREAM_PREFIX/]REPO:TAG: the repository is created, the manifest fetched, and each
+blob streamed to the client while it is stored, checked against its digest. Later pulls come
+from ecrl; a tag is checked upstream at most once per --tag-ttl, a digest never; when the
+upstream is down, what is cached is served as it is.
+
+  ecrl login docker.io -u me --password-stdin < hub-token
+  ecrl mirror cache create docker-hub docker.io
+  docker pull localhost:5000/docker-hub/library/alpine:3.20";
 
 const SYNC_LONG_ABOUT: &str = "\
 Copy images between this registry and others, or between two others.
@@ -295,6 +341,50 @@ pub fn run(ctx: &Context, command: MirrorCommand) -> anyhow::Result<ExitCode> {
             block_on(client.call::<DeleteReplication>(&Empty {}))??;
             ctx.note("removed every replication rule");
             show(ctx, &Rules(ReplicationConfiguration::default()))
+        }
+        MirrorCommand::Cache(CacheCommand::Create {
+            prefix,
+            upstream,
+            upstream_prefix,
+            login,
+            tag_ttl,
+            docker_hub_mirror,
+        }) => {
+            let rule = block_on(client.call::<CreateCacheRule>(&CreateCacheRuleRequest {
+                ecr_repository_prefix: prefix,
+                upstream_registry_url: upstream,
+                upstream_repository_prefix: upstream_prefix,
+                credential_registry: login,
+                tag_ttl,
+                docker_hub_mirror,
+            }))??;
+            show(ctx, &rule)
+        }
+        MirrorCommand::Cache(CacheCommand::List) => {
+            let rules = block_on(client.call::<ListCacheRules>(&Empty {}))??;
+            show(ctx, &rules)
+        }
+        MirrorCommand::Cache(CacheCommand::Delete { prefix }) => {
+            let rule = block_on(client.call::<DeleteCacheRule>(&CacheRuleRequest {
+                ecr_repository_prefix: prefix,
+            }))??;
+            ctx.note(format!(
+                "deleted the cache rule for {}; what it cached stays",
+                rule.ecr_repository_prefix
+            ));
+            show(ctx, &rule)
+        }
+        MirrorCommand::Cache(CacheCommand::Validate { prefix }) => {
+            let v = block_on(client.call::<ValidateCacheRule>(&CacheRuleRequest {
+                ecr_repository_prefix: prefix,
+            }))??;
+            let valid = v.is_valid;
+            output::print(ctx.output, &v)?;
+            Ok(if valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(exit::FAILED)
+            })
         }
         MirrorCommand::Replication(ReplicationCommand::Status { image }) => {
             let (repository_name, reference) = split_image(&image);
@@ -552,6 +642,63 @@ impl Table for Jobs {
             ],
             &rows,
         )
+    }
+}
+
+impl Table for CacheRule {
+    fn table(&self) -> String {
+        let mut rows = vec![
+            ("prefix", self.ecr_repository_prefix.clone()),
+            ("upstream", self.upstream_registry_url.clone()),
+        ];
+        if let Some(p) = &self.upstream_repository_prefix {
+            rows.push(("upstream prefix", p.clone()));
+        }
+        if let Some(l) = &self.credential_registry {
+            rows.push(("credentials of", l.clone()));
+        }
+        rows.push(("tag ttl", human_duration(self.tag_ttl_seconds)));
+        if self.docker_hub_mirror {
+            rows.push(("docker hub mirror", "yes".into()));
+        }
+        rows.push(("created", self.created_at.clone()));
+        key_values(&rows)
+    }
+}
+
+impl Table for CacheRules {
+    fn table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .pull_through_cache_rules
+            .iter()
+            .map(|r| {
+                vec![
+                    r.ecr_repository_prefix.clone(),
+                    match &r.upstream_repository_prefix {
+                        Some(p) => format!("{}/{p}", r.upstream_registry_url),
+                        None => r.upstream_registry_url.clone(),
+                    },
+                    human_duration(r.tag_ttl_seconds),
+                    r.created_at.clone(),
+                ]
+            })
+            .collect();
+        columns(&["PREFIX", "UPSTREAM", "TAG TTL", "CREATED"], &rows)
+    }
+}
+
+impl Table for CacheRuleValidation {
+    fn table(&self) -> String {
+        match &self.failure {
+            None => format!(
+                "{} -> {}: valid\n",
+                self.ecr_repository_prefix, self.upstream_registry_url
+            ),
+            Some(why) => format!(
+                "{} -> {}: NOT valid: {why}\n",
+                self.ecr_repository_prefix, self.upstream_registry_url
+            ),
+        }
     }
 }
 

@@ -35,6 +35,10 @@ pub enum Action {
     BatchDeleteImage,
     ListImages,
     DescribeRepositories,
+    /// A pull under a pull-through cache rule that fetches from the upstream.
+    BatchImportUpstreamImage,
+    /// A pull-through cache's first pull of a repository creates it.
+    CreateRepository,
 }
 
 impl Action {
@@ -50,6 +54,8 @@ impl Action {
             Action::BatchDeleteImage => "ecr:BatchDeleteImage",
             Action::ListImages => "ecr:ListImages",
             Action::DescribeRepositories => "ecr:DescribeRepositories",
+            Action::BatchImportUpstreamImage => "ecr:BatchImportUpstreamImage",
+            Action::CreateRepository => "ecr:CreateRepository",
         }
     }
 
@@ -62,6 +68,8 @@ impl Action {
                 | Action::BatchCheckLayerAvailability
                 | Action::ListImages
                 | Action::DescribeRepositories
+                // What a pull through a cache does: `--anonymous pull` allows it.
+                | Action::BatchImportUpstreamImage
         )
     }
 

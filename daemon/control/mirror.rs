@@ -2,7 +2,7 @@
 //! replication rules and status.
 
 use super::{endpoint, ndjson, ControlError, Peer, Shared};
-use crate::mirror::{jobs, replication, sync, MirrorError};
+use crate::mirror::{cache, jobs, replication, sync, MirrorError};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::routing::post;
@@ -25,6 +25,10 @@ pub fn routes(router: Router<Shared>) -> Router<Shared> {
     let router = endpoint::<GetReplication, _, _>(router, get_replication);
     let router = endpoint::<DeleteReplication, _, _>(router, delete_replication);
     let router = endpoint::<ReplicationStatus, _, _>(router, replication_status);
+    let router = endpoint::<CreateCacheRule, _, _>(router, create_cache_rule);
+    let router = endpoint::<ListCacheRules, _, _>(router, list_cache_rules);
+    let router = endpoint::<DeleteCacheRule, _, _>(router, delete_cache_rule);
+    let router = endpoint::<ValidateCacheRule, _, _>(router, validate_cache_rule);
     router
         .route(SyncImages::PATH, post(sync_stream))
         .route(RunJob::PATH, post(run_job))
@@ -138,6 +142,42 @@ async fn replication_status(
         }
         e => e.into(),
     })
+}
+
+async fn create_cache_rule(
+    state: Shared,
+    _: Peer,
+    req: CreateCacheRuleRequest,
+) -> Result<CacheRule, ApiError> {
+    let rule = cache::create(&state, req).await?;
+    tracing::info!(
+        prefix = %rule.ecr_repository_prefix,
+        upstream = %rule.upstream_registry_url,
+        "pull-through cache rule created"
+    );
+    Ok(rule)
+}
+
+async fn list_cache_rules(state: Shared, _: Peer, _: Empty) -> Result<CacheRules, ApiError> {
+    Ok(CacheRules {
+        pull_through_cache_rules: cache::list(&state),
+    })
+}
+
+async fn delete_cache_rule(
+    state: Shared,
+    _: Peer,
+    req: CacheRuleRequest,
+) -> Result<CacheRule, ApiError> {
+    Ok(cache::delete(&state, &req.ecr_repository_prefix).await?)
+}
+
+async fn validate_cache_rule(
+    state: Shared,
+    _: Peer,
+    req: CacheRuleRequest,
+) -> Result<CacheRuleValidation, ApiError> {
+    Ok(cache::validate(&state, &req.ecr_repository_prefix).await?)
 }
 
 /// Streams a sync's events: the work stops when the client goes away (Ctrl-C).

@@ -201,7 +201,7 @@ fn detail(
     name: &RepoName,
     repo: &Repo,
     m: &Manifest,
-    queue: &std::collections::BTreeMap<i64, crate::metadata::mirror::Replication>,
+    mirror: &crate::metadata::mirror::MirrorIndex,
 ) -> ImageDetail {
     let mut tags: Vec<String> = repo
         .tags
@@ -210,6 +210,14 @@ fn detail(
         .map(|(t, _)| t.to_string())
         .collect();
     tags.sort();
+    // The tag a pull-through cache checked last, for where it came from.
+    let cached = tags
+        .iter()
+        .filter_map(|t| {
+            let tag = t.parse::<Tag>().ok()?;
+            mirror.cache_tags.get(&(name.clone(), tag))
+        })
+        .max_by_key(|c| c.checked_at);
     ImageDetail {
         registry_id: state.meta.account_id().to_string(),
         repository_name: name.to_string(),
@@ -220,7 +228,13 @@ fn detail(
         image_manifest_media_type: m.media_type.clone(),
         artifact_media_type: m.artifact_type.clone(),
         last_recorded_pull_time: state.meta.last_pulled(name, m).map(timestamp::from_millis),
-        replication_statuses: crate::mirror::replication::statuses_of(queue, name, &m.digest),
+        upstream_image: cached.map(|c| c.upstream.clone()),
+        upstream_checked_at: cached.map(|c| timestamp::from_millis(c.checked_at)),
+        replication_statuses: crate::mirror::replication::statuses_of(
+            &mirror.queue,
+            name,
+            &m.digest,
+        ),
     }
 }
 
@@ -324,7 +338,7 @@ async fn describe_images(
     let mut details = if req.image_tag.is_none() && req.image_digest.is_none() {
         repo.manifests
             .values()
-            .map(|m| detail(&state, &name, repo, m, &index.mirror.queue))
+            .map(|m| detail(&state, &name, repo, m, &index.mirror))
             .collect::<Vec<_>>()
     } else {
         let id = ImageId {
@@ -339,7 +353,7 @@ async fn describe_images(
             };
             ApiError::new(code, format!("{name}: {reason}"))
         })?;
-        vec![detail(&state, &name, repo, &m, &index.mirror.queue)]
+        vec![detail(&state, &name, repo, &m, &index.mirror)]
     };
     details.sort_by(|a, b| {
         b.image_pushed_at
@@ -445,6 +459,6 @@ async fn tag_image(
     let index = state.meta.read();
     let repo = find_repo(&index, &name)?;
     Ok(DescribeImagesResponse {
-        image_details: vec![detail(&state, &name, repo, &manifest, &index.mirror.queue)],
+        image_details: vec![detail(&state, &name, repo, &manifest, &index.mirror)],
     })
 }

@@ -6,7 +6,7 @@
 //! records it, so a push that returned is replicated even if the daemon dies right after.
 
 use super::{exec, now_millis, Index, MetaError, Metadata};
-use ecrl::api::mirror::SyncSpec;
+use ecrl::api::mirror::{CacheRule, SyncSpec};
 use ecrl::mirror::ReplicationConfiguration;
 use ecrl::names::{Digest, RepoName, Tag};
 use rusqlite::{params, Connection};
@@ -57,6 +57,31 @@ pub struct MirrorIndex {
     pub jobs: BTreeMap<String, Job>,
     pub replication: ReplicationConfiguration,
     pub queue: BTreeMap<i64, Replication>,
+    /// Pull-through cache rules by repository prefix.
+    pub cache_rules: BTreeMap<String, CacheRule>,
+    /// Cached tags: where each came from and when the upstream was last asked.
+    pub cache_tags: std::collections::HashMap<(RepoName, Tag), CachedTag>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedTag {
+    /// `host/repository:tag` upstream.
+    pub upstream: String,
+    pub checked_at: i64,
+}
+
+impl MirrorIndex {
+    /// The rule whose prefix `repo` is under (the longest, when several are).
+    pub fn cache_rule_for(&self, repo: &RepoName) -> Option<&CacheRule> {
+        self.cache_rules
+            .values()
+            .filter(|r| {
+                repo.as_str()
+                    .strip_prefix(r.ecr_repository_prefix.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .max_by_key(|r| r.ecr_repository_prefix.len())
+    }
 }
 
 impl MirrorIndex {
@@ -274,6 +299,105 @@ impl Metadata {
     }
 }
 
+impl Metadata {
+    pub async fn put_cache_rule(&self, rule: CacheRule) -> Result<CacheRule, MetaError> {
+        self.write(move |conn, index| {
+            exec(
+                conn,
+                "INSERT OR REPLACE INTO cache_rules (prefix, rule) VALUES (?1, ?2)",
+                params![rule.ecr_repository_prefix, json(&rule)?],
+            )?;
+            index
+                .mirror
+                .cache_rules
+                .insert(rule.ecr_repository_prefix.clone(), rule.clone());
+            Ok(rule)
+        })
+        .await
+    }
+
+    pub async fn delete_cache_rule(&self, prefix: String) -> Result<Option<CacheRule>, MetaError> {
+        self.write(move |conn, index| {
+            exec(conn, "DELETE FROM cache_rules WHERE prefix = ?1", [&prefix])?;
+            Ok(index.mirror.cache_rules.remove(&prefix))
+        })
+        .await
+    }
+
+    /// Records a manifest fetched from an upstream (its blobs come when they are pulled, so
+    /// they need not be here) and, for a tag, where it came from and that it was checked now.
+    pub async fn put_cached_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: super::Manifest,
+        tag: Option<(Tag, String)>,
+    ) -> Result<(), MetaError> {
+        let repo = repo.clone();
+        self.write(move |conn, index| {
+            if !index.repos.contains_key(&repo) {
+                super::insert_repo(
+                    conn,
+                    index,
+                    &repo,
+                    super::TagMutability::Mutable,
+                    Default::default(),
+                )?;
+            }
+            let digest = manifest.digest;
+            let entry = index
+                .repos
+                .get_mut(&repo)
+                .ok_or_else(|| MetaError::RepoNotFound(repo.clone()))?;
+            if let std::collections::hash_map::Entry::Vacant(slot) = entry.manifests.entry(digest) {
+                super::insert_manifest_row(conn, &repo, &manifest)?;
+                slot.insert(std::sync::Arc::new(manifest));
+            }
+            if let Some((tag, upstream)) = tag {
+                let now = now_millis();
+                exec(
+                    conn,
+                    "INSERT OR REPLACE INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![repo.as_str(), tag.as_str(), digest.to_string(), now],
+                )?;
+                exec(
+                    conn,
+                    "INSERT OR REPLACE INTO cache_tags (repo, tag, upstream, checked_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![repo.as_str(), tag.as_str(), upstream, now],
+                )?;
+                entry.tags.insert(tag.clone(), digest);
+                index.mirror.cache_tags.insert(
+                    (repo.clone(), tag),
+                    CachedTag {
+                        upstream,
+                        checked_at: now,
+                    },
+                );
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The upstream said a cached tag is unchanged: it is good for another TTL.
+    pub async fn cache_tag_checked(&self, repo: &RepoName, tag: &Tag) -> Result<(), MetaError> {
+        let (repo, tag) = (repo.clone(), tag.clone());
+        self.write(move |conn, index| {
+            let now = now_millis();
+            exec(
+                conn,
+                "UPDATE cache_tags SET checked_at = ?3 WHERE repo = ?1 AND tag = ?2",
+                params![repo.as_str(), tag.as_str(), now],
+            )?;
+            if let Some(t) = index.mirror.cache_tags.get_mut(&(repo, tag)) {
+                t.checked_at = now;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
 /// How one attempt at a replication ended.
 #[derive(Debug, Clone)]
 pub enum Attempt {
@@ -335,6 +459,41 @@ pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError
     if let Some(text) = config {
         index.mirror.replication = serde_json::from_str(&text)
             .map_err(|e| MetaError::Db(format!("the stored replication configuration: {e}")))?;
+    }
+    let mut stmt = conn.prepare("SELECT prefix, rule FROM cache_rules")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (prefix, rule) = row?;
+        match serde_json::from_str::<CacheRule>(&rule) {
+            Ok(rule) => {
+                index.mirror.cache_rules.insert(prefix, rule);
+            }
+            Err(e) => tracing::warn!(
+                prefix,
+                "a stored cache rule cannot be read ({e}): skipping it"
+            ),
+        }
+    }
+    let mut stmt = conn.prepare("SELECT repo, tag, upstream, checked_at FROM cache_tags")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (repo, tag, upstream, checked_at) = row?;
+        if let (Ok(repo), Ok(tag)) = (repo.parse::<RepoName>(), tag.parse::<Tag>()) {
+            index.mirror.cache_tags.insert(
+                (repo, tag),
+                CachedTag {
+                    upstream,
+                    checked_at,
+                },
+            );
+        }
     }
     let mut stmt = conn.prepare(
         "SELECT id, spec, every_seconds, created_at, last_run_at, last_result, last_summary,

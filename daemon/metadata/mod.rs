@@ -472,27 +472,7 @@ impl Metadata {
             }
             let digest = manifest.digest;
             if let std::collections::hash_map::Entry::Vacant(slot) = entry.manifests.entry(digest) {
-                exec(
-                    conn,
-                    "INSERT INTO manifests (repo, digest, media_type, artifact_type, subject, size,
-                        image_size, refs, annotations, pushed_at, last_pulled_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)",
-                    params![
-                        repo.as_str(),
-                        digest.to_string(),
-                        manifest.media_type,
-                        manifest.artifact_type,
-                        manifest.subject.map(|d| d.to_string()),
-                        manifest.size as i64,
-                        manifest.image_size as i64,
-                        serde_json::to_string(&manifest.refs).unwrap_or_default(),
-                        manifest
-                            .annotations
-                            .as_ref()
-                            .and_then(|a| serde_json::to_string(a).ok()),
-                        manifest.pushed_at,
-                    ],
-                )?;
+                insert_manifest_row(conn, &repo, &manifest)?;
                 slot.insert(Arc::new(manifest));
             }
             if let Some(tag) = tag {
@@ -779,6 +759,35 @@ fn insert_repo(
 
 /// Runs one statement, prepared once per connection (the writer runs the same few
 /// statements thousands of times a second under load).
+/// The row of a manifest just recorded in `repo`.
+fn insert_manifest_row(
+    conn: &Connection,
+    repo: &RepoName,
+    manifest: &Manifest,
+) -> rusqlite::Result<usize> {
+    exec(
+        conn,
+        "INSERT INTO manifests (repo, digest, media_type, artifact_type, subject, size,
+            image_size, refs, annotations, pushed_at, last_pulled_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL)",
+        params![
+            repo.as_str(),
+            manifest.digest.to_string(),
+            manifest.media_type,
+            manifest.artifact_type,
+            manifest.subject.map(|d| d.to_string()),
+            manifest.size as i64,
+            manifest.image_size as i64,
+            serde_json::to_string(&manifest.refs).unwrap_or_default(),
+            manifest
+                .annotations
+                .as_ref()
+                .and_then(|a| serde_json::to_string(a).ok()),
+            manifest.pushed_at,
+        ],
+    )
+}
+
 fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
 }

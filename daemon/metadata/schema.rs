@@ -135,6 +135,19 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL,
         UNIQUE (repo, digest, tag, registry, dest_repo)
     ) STRICT;",
+    // 9: pull-through cache rules (their API JSON by prefix), and for each cached tag where
+    // it came from and when the upstream was last asked about it.
+    "CREATE TABLE cache_rules (
+        prefix TEXT PRIMARY KEY,
+        rule TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE cache_tags (
+        repo TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        upstream TEXT NOT NULL,
+        checked_at INTEGER NOT NULL,
+        PRIMARY KEY (repo, tag)
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {

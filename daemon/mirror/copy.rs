@@ -167,7 +167,7 @@ pub struct Partials {
     seen: Mutex<HashMap<(String, Digest), RepoName>>,
     /// One upload of a blob to a repository at a time (a sync run again while the stopped
     /// one finishes its piece waits for it, then continues its session).
-    sending: Mutex<HashMap<BlobAt, Arc<tokio::sync::Mutex<()>>>>,
+    sending: super::keyed::KeyedLocks<BlobAt>,
 }
 
 impl Partials {
@@ -177,16 +177,9 @@ impl Partials {
         repo: &RepoName,
         digest: &Digest,
     ) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut map = self.sending.lock().unwrap_or_else(|e| e.into_inner());
-            if map.len() >= 1024 {
-                map.retain(|_, l| Arc::strong_count(l) > 1);
-            }
-            map.entry((registry.to_string(), repo.clone(), *digest))
-                .or_default()
-                .clone()
-        };
-        lock.lock_owned().await
+        self.sending
+            .lock((registry.to_string(), repo.clone(), *digest))
+            .await
     }
 
     fn take(&self, registry: &str, repo: &RepoName, digest: &Digest) -> Option<String> {

@@ -6,9 +6,11 @@
 //! Calls transfer, images, storage and metadata; must not call the registry or the control
 //! API (the doors call it).
 
+pub mod cache;
 pub mod copy;
 pub mod credentials;
 pub mod jobs;
+pub mod keyed;
 pub mod replication;
 pub mod sync;
 
@@ -25,13 +27,17 @@ use std::time::{Duration, Instant};
 /// How long a connected remote (its protocol, scheme and tokens) is reused.
 const REMOTE_REUSE: Duration = Duration::from_secs(300);
 
+/// A connection's key: the registry, and whose credentials it uses.
+type RemoteKey = (String, String);
+
 /// What mirroring keeps while the daemon runs.
 pub struct Mirror {
     pub logins: Arc<Logins>,
     config: ecrl::config::MirrorConfig,
     /// Per-registry CA files in `<config dir>/certs.d/HOST/*.crt`, docker's layout.
     certs_dir: PathBuf,
-    remotes: Mutex<HashMap<String, (Arc<Remote>, Instant)>>,
+    /// Connected remotes by (registry, whose credentials), and since when.
+    remotes: Mutex<HashMap<RemoteKey, (Arc<Remote>, Instant)>>,
     pub partials: Arc<copy::Partials>,
     /// Wakes the replication workers (something was queued).
     pub replication_wake: tokio::sync::Notify,
@@ -39,6 +45,8 @@ pub struct Mirror {
     pub jobs_wake: tokio::sync::Notify,
     /// The jobs running now.
     pub running_jobs: Mutex<std::collections::HashSet<String>>,
+    /// The pull-through cache's fetches in progress.
+    pub in_flight: cache::InFlight,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +93,7 @@ impl Mirror {
             replication_wake: tokio::sync::Notify::new(),
             jobs_wake: tokio::sync::Notify::new(),
             running_jobs: Mutex::new(Default::default()),
+            in_flight: Default::default(),
         }
     }
 
@@ -123,26 +132,39 @@ impl Mirror {
     /// A connected remote for `registry` (as [`ecrl::remote::parse_registry`] gives it),
     /// with the credentials ecrl finds for it.
     pub async fn remote(&self, registry: &str) -> Result<Arc<Remote>, MirrorError> {
+        self.remote_as(registry, None).await
+    }
+
+    /// [`Self::remote`] with the credentials kept for another registry name (`--login` of a
+    /// cache rule), when given.
+    pub async fn remote_as(
+        &self,
+        registry: &str,
+        credentials_of: Option<&str>,
+    ) -> Result<Arc<Remote>, MirrorError> {
+        let login = credentials_of.unwrap_or(registry).to_string();
+        let key = (registry.to_string(), login.clone());
         if let Ok(remotes) = self.remotes.lock() {
-            if let Some((remote, at)) = remotes.get(registry) {
+            if let Some((remote, at)) = remotes.get(&key) {
                 if at.elapsed() < REMOTE_REUSE {
                     return Ok(remote.clone());
                 }
             }
         }
-        let credentials = self.logins.lookup(registry).await?;
+        let credentials = self.logins.lookup(&login).await?;
         let remote =
             Arc::new(Remote::connect(registry, &self.settings(registry), credentials).await?);
         if let Ok(mut remotes) = self.remotes.lock() {
             remotes.retain(|_, (_, at)| at.elapsed() < REMOTE_REUSE);
-            remotes.insert(registry.to_string(), (remote.clone(), Instant::now()));
+            remotes.insert(key, (remote.clone(), Instant::now()));
         }
         Ok(remote)
     }
 
-    fn forget(&self, registry: &str) {
+    /// Drops the connections that use `login`'s credentials (they changed).
+    fn forget(&self, login: &str) {
         if let Ok(mut remotes) = self.remotes.lock() {
-            remotes.remove(registry);
+            remotes.retain(|(_, used), _| used != login);
         }
     }
 

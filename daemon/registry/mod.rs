@@ -7,6 +7,7 @@
 //! here, at the edge; storage and metadata receive only parsed values.
 
 mod blobs;
+mod cache;
 pub mod conn;
 mod error;
 mod framing;
@@ -337,12 +338,15 @@ async fn route(state: Shared, parts: &Parts, body: &mut RequestBody) -> Result<R
             manifests::tags(&state, &repo, &parts.uri)
         }
         (&Method::GET | &Method::HEAD, Route::Manifest(repo, reference)) => {
+            let repo = cache::alias(&state, repo);
             allow(Action::BatchGetImage, Some(&repo))?;
             let reference = existing_reference(&repo, &reference)?;
+            cache::manifest(&state, &repo, &reference, &allow).await?;
             manifests::get(&state, &repo, &reference, method == Method::HEAD)
         }
         (&Method::PUT, Route::Manifest(repo, reference)) => {
             allow(Action::PutImage, Some(&repo))?;
+            cache::refuse_push(&state, &repo)?;
             let reference = new_reference(&reference)?;
             manifests::put(&state, repo, reference, parts, body).await
         }
@@ -356,11 +360,23 @@ async fn route(state: Shared, parts: &Parts, body: &mut RequestBody) -> Result<R
             manifests::referrers(&state, &repo, &digest, &parts.uri)
         }
         (&Method::HEAD, Route::Blob(repo, digest)) => {
+            let repo = cache::alias(&state, repo);
             allow(Action::BatchCheckLayerAvailability, Some(&repo))?;
+            if let Some(r) =
+                cache::blob(&state, &repo, &digest, &parts.headers, true, &allow).await?
+            {
+                return Ok(r);
+            }
             blobs::get(&state, &repo, &digest, &parts.headers, true).await
         }
         (&Method::GET, Route::Blob(repo, digest)) => {
+            let repo = cache::alias(&state, repo);
             allow(Action::GetDownloadUrlForLayer, Some(&repo))?;
+            if let Some(r) =
+                cache::blob(&state, &repo, &digest, &parts.headers, false, &allow).await?
+            {
+                return Ok(r);
+            }
             blobs::get(&state, &repo, &digest, &parts.headers, false).await
         }
         (&Method::DELETE, Route::Blob(repo, digest)) => {
@@ -373,6 +389,7 @@ async fn route(state: Shared, parts: &Parts, body: &mut RequestBody) -> Result<R
         }
         (&Method::POST, Route::Uploads(repo)) => {
             let principal = allow(Action::InitiateLayerUpload, Some(&repo))?;
+            cache::refuse_push(&state, &repo)?;
             let mount = blobs::mount_request(&parts.uri);
             if let Some((_, Some(from))) = &mount {
                 allow(Action::GetDownloadUrlForLayer, Some(from))?;

@@ -398,3 +398,108 @@ pub struct DestinationStatus {
     pub attempts: u32,
     pub updated_at: String,
 }
+
+// ---- pull-through cache ---------------------------------------------------------------------
+
+/// A pull-through cache rule, in ECR's names (CreatePullThroughCacheRule): pulls of
+/// `ECR_REPOSITORY_PREFIX/REPO` are answered from `UPSTREAM/[UPSTREAM_PREFIX/]REPO` the first
+/// time, then from this registry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheRule {
+    pub ecr_repository_prefix: String,
+    /// The upstream registry (`host[:port]`, `docker.io`).
+    pub upstream_registry_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_repository_prefix: Option<String>,
+    /// Whose credentials are used for the upstream (a registry `ecrl login` or docker's
+    /// config holds them for), when not the upstream's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_registry: Option<String>,
+    /// How long a cached tag is served before it is checked against the upstream again.
+    pub tag_ttl_seconds: u64,
+    /// Also answers docker's `registry-mirrors` (Docker Hub names without a prefix).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub docker_hub_mirror: bool,
+    pub registry_id: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /v1/mirror/cache/create`.
+pub struct CreateCacheRule;
+
+impl Endpoint for CreateCacheRule {
+    const METHOD: Method = Method::Post;
+    const PATH: &'static str = "/v1/mirror/cache/create";
+    type Request = CreateCacheRuleRequest;
+    type Response = CacheRule;
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateCacheRuleRequest {
+    pub ecr_repository_prefix: String,
+    pub upstream_registry_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_repository_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_registry: Option<String>,
+    /// `24h` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_ttl: Option<String>,
+    #[serde(default)]
+    pub docker_hub_mirror: bool,
+}
+
+/// `GET /v1/mirror/cache`.
+pub struct ListCacheRules;
+
+impl Endpoint for ListCacheRules {
+    const METHOD: Method = Method::Get;
+    const PATH: &'static str = "/v1/mirror/cache";
+    type Request = Empty;
+    type Response = CacheRules;
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheRules {
+    pub pull_through_cache_rules: Vec<CacheRule>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheRuleRequest {
+    pub ecr_repository_prefix: String,
+}
+
+/// `POST /v1/mirror/cache/delete`: the rule goes; what it cached stays.
+pub struct DeleteCacheRule;
+
+impl Endpoint for DeleteCacheRule {
+    const METHOD: Method = Method::Post;
+    const PATH: &'static str = "/v1/mirror/cache/delete";
+    type Request = CacheRuleRequest;
+    type Response = CacheRule;
+}
+
+/// `POST /v1/mirror/cache/validate`: reaches the upstream and checks the credentials.
+pub struct ValidateCacheRule;
+
+impl Endpoint for ValidateCacheRule {
+    const METHOD: Method = Method::Post;
+    const PATH: &'static str = "/v1/mirror/cache/validate";
+    type Request = CacheRuleRequest;
+    type Response = CacheRuleValidation;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheRuleValidation {
+    pub ecr_repository_prefix: String,
+    pub upstream_registry_url: String,
+    pub is_valid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}

@@ -160,6 +160,12 @@ pub struct ImageDetail {
     /// RFC 3339; absent until the image is first pulled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_recorded_pull_time: Option<String>,
+    /// Where a pull-through cache fetched the image from (`host/repository:tag`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_image: Option<String>,
+    /// When the upstream was last asked about its tag (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_checked_at: Option<String>,
     /// Where replication rules sent the image, and how that went.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replication_statuses: Vec<crate::api::mirror::DestinationStatus>,

@@ -1,0 +1,432 @@
+//! Pull-through cache rules against a real upstream (CNCF distribution with htpasswd over
+//! HTTPS, or plain): first pulls fetch and keep, later ones never need the upstream, tags are
+//! checked after their TTL, concurrent pulls share one fetch, a lying upstream leaves
+//! nothing, and pushes under a cache prefix are refused.
+
+mod common;
+
+use common::registry::{
+    build_busybox_image, localhost, registry_address, require_docker, require_skopeo, run, run_ok,
+    sha256_digest, unique, DockerImages,
+};
+use common::remotes::{oci_layout_image, DistOpts, Distribution};
+use common::{stderr, stdout, Daemon, Env};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+struct Local {
+    env: Env,
+    _daemon: Daemon,
+    /// `localhost:PORT`, plain HTTP, anonymous access.
+    host: String,
+}
+
+impl Local {
+    fn start(upstream: &Distribution) -> Local {
+        let env = Env::new();
+        let mut yaml = String::from("mirror:\n  registries:\n");
+        if let Some(ca) = upstream.ca_path() {
+            yaml.push_str(&format!(
+                "    \"{}\":\n      ca_file: {}\n",
+                upstream.host(),
+                ca.display()
+            ));
+        } else {
+            yaml = String::new();
+        }
+        let config = env.write_config(&yaml);
+        let daemon = env.spawn_daemon(&["--config", config.to_str().unwrap()]);
+        let host = localhost(&registry_address(&env));
+        if let Some((user, password)) = upstream.credentials() {
+            let mut login =
+                env.ecrl_command(&["login", &upstream.host(), "-u", &user, "--password-stdin"]);
+            login.stdin(std::process::Stdio::piped());
+            let mut child = login
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(password.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "login: {}", stderr(&out));
+        }
+        Local {
+            env,
+            _daemon: daemon,
+            host,
+        }
+    }
+
+    /// The digest of an image as skopeo reads it through this registry.
+    fn digest(&self, image: &str) -> Result<String, String> {
+        let out = run(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{}/{image}", self.host),
+            ],
+        );
+        if out.status.success() {
+            Ok(sha256_digest(&out.stdout))
+        } else {
+            Err(stderr(&out))
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_dir(self.env.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("ecrld-"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect()
+    }
+}
+
+fn push_to(upstream: &Distribution, layout: &Path, image: &str) {
+    let src = format!("oci:{}", layout.display());
+    let dst = format!("docker://{}/{image}", upstream.host());
+    let mut args = vec!["copy", "--preserve-digests"];
+    let flags = upstream.skopeo_dest_flags();
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([src.as_str(), dst.as_str()]);
+    run_ok("skopeo", &args);
+}
+
+fn layout(dir: &Path, seed: &str, size: usize) -> (PathBuf, String) {
+    let mut bytes = seed.as_bytes().to_vec();
+    bytes.resize(size, 3);
+    oci_layout_image(dir, &[bytes])
+}
+
+#[test]
+fn docker_pulls_through_the_cache_and_runs_it_with_the_upstream_gone() {
+    require_docker();
+    require_skopeo();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Distribution::start(dir.path(), DistOpts::https_with_auth());
+    let local = Local::start(&a);
+    local
+        .env
+        .ecrl_ok(&["mirror", "cache", "create", "up", &a.host()]);
+    let rules = local
+        .env
+        .ecrl_ok(&["mirror", "cache", "list", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&rules).unwrap();
+    assert_eq!(v["pullThroughCacheRules"][0]["ecrRepositoryPrefix"], "up");
+    assert_eq!(
+        v["pullThroughCacheRules"][0]["upstreamRegistryUrl"],
+        a.host().as_str()
+    );
+    assert_eq!(v["pullThroughCacheRules"][0]["tagTtlSeconds"], 86400);
+    local.env.ecrl_ok(&["mirror", "cache", "validate", "up"]);
+
+    // A runnable image on the upstream, pushed there from the Docker engine.
+    let images = DockerImages::new();
+    let id = unique("cache");
+    let tag = format!("ecrl-test/cache:{id}");
+    build_busybox_image(&images, &tag, &id);
+    let mut args = vec!["copy".to_string()];
+    args.extend(a.skopeo_dest_flags());
+    args.push(format!("docker-daemon:{tag}"));
+    args.push(format!("docker://{}/team/busybox:1", a.host()));
+    run_ok(
+        "skopeo",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+
+    let through = format!("{}/up/team/busybox:1", local.host);
+    images.track(&through);
+    let printed = run_ok(
+        "docker",
+        &[
+            "run",
+            "--rm",
+            "--pull",
+            "always",
+            &through,
+            "cat",
+            "/etc/ecrl-test-id",
+        ],
+    );
+    assert_eq!(printed.trim(), id);
+    let described = local
+        .env
+        .ecrl_ok(&["image", "describe", "up/team/busybox:1"]);
+    let from = described
+        .lines()
+        .find(|l| l.starts_with("cached from"))
+        .unwrap_or_default();
+    assert!(
+        from.ends_with(&format!(" {}/team/busybox:1", a.host())),
+        "{described}"
+    );
+    assert!(described.contains("tag checked"), "{described}");
+    let digest = local.digest("up/team/busybox:1").unwrap();
+
+    // The upstream goes away: what is cached still pulls and runs, at once.
+    a.kill();
+    run_ok("docker", &["rmi", "-f", &through]);
+    let started = Instant::now();
+    let by_digest = format!("{}/up/team/busybox@{digest}", local.host);
+    images.track(&by_digest);
+    run_ok("docker", &["pull", "-q", &by_digest]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a cached digest waited"
+    );
+    let printed = run_ok(
+        "docker",
+        &["run", "--rm", &by_digest, "cat", "/etc/ecrl-test-id"],
+    );
+    assert_eq!(printed.trim(), id);
+    // Never cached: a clear error naming the upstream.
+    let out = run(
+        "docker",
+        &["pull", &format!("{}/up/team/other:1", local.host)],
+    );
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains(&a.host()) && e.contains("cannot reach"), "{e}");
+}
+
+#[test]
+fn a_tag_is_checked_upstream_after_its_ttl_and_a_stale_one_is_served_when_it_is_down() {
+    require_skopeo();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Distribution::start(dir.path(), DistOpts::plain());
+    let local = Local::start(&a);
+    local.env.ecrl_ok(&[
+        "mirror",
+        "cache",
+        "create",
+        "up",
+        &a.host(),
+        "--tag-ttl",
+        "2s",
+    ]);
+    let (one, d1) = layout(dir.path(), "first", 3000);
+    let (two, d2) = layout(dir.path(), "second", 3000);
+    push_to(&a, &one, "app:latest");
+    assert_eq!(local.digest("up/app:latest").unwrap(), d1);
+    push_to(&a, &two, "app:latest");
+    // Within the TTL: the cached one, without asking.
+    assert_eq!(local.digest("up/app:latest").unwrap(), d1);
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(local.digest("up/app:latest").unwrap(), d2);
+    // Past the TTL with the upstream down: the cached one, and the log says so.
+    std::thread::sleep(Duration::from_millis(2200));
+    a.kill();
+    assert_eq!(local.digest("up/app:latest").unwrap(), d2);
+    assert!(local.log().contains("served the cached image as it is"));
+}
+
+#[test]
+fn concurrent_pulls_of_a_new_image_fetch_each_blob_once() {
+    require_skopeo();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Distribution::start(dir.path(), DistOpts::plain());
+    let local = Local::start(&a);
+    local
+        .env
+        .ecrl_ok(&["mirror", "cache", "create", "up", &a.host()]);
+    let mut big = Vec::with_capacity(256 << 20);
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    while big.len() < 256 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        big.extend_from_slice(&x.to_le_bytes());
+    }
+    let (image, digest) = oci_layout_image(dir.path(), &[big]);
+    drop(image.clone());
+    push_to(&a, &image, "big:1");
+    let pulls: Vec<_> = (0..8)
+        .map(|i| {
+            let out = dir.path().join(format!("pulled-{i}"));
+            let src = format!("docker://{}/up/big:1", local.host);
+            std::thread::spawn(move || {
+                run(
+                    "skopeo",
+                    &[
+                        "copy",
+                        "--src-tls-verify=false",
+                        &src,
+                        &format!("oci:{}", out.display()),
+                    ],
+                )
+            })
+        })
+        .collect();
+    for p in pulls {
+        let out = p.join().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    assert_eq!(local.digest("up/big:1").unwrap(), digest);
+    let log = local.log();
+    let fetches = log.matches("pull-through cache: fetched a blob").count();
+    assert_eq!(fetches, 2, "each blob (config, layer) fetched once:\n{log}");
+    assert_eq!(
+        log.matches("pull-through cache: fetched a manifest")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn an_upstream_blob_that_is_not_its_digest_fails_the_pull_and_is_not_kept() {
+    require_skopeo();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Distribution::start(dir.path(), DistOpts::plain());
+    let local = Local::start(&a);
+    local
+        .env
+        .ecrl_ok(&["mirror", "cache", "create", "up", &a.host()]);
+    let (image, _) = layout(dir.path(), "lying", 200_000);
+    push_to(&a, &image, "lie:1");
+    let blobs = a.storage().join("docker/registry/v2/blobs");
+    let mut flipped = 0;
+    let mut stack = vec![blobs];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "data")
+                && std::fs::metadata(&p).unwrap().len() > 1000
+            {
+                let mut bytes = std::fs::read(&p).unwrap();
+                let at = bytes.len() / 2;
+                bytes[at] ^= 0xff;
+                std::fs::write(&p, bytes).unwrap();
+                flipped += 1;
+            }
+        }
+    }
+    assert_eq!(flipped, 1);
+    let out = run(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{}/up/lie:1", local.host),
+            &format!("oci:{}", dir.path().join("out").display()),
+        ],
+    );
+    assert!(!out.status.success(), "a pull of other bytes succeeded");
+    assert!(local.log().contains("a blob was not kept"));
+    let listed = local
+        .env
+        .ecrl_ok(&["image", "describe", "up/lie:1", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert!(v["imageDetails"][0]["imageDigest"].is_string());
+    let uploads = local.env.data_dir().join("uploads");
+    let left = std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "upload files left");
+}
+
+#[test]
+fn pushes_under_a_cache_prefix_are_refused_and_rules_are_checked() {
+    require_skopeo();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Distribution::start(dir.path(), DistOpts::plain());
+    let local = Local::start(&a);
+    let (image, _) = layout(dir.path(), "push", 1000);
+    run_ok(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}", image.display()),
+            &format!("docker://{}/taken/app:1", local.host),
+        ],
+    );
+    for (args, why) in [
+        (vec!["x", "h.example"], "2 to 30 characters"),
+        (vec!["Up", "h.example"], "2 to 30 characters"),
+        (vec!["up", "not a host"], "upstream"),
+        (vec!["up", &*local.host], "is this registry"),
+        (
+            vec!["taken", "h.example"],
+            "repository taken/app exists under taken",
+        ),
+        (vec!["up", "h.example", "--tag-ttl", "0s"], "--tag-ttl"),
+    ] {
+        let mut all = vec!["mirror", "cache", "create"];
+        all.extend(args.iter().copied());
+        let out = local.env.ecrl(&all);
+        assert_eq!(out.status.code(), Some(1), "{all:?}");
+        assert!(stderr(&out).contains(why), "{all:?}: {}", stderr(&out));
+    }
+    local
+        .env
+        .ecrl_ok(&["mirror", "cache", "create", "up", &a.host()]);
+    let out = local
+        .env
+        .ecrl(&["mirror", "cache", "create", "up", &a.host()]);
+    assert!(stderr(&out).contains("exists already"), "{}", stderr(&out));
+    let out = run(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}", image.display()),
+            &format!("docker://{}/up/app:1", local.host),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("pull-through cache rule up"),
+        "{}",
+        stderr(&out)
+    );
+    // A rule whose upstream is down is not valid, and says why.
+    local
+        .env
+        .ecrl_ok(&["mirror", "cache", "create", "down", "127.0.0.1:9"]);
+    let out = local.env.ecrl(&["mirror", "cache", "validate", "down"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("NOT valid: cannot reach 127.0.0.1:9"),
+        "{}",
+        stdout(&out)
+    );
+    local.env.ecrl_ok(&["mirror", "cache", "delete", "down"]);
+    let out = local.env.ecrl(&["mirror", "cache", "delete", "down"]);
+    assert!(
+        stderr(&out).contains("no cache rule for down"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_docker_hub_mirror_rule_answers_names_without_its_prefix() {
+    require_skopeo();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Distribution::start(dir.path(), DistOpts::plain());
+    let local = Local::start(&a);
+    local.env.ecrl_ok(&[
+        "mirror",
+        "cache",
+        "create",
+        "hub",
+        &a.host(),
+        "--docker-hub-mirror",
+    ]);
+    let (image, digest) = layout(dir.path(), "hub", 2000);
+    push_to(&a, &image, "library/alpine:3");
+    // What docker's registry-mirrors sends: the Docker Hub name, no prefix.
+    assert_eq!(local.digest("library/alpine:3").unwrap(), digest);
+    assert_eq!(local.digest("hub/library/alpine:3").unwrap(), digest);
+    let listed = local.env.ecrl_ok(&["repo", "list"]);
+    assert!(listed.contains("hub/library/alpine"), "{listed}");
+}
