@@ -430,3 +430,80 @@ fn the_docker_hub_mirror_rule_answers_names_without_its_prefix() {
     let listed = local.env.ecrl_ok(&["repo", "list"]);
     assert!(listed.contains("hub/library/alpine"), "{listed}");
 }
+
+#[test]
+fn importing_needs_its_own_permission_and_repo_pull_fetches_the_whole_image() {
+    require_skopeo();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Distribution::start(dir.path(), DistOpts::plain());
+    let env = Env::with_anonymous("none");
+    let _daemon = env.spawn_daemon(&[]);
+    let host = localhost(&registry_address(&env));
+    env.ecrl_ok(&["mirror", "cache", "create", "up", &a.host()]);
+    let (image, digest) = layout(dir.path(), "policy", 5000);
+    push_to(&a, &image, "app:1");
+    push_to(&a, &image, "app:2");
+
+    let user = |name: &str, actions: &[&str]| {
+        let v: serde_json::Value = serde_json::from_str(
+            &env.ecrl_ok(&["auth", "user", "create", name, "--output", "json"]),
+        )
+        .unwrap();
+        let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Action": actions, "Resource": "*"}]});
+        let file = env.path().join(format!("{name}.json"));
+        std::fs::write(&file, policy.to_string()).unwrap();
+        env.ecrl_ok(&["auth", "policy", "attach", name, file.to_str().unwrap()]);
+        format!(
+            "{}:{}",
+            v["AccessKey"]["AccessKeyId"].as_str().unwrap(),
+            v["AccessKey"]["SecretAccessKey"].as_str().unwrap()
+        )
+    };
+    let pull = [
+        "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer",
+        "ecr:BatchCheckLayerAvailability",
+    ];
+    let reader = user("reader", &pull);
+    let mut import = pull.to_vec();
+    import.extend(["ecr:BatchImportUpstreamImage", "ecr:CreateRepository"]);
+    let importer = user("importer", &import);
+    let inspect = |creds: &str, image: &str| {
+        run(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("--creds={creds}"),
+                &format!("docker://{host}/{image}"),
+            ],
+        )
+    };
+    let denied = inspect(&reader, "up/app:1");
+    assert!(
+        !denied.status.success(),
+        "a reader imported from the upstream"
+    );
+    assert!(
+        stderr(&denied).contains("BatchImportUpstreamImage"),
+        "{}",
+        stderr(&denied)
+    );
+    let ok = inspect(&importer, "up/app:1");
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(sha256_digest(&ok.stdout), digest);
+    // Cached now: reading it needs no import.
+    assert!(inspect(&reader, "up/app:1").status.success());
+
+    // `ecrl repo pull` of a tag never pulled: the whole image is fetched, then written out.
+    let tar = dir.path().join("app.tar");
+    env.ecrl_ok(&["repo", "pull", "up/app:2", "-o", tar.to_str().unwrap()]);
+    let listed = run_ok("tar", &["tf", tar.to_str().unwrap()]);
+    assert!(listed.contains("manifest.json"), "{listed}");
+    assert!(listed.lines().count() >= 3, "config and layer missing: {listed}");
+    let out = env.ecrl(&["repo", "pull", "up/none:1", "-o", "/dev/null"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("has no manifest"), "{}", stderr(&out));
+}

@@ -168,6 +168,20 @@ async fn parse_pull(
         .unwrap_or("latest")
         .parse()
         .map_err(invalid)?;
+    // An image under a pull-through cache rule is fetched whole first: archives are written
+    // from the store.
+    crate::mirror::cache::ensure_image(state, &repo, &reference)
+        .await
+        .map_err(|e| {
+            use crate::mirror::cache::CacheError;
+            let code = match &e {
+                CacheError::NotFound(_) => ErrorCode::ImageNotFound,
+                CacheError::Upstream { .. } => ErrorCode::RemoteFailed,
+                CacheError::Invalid(_) => ErrorCode::InvalidParameter,
+                CacheError::Store(_) => ErrorCode::Internal,
+            };
+            ControlError(ApiError::new(code, e.to_string()))
+        })?;
     let format =
         export::Format::parse(request.format.as_deref()).map_err(|e| ControlError(e.into()))?;
     let plan = export::plan(

@@ -684,3 +684,89 @@ async fn start_fetch(
         }
     }
 }
+
+/// Makes a whole image under a rule present here, its manifests and every blob, for what
+/// reads it from the store rather than through the registry (`ecrl repo pull`). Nothing to
+/// do outside cache rules.
+pub async fn ensure_image(
+    state: &Arc<AppState>,
+    repo: &RepoName,
+    reference: &Reference,
+) -> Result<(), CacheError> {
+    let Some(rule) = state.meta.read().mirror.cache_rule_for(repo).cloned() else {
+        return Ok(());
+    };
+    if needs_upstream(state, &rule, repo, reference) {
+        manifest(state, &rule, repo, reference).await?;
+    }
+    let top = {
+        let index = state.meta.read();
+        let r = index.repos.get(repo);
+        match reference {
+            Reference::Digest(d) => Some(*d),
+            Reference::Tag(t) => r.and_then(|r| r.tags.get(t).copied()),
+        }
+    };
+    let Some(top) = top else {
+        return Ok(());
+    };
+    let mut pending = vec![top];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(digest) = pending.pop() {
+        if !seen.insert(digest) || seen.len() > 1024 {
+            continue;
+        }
+        let here = state
+            .meta
+            .read()
+            .repos
+            .get(repo)
+            .and_then(|r| r.manifests.get(&digest).cloned());
+        let m = match here {
+            Some(m) => m,
+            None => {
+                manifest(state, &rule, repo, &Reference::Digest(digest)).await?;
+                match state
+                    .meta
+                    .read()
+                    .repos
+                    .get(repo)
+                    .and_then(|r| r.manifests.get(&digest).cloned())
+                {
+                    Some(m) => m,
+                    None => continue,
+                }
+            }
+        };
+        let (doc, _, kind) = ecrl::manifest::parse(Some(&m.media_type), &m.bytes)
+            .map_err(|e| CacheError::Invalid(e.0))?;
+        match kind {
+            Kind::Index => pending.extend(
+                doc.manifests
+                    .iter()
+                    .flatten()
+                    .filter_map(|d| d.digest.parse::<Digest>().ok()),
+            ),
+            Kind::Image => {
+                for d in doc.config.iter().chain(doc.layers.iter().flatten()) {
+                    if d.urls.as_ref().is_some_and(|u| !u.is_empty()) {
+                        continue;
+                    }
+                    let (Ok(blob), Some(size)) = (d.digest.parse::<Digest>(), d.size) else {
+                        continue;
+                    };
+                    let linked = state
+                        .meta
+                        .read()
+                        .repos
+                        .get(repo)
+                        .is_some_and(|r| r.blobs.contains_key(&blob));
+                    if !linked {
+                        self::blob(state, &rule, repo, &blob, size.max(0) as u64, false).await?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
