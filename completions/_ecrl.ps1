@@ -1055,6 +1055,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('jobs', 'jobs', [CompletionResultType]::ParameterValue, 'List the scheduled syncs: last run, result, next run')
             [CompletionResult]::new('job', 'job', [CompletionResultType]::ParameterValue, 'Remove a scheduled sync, or run it now')
             [CompletionResult]::new('replication', 'replication', [CompletionResultType]::ParameterValue, 'Rules that send every pushed image to remote registries, and each image''s status')
+            [CompletionResult]::new('cache', 'cache', [CompletionResultType]::ParameterValue, 'Pull-through cache rules: pulls under a prefix answered from an upstream registry')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -1223,11 +1224,99 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
         'ecrl;mirror;replication;help;help' {
             break
         }
+        'ecrl;mirror;cache' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Pulls of PREFIX/REPO are answered from UPSTREAM/REPO, then kept here')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the rules')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a rule (what it cached stays)')
+            [CompletionResult]::new('validate', 'validate', [CompletionResultType]::ParameterValue, 'Reach a rule''s upstream and check its credentials')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;mirror;cache;create' {
+            [CompletionResult]::new('--upstream-prefix', '--upstream-prefix', [CompletionResultType]::ParameterName, 'Put before each repository''s name upstream')
+            [CompletionResult]::new('--login', '--login', [CompletionResultType]::ParameterName, 'Use the credentials kept for this registry name (default: the upstream''s)')
+            [CompletionResult]::new('--tag-ttl', '--tag-ttl', [CompletionResultType]::ParameterName, 'How long a cached tag is served before it is checked upstream again [default: 24h]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('--docker-hub-mirror', '--docker-hub-mirror', [CompletionResultType]::ParameterName, 'Also answer docker''s registry-mirrors (Docker Hub names without the prefix)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;mirror;cache;list' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;mirror;cache;delete' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;mirror;cache;validate' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;mirror;cache;help' {
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Pulls of PREFIX/REPO are answered from UPSTREAM/REPO, then kept here')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the rules')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a rule (what it cached stays)')
+            [CompletionResult]::new('validate', 'validate', [CompletionResultType]::ParameterValue, 'Reach a rule''s upstream and check its credentials')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;mirror;cache;help;create' {
+            break
+        }
+        'ecrl;mirror;cache;help;list' {
+            break
+        }
+        'ecrl;mirror;cache;help;delete' {
+            break
+        }
+        'ecrl;mirror;cache;help;validate' {
+            break
+        }
+        'ecrl;mirror;cache;help;help' {
+            break
+        }
         'ecrl;mirror;help' {
             [CompletionResult]::new('sync', 'sync', [CompletionResultType]::ParameterValue, 'Copy images between this registry and others, or between two others')
             [CompletionResult]::new('jobs', 'jobs', [CompletionResultType]::ParameterValue, 'List the scheduled syncs: last run, result, next run')
             [CompletionResult]::new('job', 'job', [CompletionResultType]::ParameterValue, 'Remove a scheduled sync, or run it now')
             [CompletionResult]::new('replication', 'replication', [CompletionResultType]::ParameterValue, 'Rules that send every pushed image to remote registries, and each image''s status')
+            [CompletionResult]::new('cache', 'cache', [CompletionResultType]::ParameterValue, 'Pull-through cache rules: pulls under a prefix answered from an upstream registry')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -1265,6 +1354,25 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;mirror;help;replication;status' {
+            break
+        }
+        'ecrl;mirror;help;cache' {
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Pulls of PREFIX/REPO are answered from UPSTREAM/REPO, then kept here')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the rules')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a rule (what it cached stays)')
+            [CompletionResult]::new('validate', 'validate', [CompletionResultType]::ParameterValue, 'Reach a rule''s upstream and check its credentials')
+            break
+        }
+        'ecrl;mirror;help;cache;create' {
+            break
+        }
+        'ecrl;mirror;help;cache;list' {
+            break
+        }
+        'ecrl;mirror;help;cache;delete' {
+            break
+        }
+        'ecrl;mirror;help;cache;validate' {
             break
         }
         'ecrl;mirror;help;help' {
@@ -1552,6 +1660,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('jobs', 'jobs', [CompletionResultType]::ParameterValue, 'List the scheduled syncs: last run, result, next run')
             [CompletionResult]::new('job', 'job', [CompletionResultType]::ParameterValue, 'Remove a scheduled sync, or run it now')
             [CompletionResult]::new('replication', 'replication', [CompletionResultType]::ParameterValue, 'Rules that send every pushed image to remote registries, and each image''s status')
+            [CompletionResult]::new('cache', 'cache', [CompletionResultType]::ParameterValue, 'Pull-through cache rules: pulls under a prefix answered from an upstream registry')
             break
         }
         'ecrl;help;mirror;sync' {
@@ -1588,6 +1697,25 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;help;mirror;replication;status' {
+            break
+        }
+        'ecrl;help;mirror;cache' {
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Pulls of PREFIX/REPO are answered from UPSTREAM/REPO, then kept here')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the rules')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a rule (what it cached stays)')
+            [CompletionResult]::new('validate', 'validate', [CompletionResultType]::ParameterValue, 'Reach a rule''s upstream and check its credentials')
+            break
+        }
+        'ecrl;help;mirror;cache;create' {
+            break
+        }
+        'ecrl;help;mirror;cache;list' {
+            break
+        }
+        'ecrl;help;mirror;cache;delete' {
+            break
+        }
+        'ecrl;help;mirror;cache;validate' {
             break
         }
         'ecrl;help;tls' {

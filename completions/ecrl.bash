@@ -343,6 +343,9 @@ _ecrl() {
             ecrl__subcmd__help__subcmd__image,tag)
                 cmd="ecrl__subcmd__help__subcmd__image__subcmd__tag"
                 ;;
+            ecrl__subcmd__help__subcmd__mirror,cache)
+                cmd="ecrl__subcmd__help__subcmd__mirror__subcmd__cache"
+                ;;
             ecrl__subcmd__help__subcmd__mirror,job)
                 cmd="ecrl__subcmd__help__subcmd__mirror__subcmd__job"
                 ;;
@@ -354,6 +357,18 @@ _ecrl() {
                 ;;
             ecrl__subcmd__help__subcmd__mirror,sync)
                 cmd="ecrl__subcmd__help__subcmd__mirror__subcmd__sync"
+                ;;
+            ecrl__subcmd__help__subcmd__mirror__subcmd__cache,create)
+                cmd="ecrl__subcmd__help__subcmd__mirror__subcmd__cache__subcmd__create"
+                ;;
+            ecrl__subcmd__help__subcmd__mirror__subcmd__cache,delete)
+                cmd="ecrl__subcmd__help__subcmd__mirror__subcmd__cache__subcmd__delete"
+                ;;
+            ecrl__subcmd__help__subcmd__mirror__subcmd__cache,list)
+                cmd="ecrl__subcmd__help__subcmd__mirror__subcmd__cache__subcmd__list"
+                ;;
+            ecrl__subcmd__help__subcmd__mirror__subcmd__cache,validate)
+                cmd="ecrl__subcmd__help__subcmd__mirror__subcmd__cache__subcmd__validate"
                 ;;
             ecrl__subcmd__help__subcmd__mirror__subcmd__job,rm)
                 cmd="ecrl__subcmd__help__subcmd__mirror__subcmd__job__subcmd__rm"
@@ -472,6 +487,9 @@ _ecrl() {
             ecrl__subcmd__image__subcmd__help,tag)
                 cmd="ecrl__subcmd__image__subcmd__help__subcmd__tag"
                 ;;
+            ecrl__subcmd__mirror,cache)
+                cmd="ecrl__subcmd__mirror__subcmd__cache"
+                ;;
             ecrl__subcmd__mirror,help)
                 cmd="ecrl__subcmd__mirror__subcmd__help"
                 ;;
@@ -487,6 +505,39 @@ _ecrl() {
             ecrl__subcmd__mirror,sync)
                 cmd="ecrl__subcmd__mirror__subcmd__sync"
                 ;;
+            ecrl__subcmd__mirror__subcmd__cache,create)
+                cmd="ecrl__subcmd__mirror__subcmd__cache__subcmd__create"
+                ;;
+            ecrl__subcmd__mirror__subcmd__cache,delete)
+                cmd="ecrl__subcmd__mirror__subcmd__cache__subcmd__delete"
+                ;;
+            ecrl__subcmd__mirror__subcmd__cache,help)
+                cmd="ecrl__subcmd__mirror__subcmd__cache__subcmd__help"
+                ;;
+            ecrl__subcmd__mirror__subcmd__cache,list)
+                cmd="ecrl__subcmd__mirror__subcmd__cache__subcmd__list"
+                ;;
+            ecrl__subcmd__mirror__subcmd__cache,validate)
+                cmd="ecrl__subcmd__mirror__subcmd__cache__subcmd__validate"
+                ;;
+            ecrl__subcmd__mirror__subcmd__cache__subcmd__help,create)
+                cmd="ecrl__subcmd__mirror__subcmd__cache__subcmd__help__subcmd__create"
+                ;;
+            ecrl__subcmd__mirror__subcmd__cache__subcmd__help,delete)
+                cmd="ecrl__subcmd__mirror__subcmd__cache__subcmd__help__subcmd__delete"
+                ;;
+            ecrl__subcmd__mirror__subcmd__cache__subcmd__help,help)
+                cmd="ecrl__subcmd__mirror__subcmd__cache__subcmd__help__subcmd__help"
+                ;;
+            ecrl__subcmd__mirror__subcmd__cache__subcmd__help,list)
+                cmd="ecrl__subcmd__mirror__subcmd__cache__subcmd__help__subcmd__list"
+                ;;
+            ecrl__subcmd__mirror__subcmd__cache__subcmd__help,validate)
+                cmd="ecrl__subcmd__mirror__subcmd__cache__subcmd__help__subcmd__validate"
+                ;;
+            ecrl__subcmd__mirror__subcmd__help,cache)
+                cmd="ecrl__subcmd__mirror__subcmd__help__subcmd__cache"
+                ;;
             ecrl__subcmd__mirror__subcmd__help,help)
                 cmd="ecrl__subcmd__mirror__subcmd__help__subcmd__help"
                 ;;
@@ -501,6 +552,18 @@ _ecrl() {
                 ;;
             ecrl__subcmd__mirror__subcmd__help,sync)
                 cmd="ecrl__subcmd__mirror__subcmd__help__subcmd__sync"
+                ;;
+            ecrl__subcmd__mirror__subcmd__help__subcmd__cache,create)
+                cmd="ecrl__subcmd__mirror__subcmd__help__subcmd__cache__subcmd__create"
+                ;;
+            ecrl__subcmd__mirror__subcmd__help__subcmd__cache,delete)
+                cmd="ecrl__subcmd__mirror__subcmd__help__subcmd__cache__subcmd__delete"
+                ;;
+            ecrl__subcmd__mirror__subcmd__help__subcmd__cache,list)
+                cmd="ecrl__subcmd__mirror__subcmd__help__subcmd__cache__subcmd__list"
+                ;;
+            ecrl__subcmd__mirror__subcmd__help__subcmd__cache,validate)
+                cmd="ecrl__subcmd__mirror__subcmd__help__subcmd__cache__subcmd__validate"
                 ;;
             ecrl__subcmd__mirror__subcmd__help__subcmd__job,rm)
                 cmd="ecrl__subcmd__mirror__subcmd__help__subcmd__job__subcmd__rm"
@@ -2408,8 +2471,78 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help__subcmd__mirror)
-            opts="sync jobs job replication"
+            opts="sync jobs job replication cache"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__mirror__subcmd__cache)
+            opts="create list delete validate"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__mirror__subcmd__cache__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__mirror__subcmd__cache__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__mirror__subcmd__cache__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__mirror__subcmd__cache__subcmd__validate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -3176,7 +3309,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__mirror)
-            opts="-q -h -V --output --quiet --socket --help --version sync jobs job replication help"
+            opts="-q -h -V --output --quiet --socket --help --version sync jobs job replication cache help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3197,9 +3330,285 @@ _ecrl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        ecrl__subcmd__mirror__subcmd__help)
-            opts="sync jobs job replication help"
+        ecrl__subcmd__mirror__subcmd__cache)
+            opts="-q -h -V --output --quiet --socket --help --version create list delete validate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__cache__subcmd__create)
+            opts="-q -h -V --upstream-prefix --login --tag-ttl --docker-hub-mirror --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --upstream-prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --login)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tag-ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__cache__subcmd__delete)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__cache__subcmd__help)
+            opts="create list delete validate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__cache__subcmd__help__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__cache__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__cache__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__cache__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__cache__subcmd__help__subcmd__validate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__cache__subcmd__list)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__cache__subcmd__validate)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__help)
+            opts="sync jobs job replication cache help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__help__subcmd__cache)
+            opts="create list delete validate"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__help__subcmd__cache__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__help__subcmd__cache__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__help__subcmd__cache__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__mirror__subcmd__help__subcmd__cache__subcmd__validate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -920,6 +920,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand jobs 'List the scheduled syncs: last run, result, next run'
             cand job 'Remove a scheduled sync, or run it now'
             cand replication 'Rules that send every pushed image to remote registries, and each image''s status'
+            cand cache 'Pull-through cache rules: pulls under a prefix answered from an upstream registry'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ecrl;mirror;sync'= {
@@ -1067,11 +1068,88 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         }
         &'ecrl;mirror;replication;help;help'= {
         }
+        &'ecrl;mirror;cache'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand create 'Pulls of PREFIX/REPO are answered from UPSTREAM/REPO, then kept here'
+            cand list 'List the rules'
+            cand delete 'Delete a rule (what it cached stays)'
+            cand validate 'Reach a rule''s upstream and check its credentials'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;mirror;cache;create'= {
+            cand --upstream-prefix 'Put before each repository''s name upstream'
+            cand --login 'Use the credentials kept for this registry name (default: the upstream''s)'
+            cand --tag-ttl 'How long a cached tag is served before it is checked upstream again [default: 24h]'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand --docker-hub-mirror 'Also answer docker''s registry-mirrors (Docker Hub names without the prefix)'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;mirror;cache;list'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;mirror;cache;delete'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;mirror;cache;validate'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;mirror;cache;help'= {
+            cand create 'Pulls of PREFIX/REPO are answered from UPSTREAM/REPO, then kept here'
+            cand list 'List the rules'
+            cand delete 'Delete a rule (what it cached stays)'
+            cand validate 'Reach a rule''s upstream and check its credentials'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;mirror;cache;help;create'= {
+        }
+        &'ecrl;mirror;cache;help;list'= {
+        }
+        &'ecrl;mirror;cache;help;delete'= {
+        }
+        &'ecrl;mirror;cache;help;validate'= {
+        }
+        &'ecrl;mirror;cache;help;help'= {
+        }
         &'ecrl;mirror;help'= {
             cand sync 'Copy images between this registry and others, or between two others'
             cand jobs 'List the scheduled syncs: last run, result, next run'
             cand job 'Remove a scheduled sync, or run it now'
             cand replication 'Rules that send every pushed image to remote registries, and each image''s status'
+            cand cache 'Pull-through cache rules: pulls under a prefix answered from an upstream registry'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ecrl;mirror;help;sync'= {
@@ -1099,6 +1177,20 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;mirror;help;replication;delete'= {
         }
         &'ecrl;mirror;help;replication;status'= {
+        }
+        &'ecrl;mirror;help;cache'= {
+            cand create 'Pulls of PREFIX/REPO are answered from UPSTREAM/REPO, then kept here'
+            cand list 'List the rules'
+            cand delete 'Delete a rule (what it cached stays)'
+            cand validate 'Reach a rule''s upstream and check its credentials'
+        }
+        &'ecrl;mirror;help;cache;create'= {
+        }
+        &'ecrl;mirror;help;cache;list'= {
+        }
+        &'ecrl;mirror;help;cache;delete'= {
+        }
+        &'ecrl;mirror;help;cache;validate'= {
         }
         &'ecrl;mirror;help;help'= {
         }
@@ -1323,6 +1415,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand jobs 'List the scheduled syncs: last run, result, next run'
             cand job 'Remove a scheduled sync, or run it now'
             cand replication 'Rules that send every pushed image to remote registries, and each image''s status'
+            cand cache 'Pull-through cache rules: pulls under a prefix answered from an upstream registry'
         }
         &'ecrl;help;mirror;sync'= {
         }
@@ -1349,6 +1442,20 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;mirror;replication;delete'= {
         }
         &'ecrl;help;mirror;replication;status'= {
+        }
+        &'ecrl;help;mirror;cache'= {
+            cand create 'Pulls of PREFIX/REPO are answered from UPSTREAM/REPO, then kept here'
+            cand list 'List the rules'
+            cand delete 'Delete a rule (what it cached stays)'
+            cand validate 'Reach a rule''s upstream and check its credentials'
+        }
+        &'ecrl;help;mirror;cache;create'= {
+        }
+        &'ecrl;help;mirror;cache;list'= {
+        }
+        &'ecrl;help;mirror;cache;delete'= {
+        }
+        &'ecrl;help;mirror;cache;validate'= {
         }
         &'ecrl;help;tls'= {
             cand ca 'Print the path of ecrld''s CA certificate and how to make docker, skopeo, podman and curl trust the HTTPS registry'
