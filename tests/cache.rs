@@ -188,6 +188,34 @@ fn docker_pulls_through_the_cache_and_runs_it_with_the_upstream_gone() {
         &["run", "--rm", &by_digest, "cat", "/etc/ecrl-test-id"],
     );
     assert_eq!(printed.trim(), id);
+    // A task runs the cached image too (the engine pulls it through ecrl).
+    let family = unique("cached");
+    let definition = serde_json::json!({
+        "family": family,
+        "containerDefinitions": [{"name": "app", "image": "up/team/busybox:1", "memory": 32,
+            "command": ["cat", "/etc/ecrl-test-id"]}]
+    });
+    let file = dir.path().join("task.json");
+    std::fs::write(&file, definition.to_string()).unwrap();
+    let def = local
+        .env
+        .ecrl_ok(&["task", "register", "-f", file.to_str().unwrap(), "-q"]);
+    let ran = local
+        .env
+        .ecrl(&["task", "run", def.trim(), "--wait", "--output", "json"]);
+    assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
+    let task: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    let task_id = task["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let logs = local.env.ecrl_ok(&["task", "logs", &task_id]);
+    assert!(logs.contains(&id), "{logs}");
+    let _ = local.env.ecrl(&["task", "deregister", def.trim()]);
+
     // Never cached: a clear error naming the upstream.
     let out = run(
         "docker",
@@ -502,7 +530,10 @@ fn importing_needs_its_own_permission_and_repo_pull_fetches_the_whole_image() {
     env.ecrl_ok(&["repo", "pull", "up/app:2", "-o", tar.to_str().unwrap()]);
     let listed = run_ok("tar", &["tf", tar.to_str().unwrap()]);
     assert!(listed.contains("manifest.json"), "{listed}");
-    assert!(listed.lines().count() >= 3, "config and layer missing: {listed}");
+    assert!(
+        listed.lines().count() >= 3,
+        "config and layer missing: {listed}"
+    );
     let out = env.ecrl(&["repo", "pull", "up/none:1", "-o", "/dev/null"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("has no manifest"), "{}", stderr(&out));
