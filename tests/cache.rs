@@ -457,6 +457,30 @@ fn the_docker_hub_mirror_rule_answers_names_without_its_prefix() {
     assert_eq!(local.digest("hub/library/alpine:3").unwrap(), digest);
     let listed = local.env.ecrl_ok(&["repo", "list"]);
     assert!(listed.contains("hub/library/alpine"), "{listed}");
+
+    // Not an open proxy: a blob no cached manifest names is not fetched, and a name the
+    // upstream does not have creates no repository.
+    let fetched = local.log().matches("fetched a blob").count();
+    let stranger = sha256_digest(b"a blob nobody cached");
+    let out = run(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!(
+                "http://{}/v2/hub/library/alpine/blobs/{stranger}",
+                local.host
+            ),
+        ],
+    );
+    assert_eq!(stdout(&out), "404");
+    assert_eq!(local.log().matches("fetched a blob").count(), fetched);
+    assert!(local.digest("hub/library/nothing:1").is_err());
+    let listed = local.env.ecrl_ok(&["repo", "list"]);
+    assert!(!listed.contains("nothing"), "{listed}");
 }
 
 #[test]
