@@ -643,6 +643,10 @@ async fn start_fetch(
         match &kept {
             Ok(()) => {
                 tracing::info!(repository = %repo, %digest, size, "pull-through cache: fetched a blob");
+                if stream {
+                    // Its first client read it: the next pull is its second read.
+                    state.store.read_elsewhere(&digest);
+                }
                 if let (Some(c), Some(last)) = (&client, held.take()) {
                     let _ = c.send(Ok(last)).await;
                 }

@@ -169,6 +169,19 @@ impl ReadCache {
         true
     }
 
+    /// Counts a read of the blob that did not go through the store (a pull-through cache
+    /// serves the blob to its first client while it stores it): the next read is its second.
+    pub fn read_elsewhere(&self, digest: &Digest) {
+        if let Ok(mut state) = self.shared.state.lock() {
+            if !state.blobs.contains_key(digest) {
+                if state.seen.len() >= SEEN_MAX {
+                    state.seen.clear();
+                }
+                state.seen.insert(*digest);
+            }
+        }
+    }
+
     /// Frees `n` bytes of memory the cache holds (reserve first, then the blobs used least
     /// recently, never `digest` itself), for a fill of `digest` to use at once. False, and
     /// nothing freed, when the cache holds less than that to give.
@@ -505,7 +518,11 @@ mod tests {
             path
         };
         let (a, b, c) = (blob(1), blob(2), blob(3));
-        // Admitted on the second read.
+        // Admitted on the second read; a read that did not go through the store counts.
+        let elsewhere = blob(9);
+        cache.read_elsewhere(&digest(9));
+        assert!(cache.admit(&digest(9), &elsewhere, 4 << 20));
+        cache.forget(&digest(9));
         assert!(!cache.admit(&digest(1), &a, 4 << 20));
         assert!(cache.admit(&digest(1), &a, 4 << 20));
         assert!(cache.take(&digest(1), 4 << 20));

@@ -259,6 +259,11 @@ impl BlobStore {
         self.inner.cache.status()
     }
 
+    /// A blob was read once without the store (see [`cache::ReadCache::read_elsewhere`]).
+    pub fn read_elsewhere(&self, digest: &Digest) {
+        self.inner.cache.read_elsewhere(digest);
+    }
+
     /// How blobs are kept at rest, and where the key is.
     pub fn encryption(&self) -> &EncryptionStatus {
         &self.inner.encryption

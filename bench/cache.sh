@@ -1,0 +1,360 @@
+#!/usr/bin/env bash
+# Pulls through an `ecrl mirror cache` rule against pulls straight from its upstream, side by
+# side in one run (medians of RUNS rounds). The image: 1 GiB (4 x 256 MiB layers of random
+# bytes, uncompressed tars) in CNCF distribution (Debian's docker-registry), plain HTTP on
+# loopback, as bench/big:1. Each round, on an ecrld started afresh on an empty data dir with a
+# new rule `up` -> distribution (so nothing is cached):
+#  a. direct:  the pull straight from distribution;
+#  b. first:   the first pull of up/bench/big:1 through ecrld (it fetches the manifest, then
+#              each blob when it is asked for, streamed to the client while it is stored);
+#  c. cached:  the second pull of the same (now from ecrld's store);
+#  d. own hot: the same image pushed into that ecrld as own/big:1, pulled once untimed, then
+#              timed: ecrl's own pull, the reference for c.
+# The order of a and b alternates each round (c always follows b) so drift hits both.
+# Targets: b/a <= 1.2 (a first pull through the cache costs at most 20% more than going to
+# the upstream yourself) and c/d <= 1.0 (cached content is served as fast as ecrl's own).
+#
+# A "pull" is what a registry client does, in curl: GET the manifest (Accept: OCI and Docker
+# manifests and indexes), then GET every blob (the config and the 4 layers, all at once in
+# parallel), throwing the bytes away; timed on the wall clock from the first request to the
+# last byte. The blob list is the image's, known beforehand (a client parses it out of the
+# manifest in microseconds; a jq run would cost more than that on the clock); after the clock
+# stops, the manifest received must hash to the image's digest and every blob must have come
+# whole (curl's byte count equals its size). The client does not hash the blobs: only the
+# registries' own work is timed (ecrld checks each fetched blob against its digest itself).
+# After b, ecrld's log must show 5 blob fetches ("pull-through cache: fetched a blob") and
+# after c still 5, so b is a real fetch and c a real hit.
+#
+# Usage: bench/cache.sh [RUNS]     (RUNS defaults to $RUNS, else 3; needs skopeo,
+#        docker-registry, python3, curl, jq, bc, sha256sum)
+#   ECRL_BENCH_BUILD=0       measure target/release as it is (no cargo build first)
+#   ECRL_BENCH_LAYER_MIB=N   layer size (default 256; 4 layers)
+# Results: a markdown table on stdout, the raw figures in /tmp/ecrl-bench/cache.json.
+# Disk: at most about 4 GiB at a time (the OCI layout, distribution, ecrld's store and an
+# upload in flight), all under one work dir in /tmp, removed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-${RUNS:-3}}
+mib=${ECRL_BENCH_LAYER_MIB:-256}
+out=/tmp/ecrl-bench
+mkdir -p "$out"
+log() { echo "[cache] $*" >&2; }
+
+if [ "${ECRL_BENCH_BUILD:-1}" != 0 ]; then
+    cargo build --release --locked --bins >&2
+fi
+bin=$PWD/target/release
+for tool in skopeo docker-registry python3 curl jq bc sha256sum; do
+    command -v "$tool" >/dev/null || { log "needs $tool"; exit 2; }
+done
+if ! "$bin/ecrl" mirror cache create --help >/dev/null 2>&1; then
+    log "$bin/ecrl has no 'mirror cache create': build it first"
+    exit 2
+fi
+
+work=$(mktemp -d /tmp/ecrl-cache-bench.XXXXXX)
+mkdir -p "$work/docker-config"
+ecrld_pid='' dist_pid=''
+stop() { # name of the variable holding the pid
+    local p=${!1}
+    if [ -n "$p" ]; then kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; fi
+    printf -v "$1" ''
+}
+cleanup() {
+    stop ecrld_pid
+    stop dist_pid
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Two free loopback ports, taken at once so they differ.
+read -r ecrl_port dist_port < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(2)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in ss))')
+
+wait_up() { # port, pid, log
+    for _ in $(seq 1 200); do
+        curl -s -o /dev/null "http://127.0.0.1:$1/v2/" && return
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.05
+    done
+    log "registry on port $1 did not start:"
+    tail -20 "$3" >&2
+    exit 1
+}
+
+# ecrld gets its settings from the environment, and so does every `ecrl` run against it. No
+# config file or docker login of the user's takes part: XDG_CONFIG_HOME and DOCKER_CONFIG
+# point into the work dir, and without a session bus the master key of each fresh (encrypted)
+# data dir goes to <config dir>/keys and leaves with the work dir. Warnings only, except the
+# cache's own lines (info), which tell whether a pull fetched from the upstream.
+ecrl_env=(-u DBUS_SESSION_BUS_ADDRESS -u DISPLAY "ECRL_LOG=warn,ecrld::mirror::cache=info"
+    "ECRL_DATA_DIR=$work/ecrl-data" "ECRL_SOCKET=$work/ecrl.sock"
+    "ECRL_REGISTRY_ADDR=127.0.0.1:$ecrl_port" "XDG_CONFIG_HOME=$work/ecrl-config"
+    "DOCKER_CONFIG=$work/docker-config")
+# A fresh ecrld (empty data dir, anonymous pulls and pushes) with the rule up -> distribution.
+start_ecrld() {
+    stop ecrld_pid
+    rm -rf "${work:?}/ecrl-data" "$work/ecrl-config" "$work/ecrl.sock"
+    env "${ecrl_env[@]}" "$bin/ecrld" --anonymous all >"$work/ecrld.log" 2>&1 &
+    ecrld_pid=$!
+    wait_up "$ecrl_port" "$ecrld_pid" "$work/ecrld.log"
+    env "${ecrl_env[@]}" "$bin/ecrl" mirror cache create up "127.0.0.1:$dist_port" \
+        >"$work/rule.out" 2>&1 || {
+        log "ecrl mirror cache create up 127.0.0.1:$dist_port failed:"
+        cat "$work/rule.out" >&2
+        exit 1
+    }
+}
+fetches() { # what ecrld logged it fetched from the upstream: "BLOBS MANIFESTS"
+    echo "$(grep -c 'pull-through cache: fetched a blob' "$work/ecrld.log" || true)" \
+        "$(grep -c 'pull-through cache: fetched a manifest' "$work/ecrld.log" || true)"
+}
+
+# distribution, plain HTTP, no auth; started once, it holds the image all along.
+cat >"$work/dist.yml" <<YML
+version: 0.1
+log: { level: error }
+storage:
+  filesystem: { rootdirectory: $work/dist-data }
+  delete: { enabled: true }
+http: { addr: 127.0.0.1:$dist_port }
+YML
+docker-registry serve "$work/dist.yml" >"$work/dist.log" 2>&1 &
+dist_pid=$!
+wait_up "$dist_port" "$dist_pid" "$work/dist.log"
+
+# The disk's own sequential O_DIRECT speeds, 1 GiB each way (as bench/registry.sh does).
+dd_w=$(dd if=/dev/zero of="$work/dd" bs=4M count=256 oflag=direct conv=fsync 2>&1 | tail -1)
+dd_r=$(dd if="$work/dd" of=/dev/null bs=4M iflag=direct 2>&1 | tail -1)
+rm -f "$work/dd"
+disk="O_DIRECT write ${dd_w##*, }, read ${dd_r##*, }"
+log "disk: $disk"
+
+# --- The image: an OCI layout of 4 uncompressed tar layers, each one file of random bytes
+# (bench/mirror.sh's generator), and the list of its blobs ("digest size" lines, config first).
+log "generating 4 x $mib MiB random layers as an OCI layout"
+python3 - "$work/layout" "$mib" <<'PY'
+import hashlib, json, os, sys, tarfile
+out, mib = sys.argv[1], int(sys.argv[2])
+blobs = os.path.join(out, "blobs", "sha256")
+os.makedirs(blobs)
+
+class Hashing:
+    """A file that hashes what is written to it."""
+    def __init__(self, path):
+        self.f, self.h, self.n = open(path, "wb"), hashlib.sha256(), 0
+    def write(self, b):
+        self.f.write(b); self.h.update(b); self.n += len(b)
+        return len(b)
+    def tell(self):
+        return self.n
+
+class Random:
+    def __init__(self, size):
+        self.left = size
+    def read(self, k=-1):
+        k = self.left if k < 0 else min(k, self.left)
+        self.left -= k
+        return os.urandom(k)
+
+def blob(data):
+    d = hashlib.sha256(data).hexdigest()
+    with open(os.path.join(blobs, d), "wb") as f:
+        f.write(data)
+    return "sha256:" + d, len(data)
+
+layers = []
+for i in range(1, 5):
+    tmp = os.path.join(out, "layer.tmp")
+    w = Hashing(tmp)
+    with tarfile.open(fileobj=w, mode="w", format=tarfile.PAX_FORMAT, copybufsize=4 << 20) as t:
+        info = tarfile.TarInfo(f"layer{i}.bin")
+        info.size, info.mode, info.mtime = mib << 20, 0o644, 0
+        t.addfile(info, Random(info.size))
+    w.f.close()
+    d = w.h.hexdigest()
+    os.rename(tmp, os.path.join(blobs, d))
+    layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                   "digest": "sha256:" + d, "size": w.n})
+config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+          "config": {"Cmd": ["/layer1.bin"]},
+          "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]},
+          "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "bench/cache.sh"}
+                      for _ in layers]}
+cd, cs = blob(json.dumps(config, separators=(",", ":")).encode())
+manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": cd, "size": cs},
+            "layers": layers}
+md, ms = blob(json.dumps(manifest, separators=(",", ":")).encode())
+index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+         "manifests": [{"mediaType": manifest["mediaType"], "digest": md, "size": ms,
+                        "platform": {"architecture": "amd64", "os": "linux"},
+                        "annotations": {"org.opencontainers.image.ref.name": "1"}}]}
+with open(os.path.join(out, "index.json"), "w") as f:
+    json.dump(index, f)
+with open(os.path.join(out, "oci-layout"), "w") as f:
+    json.dump({"imageLayoutVersion": "1.0.0"}, f)
+with open(os.path.join(out, "..", "blobs"), "w") as f:
+    f.write("".join(f"{b['digest']} {b['size']}\n" for b in [manifest["config"]] + layers))
+with open(os.path.join(out, "..", "digest"), "w") as f:
+    f.write(md + "\n")
+PY
+image_bytes=$(du -sb "$work/layout/blobs" | cut -f1)
+digest=$(cat "$work/digest")
+
+# skopeo always gets --preserve-digests: without it, it gzips uncompressed layers on their way
+# to a registry (new digests).
+log "pushing the image into distribution as bench/big:1"
+skopeo copy --preserve-digests -q --dest-tls-verify=false "oci:$work/layout:1" \
+    "docker://127.0.0.1:$dist_port/bench/big:1" >&2
+
+now() { date +%s.%N; }
+accept="application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json"
+accept+=",application/vnd.docker.distribution.manifest.v2+json"
+accept+=",application/vnd.docker.distribution.manifest.list.v2+json"
+# pull NAME PORT REPO: the image's tag 1 pulled as a client does (see the top); seconds in $T.
+pull() {
+    local name=$1 base="http://127.0.0.1:$2/v2/$3" t0 t1 i=0 d size got p rc=0
+    local -a pids=()
+    t0=$(now)
+    if ! curl -sfL -H "Accept: $accept" -o "$work/$name.manifest" "$base/manifests/1"; then
+        log "$name: GET $base/manifests/1 failed"
+        exit 1
+    fi
+    while read -r d size; do
+        curl -sfL -o /dev/null -w '%{size_download}' "$base/blobs/$d" >"$work/$name.$i" &
+        pids+=($!)
+        i=$((i + 1))
+    done <"$work/blobs"
+    for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+    t1=$(now)
+    T=$(echo "$t1 - $t0" | bc)
+    [ "$rc" = 0 ] || { log "$name: a blob GET under $base failed (curl exit $rc)"; exit 1; }
+    got=sha256:$(sha256sum <"$work/$name.manifest" | cut -d' ' -f1)
+    [ "$got" = "$digest" ] || { log "$name: got manifest $got, not $digest"; exit 1; }
+    i=0
+    while read -r d size; do
+        got=$(cat "$work/$name.$i")
+        [ "$got" = "$size" ] || { log "$name: got $got bytes of $d, not $size"; exit 1; }
+        i=$((i + 1))
+    done <"$work/blobs"
+}
+expect_fetches() { # blobs manifests what
+    local got
+    got=$(fetches)
+    if [ "$got" != "$1 $2" ]; then
+        log "after $3, ecrld logged '$got' fetches (blobs manifests), not '$1 $2':"
+        tail -20 "$work/ecrld.log" >&2
+        exit 1
+    fi
+}
+
+declare -a direct=() first=() cached=() own=()
+# Each timed pull starts with nothing left to write back (sync) from what came before.
+pull_direct() { # round
+    sync
+    pull "direct-$1" "$dist_port" bench/big
+    direct+=("$T")
+}
+pull_through() { # round: the first and the second pull through the fresh ecrld
+    sync
+    pull "first-$1" "$ecrl_port" up/bench/big
+    first+=("$T")
+    expect_fetches 5 1 "the first pull through ecrld"
+    sync
+    pull "cached-$1" "$ecrl_port" up/bench/big
+    cached+=("$T")
+    expect_fetches 5 1 "the second pull through ecrld"
+}
+pull_own() { # round: the image pushed into ecrld's own/big, pulled once untimed, then timed
+    skopeo copy --preserve-digests -q --dest-tls-verify=false "oci:$work/layout:1" \
+        "docker://127.0.0.1:$ecrl_port/own/big:1" >&2
+    pull "own-untimed-$1" "$ecrl_port" own/big
+    sync
+    pull "own-$1" "$ecrl_port" own/big
+    own+=("$T")
+}
+
+log "distribution on 127.0.0.1:$dist_port, ecrld on 127.0.0.1:$ecrl_port; work dir $work"
+log "image $digest: $image_bytes bytes"
+# Warm-up, untimed: one pull straight from distribution and one through a fresh ecrld (the
+# first of each in a run was the slowest before, whoever made it).
+log "warm-up: one direct pull and one pull through ecrld, untimed"
+sync
+pull warm-direct "$dist_port" bench/big
+start_ecrld
+pull warm-first "$ecrl_port" up/bench/big
+expect_fetches 5 1 "the warm-up pull through ecrld"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
+last() { if [ "$#" -gt 0 ]; then printf '%.2f' "${!#}"; else echo -; fi; }
+for round in $(seq 1 "$runs"); do
+    start_ecrld
+    if [ $((round % 2)) = 1 ]; then
+        order="direct, through"
+        pull_direct "$round"
+        pull_through "$round"
+    else
+        order="through, direct"
+        pull_through "$round"
+        pull_direct "$round"
+    fi
+    pull_own "$round"
+    log "round $round ($order): direct $(last "${direct[@]}")s, first through ecrl" \
+        "$(last "${first[@]}")s, cached $(last "${cached[@]}")s, own hot $(last "${own[@]}")s"
+done
+stop ecrld_pid
+
+# --- The table and the raw figures.
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- 2>/dev/null || commit="$commit+dirty"
+python3 - "$out/cache.json" <<PY
+import json, statistics, sys
+def runs(s): return [float(x) for x in s.split()]
+pulls = {"direct": runs("${direct[*]}"), "first_through_ecrl": runs("${first[*]}"),
+         "cached_second_through_ecrl": runs("${cached[*]}"), "own_hot_ecrl": runs("${own[*]}")}
+med = {k: statistics.median(v) for k, v in pulls.items()}
+ratio = lambda a, b: med[a] / med[b]
+data = {
+    "image": {"digest": "$digest", "bytes": $image_bytes, "layers": 4, "layer_mib": $mib},
+    "runs": $runs, "commit": "$commit",
+    "machine": {"nproc": $(nproc), "disk": "$disk", "loadavg_before": "$load_before",
+                "loadavg_after": "$load_after"},
+    "pulls_s": pulls, "median_s": med,
+    "ratios": {
+        "first_through_over_direct": {"value": ratio("first_through_ecrl", "direct"),
+                                      "target_at_most": 1.2},
+        "cached_over_own_hot": {"value": ratio("cached_second_through_ecrl", "own_hot_ecrl"),
+                                "target_at_most": 1.0},
+    },
+}
+json.dump(data, open(sys.argv[1], "w"), indent=2)
+
+print(f"Image: 4 × $mib MiB random layers, uncompressed ({$image_bytes / 2**30:.2f} GiB), "
+      f"$runs rounds, ecrl {data['commit']}; pulls by curl, the 5 blobs in parallel\n")
+print("| pull | median s | GB/s | runs s |")
+print("|---|---|---|---|")
+for k, name in (("direct", "(a) straight from distribution"),
+                ("first_through_ecrl", "(b) first pull through ecrl (fetching)"),
+                ("cached_second_through_ecrl", "(c) second pull through ecrl (cached)"),
+                ("own_hot_ecrl", "(d) ecrl's own image, hot")):
+    print(f"| {name} | {med[k]:.2f} | {$image_bytes / med[k] / 1e9:.2f} | "
+          f"{', '.join(f'{x:.2f}' for x in pulls[k])} |")
+print()
+for k, name in (("first_through_over_direct", "first pull through / direct"),
+                ("cached_over_own_hot", "cached second pull / own hot pull")):
+    r = data["ratios"][k]
+    ok = "met" if r["value"] <= r["target_at_most"] else "MISSED"
+    print(f"- {name}: {r['value']:.2f} "
+          f"(target ≤ {r['target_at_most']:.1f}: {ok})")
+m = data["machine"]
+print(f"\nMachine: {m['nproc']} cores; disk {m['disk']}; load average (1, 5, 15 min) "
+      f"{m['loadavg_before']} before the rounds, {m['loadavg_after']} after. "
+      f"Raw figures: {sys.argv[1]}")
+PY
