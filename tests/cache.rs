@@ -549,6 +549,25 @@ fn importing_needs_its_own_permission_and_repo_pull_fetches_the_whole_image() {
     // Cached now: reading it needs no import.
     assert!(inspect(&reader, "up/app:1").status.success());
 
+    // A sync from the cache of an image whose blobs nobody pulled yet fetches them first.
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = Distribution::start(&other_dir, DistOpts::plain());
+    let synced = env.ecrl_ok(&[
+        "mirror",
+        "sync",
+        "up/app:1",
+        &format!("{}/copied/app", other.host()),
+        "--output",
+        "json",
+    ]);
+    let synced: serde_json::Value = serde_json::from_str(&synced).unwrap();
+    assert_eq!(
+        synced["images"][0]["imageDigest"],
+        digest.as_str(),
+        "{synced}"
+    );
+
     // `ecrl repo pull` of a tag never pulled: the whole image is fetched, then written out.
     let tar = dir.path().join("app.tar");
     env.ecrl_ok(&["repo", "pull", "up/app:2", "-o", tar.to_str().unwrap()]);

@@ -213,9 +213,21 @@ pub async fn run(
                         })
                         .await;
                 }
-                let outcome = copier
-                    .image(src, &src_ref, dst, dst_ref.as_deref(), dry_run)
-                    .await;
+                let outcome = async {
+                    // An image of a pull-through cache here may lack the blobs no one pulled
+                    // yet: they are fetched first (the copy reads the store).
+                    if let (End::Local(repo), false) = (src, dry_run) {
+                        if let Ok(reference) = src_ref.parse::<ecrl::names::Reference>() {
+                            super::cache::ensure_image(state, repo, &reference)
+                                .await
+                                .map_err(|e| CopyError::Invalid(e.to_string()))?;
+                        }
+                    }
+                    copier
+                        .image(src, &src_ref, dst, dst_ref.as_deref(), dry_run)
+                        .await
+                }
+                .await;
                 let image = summary(source, destination, outcome, dry_run);
                 match &image.status {
                     ImageSyncStatus::Failed => tracing::warn!(
