@@ -509,7 +509,17 @@ pub async fn blob(
             let done = rx.wait_for(|v| v.is_some()).await.map(|v| *v);
             match done {
                 Ok(Some(true)) => continue,
-                _ => {
+                Err(_) => {
+                    // Whoever began it went away before the fetch started (its client left
+                    // while the upstream was being reached): forget it, and fetch here.
+                    if let Ok(mut map) = state.mirror.in_flight.blobs.lock() {
+                        if map.get(digest).is_some_and(|r| r.has_changed().is_err()) {
+                            map.remove(digest);
+                        }
+                    }
+                    continue;
+                }
+                Ok(_) => {
                     return Err(CacheError::Upstream {
                         upstream: rule.upstream_registry_url.clone(),
                         error: RemoteError::Protocol {
