@@ -131,73 +131,7 @@ log "disk: $disk"
 
 # --- The image: an OCI layout of 4 uncompressed tar layers, each one file of random bytes.
 log "generating 4 x $mib MiB random layers as an OCI layout"
-python3 - "$work/layout" "$mib" <<'PY'
-import hashlib, json, os, sys, tarfile
-out, mib = sys.argv[1], int(sys.argv[2])
-blobs = os.path.join(out, "blobs", "sha256")
-os.makedirs(blobs)
-
-class Hashing:
-    """A file that hashes what is written to it."""
-    def __init__(self, path):
-        self.f, self.h, self.n = open(path, "wb"), hashlib.sha256(), 0
-    def write(self, b):
-        self.f.write(b); self.h.update(b); self.n += len(b)
-        return len(b)
-    def tell(self):
-        return self.n
-
-class Random:
-    def __init__(self, size):
-        self.left = size
-    def read(self, k=-1):
-        k = self.left if k < 0 else min(k, self.left)
-        self.left -= k
-        return os.urandom(k)
-
-def blob(data):
-    d = hashlib.sha256(data).hexdigest()
-    with open(os.path.join(blobs, d), "wb") as f:
-        f.write(data)
-    return "sha256:" + d, len(data)
-
-layers = []
-for i in range(1, 5):
-    tmp = os.path.join(out, "layer.tmp")
-    w = Hashing(tmp)
-    with tarfile.open(fileobj=w, mode="w", format=tarfile.PAX_FORMAT, copybufsize=4 << 20) as t:
-        info = tarfile.TarInfo(f"layer{i}.bin")
-        info.size, info.mode, info.mtime = mib << 20, 0o644, 0
-        t.addfile(info, Random(info.size))
-    w.f.close()
-    d = w.h.hexdigest()
-    os.rename(tmp, os.path.join(blobs, d))
-    layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                   "digest": "sha256:" + d, "size": w.n})
-config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-          "config": {"Cmd": ["/layer1.bin"]},
-          "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]},
-          "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "bench/mirror.sh"}
-                      for _ in layers]}
-cd, cs = blob(json.dumps(config, separators=(",", ":")).encode())
-manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": cd, "size": cs},
-            "layers": layers}
-md, ms = blob(json.dumps(manifest, separators=(",", ":")).encode())
-index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-         "manifests": [{"mediaType": manifest["mediaType"], "digest": md, "size": ms,
-                        "platform": {"architecture": "amd64", "os": "linux"},
-                        "annotations": {"org.opencontainers.image.ref.name": "1"}}]}
-with open(os.path.join(out, "index.json"), "w") as f:
-    json.dump(index, f)
-with open(os.path.join(out, "oci-layout"), "w") as f:
-    json.dump({"imageLayoutVersion": "1.0.0"}, f)
-with open(os.path.join(out, "..", "layers"), "w") as f:
-    f.write("\n".join(l["digest"] for l in layers) + "\n")
-with open(os.path.join(out, "..", "digest"), "w") as f:
-    f.write(md + "\n")
-PY
+python3 bench/big_image.py "$work/layout" "$mib" bench/mirror.sh
 image_bytes=$(du -sb "$work/layout/blobs" | cut -f1)
 
 manifest_digest() { # port, repo, tag: the digest the registry answers for it (empty if none)
