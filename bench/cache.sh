@@ -28,6 +28,8 @@
 # Usage: bench/cache.sh [RUNS]     (RUNS defaults to $RUNS, else 3; needs skopeo,
 #        docker-registry, python3, curl, jq, bc, sha256sum)
 #   ECRL_BENCH_BUILD=0       measure target/release as it is (no cargo build first)
+#   ECRL_BENCH_VERIFY=1      the client hashes every blob as it arrives and checks its digest,
+#                            as docker, skopeo and containerd do (on both sides of each ratio)
 #   ECRL_BENCH_LAYER_MIB=N   layer size (default 256; 4 layers)
 # Results: a markdown table on stdout, the raw figures in /tmp/ecrl-bench/cache.json.
 # Disk: at most about 4 GiB at a time (the OCI layout, distribution, ecrld's store and an
@@ -36,6 +38,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-${RUNS:-3}}
 mib=${ECRL_BENCH_LAYER_MIB:-256}
+verify=${ECRL_BENCH_VERIFY:-0}
 out=/tmp/ecrl-bench
 mkdir -p "$out"
 log() { echo "[cache] $*" >&2; }
@@ -161,7 +164,13 @@ pull() {
         exit 1
     fi
     while read -r d size; do
-        curl -sfL -o /dev/null -w '%{size_download}' "$base/blobs/$d" >"$work/$name.$i" &
+        if [ "$verify" = 1 ]; then
+            # As docker, skopeo and containerd do: every blob hashed as it arrives.
+            (set -o pipefail; curl -sfL "$base/blobs/$d" | sha256sum | cut -d' ' -f1 \
+                >"$work/$name.$i") &
+        else
+            curl -sfL -o /dev/null -w '%{size_download}' "$base/blobs/$d" >"$work/$name.$i" &
+        fi
         pids+=($!)
         i=$((i + 1))
     done <"$work/blobs"
@@ -174,7 +183,11 @@ pull() {
     i=0
     while read -r d size; do
         got=$(cat "$work/$name.$i")
-        [ "$got" = "$size" ] || { log "$name: got $got bytes of $d, not $size"; exit 1; }
+        if [ "$verify" = 1 ]; then
+            [ "sha256:$got" = "$d" ] || { log "$name: blob $d hashed to sha256:$got"; exit 1; }
+        else
+            [ "$got" = "$size" ] || { log "$name: got $got bytes of $d, not $size"; exit 1; }
+        fi
         i=$((i + 1))
     done <"$work/blobs"
 }
@@ -257,7 +270,7 @@ med = {k: statistics.median(v) for k, v in pulls.items()}
 ratio = lambda a, b: med[a] / med[b]
 data = {
     "image": {"digest": "$digest", "bytes": $image_bytes, "layers": 4, "layer_mib": $mib},
-    "runs": $runs, "commit": "$commit",
+    "runs": $runs, "commit": "$commit", "client_verifies": $verify == 1,
     "machine": {"nproc": $(nproc), "disk": "$disk", "loadavg_before": "$load_before",
                 "loadavg_after": "$load_after"},
     "pulls_s": pulls, "median_s": med,
@@ -271,7 +284,8 @@ data = {
 json.dump(data, open(sys.argv[1], "w"), indent=2)
 
 print(f"Image: 4 × $mib MiB random layers, uncompressed ({$image_bytes / 2**30:.2f} GiB), "
-      f"$runs rounds, ecrl {data['commit']}; pulls by curl, the 5 blobs in parallel\n")
+      f"$runs rounds, ecrl {data['commit']}; pulls by curl, the 5 blobs in parallel"
+      + (", each hashed by the client\n" if $verify == 1 else "\n"))
 print("| pull | median s | GB/s | runs s |")
 print("|---|---|---|---|")
 for k, name in (("direct", "(a) straight from distribution"),
