@@ -15,7 +15,7 @@ pub use auth::{getrandom, AuthIndex};
 pub use tasks::TaskFamily;
 
 use bytes::Bytes;
-use ecrl::names::{Digest, RepoName, Tag};
+use ecrl::names::{Digest, Reference, RepoName, Tag};
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -111,6 +111,15 @@ pub struct Repo {
 }
 
 impl Repo {
+    /// The manifest a tag points at, or the one a digest names, when the repository holds it.
+    pub fn manifest(&self, reference: &Reference) -> Option<&Arc<Manifest>> {
+        let digest = match reference {
+            Reference::Tag(tag) => self.tags.get(tag)?,
+            Reference::Digest(digest) => digest,
+        };
+        self.manifests.get(digest)
+    }
+
     /// An immutable repository refuses to move an existing tag to another manifest
     /// (ECR's ImageTagAlreadyExistsException); a new tag, or the same manifest again, is fine.
     pub fn check_tag(&self, name: &RepoName, tag: &Tag, digest: &Digest) -> Result<(), MetaError> {

@@ -296,13 +296,16 @@ pub async fn manifest(
     if !needs_upstream(state, rule, repo, reference) {
         return Ok(());
     }
-    let cached: Option<Digest> = {
-        let index = state.meta.read();
-        let r = index.repos.get(repo);
-        match reference {
-            Reference::Tag(t) => r.and_then(|r| r.tags.get(t).copied()),
-            Reference::Digest(_) => None,
-        }
+    // Only a tag can be here and stale (a digest here is never fetched again).
+    let cached: Option<Digest> = match reference {
+        Reference::Tag(_) => state
+            .meta
+            .read()
+            .repos
+            .get(repo)
+            .and_then(|r| r.manifest(reference))
+            .map(|m| m.digest),
+        Reference::Digest(_) => None,
     };
     let upstream_name = format!("{}/{up_repo}:{reference}", rule.upstream_registry_url);
     let stale = |why: &str| {
@@ -713,14 +716,13 @@ pub async fn ensure_image(
     if needs_upstream(state, &rule, repo, reference) {
         manifest(state, &rule, repo, reference).await?;
     }
-    let top = {
-        let index = state.meta.read();
-        let r = index.repos.get(repo);
-        match reference {
-            Reference::Digest(d) => Some(*d),
-            Reference::Tag(t) => r.and_then(|r| r.tags.get(t).copied()),
-        }
-    };
+    let top = state
+        .meta
+        .read()
+        .repos
+        .get(repo)
+        .and_then(|r| r.manifest(reference))
+        .map(|m| m.digest);
     let Some(top) = top else {
         return Ok(());
     };

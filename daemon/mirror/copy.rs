@@ -277,23 +277,19 @@ impl Copier {
     ) -> Result<Option<ManifestHead>, CopyError> {
         match end {
             End::Local(repo) => {
+                let reference: Reference = reference
+                    .parse()
+                    .map_err(|e: ecrl::names::NameError| CopyError::Invalid(e.to_string()))?;
                 let index = self.state.meta.read();
-                let Some(r) = index.repos.get(repo) else {
-                    return Ok(None);
-                };
-                let digest = match reference.parse::<Reference>() {
-                    Ok(Reference::Digest(d)) => d,
-                    Ok(Reference::Tag(t)) => match r.tags.get(&t) {
-                        Some(d) => *d,
-                        None => return Ok(None),
-                    },
-                    Err(e) => return Err(CopyError::Invalid(e.to_string())),
-                };
-                Ok(r.manifests.get(&digest).map(|m| ManifestHead {
-                    digest,
-                    media_type: m.media_type.clone(),
-                    size: m.size,
-                }))
+                Ok(index
+                    .repos
+                    .get(repo)
+                    .and_then(|r| r.manifest(&reference))
+                    .map(|m| ManifestHead {
+                        digest: m.digest,
+                        media_type: m.media_type.clone(),
+                        size: m.size,
+                    }))
             }
             End::Remote { remote, repo } => Ok(remote.manifest_head(repo, reference).await?),
         }
@@ -302,14 +298,14 @@ impl Copier {
     async fn manifest(&self, end: &End, reference: &str) -> Result<Doc, CopyError> {
         match end {
             End::Local(repo) => {
-                let head = self.resolve(end, reference).await?.ok_or_else(|| {
-                    CopyError::NotFound(format!("{repo} has no image {reference}"))
-                })?;
+                let parsed: Reference = reference
+                    .parse()
+                    .map_err(|e: ecrl::names::NameError| CopyError::Invalid(e.to_string()))?;
                 let index = self.state.meta.read();
                 let m = index
                     .repos
                     .get(repo)
-                    .and_then(|r| r.manifests.get(&head.digest))
+                    .and_then(|r| r.manifest(&parsed))
                     .ok_or_else(|| {
                         CopyError::NotFound(format!("{repo} has no image {reference}"))
                     })?;
@@ -659,6 +655,19 @@ impl Copier {
         }
     }
 
+    /// Links a blob the store holds into a repository here (made if need be); the caller
+    /// holds the digest's lock.
+    async fn link(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<(), CopyError> {
+        let meta = &self.state.meta;
+        meta.ensure_repo(repo, true)
+            .await
+            .map_err(ImageError::Meta)?;
+        meta.link_blob(repo, *digest, size)
+            .await
+            .map_err(ImageError::Meta)?;
+        Ok(())
+    }
+
     /// Whether the destination has the blob, linking it when this registry holds it in
     /// another repository (the daemon's owner may read them all).
     async fn dest_has(
@@ -683,16 +692,7 @@ impl Copier {
                 let _guard = self.state.lock_blob(digest).await;
                 match self.state.store.stat(digest).await {
                     Ok(Some(stored)) if stored == size => {
-                        self.state
-                            .meta
-                            .ensure_repo(repo, true)
-                            .await
-                            .map_err(ImageError::Meta)?;
-                        self.state
-                            .meta
-                            .link_blob(repo, *digest, size)
-                            .await
-                            .map_err(ImageError::Meta)?;
+                        self.link(repo, digest, size).await?;
                         Ok(true)
                     }
                     Ok(_) => Ok(false),
@@ -750,16 +750,7 @@ impl Copier {
                 }
                 let _guard = self.state.lock_blob(digest).await;
                 self.state.store.upload_finish(&id, digest).await?;
-                self.state
-                    .meta
-                    .ensure_repo(repo, true)
-                    .await
-                    .map_err(ImageError::Meta)?;
-                self.state
-                    .meta
-                    .link_blob(repo, *digest, size)
-                    .await
-                    .map_err(ImageError::Meta)?;
+                self.link(repo, digest, size).await?;
                 Ok(false)
             }
             End::Remote { remote, repo } => {

@@ -37,12 +37,8 @@ fn manifest_unknown(repo: &RepoName, reference: &Reference) -> RegistryError {
 fn resolve(state: &Shared, repo: &RepoName, reference: &Reference) -> Result<Arc<Manifest>> {
     let index = state.meta.read();
     let r = index.repos.get(repo).ok_or_else(|| repo_unknown(repo))?;
-    let digest = match reference {
-        Reference::Tag(tag) => r.tags.get(tag).copied(),
-        Reference::Digest(digest) => Some(*digest),
-    };
-    digest
-        .and_then(|d| r.manifests.get(&d).cloned())
+    r.manifest(reference)
+        .cloned()
         .ok_or_else(|| manifest_unknown(repo, reference))
 }
 

@@ -9,7 +9,7 @@
 //! verify digests (see [`Verified`]). Must not call storage, metadata or the doors.
 
 use bytes::Bytes;
-use ecrl::manifest::{DOCKER_LIST, DOCKER_MANIFEST, MAX_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use ecrl::manifest::{MAX_MANIFEST, OCI_INDEX};
 use ecrl::names::{Digest, RepoName};
 use ecrl::remote::{parse_challenges, parse_token_answer, token_url, Challenge};
 use futures_util::{Stream, StreamExt};
@@ -708,7 +708,7 @@ impl Remote {
         }
         // The media type the document names wins over a generic Content-Type.
         // A generic Content-Type (`application/json`) leaves the document to say what it is.
-        let header = is_manifest_type(&media_type).then_some(media_type.as_str());
+        let header = ecrl::manifest::kind_of(&media_type).map(|_| media_type.as_str());
         let media_type = match ecrl::manifest::parse(header, &bytes) {
             Ok((_, settled, _)) => settled,
             Err(e) => {
@@ -1336,11 +1336,6 @@ where
             other => other,
         }
     }
-}
-
-/// The manifest media types ecrl copies.
-pub fn is_manifest_type(media_type: &str) -> bool {
-    [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].contains(&media_type)
 }
 
 #[cfg(test)]
