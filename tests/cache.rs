@@ -91,16 +91,6 @@ impl Local {
     }
 }
 
-fn push_to(upstream: &Distribution, layout: &Path, image: &str) {
-    let src = format!("oci:{}", layout.display());
-    let dst = format!("docker://{}/{image}", upstream.host());
-    let mut args = vec!["copy", "--preserve-digests"];
-    let flags = upstream.skopeo_dest_flags();
-    args.extend(flags.iter().map(String::as_str));
-    args.extend([src.as_str(), dst.as_str()]);
-    run_ok("skopeo", &args);
-}
-
 fn layout(dir: &Path, seed: &str, size: usize) -> (PathBuf, String) {
     let mut bytes = seed.as_bytes().to_vec();
     bytes.resize(size, 3);
@@ -243,9 +233,9 @@ fn a_tag_is_checked_upstream_after_its_ttl_and_a_stale_one_is_served_when_it_is_
     ]);
     let (one, d1) = layout(dir.path(), "first", 3000);
     let (two, d2) = layout(dir.path(), "second", 3000);
-    push_to(&a, &one, "app:latest");
+    a.push_layout(&one, "app:latest");
     assert_eq!(local.digest("up/app:latest").unwrap(), d1);
-    push_to(&a, &two, "app:latest");
+    a.push_layout(&two, "app:latest");
     // Within the TTL: the cached one, without asking.
     assert_eq!(local.digest("up/app:latest").unwrap(), d1);
     std::thread::sleep(Duration::from_millis(2200));
@@ -276,7 +266,7 @@ fn concurrent_pulls_of_a_new_image_fetch_each_blob_once() {
     }
     let (image, digest) = oci_layout_image(dir.path(), &[big]);
     drop(image.clone());
-    push_to(&a, &image, "big:1");
+    a.push_layout(&image, "big:1");
     let pulls: Vec<_> = (0..8)
         .map(|i| {
             let out = dir.path().join(format!("pulled-{i}"));
@@ -319,7 +309,7 @@ fn an_upstream_blob_that_is_not_its_digest_fails_the_pull_and_is_not_kept() {
         .env
         .ecrl_ok(&["mirror", "cache", "create", "up", &a.host()]);
     let (image, _) = layout(dir.path(), "lying", 200_000);
-    push_to(&a, &image, "lie:1");
+    a.push_layout(&image, "lie:1");
     let blobs = a.storage().join("docker/registry/v2/blobs");
     let mut flipped = 0;
     let mut stack = vec![blobs];
@@ -451,7 +441,7 @@ fn the_docker_hub_mirror_rule_answers_names_without_its_prefix() {
         "--docker-hub-mirror",
     ]);
     let (image, digest) = layout(dir.path(), "hub", 2000);
-    push_to(&a, &image, "library/alpine:3");
+    a.push_layout(&image, "library/alpine:3");
     // What docker's registry-mirrors sends: the Docker Hub name, no prefix.
     assert_eq!(local.digest("library/alpine:3").unwrap(), digest);
     assert_eq!(local.digest("hub/library/alpine:3").unwrap(), digest);
@@ -493,8 +483,8 @@ fn importing_needs_its_own_permission_and_repo_pull_fetches_the_whole_image() {
     let host = localhost(&registry_address(&env));
     env.ecrl_ok(&["mirror", "cache", "create", "up", &a.host()]);
     let (image, digest) = layout(dir.path(), "policy", 5000);
-    push_to(&a, &image, "app:1");
-    push_to(&a, &image, "app:2");
+    a.push_layout(&image, "app:1");
+    a.push_layout(&image, "app:2");
 
     let user = |name: &str, actions: &[&str]| {
         let v: serde_json::Value = serde_json::from_str(

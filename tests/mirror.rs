@@ -359,13 +359,7 @@ fn a_two_platform_index_keeps_its_digest_and_platform_takes_one_manifest() {
         .status
         .success());
     let (layout, index, children) = two_platform_index(dir.path());
-    let src = format!("oci:{}", layout.display());
-    let mut args = vec!["copy", "--all"];
-    let flags = a.skopeo_dest_flags();
-    args.extend(flags.iter().map(String::as_str));
-    let dst = format!("docker://{}/multi/app:1", a.host());
-    args.extend([src.as_str(), dst.as_str()]);
-    run_ok("skopeo", &args);
+    a.push_layout(&layout, "multi/app:1");
 
     let out = local.sync_ok(&[&format!("{}/multi/app:1", a.host()), "multi/app"]);
     assert_eq!(out["images"][0]["imageDigest"], index.as_str(), "{out}");
@@ -431,14 +425,8 @@ fn tags_regexes_dry_runs_and_a_remote_to_remote_copy_through_the_token_flow() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     let (layout, _) = image_of(dir.path(), "tags", 5000);
-    let src = format!("oci:{}", layout.display());
     for tag in ["v1", "v2", "dev"] {
-        let mut args = vec!["copy"];
-        let flags = a.skopeo_dest_flags();
-        args.extend(flags.iter().map(String::as_str));
-        let dst = format!("docker://{}/team/tags:{tag}", a.host());
-        args.extend([src.as_str(), dst.as_str()]);
-        run_ok("skopeo", &args);
+        a.push_layout(&layout, &format!("team/tags:{tag}"));
     }
     let remote = format!("{}/team/tags", a.host());
     let dry = local.sync_ok(&["--dry-run", "--tags", "v[0-9]+", &remote, "team/tags"]);
@@ -564,13 +552,7 @@ fn a_remote_sending_other_bytes_than_its_digest_stores_nothing() {
     let local = Local::start(&[]);
     let layer = random_bytes(300_000, 1);
     let (layout, _) = oci_layout_image(dir.path(), &[layer]);
-    let src = format!("oci:{}", layout.display());
-    let mut args = vec!["copy"];
-    let flags = a.skopeo_dest_flags();
-    args.extend(flags.iter().map(String::as_str));
-    let dst = format!("docker://{}/lying/app:1", a.host());
-    args.extend([src.as_str(), dst.as_str()]);
-    run_ok("skopeo", &args);
+    a.push_layout(&layout, "lying/app:1");
     // Flip one byte of every blob of size > 1000 in distribution's store: it serves files
     // as they are.
     let mut flipped = 0;

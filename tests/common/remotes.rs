@@ -3,7 +3,7 @@
 //! of the test's own or over plain HTTP, with or without htpasswd Basic auth; a second `ecrld`
 //! that requires credentials; and OCI image layouts that skopeo can copy into either.
 
-use super::registry::{hex, registry_address, sha256_digest};
+use super::registry::{hex, registry_address, run_ok, sha256_digest};
 use super::{Daemon, Env};
 use sha2::{Digest as _, Sha256};
 use std::io::Write as _;
@@ -245,6 +245,18 @@ impl Distribution {
     }
 
     /// skopeo flags for commands on one image: `inspect`, `list-tags`, `delete`.
+    /// Pushes an OCI layout here as `image` (`repo:tag`) with skopeo: an index whole
+    /// (`--all`), every blob as it is (`--preserve-digests`).
+    pub fn push_layout(&self, layout: &Path, image: &str) {
+        let src = format!("oci:{}", layout.display());
+        let dst = format!("docker://{}/{image}", self.host());
+        let mut args = vec!["copy", "--all", "--preserve-digests"];
+        let flags = self.skopeo_dest_flags();
+        args.extend(flags.iter().map(String::as_str));
+        args.extend([src.as_str(), dst.as_str()]);
+        run_ok("skopeo", &args);
+    }
+
     pub fn skopeo_flags(&self) -> Vec<String> {
         self.skopeo_flags_with("--")
     }
