@@ -613,6 +613,14 @@ impl Copier {
             size,
             status,
         };
+        // One upload of a blob to a remote repository at a time: whoever waited here then
+        // finds it there (or continues the session a stopped copy left).
+        let _sending = match dst {
+            End::Remote { remote, repo } => {
+                Some(self.partials.sending(&remote.registry, repo, &digest).await)
+            }
+            End::Local(_) => None,
+        };
         if self.dest_has(src, dst, &digest, size).await? {
             stats.blobs_existing.fetch_add(1, Ordering::Relaxed);
             self.event_sure(done(BlobStatus::Exists)).await;
@@ -755,11 +763,6 @@ impl Copier {
             }
             End::Remote { remote, repo } => {
                 // A session that broke off earlier continues from what the remote holds.
-                let _sending = self.partials.sending(&remote.registry, repo, digest).await;
-                if remote.blob_size(repo, digest).await?.is_some() {
-                    // Sent meanwhile, by whoever held the blob before.
-                    return Ok(true);
-                }
                 let resumed = match self.partials.take(&remote.registry, repo, digest) {
                     Some(location) => match remote.upload_status(repo, &location).await {
                         Ok(Some(have)) if have < size => Some((location, have)),
