@@ -58,11 +58,8 @@ fi
 work=$(mktemp -d /tmp/ecrl-cache-bench.XXXXXX)
 mkdir -p "$work/docker-config"
 ecrld_pid='' dist_pid=''
-stop() { # name of the variable holding the pid
-    local p=${!1}
-    if [ -n "$p" ]; then kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; fi
-    printf -v "$1" ''
-}
+# shellcheck source=bench/remote_lib.sh
+source bench/remote_lib.sh
 cleanup() {
     stop ecrld_pid
     stop dist_pid
@@ -77,17 +74,6 @@ import socket
 ss = [socket.socket() for _ in range(2)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in ss))')
-
-wait_up() { # port, pid, log
-    for _ in $(seq 1 200); do
-        curl -s -o /dev/null "http://127.0.0.1:$1/v2/" && return
-        kill -0 "$2" 2>/dev/null || break
-        sleep 0.05
-    done
-    log "registry on port $1 did not start:"
-    tail -20 "$3" >&2
-    exit 1
-}
 
 # ecrld gets its settings from the environment, and so does every `ecrl` run against it. No
 # config file or docker login of the user's takes part: XDG_CONFIG_HOME and DOCKER_CONFIG
@@ -118,24 +104,12 @@ fetches() { # what ecrld logged it fetched from the upstream: "BLOBS MANIFESTS"
 }
 
 # distribution, plain HTTP, no auth; started once, it holds the image all along.
-cat >"$work/dist.yml" <<YML
-version: 0.1
-log: { level: error }
-storage:
-  filesystem: { rootdirectory: $work/dist-data }
-  delete: { enabled: true }
-http: { addr: 127.0.0.1:$dist_port }
-YML
+write_dist_config "$dist_port"
 docker-registry serve "$work/dist.yml" >"$work/dist.log" 2>&1 &
 dist_pid=$!
 wait_up "$dist_port" "$dist_pid" "$work/dist.log"
 
-# The disk's own sequential O_DIRECT speeds, 1 GiB each way (as bench/registry.sh does).
-dd_w=$(dd if=/dev/zero of="$work/dd" bs=4M count=256 oflag=direct conv=fsync 2>&1 | tail -1)
-dd_r=$(dd if="$work/dd" of=/dev/null bs=4M iflag=direct 2>&1 | tail -1)
-rm -f "$work/dd"
-disk="O_DIRECT write ${dd_w##*, }, read ${dd_r##*, }"
-log "disk: $disk"
+disk_speed
 
 # --- The image: an OCI layout of 4 uncompressed tar layers, each one file of random bytes
 # (bench/big_image.py), and the list of its blobs ("digest size" lines, config first).

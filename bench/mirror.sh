@@ -43,11 +43,8 @@ fi
 work=$(mktemp -d /tmp/ecrl-mirror-bench.XXXXXX)
 mkdir -p "$work/docker-config"
 src_pid= dst_pid= dist_pid=
-stop() { # name of the variable holding the pid
-    local p=${!1}
-    if [ -n "$p" ]; then kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; fi
-    printf -v "$1" ''
-}
+# shellcheck source=bench/remote_lib.sh
+source bench/remote_lib.sh
 cleanup() {
     stop src_pid
     stop dst_pid
@@ -63,17 +60,6 @@ import socket
 ss = [socket.socket() for _ in range(3)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in ss))')
-
-wait_up() { # port, pid, log
-    for _ in $(seq 1 200); do
-        curl -s -o /dev/null "http://127.0.0.1:$1/v2/" && return
-        kill -0 "$2" 2>/dev/null || break
-        sleep 0.05
-    done
-    log "registry on port $1 did not start:"
-    tail -20 "$3" >&2
-    exit 1
-}
 
 # ecrld gets its settings from the environment, and so does every `ecrl` run against it (the
 # CLI learns which registry is its own from ECRL_REGISTRY_ADDR). No config file or docker
@@ -106,14 +92,7 @@ ecrl_at() { # name (src or dst), ecrl arguments...
 
 # distribution, plain HTTP, no auth, deletes on; stopped, wiped and started again to empty it
 # (the sure way: nothing of the round before, cached or half uploaded, survives).
-cat >"$work/dist.yml" <<YML
-version: 0.1
-log: { level: error }
-storage:
-  filesystem: { rootdirectory: $work/dist-data }
-  delete: { enabled: true }
-http: { addr: 127.0.0.1:$dist_port }
-YML
+write_dist_config "$dist_port"
 start_dist() {
     stop dist_pid
     rm -rf "${work:?}/dist-data"
@@ -122,12 +101,7 @@ start_dist() {
     wait_up "$dist_port" "$dist_pid" "$work/dist.log"
 }
 
-# The disk's own sequential O_DIRECT speeds, 1 GiB each way (as bench/registry.sh does).
-dd_w=$(dd if=/dev/zero of="$work/dd" bs=4M count=256 oflag=direct conv=fsync 2>&1 | tail -1)
-dd_r=$(dd if="$work/dd" of=/dev/null bs=4M iflag=direct 2>&1 | tail -1)
-rm -f "$work/dd"
-disk="O_DIRECT write ${dd_w##*, }, read ${dd_r##*, }"
-log "disk: $disk"
+disk_speed
 
 # --- The image: an OCI layout of 4 uncompressed tar layers, each one file of random bytes.
 log "generating 4 x $mib MiB random layers as an OCI layout"

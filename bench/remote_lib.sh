@@ -1,0 +1,40 @@
+# Shared by bench/mirror.sh and bench/cache.sh (sourced, after `work` and `log` are set):
+# stopping a background process, waiting for a registry to answer, a plain distribution's
+# config, and the disk's own speed.
+
+stop() { # name of the variable holding the pid
+    local p=${!1}
+    if [ -n "$p" ]; then kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; fi
+    printf -v "$1" ''
+}
+
+wait_up() { # port, pid, log
+    for _ in $(seq 1 200); do
+        curl -s -o /dev/null "http://127.0.0.1:$1/v2/" && return
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.05
+    done
+    log "registry on port $1 did not start:"
+    tail -20 "$3" >&2
+    exit 1
+}
+
+write_dist_config() { # port: distribution, plain HTTP, no auth, deletes on, in $work/dist-data
+    cat >"$work/dist.yml" <<YML
+version: 0.1
+log: { level: error }
+storage:
+  filesystem: { rootdirectory: $work/dist-data }
+  delete: { enabled: true }
+http: { addr: 127.0.0.1:$1 }
+YML
+}
+
+disk_speed() { # sets $disk: the sequential O_DIRECT speeds, 1 GiB each way (as registry.sh)
+    local w r
+    w=$(dd if=/dev/zero of="$work/dd" bs=4M count=256 oflag=direct conv=fsync 2>&1 | tail -1)
+    r=$(dd if="$work/dd" of=/dev/null bs=4M iflag=direct 2>&1 | tail -1)
+    rm -f "$work/dd"
+    disk="O_DIRECT write ${w##*, }, read ${r##*, }"
+    log "disk: $disk"
+}
