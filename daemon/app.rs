@@ -566,7 +566,8 @@ async fn watch_signals(
 /// How long a stopped task's record and logs are kept.
 const STOPPED_TASK_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
-/// Periodic chores: record pull times, expire abandoned uploads, prune old stopped tasks.
+/// Periodic chores: record pull times, give back I/O buffers long unused, expire abandoned
+/// uploads, prune old stopped tasks.
 async fn housekeeping(state: Arc<AppState>) {
     let mut pulls = tokio::time::interval(Duration::from_secs(5));
     // Often enough that a session outlives its idle timeout by at most half of it.
@@ -581,6 +582,7 @@ async fn housekeeping(state: Arc<AppState>) {
                 if let Err(e) = state.meta.flush_pulls().await {
                     tracing::warn!("cannot record pull times: {e}");
                 }
+                crate::storage::trim_buffers();
             }
             _ = tasks.tick() => {
                 let n = state.tasks.prune(STOPPED_TASK_RETENTION).await;

@@ -5,7 +5,11 @@
 //! 2.5 s of kernel CPU per GiB), so allocating fresh buffers per request caps throughput far
 //! below the disk. A few hot buffers, kept mapped and reused, avoid that. The alignment is what
 //! O_DIRECT needs. The pool keeps at most [`KEEP`] free buffers; an operation holds only a few
-//! at a time (bounded queues), so memory does not grow with blob size.
+//! at a time (bounded queues), so memory does not grow with blob size. Enough are kept for
+//! several transfers at once (four parallel layer uploads hold about sixteen): a pool smaller
+//! than what is in use churns, unmapping buffers only to map fresh ones a moment later. Past
+//! [`KEEP_IDLE`], buffers unused for [`IDLE`] go back (see [`trim`]), so an idle daemon
+//! holds little.
 
 use std::alloc::{self, Layout};
 use std::fs::File;
@@ -13,15 +17,21 @@ use std::io;
 use std::os::unix::io::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The alignment O_DIRECT asks for (logical block size; 4096 covers every device here).
 pub const ALIGN: usize = 4096;
 /// The size of each pooled buffer.
 pub const BUF_SIZE: usize = 4 << 20;
 /// Free buffers kept for reuse; more than that are returned to the allocator.
-const KEEP: usize = 4;
+const KEEP: usize = 16;
+/// Free buffers kept however long they go unused.
+const KEEP_IDLE: usize = 4;
+/// How long a free buffer past [`KEEP_IDLE`] is kept unused.
+const IDLE: Duration = Duration::from_secs(30);
 
-static FREE: Mutex<Vec<Block>> = Mutex::new(Vec::new());
+/// Free buffers, by when they were freed (the last freed last, and reused first).
+static FREE: Mutex<Vec<(Block, Instant)>> = Mutex::new(Vec::new());
 
 /// Blocks allocated now and at most (tests and the benchmark report them).
 #[cfg(test)]
@@ -117,7 +127,7 @@ impl Buf {
             .lock()
             .ok()
             .and_then(|mut free| free.pop())
-            .unwrap_or_else(Block::new);
+            .map_or_else(Block::new, |(block, _)| block);
         Buf {
             block: Some(block),
             len: 0,
@@ -259,11 +269,35 @@ impl Drop for Buf {
         if let Some(block) = self.block.take() {
             if let Ok(mut free) = FREE.lock() {
                 if free.len() < KEEP {
-                    free.push(block);
+                    free.push((block, Instant::now()));
                 }
             }
         }
     }
+}
+
+/// Returns to the allocator the free buffers past [`KEEP_IDLE`] unused for [`IDLE`] (the
+/// daemon calls it every few seconds).
+pub fn trim() {
+    let idle: Vec<(Block, Instant)> = match FREE.lock() {
+        Ok(mut free) => {
+            let now = Instant::now();
+            let old = idle_past_keep(free.iter().map(|(_, freed)| *freed), now);
+            free.drain(..old).collect()
+        }
+        Err(_) => return,
+    };
+    // Unmapped outside the lock.
+    drop(idle);
+}
+
+/// How many of the free buffers (freed at these times, oldest first) go at `now`.
+fn idle_past_keep(freed: impl ExactSizeIterator<Item = Instant>, now: Instant) -> usize {
+    let past_keep = freed.len().saturating_sub(KEEP_IDLE);
+    freed
+        .take(past_keep)
+        .take_while(|t| now.saturating_duration_since(*t) >= IDLE)
+        .count()
 }
 
 /// Turns O_DIRECT off on `file`. True when it was on.
@@ -310,6 +344,24 @@ mod tests {
         // not certain; alignment is, to the huge page.
         assert_eq!(b.ptr() as usize % HUGE, 0);
         let _ = p;
+    }
+
+    #[test]
+    fn only_buffers_past_the_idle_keep_and_unused_for_long_go() {
+        let now = Instant::now() + IDLE * 10;
+        let at = |ago: Duration| now - ago;
+        let long = IDLE * 2;
+        let short = IDLE / 2;
+        // Six free, the oldest first: two long unused go; the last four stay however old.
+        let free = [long, long, short, long, long, long].map(at);
+        assert_eq!(idle_past_keep(free.into_iter(), now), 2);
+        let all_old = [long; KEEP].map(at);
+        assert_eq!(idle_past_keep(all_old.into_iter(), now), KEEP - KEEP_IDLE);
+        let all_recent = [short; KEEP].map(at);
+        assert_eq!(idle_past_keep(all_recent.into_iter(), now), 0);
+        assert_eq!(idle_past_keep([long; 3].map(at).into_iter(), now), 0);
+        // trim() itself runs against the shared pool: it never drops below the idle keep.
+        trim();
     }
 
     #[test]

@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use buf::trim as trim_buffers;
 pub use cache::default_budget as default_read_cache;
 pub use keys::KeyPlace;
 pub use reader::BlobStream;
@@ -259,9 +260,10 @@ impl BlobStore {
         self.inner.cache.status()
     }
 
-    /// A blob was read once without the store (see [`cache::ReadCache::read_elsewhere`]).
-    pub fn read_elsewhere(&self, digest: &Digest) {
-        self.inner.cache.read_elsewhere(digest);
+    /// A stored blob is about to be read again: the read cache reads it into memory in the
+    /// background (see [`cache::ReadCache::warm`]).
+    pub fn warm_blob(&self, digest: &Digest) {
+        self.inner.cache.warm(digest, &self.blob_path(digest));
     }
 
     /// How blobs are kept at rest, and where the key is.
