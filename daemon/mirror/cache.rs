@@ -656,10 +656,9 @@ async fn start_fetch(
         match &kept {
             Ok(()) => {
                 tracing::info!(repository = %repo, %digest, size, "pull-through cache: fetched a blob");
-                if stream {
-                    // Its first client read it: the next pull is its second read.
-                    state.store.read_elsewhere(&digest);
-                }
+                // Its next pull (the first from the store, when the first client had it
+                // streamed) is to be served from memory, as a hot blob's.
+                state.store.warm_blob(&digest);
                 if let (Some(c), Some(last)) = (&client, held.take()) {
                     let _ = c.send(Ok(last)).await;
                 }

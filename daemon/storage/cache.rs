@@ -9,7 +9,7 @@
 //! just before it is used again costs nothing extra.
 //!
 //! So the cache fills only with memory it recycles, and never past its budget
-//! (`registry.read_cache`):
+//! (`storage.read_cache`):
 //! - at start, a background thread at idle priority prepares the budget's worth of page cache
 //!   (the *reserve*: pages of a sparse file in the data dir, which need no disk and which the
 //!   kernel may take back at any time, like any clean page cache);
@@ -17,13 +17,16 @@
 //!   is used up, of the blobs read least recently, and fills at once into the pages just freed;
 //! - a read the cache cannot make room for (a blob larger than the budget, or no recyclable
 //!   memory) bypasses the page cache, and so does one whose fill turns out to be slow anyway
-//!   (see [`fresh_memory`]).
+//!   (see [`fresh_memory`]);
+//! - a blob known to be read again soon but not read through the store yet (one the
+//!   pull-through cache fetched while streaming it to its first client) is *warmed*: the same
+//!   background thread reads it in, the same way, before it prepares more reserve.
 //!
 //! The bookkeeping is by blob and approximate (the kernel may evict pages on its own); the
 //! reader asks the kernel which ranges are actually in memory before each chunk.
 
 use ecrl::names::Digest;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -38,6 +41,12 @@ const PREPARE_STEP: u64 = 1 << 20;
 
 /// How many blobs read once the cache remembers before it starts over.
 const SEEN_MAX: usize = 4096;
+
+/// Blobs waiting to be warmed; the oldest request goes when more come.
+const WARM_MAX: usize = 64;
+
+/// Bytes a warming reads at a time (whole large pages of the reserve are freed for each).
+const WARM_STEP: usize = 2 << 20;
 
 /// Pages are dropped from the reserve in multiples of this, whole large pages (the reserve is
 /// read in with the kernel's large-page readahead, and fills reuse those pages as they are).
@@ -84,6 +93,8 @@ struct State {
     kept: u64,
     /// The reserve's prepared bytes: `[0, top)` of its file.
     top: u64,
+    /// Blobs to read into the page cache (see [`ReadCache::warm`]).
+    warm: VecDeque<(Digest, PathBuf)>,
     stop: bool,
 }
 
@@ -150,112 +161,40 @@ impl ReadCache {
             state.seen.insert(*digest);
             return false;
         }
-        state.tick += 1;
-        let tick = state.tick;
-        if state.blobs.len() >= SEEN_MAX && !state.blobs.contains_key(digest) {
-            // Admitted blobs whose reads found them in memory anyway hold nothing of ours.
-            state.blobs.retain(|_, k| k.bytes > 0);
-        }
-        state
-            .blobs
-            .entry(*digest)
-            .or_insert_with(|| Kept {
-                path: path.to_path_buf(),
-                len: file_len,
-                bytes: 0,
-                used: tick,
-            })
-            .used = tick;
+        state.keep(digest, path, file_len);
         true
     }
 
-    /// Counts a read of the blob that did not go through the store (a pull-through cache
-    /// serves the blob to its first client while it stores it): the next read is its second.
-    pub fn read_elsewhere(&self, digest: &Digest) {
-        if let Ok(mut state) = self.shared.state.lock() {
-            if !state.blobs.contains_key(digest) {
-                if state.seen.len() >= SEEN_MAX {
-                    state.seen.clear();
-                }
-                state.seen.insert(*digest);
-            }
+    /// Reads a blob into the page cache in the background, as a fill would (admitted at once,
+    /// into memory the cache frees for it, stopping where memory turns out fresh), so that
+    /// its next read comes from memory. For a blob that is about to be read again but whose
+    /// first read did not go through the store: the pull-through cache streams a fetched blob
+    /// to its first client while it stores it, and the next pull of it is the one to serve
+    /// as fast as a hot blob. Nothing without a budget or for a blob larger than it.
+    pub fn warm(&self, digest: &Digest, path: &Path) {
+        if self.shared.reserve.is_none() {
+            return;
         }
+        if let Ok(mut state) = self.shared.state.lock() {
+            if state.warm.len() >= WARM_MAX {
+                state.warm.pop_front();
+            }
+            state.warm.push_back((*digest, path.to_path_buf()));
+        }
+        self.shared.wake.notify_all();
     }
 
     /// Frees `n` bytes of memory the cache holds (reserve first, then the blobs used least
     /// recently, never `digest` itself), for a fill of `digest` to use at once. False, and
     /// nothing freed, when the cache holds less than that to give.
     pub fn take(&self, digest: &Digest, n: u64) -> bool {
-        let Ok(mut state) = self.shared.state.lock() else {
-            return false;
-        };
-        let state = &mut *state;
-        // Readers of one blob at once may fill the same pages: it never holds more than its
-        // file.
-        let n = match state.blobs.get(digest) {
-            Some(kept) => n.min(kept.len - kept.bytes),
-            None => n,
-        };
-        if n == 0 {
-            return true;
-        }
-        let own = state.blobs.get(digest).map_or(0, |k| k.bytes);
-        let others = state.kept - own;
-        if state.top + others < n {
-            return false;
-        }
-        let mut need = n;
-        if let Some((_, file)) = &self.shared.reserve {
-            let k = need.min(state.top);
-            if k > 0 {
-                // Whole large pages go: a part of one could not be freed.
-                let whole = k.div_ceil(RESERVE_GRAIN).saturating_mul(RESERVE_GRAIN);
-                let drop = whole.min(state.top);
-                drop_pages(file, state.top - drop, drop);
-                state.top -= drop;
-                need -= k;
-            }
-        }
-        while need > 0 {
-            let Some((&oldest, _)) = state
-                .blobs
-                .iter()
-                .filter(|(d, k)| *d != digest && k.bytes > 0)
-                .min_by_key(|(_, k)| k.used)
-            else {
-                break;
-            };
-            let kept = state.blobs.get_mut(&oldest).expect("found above");
-            let k = need.min(kept.bytes);
-            // Its tail goes: the bookkeeping treats what a blob holds as a prefix.
-            if let Ok(file) = File::open(&kept.path) {
-                drop_pages(&file, kept.bytes - k, k);
-            }
-            kept.bytes -= k;
-            if kept.bytes == 0 {
-                // Out of the cache: its next read is a first one again.
-                state.blobs.remove(&oldest);
-            }
-            state.kept -= k;
-            need -= k;
-        }
-        if let Some(kept) = state.blobs.get_mut(digest) {
-            kept.bytes += n;
-        }
-        state.kept += n;
-        true
+        self.shared.take(digest, n)
     }
 
     /// A fill of `n` bytes that `take` made room for did not happen after all: the memory
     /// freed for it goes back to being the reserve's to prepare again.
     pub fn untake(&self, digest: &Digest, n: u64) {
-        if let Ok(mut state) = self.shared.state.lock() {
-            if let Some(kept) = state.blobs.get_mut(digest) {
-                kept.bytes = kept.bytes.saturating_sub(n);
-            }
-            state.kept = state.kept.saturating_sub(n);
-        }
-        self.shared.wake.notify_one();
+        self.shared.untake(digest, n)
     }
 
     /// A blob is gone (deleted): its pages went with its file.
@@ -301,20 +240,174 @@ impl ReadCache {
     }
 }
 
+impl State {
+    /// Counts a blob as admitted and just used.
+    fn keep(&mut self, digest: &Digest, path: &Path, file_len: u64) {
+        self.tick += 1;
+        let tick = self.tick;
+        if self.blobs.len() >= SEEN_MAX && !self.blobs.contains_key(digest) {
+            // Admitted blobs whose reads found them in memory anyway hold nothing of ours.
+            self.blobs.retain(|_, k| k.bytes > 0);
+        }
+        self.seen.remove(digest);
+        self.blobs
+            .entry(*digest)
+            .or_insert_with(|| Kept {
+                path: path.to_path_buf(),
+                len: file_len,
+                bytes: 0,
+                used: tick,
+            })
+            .used = tick;
+    }
+}
+
 impl Shared {
-    /// Prepares the reserve until it and the blobs held fill the budget, then waits for room.
+    /// See [`ReadCache::take`].
+    fn take(&self, digest: &Digest, n: u64) -> bool {
+        let Ok(mut state) = self.state.lock() else {
+            return false;
+        };
+        let state = &mut *state;
+        // Readers of one blob at once may fill the same pages: it never holds more than its
+        // file.
+        let n = match state.blobs.get(digest) {
+            Some(kept) => n.min(kept.len - kept.bytes),
+            None => n,
+        };
+        if n == 0 {
+            return true;
+        }
+        let own = state.blobs.get(digest).map_or(0, |k| k.bytes);
+        let others = state.kept - own;
+        if state.top + others < n {
+            return false;
+        }
+        let mut need = n;
+        if let Some((_, file)) = &self.reserve {
+            let k = need.min(state.top);
+            if k > 0 {
+                // Whole large pages go: a part of one could not be freed.
+                let whole = k.div_ceil(RESERVE_GRAIN).saturating_mul(RESERVE_GRAIN);
+                let drop = whole.min(state.top);
+                drop_pages(file, state.top - drop, drop);
+                state.top -= drop;
+                need -= k;
+            }
+        }
+        while need > 0 {
+            let Some((&oldest, _)) = state
+                .blobs
+                .iter()
+                .filter(|(d, k)| *d != digest && k.bytes > 0)
+                .min_by_key(|(_, k)| k.used)
+            else {
+                break;
+            };
+            let kept = state.blobs.get_mut(&oldest).expect("found above");
+            let k = need.min(kept.bytes);
+            // Its tail goes: the bookkeeping treats what a blob holds as a prefix.
+            if let Ok(file) = File::open(&kept.path) {
+                drop_pages(&file, kept.bytes - k, k);
+            }
+            kept.bytes -= k;
+            if kept.bytes == 0 {
+                // Out of the cache: its next read is a first one again.
+                state.blobs.remove(&oldest);
+            }
+            state.kept -= k;
+            need -= k;
+        }
+        if let Some(kept) = state.blobs.get_mut(digest) {
+            kept.bytes += n;
+        }
+        state.kept += n;
+        true
+    }
+
+    /// See [`ReadCache::untake`].
+    fn untake(&self, digest: &Digest, n: u64) {
+        if let Ok(mut state) = self.state.lock() {
+            if let Some(kept) = state.blobs.get_mut(digest) {
+                kept.bytes = kept.bytes.saturating_sub(n);
+            }
+            state.kept = state.kept.saturating_sub(n);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Warms one blob (see [`ReadCache::warm`]): a step at a time, each read into memory freed
+    /// for it just before; the steps already in memory are skipped. Stops when the blob is
+    /// gone, the cache has no more to give, or memory turns out fresh (slow to fill).
+    fn warm_blob(&self, digest: &Digest, path: &Path, step: &mut [u8]) {
+        let Ok(file) = File::open(path) else { return };
+        let Ok(len) = file.metadata().map(|m| m.len()) else {
+            return;
+        };
+        if len > self.budget {
+            return;
+        }
+        match self.state.lock() {
+            Ok(mut state) if !state.stop => state.keep(digest, path, len),
+            _ => return,
+        }
+        // SAFETY: fadvise on an fd we own, with integer arguments.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+        let (mut cpu_total, mut filled) = (Duration::ZERO, 0u64);
+        let mut at = 0;
+        while at < len {
+            let n = (step.len() as u64).min(len - at);
+            if self.state.lock().map_or(true, |s| s.stop) {
+                return;
+            }
+            if !resident(&file, at, n).unwrap_or(false) {
+                if !self.take(digest, n) {
+                    return;
+                }
+                let before = thread_cpu();
+                if file.read_exact_at(&mut step[..n as usize], at).is_err() {
+                    self.untake(digest, n);
+                    return;
+                }
+                let cpu = thread_cpu().saturating_sub(before);
+                cpu_total += cpu;
+                filled += n;
+                if fresh_memory(cpu, n, cpu_total, filled) {
+                    tracing::debug!(%digest, filled, "warming a blob found only fresh memory: stopped");
+                    return;
+                }
+            }
+            at += n;
+        }
+    }
+
+    /// Prepares the reserve until it and the blobs held fill the budget, then waits for room;
+    /// warms the blobs asked for first.
     fn prepare(&self) {
         let Some((_, file)) = &self.reserve else {
             return;
         };
         idle_priority();
         let mut step = vec![0u8; PREPARE_STEP as usize];
+        let mut warm_step: Vec<u8> = Vec::new();
         let Ok(mut state) = self.state.lock() else {
             return;
         };
         loop {
             if state.stop {
                 return;
+            }
+            if let Some((digest, path)) = state.warm.pop_front() {
+                drop(state);
+                if warm_step.is_empty() {
+                    warm_step = vec![0u8; WARM_STEP];
+                }
+                self.warm_blob(&digest, &path, &mut warm_step);
+                state = match self.state.lock() {
+                    Ok(state) => state,
+                    Err(_) => return,
+                };
+                continue;
             }
             if state.top + state.kept + PREPARE_STEP > self.budget {
                 state = match self.wake.wait(state) {
@@ -518,11 +611,7 @@ mod tests {
             path
         };
         let (a, b, c) = (blob(1), blob(2), blob(3));
-        // Admitted on the second read; a read that did not go through the store counts.
-        let elsewhere = blob(9);
-        cache.read_elsewhere(&digest(9));
-        assert!(cache.admit(&digest(9), &elsewhere, 4 << 20));
-        cache.forget(&digest(9));
+        // Admitted on the second read.
         assert!(!cache.admit(&digest(1), &a, 4 << 20));
         assert!(cache.admit(&digest(1), &a, 4 << 20));
         assert!(cache.take(&digest(1), 4 << 20));
@@ -554,6 +643,52 @@ mod tests {
         // Deleted blobs give their share back to the reserve, which is prepared again.
         cache.forget(&digest(2));
         wait_ready(&cache, 4 << 20);
+    }
+
+    #[test]
+    fn a_warmed_blob_is_read_into_memory_and_admitted_without_a_first_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ReadCache::new(&dir.path().join("cache"), 16 << 20).unwrap();
+        wait_ready(&cache, 16 << 20);
+        let path = dir.path().join("blob");
+        let mut file = File::create(&path).unwrap();
+        file.write_all(&vec![5u8; 6 << 20]).unwrap();
+        file.sync_all().unwrap();
+        drop_pages(&file, 0, 6 << 20);
+        cache.warm(&digest(5), &path);
+        let file = File::open(&path).unwrap();
+        for _ in 0..500 {
+            if resident(&file, 0, 6 << 20).unwrap() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(resident(&file, 0, 6 << 20).unwrap());
+        // Its next read is admitted: it is the one to be served from memory.
+        assert!(cache.admit(&digest(5), &path, 6 << 20));
+        // What it filled counts against the budget (the reserve gave it the room).
+        let state = cache.shared.state.lock().unwrap();
+        assert!(state.top + state.kept <= 16 << 20);
+        assert!(state.blobs.contains_key(&digest(5)));
+        drop(state);
+        // A missing blob, one larger than the budget, and any blob without a budget: nothing.
+        cache.warm(&digest(6), &dir.path().join("missing"));
+        let big = dir.path().join("big");
+        File::create(&big).unwrap().set_len(32 << 20).unwrap();
+        cache.warm(&digest(7), &big);
+        let none = ReadCache::new(&dir.path().join("none"), 0).unwrap();
+        none.warm(&digest(5), &path);
+        for _ in 0..500 {
+            if cache.shared.state.lock().unwrap().warm.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let state = cache.shared.state.lock().unwrap();
+        assert!(!state.blobs.contains_key(&digest(6)));
+        assert!(!state.blobs.contains_key(&digest(7)));
+        assert!(none.shared.state.lock().unwrap().warm.is_empty());
     }
 
     #[test]
