@@ -571,3 +571,151 @@ fn importing_needs_its_own_permission_and_repo_pull_fetches_the_whole_image() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("has no manifest"), "{}", stderr(&out));
 }
+
+/// docker's own `registry-mirrors` setting (daemon.json) on the running dockerd, for the
+/// length of a test: dockerd reloads it on SIGHUP; the file as it was is put back (and
+/// reloaded) at the end.
+struct DockerMirrorSetting {
+    path: PathBuf,
+    before: Option<Vec<u8>>,
+    dockerd: String,
+    mirror: String,
+}
+
+impl DockerMirrorSetting {
+    fn set(mirror: &str) -> DockerMirrorSetting {
+        let dockerd = std::fs::read_to_string("/var/run/docker.pid")
+            .ok()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .or_else(|| {
+                let out = run("pgrep", &["-o", "-x", "dockerd"]);
+                out.status
+                    .success()
+                    .then(|| stdout(&out).trim().to_string())
+            })
+            .expect("this test reloads dockerd's daemon.json: no dockerd pid found");
+        let path = PathBuf::from("/etc/docker/daemon.json");
+        let before = std::fs::read(&path).ok();
+        let mut config: serde_json::Value = match &before {
+            Some(bytes) => serde_json::from_slice(bytes)
+                .unwrap_or_else(|e| panic!("{} is no JSON: {e}", path.display())),
+            None => serde_json::json!({}),
+        };
+        config["registry-mirrors"] = serde_json::json!([mirror]);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap_or_else(|e| {
+            panic!(
+                "this test sets registry-mirrors in {}: {e} (run it as root)",
+                path.display()
+            )
+        });
+        let setting = DockerMirrorSetting {
+            path,
+            before,
+            dockerd,
+            mirror: mirror.to_string(),
+        };
+        setting.reload();
+        for _ in 0..100 {
+            let out = run(
+                "docker",
+                &["info", "--format", "{{json .RegistryConfig.Mirrors}}"],
+            );
+            if stdout(&out).contains(mirror) {
+                return setting;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("dockerd did not take registry-mirrors {mirror} on reload (see its log)");
+    }
+
+    fn reload(&self) {
+        run_ok("kill", &["-HUP", &self.dockerd]);
+    }
+}
+
+impl Drop for DockerMirrorSetting {
+    fn drop(&mut self) {
+        // dockerd's reload changes only what the file names: the setting as it was (none)
+        // is loaded first, then the file is put back as it was.
+        let mut config: serde_json::Value = self
+            .before
+            .as_deref()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_else(|| serde_json::json!({}));
+        if config.get("registry-mirrors").is_none() {
+            config["registry-mirrors"] = serde_json::json!([]);
+        }
+        let _ = std::fs::write(&self.path, config.to_string());
+        self.reload();
+        for _ in 0..100 {
+            let out = run(
+                "docker",
+                &["info", "--format", "{{json .RegistryConfig.Mirrors}}"],
+            );
+            if !stdout(&out).contains(&self.mirror) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        match &self.before {
+            Some(bytes) => {
+                let _ = std::fs::write(&self.path, bytes);
+            }
+            None => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+#[test]
+fn dockers_registry_mirrors_setting_sends_docker_hub_pulls_through_the_cache() {
+    require_docker();
+    require_skopeo();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Distribution::start(dir.path(), DistOpts::plain());
+    let local = Local::start(&a);
+    local.env.ecrl_ok(&[
+        "mirror",
+        "cache",
+        "create",
+        "hub",
+        &a.host(),
+        "--docker-hub-mirror",
+    ]);
+    // A runnable image on the upstream under a Docker Hub official-image name.
+    let images = DockerImages::new();
+    let id = unique("hub-mirror");
+    let built = format!("ecrl-test/hub-mirror:{id}");
+    build_busybox_image(&images, &built, &id);
+    let mut args = vec!["copy".to_string()];
+    args.extend(a.skopeo_dest_flags());
+    args.push(format!("docker-daemon:{built}"));
+    args.push(format!("docker://{}/library/{id}:1", a.host()));
+    run_ok(
+        "skopeo",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    // The engine forgets it, so that its pull must fetch every layer.
+    run_ok("docker", &["rmi", "-f", &built]);
+
+    // docker itself is pointed at ecrl, as a user's daemon.json would; the Docker Hub name
+    // is pulled (there is no internet here: only the mirror can answer) and runs.
+    let port = local.host.rsplit_once(':').unwrap().1;
+    let _setting = DockerMirrorSetting::set(&format!("http://127.0.0.1:{port}"));
+    let hub_name = format!("{id}:1");
+    images.track(&hub_name);
+    run_ok("docker", &["pull", "-q", &hub_name]);
+    let printed = run_ok(
+        "docker",
+        &["run", "--rm", &hub_name, "cat", "/etc/ecrl-test-id"],
+    );
+    assert_eq!(printed.trim(), id);
+    // It went through the rule: cached under its prefix, fetched from the upstream.
+    let listed = local.env.ecrl_ok(&["repo", "list"]);
+    assert!(listed.contains(&format!("hub/library/{id}")), "{listed}");
+    let log = local.log();
+    assert!(log.contains("fetched a blob"), "{log}");
+}
