@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod docker_config;
 pub mod http_range;
+pub mod lifecycle;
 pub mod manifest;
 pub mod mirror;
 pub mod names;

@@ -71,20 +71,7 @@ impl ReplicationConfiguration {
     /// registry answers to (a rule may not send images back to it).
     pub fn parse(text: &str, own: &OwnHosts) -> Result<Self, InvalidReplication> {
         let one = |path: &str, message: String| InvalidReplication(vec![at(path, &message)]);
-        let value: serde_json::Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(json) => match serde_yaml::from_str(text) {
-                Ok(v) => v,
-                Err(yaml) => {
-                    let e = if text.trim_start().starts_with('{') {
-                        json.to_string()
-                    } else {
-                        yaml.to_string()
-                    };
-                    return Err(one("", format!("not valid JSON or YAML: {e}")));
-                }
-            },
-        };
+        let value = crate::nesting::json_or_yaml(text).map_err(|e| one("", e))?;
         let (value, prefix) = match serde_json::from_value::<Wrapped>(value.clone()) {
             Ok(w) => (w.configuration, "replicationConfiguration."),
             Err(_) => (value, ""),

@@ -22,6 +22,23 @@ pub struct TooDeep {
     pub column: usize,
 }
 
+/// A JSON or YAML document (JSON tried first) as a JSON value; its nesting is checked first.
+/// The error says what is wrong, for the document as a whole.
+pub fn json_or_yaml(text: &str) -> Result<serde_json::Value, String> {
+    check_depth(text).map_err(|e| e.to_string())?;
+    match serde_json::from_str(text) {
+        Ok(v) => Ok(v),
+        Err(json) => serde_yaml::from_str(text).map_err(|yaml| {
+            let e = if text.trim_start().starts_with('{') {
+                json.to_string()
+            } else {
+                yaml.to_string()
+            };
+            format!("not valid JSON or YAML: {e}")
+        }),
+    }
+}
+
 /// Scans `text` (JSON, or YAML's flow style) for `[` and `{` outside quoted strings and
 /// comments, in one pass. A quote opens a string only where a value can start (after
 /// whitespace, `[`, `{`, `,` or `:`), so a YAML plain scalar such as `it's` does not hide the
