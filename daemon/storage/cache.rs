@@ -46,7 +46,7 @@ const SEEN_MAX: usize = 4096;
 const WARM_MAX: usize = 64;
 
 /// Bytes a warming reads at a time (whole large pages of the reserve are freed for each).
-const WARM_STEP: usize = 2 << 20;
+const WARM_STEP: u64 = 2 << 20;
 
 /// Pages are dropped from the reserve in multiples of this, whole large pages (the reserve is
 /// read in with the kernel's large-page readahead, and fills reuse those pages as they are).
@@ -336,10 +336,10 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    /// Warms one blob (see [`ReadCache::warm`]): a step at a time, each read into memory freed
-    /// for it just before; the steps already in memory are skipped. Stops when the blob is
+    /// Warms one blob (see [`ReadCache::warm`]): a step at a time, each read ahead into memory
+    /// freed for it just before; the steps already in memory are skipped. Stops when the blob is
     /// gone, the cache has no more to give, or memory turns out fresh (slow to fill).
-    fn warm_blob(&self, digest: &Digest, path: &Path, step: &mut [u8]) {
+    fn warm_blob(&self, digest: &Digest, path: &Path) {
         let Ok(file) = File::open(path) else { return };
         let Ok(len) = file.metadata().map(|m| m.len()) else {
             return;
@@ -356,7 +356,7 @@ impl Shared {
         let (mut cpu_total, mut filled) = (Duration::ZERO, 0u64);
         let mut at = 0;
         while at < len {
-            let n = (step.len() as u64).min(len - at);
+            let n = WARM_STEP.min(len - at);
             if self.state.lock().map_or(true, |s| s.stop) {
                 return;
             }
@@ -365,7 +365,13 @@ impl Shared {
                     return;
                 }
                 let before = thread_cpu();
-                if file.read_exact_at(&mut step[..n as usize], at).is_err() {
+                // The kernel reads the step into the page cache (the pages allocated here,
+                // in this thread); nothing is copied out.
+                // SAFETY: readahead on an fd we own, with integer arguments.
+                let r = unsafe {
+                    libc::readahead(file.as_raw_fd(), at as libc::off64_t, n as libc::size_t)
+                };
+                if r != 0 {
                     self.untake(digest, n);
                     return;
                 }
@@ -389,7 +395,6 @@ impl Shared {
         };
         idle_priority();
         let mut step = vec![0u8; PREPARE_STEP as usize];
-        let mut warm_step: Vec<u8> = Vec::new();
         let Ok(mut state) = self.state.lock() else {
             return;
         };
@@ -399,10 +404,7 @@ impl Shared {
             }
             if let Some((digest, path)) = state.warm.pop_front() {
                 drop(state);
-                if warm_step.is_empty() {
-                    warm_step = vec![0u8; WARM_STEP];
-                }
-                self.warm_blob(&digest, &path, &mut warm_step);
+                self.warm_blob(&digest, &path);
                 state = match self.state.lock() {
                     Ok(state) => state,
                     Err(_) => return,
