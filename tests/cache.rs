@@ -265,8 +265,18 @@ fn concurrent_pulls_of_a_new_image_fetch_each_blob_once() {
         big.extend_from_slice(&x.to_le_bytes());
     }
     let (image, digest) = oci_layout_image(dir.path(), &[big]);
-    drop(image.clone());
     a.push_layout(&image, "big:1");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(image.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap(),
+    )
+    .unwrap();
+    let blobs: Vec<String> = std::iter::once(&manifest["config"])
+        .chain(manifest["layers"].as_array().unwrap())
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect();
+    for blob in &blobs {
+        assert_eq!(a.blob_gets(blob), 0, "{blob} served before any pull");
+    }
     let pulls: Vec<_> = (0..8)
         .map(|i| {
             let out = dir.path().join(format!("pulled-{i}"));
@@ -289,6 +299,10 @@ fn concurrent_pulls_of_a_new_image_fetch_each_blob_once() {
         assert!(out.status.success(), "{}", stderr(&out));
     }
     assert_eq!(local.digest("up/big:1").unwrap(), digest);
+    // The upstream's own access log: each blob (the config, the 256 MiB layer) served once.
+    for blob in &blobs {
+        assert_eq!(a.blob_gets(blob), 1, "{blob}:\n{}", a.log());
+    }
     let log = local.log();
     let fetches = log.matches("pull-through cache: fetched a blob").count();
     assert_eq!(fetches, 2, "each blob (config, layer) fetched once:\n{log}");

@@ -195,6 +195,23 @@ impl Distribution {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// How many times the registry served blob `digest` whole or in part (`GET`s answered
+    /// 200 or 206, from its access log).
+    pub fn blob_gets(&self, digest: &str) -> usize {
+        let path = format!("/blobs/{digest} ");
+        self.log()
+            .lines()
+            .filter(|l| l.contains("\"GET /v2/") && l.contains(&path))
+            .filter(|l| {
+                // `"GET /v2/... HTTP/1.1" 200 SIZE ...`
+                let status = l
+                    .split_once("HTTP/")
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+                matches!(status, Some("200") | Some("206"))
+            })
+            .count()
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -461,7 +478,7 @@ fn config_yaml(
     // A fixed secret keeps upload state signed before a restart valid after it.
     let mut yaml = format!(
         "version: 0.1\n\
-         log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+         log:\n  level: warn\n  accesslog:\n    disabled: false\n\
          storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
          redirect:\n    disable: true\n  \
          maintenance:\n    uploadpurging:\n      enabled: false\n\
