@@ -127,7 +127,7 @@ Without --user the token is the registry owner's (whoever can reach the control 
 which may do everything; with --user it acts as that user, within the user's policies, and
 stops working when the user's access key is rotated or the user is deleted.";
 
-fn read_text(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn read_text(path: &Path) -> anyhow::Result<String> {
     if path.as_os_str() == "-" {
         Ok(std::io::read_to_string(std::io::stdin())?)
     } else {

@@ -5,6 +5,7 @@ mod auth;
 mod completions;
 mod daemon;
 mod image;
+mod lifecycle;
 mod mirror;
 mod output;
 mod refs;

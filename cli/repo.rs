@@ -38,6 +38,9 @@ pub enum RepoCommand {
     /// Set, print or remove a repository's policy (ECR repository policies, IAM JSON)
     #[command(subcommand)]
     Policy(crate::auth::RepoPolicyCommand),
+    /// Lifecycle policies (ECR's): expire images by tag, count and age, on a schedule
+    #[command(subcommand)]
+    Lifecycle(crate::lifecycle::LifecycleCommand),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -112,6 +115,9 @@ pub fn run(ctx: &Context, command: RepoCommand) -> anyhow::Result<ExitCode> {
         RepoCommand::Pull(args) => return transfer::pull(ctx, args),
         RepoCommand::Policy(cmd) => {
             return crate::app::block_on(crate::auth::repo_policy(ctx, cmd))?
+        }
+        RepoCommand::Lifecycle(cmd) => {
+            return crate::app::block_on(crate::lifecycle::run(ctx, cmd))?
         }
     }
     Ok(ExitCode::SUCCESS)

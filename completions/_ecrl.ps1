@@ -160,6 +160,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('push', 'push', [CompletionResultType]::ParameterValue, 'Push an image from an archive, an OCI layout or the Docker engine into a repository')
             [CompletionResult]::new('pull', 'pull', [CompletionResultType]::ParameterValue, 'Pull an image into an archive, an OCI layout or the Docker engine')
             [CompletionResult]::new('policy', 'policy', [CompletionResultType]::ParameterValue, 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)')
+            [CompletionResult]::new('lifecycle', 'lifecycle', [CompletionResultType]::ParameterValue, 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -307,6 +308,109 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
         'ecrl;repo;policy;help;help' {
             break
         }
+        'ecrl;repo;lifecycle' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Set a repository''s lifecycle policy (ECR PutLifecyclePolicy) from a JSON or YAML file (- reads stdin); the daemon applies it every lifecycle.interval (1h)')
+            [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Print a repository''s lifecycle policy')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Remove a repository''s lifecycle policy')
+            [CompletionResult]::new('preview', 'preview', [CompletionResultType]::ParameterValue, 'What a policy would expire now, rule by rule, and what it keeps because tasks use it; nothing is deleted. The repository''s own policy, or the one in --file')
+            [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Apply the repository''s policy now; prints what it expired')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;repo;lifecycle;set' {
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'f')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'file')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;repo;lifecycle;get' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;repo;lifecycle;delete' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;repo;lifecycle;preview' {
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'f')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'file')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;repo;lifecycle;run' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;repo;lifecycle;help' {
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Set a repository''s lifecycle policy (ECR PutLifecyclePolicy) from a JSON or YAML file (- reads stdin); the daemon applies it every lifecycle.interval (1h)')
+            [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Print a repository''s lifecycle policy')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Remove a repository''s lifecycle policy')
+            [CompletionResult]::new('preview', 'preview', [CompletionResultType]::ParameterValue, 'What a policy would expire now, rule by rule, and what it keeps because tasks use it; nothing is deleted. The repository''s own policy, or the one in --file')
+            [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Apply the repository''s policy now; prints what it expired')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;repo;lifecycle;help;set' {
+            break
+        }
+        'ecrl;repo;lifecycle;help;get' {
+            break
+        }
+        'ecrl;repo;lifecycle;help;delete' {
+            break
+        }
+        'ecrl;repo;lifecycle;help;preview' {
+            break
+        }
+        'ecrl;repo;lifecycle;help;run' {
+            break
+        }
+        'ecrl;repo;lifecycle;help;help' {
+            break
+        }
         'ecrl;repo;help' {
             [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create a repository')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List repositories, optionally those whose name starts with PREFIX')
@@ -315,6 +419,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('push', 'push', [CompletionResultType]::ParameterValue, 'Push an image from an archive, an OCI layout or the Docker engine into a repository')
             [CompletionResult]::new('pull', 'pull', [CompletionResultType]::ParameterValue, 'Pull an image into an archive, an OCI layout or the Docker engine')
             [CompletionResult]::new('policy', 'policy', [CompletionResultType]::ParameterValue, 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)')
+            [CompletionResult]::new('lifecycle', 'lifecycle', [CompletionResultType]::ParameterValue, 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -349,6 +454,29 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;repo;help;policy;delete' {
+            break
+        }
+        'ecrl;repo;help;lifecycle' {
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Set a repository''s lifecycle policy (ECR PutLifecyclePolicy) from a JSON or YAML file (- reads stdin); the daemon applies it every lifecycle.interval (1h)')
+            [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Print a repository''s lifecycle policy')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Remove a repository''s lifecycle policy')
+            [CompletionResult]::new('preview', 'preview', [CompletionResultType]::ParameterValue, 'What a policy would expire now, rule by rule, and what it keeps because tasks use it; nothing is deleted. The repository''s own policy, or the one in --file')
+            [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Apply the repository''s policy now; prints what it expired')
+            break
+        }
+        'ecrl;repo;help;lifecycle;set' {
+            break
+        }
+        'ecrl;repo;help;lifecycle;get' {
+            break
+        }
+        'ecrl;repo;help;lifecycle;delete' {
+            break
+        }
+        'ecrl;repo;help;lifecycle;preview' {
+            break
+        }
+        'ecrl;repo;help;lifecycle;run' {
             break
         }
         'ecrl;repo;help;help' {
@@ -1478,6 +1606,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('push', 'push', [CompletionResultType]::ParameterValue, 'Push an image from an archive, an OCI layout or the Docker engine into a repository')
             [CompletionResult]::new('pull', 'pull', [CompletionResultType]::ParameterValue, 'Pull an image into an archive, an OCI layout or the Docker engine')
             [CompletionResult]::new('policy', 'policy', [CompletionResultType]::ParameterValue, 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)')
+            [CompletionResult]::new('lifecycle', 'lifecycle', [CompletionResultType]::ParameterValue, 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule')
             break
         }
         'ecrl;help;repo;create' {
@@ -1511,6 +1640,29 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;help;repo;policy;delete' {
+            break
+        }
+        'ecrl;help;repo;lifecycle' {
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Set a repository''s lifecycle policy (ECR PutLifecyclePolicy) from a JSON or YAML file (- reads stdin); the daemon applies it every lifecycle.interval (1h)')
+            [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Print a repository''s lifecycle policy')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Remove a repository''s lifecycle policy')
+            [CompletionResult]::new('preview', 'preview', [CompletionResultType]::ParameterValue, 'What a policy would expire now, rule by rule, and what it keeps because tasks use it; nothing is deleted. The repository''s own policy, or the one in --file')
+            [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Apply the repository''s policy now; prints what it expired')
+            break
+        }
+        'ecrl;help;repo;lifecycle;set' {
+            break
+        }
+        'ecrl;help;repo;lifecycle;get' {
+            break
+        }
+        'ecrl;help;repo;lifecycle;delete' {
+            break
+        }
+        'ecrl;help;repo;lifecycle;preview' {
+            break
+        }
+        'ecrl;help;repo;lifecycle;run' {
             break
         }
         'ecrl;help;image' {

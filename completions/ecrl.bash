@@ -397,6 +397,9 @@ _ecrl() {
             ecrl__subcmd__help__subcmd__repo,describe)
                 cmd="ecrl__subcmd__help__subcmd__repo__subcmd__describe"
                 ;;
+            ecrl__subcmd__help__subcmd__repo,lifecycle)
+                cmd="ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle"
+                ;;
             ecrl__subcmd__help__subcmd__repo,list)
                 cmd="ecrl__subcmd__help__subcmd__repo__subcmd__list"
                 ;;
@@ -408,6 +411,21 @@ _ecrl() {
                 ;;
             ecrl__subcmd__help__subcmd__repo,push)
                 cmd="ecrl__subcmd__help__subcmd__repo__subcmd__push"
+                ;;
+            ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle,delete)
+                cmd="ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle__subcmd__delete"
+                ;;
+            ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle,get)
+                cmd="ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle__subcmd__get"
+                ;;
+            ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle,preview)
+                cmd="ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle__subcmd__preview"
+                ;;
+            ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle,run)
+                cmd="ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle__subcmd__run"
+                ;;
+            ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle,set)
+                cmd="ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle__subcmd__set"
                 ;;
             ecrl__subcmd__help__subcmd__repo__subcmd__policy,delete)
                 cmd="ecrl__subcmd__help__subcmd__repo__subcmd__policy__subcmd__delete"
@@ -643,6 +661,9 @@ _ecrl() {
             ecrl__subcmd__repo,help)
                 cmd="ecrl__subcmd__repo__subcmd__help"
                 ;;
+            ecrl__subcmd__repo,lifecycle)
+                cmd="ecrl__subcmd__repo__subcmd__lifecycle"
+                ;;
             ecrl__subcmd__repo,list)
                 cmd="ecrl__subcmd__repo__subcmd__list"
                 ;;
@@ -667,6 +688,9 @@ _ecrl() {
             ecrl__subcmd__repo__subcmd__help,help)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__help"
                 ;;
+            ecrl__subcmd__repo__subcmd__help,lifecycle)
+                cmd="ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle"
+                ;;
             ecrl__subcmd__repo__subcmd__help,list)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__list"
                 ;;
@@ -679,6 +703,21 @@ _ecrl() {
             ecrl__subcmd__repo__subcmd__help,push)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__push"
                 ;;
+            ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle,delete)
+                cmd="ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle__subcmd__delete"
+                ;;
+            ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle,get)
+                cmd="ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle__subcmd__get"
+                ;;
+            ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle,preview)
+                cmd="ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle__subcmd__preview"
+                ;;
+            ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle,run)
+                cmd="ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle__subcmd__run"
+                ;;
+            ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle,set)
+                cmd="ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle__subcmd__set"
+                ;;
             ecrl__subcmd__repo__subcmd__help__subcmd__policy,delete)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__policy__subcmd__delete"
                 ;;
@@ -687,6 +726,42 @@ _ecrl() {
                 ;;
             ecrl__subcmd__repo__subcmd__help__subcmd__policy,set)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__policy__subcmd__set"
+                ;;
+            ecrl__subcmd__repo__subcmd__lifecycle,delete)
+                cmd="ecrl__subcmd__repo__subcmd__lifecycle__subcmd__delete"
+                ;;
+            ecrl__subcmd__repo__subcmd__lifecycle,get)
+                cmd="ecrl__subcmd__repo__subcmd__lifecycle__subcmd__get"
+                ;;
+            ecrl__subcmd__repo__subcmd__lifecycle,help)
+                cmd="ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help"
+                ;;
+            ecrl__subcmd__repo__subcmd__lifecycle,preview)
+                cmd="ecrl__subcmd__repo__subcmd__lifecycle__subcmd__preview"
+                ;;
+            ecrl__subcmd__repo__subcmd__lifecycle,run)
+                cmd="ecrl__subcmd__repo__subcmd__lifecycle__subcmd__run"
+                ;;
+            ecrl__subcmd__repo__subcmd__lifecycle,set)
+                cmd="ecrl__subcmd__repo__subcmd__lifecycle__subcmd__set"
+                ;;
+            ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help,delete)
+                cmd="ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help__subcmd__delete"
+                ;;
+            ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help,get)
+                cmd="ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help__subcmd__get"
+                ;;
+            ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help,help)
+                cmd="ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help__subcmd__help"
+                ;;
+            ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help,preview)
+                cmd="ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help__subcmd__preview"
+                ;;
+            ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help,run)
+                cmd="ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help__subcmd__run"
+                ;;
+            ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help,set)
+                cmd="ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help__subcmd__set"
                 ;;
             ecrl__subcmd__repo__subcmd__policy,delete)
                 cmd="ecrl__subcmd__repo__subcmd__policy__subcmd__delete"
@@ -2695,7 +2770,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help__subcmd__repo)
-            opts="create list describe delete push pull policy"
+            opts="create list describe delete push pull policy lifecycle"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2739,6 +2814,90 @@ _ecrl() {
         ecrl__subcmd__help__subcmd__repo__subcmd__describe)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle)
+            opts="set get delete preview run"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle__subcmd__preview)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -4159,7 +4318,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo)
-            opts="-q -h -V --output --quiet --socket --help --version create list describe delete push pull policy help"
+            opts="-q -h -V --output --quiet --socket --help --version create list describe delete push pull policy lifecycle help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4255,7 +4414,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo__subcmd__help)
-            opts="create list describe delete push pull policy help"
+            opts="create list describe delete push pull policy lifecycle help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4313,6 +4472,90 @@ _ecrl() {
         ecrl__subcmd__repo__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle)
+            opts="set get delete preview run"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle__subcmd__preview)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -4415,6 +4658,252 @@ _ecrl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__lifecycle)
+            opts="-q -h -V --output --quiet --socket --help --version set get delete preview run help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__lifecycle__subcmd__delete)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__lifecycle__subcmd__get)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help)
+            opts="set get delete preview run help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help__subcmd__preview)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__lifecycle__subcmd__help__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__lifecycle__subcmd__preview)
+            opts="-f -q -h -V --file --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__lifecycle__subcmd__run)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__lifecycle__subcmd__set)
+            opts="-f -q -h -V --file --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -145,6 +145,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand push 'Push an image from an archive, an OCI layout or the Docker engine into a repository'
             cand pull 'Pull an image into an archive, an OCI layout or the Docker engine'
             cand policy 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)'
+            cand lifecycle 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ecrl;repo;create'= {
@@ -276,6 +277,96 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         }
         &'ecrl;repo;policy;help;help'= {
         }
+        &'ecrl;repo;lifecycle'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand set 'Set a repository''s lifecycle policy (ECR PutLifecyclePolicy) from a JSON or YAML file (- reads stdin); the daemon applies it every lifecycle.interval (1h)'
+            cand get 'Print a repository''s lifecycle policy'
+            cand delete 'Remove a repository''s lifecycle policy'
+            cand preview 'What a policy would expire now, rule by rule, and what it keeps because tasks use it; nothing is deleted. The repository''s own policy, or the one in --file'
+            cand run 'Apply the repository''s policy now; prints what it expired'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;repo;lifecycle;set'= {
+            cand -f 'f'
+            cand --file 'file'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;repo;lifecycle;get'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;repo;lifecycle;delete'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;repo;lifecycle;preview'= {
+            cand -f 'f'
+            cand --file 'file'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;repo;lifecycle;run'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;repo;lifecycle;help'= {
+            cand set 'Set a repository''s lifecycle policy (ECR PutLifecyclePolicy) from a JSON or YAML file (- reads stdin); the daemon applies it every lifecycle.interval (1h)'
+            cand get 'Print a repository''s lifecycle policy'
+            cand delete 'Remove a repository''s lifecycle policy'
+            cand preview 'What a policy would expire now, rule by rule, and what it keeps because tasks use it; nothing is deleted. The repository''s own policy, or the one in --file'
+            cand run 'Apply the repository''s policy now; prints what it expired'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;repo;lifecycle;help;set'= {
+        }
+        &'ecrl;repo;lifecycle;help;get'= {
+        }
+        &'ecrl;repo;lifecycle;help;delete'= {
+        }
+        &'ecrl;repo;lifecycle;help;preview'= {
+        }
+        &'ecrl;repo;lifecycle;help;run'= {
+        }
+        &'ecrl;repo;lifecycle;help;help'= {
+        }
         &'ecrl;repo;help'= {
             cand create 'Create a repository'
             cand list 'List repositories, optionally those whose name starts with PREFIX'
@@ -284,6 +375,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand push 'Push an image from an archive, an OCI layout or the Docker engine into a repository'
             cand pull 'Pull an image into an archive, an OCI layout or the Docker engine'
             cand policy 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)'
+            cand lifecycle 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ecrl;repo;help;create'= {
@@ -308,6 +400,23 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;repo;help;policy;get'= {
         }
         &'ecrl;repo;help;policy;delete'= {
+        }
+        &'ecrl;repo;help;lifecycle'= {
+            cand set 'Set a repository''s lifecycle policy (ECR PutLifecyclePolicy) from a JSON or YAML file (- reads stdin); the daemon applies it every lifecycle.interval (1h)'
+            cand get 'Print a repository''s lifecycle policy'
+            cand delete 'Remove a repository''s lifecycle policy'
+            cand preview 'What a policy would expire now, rule by rule, and what it keeps because tasks use it; nothing is deleted. The repository''s own policy, or the one in --file'
+            cand run 'Apply the repository''s policy now; prints what it expired'
+        }
+        &'ecrl;repo;help;lifecycle;set'= {
+        }
+        &'ecrl;repo;help;lifecycle;get'= {
+        }
+        &'ecrl;repo;help;lifecycle;delete'= {
+        }
+        &'ecrl;repo;help;lifecycle;preview'= {
+        }
+        &'ecrl;repo;help;lifecycle;run'= {
         }
         &'ecrl;repo;help;help'= {
         }
@@ -1281,6 +1390,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand push 'Push an image from an archive, an OCI layout or the Docker engine into a repository'
             cand pull 'Pull an image into an archive, an OCI layout or the Docker engine'
             cand policy 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)'
+            cand lifecycle 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule'
         }
         &'ecrl;help;repo;create'= {
         }
@@ -1304,6 +1414,23 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;repo;policy;get'= {
         }
         &'ecrl;help;repo;policy;delete'= {
+        }
+        &'ecrl;help;repo;lifecycle'= {
+            cand set 'Set a repository''s lifecycle policy (ECR PutLifecyclePolicy) from a JSON or YAML file (- reads stdin); the daemon applies it every lifecycle.interval (1h)'
+            cand get 'Print a repository''s lifecycle policy'
+            cand delete 'Remove a repository''s lifecycle policy'
+            cand preview 'What a policy would expire now, rule by rule, and what it keeps because tasks use it; nothing is deleted. The repository''s own policy, or the one in --file'
+            cand run 'Apply the repository''s policy now; prints what it expired'
+        }
+        &'ecrl;help;repo;lifecycle;set'= {
+        }
+        &'ecrl;help;repo;lifecycle;get'= {
+        }
+        &'ecrl;help;repo;lifecycle;delete'= {
+        }
+        &'ecrl;help;repo;lifecycle;preview'= {
+        }
+        &'ecrl;help;repo;lifecycle;run'= {
         }
         &'ecrl;help;image'= {
             cand list 'List a repository''s images (digest and tag pairs)'

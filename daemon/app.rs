@@ -430,6 +430,10 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         );
     }
     tokio::spawn(housekeeping(state.clone()));
+    tokio::spawn(crate::lifecycle::schedule(
+        state.clone(),
+        state.config.lifecycle_interval,
+    ));
     crate::mirror::start(&state);
     tokio::spawn(conns.clone().trim_after_floods(shutdown.clone()));
     // Tasks a previous daemon left running are supervised again (once the engine answers).

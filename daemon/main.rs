@@ -4,6 +4,7 @@ mod app;
 mod auth;
 mod control;
 mod images;
+mod lifecycle;
 mod lock;
 mod logging;
 mod metadata;

@@ -251,6 +251,16 @@ pub struct FileConfig {
     pub storage: StorageFileConfig,
     #[serde(default)]
     pub mirror: MirrorFileConfig,
+    #[serde(default)]
+    pub lifecycle: LifecycleFileConfig,
+}
+
+/// `lifecycle`: how often the daemon applies every repository's lifecycle policy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleFileConfig {
+    /// e.g. `1h` (the default), `30m`.
+    pub interval: Option<String>,
 }
 
 /// `mirror`: how ecrld reaches other registries, and how replication retries.
@@ -471,6 +481,8 @@ pub struct DaemonConfig {
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
     pub mirror: MirrorConfig,
+    /// How often every repository's lifecycle policy is applied (`lifecycle.interval`).
+    pub lifecycle_interval: std::time::Duration,
 }
 
 /// What bounds the registry's connections (`registry.*_timeout`, `registry.max_connections*`).
@@ -840,6 +852,8 @@ pub fn resolve(
             )?,
         }
     };
+    let lifecycle_interval = duration("lifecycle.interval", &file.lifecycle.interval, 3_600)?
+        .max(std::time::Duration::from_secs(1));
     let account_id = match file.account_id {
         Some(id) if !(id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())) => {
             return Err(ConfigError::AccountId {
@@ -873,6 +887,7 @@ pub fn resolve(
         encryption: options.encryption.or(file.storage.encryption),
         config_file: config_file.map(|p| paths::absolute(&p)),
         mirror,
+        lifecycle_interval,
     })
 }
 

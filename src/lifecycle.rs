@@ -26,7 +26,8 @@ pub const MAX_RULES: usize = 50;
 pub const MAX_TEXT: usize = 30_720;
 pub const MAX_WILDCARDS: usize = 4;
 
-const DAY: i64 = 24 * 3600;
+/// A day in milliseconds (times here are unix milliseconds, as ecrl records them).
+const DAY: i64 = 24 * 3600 * 1000;
 
 /// A lifecycle policy (ECR's `lifecyclePolicyText`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -329,9 +330,9 @@ impl TagStatus {
 pub struct Image {
     pub digest: Digest,
     pub tags: Vec<String>,
-    /// Unix seconds.
+    /// Unix milliseconds.
     pub pushed_at: i64,
-    /// Unix seconds of the last recorded pull, if any.
+    /// Unix milliseconds of the last recorded pull, if any.
     pub last_pulled_at: Option<i64>,
     /// Why it may not be expired whatever the rules say (a task uses it), if so.
     pub in_use: Option<String>,
@@ -346,7 +347,7 @@ pub enum Verdict {
     Kept { rule_priority: i64, reason: String },
 }
 
-/// Which images `policy` expires among `images` at `now` (unix seconds), and which it would
+/// Which images `policy` expires among `images` at `now` (unix milliseconds), and which it would
 /// expire but keeps because they are in use: by digest, for the images a rule marked.
 pub fn evaluate(policy: &LifecyclePolicy, images: &[Image], now: i64) -> HashMap<Digest, Verdict> {
     let mut rules: Vec<&Rule> = policy.rules.iter().collect();
@@ -482,8 +483,8 @@ fn at(path: &str, message: &str) -> String {
 mod tests {
     use super::*;
 
-    const NOW: i64 = 1_800_000_000;
-    const HOUR: i64 = 3600;
+    const NOW: i64 = 1_800_000_000_000;
+    const HOUR: i64 = 3600 * 1000;
 
     fn image(n: u8, tags: &[&str], age: i64) -> Image {
         Image {
@@ -699,7 +700,7 @@ mod tests {
 
     #[test]
     fn age_counts_whole_days_strictly() {
-        let images = [image(A, &[], 7 * DAY), image(B, &[], 7 * DAY + 1)];
+        let images = [image(A, &[], 7 * DAY), image(B, &[], 7 * DAY + 1000)];
         let p = policy(&[rule(
             1,
             r#"{"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 7}"#,

@@ -5,6 +5,7 @@
 //! Handlers call into the daemon's services; they never touch files themselves.
 
 mod auth;
+mod lifecycle;
 mod mirror;
 mod repos;
 mod system;
@@ -172,6 +173,7 @@ fn router(state: Arc<AppState>) -> Router {
     let app = Router::new();
     let app = system::routes(app);
     let app = repos::routes(app);
+    let app = lifecycle::routes(app);
     let app = auth::routes(app);
     let app = transfer::routes(app);
     let app = mirror::routes(app);

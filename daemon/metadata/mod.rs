@@ -7,6 +7,7 @@
 //! SQLite. This module must not call storage, the registry or the network.
 
 mod auth;
+pub mod lifecycle;
 pub mod mirror;
 mod schema;
 mod tasks;
@@ -108,6 +109,8 @@ pub struct Repo {
     pub blobs: HashMap<Digest, u64>,
     /// The repository policy's document, when one is set.
     pub policy: Option<String>,
+    /// The lifecycle policy, when one is set.
+    pub lifecycle: Option<lifecycle::Lifecycle>,
 }
 
 impl Repo {
@@ -1018,6 +1021,7 @@ fn load(
     tasks::load(conn, &mut index)?;
     auth::load(conn, &mut index)?;
     mirror::load(conn, &mut index)?;
+    lifecycle::load(conn, &mut index)?;
     Ok(index)
 }
 

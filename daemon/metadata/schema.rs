@@ -148,6 +148,12 @@ const MIGRATIONS: &[&str] = &[
         checked_at INTEGER NOT NULL,
         PRIMARY KEY (repo, tag)
     ) STRICT, WITHOUT ROWID;",
+    // 10: each repository's lifecycle policy (its text as given) and its last run.
+    "CREATE TABLE lifecycle_policies (
+        repo TEXT PRIMARY KEY REFERENCES repositories(name) ON DELETE CASCADE,
+        text TEXT NOT NULL,
+        evaluated_at INTEGER
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {

@@ -5,6 +5,7 @@
 //! routes by the same constants, so neither side writes a URL by hand.
 
 pub mod auth;
+pub mod lifecycle;
 pub mod mirror;
 pub mod repos;
 pub mod system;
@@ -120,6 +121,8 @@ pub enum ErrorCode {
     UserAlreadyExists,
     /// No such identity, repository or registry policy.
     PolicyNotFound,
+    /// The repository has no lifecycle policy.
+    LifecyclePolicyNotFound,
     /// The container runtime (the Docker engine) cannot be reached or refused the request.
     RuntimeUnavailable,
     /// A remote registry could not be reached, refused the request or answered wrongly.
@@ -140,7 +143,8 @@ impl ErrorCode {
             | ErrorCode::TaskDefinitionNotFound
             | ErrorCode::TaskNotFound
             | ErrorCode::UserNotFound
-            | ErrorCode::PolicyNotFound => 404,
+            | ErrorCode::PolicyNotFound
+            | ErrorCode::LifecyclePolicyNotFound => 404,
             ErrorCode::RepositoryAlreadyExists
             | ErrorCode::RepositoryNotEmpty
             | ErrorCode::ImageTagAlreadyExists
