@@ -9,7 +9,7 @@ use common::registry::{
     build_busybox_image, localhost, registry_address, require_docker, require_skopeo, run, run_ok,
     sha256_digest, unique, DockerImages,
 };
-use common::remotes::{oci_layout_image, DistOpts, Distribution};
+use common::remotes::{oci_layout_image, DistOpts, Distribution, PrivateEcrld};
 use common::{stderr, stdout, Daemon, Env};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -37,30 +37,24 @@ impl Local {
         let config = env.write_config(&yaml);
         let daemon = env.spawn_daemon(&["--config", config.to_str().unwrap()]);
         let host = localhost(&registry_address(&env));
-        if let Some((user, password)) = upstream.credentials() {
-            let mut login =
-                env.ecrl_command(&["login", &upstream.host(), "-u", &user, "--password-stdin"]);
-            login.stdin(std::process::Stdio::piped());
-            let mut child = login
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(password.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(out.status.success(), "login: {}", stderr(&out));
-        }
-        Local {
+        let local = Local {
             env,
             _daemon: daemon,
             host,
+        };
+        if let Some((user, password)) = upstream.credentials() {
+            let out = local.login(&upstream.host(), &user, &password);
+            assert!(out.status.success(), "login: {}", stderr(&out));
         }
+        local
+    }
+
+    /// `ecrl login HOST -u USER --password-stdin`.
+    fn login(&self, registry: &str, user: &str, password: &str) -> std::process::Output {
+        let login = self
+            .env
+            .ecrl_command(&["login", registry, "-u", user, "--password-stdin"]);
+        common::output_with_stdin(login, password)
     }
 
     /// The digest of an image as skopeo reads it through this registry.
@@ -732,4 +726,48 @@ fn dockers_registry_mirrors_setting_sends_docker_hub_pulls_through_the_cache() {
     assert!(listed.contains(&format!("hub/library/{id}")), "{listed}");
     let log = local.log();
     assert!(log.contains("fetched a blob"), "{log}");
+}
+
+#[test]
+fn an_upstream_with_token_auth_is_cached_with_the_login_made_for_it() {
+    require_skopeo();
+    let dir = tempfile::tempdir().unwrap();
+    // Distribution only stands in for the local daemon's settings; the upstream is a second
+    // ecrld, which wants a bearer token (Docker's token flow) for every request.
+    let plain = Distribution::start(dir.path(), DistOpts::plain());
+    let local = Local::start(&plain);
+    let b = PrivateEcrld::start();
+    let (image, digest) = layout(dir.path(), "token", 3000);
+    let mut args = vec!["copy".to_string()];
+    args.extend(b.skopeo_dest_flags());
+    args.push(format!("oci:{}", image.display()));
+    args.push(format!("docker://{}/team/app:1", b.host));
+    run_ok(
+        "skopeo",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    local
+        .env
+        .ecrl_ok(&["mirror", "cache", "create", "priv", &b.host]);
+
+    // Without credentials (the upstream hands out anonymous tokens that may read nothing):
+    // the pull fails naming the upstream and the login it needs, and nothing is created.
+    let e = local.digest("priv/team/app:1").unwrap_err();
+    assert!(
+        e.contains(&b.host) && e.contains(&format!("ecrl login {}", b.host)),
+        "{e}"
+    );
+    let listed = local.env.ecrl_ok(&["repo", "list"]);
+    assert!(!listed.contains("priv/team/app"), "{listed}");
+
+    // With a login the pull goes through the token flow, and the image is kept.
+    let out = local.login(&b.host, &b.user, &b.password);
+    assert!(out.status.success(), "{}", stderr(&out));
+    local.env.ecrl_ok(&["mirror", "cache", "validate", "priv"]);
+    assert_eq!(local.digest("priv/team/app:1").unwrap(), digest);
+    let described = local.env.ecrl_ok(&["image", "describe", "priv/team/app:1"]);
+    assert!(
+        described.contains(&format!("{}/team/app:1", b.host)),
+        "{described}"
+    );
 }
