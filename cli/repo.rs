@@ -41,22 +41,67 @@ pub enum RepoCommand {
     /// Lifecycle policies (ECR's): expire images by tag, count and age, on a schedule
     #[command(subcommand)]
     Lifecycle(crate::lifecycle::LifecycleCommand),
+    /// Change whether tags may move (ECR PutImageTagMutability), with exclusions
+    PutMutability {
+        /// Repository name
+        name: String,
+        #[command(flatten)]
+        mutability: MutabilityArgs,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-#[value(rename_all = "UPPER")]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Mutability {
+    /// Tags may move to other images
     Mutable,
+    /// A pushed tag stays on its image
     Immutable,
+    /// Tags stay, except those an --exclude wildcard matches
+    ImmutableWithExclusion,
+    /// Tags may move, except those an --exclude wildcard matches
+    MutableWithExclusion,
+}
+
+impl Mutability {
+    fn request(self, excludes: &[String]) -> (String, Vec<ecrl::mutability::ExclusionFilter>) {
+        let mode = match self {
+            Mutability::Mutable => ecrl::mutability::TagMutability::Mutable,
+            Mutability::Immutable => ecrl::mutability::TagMutability::Immutable,
+            Mutability::ImmutableWithExclusion => {
+                ecrl::mutability::TagMutability::ImmutableWithExclusion
+            }
+            Mutability::MutableWithExclusion => {
+                ecrl::mutability::TagMutability::MutableWithExclusion
+            }
+        };
+        (
+            mode.as_str().to_string(),
+            excludes
+                .iter()
+                .map(|e| ecrl::mutability::ExclusionFilter::wildcard(e))
+                .collect(),
+        )
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct MutabilityArgs {
+    /// Whether a pushed tag may later point at another image
+    #[arg(long, value_enum, default_value = "MUTABLE", ignore_case = true)]
+    pub tag_mutability: Mutability,
+    /// A tag wildcard the *_WITH_EXCLUSION settings turn around, e.g. 'latest' or 'dev-*'
+    /// (repeatable, up to 5)
+    #[arg(long = "exclude", value_name = "WILDCARD")]
+    pub excludes: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
     /// Repository name, e.g. team/app (lowercase, '/'-separated)
     pub name: String,
-    /// Whether a pushed tag may later point at another image
-    #[arg(long, value_enum, default_value = "MUTABLE", ignore_case = true)]
-    pub tag_mutability: Mutability,
+    #[command(flatten)]
+    pub mutability: MutabilityArgs,
     /// A resource tag KEY=VALUE (repeatable)
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
@@ -77,15 +122,14 @@ pub fn run(ctx: &Context, command: RepoCommand) -> anyhow::Result<ExitCode> {
                 });
             }
             let name = block_on(refs::repo_name(&client, &args.name))??;
+            let (mode, filters) = args
+                .mutability
+                .tag_mutability
+                .request(&args.mutability.excludes);
             let request = CreateRepositoryRequest {
                 repository_name: name.to_string(),
-                image_tag_mutability: Some(
-                    match args.tag_mutability {
-                        Mutability::Mutable => "MUTABLE",
-                        Mutability::Immutable => "IMMUTABLE",
-                    }
-                    .to_string(),
-                ),
+                image_tag_mutability: Some(mode),
+                image_tag_mutability_exclusion_filters: filters,
                 tags,
             };
             let response = block_on(client.call::<CreateRepository>(&request))??;
@@ -116,6 +160,18 @@ pub fn run(ctx: &Context, command: RepoCommand) -> anyhow::Result<ExitCode> {
         RepoCommand::Policy(cmd) => {
             return crate::app::block_on(crate::auth::repo_policy(ctx, cmd))?
         }
+        RepoCommand::PutMutability { name, mutability } => {
+            let name = block_on(refs::repo_name(&client, &name))??;
+            let (mode, filters) = mutability.tag_mutability.request(&mutability.excludes);
+            let request = PutImageTagMutabilityRequest {
+                registry_id: None,
+                repository_name: name.to_string(),
+                image_tag_mutability: mode,
+                image_tag_mutability_exclusion_filters: filters,
+            };
+            let response = block_on(client.call::<PutImageTagMutability>(&request))??;
+            output::print(ctx.output, &response)?;
+        }
         RepoCommand::Lifecycle(cmd) => {
             return crate::app::block_on(crate::lifecycle::run(ctx, cmd))?
         }
@@ -131,7 +187,13 @@ impl Table for RepositoryResponse {
             ("uri", r.repository_uri.clone()),
             ("arn", r.repository_arn.clone()),
             ("created", r.created_at.clone()),
-            ("tag mutability", r.image_tag_mutability.clone()),
+            (
+                "tag mutability",
+                mutability_text(
+                    &r.image_tag_mutability,
+                    &r.image_tag_mutability_exclusion_filters,
+                ),
+            ),
             ("images", r.image_count.to_string()),
             ("size", human_bytes(r.size_in_bytes)),
         ];
@@ -144,6 +206,28 @@ impl Table for RepositoryResponse {
             rows.push(("tags", tags.join(", ")));
         }
         output::key_values(&rows)
+    }
+}
+
+/// `IMMUTABLE_WITH_EXCLUSION (except latest, dev-*)`.
+fn mutability_text(mode: &str, filters: &[ecrl::mutability::ExclusionFilter]) -> String {
+    if filters.is_empty() {
+        return mode.to_string();
+    }
+    let list: Vec<&str> = filters.iter().map(|f| f.filter.as_str()).collect();
+    format!("{mode} (except {})", list.join(", "))
+}
+
+impl Table for PutImageTagMutabilityRequest {
+    fn table(&self) -> String {
+        format!(
+            "{}: tag mutability {}\n",
+            self.repository_name,
+            mutability_text(
+                &self.image_tag_mutability,
+                &self.image_tag_mutability_exclusion_filters
+            )
+        )
     }
 }
 

@@ -161,18 +161,20 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('pull', 'pull', [CompletionResultType]::ParameterValue, 'Pull an image into an archive, an OCI layout or the Docker engine')
             [CompletionResult]::new('policy', 'policy', [CompletionResultType]::ParameterValue, 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)')
             [CompletionResult]::new('lifecycle', 'lifecycle', [CompletionResultType]::ParameterValue, 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule')
+            [CompletionResult]::new('put-mutability', 'put-mutability', [CompletionResultType]::ParameterValue, 'Change whether tags may move (ECR PutImageTagMutability), with exclusions')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
         'ecrl;repo;create' {
             [CompletionResult]::new('--tag-mutability', '--tag-mutability', [CompletionResultType]::ParameterName, 'Whether a pushed tag may later point at another image')
+            [CompletionResult]::new('--exclude', '--exclude', [CompletionResultType]::ParameterName, 'A tag wildcard the *_WITH_EXCLUSION settings turn around, e.g. ''latest'' or ''dev-*'' (repeatable, up to 5)')
             [CompletionResult]::new('--tag', '--tag', [CompletionResultType]::ParameterName, 'A resource tag KEY=VALUE (repeatable)')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
             [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
@@ -411,6 +413,19 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
         'ecrl;repo;lifecycle;help;help' {
             break
         }
+        'ecrl;repo;put-mutability' {
+            [CompletionResult]::new('--tag-mutability', '--tag-mutability', [CompletionResultType]::ParameterName, 'Whether a pushed tag may later point at another image')
+            [CompletionResult]::new('--exclude', '--exclude', [CompletionResultType]::ParameterName, 'A tag wildcard the *_WITH_EXCLUSION settings turn around, e.g. ''latest'' or ''dev-*'' (repeatable, up to 5)')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'ecrl;repo;help' {
             [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create a repository')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List repositories, optionally those whose name starts with PREFIX')
@@ -420,6 +435,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('pull', 'pull', [CompletionResultType]::ParameterValue, 'Pull an image into an archive, an OCI layout or the Docker engine')
             [CompletionResult]::new('policy', 'policy', [CompletionResultType]::ParameterValue, 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)')
             [CompletionResult]::new('lifecycle', 'lifecycle', [CompletionResultType]::ParameterValue, 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule')
+            [CompletionResult]::new('put-mutability', 'put-mutability', [CompletionResultType]::ParameterValue, 'Change whether tags may move (ECR PutImageTagMutability), with exclusions')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -477,6 +493,9 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;repo;help;lifecycle;run' {
+            break
+        }
+        'ecrl;repo;help;put-mutability' {
             break
         }
         'ecrl;repo;help;help' {
@@ -1607,6 +1626,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('pull', 'pull', [CompletionResultType]::ParameterValue, 'Pull an image into an archive, an OCI layout or the Docker engine')
             [CompletionResult]::new('policy', 'policy', [CompletionResultType]::ParameterValue, 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)')
             [CompletionResult]::new('lifecycle', 'lifecycle', [CompletionResultType]::ParameterValue, 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule')
+            [CompletionResult]::new('put-mutability', 'put-mutability', [CompletionResultType]::ParameterValue, 'Change whether tags may move (ECR PutImageTagMutability), with exclusions')
             break
         }
         'ecrl;help;repo;create' {
@@ -1663,6 +1683,9 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;help;repo;lifecycle;run' {
+            break
+        }
+        'ecrl;help;repo;put-mutability' {
             break
         }
         'ecrl;help;image' {

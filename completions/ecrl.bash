@@ -412,6 +412,9 @@ _ecrl() {
             ecrl__subcmd__help__subcmd__repo,push)
                 cmd="ecrl__subcmd__help__subcmd__repo__subcmd__push"
                 ;;
+            ecrl__subcmd__help__subcmd__repo,put-mutability)
+                cmd="ecrl__subcmd__help__subcmd__repo__subcmd__put__subcmd__mutability"
+                ;;
             ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle,delete)
                 cmd="ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle__subcmd__delete"
                 ;;
@@ -676,6 +679,9 @@ _ecrl() {
             ecrl__subcmd__repo,push)
                 cmd="ecrl__subcmd__repo__subcmd__push"
                 ;;
+            ecrl__subcmd__repo,put-mutability)
+                cmd="ecrl__subcmd__repo__subcmd__put__subcmd__mutability"
+                ;;
             ecrl__subcmd__repo__subcmd__help,create)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__create"
                 ;;
@@ -702,6 +708,9 @@ _ecrl() {
                 ;;
             ecrl__subcmd__repo__subcmd__help,push)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__push"
+                ;;
+            ecrl__subcmd__repo__subcmd__help,put-mutability)
+                cmd="ecrl__subcmd__repo__subcmd__help__subcmd__put__subcmd__mutability"
                 ;;
             ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle,delete)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle__subcmd__delete"
@@ -2770,7 +2779,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help__subcmd__repo)
-            opts="create list describe delete push pull policy lifecycle"
+            opts="create list describe delete push pull policy lifecycle put-mutability"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2994,6 +3003,20 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help__subcmd__repo__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__repo__subcmd__put__subcmd__mutability)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -4318,7 +4341,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo)
-            opts="-q -h -V --output --quiet --socket --help --version create list describe delete push pull policy lifecycle help"
+            opts="-q -h -V --output --quiet --socket --help --version create list describe delete push pull policy lifecycle put-mutability help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4340,14 +4363,18 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo__subcmd__create)
-            opts="-q -h -V --tag-mutability --tag --output --quiet --socket --help --version"
+            opts="-q -h -V --tag-mutability --exclude --tag --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --tag-mutability)
-                    COMPREPLY=($(compgen -W "MUTABLE IMMUTABLE" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "MUTABLE IMMUTABLE IMMUTABLE_WITH_EXCLUSION MUTABLE_WITH_EXCLUSION" -- "${cur}"))
+                    return 0
+                    ;;
+                --exclude)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --tag)
@@ -4414,7 +4441,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo__subcmd__help)
-            opts="create list describe delete push pull policy lifecycle help"
+            opts="create list describe delete push pull policy lifecycle put-mutability help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4652,6 +4679,20 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo__subcmd__help__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__help__subcmd__put__subcmd__mutability)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -5150,6 +5191,36 @@ _ecrl() {
             case "${prev}" in
                 --compression)
                     COMPREPLY=($(compgen -W "gzip none" -- "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__put__subcmd__mutability)
+            opts="-q -h -V --tag-mutability --exclude --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --tag-mutability)
+                    COMPREPLY=($(compgen -W "MUTABLE IMMUTABLE IMMUTABLE_WITH_EXCLUSION MUTABLE_WITH_EXCLUSION" -- "${cur}"))
+                    return 0
+                    ;;
+                --exclude)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --output)

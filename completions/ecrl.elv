@@ -146,17 +146,19 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand pull 'Pull an image into an archive, an OCI layout or the Docker engine'
             cand policy 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)'
             cand lifecycle 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule'
+            cand put-mutability 'Change whether tags may move (ECR PutImageTagMutability), with exclusions'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ecrl;repo;create'= {
             cand --tag-mutability 'Whether a pushed tag may later point at another image'
+            cand --exclude 'A tag wildcard the *_WITH_EXCLUSION settings turn around, e.g. ''latest'' or ''dev-*'' (repeatable, up to 5)'
             cand --tag 'A resource tag KEY=VALUE (repeatable)'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
             cand --quiet 'Print only results: no progress, no notes'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
         }
@@ -367,6 +369,18 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         }
         &'ecrl;repo;lifecycle;help;help'= {
         }
+        &'ecrl;repo;put-mutability'= {
+            cand --tag-mutability 'Whether a pushed tag may later point at another image'
+            cand --exclude 'A tag wildcard the *_WITH_EXCLUSION settings turn around, e.g. ''latest'' or ''dev-*'' (repeatable, up to 5)'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'ecrl;repo;help'= {
             cand create 'Create a repository'
             cand list 'List repositories, optionally those whose name starts with PREFIX'
@@ -376,6 +390,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand pull 'Pull an image into an archive, an OCI layout or the Docker engine'
             cand policy 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)'
             cand lifecycle 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule'
+            cand put-mutability 'Change whether tags may move (ECR PutImageTagMutability), with exclusions'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ecrl;repo;help;create'= {
@@ -417,6 +432,8 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;repo;help;lifecycle;preview'= {
         }
         &'ecrl;repo;help;lifecycle;run'= {
+        }
+        &'ecrl;repo;help;put-mutability'= {
         }
         &'ecrl;repo;help;help'= {
         }
@@ -1391,6 +1408,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand pull 'Pull an image into an archive, an OCI layout or the Docker engine'
             cand policy 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)'
             cand lifecycle 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule'
+            cand put-mutability 'Change whether tags may move (ECR PutImageTagMutability), with exclusions'
         }
         &'ecrl;help;repo;create'= {
         }
@@ -1431,6 +1449,8 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;repo;lifecycle;preview'= {
         }
         &'ecrl;help;repo;lifecycle;run'= {
+        }
+        &'ecrl;help;repo;put-mutability'= {
         }
         &'ecrl;help;image'= {
             cand list 'List a repository''s images (digest and tag pairs)'

@@ -109,31 +109,35 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcom
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show whether ecrld runs, where it listens, what it stores and the engine it runs tasks on (exit 3 when it does not run)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "logs" -d 'Print the log of an ecrld started with \'ecrl daemon start\''
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle help" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle put-mutability help" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle help" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle help" -s q -l quiet -d 'Print only results: no progress, no notes'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle help" -s h -l help -d 'Print help'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle help" -s V -l version -d 'Print version'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle help" -f -a "create" -d 'Create a repository'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle help" -f -a "list" -d 'List repositories, optionally those whose name starts with PREFIX'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle help" -f -a "describe" -d 'Show a repository: URI, creation time, image count, size'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle help" -f -a "delete" -d 'Delete a repository (one that holds images needs --force)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle help" -f -a "push" -d 'Push an image from an archive, an OCI layout or the Docker engine into a repository'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle help" -f -a "pull" -d 'Pull an image into an archive, an OCI layout or the Docker engine'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle help" -f -a "policy" -d 'Set, print or remove a repository\'s policy (ECR repository policies, IAM JSON)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle help" -f -a "lifecycle" -d 'Lifecycle policies (ECR\'s): expire images by tag, count and age, on a schedule'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -l tag-mutability -d 'Whether a pushed tag may later point at another image' -r -f -a "MUTABLE\t''
-IMMUTABLE\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle put-mutability help" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle put-mutability help" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle put-mutability help" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle put-mutability help" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle put-mutability help" -f -a "create" -d 'Create a repository'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle put-mutability help" -f -a "list" -d 'List repositories, optionally those whose name starts with PREFIX'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle put-mutability help" -f -a "describe" -d 'Show a repository: URI, creation time, image count, size'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle put-mutability help" -f -a "delete" -d 'Delete a repository (one that holds images needs --force)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle put-mutability help" -f -a "push" -d 'Push an image from an archive, an OCI layout or the Docker engine into a repository'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle put-mutability help" -f -a "pull" -d 'Pull an image into an archive, an OCI layout or the Docker engine'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle put-mutability help" -f -a "policy" -d 'Set, print or remove a repository\'s policy (ECR repository policies, IAM JSON)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle put-mutability help" -f -a "lifecycle" -d 'Lifecycle policies (ECR\'s): expire images by tag, count and age, on a schedule'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle put-mutability help" -f -a "put-mutability" -d 'Change whether tags may move (ECR PutImageTagMutability), with exclusions'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and not __fish_seen_subcommand_from create list describe delete push pull policy lifecycle put-mutability help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -l tag-mutability -d 'Whether a pushed tag may later point at another image' -r -f -a "MUTABLE\t'Tags may move to other images'
+IMMUTABLE\t'A pushed tag stays on its image'
+IMMUTABLE_WITH_EXCLUSION\t'Tags stay, except those an --exclude wildcard matches'
+MUTABLE_WITH_EXCLUSION\t'Tags may move, except those an --exclude wildcard matches'"
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -l exclude -d 'A tag wildcard the *_WITH_EXCLUSION settings turn around, e.g. \'latest\' or \'dev-*\' (repeatable, up to 5)' -r
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -l tag -d 'A resource tag KEY=VALUE (repeatable)' -r
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -s q -l quiet -d 'Print only results: no progress, no notes'
-complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from list" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
@@ -203,6 +207,18 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcomma
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from lifecycle" -f -a "preview" -d 'What a policy would expire now, rule by rule, and what it keeps because tasks use it; nothing is deleted. The repository\'s own policy, or the one in --file'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from lifecycle" -f -a "run" -d 'Apply the repository\'s policy now; prints what it expired'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from lifecycle" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from put-mutability" -l tag-mutability -d 'Whether a pushed tag may later point at another image' -r -f -a "MUTABLE\t'Tags may move to other images'
+IMMUTABLE\t'A pushed tag stays on its image'
+IMMUTABLE_WITH_EXCLUSION\t'Tags stay, except those an --exclude wildcard matches'
+MUTABLE_WITH_EXCLUSION\t'Tags may move, except those an --exclude wildcard matches'"
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from put-mutability" -l exclude -d 'A tag wildcard the *_WITH_EXCLUSION settings turn around, e.g. \'latest\' or \'dev-*\' (repeatable, up to 5)' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from put-mutability" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from put-mutability" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from put-mutability" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from put-mutability" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from put-mutability" -s V -l version -d 'Print version'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create a repository'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "list" -d 'List repositories, optionally those whose name starts with PREFIX'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "describe" -d 'Show a repository: URI, creation time, image count, size'
@@ -211,6 +227,7 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcomma
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "pull" -d 'Pull an image into an archive, an OCI layout or the Docker engine'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "policy" -d 'Set, print or remove a repository\'s policy (ECR repository policies, IAM JSON)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "lifecycle" -d 'Lifecycle policies (ECR\'s): expire images by tag, count and age, on a schedule'
+complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "put-mutability" -d 'Change whether tags may move (ECR PutImageTagMutability), with exclusions'
 complete -c ecrl -n "__fish_ecrl_using_subcommand repo; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and not __fish_seen_subcommand_from list describe delete tag help" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
@@ -622,6 +639,7 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcomma
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from repo" -f -a "pull" -d 'Pull an image into an archive, an OCI layout or the Docker engine'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from repo" -f -a "policy" -d 'Set, print or remove a repository\'s policy (ECR repository policies, IAM JSON)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from repo" -f -a "lifecycle" -d 'Lifecycle policies (ECR\'s): expire images by tag, count and age, on a schedule'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from repo" -f -a "put-mutability" -d 'Change whether tags may move (ECR PutImageTagMutability), with exclusions'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "list" -d 'List a repository\'s images (digest and tag pairs)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "describe" -d 'Show an image (REPO:TAG or REPO@DIGEST), or every image of REPO'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from image" -f -a "delete" -d 'Delete images: a tag removes the tag (an image left without tags goes too); a digest removes the image and its tags'

@@ -11,6 +11,7 @@ pub mod http_range;
 pub mod lifecycle;
 pub mod manifest;
 pub mod mirror;
+pub mod mutability;
 pub mod names;
 pub mod nesting;
 pub mod paths;

@@ -389,9 +389,12 @@ fn selects(rule: &Rule, image: &Image) -> bool {
                     .iter()
                     .all(|p| image.tags.iter().any(|t| t.starts_with(p.as_str())))
             } else if let Some(patterns) = &s.tag_pattern_list {
-                patterns
-                    .iter()
-                    .all(|p| image.tags.iter().any(|t| wildcard_match(p, t)))
+                patterns.iter().all(|p| {
+                    image
+                        .tags
+                        .iter()
+                        .any(|t| crate::names::wildcard_match(p, t))
+                })
             } else {
                 false
             }
@@ -428,27 +431,6 @@ fn marks<'a>(rule: &Rule, selected: &[&'a Image], now: i64) -> Vec<&'a Image> {
         // Refused when the policy is read.
         CountType::SinceImageTransitioned => Vec::new(),
     }
-}
-
-/// Whether `tag` matches `pattern`, whose `*` stand for any run of characters (none too);
-/// the whole tag must match.
-pub fn wildcard_match(pattern: &str, tag: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == tag;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !tag.starts_with(first) || tag.len() < first.len() + last.len() || !tag.ends_with(last) {
-        return false;
-    }
-    let mut rest = &tag[first.len()..tag.len() - last.len()];
-    for middle in &parts[1..parts.len() - 1] {
-        match rest.find(middle) {
-            Some(at) => rest = &rest[at + middle.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 /// The path of the first `null` in a document, if any.
@@ -753,6 +735,7 @@ mod tests {
 
     #[test]
     fn wildcards_match_the_whole_tag() {
+        use crate::names::wildcard_match;
         for (pattern, tag, matches) in [
             ("prod*", "prod", true),
             ("prod*", "production-team1", true),

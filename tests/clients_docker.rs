@@ -119,3 +119,98 @@ fn docker_push_pull_run() {
     let pull = run_ok("docker", &["pull", &by_digest]);
     assert!(pull.contains(&digest), "{pull}");
 }
+
+#[test]
+fn docker_pushes_obey_tag_mutability_exclusions() {
+    require_docker();
+    let env = Env::new();
+    let (_daemon, address) = spawn_registry(&env);
+    let host = localhost(&address);
+    let images = DockerImages::new();
+    env.ecrl_ok(&[
+        "repo",
+        "create",
+        "team/ex",
+        "--tag-mutability",
+        "IMMUTABLE_WITH_EXCLUSION",
+        "--exclude",
+        "latest",
+        "--exclude",
+        "dev-*",
+    ]);
+    let described = env.ecrl_ok(&["repo", "describe", "team/ex"]);
+    assert!(
+        described.contains("IMMUTABLE_WITH_EXCLUSION (except latest, dev-*)"),
+        "{described}"
+    );
+    let first = unique("ecrl-mutability-a");
+    let second = unique("ecrl-mutability-b");
+    let a = format!("ecrl-test/mutability:{first}");
+    let b = format!("ecrl-test/mutability:{second}");
+    build_busybox_image(&images, &a, &first);
+    build_busybox_image(&images, &b, &second);
+    let push = |local: &str, tag: &str| {
+        let remote = format!("{host}/team/ex:{tag}");
+        images.track(&remote);
+        run_ok("docker", &["tag", local, &remote]);
+        run("docker", &["push", &remote])
+    };
+    for tag in ["v1", "latest", "dev-1"] {
+        let out = push(&a, tag);
+        assert!(out.status.success(), "{tag}: {}", common::stderr(&out));
+    }
+    // The excluded tags move; the others stay, with ECR's message.
+    for tag in ["latest", "dev-1"] {
+        let out = push(&b, tag);
+        assert!(out.status.success(), "{tag}: {}", common::stderr(&out));
+    }
+    let out = push(&b, "v1");
+    assert!(!out.status.success());
+    let e = common::stderr(&out);
+    assert!(
+        e.contains("the image tag 'v1' already exists in the 'team/ex' repository")
+            && e.contains("the tag is immutable"),
+        "{e}"
+    );
+
+    // The other way round: tags move, except releases.
+    env.ecrl_ok(&[
+        "repo",
+        "put-mutability",
+        "team/ex",
+        "--tag-mutability",
+        "MUTABLE_WITH_EXCLUSION",
+        "--exclude",
+        "release-*",
+    ]);
+    assert!(push(&b, "v1").status.success());
+    assert!(push(&a, "release-1").status.success());
+    assert!(!push(&b, "release-1").status.success());
+
+    // Settings ECR refuses are refused, and change nothing.
+    for args in [
+        &["--tag-mutability", "IMMUTABLE", "--exclude", "latest"][..],
+        &["--tag-mutability", "MUTABLE_WITH_EXCLUSION"][..],
+        &[
+            "--tag-mutability",
+            "IMMUTABLE_WITH_EXCLUSION",
+            "--exclude",
+            "a b",
+        ][..],
+    ] {
+        let mut all = vec!["repo", "put-mutability", "team/ex"];
+        all.extend_from_slice(args);
+        let out = env.ecrl(&all);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+    }
+    let described = env.ecrl_ok(&["repo", "describe", "team/ex", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&described).unwrap();
+    assert_eq!(
+        v["repository"]["imageTagMutability"],
+        "MUTABLE_WITH_EXCLUSION"
+    );
+    assert_eq!(
+        v["repository"]["imageTagMutabilityExclusionFilters"],
+        serde_json::json!([{"filterType": "WILDCARD", "filter": "release-*"}])
+    );
+}

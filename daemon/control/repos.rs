@@ -6,6 +6,7 @@ use crate::metadata::{Manifest, MetaError, Repo, TagMutability};
 use axum::Router;
 use ecrl::api::repos::*;
 use ecrl::api::{ApiError, ErrorCode};
+use ecrl::mutability::ExclusionFilter;
 use ecrl::names::{Digest, RepoName, Tag};
 use ecrl::timestamp;
 use std::collections::BTreeMap;
@@ -19,7 +20,41 @@ pub fn routes(router: Router<Shared>) -> Router<Shared> {
     let router = endpoint::<ListImages, _, _>(router, list_images);
     let router = endpoint::<DescribeImages, _, _>(router, describe_images);
     let router = endpoint::<BatchDeleteImage, _, _>(router, delete_images);
+    let router = endpoint::<PutImageTagMutability, _, _>(router, put_mutability);
     endpoint::<TagImage, _, _>(router, tag_image)
+}
+
+/// The filters of a mutability, checked as ECR checks them.
+fn exclusions(
+    mutability: TagMutability,
+    filters: &[ExclusionFilter],
+) -> Result<Vec<String>, ApiError> {
+    ecrl::mutability::check(mutability, filters).map_err(invalid)?;
+    Ok(filters.iter().map(|f| f.filter.clone()).collect())
+}
+
+async fn put_mutability(
+    state: Shared,
+    _: Peer,
+    req: PutImageTagMutabilityRequest,
+) -> Result<PutImageTagMutabilityRequest, ApiError> {
+    let name = repo_name(&req.repository_name)?;
+    let mutability = TagMutability::parse(&req.image_tag_mutability).map_err(invalid)?;
+    let exclusions = exclusions(mutability, &req.image_tag_mutability_exclusion_filters)?;
+    let repo = state
+        .meta
+        .put_mutability(name.clone(), mutability, exclusions)
+        .await?;
+    Ok(PutImageTagMutabilityRequest {
+        registry_id: Some(state.meta.account_id().to_string()),
+        repository_name: name.to_string(),
+        image_tag_mutability: repo.mutability.as_str().to_string(),
+        image_tag_mutability_exclusion_filters: repo
+            .mutability_exclusions
+            .iter()
+            .map(|f| ExclusionFilter::wildcard(f))
+            .collect(),
+    })
 }
 
 fn invalid(e: impl std::fmt::Display) -> ApiError {
@@ -88,11 +123,12 @@ fn repository(state: &Shared, name: &RepoName, repo: &Repo) -> Repository {
         repository_name: name.to_string(),
         repository_uri: format!("{}/{name}", state.registry_host()),
         created_at: timestamp::from_millis(repo.created_at),
-        image_tag_mutability: match repo.mutability {
-            TagMutability::Mutable => "MUTABLE",
-            TagMutability::Immutable => "IMMUTABLE",
-        }
-        .to_string(),
+        image_tag_mutability: repo.mutability.as_str().to_string(),
+        image_tag_mutability_exclusion_filters: repo
+            .mutability_exclusions
+            .iter()
+            .map(|f| ExclusionFilter::wildcard(f))
+            .collect(),
         image_scanning_configuration: ScanningConfiguration::default(),
         encryption_configuration: EncryptionConfiguration {
             encryption_type: "AES256".into(),
@@ -117,14 +153,10 @@ async fn create(
 ) -> Result<RepositoryResponse, ApiError> {
     let name = repo_name(&req.repository_name)?;
     let mutability = match req.image_tag_mutability.as_deref() {
-        None | Some("MUTABLE") => TagMutability::Mutable,
-        Some("IMMUTABLE") => TagMutability::Immutable,
-        Some(other) => {
-            return Err(invalid(format!(
-                "imageTagMutability {other:?}: expected MUTABLE or IMMUTABLE"
-            )))
-        }
+        None => TagMutability::Mutable,
+        Some(text) => TagMutability::parse(text).map_err(invalid)?,
     };
+    let exclusions = exclusions(mutability, &req.image_tag_mutability_exclusion_filters)?;
     let mut tags = BTreeMap::new();
     for tag in req.tags {
         if tag.key.is_empty() || tag.key.len() > 128 || tag.value.len() > 256 {
@@ -137,7 +169,7 @@ async fn create(
     }
     let repo = state
         .meta
-        .create_repo(name.clone(), mutability, tags)
+        .create_repo(name.clone(), mutability, exclusions, tags)
         .await?;
     tracing::info!(repository = %name, "repository created");
     Ok(RepositoryResponse {

@@ -18,7 +18,6 @@ pub use tasks::TaskFamily;
 use bytes::Bytes;
 use ecrl::names::{Digest, Reference, RepoName, Tag};
 use rusqlite::{params, Connection};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard};
@@ -31,7 +30,7 @@ pub enum MetaError {
     RepoExists(RepoName),
     #[error("repository {0} is not empty")]
     RepoNotEmpty(RepoName),
-    #[error("the image tag '{tag}' already exists in the '{repo}' repository and cannot be overwritten because the repository is immutable")]
+    #[error("the image tag '{tag}' already exists in the '{repo}' repository and cannot be overwritten because the tag is immutable")]
     TagImmutable { repo: RepoName, tag: Tag },
     #[error("manifest {digest} is not in repository {repo}")]
     ManifestNotFound { repo: RepoName, digest: Digest },
@@ -73,36 +72,15 @@ impl From<rusqlite::Error> for MetaError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum TagMutability {
-    #[default]
-    Mutable,
-    Immutable,
-}
-
-impl TagMutability {
-    fn as_str(self) -> &'static str {
-        match self {
-            TagMutability::Mutable => "MUTABLE",
-            TagMutability::Immutable => "IMMUTABLE",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        if s == "IMMUTABLE" {
-            TagMutability::Immutable
-        } else {
-            TagMutability::Mutable
-        }
-    }
-}
+pub use ecrl::mutability::TagMutability;
 
 /// A repository as the index holds it.
 #[derive(Debug, Clone, Default)]
 pub struct Repo {
     pub created_at: i64,
     pub mutability: TagMutability,
+    /// The filters of a `_WITH_EXCLUSION` mutability (tag wildcards).
+    pub mutability_exclusions: Vec<String>,
     pub resource_tags: BTreeMap<String, String>,
     pub tags: BTreeMap<Tag, Digest>,
     pub manifests: HashMap<Digest, Arc<Manifest>>,
@@ -123,11 +101,14 @@ impl Repo {
         self.manifests.get(digest)
     }
 
-    /// An immutable repository refuses to move an existing tag to another manifest
-    /// (ECR's ImageTagAlreadyExistsException); a new tag, or the same manifest again, is fine.
+    /// An immutable tag (by the repository's mutability and its exclusions) is not moved to
+    /// another manifest (ECR's ImageTagAlreadyExistsException); a new tag, or the same
+    /// manifest again, is fine.
     pub fn check_tag(&self, name: &RepoName, tag: &Tag, digest: &Digest) -> Result<(), MetaError> {
-        if self.mutability == TagMutability::Immutable
-            && self.tags.get(tag).is_some_and(|d| d != digest)
+        if self.tags.get(tag).is_some_and(|d| d != digest)
+            && self
+                .mutability
+                .is_immutable(&self.mutability_exclusions, tag.as_str())
         {
             return Err(MetaError::TagImmutable {
                 repo: name.clone(),
@@ -327,10 +308,13 @@ impl Metadata {
             .map_err(|_| MetaError::Db("the metadata writer has stopped".into()))?
     }
 
+    /// Creates a repository; `exclusions` are the filters of a `_WITH_EXCLUSION` mutability
+    /// (checked by the caller).
     pub async fn create_repo(
         &self,
         name: RepoName,
         mutability: TagMutability,
+        exclusions: Vec<String>,
         resource_tags: BTreeMap<String, String>,
     ) -> Result<Repo, MetaError> {
         self.write(move |conn, index| {
@@ -338,9 +322,24 @@ impl Metadata {
                 return Err(MetaError::RepoExists(name));
             }
             let repo = insert_repo(conn, index, &name, mutability, resource_tags)?;
-            Ok(repo)
+            if exclusions.is_empty() {
+                return Ok(repo);
+            }
+            set_mutability(conn, index, &name, mutability, exclusions)
         })
         .await
+    }
+
+    /// Sets a repository's tag mutability and its exclusions (checked by the caller), as
+    /// ECR's PutImageTagMutability.
+    pub async fn put_mutability(
+        &self,
+        name: RepoName,
+        mutability: TagMutability,
+        exclusions: Vec<String>,
+    ) -> Result<Repo, MetaError> {
+        self.write(move |conn, index| set_mutability(conn, index, &name, mutability, exclusions))
+            .await
     }
 
     /// Makes sure a repository exists before a push: creates it when `create` is set.
@@ -741,6 +740,30 @@ fn account_id(conn: &Connection) -> Result<String, MetaError> {
     Ok(id)
 }
 
+fn set_mutability(
+    conn: &Connection,
+    index: &mut Index,
+    name: &RepoName,
+    mutability: TagMutability,
+    exclusions: Vec<String>,
+) -> Result<Repo, MetaError> {
+    let Some(repo) = index.repos.get_mut(name) else {
+        return Err(MetaError::RepoNotFound(name.clone()));
+    };
+    exec(
+        conn,
+        "UPDATE repositories SET tag_mutability = ?2, mutability_exclusions = ?3 WHERE name = ?1",
+        params![
+            name.as_str(),
+            mutability.as_str(),
+            serde_json::to_string(&exclusions).unwrap_or_else(|_| "[]".into())
+        ],
+    )?;
+    repo.mutability = mutability;
+    repo.mutability_exclusions = exclusions;
+    Ok(repo.clone())
+}
+
 fn insert_repo(
     conn: &Connection,
     index: &mut Index,
@@ -876,18 +899,21 @@ fn load(
     manifest_bytes: &dyn Fn(&Digest) -> std::io::Result<Bytes>,
 ) -> Result<Index, MetaError> {
     let mut index = Index::default();
-    let mut stmt =
-        conn.prepare("SELECT name, created_at, tag_mutability, resource_tags FROM repositories")?;
+    let mut stmt = conn.prepare(
+        "SELECT name, created_at, tag_mutability, resource_tags, mutability_exclusions
+         FROM repositories",
+    )?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, i64>(1)?,
             r.get::<_, String>(2)?,
             r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
         ))
     })?;
     for row in rows {
-        let (name, created_at, mutability, tags) = row?;
+        let (name, created_at, mutability, tags, exclusions) = row?;
         let Ok(name) = name.parse::<RepoName>() else {
             continue;
         };
@@ -895,7 +921,8 @@ fn load(
             name,
             Repo {
                 created_at,
-                mutability: TagMutability::parse(&mutability),
+                mutability: TagMutability::parse(&mutability).unwrap_or_default(),
+                mutability_exclusions: serde_json::from_str(&exclusions).unwrap_or_default(),
                 resource_tags: serde_json::from_str(&tags).unwrap_or_default(),
                 ..Default::default()
             },
@@ -1094,9 +1121,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = Arc::new(open(dir.path()));
         let repo: RepoName = "r".parse().unwrap();
-        meta.create_repo(repo.clone(), TagMutability::Immutable, BTreeMap::new())
-            .await
-            .unwrap();
+        meta.create_repo(
+            repo.clone(),
+            TagMutability::Immutable,
+            Vec::new(),
+            BTreeMap::new(),
+        )
+        .await
+        .unwrap();
         let mut tasks = Vec::new();
         for i in 0..64u8 {
             let (meta, repo) = (meta.clone(), repo.clone());
@@ -1117,8 +1149,13 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, MetaError::TagImmutable { .. }));
         assert!(matches!(
-            meta.create_repo(repo.clone(), TagMutability::Mutable, BTreeMap::new())
-                .await,
+            meta.create_repo(
+                repo.clone(),
+                TagMutability::Mutable,
+                Vec::new(),
+                BTreeMap::new()
+            )
+            .await,
             Err(MetaError::RepoExists(_))
         ));
         drop(meta);

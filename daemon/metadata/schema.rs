@@ -154,6 +154,9 @@ const MIGRATIONS: &[&str] = &[
         text TEXT NOT NULL,
         evaluated_at INTEGER
     ) STRICT, WITHOUT ROWID;",
+    // 11: the filters of ECR's IMMUTABLE_WITH_EXCLUSION and MUTABLE_WITH_EXCLUSION (a JSON
+    // list of tag wildcards).
+    "ALTER TABLE repositories ADD COLUMN mutability_exclusions TEXT NOT NULL DEFAULT '[]';",
 ];
 
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {

@@ -16,6 +16,9 @@ pub struct Repository {
     /// RFC 3339.
     pub created_at: String,
     pub image_tag_mutability: String,
+    /// The filters of a `_WITH_EXCLUSION` mutability.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_tag_mutability_exclusion_filters: Vec<crate::mutability::ExclusionFilter>,
     pub image_scanning_configuration: ScanningConfiguration,
     pub encryption_configuration: EncryptionConfiguration,
     /// Resource tags given at creation.
@@ -61,11 +64,37 @@ impl Endpoint for CreateRepository {
 #[serde(rename_all = "camelCase")]
 pub struct CreateRepositoryRequest {
     pub repository_name: String,
-    /// `MUTABLE` (default) or `IMMUTABLE`.
+    /// `MUTABLE` (default), `IMMUTABLE`, `IMMUTABLE_WITH_EXCLUSION` or
+    /// `MUTABLE_WITH_EXCLUSION`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_tag_mutability: Option<String>,
+    /// The tags a `_WITH_EXCLUSION` mutability turns around.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_tag_mutability_exclusion_filters: Vec<crate::mutability::ExclusionFilter>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<ResourceTag>,
+}
+
+/// `POST /v1/repositories/mutability` (ECR PutImageTagMutability).
+pub struct PutImageTagMutability;
+
+impl Endpoint for PutImageTagMutability {
+    const METHOD: Method = Method::Post;
+    const PATH: &'static str = "/v1/repositories/mutability";
+    type Request = PutImageTagMutabilityRequest;
+    type Response = PutImageTagMutabilityRequest;
+}
+
+/// The request, and the answer (with `registryId`), as ECR's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PutImageTagMutabilityRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_id: Option<String>,
+    pub repository_name: String,
+    pub image_tag_mutability: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_tag_mutability_exclusion_filters: Vec<crate::mutability::ExclusionFilter>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
