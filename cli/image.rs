@@ -19,6 +19,10 @@ pub enum ImageCommand {
         /// Which images to list
         #[arg(long, value_enum, default_value = "any", ignore_case = true)]
         tag_status: TagStatus,
+        /// Only the images the repository's lifecycle policy expires at its next run, with
+        /// the rule that expires each (see `ecrl repo lifecycle preview` for why others stay)
+        #[arg(long)]
+        expiring: bool,
     },
     /// Show an image (REPO:TAG or REPO@DIGEST), or every image of REPO
     Describe {
@@ -72,6 +76,7 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<ExitCode> {
         ImageCommand::List {
             repository,
             tag_status,
+            expiring,
         } => {
             let repository = block_on(refs::repo_name(&client, &repository))??;
             let request = ListImagesRequest {
@@ -85,8 +90,29 @@ pub fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<ExitCode> {
                     .into(),
                 ),
             };
-            let response = block_on(client.call::<ListImages>(&request))??;
-            output::print(ctx.output, &response)?;
+            let mut response = block_on(client.call::<ListImages>(&request))??;
+            if !expiring {
+                output::print(ctx.output, &response)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            use ecrl::api::lifecycle::{PreviewLifecyclePolicy, PreviewLifecyclePolicyRequest};
+            let preview = block_on(client.call::<PreviewLifecyclePolicy>(
+                &PreviewLifecyclePolicyRequest {
+                    repository_name: repository.to_string(),
+                    lifecycle_policy_text: None,
+                },
+            ))??;
+            let rules: std::collections::HashMap<String, i64> = preview
+                .preview_results
+                .iter()
+                .map(|r| (r.image_digest.clone(), r.applied_rule_priority))
+                .collect();
+            response.image_ids.retain(|id| {
+                id.image_digest
+                    .as_ref()
+                    .is_some_and(|d| rules.contains_key(d))
+            });
+            output::print(ctx.output, &Expiring(response, rules))?;
         }
         ImageCommand::Describe { image } => {
             let image = parse_image(&client, &image)?;
@@ -198,6 +224,36 @@ fn short(digest: &str) -> String {
         .strip_prefix("sha256:")
         .map(|h| format!("sha256:{}", &h[..h.len().min(12)]))
         .unwrap_or_else(|| digest.to_string())
+}
+
+/// The images a lifecycle policy expires next, each with its rule (JSON: ListImages' shape).
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct Expiring(
+    ListImagesResponse,
+    #[serde(skip)] std::collections::HashMap<String, i64>,
+);
+
+impl Table for Expiring {
+    fn table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .0
+            .image_ids
+            .iter()
+            .map(|id| {
+                let digest = id.image_digest.clone().unwrap_or_default();
+                vec![
+                    id.image_tag.clone().unwrap_or_else(|| "<untagged>".into()),
+                    self.1
+                        .get(&digest)
+                        .map(|r| r.to_string())
+                        .unwrap_or_default(),
+                    digest,
+                ]
+            })
+            .collect();
+        output::columns(&["TAG", "RULE", "DIGEST"], &rows)
+    }
 }
 
 impl Table for ListImagesResponse {

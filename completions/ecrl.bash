@@ -3391,7 +3391,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__image__subcmd__list)
-            opts="-q -h -V --tag-status --output --quiet --socket --help --version"
+            opts="-q -h -V --tag-status --expiring --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

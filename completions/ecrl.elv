@@ -456,6 +456,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --tag-status 'Which images to list'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand --expiring 'Only the images the repository''s lifecycle policy expires at its next run, with the rule that expires each (see `ecrl repo lifecycle preview` for why others stay)'
             cand -q 'Print only results: no progress, no notes'
             cand --quiet 'Print only results: no progress, no notes'
             cand -h 'Print help'

@@ -248,6 +248,7 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcomm
 json\t''
 yaml\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -l expiring -d 'Only the images the repository\'s lifecycle policy expires at its next run, with the rule that expires each (see `ecrl repo lifecycle preview` for why others stay)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand image; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'

@@ -142,6 +142,30 @@ fn a_policy_expires_what_ecr_would_and_keeps_what_a_task_definition_names() {
         table.contains("2 images would expire in team/app"),
         "{table}"
     );
+    // `image list --expiring`: those two, in ListImages' shape (what `image delete` takes).
+    let listed = env.ecrl_ok(&[
+        "image",
+        "list",
+        "team/app",
+        "--expiring",
+        "--output",
+        "json",
+    ]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let listed: BTreeSet<String> = listed["imageIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["imageDigest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, want.iter().map(|(d, _)| d.clone()).collect());
+    let table = env.ecrl_ok(&["image", "list", "team/app", "--expiring"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("v2") && l.contains(" 1 ")),
+        "{table}"
+    );
 
     // Run: exactly those go, the rest stay, and the run is recorded.
     let ran = env.ecrl_ok(&["repo", "lifecycle", "run", "team/app", "--output", "json"]);
