@@ -255,6 +255,98 @@ async fn expire(state: &Arc<AppState>, name: &RepoName, m: &Manifest) -> Result<
     Ok(())
 }
 
+/// Keeps what pull-through caches hold within `registry.cache_max_bytes`: while the distinct
+/// blobs and manifests of the repositories under cache rules (those no other repository also
+/// holds) pass it, the cached image pulled least recently (fetched, when never pulled since)
+/// goes, as a lifecycle expiry does. Images in use by tasks, images with a blob being fetched
+/// and the image used last stay. One run at a time; answers how many images went.
+pub async fn bound_caches(state: &Arc<AppState>) -> usize {
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let Some(max) = state.config.cache_max_bytes else {
+        return 0;
+    };
+    let _one = ONE.lock().await;
+    let mut evicted = 0;
+    loop {
+        let (total, victim) = {
+            let index = state.meta.read();
+            let fetching = state.mirror.in_flight.fetching();
+            let used = in_use(&index);
+            let elsewhere: HashSet<Digest> = index
+                .repos
+                .iter()
+                .filter(|(n, _)| index.mirror.cache_rule_for(n).is_none())
+                .flat_map(|(_, r)| r.blobs.keys().chain(r.manifests.keys()))
+                .copied()
+                .collect();
+            let mut held: HashMap<Digest, u64> = HashMap::new();
+            let mut candidates = Vec::new();
+            for (name, repo) in &index.repos {
+                if index.mirror.cache_rule_for(name).is_none() {
+                    continue;
+                }
+                held.extend(repo.blobs.iter().map(|(d, s)| (*d, *s)));
+                held.extend(repo.manifests.values().map(|m| (m.digest, m.size)));
+                let children: HashSet<Digest> = repo
+                    .manifests
+                    .values()
+                    .flat_map(|m| m.refs.iter().copied())
+                    .filter(|d| repo.manifests.contains_key(d))
+                    .collect();
+                for m in repo.manifests.values() {
+                    if children.contains(&m.digest)
+                        || used.contains_key(&m.digest)
+                        || m.refs.iter().any(|d| fetching.contains(d))
+                    {
+                        continue;
+                    }
+                    let last = state.meta.last_pulled(name, m).unwrap_or(m.pushed_at);
+                    candidates.push((last, name.clone(), m.clone()));
+                }
+            }
+            let total: u64 = held
+                .iter()
+                .filter(|(d, _)| !elsewhere.contains(d))
+                .map(|(_, s)| *s)
+                .sum();
+            if total <= max {
+                break;
+            }
+            // The image used last stays, whatever its size: a pull of it may be under way.
+            let order =
+                |c: &(i64, RepoName, Arc<Manifest>)| (c.0, c.1.clone(), c.2.digest.to_string());
+            if let Some(newest) = candidates.iter().map(order).max() {
+                candidates.retain(|c| order(c) != newest);
+            }
+            let victim = candidates.into_iter().min_by(|a, b| {
+                (a.0, &a.1, a.2.digest.to_string()).cmp(&(b.0, &b.1, b.2.digest.to_string()))
+            });
+            (total, victim)
+        };
+        let Some((_, name, m)) = victim else {
+            tracing::warn!(
+                held = total,
+                max,
+                "pull-through caches hold more than registry.cache_max_bytes, and every image \
+                 left is in use or being fetched"
+            );
+            break;
+        };
+        match expire(state, &name, &m).await {
+            Ok(()) => {
+                evicted += 1;
+                tracing::info!(repository = %name, digest = %m.digest, held = total, max,
+                    "pull-through cache over registry.cache_max_bytes: evicted the image pulled least recently");
+            }
+            Err(reason) => {
+                tracing::warn!(repository = %name, digest = %m.digest, "cannot evict a cached image: {reason}");
+                break;
+            }
+        }
+    }
+    evicted
+}
+
 /// Applies every repository's policy every `interval`, for as long as the daemon runs.
 pub async fn schedule(state: Arc<AppState>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
@@ -274,6 +366,7 @@ pub async fn schedule(state: Arc<AppState>, interval: Duration) {
             .filter(|(_, r)| r.lifecycle.is_some())
             .map(|(n, _)| n.clone())
             .collect();
+        bound_caches(&state).await;
         for name in repos {
             if state.shutdown.is_cancelled() {
                 return;

@@ -349,6 +349,9 @@ pub struct RegistryFileConfig {
     /// How long the content of a blob freed by a deleted image stays, for a push in progress
     /// that found it there to still use (default 15m).
     pub deleted_blob_grace: Option<String>,
+    /// The most bytes pull-through caches may hold (`50GiB`); past it the cached images
+    /// pulled least recently go. No bound when absent.
+    pub cache_max_bytes: Option<String>,
     /// `none` (default), `pull` or `all`: what needs no credentials.
     pub anonymous: Option<Anonymous>,
     /// How long a client may take to send a request's head (default 10s).
@@ -463,6 +466,8 @@ pub struct DaemonConfig {
     pub max_uploads_per_client: usize,
     /// Bytes upload sessions may hold in memory between requests.
     pub upload_memory: usize,
+    /// `registry.cache_max_bytes`: what pull-through caches may hold, if bounded.
+    pub cache_max_bytes: Option<u64>,
     /// The read cache's budget: `None` for `auto` (the daemon sizes it to the machine).
     pub read_cache: Option<u64>,
     /// How long a blob no image uses any more is kept before its content is removed.
@@ -705,6 +710,14 @@ pub fn resolve(
             value: value.clone(),
         })?,
     };
+    let cache_max_bytes = match &file.registry.cache_max_bytes {
+        None => None,
+        Some(value) => Some(parse_size(value).ok_or_else(|| ConfigError::Size {
+            path: config_file.clone().unwrap_or_default(),
+            key: "registry.cache_max_bytes",
+            value: value.clone(),
+        })? as u64),
+    };
     // The environment's value first, then the file's; a bad one names where it came from.
     let read_cache = match std::env::var(ENV_READ_CACHE).ok().filter(|v| !v.is_empty()) {
         Some(value) => read_cache_size(&value).ok_or(ConfigError::EnvSize {
@@ -877,6 +890,7 @@ pub fn resolve(
         max_uploads,
         max_uploads_per_client,
         upload_memory,
+        cache_max_bytes,
         read_cache,
         deleted_blob_grace,
         data_dir,

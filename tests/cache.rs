@@ -23,6 +23,12 @@ struct Local {
 
 impl Local {
     fn start(upstream: &Distribution) -> Local {
+        Local::start_with(upstream, "")
+    }
+
+    /// [`Local::start`] with more of ecrld's config (YAML, top-level keys other than
+    /// `mirror`).
+    fn start_with(upstream: &Distribution, more: &str) -> Local {
         let env = Env::new();
         let mut yaml = String::from("mirror:\n  registries:\n");
         if let Some(ca) = upstream.ca_path() {
@@ -34,6 +40,7 @@ impl Local {
         } else {
             yaml = String::new();
         }
+        yaml.push_str(more);
         let config = env.write_config(&yaml);
         let daemon = env.spawn_daemon(&["--config", config.to_str().unwrap()]);
         let host = localhost(&registry_address(&env));
@@ -770,4 +777,90 @@ fn an_upstream_with_token_auth_is_cached_with_the_login_made_for_it() {
         described.contains(&format!("{}/team/app:1", b.host)),
         "{described}"
     );
+}
+
+/// `n` bytes no compressor shrinks, from `seed`.
+fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+#[test]
+fn the_cache_stays_within_its_bound_by_evicting_the_image_pulled_least_recently() {
+    require_skopeo();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Distribution::start(dir.path(), DistOpts::plain());
+    let local = Local::start_with(&a, "registry:\n  cache_max_bytes: 2600KiB\n");
+    local
+        .env
+        .ecrl_ok(&["mirror", "cache", "create", "up", &a.host()]);
+    // Three images of about 1 MiB each: two fit, three do not.
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        let (image, _) = oci_layout_image(dir.path(), &[random_bytes(i as u64 + 1, 1 << 20)]);
+        a.push_layout(&image, &format!("img/{name}:1"));
+    }
+    let pull = |name: &str| {
+        let out = dir.path().join(unique("pulled"));
+        let src = format!("docker://{}/up/img/{name}:1", local.host);
+        run_ok(
+            "skopeo",
+            &[
+                "copy",
+                "--src-tls-verify=false",
+                &src,
+                &format!("oci:{}", out.display()),
+            ],
+        );
+        // Pull times are kept in milliseconds: the next pull is later.
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let images = |name: &str| -> usize {
+        let out = local.env.ecrl(&[
+            "image",
+            "list",
+            &format!("up/img/{name}"),
+            "--output",
+            "json",
+        ]);
+        if !out.status.success() {
+            return 0;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["imageIds"].as_array().map_or(0, Vec::len)
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !done() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{what}:\n{}",
+                local.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    pull("a");
+    pull("b");
+    pull("a");
+    assert_eq!((images("a"), images("b")), (1, 1));
+    // The third goes past the bound: b, pulled least recently, goes.
+    pull("c");
+    wait_for("b evicted", &|| images("b") == 0);
+    assert_eq!((images("a"), images("c")), (1, 1));
+    assert!(local
+        .log()
+        .contains("evicted the image pulled least recently"));
+    // Pulled again, b comes back from the upstream, and now a is the one pulled least
+    // recently.
+    pull("b");
+    wait_for("a evicted", &|| images("a") == 0);
+    assert_eq!((images("b"), images("c")), (1, 1));
 }

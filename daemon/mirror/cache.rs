@@ -69,6 +69,24 @@ pub struct InFlight {
     blobs: Mutex<HashMap<Digest, watch::Receiver<Option<bool>>>>,
 }
 
+impl InFlight {
+    /// The blobs being fetched now.
+    pub fn fetching(&self) -> std::collections::HashSet<Digest> {
+        self.blobs
+            .lock()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The caches hold more: they are kept within `registry.cache_max_bytes`, if set.
+fn grew(state: &Arc<AppState>) {
+    if state.config.cache_max_bytes.is_some() {
+        let state = state.clone();
+        tokio::spawn(async move { crate::lifecycle::bound_caches(&state).await });
+    }
+}
+
 /// ECR's prefix rule: lowercase components joined by `/`, 2 to 30 characters.
 fn check_prefix(prefix: &str) -> Result<(), String> {
     let valid = (2..=30).contains(&prefix.len())
@@ -430,6 +448,7 @@ pub async fn manifest(
         Reference::Digest(_) => None,
     };
     state.meta.put_cached_manifest(repo, record, tag).await?;
+    grew(state);
     tracing::info!(
         repository = %repo,
         reference = %reference,
@@ -484,6 +503,7 @@ pub async fn blob(
             let _guard = state.lock_blob(digest).await;
             if state.store.stat(digest).await.map_err(StoreError::Io)? == Some(size) {
                 state.meta.link_blob(repo, *digest, size).await?;
+                grew(state);
                 return Ok(BlobAnswer::Here);
             }
         }
@@ -656,6 +676,7 @@ async fn start_fetch(
         match &kept {
             Ok(()) => {
                 tracing::info!(repository = %repo, %digest, size, "pull-through cache: fetched a blob");
+                grew(&state);
                 // Its next pull (the first from the store, when the first client had it
                 // streamed) is to be served from memory, as a hot blob's.
                 state.store.warm_blob(&digest);
