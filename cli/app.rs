@@ -1,6 +1,6 @@
 //! The command tree and what every command shares: output format, quiet, the daemon's socket.
 
-use crate::{auth, completions, daemon, image, mirror, output::OutputFormat, repo, task, tls};
+use crate::{auth, completions, daemon, gc, image, mirror, output::OutputFormat, repo, task, tls};
 use clap::{Parser, Subcommand};
 use ecrl::client::{Client, ClientError};
 use ecrl::config::{self, DaemonConfig, DaemonOptions, ENV_SOCKET};
@@ -74,6 +74,9 @@ pub enum Command {
     /// Show how clients come to trust the HTTPS registry (ecrld's CA)
     #[command(subcommand)]
     Tls(tls::TlsCommand),
+    /// Collect garbage now: blobs and links nothing holds (--dry-run counts them)
+    #[command(long_about = gc::GC_LONG_ABOUT)]
+    Gc(gc::GcArgs),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
     /// Write completion scripts and man pages into a directory (for packagers and the tests)
@@ -124,6 +127,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logout(args) => mirror::logout(&ctx, args),
         Command::Mirror(cmd) => mirror::run(&ctx, cmd),
         Command::Tls(cmd) => tls::run(&ctx, cmd),
+        Command::Gc(args) => gc::run(&ctx, args),
         Command::Completions(args) => completions::print(args),
         Command::GenerateDocs(args) => completions::generate_docs(args),
     }

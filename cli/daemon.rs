@@ -112,6 +112,12 @@ impl Table for SystemInfo {
             (Some(store), None) => rows.push(("key store", store.as_str().to_string())),
             (None, _) => {}
         }
+        if let Some(gc) = &self.last_gc {
+            rows.push((
+                "last gc",
+                format!("{}: {}", gc.started_at, crate::gc::summary(gc)),
+            ));
+        }
         if let Some(cache) = &self.read_cache {
             rows.push((
                 "read cache",

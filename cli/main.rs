@@ -4,6 +4,7 @@ mod app;
 mod auth;
 mod completions;
 mod daemon;
+mod gc;
 mod image;
 mod lifecycle;
 mod mirror;

@@ -36,6 +36,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand logout 'Forget the credentials of a remote registry'
             cand mirror 'Copy images to and from other registries, on demand, on a schedule, or as they are pushed (replication)'
             cand tls 'Show how clients come to trust the HTTPS registry (ecrld''s CA)'
+            cand gc 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -1351,6 +1352,17 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         }
         &'ecrl;tls;help;help'= {
         }
+        &'ecrl;gc'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand --dry-run 'Count what would go; remove nothing'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'ecrl;completions'= {
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
@@ -1382,6 +1394,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand logout 'Forget the credentials of a remote registry'
             cand mirror 'Copy images to and from other registries, on demand, on a schedule, or as they are pushed (replication)'
             cand tls 'Show how clients come to trust the HTTPS registry (ecrld''s CA)'
+            cand gc 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -1609,6 +1622,8 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand ca 'Print the path of ecrld''s CA certificate and how to make docker, skopeo, podman and curl trust the HTTPS registry'
         }
         &'ecrl;help;tls;ca'= {
+        }
+        &'ecrl;help;gc'= {
         }
         &'ecrl;help;completions'= {
         }

@@ -208,6 +208,42 @@ impl AppState {
         self.remove_if_unused(digest).await;
     }
 
+    /// Whether a delete freed the blob in some repository and its grace is still running.
+    pub fn release_pending(&self, digest: &Digest) -> bool {
+        self.released
+            .lock()
+            .is_ok_and(|released| released.keys().any(|(_, d)| d == digest))
+    }
+
+    /// Removes a blob's content when nothing holds it, no delete's grace is running for it,
+    /// and its file was last written at least `age` ago, all checked under its lock (what
+    /// garbage collection does). True when it removed it.
+    pub async fn remove_if_unused_since(&self, digest: &Digest, age: Duration) -> bool {
+        let _guard = self.lock_blob(digest).await;
+        if self.meta.read().blob_in_use(digest)
+            || self.release_pending(digest)
+            || self.meta.read().layers.values().any(|(d, _)| d == digest)
+        {
+            return false;
+        }
+        let old = match self.store.modified(digest).await {
+            Ok(Some(written)) => std::time::SystemTime::now()
+                .duration_since(written)
+                .is_ok_and(|a| a >= age),
+            _ => false,
+        };
+        if !old {
+            return false;
+        }
+        match self.store.delete(digest).await {
+            Ok(removed) => removed,
+            Err(e) => {
+                tracing::warn!(%digest, "cannot remove unused blob: {e}");
+                false
+            }
+        }
+    }
+
     /// [`Self::collect_if_unused`] for a caller that holds the digest's lock.
     async fn remove_if_unused(&self, digest: &Digest) {
         if !self.meta.read().blob_in_use(digest) {
@@ -434,6 +470,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         state.clone(),
         state.config.lifecycle_interval,
     ));
+    tokio::spawn(crate::gc::schedule(state.clone(), state.config.gc_interval));
     crate::mirror::start(&state);
     tokio::spawn(conns.clone().trim_after_floods(shutdown.clone()));
     // Tasks a previous daemon left running are supervised again (once the engine answers).

@@ -3,6 +3,7 @@
 mod app;
 mod auth;
 mod control;
+mod gc;
 mod images;
 mod lifecycle;
 mod lock;

@@ -253,6 +253,16 @@ pub struct FileConfig {
     pub mirror: MirrorFileConfig,
     #[serde(default)]
     pub lifecycle: LifecycleFileConfig,
+    #[serde(default)]
+    pub gc: GcFileConfig,
+}
+
+/// `gc`: how often the daemon collects garbage.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcFileConfig {
+    /// e.g. `24h` (the default), `6h`.
+    pub interval: Option<String>,
 }
 
 /// `lifecycle`: how often the daemon applies every repository's lifecycle policy.
@@ -488,6 +498,8 @@ pub struct DaemonConfig {
     pub mirror: MirrorConfig,
     /// How often every repository's lifecycle policy is applied (`lifecycle.interval`).
     pub lifecycle_interval: std::time::Duration,
+    /// How often garbage is collected (`gc.interval`).
+    pub gc_interval: std::time::Duration,
 }
 
 /// What bounds the registry's connections (`registry.*_timeout`, `registry.max_connections*`).
@@ -867,6 +879,8 @@ pub fn resolve(
     };
     let lifecycle_interval = duration("lifecycle.interval", &file.lifecycle.interval, 3_600)?
         .max(std::time::Duration::from_secs(1));
+    let gc_interval = duration("gc.interval", &file.gc.interval, 24 * 3_600)?
+        .max(std::time::Duration::from_secs(1));
     let account_id = match file.account_id {
         Some(id) if !(id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())) => {
             return Err(ConfigError::AccountId {
@@ -902,6 +916,7 @@ pub fn resolve(
         config_file: config_file.map(|p| paths::absolute(&p)),
         mirror,
         lifecycle_interval,
+        gc_interval,
     })
 }
 

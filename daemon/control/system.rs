@@ -2,7 +2,9 @@
 
 use super::{endpoint, Peer, Shared};
 use axum::Router;
-use ecrl::api::system::{Info, Shutdown, ShutdownResponse, SystemInfo};
+use ecrl::api::system::{
+    CollectGarbage, GcReport, GcRequest, Info, Shutdown, ShutdownResponse, SystemInfo,
+};
 use ecrl::api::{ApiError, Empty, ErrorCode};
 
 /// How long a status waits for the container engine's answer. podman assembles its `info`
@@ -12,7 +14,14 @@ const ENGINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn routes(router: Router<Shared>) -> Router<Shared> {
     let router = endpoint::<Info, _, _>(router, info);
+    let router = endpoint::<CollectGarbage, _, _>(router, gc);
     endpoint::<Shutdown, _, _>(router, shutdown)
+}
+
+async fn gc(state: Shared, _peer: Peer, r: GcRequest) -> Result<GcReport, ApiError> {
+    crate::gc::collect(&state, r.dry_run)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{e:#}")))
 }
 
 async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiError> {
@@ -67,6 +76,7 @@ async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiErr
         key_store: encryption.key.as_ref().map(|k| k.store),
         key_file: encryption.key.as_ref().and_then(|k| k.file.clone()),
         read_cache: Some(state.store.read_cache()),
+        last_gc: crate::gc::last(),
         log_file: log_file.is_file().then_some(log_file),
         engine,
         engine_error,

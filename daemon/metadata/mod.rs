@@ -411,8 +411,9 @@ impl Metadata {
                 .ok_or_else(|| MetaError::RepoNotFound(repo.clone()))?;
             exec(
                 conn,
-                "INSERT OR REPLACE INTO blob_links (repo, digest, size) VALUES (?1, ?2, ?3)",
-                params![repo.as_str(), digest.to_string(), size as i64],
+                "INSERT OR REPLACE INTO blob_links (repo, digest, size, linked_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![repo.as_str(), digest.to_string(), size as i64, now_millis()],
             )?;
             Ok(entry.blobs.insert(digest, size).is_none())
         })
@@ -593,6 +594,54 @@ impl Metadata {
                 params![repo.as_str(), digest.to_string()],
             )?;
             unlink_unreferenced(conn, &repo, entry, &manifest.refs).map(Some)
+        })
+        .await
+    }
+
+    /// Blob links no manifest of their repository references, linked before `before` (unix
+    /// ms): what garbage collection unlinks (uploads never followed by a manifest). Unlinks
+    /// them unless `dry_run`; answers them by repository, with their sizes.
+    pub async fn unlink_dangling(
+        &self,
+        before: i64,
+        dry_run: bool,
+    ) -> Result<Vec<(RepoName, Vec<(Digest, u64)>)>, MetaError> {
+        self.write(move |conn, index| {
+            let mut out = Vec::new();
+            let mut linked_at = conn.prepare_cached(
+                "SELECT linked_at FROM blob_links WHERE repo = ?1 AND digest = ?2",
+            )?;
+            for (name, entry) in index.repos.iter_mut() {
+                let referenced: HashSet<&Digest> = entry
+                    .manifests
+                    .values()
+                    .flat_map(|m| m.refs.iter())
+                    .collect();
+                let mut old = Vec::new();
+                for digest in entry.blobs.keys() {
+                    if referenced.contains(digest) || entry.manifests.contains_key(digest) {
+                        continue;
+                    }
+                    let at: i64 = linked_at
+                        .query_row(params![name.as_str(), digest.to_string()], |r| r.get(0))
+                        .unwrap_or(i64::MAX);
+                    if at < before {
+                        old.push(*digest);
+                    }
+                }
+                if old.is_empty() {
+                    continue;
+                }
+                let freed = if dry_run {
+                    old.iter()
+                        .filter_map(|d| entry.blobs.get(d).map(|s| (*d, *s)))
+                        .collect()
+                } else {
+                    unlink_unreferenced(conn, name, entry, &old)?
+                };
+                out.push((name.clone(), freed));
+            }
+            Ok(out)
         })
         .await
     }

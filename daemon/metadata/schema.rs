@@ -157,6 +157,10 @@ const MIGRATIONS: &[&str] = &[
     // 11: the filters of ECR's IMMUTABLE_WITH_EXCLUSION and MUTABLE_WITH_EXCLUSION (a JSON
     // list of tag wildcards).
     "ALTER TABLE repositories ADD COLUMN mutability_exclusions TEXT NOT NULL DEFAULT '[]';",
+    // 12: when each blob was linked (unix ms), so garbage collection knows which links no
+    // manifest references are old enough to go. Links from before count from now.
+    "ALTER TABLE blob_links ADD COLUMN linked_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE blob_links SET linked_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;",
 ];
 
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {

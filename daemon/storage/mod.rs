@@ -413,6 +413,45 @@ impl BlobStore {
         Ok(sweep)
     }
 
+    /// Every blob file: its digest, its length on disk and when it was last written. Blocking
+    /// (a walk of the store); files whose name is not a digest are not listed.
+    pub fn list(&self) -> io::Result<Vec<(Digest, u64, std::time::SystemTime)>> {
+        let root = self.inner.root.join("blobs").join("sha256");
+        let mut out = Vec::new();
+        for prefix in std::fs::read_dir(&root)? {
+            let prefix = prefix?;
+            if !prefix.file_type()?.is_dir() {
+                continue;
+            }
+            for entry in std::fs::read_dir(prefix.path())? {
+                let entry = entry?;
+                let Some(digest) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|hex| format!("sha256:{hex}").parse::<Digest>().ok())
+                else {
+                    continue;
+                };
+                let meta = match entry.metadata() {
+                    Ok(m) if m.is_file() => m,
+                    // Gone meanwhile (deleted by a concurrent collection), or not a file.
+                    _ => continue,
+                };
+                out.push((digest, meta.len(), meta.modified()?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// When a blob's file was last written, if it exists.
+    pub async fn modified(&self, digest: &Digest) -> io::Result<Option<std::time::SystemTime>> {
+        match tokio::fs::metadata(self.blob_path(digest)).await {
+            Ok(m) => m.modified().map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Bytes of blob content stored, each blob once (the content's size, not the files').
     pub async fn bytes_stored(&self) -> io::Result<u64> {
         let root = self.inner.root.join("blobs").join("sha256");

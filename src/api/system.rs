@@ -76,6 +76,9 @@ pub struct SystemInfo {
     /// The read cache: which blobs ecrld keeps in the page cache for pulls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_cache: Option<ReadCacheInfo>,
+    /// The last garbage collection since the daemon started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_gc: Option<GcReport>,
     /// The daemon's log file when it was started by `ecrl daemon start`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_file: Option<PathBuf>,
@@ -134,4 +137,47 @@ impl Endpoint for Shutdown {
 pub struct ShutdownResponse {
     /// The pid of the daemon that is stopping; the caller may wait for it to be gone.
     pub pid: u32,
+}
+
+/// `POST /v1/system/gc`: a garbage collection now (`ecrl gc`).
+pub struct CollectGarbage;
+
+impl Endpoint for CollectGarbage {
+    const METHOD: Method = Method::Post;
+    const PATH: &'static str = "/v1/system/gc";
+    type Request = GcRequest;
+    type Response = GcReport;
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcRequest {
+    /// Count what would go; remove nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a garbage collection freed (or, dry, would free).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// RFC 3339.
+    pub started_at: String,
+    pub duration_ms: u64,
+    /// Blob files no repository holds, older than the grace: removed.
+    pub blobs_removed: u64,
+    pub bytes_removed: u64,
+    /// Blob links no manifest references, older than the grace: unlinked (their content goes
+    /// after the grace unless a push takes them back).
+    pub links_removed: u64,
+    pub link_bytes: u64,
+    /// Blob files no repository holds but younger than the grace, kept for a push in progress.
+    pub blobs_kept_recent: u64,
+    /// Blob files held.
+    pub blobs_held: u64,
+    /// Blob files nothing holds, left because they are most of the store (the metadata does
+    /// not look like theirs: see the daemon's log).
+    #[serde(default)]
+    pub blobs_left_unexplained: u64,
 }

@@ -1,0 +1,138 @@
+//! Online garbage collection: what no repository holds goes, while pushes and pulls go on.
+//!
+//! Mark: every digest a repository links or holds as a manifest (which covers index
+//! children, referrers and their subjects, layers and configs), and the stored blobs the
+//! `repo push` layer cache names. Sweep, each step safe on its own (a kill -9 between them
+//! loses nothing referenced; the next collection finishes the job):
+//! 1. blob links no manifest of their repository references, linked more than
+//!    `deleted_blob_grace` ago (uploads never followed by a manifest), are unlinked; their
+//!    content goes like that of a deleted image's blobs: after the grace, unless a push takes
+//!    them back meanwhile;
+//! 2. blob files nothing marks, written more than the grace ago, are removed, each under its
+//!    digest's lock and checked again there, so a blob a push is committing and linking right
+//!    then is never removed. Uploads in progress live outside the blob store.
+
+use crate::app::AppState;
+use ecrl::api::system::GcReport;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// The last collection's report, for `ecrl daemon status`.
+static LAST: std::sync::Mutex<Option<GcReport>> = std::sync::Mutex::new(None);
+/// One collection at a time.
+static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub fn last() -> Option<GcReport> {
+    LAST.lock().ok().and_then(|l| l.clone())
+}
+
+pub async fn collect(state: &Arc<AppState>, dry_run: bool) -> anyhow::Result<GcReport> {
+    let _one = ONE.lock().await;
+    let started = std::time::Instant::now();
+    let mut report = GcReport {
+        dry_run,
+        started_at: ecrl::timestamp::now(),
+        ..Default::default()
+    };
+    let grace = state.config.deleted_blob_grace;
+    let cutoff_ms = crate::metadata::now_millis() - grace.as_millis() as i64;
+
+    // 1. Links no manifest references.
+    let dangling = state.meta.unlink_dangling(cutoff_ms, dry_run).await?;
+    for (repo, freed) in dangling {
+        report.links_removed += freed.len() as u64;
+        report.link_bytes += freed.iter().map(|(_, s)| *s).sum::<u64>();
+        if !dry_run {
+            tracing::info!(repository = %repo, links = freed.len(), "garbage collection: unlinked blobs no manifest references");
+            state.release(&repo, freed);
+        }
+    }
+
+    // 2. Files nothing marks.
+    let files = {
+        let store = state.store.clone();
+        tokio::task::spawn_blocking(move || store.list()).await??
+    };
+    let marked = marked(state);
+    let old_enough = |written: SystemTime| {
+        SystemTime::now()
+            .duration_since(written)
+            .is_ok_and(|age| age >= grace)
+    };
+    let total = files.len();
+    let mut candidates = Vec::new();
+    for (digest, len, written) in files {
+        if marked.contains(&digest) || state.release_pending(&digest) {
+            report.blobs_held += 1;
+        } else if !old_enough(written) {
+            report.blobs_kept_recent += 1;
+        } else {
+            candidates.push((digest, len));
+        }
+    }
+    // As at start-up: when most blobs are held by nothing, the metadata is not the one they
+    // belong to (a lost or replaced metadata.db), and they may be wanted.
+    if candidates.len() * 2 > total && candidates.len() > 1 {
+        tracing::warn!(
+            unheld = candidates.len(),
+            blobs = total,
+            "garbage collection: most blobs in the store are held by no repository; metadata.db \
+             may not be the one these blobs belong to: leaving them"
+        );
+        report.blobs_left_unexplained = candidates.len() as u64;
+        candidates.clear();
+    }
+    for (digest, len) in candidates {
+        if dry_run {
+            report.blobs_removed += 1;
+            report.bytes_removed += len;
+            continue;
+        }
+        if state.remove_if_unused_since(&digest, grace).await {
+            report.blobs_removed += 1;
+            report.bytes_removed += len;
+        } else {
+            report.blobs_held += 1;
+        }
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    if !dry_run {
+        tracing::info!(
+            blobs = report.blobs_removed,
+            bytes = report.bytes_removed,
+            links = report.links_removed,
+            ms = report.duration_ms,
+            "garbage collection done"
+        );
+        if let Ok(mut last) = LAST.lock() {
+            *last = Some(report.clone());
+        }
+    }
+    Ok(report)
+}
+
+/// Every digest something holds: repositories' links and manifests, and the layer cache.
+fn marked(state: &AppState) -> HashSet<ecrl::names::Digest> {
+    let index = state.meta.read();
+    let mut marked = index.digests_in_use();
+    marked.extend(index.layers.values().map(|(d, _)| *d));
+    marked
+}
+
+/// Collects every `interval`, for as long as the daemon runs (the first a whole interval
+/// after start).
+pub async fn schedule(state: Arc<AppState>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = collect(&state, false).await {
+            tracing::warn!("garbage collection failed: {e:#}");
+        }
+    }
+}
