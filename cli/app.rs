@@ -77,6 +77,9 @@ pub enum Command {
     /// Collect garbage now: blobs and links nothing holds (--dry-run counts them)
     #[command(long_about = gc::GC_LONG_ABOUT)]
     Gc(gc::GcArgs),
+    /// Check every blob against its digest and the metadata against the disk (--repair)
+    #[command(long_about = gc::FSCK_LONG_ABOUT)]
+    Fsck(gc::FsckArgs),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
     /// Write completion scripts and man pages into a directory (for packagers and the tests)
@@ -128,6 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mirror(cmd) => mirror::run(&ctx, cmd),
         Command::Tls(cmd) => tls::run(&ctx, cmd),
         Command::Gc(args) => gc::run(&ctx, args),
+        Command::Fsck(args) => gc::fsck(&ctx, args),
         Command::Completions(args) => completions::print(args),
         Command::GenerateDocs(args) => completions::generate_docs(args),
     }

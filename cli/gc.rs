@@ -1,4 +1,4 @@
-//! `ecrl gc [--dry-run]`: garbage collection now.
+//! `ecrl gc [--dry-run]` (garbage collection now) and `ecrl fsck [--repair]` (the store checked).
 
 use crate::app::{block_on, Context};
 use crate::output::{self, human_bytes, Table};
@@ -64,6 +64,66 @@ impl Table for GcReport {
                 self.blobs_left_unexplained
             ));
         }
+        text
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct FsckArgs {
+    /// Move corrupt blobs to <data dir>/quarantine/, drop links to lost blobs, and mark the
+    /// images that lost content (their pulls then say so, until pushed again)
+    #[arg(long)]
+    pub repair: bool,
+}
+
+pub const FSCK_LONG_ABOUT: &str = "\
+Check the store: every blob is read back (decrypted) and hashed against its name, every
+repository's links and manifests are checked against what the store holds. Each problem names
+the images it breaks (repo@digest and tags).
+
+--repair moves corrupt blobs to <data dir>/quarantine/, drops the links to lost blobs, and
+marks the images that lost content: pulling one answers at once that it lost content and must
+be pushed again, instead of failing half-way. Pushing the image again clears the mark.
+
+Exit codes: 0 no problem (or every problem repaired), 1 problems found and left, 3 the daemon
+is unreachable.";
+
+pub fn fsck(ctx: &Context, args: FsckArgs) -> anyhow::Result<ExitCode> {
+    use ecrl::api::system::{CheckStore, FsckRequest};
+    let client = ctx.client()?;
+    let report = block_on(client.call::<CheckStore>(&FsckRequest {
+        repair: args.repair,
+    }))??;
+    output::print(ctx.output, &report)?;
+    let left = report.problems.iter().any(|p| p.repaired.is_none());
+    Ok(if left {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+impl Table for ecrl::api::system::FsckReport {
+    fn table(&self) -> String {
+        let mut text = String::new();
+        for p in &self.problems {
+            text.push_str(&format!("{} {}: {}\n", p.kind, p.digest, p.detail));
+            for image in &p.images {
+                text.push_str(&format!("  breaks {image}\n"));
+            }
+            if let Some(r) = &p.repaired {
+                text.push_str(&format!("  repaired: {r}\n"));
+            }
+        }
+        text.push_str(&format!(
+            "checked {} blob{} ({}) in {} ms: {} problem{}\n",
+            self.blobs_checked,
+            if self.blobs_checked == 1 { "" } else { "s" },
+            human_bytes(self.bytes_checked),
+            self.duration_ms,
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" },
+        ));
         text
     }
 }

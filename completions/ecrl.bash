@@ -25,6 +25,9 @@ _ecrl() {
             ecrl,daemon)
                 cmd="ecrl__subcmd__daemon"
                 ;;
+            ecrl,fsck)
+                cmd="ecrl__subcmd__fsck"
+                ;;
             ecrl,gc)
                 cmd="ecrl__subcmd__gc"
                 ;;
@@ -246,6 +249,9 @@ _ecrl() {
                 ;;
             ecrl__subcmd__help,daemon)
                 cmd="ecrl__subcmd__help__subcmd__daemon"
+                ;;
+            ecrl__subcmd__help,fsck)
+                cmd="ecrl__subcmd__help__subcmd__fsck"
                 ;;
             ecrl__subcmd__help,gc)
                 cmd="ecrl__subcmd__help__subcmd__gc"
@@ -899,7 +905,7 @@ _ecrl() {
 
     case "${cmd}" in
         ecrl)
-            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task auth get-login-password login logout mirror tls gc completions generate-docs help"
+            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2050,6 +2056,28 @@ _ecrl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ecrl__subcmd__fsck)
+            opts="-q -h -V --repair --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ecrl__subcmd__gc)
             opts="-q -h -V --dry-run --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -2121,7 +2149,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help)
-            opts="daemon repo image task auth get-login-password login logout mirror tls gc completions generate-docs help"
+            opts="daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2431,6 +2459,20 @@ _ecrl() {
         ecrl__subcmd__help__subcmd__daemon__subcmd__stop)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__fsck)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

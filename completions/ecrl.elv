@@ -37,6 +37,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand mirror 'Copy images to and from other registries, on demand, on a schedule, or as they are pushed (replication)'
             cand tls 'Show how clients come to trust the HTTPS registry (ecrld''s CA)'
             cand gc 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)'
+            cand fsck 'Check every blob against its digest and the metadata against the disk (--repair)'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -1363,6 +1364,17 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'ecrl;fsck'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand --repair 'Move corrupt blobs to <data dir>/quarantine/, drop links to lost blobs, and mark the images that lost content (their pulls then say so, until pushed again)'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'ecrl;completions'= {
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
@@ -1395,6 +1407,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand mirror 'Copy images to and from other registries, on demand, on a schedule, or as they are pushed (replication)'
             cand tls 'Show how clients come to trust the HTTPS registry (ecrld''s CA)'
             cand gc 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)'
+            cand fsck 'Check every blob against its digest and the metadata against the disk (--repair)'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -1624,6 +1637,8 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;tls;ca'= {
         }
         &'ecrl;help;gc'= {
+        }
+        &'ecrl;help;fsck'= {
         }
         &'ecrl;help;completions'= {
         }

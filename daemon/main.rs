@@ -3,6 +3,7 @@
 mod app;
 mod auth;
 mod control;
+mod fsck;
 mod gc;
 mod images;
 mod lifecycle;

@@ -3125,3 +3125,100 @@ fn gc_while_clients_push_and_pull_loses_nothing() {
         }
     }
 }
+
+/// `ecrl fsck`: a byte flipped in one blob and another blob's file removed are found, each
+/// with the images it breaks, and nothing is changed; `--repair` moves the corrupt blob
+/// aside, drops the links, and marks the images, whose pulls then say so at once; pushing
+/// an image again brings it back.
+#[test]
+fn fsck_finds_a_corrupt_and_a_missing_blob_and_repair_marks_what_they_break() {
+    let reg = Registry::start();
+    let (l1, l2) = (bytes("layer one", 50_000), bytes("layer two", 40_000));
+    let (m1, _) = push_layers(&reg, "app", "1", &[&l1]);
+    let (m2, _) = push_layers(&reg, "app", "2", &[&l2]);
+    let (m3, _) = push_layers(&reg, "other", "1", &[&l1]);
+    let fsck = |args: &[&str]| {
+        let mut all = vec!["fsck", "--output", "json"];
+        all.extend_from_slice(args);
+        let out = reg.env.ecrl(&all);
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), report)
+    };
+    let (code, clean) = fsck(&[]);
+    assert_eq!(code, Some(0), "{clean}");
+    assert_eq!(clean["problems"], json!([]));
+    // Two layers, two configs (other:1 is app:1 again), two manifests.
+    assert_eq!(clean["blobsChecked"], 6, "{clean}");
+
+    // One byte of l1's file flipped; l2's file gone.
+    let f1 = reg.blob_file(&sha256(&l1));
+    let mut content = std::fs::read(&f1).unwrap();
+    let middle = content.len() / 2;
+    content[middle] ^= 0x40;
+    std::fs::write(&f1, &content).unwrap();
+    std::fs::remove_file(reg.blob_file(&sha256(&l2))).unwrap();
+
+    let (code, found) = fsck(&[]);
+    assert_eq!(code, Some(1), "{found}");
+    let problems = found["problems"].as_array().unwrap();
+    let of = |digest: &str| {
+        problems
+            .iter()
+            .find(|p| p["digest"] == digest)
+            .unwrap_or_else(|| panic!("no problem for {digest}: {found}"))
+    };
+    let corrupt = of(&sha256(&l1));
+    assert_eq!(corrupt["kind"], "CORRUPT_BLOB");
+    let images: Vec<&str> = corrupt["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        images,
+        [
+            format!("app@{} (1)", sha256(&m1)),
+            format!("other@{} (1)", sha256(&m3))
+        ]
+    );
+    let missing = of(&sha256(&l2));
+    assert_eq!(missing["kind"], "MISSING_BLOB");
+    assert_eq!(
+        missing["images"],
+        json!([format!("app@{} (2)", sha256(&m2))])
+    );
+    assert!(corrupt.get("repaired").is_none());
+    // A check changes nothing.
+    assert_eq!(std::fs::read(&f1).unwrap(), content);
+    assert_status(&reg.get("/v2/app/manifests/1"), 200);
+
+    let (code, repaired) = fsck(&["--repair"]);
+    assert_eq!(code, Some(0), "{repaired}");
+    assert!(!f1.exists());
+    let quarantined = reg
+        .data_dir()
+        .join("quarantine")
+        .join(format!("sha256-{}", &sha256(&l1)["sha256:".len()..]));
+    assert_eq!(std::fs::read(&quarantined).unwrap(), content);
+    for (repo, tag, lost) in [("app", "1", &l1), ("other", "1", &l1), ("app", "2", &l2)] {
+        let resp = reg.get(&format!("/v2/{repo}/manifests/{tag}"));
+        let body = expect_error(resp, 404, "MANIFEST_UNKNOWN");
+        assert!(
+            body.contains("lost content") && body.contains(&sha256(lost)),
+            "{body}"
+        );
+    }
+    // Known now: a check finds nothing new.
+    let (code, after) = fsck(&[]);
+    assert_eq!(code, Some(0), "{after}");
+
+    // Pushed again, app:1 is whole.
+    push_layers(&reg, "app", "1", &[&l1]);
+    let resp = reg.get("/v2/app/manifests/1");
+    assert_status(&resp, 200);
+    assert_eq!(resp.bytes().unwrap().as_ref(), &m1[..]);
+    let resp = reg.get(&format!("/v2/app/blobs/{}", sha256(&l1)));
+    assert_eq!(resp.bytes().unwrap().as_ref(), &l1[..]);
+}

@@ -3,7 +3,8 @@
 use super::{endpoint, Peer, Shared};
 use axum::Router;
 use ecrl::api::system::{
-    CollectGarbage, GcReport, GcRequest, Info, Shutdown, ShutdownResponse, SystemInfo,
+    CheckStore, CollectGarbage, FsckReport, FsckRequest, GcReport, GcRequest, Info, Shutdown,
+    ShutdownResponse, SystemInfo,
 };
 use ecrl::api::{ApiError, Empty, ErrorCode};
 
@@ -15,7 +16,14 @@ const ENGINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 pub fn routes(router: Router<Shared>) -> Router<Shared> {
     let router = endpoint::<Info, _, _>(router, info);
     let router = endpoint::<CollectGarbage, _, _>(router, gc);
+    let router = endpoint::<CheckStore, _, _>(router, fsck);
     endpoint::<Shutdown, _, _>(router, shutdown)
+}
+
+async fn fsck(state: Shared, _peer: Peer, r: FsckRequest) -> Result<FsckReport, ApiError> {
+    crate::fsck::run(&state, r.repair)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{e:#}")))
 }
 
 async fn gc(state: Shared, _peer: Peer, r: GcRequest) -> Result<GcReport, ApiError> {

@@ -7,6 +7,7 @@
 //! SQLite. This module must not call storage, the registry or the network.
 
 mod auth;
+mod fsck;
 pub mod lifecycle;
 pub mod mirror;
 mod schema;
@@ -89,6 +90,8 @@ pub struct Repo {
     pub policy: Option<String>,
     /// The lifecycle policy, when one is set.
     pub lifecycle: Option<lifecycle::Lifecycle>,
+    /// Images `ecrl fsck --repair` found to have lost content, with why: their pulls say so.
+    pub damaged: HashMap<Digest, String>,
 }
 
 impl Repo {
@@ -483,6 +486,8 @@ impl Metadata {
                 });
             }
             let digest = manifest.digest;
+            // Pushed again whole: whatever fsck found it lost is back.
+            fsck::clear_damaged(conn, &repo, entry, &digest)?;
             if let std::collections::hash_map::Entry::Vacant(slot) = entry.manifests.entry(digest) {
                 insert_manifest_row(conn, &repo, &manifest)?;
                 slot.insert(Arc::new(manifest));
@@ -1098,6 +1103,7 @@ fn load(
     auth::load(conn, &mut index)?;
     mirror::load(conn, &mut index)?;
     lifecycle::load(conn, &mut index)?;
+    fsck::load(conn, &mut index)?;
     Ok(index)
 }
 

@@ -161,6 +161,13 @@ const MIGRATIONS: &[&str] = &[
     // manifest references are old enough to go. Links from before count from now.
     "ALTER TABLE blob_links ADD COLUMN linked_at INTEGER NOT NULL DEFAULT 0;
     UPDATE blob_links SET linked_at = CAST(strftime('%s', 'now') AS INTEGER) * 1000;",
+    // 13: images `ecrl fsck --repair` found to have lost content (until pushed again).
+    "CREATE TABLE damaged_images (
+        repo TEXT NOT NULL REFERENCES repositories(name) ON DELETE CASCADE,
+        digest TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        PRIMARY KEY (repo, digest)
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {

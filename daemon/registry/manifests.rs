@@ -37,9 +37,21 @@ fn manifest_unknown(repo: &RepoName, reference: &Reference) -> RegistryError {
 fn resolve(state: &Shared, repo: &RepoName, reference: &Reference) -> Result<Arc<Manifest>> {
     let index = state.meta.read();
     let r = index.repos.get(repo).ok_or_else(|| repo_unknown(repo))?;
-    r.manifest(reference)
+    let manifest = r
+        .manifest(reference)
         .cloned()
-        .ok_or_else(|| manifest_unknown(repo, reference))
+        .ok_or_else(|| manifest_unknown(repo, reference))?;
+    if let Some(why) = r.damaged.get(&manifest.digest) {
+        // Said at once, rather than a pull failing half-way on a lost layer.
+        return Err(RegistryError::not_found(
+            ErrorCode::ManifestUnknown,
+            format!(
+                "image {} in {repo} lost content ({why}): push it again",
+                manifest.digest
+            ),
+        ));
+    }
+    Ok(manifest)
 }
 
 pub fn get(state: &Shared, repo: &RepoName, reference: &Reference, head: bool) -> Result<Response> {

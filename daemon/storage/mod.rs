@@ -443,6 +443,17 @@ impl BlobStore {
         Ok(out)
     }
 
+    /// Moves a blob's file out of the store into `<data dir>/quarantine/` (where `ecrl fsck
+    /// --repair` puts corrupt blobs, for inspection); answers where it went.
+    pub async fn quarantine(&self, digest: &Digest) -> io::Result<PathBuf> {
+        self.inner.cache.forget(digest);
+        let dir = self.inner.root.join("quarantine");
+        tokio::fs::create_dir_all(&dir).await?;
+        let to = dir.join(format!("sha256-{}", digest.hex()));
+        tokio::fs::rename(self.blob_path(digest), &to).await?;
+        Ok(to)
+    }
+
     /// When a blob's file was last written, if it exists.
     pub async fn modified(&self, digest: &Digest) -> io::Result<Option<std::time::SystemTime>> {
         match tokio::fs::metadata(self.blob_path(digest)).await {

@@ -181,3 +181,48 @@ pub struct GcReport {
     #[serde(default)]
     pub blobs_left_unexplained: u64,
 }
+
+/// `POST /v1/system/fsck`: every blob re-read and checked, and the metadata against the disk
+/// (`ecrl fsck`).
+pub struct CheckStore;
+
+impl Endpoint for CheckStore {
+    const METHOD: Method = Method::Post;
+    const PATH: &'static str = "/v1/system/fsck";
+    type Request = FsckRequest;
+    type Response = FsckReport;
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FsckRequest {
+    /// Quarantine corrupt blobs, drop links to lost ones, mark the images that lost content.
+    #[serde(default)]
+    pub repair: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FsckReport {
+    pub repair: bool,
+    pub blobs_checked: u64,
+    pub bytes_checked: u64,
+    pub duration_ms: u64,
+    pub problems: Vec<FsckProblem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FsckProblem {
+    /// `CORRUPT_BLOB` (its content is not its digest, or does not decrypt), `MISSING_BLOB` (a
+    /// repository links it, no file holds it), `MISSING_REFERENCE` (a manifest references
+    /// what its repository does not hold).
+    pub kind: String,
+    pub digest: String,
+    pub detail: String,
+    /// The images it breaks: `repo@digest (tags)`.
+    pub images: Vec<String>,
+    /// What `--repair` did about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<String>,
+}

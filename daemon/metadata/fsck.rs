@@ -1,0 +1,88 @@
+//! What `ecrl fsck --repair` records: links to lost blobs dropped, images that lost content
+//! marked (until they are pushed again).
+
+use super::{exec, Index, MetaError, Metadata};
+use ecrl::names::{Digest, RepoName};
+use rusqlite::{params, Connection};
+
+impl Metadata {
+    /// Drops every repository's link to a blob whose content is lost; answers the
+    /// repositories that linked it.
+    pub async fn unlink_lost(&self, digest: Digest) -> Result<Vec<RepoName>, MetaError> {
+        self.write(move |conn, index| {
+            let mut from = Vec::new();
+            for (name, repo) in index.repos.iter_mut() {
+                if repo.blobs.remove(&digest).is_some() {
+                    exec(
+                        conn,
+                        "DELETE FROM blob_links WHERE repo = ?1 AND digest = ?2",
+                        params![name.as_str(), digest.to_string()],
+                    )?;
+                    from.push(name.clone());
+                }
+            }
+            Ok(from)
+        })
+        .await
+    }
+
+    /// Marks images as having lost content, each with why.
+    pub async fn mark_damaged(
+        &self,
+        marks: Vec<(RepoName, Digest, String)>,
+    ) -> Result<(), MetaError> {
+        self.write(move |conn, index| {
+            for (repo, digest, reason) in marks {
+                let Some(entry) = index.repos.get_mut(&repo) else {
+                    continue;
+                };
+                exec(
+                    conn,
+                    "INSERT OR REPLACE INTO damaged_images (repo, digest, reason) VALUES (?1, ?2, ?3)",
+                    params![repo.as_str(), digest.to_string(), reason],
+                )?;
+                entry.damaged.insert(digest, reason);
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Forgets a damaged mark (the image was pushed again), inside a write.
+pub(super) fn clear_damaged(
+    conn: &Connection,
+    repo: &RepoName,
+    entry: &mut super::Repo,
+    digest: &Digest,
+) -> Result<(), MetaError> {
+    if entry.damaged.remove(digest).is_some() {
+        exec(
+            conn,
+            "DELETE FROM damaged_images WHERE repo = ?1 AND digest = ?2",
+            params![repo.as_str(), digest.to_string()],
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError> {
+    let mut stmt = conn.prepare("SELECT repo, digest, reason FROM damaged_images")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (repo, digest, reason) = row?;
+        let (Ok(repo), Ok(digest)) = (repo.parse::<RepoName>(), digest.parse::<Digest>()) else {
+            continue;
+        };
+        if let Some(entry) = index.repos.get_mut(&repo) {
+            entry.damaged.insert(digest, reason);
+        }
+    }
+    Ok(())
+}
