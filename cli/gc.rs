@@ -18,10 +18,11 @@ Collect garbage now, while pushes and pulls go on (the daemon also does it every
 24h by default).
 
 Blob links no manifest references (uploads never followed by a manifest) and older than
-registry.deleted_blob_grace are unlinked; their content goes after the grace unless a push
-takes it back. Blob files nothing holds and older than the grace are removed. What a
-repository's images reference, the layer cache of 'ecrl repo push', and anything written in
-the last grace are never touched.";
+registry.upload_expiry (24h: a push in progress links its layers before its manifest) are
+unlinked; their content goes after registry.deleted_blob_grace unless a push takes it back.
+Blob files nothing holds and older than the grace are removed. What a repository's images
+reference, the layer cache of 'ecrl repo push', and files written in the last grace are never
+touched.";
 
 pub fn run(ctx: &Context, args: GcArgs) -> anyhow::Result<ExitCode> {
     let client = ctx.client()?;

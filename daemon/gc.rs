@@ -4,10 +4,11 @@
 //! children, referrers and their subjects, layers and configs), and the stored blobs the
 //! `repo push` layer cache names. Sweep, each step safe on its own (a kill -9 between them
 //! loses nothing referenced; the next collection finishes the job):
-//! 1. blob links no manifest of their repository references, linked more than
-//!    `deleted_blob_grace` ago (uploads never followed by a manifest), are unlinked; their
-//!    content goes like that of a deleted image's blobs: after the grace, unless a push takes
-//!    them back meanwhile;
+//! 1. blob links no manifest of their repository references, linked longer ago than an upload
+//!    may live (`registry.upload_expiry`, 24 h) and the grace (uploads never followed by a
+//!    manifest; a push links each blob as it lands and sends its manifest last), are
+//!    unlinked; their content goes like that of a deleted image's blobs: after the grace,
+//!    unless a push takes them back meanwhile;
 //! 2. blob files nothing marks, written more than the grace ago, are removed, each under its
 //!    digest's lock and checked again there, so a blob a push is committing and linking right
 //!    then is never removed. Uploads in progress live outside the blob store.
@@ -36,7 +37,10 @@ pub async fn collect(state: &Arc<AppState>, dry_run: bool) -> anyhow::Result<GcR
         ..Default::default()
     };
     let grace = state.config.deleted_blob_grace;
-    let cutoff_ms = crate::metadata::now_millis() - grace.as_millis() as i64;
+    // A push links each blob as it lands and sends its manifest last: a link waits for its
+    // manifest as long as an upload may live, and the grace besides.
+    let link_age = grace.max(state.config.upload_expiry);
+    let cutoff_ms = crate::metadata::now_millis() - link_age.as_millis() as i64;
 
     // 1. Links no manifest references.
     let dangling = state.meta.unlink_dangling(cutoff_ms, dry_run).await?;

@@ -2958,7 +2958,8 @@ fn a_manifest_an_index_uses_is_not_deleted_under_it() {
 #[test]
 fn gc_removes_what_nothing_holds_and_keeps_every_referenced_byte() {
     let env = Env::new();
-    let config = env.write_config("registry:\n  deleted_blob_grace: 1s\n");
+    // Uploads live a second here: a link waiting that long for its manifest is garbage.
+    let config = env.write_config("registry:\n  deleted_blob_grace: 1s\n  upload_expiry: 1s\n");
     let reg = Registry::start_in(env, &["--config", config.to_str().unwrap()]);
     let layer = bytes("kept layer", 20_000);
     let (manifest, config_blob) = push_layers(&reg, "app", "1", &[&layer]);
@@ -3065,7 +3066,7 @@ fn gc_removes_what_nothing_holds_and_keeps_every_referenced_byte() {
 #[test]
 fn gc_while_clients_push_and_pull_loses_nothing() {
     let env = Env::new();
-    let config = env.write_config("registry:\n  deleted_blob_grace: 2s\n");
+    let config = env.write_config("registry:\n  deleted_blob_grace: 2s\n  upload_expiry: 2s\n");
     let reg = std::sync::Arc::new(Registry::start_in(
         env,
         &["--config", config.to_str().unwrap()],

@@ -168,8 +168,8 @@ pub struct GcReport {
     /// Blob files no repository holds, older than the grace: removed.
     pub blobs_removed: u64,
     pub bytes_removed: u64,
-    /// Blob links no manifest references, older than the grace: unlinked (their content goes
-    /// after the grace unless a push takes them back).
+    /// Blob links no manifest references, older than `registry.upload_expiry` (and the
+    /// grace): unlinked (their content goes after the grace unless a push takes them back).
     pub links_removed: u64,
     pub link_bytes: u64,
     /// Blob files no repository holds but younger than the grace, kept for a push in progress.
