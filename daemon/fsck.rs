@@ -26,12 +26,17 @@ pub async fn run(state: &Arc<AppState>, repair: bool) -> anyhow::Result<FsckRepo
         let store = state.store.clone();
         tokio::task::spawn_blocking(move || store.list()).await??
     };
-    let on_disk: HashSet<Digest> = files.iter().map(|(d, _, _)| *d).collect();
+    let on_disk: HashSet<Digest> = files.iter().copied().collect();
 
-    // 1. Every blob's content against its name.
+    // 1. Every blob's content against its name, as many at once as there are cores (each
+    // read decrypts on a thread of its own and hashes on the runtime).
     let mut bad: Vec<(Digest, &'static str, String)> = Vec::new();
-    for (digest, _, _) in &files {
-        match check_blob(state, digest).await {
+    let at_once = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut checks = futures_util::stream::iter(files.iter().copied())
+        .map(|digest| async move { (digest, check_blob(state, &digest).await) })
+        .buffer_unordered(at_once);
+    while let Some((digest, checked)) = checks.next().await {
+        match checked {
             Ok(bytes) => {
                 report.blobs_checked += 1;
                 report.bytes_checked += bytes;
@@ -40,10 +45,11 @@ pub async fn run(state: &Arc<AppState>, repair: bool) -> anyhow::Result<FsckRepo
             Err(None) => {}
             Err(Some(why)) => {
                 report.blobs_checked += 1;
-                bad.push((*digest, CORRUPT, why));
+                bad.push((digest, CORRUPT, why));
             }
         }
     }
+    drop(checks);
     // 2. The metadata against the store.
     let mut references: Vec<(RepoName, Digest, Digest)> = Vec::new();
     let mut missing = HashSet::new();

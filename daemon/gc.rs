@@ -53,21 +53,43 @@ pub async fn collect(state: &Arc<AppState>, dry_run: bool) -> anyhow::Result<GcR
         }
     }
 
-    // 2. Files nothing marks.
-    let files = {
+    // 2. Files nothing marks. The walk reads names only, on a thread that runs when a core
+    // would otherwise idle (pushes and pulls first); only the unmarked files are stat'ed.
+    let marked = Arc::new(marked(state));
+    let (total, unmarked) = {
         let store = state.store.clone();
-        tokio::task::spawn_blocking(move || store.list()).await??
+        let marked = marked.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("ecrld-gc".into())
+            .spawn(move || {
+                crate::storage::idle_priority();
+                let walked = store.list().map(|names| {
+                    let total = names.len();
+                    let unmarked: Vec<_> = names
+                        .into_iter()
+                        .filter(|d| !marked.contains(d))
+                        .map(|d| (d, store.file_info(&d)))
+                        .collect();
+                    (total, unmarked)
+                });
+                let _ = tx.send(walked);
+            })?;
+        rx.await??
     };
-    let marked = marked(state);
     let old_enough = |written: SystemTime| {
         SystemTime::now()
             .duration_since(written)
             .is_ok_and(|age| age >= grace)
     };
-    let total = files.len();
+    report.blobs_held = (total - unmarked.len()) as u64;
     let mut candidates = Vec::new();
-    for (digest, len, written) in files {
-        if marked.contains(&digest) || state.release_pending(&digest) {
+    for (digest, info) in unmarked {
+        let Ok(Some((len, written))) = info else {
+            // Gone meanwhile, or unreadable: nothing to collect now.
+            continue;
+        };
+        if state.release_pending(&digest) {
             report.blobs_held += 1;
         } else if !old_enough(written) {
             report.blobs_kept_recent += 1;

@@ -465,7 +465,7 @@ fn drop_pages(file: &File, at: u64, len: u64) {
 }
 
 /// This thread runs only when a core would otherwise idle.
-fn idle_priority() {
+pub fn idle_priority() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: sets this thread's (tid 0) policy from a valid sched_param.
     unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };

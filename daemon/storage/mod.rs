@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 pub use buf::trim as trim_buffers;
 pub use cache::default_budget as default_read_cache;
+pub use cache::idle_priority;
 pub use keys::KeyPlace;
 pub use reader::BlobStream;
 
@@ -413,9 +414,9 @@ impl BlobStore {
         Ok(sweep)
     }
 
-    /// Every blob file: its digest, its length on disk and when it was last written. Blocking
-    /// (a walk of the store); files whose name is not a digest are not listed.
-    pub fn list(&self) -> io::Result<Vec<(Digest, u64, std::time::SystemTime)>> {
+    /// Every blob file's digest. Blocking (a walk of the store's directories, names only: no
+    /// file is opened or stat'ed); files whose name is not a digest are not listed.
+    pub fn list(&self) -> io::Result<Vec<Digest>> {
         let root = self.inner.root.join("blobs").join("sha256");
         let mut out = Vec::new();
         for prefix in std::fs::read_dir(&root)? {
@@ -425,22 +426,28 @@ impl BlobStore {
             }
             for entry in std::fs::read_dir(prefix.path())? {
                 let entry = entry?;
-                let Some(digest) = entry
+                if !entry.file_type()?.is_file() {
+                    continue;
+                }
+                if let Some(digest) = entry
                     .file_name()
                     .to_str()
                     .and_then(|hex| format!("sha256:{hex}").parse::<Digest>().ok())
-                else {
-                    continue;
-                };
-                let meta = match entry.metadata() {
-                    Ok(m) if m.is_file() => m,
-                    // Gone meanwhile (deleted by a concurrent collection), or not a file.
-                    _ => continue,
-                };
-                out.push((digest, meta.len(), meta.modified()?));
+                {
+                    out.push(digest);
+                }
             }
         }
         Ok(out)
+    }
+
+    /// A blob file's length on disk and when it was last written, if it exists. Blocking.
+    pub fn file_info(&self, digest: &Digest) -> io::Result<Option<(u64, std::time::SystemTime)>> {
+        match std::fs::metadata(self.blob_path(digest)) {
+            Ok(m) => Ok(Some((m.len(), m.modified()?))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Moves a blob's file out of the store into `<data dir>/quarantine/` (where `ecrl fsck
