@@ -63,6 +63,13 @@ pub fn in_use(index: &Index) -> HashMap<Digest, String> {
     used
 }
 
+/// Why an image must stay, if it must: it is in use itself, or an image it references is (a
+/// task runs one platform's manifest of an index).
+fn use_of<'a>(used: &'a HashMap<Digest, String>, m: &Manifest) -> Option<&'a String> {
+    used.get(&m.digest)
+        .or_else(|| m.refs.iter().find_map(|r| used.get(r)))
+}
+
 /// The plan of `policy` for the repository `name` at `now_ms`.
 pub fn plan(
     state: &AppState,
@@ -92,7 +99,7 @@ pub fn plan(
             tags: tags.get(&m.digest).cloned().unwrap_or_default(),
             pushed_at: m.pushed_at,
             last_pulled_at: state.meta.last_pulled(name, m),
-            in_use: used.get(&m.digest).cloned(),
+            in_use: use_of(&used, m).cloned(),
         })
         .collect();
     let verdicts = evaluate(policy, &images, now_ms);
@@ -239,7 +246,7 @@ async fn expire(state: &Arc<AppState>, name: &RepoName, m: &Manifest) -> Result<
         {
             return Err("an index now references it".into());
         }
-        if let Some(reason) = in_use(&index).get(&digest) {
+        if let Some(reason) = use_of(&in_use(&index), m) {
             return Err(format!("kept: {reason}"));
         }
     }
@@ -255,17 +262,34 @@ async fn expire(state: &Arc<AppState>, name: &RepoName, m: &Manifest) -> Result<
     Ok(())
 }
 
+static BOUNDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// A run of [`bound_caches`] is asked for and has not begun: more growth needs no other.
+static BOUND_PENDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks for a [`bound_caches`] run after the caches grew; growth while one waits to begin
+/// adds none (a burst of fetches costs one or two runs, not one each).
+pub fn caches_grew(state: &Arc<AppState>) {
+    if state.config.cache_max_bytes.is_none()
+        || BOUND_PENDING.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move { bound_caches(&state).await });
+}
+
 /// Keeps what pull-through caches hold within `registry.cache_max_bytes`: while the distinct
 /// blobs and manifests of the repositories under cache rules (those no other repository also
 /// holds) pass it, the cached image pulled least recently (fetched, when never pulled since)
 /// goes, as a lifecycle expiry does. Images in use by tasks, images with a blob being fetched
 /// and the image used last stay. One run at a time; answers how many images went.
 pub async fn bound_caches(state: &Arc<AppState>) -> usize {
-    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let Some(max) = state.config.cache_max_bytes else {
         return 0;
     };
-    let _one = ONE.lock().await;
+    let _one = BOUNDING.lock().await;
+    // From here on, growth asks for another run.
+    BOUND_PENDING.store(false, std::sync::atomic::Ordering::SeqCst);
     let mut evicted = 0;
     loop {
         let (total, victim) = {
@@ -295,7 +319,7 @@ pub async fn bound_caches(state: &Arc<AppState>) -> usize {
                     .collect();
                 for m in repo.manifests.values() {
                     if children.contains(&m.digest)
-                        || used.contains_key(&m.digest)
+                        || use_of(&used, m).is_some()
                         || m.refs.iter().any(|d| fetching.contains(d))
                     {
                         continue;

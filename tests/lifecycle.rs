@@ -267,3 +267,55 @@ fn the_daemon_applies_policies_on_its_schedule_and_after_a_restart() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn an_index_is_kept_while_a_task_definition_names_one_of_its_platforms() {
+    let env = Env::new();
+    let _daemon = env.spawn_daemon(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, index, children) = common::remotes::two_platform_index(dir.path());
+    env.ecrl_ok(&[
+        "repo",
+        "push",
+        &format!("oci:{}", layout.display()),
+        "team/multi:1",
+        "-q",
+    ]);
+    std::thread::sleep(Duration::from_millis(5));
+    push(&env, dir.path(), "newer", "team/multi:2");
+    let family = common::registry::unique("platform");
+    let def = serde_json::json!({
+        "family": family,
+        "containerDefinitions": [{"name": "app", "image": format!("team/multi@{}", children[0]),
+            "memory": 32}]
+    });
+    let file = dir.path().join("task.json");
+    std::fs::write(&file, def.to_string()).unwrap();
+    env.ecrl_ok(&["task", "register", "-f", file.to_str().unwrap(), "-q"]);
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"rules": [{"rulePriority": 1, "selection": {"tagStatus": "any",
+            "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}"#,
+    )
+    .unwrap();
+    let p = env.ecrl_ok(&[
+        "repo",
+        "lifecycle",
+        "preview",
+        "team/multi",
+        "-f",
+        policy.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    let p: serde_json::Value = serde_json::from_str(&p).unwrap();
+    // The index is the older image: the rule would expire it, but one of its platforms is
+    // named by an ACTIVE definition. Its children are not images of their own here.
+    assert_eq!(p["previewResults"], serde_json::json!([]), "{p:#}");
+    assert_eq!(p["keptImages"][0]["imageDigest"], index.as_str(), "{p:#}");
+    assert!(p["keptImages"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains(&family));
+}

@@ -81,10 +81,7 @@ impl InFlight {
 
 /// The caches hold more: they are kept within `registry.cache_max_bytes`, if set.
 fn grew(state: &Arc<AppState>) {
-    if state.config.cache_max_bytes.is_some() {
-        let state = state.clone();
-        tokio::spawn(async move { crate::lifecycle::bound_caches(&state).await });
-    }
+    crate::lifecycle::caches_grew(state);
 }
 
 /// ECR's prefix rule: lowercase components joined by `/`, 2 to 30 characters.
