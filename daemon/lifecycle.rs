@@ -70,6 +70,16 @@ fn use_of<'a>(used: &'a HashMap<Digest, String>, m: &Manifest) -> Option<&'a Str
         .or_else(|| m.refs.iter().find_map(|r| used.get(r)))
 }
 
+/// The manifests of a repository that another of its manifests references (an index's
+/// children): they go with their index, and are not images of their own here.
+fn children_of(repo: &Repo) -> HashSet<Digest> {
+    repo.manifests
+        .values()
+        .flat_map(|m| m.refs.iter().copied())
+        .filter(|d| repo.manifests.contains_key(d))
+        .collect()
+}
+
 /// The plan of `policy` for the repository `name` at `now_ms`.
 pub fn plan(
     state: &AppState,
@@ -80,12 +90,7 @@ pub fn plan(
     now_ms: i64,
 ) -> Plan {
     let used = in_use(index);
-    let children: HashSet<Digest> = repo
-        .manifests
-        .values()
-        .flat_map(|m| m.refs.iter().copied())
-        .filter(|d| repo.manifests.contains_key(d))
-        .collect();
+    let children = children_of(repo);
     let mut tags: HashMap<Digest, Vec<String>> = HashMap::new();
     for (tag, digest) in &repo.tags {
         tags.entry(*digest).or_default().push(tag.to_string());
@@ -311,12 +316,7 @@ pub async fn bound_caches(state: &Arc<AppState>) -> usize {
                 }
                 held.extend(repo.blobs.iter().map(|(d, s)| (*d, *s)));
                 held.extend(repo.manifests.values().map(|m| (m.digest, m.size)));
-                let children: HashSet<Digest> = repo
-                    .manifests
-                    .values()
-                    .flat_map(|m| m.refs.iter().copied())
-                    .filter(|d| repo.manifests.contains_key(d))
-                    .collect();
+                let children = children_of(repo);
                 for m in repo.manifests.values() {
                     if children.contains(&m.digest)
                         || use_of(&used, m).is_some()

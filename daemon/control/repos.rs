@@ -24,6 +24,14 @@ pub fn routes(router: Router<Shared>) -> Router<Shared> {
     endpoint::<TagImage, _, _>(router, tag_image)
 }
 
+/// A repository's exclusion filters, as ECR shows them.
+fn filters_of(repo: &Repo) -> Vec<ExclusionFilter> {
+    repo.mutability_exclusions
+        .iter()
+        .map(|f| ExclusionFilter::wildcard(f))
+        .collect()
+}
+
 /// The filters of a mutability, checked as ECR checks them.
 fn exclusions(
     mutability: TagMutability,
@@ -49,11 +57,7 @@ async fn put_mutability(
         registry_id: Some(state.meta.account_id().to_string()),
         repository_name: name.to_string(),
         image_tag_mutability: repo.mutability.as_str().to_string(),
-        image_tag_mutability_exclusion_filters: repo
-            .mutability_exclusions
-            .iter()
-            .map(|f| ExclusionFilter::wildcard(f))
-            .collect(),
+        image_tag_mutability_exclusion_filters: filters_of(&repo),
     })
 }
 
@@ -124,11 +128,7 @@ fn repository(state: &Shared, name: &RepoName, repo: &Repo) -> Repository {
         repository_uri: format!("{}/{name}", state.registry_host()),
         created_at: timestamp::from_millis(repo.created_at),
         image_tag_mutability: repo.mutability.as_str().to_string(),
-        image_tag_mutability_exclusion_filters: repo
-            .mutability_exclusions
-            .iter()
-            .map(|f| ExclusionFilter::wildcard(f))
-            .collect(),
+        image_tag_mutability_exclusion_filters: filters_of(repo),
         image_scanning_configuration: ScanningConfiguration::default(),
         encryption_configuration: EncryptionConfiguration {
             encryption_type: "AES256".into(),
