@@ -208,6 +208,14 @@ impl AppState {
         self.remove_if_unused(digest).await;
     }
 
+    /// Waits for `tick`'s next tick (see [`every`]); false once the daemon stops.
+    pub async fn next_tick(&self, tick: &mut tokio::time::Interval) -> bool {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = tick.tick() => true,
+        }
+    }
+
     /// Whether a delete freed the blob in some repository and its grace is still running.
     pub fn release_pending(&self, digest: &Digest) -> bool {
         self.released
@@ -252,6 +260,13 @@ impl AppState {
             }
         }
     }
+}
+
+/// Ticks every `period`, the first a whole period from now; late ticks are not made up.
+pub fn every(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
 }
 
 pub fn run(config: DaemonConfig) -> anyhow::Result<()> {

@@ -149,14 +149,8 @@ fn marked(state: &AppState) -> HashSet<ecrl::names::Digest> {
 /// Collects every `interval`, for as long as the daemon runs (the first a whole interval
 /// after start).
 pub async fn schedule(state: Arc<AppState>, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = state.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut tick = crate::app::every(interval);
+    while state.next_tick(&mut tick).await {
         if let Err(e) = collect(&state, false).await {
             tracing::warn!("garbage collection failed: {e:#}");
         }

@@ -373,15 +373,8 @@ pub async fn bound_caches(state: &Arc<AppState>) -> usize {
 
 /// Applies every repository's policy every `interval`, for as long as the daemon runs.
 pub async fn schedule(state: Arc<AppState>, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is at once: the first run waits a whole interval instead.
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = state.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut tick = crate::app::every(interval);
+    while state.next_tick(&mut tick).await {
         let repos: Vec<RepoName> = state
             .meta
             .read()
