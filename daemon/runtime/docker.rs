@@ -46,6 +46,8 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The repository of the image that holds an awsvpc task's network namespace.
 const PAUSE_REPOSITORY: &str = "ecrl/pause";
+/// How long a task's cgroup may stay busy with exiting processes before it is reported left.
+const CGROUP_REMOVE_PATIENCE: Duration = Duration::from_secs(5);
 
 pub struct DockerRuntime {
     /// Shared with streams that outlive the call that made them (logs).
@@ -719,9 +721,33 @@ impl Runtime for DockerRuntime {
         let Ok(hierarchy) = self.cgroups().await? else {
             return Ok(());
         };
-        hierarchy
-            .remove(task_id)
-            .map_err(|e| RuntimeError::Failed(format!("removing the task's cgroup: {e}")))
+        // The engine reports a container gone while its last processes (podman's `conmon`
+        // monitor among them) may still be exiting: a cgroup with a process in it refuses
+        // `rmdir` (EBUSY). Try again for a while before calling it left behind.
+        let task_id = task_id.to_owned();
+        let mut delay = Duration::from_millis(10);
+        let deadline = std::time::Instant::now() + CGROUP_REMOVE_PATIENCE;
+        loop {
+            let (h, id) = (hierarchy.clone(), task_id.clone());
+            let removed = tokio::task::spawn_blocking(move || h.remove(&id))
+                .await
+                .map_err(|e| RuntimeError::Failed(format!("removing the task's cgroup: {e}")))?;
+            match removed {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ResourceBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(250));
+                }
+                Err(e) => {
+                    return Err(RuntimeError::Failed(format!(
+                        "removing the task's cgroup: {e}"
+                    )))
+                }
+            }
+        }
     }
 
     async fn volume_exists(&self, name: &str) -> RtResult<bool> {
