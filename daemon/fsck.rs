@@ -5,10 +5,10 @@
 //! once instead of failing half-way, until the image is pushed again.
 
 use crate::app::AppState;
+use crate::progress::Progress;
 use ecrl::api::system::{FsckProblem, FsckReport};
 use ecrl::names::{Digest, RepoName};
 use futures_util::StreamExt;
-use sha2::{Digest as _, Sha256};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -16,12 +16,17 @@ const CORRUPT: &str = "CORRUPT_BLOB";
 const MISSING: &str = "MISSING_BLOB";
 const MISSING_REFERENCE: &str = "MISSING_REFERENCE";
 
-pub async fn run(state: &Arc<AppState>, repair: bool) -> anyhow::Result<FsckReport> {
+pub async fn run(
+    state: &Arc<AppState>,
+    repair: bool,
+    progress: &Progress,
+) -> anyhow::Result<FsckReport> {
     let started = std::time::Instant::now();
     let mut report = FsckReport {
         repair,
         ..Default::default()
     };
+    progress.step("walking the store", 0);
     let files = {
         let store = state.store.clone();
         tokio::task::spawn_blocking(move || store.list()).await??
@@ -31,6 +36,7 @@ pub async fn run(state: &Arc<AppState>, repair: bool) -> anyhow::Result<FsckRepo
     // 1. Every blob's content against its name, as many at once as there are cores (each
     // read decrypts on a thread of its own and hashes on the runtime).
     let mut bad: Vec<(Digest, &'static str, String)> = Vec::new();
+    progress.step("checking blobs", files.len() as u64);
     let at_once = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut checks = futures_util::stream::iter(files.iter().copied())
         .map(|digest| async move { (digest, check_blob(state, &digest).await) })
@@ -40,10 +46,12 @@ pub async fn run(state: &Arc<AppState>, repair: bool) -> anyhow::Result<FsckRepo
             Ok(bytes) => {
                 report.blobs_checked += 1;
                 report.bytes_checked += bytes;
+                progress.add(1, bytes);
             }
             // Removed meanwhile (a delete, a collection): nothing to check.
-            Err(None) => {}
+            Err(None) => progress.add(1, 0),
             Err(Some(why)) => {
+                progress.add(1, 0);
                 report.blobs_checked += 1;
                 bad.push((digest, CORRUPT, why));
             }
@@ -51,6 +59,7 @@ pub async fn run(state: &Arc<AppState>, repair: bool) -> anyhow::Result<FsckRepo
     }
     drop(checks);
     // 2. The metadata against the store.
+    progress.step("checking repositories", 0);
     let mut references: Vec<(RepoName, Digest, Digest)> = Vec::new();
     let mut missing = HashSet::new();
     {
@@ -169,35 +178,12 @@ pub async fn run(state: &Arc<AppState>, repair: bool) -> anyhow::Result<FsckRepo
 /// Reads a blob whole through the store (decrypting it) and hashes it. `Err(None)` when the
 /// blob is gone; `Err(Some(why))` when it is not what its name says.
 async fn check_blob(state: &AppState, digest: &Digest) -> Result<u64, Option<String>> {
-    let size = match state.store.stat(digest).await {
-        Ok(Some(size)) => size,
-        Ok(None) => return Err(None),
-        Err(e) => return Err(Some(e.to_string())),
-    };
-    let mut stream = match state.store.read(digest, 0..size).await {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(None),
-        Err(e) => return Err(Some(e.to_string())),
-    };
-    let mut hasher = Sha256::new();
-    let mut read = 0u64;
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(bytes) => {
-                read += bytes.len() as u64;
-                hasher.update(&bytes);
-            }
-            Err(e) => return Err(Some(e.to_string())),
-        }
+    match state.store.hash_blob(digest).await {
+        Ok((size, got)) if got == *digest => Ok(size),
+        Ok((_, got)) => Err(Some(format!("its content hashes to {got}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(None),
+        Err(e) => Err(Some(e.to_string())),
     }
-    let got = Digest::from_bytes(hasher.finalize().into());
-    if read != size {
-        return Err(Some(format!("{read} bytes read of {size}")));
-    }
-    if got != *digest {
-        return Err(Some(format!("its content hashes to {got}")));
-    }
-    Ok(size)
 }
 
 /// The images a lost digest breaks: the manifests that reference it (or are it), and the

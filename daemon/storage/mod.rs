@@ -335,6 +335,17 @@ impl BlobStore {
         .await
     }
 
+    /// Reads a stored blob whole (decrypting it) and hashes it: its content's length and
+    /// digest, for `ecrl fsck`. Runs on a blocking thread of its own.
+    pub async fn hash_blob(&self, digest: &Digest) -> io::Result<(u64, Digest)> {
+        let path = self.blob_path(digest);
+        let keys = self.inner.keys.clone();
+        let direct = self.inner.direct;
+        tokio::task::spawn_blocking(move || reader::hash_blob(&path, direct, keys.as_deref()))
+            .await
+            .map_err(io::Error::other)?
+    }
+
     /// A whole (small) blob in memory: manifests and configs.
     pub async fn read_all(&self, digest: &Digest) -> io::Result<Bytes> {
         reader::read_all(self.blob_path(digest), self.inner.keys.clone()).await

@@ -409,6 +409,83 @@ pub async fn read_all(path: PathBuf, keys: Option<Arc<Keys>>) -> io::Result<Byte
     .map_err(io::Error::other)?
 }
 
+/// Reads a whole blob on the calling thread and hashes its content (decrypted when `keys`):
+/// its length and digest. For `ecrl fsck`: one pass with no hand-over between threads, each
+/// segment decrypted into a small buffer and hashed while it is still in the CPU's cache.
+/// Windows in the page cache are mapped (no copy); the rest is read with O_DIRECT (when
+/// `direct`), so that checking a whole store does not evict what pulls are served from.
+pub fn hash_blob(path: &Path, direct: bool, keys: Option<&Keys>) -> io::Result<(u64, Digest)> {
+    use sha2::{Digest as _, Sha256};
+    let mut source = Source::open(path, Cold::Direct, direct)?;
+    let file_len = source.file_len;
+    let mut buf = Buf::empty();
+    let (opener, mut at) = match keys {
+        Some(keys) => {
+            if file_len < HEADER as u64 {
+                return Err(short());
+            }
+            let opener = with_window(&mut source, &mut buf, 0, HEADER, |header| {
+                keys.opener(header)
+            })?;
+            opener.check_file_len(file_len)?;
+            (Some(opener), HEADER as u64)
+        }
+        None => (None, 0),
+    };
+    let mut hasher = Sha256::new();
+    let mut plain = vec![0u8; PLAIN];
+    let mut content = 0u64;
+    let mut index = 0u64;
+    while at < file_len {
+        // Windows start on a segment and hold whole ones (a window is 64 segments).
+        let want = (file_len - at).min(BUF_SIZE as u64) as usize;
+        with_window(&mut source, &mut buf, at, want, |data| {
+            let Some(opener) = &opener else {
+                hasher.update(data);
+                content += want as u64;
+                return Ok(());
+            };
+            let mut off = 0;
+            while off < want {
+                let len = (opener.segment_len(index) as usize).min(want - off);
+                let n = opener.open(index, &data[off..off + len], &mut plain)?;
+                hasher.update(&plain[..n]);
+                content += n as u64;
+                off += len;
+                index += 1;
+            }
+            Ok(())
+        })?;
+        at += want as u64;
+    }
+    if opener.as_ref().is_some_and(|o| content != o.plain_len()) {
+        return Err(short());
+    }
+    Ok((content, Digest::from_bytes(hasher.finalize().into())))
+}
+
+/// Hands `work` the window `at..at + want` of a file: mapped when it is in the page cache (no
+/// copy), read into `buf` otherwise (taken from the pool on first use).
+fn with_window<T>(
+    source: &mut Source,
+    buf: &mut Buf,
+    at: u64,
+    want: usize,
+    work: impl FnOnce(&[u8]) -> io::Result<T>,
+) -> io::Result<T> {
+    if source.in_memory(at, want as u64)? {
+        return work(&source.map(at, want)?);
+    }
+    if buf.spare_all().len() < BUF_SIZE {
+        *buf = Buf::get();
+    }
+    let read_len = (want.div_ceil(ALIGN) * ALIGN).min(BUF_SIZE);
+    if source.read_window(&mut buf.spare_all()[..read_len], at)? < want {
+        return Err(short());
+    }
+    work(&buf.spare_all()[..want])
+}
+
 /// Reads until `buf` is full or the file ends; returns the bytes read.
 fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;

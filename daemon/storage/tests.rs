@@ -154,6 +154,11 @@ async fn round_trip(store: &BlobStore, root: &Path, len: usize, seed: u64) {
     assert!(read_range(store, &digest, 0..len as u64).await == data[..]);
     assert!(read_range(store, &digest, 0..len as u64).await == data[..]);
     assert!(store.read_all(&digest).await.unwrap() == data);
+    // fsck's one-pass read hashes it to its name.
+    assert_eq!(
+        store.hash_blob(&digest).await.unwrap(),
+        (len as u64, digest)
+    );
     assert_stored_as(store, &blob_file(root, &digest), &data);
     assert_eq!(files_under(&root.join("uploads")), Vec::<PathBuf>::new());
 }
@@ -842,6 +847,11 @@ async fn damaged_encrypted_blobs_fail_to_read() {
                 if len < 256 * 1024 {
                     assert!(store.read_all(&digest).await.is_err(), "{what}: read_all");
                 }
+                let hashed = store.hash_blob(&digest).await;
+                assert!(
+                    hashed.is_err(),
+                    "{what} (len {len}): fsck's read: {hashed:?}"
+                );
             }
         }
         // Put back, it reads again; the other blob never stopped reading.
