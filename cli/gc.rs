@@ -3,8 +3,16 @@
 use crate::app::{block_on, Context};
 use crate::output::{self, human_bytes, Table};
 use clap::Args;
-use ecrl::api::system::{CollectGarbage, GcReport, GcRequest};
+use ecrl::api::system::{
+    CheckStoreStream, CollectGarbageStream, FsckReport, FsckRequest, GcReport, GcRequest,
+    StoreEvent, StoreProgress,
+};
+use ecrl::api::transfer::StreamEndpoint;
+use ecrl::client::{empty_body, ClientError, JsonLines};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct GcArgs {
@@ -25,12 +33,87 @@ reference, the layer cache of 'ecrl repo push', and files written in the last gr
 touched.";
 
 pub fn run(ctx: &Context, args: GcArgs) -> anyhow::Result<ExitCode> {
-    let client = ctx.client()?;
-    let report = block_on(client.call::<CollectGarbage>(&GcRequest {
+    let request = GcRequest {
         dry_run: args.dry_run,
-    }))??;
+    };
+    let Some(report) = follow::<CollectGarbageStream, GcReport>(ctx, &request)? else {
+        return Ok(stopped("the collection"));
+    };
     output::print(ctx.output, &report)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Follows a collection's or a check's events to its report, with a progress bar on stderr
+/// when it is a terminal (and not `--quiet`). `None` when a signal stopped the wait (and
+/// with it the job: the daemon stops it when the stream goes).
+fn follow<E: StreamEndpoint, R: serde::de::DeserializeOwned>(
+    ctx: &Context,
+    request: &E::Request,
+) -> anyhow::Result<Option<R>> {
+    let client = ctx.client()?;
+    let bar = if !ctx.quiet && std::io::stderr().is_terminal() {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut step = String::new();
+    let outcome = block_on(async {
+        tokio::select! {
+            result = async {
+                let response = client.stream::<E>(request, empty_body()).await?;
+                let mut events = JsonLines::new(response.into_body());
+                while let Some(event) = events.next::<StoreEvent<R>>().await {
+                    match event? {
+                        StoreEvent::Progress(p) => show(&bar, &mut step, &p),
+                        StoreEvent::Done(report) => return Ok::<_, anyhow::Error>(Some(report)),
+                        StoreEvent::Error(e) => return Err(ClientError::Api(e).into()),
+                    }
+                }
+                Err(anyhow::anyhow!(
+                    "ecrld ended the stream without a result; see 'ecrl daemon logs'"
+                ))
+            } => result,
+            _ = crate::signals::interrupted() => Ok(None),
+        }
+    });
+    bar.finish_and_clear();
+    outcome?
+}
+
+/// Draws a progress event: a bar of items when the step has a count, a spinner otherwise.
+fn show(bar: &ProgressBar, step: &mut String, p: &StoreProgress) {
+    if *step != p.step {
+        let template = if p.total > 0 {
+            "{prefix:>22} [{bar:30.cyan/blue}] {pos}/{len} {msg} eta {eta}"
+        } else {
+            "{prefix:>22} {spinner} {msg}"
+        };
+        bar.set_style(
+            ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(p.step.clone());
+        bar.set_length(p.total);
+        *step = p.step.clone();
+    }
+    bar.set_position(p.done);
+    bar.set_message(if p.bytes > 0 {
+        human_bytes(p.bytes)
+    } else {
+        String::new()
+    });
+}
+
+/// What a stopped wait prints, and its exit code.
+fn stopped(what: &str) -> ExitCode {
+    eprintln!(
+        "ecrl: {}: {what} stopped; what it did so far stands, run it again to finish",
+        crate::signals::name()
+    );
+    ExitCode::from(crate::signals::exit_code())
 }
 
 /// One line: what a collection freed (or would).
@@ -90,11 +173,12 @@ Exit codes: 0 no problem (or every problem repaired), 1 problems found and left,
 is unreachable.";
 
 pub fn fsck(ctx: &Context, args: FsckArgs) -> anyhow::Result<ExitCode> {
-    use ecrl::api::system::{CheckStore, FsckRequest};
-    let client = ctx.client()?;
-    let report = block_on(client.call::<CheckStore>(&FsckRequest {
+    let request = FsckRequest {
         repair: args.repair,
-    }))??;
+    };
+    let Some(report) = follow::<CheckStoreStream, FsckReport>(ctx, &request)? else {
+        return Ok(stopped("the check"));
+    };
     output::print(ctx.output, &report)?;
     let left = report.problems.iter().any(|p| p.repaired.is_none());
     Ok(if left {
@@ -104,7 +188,7 @@ pub fn fsck(ctx: &Context, args: FsckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-impl Table for ecrl::api::system::FsckReport {
+impl Table for FsckReport {
     fn table(&self) -> String {
         let mut text = String::new();
         for p in &self.problems {

@@ -14,6 +14,7 @@
 //!    then is never removed. Uploads in progress live outside the blob store.
 
 use crate::app::AppState;
+use crate::progress::Progress;
 use ecrl::api::system::GcReport;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,7 +29,11 @@ pub fn last() -> Option<GcReport> {
     LAST.lock().ok().and_then(|l| l.clone())
 }
 
-pub async fn collect(state: &Arc<AppState>, dry_run: bool) -> anyhow::Result<GcReport> {
+pub async fn collect(
+    state: &Arc<AppState>,
+    dry_run: bool,
+    progress: &Progress,
+) -> anyhow::Result<GcReport> {
     let _one = ONE.lock().await;
     let started = std::time::Instant::now();
     let mut report = GcReport {
@@ -43,6 +48,7 @@ pub async fn collect(state: &Arc<AppState>, dry_run: bool) -> anyhow::Result<GcR
     let cutoff_ms = crate::metadata::now_millis() - link_age.as_millis() as i64;
 
     // 1. Links no manifest references.
+    progress.step("unlinking", 0);
     let dangling = state.meta.unlink_dangling(cutoff_ms, dry_run).await?;
     for (repo, freed) in dangling {
         report.links_removed += freed.len() as u64;
@@ -56,6 +62,7 @@ pub async fn collect(state: &Arc<AppState>, dry_run: bool) -> anyhow::Result<GcR
     // 2. Files nothing marks. The walk reads names only, on a thread that runs when a core
     // would otherwise idle (pushes and pulls first); only the unmarked files are stat'ed.
     let marked = Arc::new(marked(state));
+    progress.step("walking the store", 0);
     let (total, unmarked) = {
         let store = state.store.clone();
         let marked = marked.clone();
@@ -109,7 +116,9 @@ pub async fn collect(state: &Arc<AppState>, dry_run: bool) -> anyhow::Result<GcR
         report.blobs_left_unexplained = candidates.len() as u64;
         candidates.clear();
     }
+    progress.step("removing blobs", candidates.len() as u64);
     for (digest, len) in candidates {
+        progress.add(1, len);
         if dry_run {
             report.blobs_removed += 1;
             report.bytes_removed += len;
@@ -151,7 +160,7 @@ fn marked(state: &AppState) -> HashSet<ecrl::names::Digest> {
 pub async fn schedule(state: Arc<AppState>, interval: Duration) {
     let mut tick = crate::app::every(interval);
     while state.next_tick(&mut tick).await {
-        if let Err(e) = collect(&state, false).await {
+        if let Err(e) = collect(&state, false, &Progress::default()).await {
             tracing::warn!("garbage collection failed: {e:#}");
         }
     }

@@ -11,6 +11,7 @@ mod lock;
 mod logging;
 mod metadata;
 mod mirror;
+mod progress;
 mod registry;
 mod runtime;
 mod storage;

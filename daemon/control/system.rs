@@ -1,12 +1,18 @@
 //! `/v1/system/*`: the daemon describes itself and stops on request.
 
-use super::{endpoint, Peer, Shared};
+use super::{endpoint, ndjson, Peer, Shared};
+use crate::progress::Progress;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use axum::routing::post;
 use axum::Router;
 use ecrl::api::system::{
-    CheckStore, CollectGarbage, FsckReport, FsckRequest, GcReport, GcRequest, Info, Shutdown,
-    ShutdownResponse, SystemInfo,
+    CheckStore, CheckStoreStream, CollectGarbage, CollectGarbageStream, FsckReport, FsckRequest,
+    GcReport, GcRequest, Info, Shutdown, ShutdownResponse, StoreEvent, SystemInfo,
 };
+use ecrl::api::transfer::StreamEndpoint;
 use ecrl::api::{ApiError, Empty, ErrorCode};
+use std::sync::Arc;
 
 /// How long a status waits for the container engine's answer. podman assembles its `info`
 /// on each request (storage, cgroups, networks) and took more than 2 s on a loaded 2-core
@@ -17,19 +23,72 @@ pub fn routes(router: Router<Shared>) -> Router<Shared> {
     let router = endpoint::<Info, _, _>(router, info);
     let router = endpoint::<CollectGarbage, _, _>(router, gc);
     let router = endpoint::<CheckStore, _, _>(router, fsck);
+    let router = router
+        .route(CollectGarbageStream::PATH, post(gc_stream))
+        .route(CheckStoreStream::PATH, post(fsck_stream));
     endpoint::<Shutdown, _, _>(router, shutdown)
 }
 
+/// How often a followed job's progress is sent (when it moved).
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn internal(e: anyhow::Error) -> ApiError {
+    ApiError::new(ErrorCode::Internal, format!("{e:#}"))
+}
+
 async fn fsck(state: Shared, _peer: Peer, r: FsckRequest) -> Result<FsckReport, ApiError> {
-    crate::fsck::run(&state, r.repair)
+    crate::fsck::run(&state, r.repair, &Progress::default())
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{e:#}")))
+        .map_err(internal)
 }
 
 async fn gc(state: Shared, _peer: Peer, r: GcRequest) -> Result<GcReport, ApiError> {
-    crate::gc::collect(&state, r.dry_run)
+    crate::gc::collect(&state, r.dry_run, &Progress::default())
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("{e:#}")))
+        .map_err(internal)
+}
+
+async fn gc_stream(State(state): State<Shared>, Query(r): Query<GcRequest>) -> Response {
+    follow(move |progress| async move { crate::gc::collect(&state, r.dry_run, &progress).await })
+}
+
+async fn fsck_stream(State(state): State<Shared>, Query(r): Query<FsckRequest>) -> Response {
+    follow(move |progress| async move { crate::fsck::run(&state, r.repair, &progress).await })
+}
+
+/// Runs a store job and streams its progress, then its result. The job stops when the client
+/// goes away (each of its steps is safe to stop after, as after a kill).
+fn follow<R, F, Fut>(work: F) -> Response
+where
+    R: serde::Serialize + Send + 'static,
+    F: FnOnce(Arc<Progress>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<R>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let progress = Arc::new(Progress::default());
+    let job = work(progress.clone());
+    tokio::spawn(async move {
+        tokio::pin!(job);
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let last = loop {
+            tokio::select! {
+                done = &mut job => break match done {
+                    Ok(report) => StoreEvent::Done(report),
+                    Err(e) => StoreEvent::Error(internal(e)),
+                },
+                _ = tick.tick() => {
+                    if let Some(p) = progress.take_changed() {
+                        if tx.send(StoreEvent::Progress(p)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                _ = tx.closed() => return,
+            }
+        };
+        let _ = tx.send(last).await;
+    });
+    ndjson(rx)
 }
 
 async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiError> {

@@ -226,3 +226,45 @@ pub struct FsckProblem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repaired: Option<String>,
 }
+
+/// `POST /v1/system/gc/stream?dryRun=...`: a collection, with its progress as it goes, as
+/// [`StoreEvent`] lines ending with `done` (the [`GcReport`]) or `error`.
+pub struct CollectGarbageStream;
+
+impl super::transfer::StreamEndpoint for CollectGarbageStream {
+    const PATH: &'static str = "/v1/system/gc/stream";
+    type Request = GcRequest;
+}
+
+/// `POST /v1/system/fsck/stream?repair=...`: `ecrl fsck` with its progress, as
+/// [`StoreEvent`] lines ending with `done` (the [`FsckReport`]) or `error`. The check stops
+/// when the client goes away.
+pub struct CheckStoreStream;
+
+impl super::transfer::StreamEndpoint for CheckStoreStream {
+    const PATH: &'static str = "/v1/system/fsck/stream";
+    type Request = FsckRequest;
+}
+
+/// One line of a collection's or a check's event stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum StoreEvent<R> {
+    Progress(StoreProgress),
+    Done(R),
+    Error(super::ApiError),
+}
+
+/// How far a collection or a check has got (sent a few times a second, when it moved).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreProgress {
+    /// What it is doing: `unlinking`, `walking the store`, `removing blobs`, `checking
+    /// blobs`, `checking repositories`, `repairing`.
+    pub step: String,
+    /// Items of the step done, of `total` (0 while unknown).
+    pub done: u64,
+    pub total: u64,
+    /// Bytes of the step done (blobs read, or removed).
+    pub bytes: u64,
+}
