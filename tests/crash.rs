@@ -605,3 +605,330 @@ fn a_replaced_metadata_db_does_not_cost_the_blobs() {
     let _daemon = env.spawn_daemon(&[]);
     assert_eq!(blob_files(&env.data_dir()).0, digests);
 }
+
+/// An OCI image over `layers` (and a config of its own), pushed with its blobs: its manifest.
+fn push_image(address: &str, repo: &str, tag: &str, layers: &[&[u8]]) -> Vec<u8> {
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","image":"{repo}:{tag}"}}"#);
+    let descriptor = |media: &str, data: &[u8]| {
+        serde_json::json!({
+            "mediaType": media,
+            "digest": push_blob(address, repo, data),
+            "size": data.len(),
+        })
+    };
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor("application/vnd.oci.image.config.v1+json", config.as_bytes()),
+        "layers": layers
+            .iter()
+            .map(|l| descriptor("application/vnd.oci.image.layer.v1.tar", l))
+            .collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let response = http()
+        .put(format!("http://{address}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201, "manifest {repo}:{tag}");
+    manifest
+}
+
+/// Every image pulls whole: its manifest byte for byte, each blob it names hashing to its
+/// digest.
+fn check_images(address: &str, images: &[(String, String, Vec<u8>)]) {
+    let client = http();
+    for (repo, tag, manifest) in images {
+        let response = client
+            .get(format!("http://{address}/v2/{repo}/manifests/{tag}"))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200, "{repo}:{tag}");
+        assert_eq!(response.bytes().unwrap().as_ref(), manifest.as_slice());
+        let parsed: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+        let layers = parsed["layers"].as_array().unwrap();
+        for digest in std::iter::once(&parsed["config"])
+            .chain(layers)
+            .map(|d| d["digest"].as_str().unwrap())
+        {
+            let response = client
+                .get(format!("http://{address}/v2/{repo}/blobs/{digest}"))
+                .send()
+                .unwrap();
+            assert_eq!(response.status(), 200, "{repo}:{tag} {digest}");
+            assert_eq!(
+                sha256_digest(&response.bytes().unwrap()),
+                digest,
+                "{repo}:{tag}"
+            );
+        }
+    }
+}
+
+/// Pushes `per_repo` images into each of `repos` repositories from 8 threads: each image a
+/// layer of its own and one its repository's images share.
+fn push_images(address: &str, repos: usize, per_repo: usize) -> Vec<(String, String, Vec<u8>)> {
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let address = address.to_string();
+            std::thread::spawn(move || {
+                let mut pushed = Vec::new();
+                for r in (t..repos).step_by(8) {
+                    let repo = format!("kept/r{r}");
+                    let shared = small_blob(1 << 40 | r as u64);
+                    for i in 0..per_repo {
+                        let own = small_blob((r * per_repo + i) as u64);
+                        let tag = format!("t{i}");
+                        let manifest = push_image(&address, &repo, &tag, &[&shared, &own]);
+                        pushed.push((repo.clone(), tag, manifest));
+                    }
+                }
+                pushed
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
+}
+
+/// Files under blob names that nothing holds, written an hour ago: what a collection removes.
+fn plant_orphans(data_dir: &Path, round: u64, n: u64) -> BTreeSet<String> {
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    (0..n)
+        .map(|i| {
+            let digest = sha256_digest(format!("orphan {round} {i}").as_bytes());
+            let path = blob_path(data_dir, &digest);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, b"committed, never linked").unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(an_hour_ago)
+                .unwrap();
+            digest
+        })
+        .collect()
+}
+
+/// kill -9 at three moments of a garbage collection (as it starts, a quarter into its sweep,
+/// three quarters into it): nothing an image references is lost, the daemon starts again,
+/// and the next collection finishes the job.
+#[test]
+fn kill_during_gc_loses_nothing_referenced_and_the_next_gc_finishes() {
+    let env = Env::new();
+    let config = env.write_config("registry:\n  deleted_blob_grace: 1s\n  upload_expiry: 1s\n");
+    let args = ["--config", config.to_str().unwrap()];
+    let mut daemon = env.spawn_daemon(&args);
+    let mut address = registry_address(&env);
+    let images = push_images(&address, 16, 60);
+    // Uploads no manifest ever referenced: links the collection's first step drops.
+    let strays: Vec<String> = (0..200)
+        .map(|i| {
+            push_blob(
+                &address,
+                &format!("kept/r{}", i % 16),
+                &small_blob(1 << 50 | i),
+            )
+        })
+        .collect();
+    // What the images reference: every file there but the strays'.
+    let (mut held, _) = blob_files(&env.data_dir());
+    held.retain(|d| !strays.contains(d));
+    std::thread::sleep(Duration::from_millis(2_100));
+
+    // Fewer than the files held: a store mostly of unheld files is left alone (see gc).
+    const ORPHANS: u64 = 1_500;
+    let mut mid_sweep = 0;
+    for (round, kill_below) in [(0u64, ORPHANS), (1, ORPHANS * 3 / 4), (2, ORPHANS / 4)] {
+        let orphans = plant_orphans(&env.data_dir(), round, ORPHANS);
+        let left = || {
+            orphans
+                .iter()
+                .filter(|d| blob_path(&env.data_dir(), d).exists())
+                .count() as u64
+        };
+        let mut gc = env.ecrl_command(&["gc", "-q"]);
+        gc.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut gc = gc.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut at_kill = left();
+        while at_kill > kill_below && at_kill > 0 {
+            assert!(Instant::now() < deadline, "the collection removed nothing");
+            at_kill = left();
+        }
+        daemon.signal(libc::SIGKILL);
+        daemon.wait(Duration::from_secs(10));
+        let _ = gc.wait();
+        let after_kill = left();
+        eprintln!(
+            "round {round}: killed with {at_kill}, then {after_kill} orphans left of {ORPHANS}"
+        );
+        if after_kill > 0 && after_kill < ORPHANS {
+            mid_sweep += 1;
+        }
+        // Nothing referenced went.
+        let (files, _) = blob_files(&env.data_dir());
+        let lost: Vec<_> = held.difference(&files).collect();
+        assert!(lost.is_empty(), "round {round}: lost {lost:?}");
+        drop(daemon);
+        daemon = env.spawn_daemon(&args);
+        address = registry_address(&env);
+        let some: Vec<_> = images.iter().step_by(7).cloned().collect();
+        check_images(&address, &some);
+    }
+    assert!(mid_sweep >= 1, "no kill landed in the middle of a sweep");
+
+    // The next collection finishes: the strays are unlinked and their content goes after the
+    // grace; every orphan is gone; the images are whole.
+    let done: serde_json::Value =
+        serde_json::from_str(&env.ecrl_ok(&["gc", "--output", "json"])).unwrap();
+    assert!(
+        done["linksRemoved"].as_u64().unwrap() <= strays.len() as u64,
+        "{done}"
+    );
+    let client = http();
+    for (i, digest) in strays.iter().enumerate() {
+        let repo = format!("kept/r{}", i % 16);
+        let status = client
+            .head(format!("http://{address}/v2/{repo}/blobs/{digest}"))
+            .send()
+            .unwrap()
+            .status();
+        assert_eq!(status, 404, "stray {digest} is still linked");
+    }
+    std::thread::sleep(Duration::from_millis(1_200));
+    env.ecrl_ok(&["gc", "-q"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (files, _) = blob_files(&env.data_dir());
+        let expected = &held;
+        if files == *expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left: {:?}, lost: {:?}",
+            files.difference(expected).take(5).collect::<Vec<_>>(),
+            expected.difference(&files).take(5).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    check_images(&address, &images);
+    drop(daemon);
+}
+
+/// Opens `ecrl fsck --repair`'s progress stream on the control socket and reads until the
+/// check has looked at `blobs` blobs: the events read (progress lines, raw).
+fn fsck_until(socket: &Path, blobs: u64) -> String {
+    let mut conn = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    conn.write_all(
+        b"POST /v1/system/fsck/stream?repair=true HTTP/1.1\r\nHost: ecrld\r\n\
+          Content-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf).expect("fsck's progress");
+        assert!(n > 0, "the stream ended before {blobs} blobs: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        let done = seen
+            .rmatch_indices(r#""step":"checking blobs","done":"#)
+            .next()
+            .map(|(i, m)| {
+                let rest = &seen[i + m.len()..];
+                rest[..rest.find(',').unwrap_or(0)]
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        assert!(
+            !seen.contains(r#""event":"done""#),
+            "fsck finished first: {seen}"
+        );
+        if done >= blobs {
+            return seen;
+        }
+    }
+}
+
+/// kill -9 in the middle of `ecrl fsck --repair` (a third of the blobs checked, a corrupt one
+/// among them): nothing is lost, and the next `fsck --repair` finds and repairs the corrupt
+/// blob; the one after it finds the store clean. Its progress arrives as it goes.
+#[test]
+fn kill_during_fsck_loses_nothing_and_the_next_fsck_repairs() {
+    let env = Env::new();
+    let mut daemon = env.spawn_daemon(&[]);
+    let address = registry_address(&env);
+    // 30 images of a 4 MiB layer each (decrypting and hashing them takes a moment).
+    let mut generator = Generator::new(GIB);
+    let images: Vec<(String, String, Vec<u8>)> = (0..30u64)
+        .map(|i| {
+            let layer = generator.bytes_at(i * 4 * MIB, 4 * MIB as usize);
+            let tag = format!("t{i}");
+            let manifest = push_image(&address, "fsck/app", &tag, &[&layer]);
+            ("fsck/app".to_string(), tag, manifest)
+        })
+        .collect();
+    // One layer's file damaged on disk: a byte of its ciphertext flipped.
+    let damaged: serde_json::Value = serde_json::from_slice(&images[3].2).unwrap();
+    let damaged = damaged["layers"][0]["digest"].as_str().unwrap().to_string();
+    let path = blob_path(&env.data_dir(), &damaged);
+    let mut file = std::fs::read(&path).unwrap();
+    let at = file.len() / 2;
+    file[at] ^= 0x10;
+    std::fs::write(&path, &file).unwrap();
+    let (before, _) = blob_files(&env.data_dir());
+
+    let seen = fsck_until(&env.socket(), before.len() as u64 / 3);
+    assert!(seen.contains(r#""event":"progress""#), "{seen}");
+    daemon.signal(libc::SIGKILL);
+    daemon.wait(Duration::from_secs(10));
+    let (after, _) = blob_files(&env.data_dir());
+    assert_eq!(after, before, "the killed check changed the store");
+    drop(daemon);
+
+    let _daemon = env.spawn_daemon(&[]);
+    let address = registry_address(&env);
+    let out = env.ecrl(&["fsck", "--repair", "--output", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report}");
+    assert_eq!(problems[0]["kind"], "CORRUPT_BLOB", "{report}");
+    assert_eq!(problems[0]["digest"], damaged.as_str(), "{report}");
+    assert!(
+        problems[0]["images"][0].as_str().unwrap().contains("(t3)"),
+        "{report}"
+    );
+    // Every other image pulls whole; the damaged one says it lost content.
+    let whole: Vec<_> = images
+        .iter()
+        .filter(|(_, tag, _)| tag != "t3")
+        .cloned()
+        .collect();
+    check_images(&address, &whole);
+    let response = http()
+        .get(format!("http://{address}/v2/fsck/app/manifests/t3"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert!(response.text().unwrap().contains("lost content"));
+    let again: serde_json::Value =
+        serde_json::from_str(&env.ecrl_ok(&["fsck", "--output", "json"])).unwrap();
+    assert_eq!(again["problems"], serde_json::json!([]), "{again}");
+    assert_eq!(
+        again["blobsChecked"].as_u64().unwrap(),
+        before.len() as u64 - 1,
+        "{again}"
+    );
+}

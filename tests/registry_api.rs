@@ -3061,8 +3061,9 @@ fn gc_removes_what_nothing_holds_and_keeps_every_referenced_byte() {
     assert!(strangers.iter().all(|f| f.exists()));
 }
 
-/// Collections running back to back while eight clients push and pull: every push completes,
-/// and every image pulls whole afterwards.
+/// Collections running back to back while 16 clients push, pull and delete: every push
+/// completes, every pull during the load (of any client's image) is byte-identical, and every
+/// image not deleted pulls whole afterwards.
 #[test]
 fn gc_while_clients_push_and_pull_loses_nothing() {
     let env = Env::new();
@@ -3084,46 +3085,76 @@ fn gc_while_clients_push_and_pull_loses_nothing() {
             runs
         })
     };
-    let clients: Vec<_> = (0..8)
+    type Pushed = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
+    // Images pushed so far, for any client to pull while the load goes on.
+    let board: std::sync::Arc<std::sync::Mutex<Vec<Pushed>>> = Default::default();
+    let shared = bytes("shared by all", 30_000);
+    fn pull_whole(
+        reg: &Registry,
+        shared: &[u8],
+        image: &(String, String, Vec<u8>, Vec<u8>, Vec<u8>),
+    ) {
+        let (repo, tag, manifest, config, own) = image;
+        let resp = reg.get(&format!("/v2/{repo}/manifests/{tag}"));
+        assert_status(&resp, 200);
+        assert_eq!(resp.bytes().unwrap().as_ref(), &manifest[..]);
+        for blob in [shared, config, own] {
+            let resp = reg.get(&format!("/v2/{repo}/blobs/{}", sha256(blob)));
+            assert_status(&resp, 200);
+            assert_eq!(resp.bytes().unwrap().as_ref(), blob, "{repo}:{tag}");
+        }
+    }
+    let clients: Vec<_> = (0..16)
         .map(|c| {
-            let reg = reg.clone();
+            let (reg, board, shared) = (reg.clone(), board.clone(), shared.clone());
             std::thread::spawn(move || {
-                let mut pushed = Vec::new();
-                for i in 0..6 {
+                let mut pulls = 0;
+                for i in 0..5 {
                     // Each image shares one layer with every other client's, and has its own.
-                    let shared = bytes("shared by all", 30_000);
                     let own = bytes(&format!("client {c} image {i}"), 10_000 + i * 100);
-                    let repo = format!("load/c{c}");
-                    let tag = format!("{i}");
+                    let (repo, tag) = (format!("load/c{c}"), format!("{i}"));
                     let (manifest, config) = push_layers(&reg, &repo, &tag, &[&shared, &own]);
-                    let got = reg.get(&format!("/v2/{repo}/blobs/{}", sha256(&own)));
-                    assert_status(&got, 200);
-                    assert_eq!(got.bytes().unwrap().as_ref(), &own[..]);
-                    pushed.push((repo, tag, manifest, config, own));
+                    // The first image of each client is deleted again: its own layer and
+                    // config become garbage while the others' stay.
+                    if i == 0 {
+                        let digest = sha256(&manifest);
+                        assert_status(&reg.delete(&format!("/v2/{repo}/manifests/{digest}")), 202);
+                        continue;
+                    }
+                    board
+                        .lock()
+                        .unwrap()
+                        .push((repo, tag, manifest, config, own));
+                    // Some other client's image, pulled whole.
+                    let other = {
+                        let board = board.lock().unwrap();
+                        board[(c * 7 + i * 13) % board.len()].clone()
+                    };
+                    pull_whole(&reg, &shared, &other);
+                    pulls += 1;
                 }
-                pushed
+                pulls
             })
         })
         .collect();
-    let pushed: Vec<_> = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
+    let pulls: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert_eq!(pulls, 16 * 4);
     // Past the grace, and one more collection after that.
     std::thread::sleep(Duration::from_millis(2_200));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(collector.join().unwrap() > 0);
     reg.env.ecrl_ok(&["gc", "-q"]);
-    let shared = bytes("shared by all", 30_000);
-    for (repo, tag, manifest, config, own) in &pushed {
-        let resp = reg.get(&format!("/v2/{repo}/manifests/{tag}"));
-        assert_status(&resp, 200);
-        assert_eq!(resp.bytes().unwrap().as_ref(), &manifest[..]);
-        for blob in [&shared, config, own] {
-            let resp = reg.get(&format!("/v2/{repo}/blobs/{}", sha256(blob)));
-            assert_status(&resp, 200);
-            assert_eq!(resp.bytes().unwrap().as_ref(), &blob[..], "{repo}:{tag}");
-        }
+    let pushed = board.lock().unwrap().clone();
+    assert_eq!(pushed.len(), 16 * 4);
+    for image in &pushed {
+        pull_whole(&reg, &shared, image);
+    }
+    // The deleted images' own layers are gone from the store.
+    for c in 0..16 {
+        wait_gone(
+            &reg,
+            &sha256(&bytes(&format!("client {c} image 0"), 10_000)),
+        );
     }
 }
 
