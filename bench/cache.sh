@@ -34,6 +34,9 @@
 # Usage: bench/cache.sh [RUNS]     (RUNS defaults to $RUNS, else 3; needs skopeo,
 #        docker-registry, python3, curl, jq, bc, sha256sum)
 #   ECRL_BENCH_BUILD=0       measure target/release as it is (no cargo build first)
+#   ECRL_BENCH_PERF=1        record ecrld with `perf record -g` during each first pull
+#                            (/tmp/ecrl-bench/perf-first-N.data)
+#   ECRL_READ_CACHE=SIZE     ecrld's read cache (storage.read_cache; 0 turns it off)
 #   ECRL_BENCH_VERIFY=1      the client hashes every blob as it arrives and checks its digest,
 #                            as docker, skopeo and containerd do (on both sides of each ratio)
 #   ECRL_BENCH_CLIENT=docker each pull is a `docker pull` (the running dockerd downloads,
@@ -73,9 +76,13 @@ mkdir -p "$work/docker-config"
 ecrld_pid='' dist_pid=''
 # shellcheck source=bench/remote_lib.sh
 source bench/remote_lib.sh
+# Each ecrld's log is kept in $out/cache-ecrld.log (what it fetched, in how many chunks).
+: >"$out/cache-ecrld.log"
+keep_log() { if [ -f "$work/ecrld.log" ]; then cat "$work/ecrld.log" >>"$out/cache-ecrld.log"; fi; }
 cleanup() {
     stop ecrld_pid
     stop dist_pid
+    keep_log
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -96,10 +103,11 @@ print(*(s.getsockname()[1] for s in ss))')
 ecrl_env=(-u DBUS_SESSION_BUS_ADDRESS -u DISPLAY "ECRL_LOG=warn,ecrld::mirror::cache=info"
     "ECRL_DATA_DIR=$work/ecrl-data" "ECRL_SOCKET=$work/ecrl.sock"
     "ECRL_REGISTRY_ADDR=127.0.0.1:$ecrl_port" "XDG_CONFIG_HOME=$work/ecrl-config"
-    "DOCKER_CONFIG=$work/docker-config")
+    "DOCKER_CONFIG=$work/docker-config" ${ECRL_READ_CACHE:+"ECRL_READ_CACHE=$ECRL_READ_CACHE"})
 # A fresh ecrld (empty data dir, anonymous pulls and pushes) with the rule up -> distribution.
 start_ecrld() {
     stop ecrld_pid
+    keep_log
     rm -rf "${work:?}/ecrl-data" "$work/ecrl-config" "$work/ecrl.sock"
     env "${ecrl_env[@]}" "$bin/ecrld" --anonymous all >"$work/ecrld.log" 2>&1 &
     ecrld_pid=$!
@@ -165,6 +173,21 @@ skopeo copy --preserve-digests -q --dest-tls-verify=false "oci:$work/layout:1" \
     "docker://127.0.0.1:$dist_port/bench/big:1" >&2
 
 now() { date +%s.%N; }
+# CPU seconds so far of the machine (all cores, not idle or iowait) and of each process
+# that takes part in a pull: "machine ecrld distribution dockerd containerd".
+cpu_now() {
+    local tck p out
+    tck=$(getconf CLK_TCK)
+    out=$(awk -v t="$tck" '/^cpu /{printf "%.2f", ($2+$3+$4+$7+$8)/t}' /proc/stat)
+    for p in "$ecrld_pid" "$dist_pid" "$(pgrep -xo dockerd)" "$(pgrep -xo containerd)"; do
+        out+=" $(awk -v t="$tck" '{printf "%.2f", ($14+$15)/t}' "/proc/$p/stat" 2>/dev/null || echo 0)"
+    done
+    echo "$out"
+}
+cpu_delta() { # before after
+    python3 -c 'import sys; a=[float(x) for x in sys.argv[1].split()]; b=[float(x) for x in sys.argv[2].split()]
+print(" ".join(f"{n} {y-x:.2f}" for n,x,y in zip(["machine","ecrld","distribution","dockerd","containerd"],a,b)))' "$1" "$2"
+}
 accept="application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json"
 accept+=",application/vnd.docker.distribution.manifest.v2+json"
 accept+=",application/vnd.docker.distribution.manifest.list.v2+json"
@@ -175,11 +198,14 @@ pull() {
     local want
     want=$(cat "$dir/digest")
     if [ "$client" = docker ]; then
-        local ref="127.0.0.1:$2/$3:1"
+        local ref="127.0.0.1:$2/$3:1" c0 c1
+        c0=$(cpu_now)
         t0=$(now)
         docker pull -q "$ref" >/dev/null || { log "$name: docker pull $ref failed"; exit 1; }
         t1=$(now)
+        c1=$(cpu_now)
         T=$(echo "$t1 - $t0" | bc)
+        log "$name: ${T}s; CPU-s $(cpu_delta "$c0" "$c1")"
         docker image inspect --format '{{json .RepoDigests}}' "$ref" | grep -q "@$want" ||
             { log "$name: docker pulled $ref, but not as $want"; exit 1; }
         docker rmi -f "$ref" >/dev/null
@@ -238,7 +264,13 @@ pull_direct() { # round
 }
 pull_through() { # round: the first and the second pull through the fresh ecrld
     sync
+    local perf_pid=''
+    if [ -n "${ECRL_BENCH_PERF:-}" ]; then
+        perf record -q -g -p "$ecrld_pid" -o "$out/perf-first-$1.data" 2>/dev/null &
+        perf_pid=$!
+    fi
     pull "first-$1" "$ecrl_port" up/bench/big
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
     first+=("$T")
     expect_fetches 5 1 "the first pull through ecrld"
     warmed

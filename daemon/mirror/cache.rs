@@ -626,9 +626,11 @@ async fn start_fetch(
         // was not what the digest names.
         let mut held: Option<Bytes> = None;
         let mut failure: Option<String> = None;
+        let mut chunks = 0u64;
         while let Some(chunk) = source.next().await {
             match chunk {
                 Ok(chunk) => {
+                    chunks += 1;
                     if store_tx.send(Ok(chunk.clone())).await.is_err() {
                         failure = Some("the store stopped taking it".into());
                         break;
@@ -672,7 +674,7 @@ async fn start_fetch(
         };
         match &kept {
             Ok(()) => {
-                tracing::info!(repository = %repo, %digest, size, "pull-through cache: fetched a blob");
+                tracing::info!(repository = %repo, %digest, size, chunks, "pull-through cache: fetched a blob");
                 grew(&state);
                 // Its next pull (the first from the store, when the first client had it
                 // streamed) is to be served from memory, as a hot blob's.
