@@ -86,11 +86,7 @@ async fn create_user(
     let (key_id, secret) = secret::new_access_key();
     let created = state
         .meta
-        .create_user(
-            r.user_name.clone(),
-            key_id.clone(),
-            secret::hash_secret(&secret.0),
-        )
+        .create_user(r.user_name.clone(), key_id.clone(), secret.0.clone())
         .await
         .map_err(meta)?;
     tracing::info!(user = %r.user_name, access_key = %key_id, "user created");
@@ -132,11 +128,7 @@ async fn rotate_key(
     let (key_id, secret) = secret::new_access_key();
     let created = state
         .meta
-        .rotate_key(
-            r.user_name.clone(),
-            key_id.clone(),
-            secret::hash_secret(&secret.0),
-        )
+        .rotate_key(r.user_name.clone(), key_id.clone(), secret.0.clone())
         .await
         .map_err(meta)?;
     tracing::info!(user = %r.user_name, access_key = %key_id, "access key rotated");
@@ -151,8 +143,13 @@ async fn rotate_key(
 }
 
 async fn get_token(state: Shared, _peer: Peer, r: TokenRequest) -> Result<TokenResponse, ApiError> {
+    token_for(&state, r.user_name.as_deref())
+}
+
+/// ECR's GetAuthorizationToken for a user (`None`: the owner), for both doors.
+pub(crate) fn token_for(state: &Shared, user: Option<&str>) -> Result<TokenResponse, ApiError> {
     let lifetime = secret::TOKEN_LIFETIME;
-    let (token, expires) = match &r.user_name {
+    let (token, expires) = match user {
         None => secret::issue(state.meta.token_secret(), "", "", lifetime),
         Some(user) => {
             let key_id = {
@@ -161,7 +158,7 @@ async fn get_token(state: Shared, _peer: Peer, r: TokenRequest) -> Result<TokenR
                     .auth
                     .users
                     .get(user)
-                    .ok_or_else(|| meta(MetaError::UserNotFound(user.clone())))?;
+                    .ok_or_else(|| meta(MetaError::UserNotFound(user.to_string())))?;
                 record.keys.keys().next().cloned().ok_or_else(|| {
                     invalid(format!("user {user} has no access key; rotate one first"))
                 })?

@@ -1,9 +1,13 @@
 //! Principals (users and their access keys), identity policies, repository policies and the
 //! registry policy: the writes and the part of [`load`](super::load) that rebuilds them.
 //!
-//! Secrets are never stored: an access key's secret is kept as its SHA-256 (the secrets are
-//! 40 random characters, so a fast hash is enough). Policy documents are kept as the text
-//! the user gave, so `get` answers what was set.
+//! An access key's secret is checked against its SHA-256 (the secrets are 40 random
+//! characters, so a fast hash is enough) and kept besides sealed (AES-256-GCM, under a key
+//! derived from the token secret, the key id as associated data): SigV4 signatures on the AWS
+//! API can only be checked with the secret itself, as on AWS. Whoever holds `metadata.db`
+//! holds the token secret too, which already mints any token, so the sealing keeps secrets
+//! out of dumps and backups read by mistake rather than from the database's holder. Policy
+//! documents are kept as the text the user gave, so `get` answers what was set.
 
 use super::{now_millis, Index, MetaError, Metadata};
 use ecrl::names::RepoName;
@@ -36,11 +40,26 @@ pub struct AuthIndex {
     pub users: BTreeMap<String, UserRecord>,
     /// Access key id → user name.
     pub key_owners: BTreeMap<String, String>,
+    /// The owner's access keys: id → SHA-256 of the secret.
+    pub owner_keys: BTreeMap<String, [u8; 32]>,
+    /// Access key id → its secret, for the keys that have it kept (all but those made before
+    /// secrets were kept): what SigV4 signatures are checked with.
+    pub secrets: BTreeMap<String, KeptSecret>,
     /// The registry policy's document, when one is set.
     pub registry_policy: Option<String>,
     /// Changes whenever users, keys or policies do (also when a repository, and so its
     /// policy, goes): what callers cached about access is stale once it differs.
     pub epoch: u64,
+}
+
+/// An access key's secret, held for checking signatures; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeptSecret(pub String);
+
+impl std::fmt::Debug for KeptSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeptSecret(<redacted>)")
+    }
 }
 
 impl AuthIndex {
@@ -50,6 +69,64 @@ impl AuthIndex {
         let hash = self.users.get(user)?.keys.get(id)?;
         Some((user, hash))
     }
+
+    /// Whose an access key is (`None`: the owner's) and its secret, for a SigV4 signature:
+    /// `Err(true)` when the key exists but its secret was not kept (made before secrets
+    /// were), `Err(false)` when there is no such key.
+    pub fn signing_key(&self, id: &str) -> Result<(Option<&str>, &str), bool> {
+        let owner = if self.owner_keys.contains_key(id) {
+            None
+        } else {
+            Some(self.key(id).ok_or(false)?.0)
+        };
+        let secret = self.secrets.get(id).ok_or(true)?;
+        Ok((owner, &secret.0))
+    }
+}
+
+/// The key that seals access keys' secrets: derived from the token secret.
+fn sealing_key(token_secret: &[u8; 32]) -> aws_lc_rs::aead::LessSafeKey {
+    use aws_lc_rs::{aead, hmac};
+    let derived = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, token_secret),
+        b"ecrl access key secrets v1",
+    );
+    let key = aead::UnboundKey::new(&aead::AES_256_GCM, derived.as_ref())
+        .expect("a 32-byte key is an AES-256 key");
+    aead::LessSafeKey::new(key)
+}
+
+/// `nonce || ciphertext || tag` of an access key's secret, bound to its id.
+pub(super) fn seal_secret(
+    token_secret: &[u8; 32],
+    key_id: &str,
+    secret: &str,
+) -> Result<Vec<u8>, MetaError> {
+    use aws_lc_rs::aead::{Aad, Nonce, NONCE_LEN};
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom(&mut nonce)?;
+    let mut sealed = secret.as_bytes().to_vec();
+    sealing_key(token_secret)
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(key_id.as_bytes()),
+            &mut sealed,
+        )
+        .map_err(|_| MetaError::Db("cannot seal an access key's secret".into()))?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// The secret [`seal_secret`] sealed for `key_id`, or `None` when it does not open.
+pub(super) fn open_secret(token_secret: &[u8; 32], key_id: &str, sealed: &[u8]) -> Option<String> {
+    use aws_lc_rs::aead::{Aad, Nonce, NONCE_LEN};
+    let nonce = Nonce::try_assume_unique_for_key(sealed.get(..NONCE_LEN)?).ok()?;
+    let mut body = sealed.get(NONCE_LEN..)?.to_vec();
+    let plain = sealing_key(token_secret)
+        .open_in_place(nonce, Aad::from(key_id.as_bytes()), &mut body)
+        .ok()?;
+    String::from_utf8(plain.to_vec()).ok()
 }
 
 impl Metadata {
@@ -57,8 +134,10 @@ impl Metadata {
         &self,
         name: String,
         key_id: String,
-        secret_hash: [u8; 32],
+        secret: String,
     ) -> Result<i64, MetaError> {
+        let secret_hash = crate::auth::secret::hash_secret(&secret);
+        let sealed = seal_secret(&self.token_secret, &key_id, &secret)?;
         self.write(move |conn, index| {
             if index.auth.users.contains_key(&name) {
                 return Err(MetaError::UserExists(name));
@@ -69,9 +148,14 @@ impl Metadata {
                 params![name, now],
             )?;
             conn.execute(
-                "INSERT INTO access_keys (id, user, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![key_id, name, secret_hash.as_slice(), now],
+                "INSERT INTO access_keys (id, user, secret_hash, secret_sealed, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key_id, name, secret_hash.as_slice(), sealed, now],
             )?;
+            index
+                .auth
+                .secrets
+                .insert(key_id.clone(), KeptSecret(secret));
             let mut user = UserRecord {
                 created_at: now,
                 ..Default::default()
@@ -92,6 +176,7 @@ impl Metadata {
             };
             for id in user.keys.keys() {
                 index.auth.key_owners.remove(id);
+                index.auth.secrets.remove(id);
             }
             conn.execute("DELETE FROM users WHERE name = ?1", params![name])?;
             index.auth.epoch += 1;
@@ -105,8 +190,10 @@ impl Metadata {
         &self,
         name: String,
         key_id: String,
-        secret_hash: [u8; 32],
+        secret: String,
     ) -> Result<i64, MetaError> {
+        let secret_hash = crate::auth::secret::hash_secret(&secret);
+        let sealed = seal_secret(&self.token_secret, &key_id, &secret)?;
         self.write(move |conn, index| {
             let Some(user) = index.auth.users.get_mut(&name) else {
                 return Err(MetaError::UserNotFound(name));
@@ -114,12 +201,18 @@ impl Metadata {
             let now = now_millis();
             conn.execute("DELETE FROM access_keys WHERE user = ?1", params![name])?;
             conn.execute(
-                "INSERT INTO access_keys (id, user, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![key_id, name, secret_hash.as_slice(), now],
+                "INSERT INTO access_keys (id, user, secret_hash, secret_sealed, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![key_id, name, secret_hash.as_slice(), sealed, now],
             )?;
             for old in std::mem::take(&mut user.keys).keys() {
                 index.auth.key_owners.remove(old);
+                index.auth.secrets.remove(old);
             }
+            index
+                .auth
+                .secrets
+                .insert(key_id.clone(), KeptSecret(secret));
             user.keys.insert(key_id.clone(), secret_hash);
             index.auth.key_owners.insert(key_id, name);
             index.auth.epoch += 1;
@@ -277,24 +370,60 @@ pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError
             },
         );
     }
-    let mut stmt = conn.prepare("SELECT id, user, secret_hash FROM access_keys")?;
+    let sealer = token_secret(conn)?;
+    let keep = |index: &mut Index, id: &str, sealed: Option<Vec<u8>>| {
+        let Some(sealed) = sealed else { return };
+        match open_secret(&sealer, id, &sealed) {
+            Some(secret) => {
+                index
+                    .auth
+                    .secrets
+                    .insert(id.to_string(), KeptSecret(secret));
+            }
+            None => tracing::warn!(
+                key = %id,
+                "the kept secret of an access key does not open: it cannot sign AWS API \
+                 requests until rotated"
+            ),
+        }
+    };
+    let mut stmt = conn.prepare("SELECT id, user, secret_hash, secret_sealed FROM access_keys")?;
     let keys = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
             r.get::<_, Vec<u8>>(2)?,
+            r.get::<_, Option<Vec<u8>>>(3)?,
         ))
     })?;
     for row in keys {
-        let (id, user, hash) = row?;
+        let (id, user, hash, sealed) = row?;
         let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
             tracing::warn!(key = %id, "ignoring an access key with a malformed hash");
             continue;
         };
         if let Some(record) = index.auth.users.get_mut(&user) {
             record.keys.insert(id.clone(), hash);
-            index.auth.key_owners.insert(id, user);
+            index.auth.key_owners.insert(id.clone(), user);
+            keep(index, &id, sealed);
         }
+    }
+    let mut stmt = conn.prepare("SELECT id, secret_hash, secret_sealed FROM owner_keys")?;
+    let keys = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, Vec<u8>>(2)?,
+        ))
+    })?;
+    for row in keys {
+        let (id, hash, sealed) = row?;
+        let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
+            tracing::warn!(key = %id, "ignoring an owner access key with a malformed hash");
+            continue;
+        };
+        index.auth.owner_keys.insert(id.clone(), hash);
+        keep(index, &id, Some(sealed));
     }
     let mut stmt = conn.prepare("SELECT user, name, document FROM user_policies")?;
     let policies = stmt.query_map([], |r| {
@@ -331,4 +460,43 @@ pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError
         )
         .ok();
     Ok(())
+}
+
+#[cfg(test)]
+mod sealing_tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_secret_opens_only_under_its_key_id_and_token_secret() {
+        let token = [7u8; 32];
+        let sealed = seal_secret(&token, "AKIAONE", "the secret").unwrap();
+        assert!(!sealed.windows(10).any(|w| w == b"the secret"));
+        assert_eq!(open_secret(&token, "AKIAONE", &sealed).as_deref(), Some("the secret"));
+        assert_eq!(open_secret(&token, "AKIATWO", &sealed), None);
+        assert_eq!(open_secret(&[8u8; 32], "AKIAONE", &sealed), None);
+        let mut flipped = sealed.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert_eq!(open_secret(&token, "AKIAONE", &flipped), None);
+        assert_eq!(open_secret(&token, "AKIAONE", &sealed[..5]), None);
+        // Two seals of one secret differ (a fresh nonce each).
+        assert_ne!(seal_secret(&token, "AKIAONE", "the secret").unwrap(), sealed);
+    }
+
+    #[test]
+    fn keys_without_a_kept_secret_are_told_apart_from_unknown_ones() {
+        let mut index = AuthIndex::default();
+        let mut user = UserRecord::default();
+        user.keys.insert("AKIAOLD".into(), [0; 32]);
+        user.keys.insert("AKIANEW".into(), [1; 32]);
+        index.users.insert("ci".into(), user);
+        index.key_owners.insert("AKIAOLD".into(), "ci".into());
+        index.key_owners.insert("AKIANEW".into(), "ci".into());
+        index.secrets.insert("AKIANEW".into(), KeptSecret("s".into()));
+        index.owner_keys.insert("AKIAOWNER".into(), [2; 32]);
+        index.secrets.insert("AKIAOWNER".into(), KeptSecret("o".into()));
+        assert_eq!(index.signing_key("AKIANEW"), Ok((Some("ci"), "s")));
+        assert_eq!(index.signing_key("AKIAOWNER"), Ok((None, "o")));
+        assert_eq!(index.signing_key("AKIAOLD"), Err(true));
+        assert_eq!(index.signing_key("AKIANONE"), Err(false));
+    }
 }

@@ -168,6 +168,16 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL,
         PRIMARY KEY (repo, digest)
     ) STRICT, WITHOUT ROWID;",
+    // 14: access keys' secrets, sealed (AES-256-GCM under a key derived from the token
+    // secret), for the AWS API's SigV4 signatures, which only the secret itself can check;
+    // keys made before have none and must be rotated to sign. Access keys of the owner.
+    "ALTER TABLE access_keys ADD COLUMN secret_sealed BLOB;
+    CREATE TABLE owner_keys (
+        id TEXT PRIMARY KEY,
+        secret_hash BLOB NOT NULL,
+        secret_sealed BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
