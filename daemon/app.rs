@@ -36,6 +36,8 @@ pub struct AppState {
     pub tasks: TaskManager,
     /// Registry authentication state (failure counts).
     pub auth: crate::auth::Guard,
+    /// SigV4 signing keys the AWS API derived.
+    pub aws_keys: crate::aws::sigv4::KeyCache,
     /// Serialises, per digest, "content is written and linked" against "content nobody
     /// links is removed", so a delete never removes a blob a concurrent push just stored.
     blob_locks: Box<[tokio::sync::Mutex<()>; 256]>,
@@ -461,6 +463,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         runtime,
         tasks,
         auth: crate::auth::Guard::default(),
+        aws_keys: Default::default(),
         blob_locks: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         uploads: crate::uploads::Sessions::new(crate::uploads::Limits {
             per_holder: config.max_uploads_per_client,

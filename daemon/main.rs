@@ -2,6 +2,7 @@
 
 mod app;
 mod auth;
+mod aws;
 mod control;
 mod fsck;
 mod gc;

@@ -395,7 +395,7 @@ impl Guard {
             }
             Principal::User(user) => user,
         };
-        match self.user_may(state, user, action, repo) {
+        match self.user_may(state, user, action.name(), repo) {
             Ok(()) => Ok(principal),
             Err(why) => Err(AuthError::Denied {
                 principal: principal.to_string(),
@@ -423,8 +423,38 @@ impl Guard {
             _ if anyone_may(state, action) => true,
             Principal::Owner => true,
             Principal::Anonymous => false,
-            Principal::User(user) => self.user_may(state, user, action, repo).is_ok(),
+            Principal::User(user) => self.user_may(state, user, action.name(), repo).is_ok(),
         }
+    }
+
+    /// Whether a signed principal of the AWS API may perform the IAM action `action` (any
+    /// ECR or ECS action, by name) on `repo` (`None`: the registry): `Err` holds the denial,
+    /// worded as the registry's.
+    pub fn may(
+        &self,
+        state: &AppState,
+        principal: &Principal,
+        action: &'static str,
+        repo: Option<&RepoName>,
+    ) -> Result<(), AuthError> {
+        let user = match principal {
+            Principal::Owner => return Ok(()),
+            _ if state.config.anonymous == Anonymous::All => return Ok(()),
+            Principal::Anonymous => {
+                return Err(AuthError::Unauthenticated("authentication required".into()))
+            }
+            Principal::User(user) => user,
+        };
+        self.user_may(state, user, action, repo)
+            .map_err(|why| AuthError::Denied {
+                principal: principal.to_string(),
+                action,
+                resource: match repo {
+                    Some(r) => format!("repository {r}"),
+                    None => "the registry".into(),
+                },
+                why,
+            })
     }
 
     /// The policies' decision for a user (remembered until the access epoch changes): `Err`
@@ -433,13 +463,13 @@ impl Guard {
         &self,
         state: &AppState,
         user: &Arc<str>,
-        action: Action,
+        action: &'static str,
         repo: Option<&RepoName>,
     ) -> Result<(), String> {
         let hash = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (&**user, action.name(), repo.map(RepoName::as_str)).hash(&mut h);
+            (&**user, action, repo.map(RepoName::as_str)).hash(&mut h);
             h.finish()
         };
         let epoch = state.meta.read().auth.epoch;
@@ -447,7 +477,7 @@ impl Guard {
             d.get(&hash)
                 .filter(|r| {
                     r.epoch == epoch
-                        && r.action == action.name()
+                        && r.action == action
                         && *r.user == **user
                         && r.repo.as_ref() == repo
                 })
@@ -460,7 +490,7 @@ impl Guard {
             Some(r) => state.repository_arn(r),
             None => state.registry_arn(),
         };
-        let decision = decide::decide(state, user, action.name(), &resource, repo);
+        let decision = decide::decide(state, user, action, &resource, repo);
         let outcome: Result<(), Arc<str>> = if decision.allowed() {
             Ok(())
         } else {
@@ -474,7 +504,7 @@ impl Guard {
                 hash,
                 Remembered {
                     user: user.clone(),
-                    action: action.name(),
+                    action,
                     repo: repo.cloned(),
                     epoch,
                     outcome: outcome.clone(),

@@ -4,10 +4,10 @@
 //! peers of another uid (root excepted), and routes the endpoints defined in `ecrl::api`.
 //! Handlers call into the daemon's services; they never touch files themselves.
 
-mod auth;
+pub(crate) mod auth;
 mod lifecycle;
 mod mirror;
-mod repos;
+pub(crate) mod repos;
 mod system;
 mod taskdefs;
 mod tasks;

@@ -13,10 +13,22 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub fn routes(router: Router<Shared>) -> Router<Shared> {
-    let router = endpoint::<CreateRepository, _, _>(router, create);
+    let router =
+        endpoint::<CreateRepository, _, _>(
+            router,
+            |s, _: Peer, r| async move { create(&s, r).await },
+        );
     let router = endpoint::<ListRepositories, _, _>(router, list);
-    let router = endpoint::<DescribeRepository, _, _>(router, describe);
-    let router = endpoint::<DeleteRepository, _, _>(router, delete);
+    let router =
+        endpoint::<DescribeRepository, _, _>(
+            router,
+            |s, _: Peer, r| async move { describe(&s, r) },
+        );
+    let router =
+        endpoint::<DeleteRepository, _, _>(
+            router,
+            |s, _: Peer, r| async move { delete(&s, r).await },
+        );
     let router = endpoint::<ListImages, _, _>(router, list_images);
     let router = endpoint::<DescribeImages, _, _>(router, describe_images);
     let router = endpoint::<BatchDeleteImage, _, _>(router, delete_images);
@@ -146,9 +158,9 @@ fn repository(state: &Shared, name: &RepoName, repo: &Repo) -> Repository {
     }
 }
 
-async fn create(
-    state: Shared,
-    _: Peer,
+/// ECR's CreateRepository, for both doors (the control API and the AWS API).
+pub(crate) async fn create(
+    state: &Shared,
     req: CreateRepositoryRequest,
 ) -> Result<RepositoryResponse, ApiError> {
     let name = repo_name(&req.repository_name)?;
@@ -173,7 +185,7 @@ async fn create(
         .await?;
     tracing::info!(repository = %name, "repository created");
     Ok(RepositoryResponse {
-        repository: repository(&state, &name, &repo),
+        repository: repository(state, &name, &repo),
     })
 }
 
@@ -194,29 +206,39 @@ async fn list(
     })
 }
 
-async fn describe(
-    state: Shared,
-    _: Peer,
+/// One repository as ECR's DescribeRepositories describes it, for both doors.
+pub(crate) fn describe(
+    state: &Shared,
     req: RepositoryName,
 ) -> Result<RepositoryResponse, ApiError> {
     let name = repo_name(&req.repository_name)?;
     let index = state.meta.read();
     let repo = find_repo(&index, &name)?;
     Ok(RepositoryResponse {
-        repository: repository(&state, &name, repo),
+        repository: repository(state, &name, repo),
     })
 }
 
-async fn delete(
-    state: Shared,
-    _: Peer,
+/// Every repository, by name, described; for both doors (the AWS API pages through them).
+pub(crate) fn describe_all(state: &Shared) -> Vec<Repository> {
+    let index = state.meta.read();
+    index
+        .repos
+        .iter()
+        .map(|(name, repo)| repository(state, name, repo))
+        .collect()
+}
+
+/// ECR's DeleteRepository, for both doors.
+pub(crate) async fn delete(
+    state: &Shared,
     req: DeleteRepositoryRequest,
 ) -> Result<RepositoryResponse, ApiError> {
     let name = repo_name(&req.repository_name)?;
     let described = {
         let index = state.meta.read();
         let repo = find_repo(&index, &name)?;
-        repository(&state, &name, repo)
+        repository(state, &name, repo)
     };
     let digests = state.meta.delete_repo(name.clone(), req.force).await?;
     for digest in digests {

@@ -283,6 +283,9 @@ async fn answer_after_body(
 async fn dispatch(state: Shared, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let mut body = RequestBody::new(body);
+    if crate::aws::is_aws(&parts) {
+        return crate::aws::handle(state, &parts, &mut body).await;
+    }
     let answer = route(state, &parts, &mut body).await;
     let mut response = match answer_after_body(answer, &parts, &mut body).await {
         Ok(response) => response,

@@ -1,0 +1,500 @@
+//! The AWS API door: AWS JSON 1.1 (`POST /` with `X-Amz-Target`) on the registry's listeners,
+//! signed with SigV4 by an ecrl access key, so that `aws --endpoint-url`, boto3 and the SDKs
+//! work against ecrld. Each operation calls the same function the control API calls for it
+//! (`control::repos`, `control::auth`): this module only translates the wire format (epoch
+//! timestamps, AWS's error shapes and pagination) and decides access with the IAM action of
+//! the operation, through the same policy engine as the registry.
+
+pub mod sigv4;
+
+use crate::auth::{AuthError, Principal};
+use crate::control::{auth as control_auth, repos};
+use crate::registry::{RequestBody, Shared};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ecrl::api::{ApiError, ErrorCode};
+use ecrl::names::RepoName;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+pub const ECR_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921";
+pub const ECS_PREFIX: &str = "AmazonEC2ContainerServiceV20141113";
+pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+/// The largest request body taken (ECR's biggest, an UploadLayerPart, is a base64 part).
+const MAX_BODY: usize = 16 << 20;
+
+/// An AWS error: its `__type`, HTTP status and message.
+#[derive(Debug)]
+pub struct AwsError {
+    pub kind: &'static str,
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl AwsError {
+    fn client(kind: &'static str, message: impl Into<String>) -> AwsError {
+        AwsError {
+            kind,
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    fn forbidden(kind: &'static str, message: impl Into<String>) -> AwsError {
+        AwsError {
+            kind,
+            status: StatusCode::FORBIDDEN,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ApiError> for AwsError {
+    fn from(e: ApiError) -> AwsError {
+        let kind = match e.code {
+            ErrorCode::RepositoryNotFound => "RepositoryNotFoundException",
+            ErrorCode::RepositoryAlreadyExists => "RepositoryAlreadyExistsException",
+            ErrorCode::RepositoryNotEmpty => "RepositoryNotEmptyException",
+            ErrorCode::ImageNotFound => "ImageNotFoundException",
+            ErrorCode::ImageTagAlreadyExists => "ImageTagAlreadyExistsException",
+            ErrorCode::LifecyclePolicyNotFound => "LifecyclePolicyNotFoundException",
+            ErrorCode::PolicyNotFound => "RepositoryPolicyNotFoundException",
+            ErrorCode::InvalidParameter | ErrorCode::SourceUnreadable => {
+                "InvalidParameterException"
+            }
+            _ => "ServerException",
+        };
+        let status = if kind == "ServerException" {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        AwsError {
+            kind,
+            status,
+            message: e.message,
+        }
+    }
+}
+
+impl From<AuthError> for AwsError {
+    fn from(e: AuthError) -> AwsError {
+        match e {
+            AuthError::Denied { .. } => AwsError::forbidden("AccessDeniedException", e.to_string()),
+            AuthError::TooManyFailures { .. } => AwsError {
+                kind: "ThrottlingException",
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: e.to_string(),
+            },
+            AuthError::Unauthenticated(_) => {
+                AwsError::forbidden("UnrecognizedClientException", e.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for AwsError {
+    fn into_response(self) -> Response {
+        let body = json!({"__type": self.kind, "message": self.message});
+        answer(self.status, body)
+    }
+}
+
+fn answer(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        h.insert("x-amzn-requestid", id);
+    }
+    response
+}
+
+/// Whether a registry request is for this door: `POST /` (the registry's own paths are all
+/// under `/v2/`).
+pub fn is_aws(parts: &Parts) -> bool {
+    parts.method == axum::http::Method::POST && parts.uri.path() == "/"
+}
+
+pub async fn handle(state: Shared, parts: &Parts, body: &mut RequestBody) -> Response {
+    match call(&state, parts, body).await {
+        Ok(value) => answer(StatusCode::OK, value),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn call(state: &Shared, parts: &Parts, body: &mut RequestBody) -> Result<Value, AwsError> {
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (service, op) = match target.split_once('.') {
+        Some((ECR_PREFIX, op)) => ("ecr", op),
+        Some((ECS_PREFIX, op)) => ("ecs", op),
+        _ => {
+            return Err(AwsError::client(
+                "UnknownOperationException",
+                format!(
+                    "ecrld answers the AWS API for ECR ({ECR_PREFIX}.<Operation>) and ECS \
+                     ({ECS_PREFIX}.<Operation>) on POST /; X-Amz-Target was {target:?}"
+                ),
+            ))
+        }
+    };
+    let bytes = read_body(body).await?;
+    let principal = authenticate(state, parts, &bytes, service)?;
+    let input: Value = if bytes.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            AwsError::client(
+                "SerializationException",
+                format!("the body is not JSON: {e}"),
+            )
+        })?
+    };
+    if !input.is_object() {
+        return Err(AwsError::client(
+            "SerializationException",
+            "the body must be a JSON object",
+        ));
+    }
+    match service {
+        "ecr" => ecr(state, &principal, op, &input).await,
+        _ => Err(unsupported("ECS", op)),
+    }
+}
+
+async fn read_body(body: &mut RequestBody) -> Result<Vec<u8>, AwsError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            AwsError::client("SerializationException", format!("reading the body: {e}"))
+        })?;
+        if bytes.len() + chunk.len() > MAX_BODY {
+            return Err(AwsError {
+                kind: "RequestEntityTooLargeException",
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("a request body is at most {} MiB", MAX_BODY >> 20),
+            });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// The caller, from the request's SigV4 signature.
+fn authenticate(
+    state: &Shared,
+    parts: &Parts,
+    body: &[u8],
+    service: &str,
+) -> Result<Principal, AwsError> {
+    let Some(value) = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Err(AwsError::forbidden(
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token: sign requests with an ecrl access key (ecrl auth \
+             user create, or ecrl auth key create for the owner)",
+        ));
+    };
+    let auth = sigv4::parse_authorization(value)
+        .map_err(|e| AwsError::forbidden("IncompleteSignatureException", e.to_string()))?;
+    if auth.service != service {
+        return Err(AwsError::forbidden(
+            "InvalidSignatureException",
+            format!(
+                "Credential should be scoped to correct service: '{service}', not '{}'",
+                auth.service
+            ),
+        ));
+    }
+    let headers: Vec<(&str, &str)> = parts
+        .headers
+        .iter()
+        .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+        .collect();
+    let request = sigv4::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or_default(),
+        headers: &headers,
+        body,
+    };
+    let index = state.meta.read();
+    let (owner, secret) = match index.auth.signing_key(&auth.key_id) {
+        Ok(found) => found,
+        Err(true) => {
+            return Err(AwsError::forbidden(
+                "UnrecognizedClientException",
+                format!(
+                    "access key {} was made before ecrl kept secrets for SigV4 signatures: \
+                     rotate it (ecrl auth key rotate USER) to use it with the AWS API",
+                    auth.key_id
+                ),
+            ))
+        }
+        Err(false) => {
+            return Err(AwsError::forbidden(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ))
+        }
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    sigv4::verify(
+        &request,
+        &auth,
+        &["x-amz-target"],
+        now,
+        secret,
+        &state.aws_keys,
+    )
+    .map_err(|e| match e {
+        sigv4::SigError::Malformed(_) => {
+            AwsError::forbidden("IncompleteSignatureException", e.to_string())
+        }
+        _ => AwsError::forbidden("InvalidSignatureException", e.to_string()),
+    })?;
+    Ok(match owner {
+        None => Principal::Owner,
+        Some(user) => Principal::User(user.into()),
+    })
+}
+
+fn unsupported(service: &str, op: &str) -> AwsError {
+    AwsError::client(
+        "UnsupportedCommandException",
+        format!("ecrl does not answer {service}'s {op} yet"),
+    )
+}
+
+fn string<'a>(input: &'a Value, field: &str) -> Result<&'a str, AwsError> {
+    input[field].as_str().ok_or_else(|| {
+        AwsError::client(
+            "InvalidParameterException",
+            format!("{field} is required (a string)"),
+        )
+    })
+}
+
+fn repo_name(text: &str) -> Result<RepoName, AwsError> {
+    text.parse()
+        .map_err(|e| AwsError::client("InvalidParameterException", format!("{e}")))
+}
+
+/// Decodes an ECR request shape (the control API's types use ECR's names).
+fn decode<T: serde::de::DeserializeOwned>(input: &Value) -> Result<T, AwsError> {
+    serde_json::from_value(input.clone())
+        .map_err(|e| AwsError::client("InvalidParameterException", e.to_string()))
+}
+
+/// RFC 3339 timestamps (the control API's) as the epoch seconds AWS JSON carries.
+fn epoch_times(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if key.ends_with("At") || key.ends_with("Time") {
+                    if let Some(text) = v.as_str() {
+                        if let Ok(t) = time::OffsetDateTime::parse(
+                            text,
+                            &time::format_description::well_known::Rfc3339,
+                        ) {
+                            *v = json!(t.unix_timestamp_nanos() as f64 / 1e9);
+                            continue;
+                        }
+                    }
+                }
+                epoch_times(v);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(epoch_times),
+        _ => {}
+    }
+}
+
+/// A repository as ECR's `Repository` shape has it: ecrl's own members (image count, size,
+/// resource tags, which ECR answers through other operations) left out.
+fn ecr_repository(repository: &ecrl::api::repos::Repository) -> Result<Value, AwsError> {
+    const MEMBERS: &[&str] = &[
+        "repositoryArn",
+        "registryId",
+        "repositoryName",
+        "repositoryUri",
+        "createdAt",
+        "imageTagMutability",
+        "imageTagMutabilityExclusionFilters",
+        "imageScanningConfiguration",
+        "encryptionConfiguration",
+    ];
+    let mut value = to_aws(repository)?;
+    if let Value::Object(map) = &mut value {
+        map.retain(|k, _| MEMBERS.contains(&k.as_str()));
+    }
+    Ok(value)
+}
+
+fn to_aws(value: impl serde::Serialize) -> Result<Value, AwsError> {
+    let mut value = serde_json::to_value(value)
+        .map_err(|e| AwsError::client("ServerException", e.to_string()))?;
+    epoch_times(&mut value);
+    Ok(value)
+}
+
+async fn ecr(
+    state: &Shared,
+    principal: &Principal,
+    op: &str,
+    input: &Value,
+) -> Result<Value, AwsError> {
+    let may = |action: &'static str, repo: Option<&RepoName>| -> Result<(), AwsError> {
+        state
+            .auth
+            .may(state, principal, action, repo)
+            .map_err(AwsError::from)
+    };
+    match op {
+        "GetAuthorizationToken" => {
+            may("ecr:GetAuthorizationToken", None)?;
+            let user = match principal {
+                Principal::User(u) => Some(&**u),
+                _ => None,
+            };
+            to_aws(control_auth::token_for(state, user)?)
+        }
+        "CreateRepository" => {
+            let name = repo_name(string(input, "repositoryName")?)?;
+            may("ecr:CreateRepository", Some(&name))?;
+            let created = repos::create(state, decode(input)?).await?;
+            Ok(json!({ "repository": ecr_repository(&created.repository)? }))
+        }
+        "DeleteRepository" => {
+            let name = repo_name(string(input, "repositoryName")?)?;
+            may("ecr:DeleteRepository", Some(&name))?;
+            let deleted = repos::delete(state, decode(input)?).await?;
+            Ok(json!({ "repository": ecr_repository(&deleted.repository)? }))
+        }
+        "DescribeRepositories" => describe_repositories(state, principal, input),
+        _ => Err(unsupported("ECR", op)),
+    }
+}
+
+/// ECR's DescribeRepositories: the named ones (each must be readable by the caller), or
+/// every one the caller may describe, a page at a time.
+fn describe_repositories(
+    state: &Shared,
+    principal: &Principal,
+    input: &Value,
+) -> Result<Value, AwsError> {
+    const ACTION: &str = "ecr:DescribeRepositories";
+    if let Some(names) = input["repositoryNames"].as_array() {
+        let mut found = Vec::new();
+        for name in names {
+            let name = repo_name(name.as_str().unwrap_or_default())?;
+            state.auth.may(state, principal, ACTION, Some(&name))?;
+            let described = repos::describe(
+                state,
+                ecrl::api::repos::RepositoryName {
+                    repository_name: name.to_string(),
+                },
+            )?;
+            found.push(ecr_repository(&described.repository)?);
+        }
+        return Ok(json!({ "repositories": found }));
+    }
+    let (max, after) = page(input, 1000)?;
+    let visible: Vec<_> = repos::describe_all(state)
+        .into_iter()
+        .filter(|r| r.repository_name.as_str() > after.as_str())
+        .filter(|r| {
+            r.repository_name
+                .parse()
+                .is_ok_and(|n| state.auth.may(state, principal, ACTION, Some(&n)).is_ok())
+        })
+        .take(max + 1)
+        .collect();
+    let mut out = json!({});
+    if visible.len() > max {
+        out["nextToken"] = json!(next_token(&visible[max - 1].repository_name));
+    }
+    out["repositories"] = visible[..visible.len().min(max)]
+        .iter()
+        .map(ecr_repository)
+        .collect::<Result<Vec<_>, _>>()?
+        .into();
+    Ok(out)
+}
+
+/// `maxResults` (1..=`limit`, ECR's default 100 when absent) and where the page starts after
+/// (`nextToken`: the last name of the page before, opaque to clients).
+fn page(input: &Value, limit: usize) -> Result<(usize, String), AwsError> {
+    let max = match &input["maxResults"] {
+        Value::Null => 100,
+        v => v
+            .as_u64()
+            .filter(|n| (1..=limit as u64).contains(n))
+            .ok_or_else(|| {
+                AwsError::client(
+                    "InvalidParameterException",
+                    format!("maxResults must be between 1 and {limit}"),
+                )
+            })? as usize,
+    };
+    let after = match input["nextToken"].as_str() {
+        None => String::new(),
+        Some(token) => {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(token)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| AwsError::client("InvalidParameterException", "invalid nextToken"))?
+        }
+    };
+    Ok((max, after))
+}
+
+fn next_token(last: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_timestamps_become_epoch_seconds() {
+        let mut v = json!({"repository": {"createdAt": "2026-12-07T01:15:13.5Z", "name": "x"},
+                           "authorizationData": [{"expiresAt": "2026-12-07T13:15:13Z"}]});
+        epoch_times(&mut v);
+        assert_eq!(v["repository"]["createdAt"], json!(1_796_606_113.5));
+        assert_eq!(
+            v["authorizationData"][0]["expiresAt"],
+            json!(1_796_649_313.0)
+        );
+        assert_eq!(v["repository"]["name"], "x");
+    }
+
+    #[test]
+    fn pages_start_after_the_token_and_refuse_bad_sizes() {
+        assert_eq!(page(&json!({}), 1000).unwrap(), (100, String::new()));
+        let token = next_token("team/app");
+        assert_eq!(
+            page(&json!({"maxResults": 5, "nextToken": token}), 1000).unwrap(),
+            (5, "team/app".to_string())
+        );
+        for bad in [
+            json!({"maxResults": 0}),
+            json!({"maxResults": 1001}),
+            json!({"nextToken": "%%"}),
+        ] {
+            assert!(page(&bad, 1000).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! The AWS API door, driven by the real AWS CLI v1 and boto3 (from PyPI; tests/run installs
+//! them into a venv and names it in `ECRL_TEST_AWS_VENV`): requests signed with SigV4 by
+//! ecrl access keys, ECR's error types, pagination, and every response checked against
+//! botocore's own service model.
+
+mod common;
+
+use common::registry::{registry_address, require_docker};
+use common::Env;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+/// The venv with `aws` and `boto3`.
+fn venv() -> PathBuf {
+    let dir = std::env::var_os("ECRL_TEST_AWS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "this test needs the AWS CLI v1 and boto3 in a venv named by ECRL_TEST_AWS_VENV \
+             (tests/run makes one: python3 -m venv DIR && DIR/bin/pip install awscli boto3)"
+            )
+        });
+    assert!(
+        dir.join("bin/aws").exists(),
+        "{} has no bin/aws: pip install awscli boto3 into it",
+        dir.display()
+    );
+    dir
+}
+
+/// A daemon that requires credentials, and two users: `ci` may do everything in ECR but
+/// delete repositories, `reader` only describe them.
+struct Aws {
+    env: Env,
+    _daemon: common::Daemon,
+    endpoint: String,
+    address: String,
+    ci: (String, String),
+    reader: (String, String),
+}
+
+impl Aws {
+    fn start() -> Aws {
+        let env = Env::with_anonymous("none");
+        let daemon = env.spawn_daemon(&[]);
+        let address = registry_address(&env);
+        let user = |name: &str, policy: &str| {
+            let created: Value = serde_json::from_str(
+                &env.ecrl_ok(&["auth", "user", "create", name, "--output", "json"]),
+            )
+            .unwrap();
+            let file = env.path().join(format!("{name}.json"));
+            std::fs::write(&file, policy).unwrap();
+            env.ecrl_ok(&["auth", "policy", "attach", name, file.to_str().unwrap()]);
+            (
+                created["AccessKey"]["AccessKeyId"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                created["AccessKey"]["SecretAccessKey"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        };
+        let ci = user(
+            "ci",
+            r#"{"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "ecr:*", "Resource": "*"},
+                {"Effect": "Deny", "Action": "ecr:DeleteRepository", "Resource": "*"}]}"#,
+        );
+        let reader = user(
+            "reader",
+            r#"{"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "ecr:DescribeRepositories", "Resource": "*"}]}"#,
+        );
+        Aws {
+            endpoint: format!("http://{address}"),
+            address,
+            env,
+            _daemon: daemon,
+            ci,
+            reader,
+        }
+    }
+
+    /// `aws ecr ARGS` as `who` (access key id, secret).
+    fn aws(&self, who: &(String, String), args: &[&str]) -> Output {
+        let mut command = Command::new(venv().join("bin/aws"));
+        self.env.apply(&mut command);
+        command
+            .args(["--endpoint-url", &self.endpoint, "--output", "json"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &who.0)
+            .env("AWS_SECRET_ACCESS_KEY", &who.1)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", self.env.path().join("aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.env.path().join("aws-credentials"),
+            )
+            .stdin(Stdio::null());
+        command.output().unwrap()
+    }
+
+    fn aws_ok(&self, who: &(String, String), args: &[&str]) -> Value {
+        let out = self.aws(who, args);
+        assert!(
+            out.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.stdout.is_empty() {
+            return Value::Null;
+        }
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Runs `aws ARGS`, which must fail with the AWS error `kind`.
+    fn aws_fails(&self, who: &(String, String), args: &[&str], kind: &str) -> String {
+        let out = self.aws(who, args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "aws {args:?} succeeded");
+        assert!(
+            stderr.contains(&format!("({kind})")),
+            "aws {args:?}: expected {kind}: {stderr}"
+        );
+        stderr
+    }
+}
+
+#[test]
+fn the_aws_cli_manages_repositories_and_logs_docker_in() {
+    let t = Aws::start();
+    let created = t.aws_ok(
+        &t.ci,
+        &[
+            "ecr",
+            "create-repository",
+            "--repository-name",
+            "team/app",
+            "--image-tag-mutability",
+            "IMMUTABLE",
+            "--tags",
+            "Key=team,Value=payments",
+        ],
+    );
+    let repo = &created["repository"];
+    assert_eq!(repo["repositoryName"], "team/app", "{created}");
+    assert_eq!(repo["imageTagMutability"], "IMMUTABLE", "{created}");
+    assert!(repo["createdAt"].is_number(), "{created}");
+    assert!(
+        repo["repositoryUri"]
+            .as_str()
+            .unwrap()
+            .ends_with("/team/app"),
+        "{created}"
+    );
+    // The same repository through ecrl's own CLI: one layer behind both doors.
+    let shown: Value = serde_json::from_str(
+        &t.env
+            .ecrl_ok(&["repo", "describe", "team/app", "--output", "json"]),
+    )
+    .unwrap();
+    assert_eq!(
+        shown["repository"]["imageTagMutability"], "IMMUTABLE",
+        "{shown}"
+    );
+    assert_eq!(shown["repository"]["tags"][0]["Key"], "team", "{shown}");
+
+    let all = t.aws_ok(&t.reader, &["ecr", "describe-repositories"]);
+    assert_eq!(
+        all["repositories"][0]["repositoryName"], "team/app",
+        "{all}"
+    );
+    t.aws_fails(
+        &t.ci,
+        &["ecr", "create-repository", "--repository-name", "team/app"],
+        "RepositoryAlreadyExistsException",
+    );
+    t.aws_fails(
+        &t.ci,
+        &[
+            "ecr",
+            "describe-repositories",
+            "--repository-names",
+            "team/missing",
+        ],
+        "RepositoryNotFoundException",
+    );
+    // Denied by the user's policy (an explicit Deny), and by having no Allow.
+    let denied = t.aws_fails(
+        &t.ci,
+        &["ecr", "delete-repository", "--repository-name", "team/app"],
+        "AccessDeniedException",
+    );
+    assert!(denied.contains("ecr:DeleteRepository"), "{denied}");
+    t.aws_fails(
+        &t.reader,
+        &[
+            "ecr",
+            "create-repository",
+            "--repository-name",
+            "team/other",
+        ],
+        "AccessDeniedException",
+    );
+    // What is not built yet says so, naming the operation.
+    let unsupported = t.aws_fails(
+        &t.ci,
+        &["ecr", "list-images", "--repository-name", "team/app"],
+        "UnsupportedCommandException",
+    );
+    assert!(unsupported.contains("ListImages"), "{unsupported}");
+
+    // aws ecr get-login-password | docker login: the password works for the registry.
+    require_docker();
+    let password = {
+        let mut command = Command::new(venv().join("bin/aws"));
+        t.env.apply(&mut command);
+        let out = command
+            .args(["--endpoint-url", &t.endpoint, "ecr", "get-login-password"])
+            .env("AWS_ACCESS_KEY_ID", &t.ci.0)
+            .env("AWS_SECRET_ACCESS_KEY", &t.ci.1)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let docker_config = t.env.path().join("docker-config");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    let login = common::output_with_stdin(
+        {
+            let mut c = Command::new("docker");
+            c.env("DOCKER_CONFIG", &docker_config).args([
+                "login",
+                "-u",
+                "AWS",
+                "--password-stdin",
+                &t.address,
+            ]);
+            c
+        },
+        password.trim(),
+    );
+    assert!(
+        login.status.success(),
+        "docker login: {}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+
+    // The owner's CLI deletes what ci may not.
+    t.env.ecrl_ok(&["repo", "delete", "team/app"]);
+    t.aws_fails(
+        &t.ci,
+        &[
+            "ecr",
+            "describe-repositories",
+            "--repository-names",
+            "team/app",
+        ],
+        "RepositoryNotFoundException",
+    );
+}
+
+/// boto3: a paginator over 250 repositories (pages of 100, in order, none twice), unsigned
+/// and wrongly signed requests refused with AWS's error types, and every response's members
+/// known to botocore's service model of its operation.
+#[test]
+fn boto3_pages_through_repositories_and_bad_signatures_are_refused() {
+    let t = Aws::start();
+    let script = t.env.path().join("check.py");
+    std::fs::write(&script, BOTO3_CHECK).unwrap();
+    let out = Command::new(venv().join("bin/python"))
+        .arg(&script)
+        .env("ENDPOINT", &t.endpoint)
+        .env("KEY_ID", &t.ci.0)
+        .env("SECRET", &t.ci.1)
+        .env("READER_KEY_ID", &t.reader.0)
+        .env("READER_SECRET", &t.reader.1)
+        .env("AWS_CONFIG_FILE", t.env.path().join("aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            t.env.path().join("aws-credentials"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("checked 250 repositories in 3 pages"),
+        "{stdout}"
+    );
+}
+
+const BOTO3_CHECK: &str = r#"
+import json, os, urllib.request, urllib.error
+import boto3, botocore
+
+endpoint = os.environ["ENDPOINT"]
+checked = []
+
+def members_known(value, shape, path):
+    # Every member of the raw answer must be one botocore's model of the operation knows.
+    if shape is None:
+        return
+    if shape.type_name == "structure":
+        assert isinstance(value, dict), f"{path}: not an object"
+        for key, v in value.items():
+            assert key in shape.members, f"{path}.{key} is not in botocore's model ({shape.name})"
+            members_known(v, shape.members[key], f"{path}.{key}")
+    elif shape.type_name == "list":
+        assert isinstance(value, list), f"{path}: not a list"
+        for i, v in enumerate(value):
+            members_known(v, shape.member, f"{path}[{i}]")
+    elif shape.type_name == "timestamp":
+        assert isinstance(value, (int, float)), f"{path}: a timestamp must be epoch seconds"
+
+def check_shape(http_response, model, **kwargs):
+    if http_response.status_code == 200 and http_response.content:
+        members_known(json.loads(http_response.content), model.output_shape, model.name)
+        checked.append(model.name)
+
+def client(key, secret):
+    c = boto3.client("ecr", endpoint_url=endpoint, region_name="eu-west-1",
+                     aws_access_key_id=key, aws_secret_access_key=secret)
+    c.meta.events.register("after-call.ecr", check_shape)
+    return c
+
+ecr = client(os.environ["KEY_ID"], os.environ["SECRET"])
+names = [f"page/r{i:03d}" for i in range(250)]
+for name in names:
+    ecr.create_repository(repositoryName=name)
+pages = list(ecr.get_paginator("describe_repositories").paginate(PaginationConfig={"PageSize": 100}))
+got = [r["repositoryName"] for p in pages for r in p["repositories"]]
+assert got == names, f"paginated {len(got)} repositories, not the 250 in order"
+assert len(pages) == 3, f"{len(pages)} pages"
+assert ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+print(f"checked {len(got)} repositories in {len(pages)} pages")
+
+# A user's listing holds only what it may describe: the reader may describe everything.
+reader = client(os.environ["READER_KEY_ID"], os.environ["READER_SECRET"])
+assert len(reader.describe_repositories(maxResults=1000)["repositories"]) == 250
+
+def error_of(call):
+    try:
+        call()
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+    raise AssertionError("the call succeeded")
+
+# A wrong secret, an unknown key, a wrong service in the scope.
+assert error_of(lambda: client(os.environ["KEY_ID"], "x" * 40).describe_repositories()) == "InvalidSignatureException"
+assert error_of(lambda: client("AKIAUNKNOWNKEY000000", "x" * 40).describe_repositories()) == "UnrecognizedClientException"
+# Errors come as ECR's exception classes.
+try:
+    ecr.describe_repositories(repositoryNames=["page/missing"])
+    raise AssertionError("found a missing repository")
+except ecr.exceptions.RepositoryNotFoundException:
+    pass
+try:
+    ecr.delete_repository(repositoryName="page/r000")
+    raise AssertionError("ci deleted a repository its policy denies")
+except botocore.exceptions.ClientError as e:
+    assert e.response["Error"]["Code"] == "AccessDeniedException", e.response
+
+# An unsigned request.
+request = urllib.request.Request(endpoint + "/", data=b"{}", method="POST", headers={
+    "X-Amz-Target": "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories",
+    "Content-Type": "application/x-amz-json-1.1"})
+try:
+    urllib.request.urlopen(request)
+    raise AssertionError("an unsigned request was answered")
+except urllib.error.HTTPError as e:
+    body = json.loads(e.read())
+    assert e.code == 403 and body["__type"] == "MissingAuthenticationTokenException", body
+
+assert {"CreateRepository", "DescribeRepositories", "GetAuthorizationToken"} <= set(checked), checked
+print("shapes checked:", sorted(set(checked)))
+"#;
