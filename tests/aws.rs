@@ -206,13 +206,99 @@ fn the_aws_cli_manages_repositories_and_logs_docker_in() {
         ],
         "AccessDeniedException",
     );
+    // Images pushed over the registry API with the same key (Basic auth), then listed,
+    // described and deleted through the AWS API.
+    let digests: Vec<String> = ["1", "2"]
+        .iter()
+        .map(|tag| push_image(&t, "team/app", tag))
+        .collect();
+    let listed = t.aws_ok(
+        &t.ci,
+        &["ecr", "list-images", "--repository-name", "team/app"],
+    );
+    let mut ids: Vec<String> = listed["imageIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{}@{}",
+                i["imageTag"].as_str().unwrap(),
+                i["imageDigest"].as_str().unwrap()
+            )
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        vec![format!("1@{}", digests[0]), format!("2@{}", digests[1])],
+        "{listed}"
+    );
+    let described = t.aws_ok(
+        &t.ci,
+        &[
+            "ecr",
+            "describe-images",
+            "--repository-name",
+            "team/app",
+            "--image-ids",
+            "imageTag=2",
+        ],
+    );
+    let detail = &described["imageDetails"][0];
+    assert_eq!(detail["imageDigest"], digests[1].as_str(), "{described}");
+    assert_eq!(detail["imageTags"][0], "2", "{described}");
+    assert!(detail["imagePushedAt"].is_number(), "{described}");
+    t.aws_fails(
+        &t.ci,
+        &[
+            "ecr",
+            "describe-images",
+            "--repository-name",
+            "team/app",
+            "--image-ids",
+            "imageTag=9",
+        ],
+        "ImageNotFoundException",
+    );
+    let deleted = t.aws_ok(
+        &t.ci,
+        &[
+            "ecr",
+            "batch-delete-image",
+            "--repository-name",
+            "team/app",
+            "--image-ids",
+            "imageTag=1",
+            "imageTag=9",
+        ],
+    );
+    assert_eq!(
+        deleted["imageIds"][0]["imageDigest"],
+        digests[0].as_str(),
+        "{deleted}"
+    );
+    assert_eq!(
+        deleted["failures"][0]["failureCode"], "ImageNotFound",
+        "{deleted}"
+    );
+    let listed = t.aws_ok(
+        &t.ci,
+        &["ecr", "list-images", "--repository-name", "team/app"],
+    );
+    assert_eq!(listed["imageIds"].as_array().unwrap().len(), 1, "{listed}");
     // What is not built yet says so, naming the operation.
     let unsupported = t.aws_fails(
         &t.ci,
-        &["ecr", "list-images", "--repository-name", "team/app"],
+        &[
+            "ecr",
+            "get-lifecycle-policy",
+            "--repository-name",
+            "team/app",
+        ],
         "UnsupportedCommandException",
     );
-    assert!(unsupported.contains("ListImages"), "{unsupported}");
+    assert!(unsupported.contains("GetLifecyclePolicy"), "{unsupported}");
 
     // aws ecr get-login-password | docker login: the password works for the registry.
     require_docker();
@@ -255,8 +341,8 @@ fn the_aws_cli_manages_repositories_and_logs_docker_in() {
         String::from_utf8_lossy(&login.stderr)
     );
 
-    // The owner's CLI deletes what ci may not.
-    t.env.ecrl_ok(&["repo", "delete", "team/app"]);
+    // The owner's CLI deletes what ci may not (with the image left in it).
+    t.env.ecrl_ok(&["repo", "delete", "team/app", "--force"]);
     t.aws_fails(
         &t.ci,
         &[
@@ -267,6 +353,51 @@ fn the_aws_cli_manages_repositories_and_logs_docker_in() {
         ],
         "RepositoryNotFoundException",
     );
+}
+
+/// Pushes a one-layer image over the registry API with `ci`'s access key (Basic auth):
+/// its manifest's digest.
+fn push_image(t: &Aws, repo: &str, tag: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let client = reqwest::blocking::Client::new();
+    let base = format!("http://{}/v2/{repo}", t.address);
+    let digest = |data: &[u8]| {
+        let hash = Sha256::digest(data);
+        format!(
+            "sha256:{}",
+            hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    };
+    let put_blob = |data: Vec<u8>| {
+        let d = digest(&data);
+        let r = client
+            .post(format!("{base}/blobs/uploads/?digest={d}"))
+            .basic_auth(&t.ci.0, Some(&t.ci.1))
+            .body(data.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201, "push of {d}");
+        (d, data.len())
+    };
+    let config =
+        put_blob(format!(r#"{{"architecture":"amd64","os":"linux","tag":"{tag}"}}"#).into_bytes());
+    let layer = put_blob(format!("layer of {repo}:{tag}").into_bytes());
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.0, "size": config.1},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer.0, "size": layer.1}],
+    }))
+    .unwrap();
+    let r = client
+        .put(format!("{base}/manifests/{tag}"))
+        .basic_auth(&t.ci.0, Some(&t.ci.1))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "manifest {repo}:{tag}");
+    digest(&manifest)
 }
 
 /// boto3: a paginator over 250 repositories (pages of 100, in order, none twice), unsigned
@@ -347,6 +478,8 @@ got = [r["repositoryName"] for p in pages for r in p["repositories"]]
 assert got == names, f"paginated {len(got)} repositories, not the 250 in order"
 assert len(pages) == 3, f"{len(pages)} pages"
 assert ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+assert ecr.list_images(repositoryName="page/r000")["imageIds"] == []
+assert ecr.describe_images(repositoryName="page/r000")["imageDetails"] == []
 print(f"checked {len(got)} repositories in {len(pages)} pages")
 
 # A user's listing holds only what it may describe: the reader may describe everything.
@@ -386,6 +519,7 @@ except urllib.error.HTTPError as e:
     body = json.loads(e.read())
     assert e.code == 403 and body["__type"] == "MissingAuthenticationTokenException", body
 
-assert {"CreateRepository", "DescribeRepositories", "GetAuthorizationToken"} <= set(checked), checked
+assert {"CreateRepository", "DescribeRepositories", "GetAuthorizationToken", "ListImages",
+        "DescribeImages"} <= set(checked), checked
 print("shapes checked:", sorted(set(checked)))
 "#;

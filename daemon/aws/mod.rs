@@ -380,6 +380,28 @@ async fn ecr(
             Ok(json!({ "repository": ecr_repository(&deleted.repository)? }))
         }
         "DescribeRepositories" => describe_repositories(state, principal, input),
+        "ListImages" => {
+            let name = repo_name(string(input, "repositoryName")?)?;
+            may("ecr:ListImages", Some(&name))?;
+            let listed = repos::list_images(
+                state,
+                ecrl::api::repos::ListImagesRequest {
+                    repository_name: name.to_string(),
+                    tag_status: input["filter"]["tagStatus"].as_str().map(str::to_string),
+                },
+            )?;
+            paged(input, "imageIds", to_aws(listed.image_ids)?)
+        }
+        "DescribeImages" => {
+            let name = repo_name(string(input, "repositoryName")?)?;
+            may("ecr:DescribeImages", Some(&name))?;
+            describe_images(state, &name, input)
+        }
+        "BatchDeleteImage" => {
+            let name = repo_name(string(input, "repositoryName")?)?;
+            may("ecr:BatchDeleteImage", Some(&name))?;
+            to_aws(repos::delete_images(state, decode(input)?).await?)
+        }
         _ => Err(unsupported("ECR", op)),
     }
 }
@@ -427,6 +449,85 @@ fn describe_repositories(
         .map(ecr_repository)
         .collect::<Result<Vec<_>, _>>()?
         .into();
+    Ok(out)
+}
+
+/// ECR's DescribeImages: the images `imageIds` names (each missing one is an
+/// `ImageNotFoundException`, as on ECR), or every image, filtered by `filter.tagStatus`, a
+/// page at a time (newest first).
+fn describe_images(state: &Shared, name: &RepoName, input: &Value) -> Result<Value, AwsError> {
+    use ecrl::api::repos::DescribeImagesRequest;
+    let request = |tag: Option<&str>, digest: Option<&str>| DescribeImagesRequest {
+        repository_name: name.to_string(),
+        image_tag: tag.map(str::to_string),
+        image_digest: digest.map(str::to_string),
+    };
+    let mut details = Vec::new();
+    if let Some(ids) = input["imageIds"].as_array() {
+        for id in ids {
+            let found = repos::describe_images(
+                state,
+                request(id["imageTag"].as_str(), id["imageDigest"].as_str()),
+            )?;
+            details.extend(found.image_details);
+        }
+    } else {
+        details = repos::describe_images(state, request(None, None))?.image_details;
+        match input["filter"]["tagStatus"].as_str() {
+            None | Some("ANY") => {}
+            Some("TAGGED") => details.retain(|d| !d.image_tags.is_empty()),
+            Some("UNTAGGED") => details.retain(|d| d.image_tags.is_empty()),
+            Some(other) => {
+                return Err(AwsError::client(
+                    "InvalidParameterException",
+                    format!("filter.tagStatus {other:?}: expected TAGGED, UNTAGGED or ANY"),
+                ))
+            }
+        }
+    }
+    const MEMBERS: &[&str] = &[
+        "registryId",
+        "repositoryName",
+        "imageDigest",
+        "imageTags",
+        "imageSizeInBytes",
+        "imagePushedAt",
+        "imageManifestMediaType",
+        "artifactMediaType",
+        "lastRecordedPullTime",
+    ];
+    let mut details = to_aws(details)?;
+    if let Value::Array(items) = &mut details {
+        for item in items.iter_mut() {
+            if let Value::Object(map) = item {
+                map.retain(|k, _| MEMBERS.contains(&k.as_str()));
+            }
+        }
+    }
+    paged(input, "imageDetails", details)
+}
+
+/// One page of `items` under `field`, as `maxResults` and `nextToken` ask (the token: the
+/// index the next page starts at), with the next token when more follow.
+fn paged(input: &Value, field: &str, items: Value) -> Result<Value, AwsError> {
+    let items = match items {
+        Value::Array(items) => items,
+        other => vec![other],
+    };
+    let (max, after) = page(input, 1000)?;
+    let start: usize = if after.is_empty() {
+        0
+    } else {
+        after
+            .parse()
+            .map_err(|_| AwsError::client("InvalidParameterException", "invalid nextToken"))?
+    };
+    let end = (start + max).min(items.len());
+    let mut out = json!({});
+    out[field] = Value::Array(items.get(start..end).unwrap_or_default().to_vec());
+    if end < items.len() {
+        out["nextToken"] = json!(next_token(&end.to_string()));
+    }
     Ok(out)
 }
 

@@ -29,9 +29,16 @@ pub fn routes(router: Router<Shared>) -> Router<Shared> {
             router,
             |s, _: Peer, r| async move { delete(&s, r).await },
         );
-    let router = endpoint::<ListImages, _, _>(router, list_images);
-    let router = endpoint::<DescribeImages, _, _>(router, describe_images);
-    let router = endpoint::<BatchDeleteImage, _, _>(router, delete_images);
+    let router =
+        endpoint::<ListImages, _, _>(router, |s, _: Peer, r| async move { list_images(&s, r) });
+    let router =
+        endpoint::<DescribeImages, _, _>(
+            router,
+            |s, _: Peer, r| async move { describe_images(&s, r) },
+        );
+    let router = endpoint::<BatchDeleteImage, _, _>(router, |s, _: Peer, r| async move {
+        delete_images(&s, r).await
+    });
     let router = endpoint::<PutImageTagMutability, _, _>(router, put_mutability);
     endpoint::<TagImage, _, _>(router, tag_image)
 }
@@ -292,9 +299,9 @@ fn detail(
     }
 }
 
-async fn list_images(
-    state: Shared,
-    _: Peer,
+/// ECR's ListImages, for both doors.
+pub(crate) fn list_images(
+    state: &Shared,
     req: ListImagesRequest,
 ) -> Result<ListImagesResponse, ApiError> {
     let name = repo_name(&req.repository_name)?;
@@ -381,9 +388,9 @@ fn find(repo: &Repo, id: &ImageId) -> Result<Arc<Manifest>, (String, String)> {
         .ok_or(("ImageNotFound".into(), format!("image {digest} not found")))
 }
 
-async fn describe_images(
-    state: Shared,
-    _: Peer,
+/// ECR's DescribeImages (one image, or all of the repository's), for both doors.
+pub(crate) fn describe_images(
+    state: &Shared,
     req: DescribeImagesRequest,
 ) -> Result<DescribeImagesResponse, ApiError> {
     let name = repo_name(&req.repository_name)?;
@@ -392,7 +399,7 @@ async fn describe_images(
     let mut details = if req.image_tag.is_none() && req.image_digest.is_none() {
         repo.manifests
             .values()
-            .map(|m| detail(&state, &name, repo, m, &index.mirror))
+            .map(|m| detail(state, &name, repo, m, &index.mirror))
             .collect::<Vec<_>>()
     } else {
         let id = ImageId {
@@ -407,7 +414,7 @@ async fn describe_images(
             };
             ApiError::new(code, format!("{name}: {reason}"))
         })?;
-        vec![detail(&state, &name, repo, &m, &index.mirror)]
+        vec![detail(state, &name, repo, &m, &index.mirror)]
     };
     details.sort_by(|a, b| {
         b.image_pushed_at
@@ -419,9 +426,9 @@ async fn describe_images(
     })
 }
 
-async fn delete_images(
-    state: Shared,
-    _: Peer,
+/// ECR's BatchDeleteImage, for both doors.
+pub(crate) async fn delete_images(
+    state: &Shared,
     req: BatchDeleteImageRequest,
 ) -> Result<BatchDeleteImageResponse, ApiError> {
     let name = repo_name(&req.repository_name)?;

@@ -471,7 +471,10 @@ mod sealing_tests {
         let token = [7u8; 32];
         let sealed = seal_secret(&token, "AKIAONE", "the secret").unwrap();
         assert!(!sealed.windows(10).any(|w| w == b"the secret"));
-        assert_eq!(open_secret(&token, "AKIAONE", &sealed).as_deref(), Some("the secret"));
+        assert_eq!(
+            open_secret(&token, "AKIAONE", &sealed).as_deref(),
+            Some("the secret")
+        );
         assert_eq!(open_secret(&token, "AKIATWO", &sealed), None);
         assert_eq!(open_secret(&[8u8; 32], "AKIAONE", &sealed), None);
         let mut flipped = sealed.clone();
@@ -479,7 +482,10 @@ mod sealing_tests {
         assert_eq!(open_secret(&token, "AKIAONE", &flipped), None);
         assert_eq!(open_secret(&token, "AKIAONE", &sealed[..5]), None);
         // Two seals of one secret differ (a fresh nonce each).
-        assert_ne!(seal_secret(&token, "AKIAONE", "the secret").unwrap(), sealed);
+        assert_ne!(
+            seal_secret(&token, "AKIAONE", "the secret").unwrap(),
+            sealed
+        );
     }
 
     #[test]
@@ -491,9 +497,13 @@ mod sealing_tests {
         index.users.insert("ci".into(), user);
         index.key_owners.insert("AKIAOLD".into(), "ci".into());
         index.key_owners.insert("AKIANEW".into(), "ci".into());
-        index.secrets.insert("AKIANEW".into(), KeptSecret("s".into()));
+        index
+            .secrets
+            .insert("AKIANEW".into(), KeptSecret("s".into()));
         index.owner_keys.insert("AKIAOWNER".into(), [2; 32]);
-        index.secrets.insert("AKIAOWNER".into(), KeptSecret("o".into()));
+        index
+            .secrets
+            .insert("AKIAOWNER".into(), KeptSecret("o".into()));
         assert_eq!(index.signing_key("AKIANEW"), Ok((Some("ci"), "s")));
         assert_eq!(index.signing_key("AKIAOWNER"), Ok((None, "o")));
         assert_eq!(index.signing_key("AKIAOLD"), Err(true));
