@@ -519,6 +519,50 @@ except urllib.error.HTTPError as e:
     body = json.loads(e.read())
     assert e.code == 403 and body["__type"] == "MissingAuthenticationTokenException", body
 
+# Abuse. A signed body that is not JSON; a body past 16 MiB (refused before it is held: an
+# unsigned one is refused without being read at all).
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+def signed(body, key=os.environ["KEY_ID"], secret=os.environ["SECRET"]):
+    request = AWSRequest(method="POST", url=endpoint + "/", data=body, headers={
+        "X-Amz-Target": "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories",
+        "Content-Type": "application/x-amz-json-1.1"})
+    SigV4Auth(Credentials(key, secret), "ecr", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    return urllib.request.Request(prepared.url, data=body, method="POST", headers=dict(prepared.headers))
+
+def refused(request):
+    try:
+        urllib.request.urlopen(request)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())["__type"]
+    raise AssertionError("answered")
+
+assert refused(signed(b"{not json")) == (400, "SerializationException")
+assert refused(signed(b"[1, 2]")) == (400, "SerializationException")
+code, kind = refused(signed(b" " * (17 << 20)))
+assert (code, kind) == (413, "RequestEntityTooLargeException"), (code, kind)
+# A signed request replayed as another operation: its target is signed.
+replay = signed(b"{}")
+replay.headers["X-amz-target"] = "AmazonEC2ContainerRegistry_V20150921.DeleteRepository"
+assert refused(replay) == (403, "InvalidSignatureException")
+
+# Guessing a key's secret: after 10 wrong signatures from one address that key is held back
+# (429) for a while, right secret or not; other keys are not.
+import botocore.config
+no_retry = botocore.config.Config(retries={"total_max_attempts": 1})
+guesser = boto3.client("ecr", endpoint_url=endpoint, region_name="us-east-1", config=no_retry,
+                       aws_access_key_id=os.environ["READER_KEY_ID"], aws_secret_access_key="y" * 40)
+codes = [error_of(guesser.describe_repositories) for _ in range(11)]
+assert codes[:10] == ["InvalidSignatureException"] * 10 and codes[10] == "ThrottlingException", codes
+held = boto3.client("ecr", endpoint_url=endpoint, region_name="us-east-1", config=no_retry,
+                    aws_access_key_id=os.environ["READER_KEY_ID"],
+                    aws_secret_access_key=os.environ["READER_SECRET"])
+assert error_of(held.describe_repositories) == "ThrottlingException"
+assert len(ecr.describe_repositories(maxResults=5)["repositories"]) == 5
+
 assert {"CreateRepository", "DescribeRepositories", "GetAuthorizationToken", "ListImages",
         "DescribeImages"} <= set(checked), checked
 print("shapes checked:", sorted(set(checked)))

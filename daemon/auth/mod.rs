@@ -427,6 +427,29 @@ impl Guard {
         }
     }
 
+    /// For the AWS API's signatures: refuses (the outer `Err`) an access key id that failed
+    /// too often from `client` lately, as the registry refuses a user name; else runs `check`
+    /// and counts its failure, or clears the count on success.
+    pub fn attempt<T, E>(
+        &self,
+        client: Option<IpAddr>,
+        key_id: &str,
+        check: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Result<T, E>, AuthError> {
+        let key = client.map(|ip| (ip, key_id.chars().take(MAX_COUNTED_NAME).collect()));
+        if let Some(key) = &key {
+            self.check_blocked(key)?;
+        }
+        let result = check();
+        if let Some(key) = &key {
+            match &result {
+                Ok(_) => self.clear(key),
+                Err(_) => self.record_failure(key),
+            }
+        }
+        Ok(result)
+    }
+
     /// Whether a signed principal of the AWS API may perform the IAM action `action` (any
     /// ECR or ECS action, by name) on `repo` (`None`: the registry): `Err` holds the denial,
     /// worded as the registry's.

@@ -143,8 +143,11 @@ async fn call(state: &Shared, parts: &Parts, body: &mut RequestBody) -> Result<V
             ))
         }
     };
+    // The signature covers the body, but the header is checked first: a request that is
+    // unsigned, malformed or signed by no key of ours never has its body buffered.
+    let auth = authorization(state, parts, service)?;
     let bytes = read_body(body).await?;
-    let principal = authenticate(state, parts, &bytes, service)?;
+    let principal = authenticate(state, parts, &auth, &bytes)?;
     let input: Value = if bytes.is_empty() {
         json!({})
     } else {
@@ -185,13 +188,12 @@ async fn read_body(body: &mut RequestBody) -> Result<Vec<u8>, AwsError> {
     Ok(bytes)
 }
 
-/// The caller, from the request's SigV4 signature.
-fn authenticate(
+/// The request's `Authorization` header, parsed, for `service`, naming a key that exists.
+fn authorization(
     state: &Shared,
     parts: &Parts,
-    body: &[u8],
     service: &str,
-) -> Result<Principal, AwsError> {
+) -> Result<sigv4::Authorization, AwsError> {
     let Some(value) = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -214,6 +216,26 @@ fn authenticate(
             ),
         ));
     }
+    if state.meta.read().auth.signing_key(&auth.key_id) == Err(false) {
+        return Err(unknown_key());
+    }
+    Ok(auth)
+}
+
+fn unknown_key() -> AwsError {
+    AwsError::forbidden(
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+    )
+}
+
+/// The caller, from the request's SigV4 signature.
+fn authenticate(
+    state: &Shared,
+    parts: &Parts,
+    auth: &sigv4::Authorization,
+    body: &[u8],
+) -> Result<Principal, AwsError> {
     let headers: Vec<(&str, &str)> = parts
         .headers
         .iter()
@@ -226,6 +248,21 @@ fn authenticate(
         headers: &headers,
         body,
     };
+    let client = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<crate::registry::Client>>()
+        .map(|c| c.0.addr.ip());
+    state.auth.attempt(client, &auth.key_id, || {
+        verify_signature(state, &request, auth)
+    })?
+}
+
+/// Checks the signature with the access key's kept secret: the caller it proves.
+fn verify_signature(
+    state: &Shared,
+    request: &sigv4::Request<'_>,
+    auth: &sigv4::Authorization,
+) -> Result<Principal, AwsError> {
     let index = state.meta.read();
     let (owner, secret) = match index.auth.signing_key(&auth.key_id) {
         Ok(found) => found,
@@ -239,17 +276,12 @@ fn authenticate(
                 ),
             ))
         }
-        Err(false) => {
-            return Err(AwsError::forbidden(
-                "UnrecognizedClientException",
-                "The security token included in the request is invalid.",
-            ))
-        }
+        Err(false) => return Err(unknown_key()),
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     sigv4::verify(
-        &request,
-        &auth,
+        request,
+        auth,
         &["x-amz-target"],
         now,
         secret,
