@@ -64,6 +64,16 @@ pub enum KeyCommand {
     /// Replace a user's access key: prints the new secret; the old key and its tokens stop
     /// working
     Rotate { user: String },
+    /// Create an access key of the owner (it may do everything): for the AWS CLI and SDKs,
+    /// and `docker login`; prints its secret this once
+    Create,
+    /// List the owner's access keys (never their secrets)
+    List,
+    /// Delete an owner access key: it stops working at once
+    Delete {
+        /// The access key id (AKIA...)
+        access_key_id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -168,6 +178,17 @@ impl Table for RotateKeyResponse {
     }
 }
 
+impl Table for ListOwnerKeysResponse {
+    fn table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .access_key_metadata
+            .iter()
+            .map(|k| vec![k.access_key_id.clone(), k.create_date.clone()])
+            .collect();
+        columns(&["ACCESS KEY ID", "CREATED"], &rows)
+    }
+}
+
 impl Table for ListUsersResponse {
     fn table(&self) -> String {
         let rows: Vec<Vec<String>> = self
@@ -268,6 +289,23 @@ pub async fn run(ctx: &Context, command: AuthCommand) -> anyhow::Result<ExitCode
                 .call::<RotateKey>(&UserRequest { user_name: user })
                 .await?;
             show(ctx, &r)
+        }
+        AuthCommand::Key(KeyCommand::Create) => {
+            let r = client.call::<CreateOwnerKey>(&Empty {}).await?;
+            show(ctx, &r)
+        }
+        AuthCommand::Key(KeyCommand::List) => {
+            let r = client.call::<ListOwnerKeys>(&Empty {}).await?;
+            show(ctx, &r)
+        }
+        AuthCommand::Key(KeyCommand::Delete { access_key_id }) => {
+            client
+                .call::<DeleteOwnerKey>(&OwnerKeyRequest {
+                    access_key_id: access_key_id.clone(),
+                })
+                .await?;
+            ctx.note(format!("deleted owner access key {access_key_id}"));
+            show(ctx, &Done {})
         }
         AuthCommand::Policy(PolicyCommand::Attach { user, file, name }) => {
             let name = match name {

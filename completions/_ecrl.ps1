@@ -914,6 +914,9 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('rotate', 'rotate', [CompletionResultType]::ParameterValue, 'Replace a user''s access key: prints the new secret; the old key and its tokens stop working')
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an access key of the owner (it may do everything): for the AWS CLI and SDKs, and `docker login`; prints its secret this once')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the owner''s access keys (never their secrets)')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete an owner access key: it stops working at once')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -928,12 +931,57 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'ecrl;auth;key;create' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;auth;key;list' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;auth;key;delete' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'ecrl;auth;key;help' {
             [CompletionResult]::new('rotate', 'rotate', [CompletionResultType]::ParameterValue, 'Replace a user''s access key: prints the new secret; the old key and its tokens stop working')
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an access key of the owner (it may do everything): for the AWS CLI and SDKs, and `docker login`; prints its secret this once')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the owner''s access keys (never their secrets)')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete an owner access key: it stops working at once')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
         'ecrl;auth;key;help;rotate' {
+            break
+        }
+        'ecrl;auth;key;help;create' {
+            break
+        }
+        'ecrl;auth;key;help;list' {
+            break
+        }
+        'ecrl;auth;key;help;delete' {
             break
         }
         'ecrl;auth;key;help;help' {
@@ -1113,9 +1161,21 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
         }
         'ecrl;auth;help;key' {
             [CompletionResult]::new('rotate', 'rotate', [CompletionResultType]::ParameterValue, 'Replace a user''s access key: prints the new secret; the old key and its tokens stop working')
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an access key of the owner (it may do everything): for the AWS CLI and SDKs, and `docker login`; prints its secret this once')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the owner''s access keys (never their secrets)')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete an owner access key: it stops working at once')
             break
         }
         'ecrl;auth;help;key;rotate' {
+            break
+        }
+        'ecrl;auth;help;key;create' {
+            break
+        }
+        'ecrl;auth;help;key;list' {
+            break
+        }
+        'ecrl;auth;help;key;delete' {
             break
         }
         'ecrl;auth;help;policy' {
@@ -1812,9 +1872,21 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
         }
         'ecrl;help;auth;key' {
             [CompletionResult]::new('rotate', 'rotate', [CompletionResultType]::ParameterValue, 'Replace a user''s access key: prints the new secret; the old key and its tokens stop working')
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an access key of the owner (it may do everything): for the AWS CLI and SDKs, and `docker login`; prints its secret this once')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the owner''s access keys (never their secrets)')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete an owner access key: it stops working at once')
             break
         }
         'ecrl;help;auth;key;rotate' {
+            break
+        }
+        'ecrl;help;auth;key;create' {
+            break
+        }
+        'ecrl;help;auth;key;list' {
+            break
+        }
+        'ecrl;help;auth;key;delete' {
             break
         }
         'ecrl;help;auth;policy' {

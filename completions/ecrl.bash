@@ -97,6 +97,15 @@ _ecrl() {
             ecrl__subcmd__auth__subcmd__help,user)
                 cmd="ecrl__subcmd__auth__subcmd__help__subcmd__user"
                 ;;
+            ecrl__subcmd__auth__subcmd__help__subcmd__key,create)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__key__subcmd__create"
+                ;;
+            ecrl__subcmd__auth__subcmd__help__subcmd__key,delete)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__key__subcmd__delete"
+                ;;
+            ecrl__subcmd__auth__subcmd__help__subcmd__key,list)
+                cmd="ecrl__subcmd__auth__subcmd__help__subcmd__key__subcmd__list"
+                ;;
             ecrl__subcmd__auth__subcmd__help__subcmd__key,rotate)
                 cmd="ecrl__subcmd__auth__subcmd__help__subcmd__key__subcmd__rotate"
                 ;;
@@ -127,14 +136,32 @@ _ecrl() {
             ecrl__subcmd__auth__subcmd__help__subcmd__user,list)
                 cmd="ecrl__subcmd__auth__subcmd__help__subcmd__user__subcmd__list"
                 ;;
+            ecrl__subcmd__auth__subcmd__key,create)
+                cmd="ecrl__subcmd__auth__subcmd__key__subcmd__create"
+                ;;
+            ecrl__subcmd__auth__subcmd__key,delete)
+                cmd="ecrl__subcmd__auth__subcmd__key__subcmd__delete"
+                ;;
             ecrl__subcmd__auth__subcmd__key,help)
                 cmd="ecrl__subcmd__auth__subcmd__key__subcmd__help"
+                ;;
+            ecrl__subcmd__auth__subcmd__key,list)
+                cmd="ecrl__subcmd__auth__subcmd__key__subcmd__list"
                 ;;
             ecrl__subcmd__auth__subcmd__key,rotate)
                 cmd="ecrl__subcmd__auth__subcmd__key__subcmd__rotate"
                 ;;
+            ecrl__subcmd__auth__subcmd__key__subcmd__help,create)
+                cmd="ecrl__subcmd__auth__subcmd__key__subcmd__help__subcmd__create"
+                ;;
+            ecrl__subcmd__auth__subcmd__key__subcmd__help,delete)
+                cmd="ecrl__subcmd__auth__subcmd__key__subcmd__help__subcmd__delete"
+                ;;
             ecrl__subcmd__auth__subcmd__key__subcmd__help,help)
                 cmd="ecrl__subcmd__auth__subcmd__key__subcmd__help__subcmd__help"
+                ;;
+            ecrl__subcmd__auth__subcmd__key__subcmd__help,list)
+                cmd="ecrl__subcmd__auth__subcmd__key__subcmd__help__subcmd__list"
                 ;;
             ecrl__subcmd__auth__subcmd__key__subcmd__help,rotate)
                 cmd="ecrl__subcmd__auth__subcmd__key__subcmd__help__subcmd__rotate"
@@ -300,6 +327,15 @@ _ecrl() {
                 ;;
             ecrl__subcmd__help__subcmd__auth,user)
                 cmd="ecrl__subcmd__help__subcmd__auth__subcmd__user"
+                ;;
+            ecrl__subcmd__help__subcmd__auth__subcmd__key,create)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__key__subcmd__create"
+                ;;
+            ecrl__subcmd__help__subcmd__auth__subcmd__key,delete)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__key__subcmd__delete"
+                ;;
+            ecrl__subcmd__help__subcmd__auth__subcmd__key,list)
+                cmd="ecrl__subcmd__help__subcmd__auth__subcmd__key__subcmd__list"
                 ;;
             ecrl__subcmd__help__subcmd__auth__subcmd__key,rotate)
                 cmd="ecrl__subcmd__help__subcmd__auth__subcmd__key__subcmd__rotate"
@@ -977,8 +1013,50 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__auth__subcmd__help__subcmd__key)
-            opts="rotate"
+            opts="rotate create list delete"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__key__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__key__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__help__subcmd__key__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1187,7 +1265,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__auth__subcmd__key)
-            opts="-q -h -V --output --quiet --socket --help --version rotate help"
+            opts="-q -h -V --output --quiet --socket --help --version rotate create list delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1208,9 +1286,81 @@ _ecrl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        ecrl__subcmd__auth__subcmd__key__subcmd__help)
-            opts="rotate help"
+        ecrl__subcmd__auth__subcmd__key__subcmd__create)
+            opts="-q -h -V --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__key__subcmd__delete)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__key__subcmd__help)
+            opts="rotate create list delete help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__key__subcmd__help__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__key__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1236,6 +1386,20 @@ _ecrl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ecrl__subcmd__auth__subcmd__key__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ecrl__subcmd__auth__subcmd__key__subcmd__help__subcmd__rotate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
@@ -1243,6 +1407,28 @@ _ecrl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__auth__subcmd__key__subcmd__list)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -2177,8 +2363,50 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help__subcmd__auth__subcmd__key)
-            opts="rotate"
+            opts="rotate create list delete"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__key__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__key__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__auth__subcmd__key__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -802,6 +802,9 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
             cand rotate 'Replace a user''s access key: prints the new secret; the old key and its tokens stop working'
+            cand create 'Create an access key of the owner (it may do everything): for the AWS CLI and SDKs, and `docker login`; prints its secret this once'
+            cand list 'List the owner''s access keys (never their secrets)'
+            cand delete 'Delete an owner access key: it stops working at once'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ecrl;auth;key;rotate'= {
@@ -814,11 +817,50 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'ecrl;auth;key;create'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;auth;key;list'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;auth;key;delete'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'ecrl;auth;key;help'= {
             cand rotate 'Replace a user''s access key: prints the new secret; the old key and its tokens stop working'
+            cand create 'Create an access key of the owner (it may do everything): for the AWS CLI and SDKs, and `docker login`; prints its secret this once'
+            cand list 'List the owner''s access keys (never their secrets)'
+            cand delete 'Delete an owner access key: it stops working at once'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'ecrl;auth;key;help;rotate'= {
+        }
+        &'ecrl;auth;key;help;create'= {
+        }
+        &'ecrl;auth;key;help;list'= {
+        }
+        &'ecrl;auth;key;help;delete'= {
         }
         &'ecrl;auth;key;help;help'= {
         }
@@ -972,8 +1014,17 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         }
         &'ecrl;auth;help;key'= {
             cand rotate 'Replace a user''s access key: prints the new secret; the old key and its tokens stop working'
+            cand create 'Create an access key of the owner (it may do everything): for the AWS CLI and SDKs, and `docker login`; prints its secret this once'
+            cand list 'List the owner''s access keys (never their secrets)'
+            cand delete 'Delete an owner access key: it stops working at once'
         }
         &'ecrl;auth;help;key;rotate'= {
+        }
+        &'ecrl;auth;help;key;create'= {
+        }
+        &'ecrl;auth;help;key;list'= {
+        }
+        &'ecrl;auth;help;key;delete'= {
         }
         &'ecrl;auth;help;policy'= {
             cand attach 'Attach an identity policy (IAM JSON or YAML) to a user, named after the file unless --name says otherwise; attaching a name again replaces it'
@@ -1551,8 +1602,17 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         }
         &'ecrl;help;auth;key'= {
             cand rotate 'Replace a user''s access key: prints the new secret; the old key and its tokens stop working'
+            cand create 'Create an access key of the owner (it may do everything): for the AWS CLI and SDKs, and `docker login`; prints its secret this once'
+            cand list 'List the owner''s access keys (never their secrets)'
+            cand delete 'Delete an owner access key: it stops working at once'
         }
         &'ecrl;help;auth;key;rotate'= {
+        }
+        &'ecrl;help;auth;key;create'= {
+        }
+        &'ecrl;help;auth;key;list'= {
+        }
+        &'ecrl;help;auth;key;delete'= {
         }
         &'ecrl;help;auth;policy'= {
             cand attach 'Attach an identity policy (IAM JSON or YAML) to a user, named after the file unless --name says otherwise; attaching a name again replaces it'

@@ -341,8 +341,37 @@ fn the_aws_cli_manages_repositories_and_logs_docker_in() {
         String::from_utf8_lossy(&login.stderr)
     );
 
-    // The owner's CLI deletes what ci may not (with the image left in it).
-    t.env.ecrl_ok(&["repo", "delete", "team/app", "--force"]);
+    // The owner's own access key may do what ci may not; deleted, it stops working.
+    let made: Value = serde_json::from_str(
+        &t.env
+            .ecrl_ok(&["auth", "key", "create", "--output", "json"]),
+    )
+    .unwrap();
+    let owner = (
+        made["AccessKey"]["AccessKeyId"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        made["AccessKey"]["SecretAccessKey"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let listed = t.env.ecrl_ok(&["auth", "key", "list"]);
+    assert!(
+        listed.contains(&owner.0) && !listed.contains(&owner.1),
+        "{listed}"
+    );
+    t.aws_ok(
+        &owner,
+        &[
+            "ecr",
+            "delete-repository",
+            "--repository-name",
+            "team/app",
+            "--force",
+        ],
+    );
     t.aws_fails(
         &t.ci,
         &[
@@ -352,6 +381,12 @@ fn the_aws_cli_manages_repositories_and_logs_docker_in() {
             "team/app",
         ],
         "RepositoryNotFoundException",
+    );
+    t.env.ecrl_ok(&["auth", "key", "delete", &owner.0]);
+    t.aws_fails(
+        &owner,
+        &["ecr", "describe-repositories"],
+        "UnrecognizedClientException",
     );
 }
 

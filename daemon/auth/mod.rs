@@ -303,6 +303,15 @@ impl Guard {
             }
             Presented::Basic(key_id, secret) => {
                 let index = state.meta.read();
+                if let Some((hash, _)) = index.auth.owner_keys.get(key_id) {
+                    return if constant_time_eq(hash, &hash_secret(&secret.0)) {
+                        Ok((Principal::Owner, u64::MAX))
+                    } else {
+                        Err(AuthError::Unauthenticated(
+                            "invalid access key id or secret".into(),
+                        ))
+                    };
+                }
                 match index.auth.key(key_id) {
                     Some((user, hash)) if constant_time_eq(hash, &hash_secret(&secret.0)) => {
                         Ok((Principal::User(user.into()), u64::MAX))

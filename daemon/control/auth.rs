@@ -16,6 +16,9 @@ pub fn routes(router: axum::Router<Shared>) -> axum::Router<Shared> {
     let router = endpoint::<ListUsers, _, _>(router, list_users);
     let router = endpoint::<DeleteUser, _, _>(router, delete_user);
     let router = endpoint::<RotateKey, _, _>(router, rotate_key);
+    let router = endpoint::<CreateOwnerKey, _, _>(router, create_owner_key);
+    let router = endpoint::<ListOwnerKeys, _, _>(router, list_owner_keys);
+    let router = endpoint::<DeleteOwnerKey, _, _>(router, delete_owner_key);
     let router = endpoint::<GetAuthorizationToken, _, _>(router, get_token);
     let router = endpoint::<AttachUserPolicy, _, _>(router, attach_policy);
     let router = endpoint::<DetachUserPolicy, _, _>(router, detach_policy);
@@ -140,6 +143,61 @@ async fn rotate_key(
             create_date: timestamp::from_millis(created),
         },
     })
+}
+
+async fn create_owner_key(
+    state: Shared,
+    _peer: Peer,
+    _: Empty,
+) -> Result<RotateKeyResponse, ApiError> {
+    let (key_id, secret) = secret::new_access_key();
+    let created = state
+        .meta
+        .create_owner_key(key_id.clone(), secret.0.clone())
+        .await
+        .map_err(meta)?;
+    tracing::info!(access_key = %key_id, "owner access key created");
+    Ok(RotateKeyResponse {
+        access_key: AccessKey {
+            user_name: String::new(),
+            access_key_id: key_id,
+            secret_access_key: secret.0,
+            create_date: timestamp::from_millis(created),
+        },
+    })
+}
+
+async fn list_owner_keys(
+    state: Shared,
+    _peer: Peer,
+    _: Empty,
+) -> Result<ListOwnerKeysResponse, ApiError> {
+    let index = state.meta.read();
+    Ok(ListOwnerKeysResponse {
+        access_key_metadata: index
+            .auth
+            .owner_keys
+            .iter()
+            .map(|(id, (_, created))| OwnerKey {
+                access_key_id: id.clone(),
+                create_date: timestamp::from_millis(*created),
+            })
+            .collect(),
+    })
+}
+
+async fn delete_owner_key(
+    state: Shared,
+    _peer: Peer,
+    r: OwnerKeyRequest,
+) -> Result<Empty, ApiError> {
+    state
+        .meta
+        .delete_owner_key(r.access_key_id.clone())
+        .await
+        .map_err(meta)?;
+    tracing::info!(access_key = %r.access_key_id, "owner access key deleted");
+    Ok(Empty {})
 }
 
 async fn get_token(state: Shared, _peer: Peer, r: TokenRequest) -> Result<TokenResponse, ApiError> {

@@ -103,7 +103,7 @@ impl From<MetaError> for ApiError {
             // ECS answers a ClientException: the request names the wrong revision.
             MetaError::TaskDefinitionActive(_) => ErrorCode::InvalidParameter,
             MetaError::TaskNotFound(_) => ErrorCode::TaskNotFound,
-            MetaError::UserNotFound(_) => ErrorCode::UserNotFound,
+            MetaError::UserNotFound(_) | MetaError::KeyNotFound(_) => ErrorCode::UserNotFound,
             MetaError::UserExists(_) => ErrorCode::UserAlreadyExists,
             MetaError::PolicyNotFound(_) => ErrorCode::PolicyNotFound,
             MetaError::Db(_) => ErrorCode::Internal,

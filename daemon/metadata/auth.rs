@@ -40,8 +40,8 @@ pub struct AuthIndex {
     pub users: BTreeMap<String, UserRecord>,
     /// Access key id → user name.
     pub key_owners: BTreeMap<String, String>,
-    /// The owner's access keys: id → SHA-256 of the secret.
-    pub owner_keys: BTreeMap<String, [u8; 32]>,
+    /// The owner's access keys: id → SHA-256 of the secret, and when it was made (unix ms).
+    pub owner_keys: BTreeMap<String, ([u8; 32], i64)>,
     /// Access key id → its secret, for the keys that have it kept (all but those made before
     /// secrets were kept): what SigV4 signatures are checked with.
     pub secrets: BTreeMap<String, KeptSecret>,
@@ -217,6 +217,42 @@ impl Metadata {
             index.auth.key_owners.insert(key_id, name);
             index.auth.epoch += 1;
             Ok(now)
+        })
+        .await
+    }
+
+    /// A new access key of the owner; answers when it was made.
+    pub async fn create_owner_key(&self, key_id: String, secret: String) -> Result<i64, MetaError> {
+        let secret_hash = crate::auth::secret::hash_secret(&secret);
+        let sealed = seal_secret(&self.token_secret, &key_id, &secret)?;
+        self.write(move |conn, index| {
+            let now = now_millis();
+            conn.execute(
+                "INSERT INTO owner_keys (id, secret_hash, secret_sealed, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![key_id, secret_hash.as_slice(), sealed, now],
+            )?;
+            index
+                .auth
+                .owner_keys
+                .insert(key_id.clone(), (secret_hash, now));
+            index.auth.secrets.insert(key_id, KeptSecret(secret));
+            index.auth.epoch += 1;
+            Ok(now)
+        })
+        .await
+    }
+
+    /// Removes an owner key: it, and what it signs, stop working at once.
+    pub async fn delete_owner_key(&self, key_id: String) -> Result<(), MetaError> {
+        self.write(move |conn, index| {
+            if index.auth.owner_keys.remove(&key_id).is_none() {
+                return Err(MetaError::KeyNotFound(key_id));
+            }
+            conn.execute("DELETE FROM owner_keys WHERE id = ?1", params![key_id])?;
+            index.auth.secrets.remove(&key_id);
+            index.auth.epoch += 1;
+            Ok(())
         })
         .await
     }
@@ -408,21 +444,23 @@ pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError
             keep(index, &id, sealed);
         }
     }
-    let mut stmt = conn.prepare("SELECT id, secret_hash, secret_sealed FROM owner_keys")?;
+    let mut stmt =
+        conn.prepare("SELECT id, secret_hash, secret_sealed, created_at FROM owner_keys")?;
     let keys = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, Vec<u8>>(1)?,
             r.get::<_, Vec<u8>>(2)?,
+            r.get::<_, i64>(3)?,
         ))
     })?;
     for row in keys {
-        let (id, hash, sealed) = row?;
+        let (id, hash, sealed, created_at) = row?;
         let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
             tracing::warn!(key = %id, "ignoring an owner access key with a malformed hash");
             continue;
         };
-        index.auth.owner_keys.insert(id.clone(), hash);
+        index.auth.owner_keys.insert(id.clone(), (hash, created_at));
         keep(index, &id, Some(sealed));
     }
     let mut stmt = conn.prepare("SELECT user, name, document FROM user_policies")?;
@@ -500,7 +538,7 @@ mod sealing_tests {
         index
             .secrets
             .insert("AKIANEW".into(), KeptSecret("s".into()));
-        index.owner_keys.insert("AKIAOWNER".into(), [2; 32]);
+        index.owner_keys.insert("AKIAOWNER".into(), ([2; 32], 0));
         index
             .secrets
             .insert("AKIAOWNER".into(), KeptSecret("o".into()));

@@ -27,6 +27,9 @@ use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard};
 pub enum MetaError {
     #[error("repository {0} does not exist")]
     RepoNotFound(RepoName),
+    /// No owner access key has this id.
+    #[error("the owner has no access key {0}; 'ecrl auth key list' shows the ones it has")]
+    KeyNotFound(String),
     #[error("repository {0} already exists")]
     RepoExists(RepoName),
     #[error("repository {0} is not empty")]

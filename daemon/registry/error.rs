@@ -146,6 +146,7 @@ impl From<MetaError> for RegistryError {
             | MetaError::TaskDefinitionActive(_)
             | MetaError::TaskNotFound(_)
             | MetaError::UserNotFound(_)
+            | MetaError::KeyNotFound(_)
             | MetaError::UserExists(_)
             | MetaError::PolicyNotFound(_) => Self::internal(e),
         }

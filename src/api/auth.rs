@@ -108,6 +108,56 @@ pub struct RotateKeyResponse {
     pub access_key: AccessKey,
 }
 
+/// `POST /v1/auth/keys/create`: an access key of the owner (no user), for the AWS API and
+/// the registry; it may do everything, as the owner does. The secret is shown this once.
+pub struct CreateOwnerKey;
+
+impl Endpoint for CreateOwnerKey {
+    const METHOD: Method = Method::Post;
+    const PATH: &'static str = "/v1/auth/keys/create";
+    type Request = Empty;
+    type Response = RotateKeyResponse;
+}
+
+/// `GET /v1/auth/keys/list`: the owner's access keys (never their secrets).
+pub struct ListOwnerKeys;
+
+impl Endpoint for ListOwnerKeys {
+    const METHOD: Method = Method::Get;
+    const PATH: &'static str = "/v1/auth/keys/list";
+    type Request = Empty;
+    type Response = ListOwnerKeysResponse;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListOwnerKeysResponse {
+    pub access_key_metadata: Vec<OwnerKey>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct OwnerKey {
+    pub access_key_id: String,
+    pub create_date: String,
+}
+
+/// `POST /v1/auth/keys/delete`: an owner key stops working at once.
+pub struct DeleteOwnerKey;
+
+impl Endpoint for DeleteOwnerKey {
+    const METHOD: Method = Method::Post;
+    const PATH: &'static str = "/v1/auth/keys/delete";
+    type Request = OwnerKeyRequest;
+    type Response = Empty;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerKeyRequest {
+    pub access_key_id: String,
+}
+
 /// `POST /v1/auth/token` (ECR GetAuthorizationToken): a registry password valid 12 hours,
 /// for the daemon's owner (no user) or a user.
 pub struct GetAuthorizationToken;
