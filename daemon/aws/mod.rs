@@ -97,12 +97,12 @@ impl From<AuthError> for AwsError {
 impl IntoResponse for AwsError {
     fn into_response(self) -> Response {
         let body = json!({"__type": self.kind, "message": self.message});
-        answer(self.status, body)
+        answer(self.status, body.to_string().into_bytes())
     }
 }
 
-fn answer(status: StatusCode, body: Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
+fn answer(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = (status, body).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
@@ -119,12 +119,25 @@ pub fn is_aws(parts: &Parts) -> bool {
 
 pub async fn handle(state: Shared, parts: &Parts, body: &mut RequestBody) -> Response {
     match call(&state, parts, body).await {
-        Ok(value) => answer(StatusCode::OK, value),
+        Ok(Out::Value(value)) => answer(StatusCode::OK, value.to_string().into_bytes()),
+        Ok(Out::Bytes(bytes)) => answer(StatusCode::OK, bytes),
         Err(e) => e.into_response(),
     }
 }
 
-async fn call(state: &Shared, parts: &Parts, body: &mut RequestBody) -> Result<Value, AwsError> {
+/// An operation's answer: a JSON value, or JSON already written out.
+enum Out {
+    Value(Value),
+    Bytes(Vec<u8>),
+}
+
+impl From<Value> for Out {
+    fn from(v: Value) -> Out {
+        Out::Value(v)
+    }
+}
+
+async fn call(state: &Shared, parts: &Parts, body: &mut RequestBody) -> Result<Out, AwsError> {
     let target = parts
         .headers
         .get("x-amz-target")
@@ -332,14 +345,9 @@ fn epoch_times(value: &mut Value) {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
                 if key.ends_with("At") || key.ends_with("Time") {
-                    if let Some(text) = v.as_str() {
-                        if let Ok(t) = time::OffsetDateTime::parse(
-                            text,
-                            &time::format_description::well_known::Rfc3339,
-                        ) {
-                            *v = json!(t.unix_timestamp_nanos() as f64 / 1e9);
-                            continue;
-                        }
+                    if let Some(seconds) = v.as_str().and_then(epoch_seconds) {
+                        *v = json!(seconds);
+                        continue;
                     }
                 }
                 epoch_times(v);
@@ -350,25 +358,10 @@ fn epoch_times(value: &mut Value) {
     }
 }
 
-/// A repository as ECR's `Repository` shape has it: ecrl's own members (image count, size,
-/// resource tags, which ECR answers through other operations) left out.
+/// A repository as ECR's `Repository` shape has it (see [`EcrRepository`]).
 fn ecr_repository(repository: &ecrl::api::repos::Repository) -> Result<Value, AwsError> {
-    const MEMBERS: &[&str] = &[
-        "repositoryArn",
-        "registryId",
-        "repositoryName",
-        "repositoryUri",
-        "createdAt",
-        "imageTagMutability",
-        "imageTagMutabilityExclusionFilters",
-        "imageScanningConfiguration",
-        "encryptionConfiguration",
-    ];
-    let mut value = to_aws(repository)?;
-    if let Value::Object(map) = &mut value {
-        map.retain(|k, _| MEMBERS.contains(&k.as_str()));
-    }
-    Ok(value)
+    serde_json::to_value(EcrRepository::from(repository))
+        .map_err(|e| AwsError::client("ServerException", e.to_string()))
 }
 
 fn to_aws(value: impl serde::Serialize) -> Result<Value, AwsError> {
@@ -383,7 +376,7 @@ async fn ecr(
     principal: &Principal,
     op: &str,
     input: &Value,
-) -> Result<Value, AwsError> {
+) -> Result<Out, AwsError> {
     let may = |action: &'static str, repo: Option<&RepoName>| -> Result<(), AwsError> {
         state
             .auth
@@ -397,19 +390,19 @@ async fn ecr(
                 Principal::User(u) => Some(&**u),
                 _ => None,
             };
-            to_aws(control_auth::token_for(state, user)?)
+            to_aws(control_auth::token_for(state, user)?).map(Out::from)
         }
         "CreateRepository" => {
             let name = repo_name(string(input, "repositoryName")?)?;
             may("ecr:CreateRepository", Some(&name))?;
             let created = repos::create(state, decode(input)?).await?;
-            Ok(json!({ "repository": ecr_repository(&created.repository)? }))
+            Ok(json!({ "repository": ecr_repository(&created.repository)? }).into())
         }
         "DeleteRepository" => {
             let name = repo_name(string(input, "repositoryName")?)?;
             may("ecr:DeleteRepository", Some(&name))?;
             let deleted = repos::delete(state, decode(input)?).await?;
-            Ok(json!({ "repository": ecr_repository(&deleted.repository)? }))
+            Ok(json!({ "repository": ecr_repository(&deleted.repository)? }).into())
         }
         "DescribeRepositories" => describe_repositories(state, principal, input),
         "ListImages" => {
@@ -422,32 +415,34 @@ async fn ecr(
                     tag_status: input["filter"]["tagStatus"].as_str().map(str::to_string),
                 },
             )?;
-            paged(input, "imageIds", to_aws(listed.image_ids)?)
+            paged(input, "imageIds", to_aws(listed.image_ids)?).map(Out::from)
         }
         "DescribeImages" => {
             let name = repo_name(string(input, "repositoryName")?)?;
             may("ecr:DescribeImages", Some(&name))?;
-            describe_images(state, &name, input)
+            describe_images(state, &name, input).map(Out::from)
         }
         "BatchDeleteImage" => {
             let name = repo_name(string(input, "repositoryName")?)?;
             may("ecr:BatchDeleteImage", Some(&name))?;
-            to_aws(repos::delete_images(state, decode(input)?).await?)
+            to_aws(repos::delete_images(state, decode(input)?).await?).map(Out::from)
         }
         _ => Err(unsupported("ECR", op)),
     }
 }
 
 /// ECR's DescribeRepositories: the named ones (each must be readable by the caller), or
-/// every one the caller may describe, a page at a time.
+/// every one the caller may describe, a page at a time. Written straight out (no JSON value
+/// in between): it is the API's most frequent call.
 fn describe_repositories(
     state: &Shared,
     principal: &Principal,
     input: &Value,
-) -> Result<Value, AwsError> {
+) -> Result<Out, AwsError> {
     const ACTION: &str = "ecr:DescribeRepositories";
+    let mut found = Vec::new();
+    let mut next_token = None;
     if let Some(names) = input["repositoryNames"].as_array() {
-        let mut found = Vec::new();
         for name in names {
             let name = repo_name(name.as_str().unwrap_or_default())?;
             state.auth.may(state, principal, ACTION, Some(&name))?;
@@ -457,31 +452,76 @@ fn describe_repositories(
                     repository_name: name.to_string(),
                 },
             )?;
-            found.push(ecr_repository(&described.repository)?);
+            found.push(described.repository);
         }
-        return Ok(json!({ "repositories": found }));
+    } else {
+        let (max, after) = page(input, 1000)?;
+        let after = match after.as_str() {
+            "" => None,
+            name => Some(repo_name(name)?),
+        };
+        let (page, more) = repos::describe_page(state, after.as_ref(), max, |name| {
+            state.auth.may(state, principal, ACTION, Some(name)).is_ok()
+        });
+        if more {
+            next_token = page.last().map(|r| self::next_token(&r.repository_name));
+        }
+        found = page;
     }
-    let (max, after) = page(input, 1000)?;
-    let visible: Vec<_> = repos::describe_all(state)
-        .into_iter()
-        .filter(|r| r.repository_name.as_str() > after.as_str())
-        .filter(|r| {
-            r.repository_name
-                .parse()
-                .is_ok_and(|n| state.auth.may(state, principal, ACTION, Some(&n)).is_ok())
-        })
-        .take(max + 1)
-        .collect();
-    let mut out = json!({});
-    if visible.len() > max {
-        out["nextToken"] = json!(next_token(&visible[max - 1].repository_name));
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Answer<'a> {
+        repositories: Vec<EcrRepository<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_token: Option<String>,
     }
-    out["repositories"] = visible[..visible.len().min(max)]
-        .iter()
-        .map(ecr_repository)
-        .collect::<Result<Vec<_>, _>>()?
-        .into();
-    Ok(out)
+    let answer = Answer {
+        repositories: found.iter().map(EcrRepository::from).collect(),
+        next_token,
+    };
+    serde_json::to_vec(&answer)
+        .map(Out::Bytes)
+        .map_err(|e| AwsError::client("ServerException", e.to_string()))
+}
+
+/// A repository in ECR's `Repository` shape, borrowed from the control API's description:
+/// ecrl's own members (image count, size, resource tags, which ECR answers through other
+/// operations) left out, the creation time in epoch seconds.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EcrRepository<'a> {
+    repository_arn: &'a str,
+    registry_id: &'a str,
+    repository_name: &'a str,
+    repository_uri: &'a str,
+    created_at: f64,
+    image_tag_mutability: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    image_tag_mutability_exclusion_filters: &'a [ecrl::mutability::ExclusionFilter],
+    image_scanning_configuration: &'a ecrl::api::repos::ScanningConfiguration,
+    encryption_configuration: &'a ecrl::api::repos::EncryptionConfiguration,
+}
+
+impl<'a> From<&'a ecrl::api::repos::Repository> for EcrRepository<'a> {
+    fn from(r: &'a ecrl::api::repos::Repository) -> Self {
+        EcrRepository {
+            repository_arn: &r.repository_arn,
+            registry_id: &r.registry_id,
+            repository_name: &r.repository_name,
+            repository_uri: &r.repository_uri,
+            created_at: epoch_seconds(&r.created_at).unwrap_or_default(),
+            image_tag_mutability: &r.image_tag_mutability,
+            image_tag_mutability_exclusion_filters: &r.image_tag_mutability_exclusion_filters,
+            image_scanning_configuration: &r.image_scanning_configuration,
+            encryption_configuration: &r.encryption_configuration,
+        }
+    }
+}
+
+fn epoch_seconds(rfc3339: &str) -> Option<f64> {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp_nanos() as f64 / 1e9)
 }
 
 /// ECR's DescribeImages: the images `imageIds` names (each missing one is an

@@ -268,8 +268,8 @@ pub struct KeyCache {
     keys: Mutex<HashMap<Scope, Derived>>,
 }
 
-/// Access key id, date, region and service.
-type Scope = (String, String, String, String);
+/// `KEY/DATE/REGION/SERVICE`.
+type Scope = String;
 /// The SHA-256 of the secret a key was derived from, and the key.
 type Derived = ([u8; 32], [u8; 32]);
 
@@ -291,12 +291,7 @@ impl KeyCache {
             f.copy_from_slice(d.as_ref());
             f
         };
-        let id = (
-            key_id.to_string(),
-            date.to_string(),
-            region.to_string(),
-            service.to_string(),
-        );
+        let id = format!("{key_id}/{date}/{region}/{service}");
         if let Some((f, key)) = self.keys.lock().ok().and_then(|k| k.get(&id).copied()) {
             if f == fingerprint {
                 return key;
@@ -453,10 +448,11 @@ fn from_hex(text: &str) -> Option<[u8; 32]> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
     }
     s
 }

@@ -226,14 +226,50 @@ pub(crate) fn describe(
     })
 }
 
-/// Every repository, by name, described; for both doors (the AWS API pages through them).
-pub(crate) fn describe_all(state: &Shared) -> Vec<Repository> {
+/// A page of repositories in name order: up to `max` of those after `after` that `keep`
+/// accepts (asked without the index locked, so it may consult policies), described; and
+/// whether more follow. Only the page's repositories are described.
+pub(crate) fn describe_page(
+    state: &Shared,
+    after: Option<&RepoName>,
+    max: usize,
+    keep: impl Fn(&RepoName) -> bool,
+) -> (Vec<Repository>, bool) {
+    use std::ops::Bound;
+    let mut kept: Vec<RepoName> = Vec::new();
+    let mut from = after.cloned();
+    let mut more = false;
+    'names: loop {
+        let batch: Vec<RepoName> = {
+            let index = state.meta.read();
+            let lower = from.clone().map_or(Bound::Unbounded, Bound::Excluded);
+            index
+                .repos
+                .range((lower, Bound::Unbounded))
+                .take(max + 1)
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        let Some(last) = batch.last().cloned() else {
+            break;
+        };
+        for name in batch {
+            if keep(&name) {
+                if kept.len() == max {
+                    more = true;
+                    break 'names;
+                }
+                kept.push(name);
+            }
+        }
+        from = Some(last);
+    }
     let index = state.meta.read();
-    index
-        .repos
+    let page = kept
         .iter()
-        .map(|(name, repo)| repository(state, name, repo))
-        .collect()
+        .filter_map(|name| Some(repository(state, name, index.repos.get(name)?)))
+        .collect();
+    (page, more)
 }
 
 /// ECR's DeleteRepository, for both doors.
