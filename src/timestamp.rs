@@ -9,11 +9,35 @@ use time::{OffsetDateTime, UtcOffset};
 
 /// `t` in UTC, to the millisecond.
 pub fn format(t: OffsetDateTime) -> String {
-    t.to_offset(UtcOffset::UTC)
-        .format(format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        ))
-        .unwrap_or_default()
+    let t = t.to_offset(UtcOffset::UTC);
+    if !(0..=9999).contains(&t.year()) {
+        return t
+            .format(format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            ))
+            .unwrap_or_default();
+    }
+    // Written by hand: listings print thousands of these, and the general formatter costs
+    // several times more.
+    let mut out = String::with_capacity(24);
+    let mut push = |n: u32, width: usize, then: char| {
+        let mut digits = [b'0'; 4];
+        let mut n = n;
+        for d in digits[..width].iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.extend(digits[..width].iter().map(|&b| b as char));
+        out.push(then);
+    };
+    push(t.year() as u32, 4, '-');
+    push(u8::from(t.month()).into(), 2, '-');
+    push(t.day().into(), 2, 'T');
+    push(t.hour().into(), 2, ':');
+    push(t.minute().into(), 2, ':');
+    push(t.second().into(), 2, '.');
+    push(t.millisecond().into(), 3, 'Z');
+    out
 }
 
 /// Milliseconds since the Unix epoch, as printed.
@@ -50,6 +74,11 @@ mod tests {
         assert_eq!(from_millis(1_795_788_192_345), "2026-11-27T14:03:12.345Z");
         assert_eq!(from_millis(1_795_788_192_000), "2026-11-27T14:03:12.000Z");
         assert_eq!(from_millis(1_795_788_192_600), "2026-11-27T14:03:12.600Z");
+        assert_eq!(from_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(from_millis(951_782_400_007), "2000-02-29T00:00:00.007Z");
+        assert_eq!(from_millis(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        // Past year 9999 there is no such time here (as before): nothing is printed.
+        assert_eq!(from_millis(253_402_300_800_000), "");
         assert_eq!(
             reformat("2026-11-27T14:03:12.969640477Z"),
             "2026-11-27T14:03:12.969Z"
