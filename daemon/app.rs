@@ -38,6 +38,8 @@ pub struct AppState {
     pub auth: crate::auth::Guard,
     /// SigV4 signing keys the AWS API derived.
     pub aws_keys: crate::aws::sigv4::KeyCache,
+    /// [`AppState::registry_host`], once worked out.
+    host: std::sync::OnceLock<String>,
     /// Serialises, per digest, "content is written and linked" against "content nobody
     /// links is removed", so a delete never removes a blob a concurrent push just stored.
     blob_locks: Box<[tokio::sync::Mutex<()>; 256]>,
@@ -78,10 +80,15 @@ impl AppState {
     /// `host:port` as clients should name the registry: the plain-HTTP one when it is on,
     /// else the HTTPS one.
     pub fn registry_host(&self) -> String {
-        self.registry_addrs()
-            .next()
-            .map(client_host)
-            .unwrap_or_default()
+        // The addresses are bound before the state is made: the answer never changes.
+        self.host
+            .get_or_init(|| {
+                self.registry_addrs()
+                    .next()
+                    .map(client_host)
+                    .unwrap_or_default()
+            })
+            .clone()
     }
 
     /// Every address the registry listens on, plain HTTP first.
@@ -464,6 +471,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         tasks,
         auth: crate::auth::Guard::default(),
         aws_keys: Default::default(),
+        host: Default::default(),
         blob_locks: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         uploads: crate::uploads::Sessions::new(crate::uploads::Limits {
             per_holder: config.max_uploads_per_client,

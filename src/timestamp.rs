@@ -47,6 +47,40 @@ pub fn from_millis(millis: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Seconds since the Unix epoch of an RFC 3339 time: the form [`format`] prints read
+/// directly, any other through the general parser.
+pub fn epoch_seconds(text: &str) -> Option<f64> {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        b.get(range)?.iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let fast = (|| {
+        if b.len() != 24 || [b[4], b[7], b[10], b[13], b[16], b[19], b[23]] != *b"--T::.Z" {
+            return None;
+        }
+        let month = time::Month::try_from(u8::try_from(digits(5..7)?).ok()?).ok()?;
+        let date =
+            time::Date::from_calendar_date(digits(0..4)? as i32, month, digits(8..10)? as u8)
+                .ok()?;
+        let clock = time::Time::from_hms_milli(
+            digits(11..13)? as u8,
+            digits(14..16)? as u8,
+            digits(17..19)? as u8,
+            digits(20..23)? as u16,
+        )
+        .ok()?;
+        let t = time::PrimitiveDateTime::new(date, clock).assume_utc();
+        Some(t.unix_timestamp() as f64 + f64::from(t.millisecond()) / 1e3)
+    })();
+    fast.or_else(|| {
+        OffsetDateTime::parse(text, &Rfc3339)
+            .ok()
+            .map(|t| t.unix_timestamp_nanos() as f64 / 1e9)
+    })
+}
+
 /// Now, as printed.
 pub fn now() -> String {
     format(OffsetDateTime::now_utc())
@@ -77,6 +111,21 @@ mod tests {
         assert_eq!(from_millis(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(from_millis(951_782_400_007), "2000-02-29T00:00:00.007Z");
         assert_eq!(from_millis(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        for millis in [0, 951_782_400_007, 1_795_788_192_345, 253_402_300_799_999] {
+            let printed = from_millis(millis);
+            assert_eq!(
+                epoch_seconds(&printed),
+                Some(millis as f64 / 1e3),
+                "{printed}"
+            );
+        }
+        // Another offset or precision goes through the general parser.
+        assert_eq!(
+            epoch_seconds("2026-11-27T15:03:12.5+01:00"),
+            Some(1_795_788_192.5)
+        );
+        assert_eq!(epoch_seconds("2026-13-27T14:03:12.345Z"), None);
+        assert_eq!(epoch_seconds("not a time"), None);
         // Past year 9999 there is no such time here (as before): nothing is printed.
         assert_eq!(from_millis(253_402_300_800_000), "");
         assert_eq!(

@@ -518,11 +518,7 @@ impl<'a> From<&'a ecrl::api::repos::Repository> for EcrRepository<'a> {
     }
 }
 
-fn epoch_seconds(rfc3339: &str) -> Option<f64> {
-    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp_nanos() as f64 / 1e9)
-}
+use ecrl::timestamp::epoch_seconds;
 
 /// ECR's DescribeImages: the images `imageIds` names (each missing one is an
 /// `ImageNotFoundException`, as on ECR), or every image, filtered by `filter.tagStatus`, a
