@@ -553,6 +553,16 @@ try:
 except urllib.error.HTTPError as e:
     body = json.loads(e.read())
     assert e.code == 403 and body["__type"] == "MissingAuthenticationTokenException", body
+# Unsigned with a 4 MiB body: refused without being held, and still answered (the rest of
+# the body is read and thrown away, not cut off with a reset connection).
+request = urllib.request.Request(endpoint + "/", data=b" " * (4 << 20), method="POST", headers={
+    "X-Amz-Target": "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories",
+    "Content-Type": "application/x-amz-json-1.1"})
+try:
+    urllib.request.urlopen(request)
+    raise AssertionError("an unsigned request was answered")
+except urllib.error.HTTPError as e:
+    assert (e.code, json.loads(e.read())["__type"]) == (403, "MissingAuthenticationTokenException")
 
 # Abuse. A signed body that is not JSON; a body past 16 MiB (refused before it is held: an
 # unsigned one is refused without being read at all).

@@ -270,21 +270,33 @@ async fn answer_after_body(
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if let (Err(e), false) = (&answer, waiting) {
-        let limit = match e.status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => DRAIN_LIMIT_UNAUTHORIZED,
-            _ => DRAIN_LIMIT,
-        };
-        let drain = async { while let Some(Ok(_)) = body.next().await {} };
-        let _ = tokio::time::timeout(limit, drain).await;
+        drain(e.status, body).await;
     }
     answer
+}
+
+/// Reads and throws away what is left of a refused request's body (see
+/// [`answer_after_body`]), for as long as the answer's status allows.
+async fn drain(status: StatusCode, body: &mut RequestBody) {
+    let limit = match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => DRAIN_LIMIT_UNAUTHORIZED,
+        _ => DRAIN_LIMIT,
+    };
+    let rest = async { while let Some(Ok(_)) = body.next().await {} };
+    let _ = tokio::time::timeout(limit, rest).await;
 }
 
 async fn dispatch(state: Shared, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let mut body = RequestBody::new(body);
     if crate::aws::is_aws(&parts) {
-        return crate::aws::handle(state, &parts, &mut body).await;
+        let response = crate::aws::handle(state, &parts, &mut body).await;
+        // Refused before its body was read (unsigned, an unknown key, too big): the client
+        // gets the answer rather than a reset connection, as on the registry's paths.
+        if !response.status().is_success() {
+            drain(response.status(), &mut body).await;
+        }
+        return response;
     }
     let answer = route(state, &parts, &mut body).await;
     let mut response = match answer_after_body(answer, &parts, &mut body).await {
