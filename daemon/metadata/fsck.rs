@@ -67,22 +67,12 @@ pub(super) fn clear_damaged(
 }
 
 pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError> {
-    let mut stmt = conn.prepare("SELECT repo, digest, reason FROM damaged_images")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (repo, digest, reason) = row?;
-        let (Ok(repo), Ok(digest)) = (repo.parse::<RepoName>(), digest.parse::<Digest>()) else {
-            continue;
-        };
-        if let Some(entry) = index.repos.get_mut(&repo) {
-            entry.damaged.insert(digest, reason);
-        }
-    }
-    Ok(())
+    super::per_repo_digest(
+        conn,
+        index,
+        "SELECT repo, digest, reason FROM damaged_images",
+        |repo, digest, reason: String| {
+            repo.damaged.insert(digest, reason);
+        },
+    )
 }

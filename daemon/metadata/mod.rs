@@ -951,6 +951,33 @@ fn writer(conn: Connection, jobs: mpsc::Receiver<Job>, index: Arc<RwLock<Index>>
     }
 }
 
+/// Runs `each` on every row of `sql` (`SELECT repo, digest, value FROM ...`) whose names
+/// parse and whose repository the index holds: the repository, the digest, the value.
+pub(super) fn per_repo_digest<T: rusqlite::types::FromSql>(
+    conn: &Connection,
+    index: &mut Index,
+    sql: &str,
+    mut each: impl FnMut(&mut Repo, Digest, T),
+) -> Result<(), MetaError> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, T>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (repo, digest, value) = row?;
+        if let (Ok(repo), Ok(digest)) = (repo.parse::<RepoName>(), digest.parse::<Digest>()) {
+            if let Some(r) = index.repos.get_mut(&repo) {
+                each(r, digest, value);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn load(
     conn: &Connection,
     manifest_bytes: &dyn Fn(&Digest) -> std::io::Result<Bytes>,
@@ -985,22 +1012,14 @@ fn load(
             },
         );
     }
-    let mut stmt = conn.prepare("SELECT repo, digest, size FROM blob_links")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-        ))
-    })?;
-    for row in rows {
-        let (repo, digest, size) = row?;
-        if let (Ok(repo), Ok(digest)) = (repo.parse::<RepoName>(), digest.parse::<Digest>()) {
-            if let Some(r) = index.repos.get_mut(&repo) {
-                r.blobs.insert(digest, size as u64);
-            }
-        }
-    }
+    per_repo_digest(
+        conn,
+        &mut index,
+        "SELECT repo, digest, size FROM blob_links",
+        |repo, digest, size: i64| {
+            repo.blobs.insert(digest, size as u64);
+        },
+    )?;
     let mut stmt = conn.prepare(
         "SELECT repo, digest, media_type, artifact_type, subject, size, image_size, refs,
                 annotations, pushed_at, last_pulled_at FROM manifests",
