@@ -20,21 +20,9 @@ log() { echo "[aws] $*" >&2; }
 venv=${ECRL_TEST_AWS_VENV:-/var/tmp/ecrl-aws-venv}
 "$venv/bin/python" -c 'import botocore' 2>/dev/null ||
     { log "no botocore in $venv: python3 -m venv $venv && $venv/bin/pip install boto3"; exit 1; }
-if [ "${ECRL_BENCH_BUILD:-1}" != 0 ]; then
-    cargo build --release --locked --bins >&2
-fi
-bin=$PWD/target/release
-loader=/tmp/regload/release/regload
-if [ ! -x "$loader" ]; then
-    cargo build --release --manifest-path ../shared/bench/regload/Cargo.toml \
-        --target-dir /tmp/regload >&2
-fi
-work=$(mktemp -d /tmp/ecrl-aws-bench.XXXXXX)
-ecrld_pid=''
 # shellcheck source=bench/remote_lib.sh
 source bench/remote_lib.sh
-trap 'stop ecrld_pid; rm -rf "$work"' EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+one_ecrld_bench aws
 env_=(-u DBUS_SESSION_BUS_ADDRESS "ECRL_LOG=warn" "ECRL_DATA_DIR=$work/data"
     "ECRL_SOCKET=$work/ecrl.sock" "ECRL_REGISTRY_ADDR=127.0.0.1:$port"
     "XDG_CONFIG_HOME=$work/config" "HOME=$work")

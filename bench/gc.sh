@@ -22,21 +22,9 @@ repos=${REPOS:-100} images=${IMAGES:-100} blobs=${BLOBS:-10} preview=${PREVIEW:-
 out=/tmp/ecrl-bench
 mkdir -p "$out"
 log() { echo "[gc] $*" >&2; }
-if [ "${ECRL_BENCH_BUILD:-1}" != 0 ]; then
-    cargo build --release --locked --bins >&2
-fi
-bin=$PWD/target/release
-loader=/tmp/regload/release/regload
-if [ ! -x "$loader" ]; then
-    cargo build --release --manifest-path ../shared/bench/regload/Cargo.toml \
-        --target-dir /tmp/regload >&2
-fi
-work=$(mktemp -d /tmp/ecrl-gc-bench.XXXXXX)
-ecrld_pid=''
 # shellcheck source=bench/remote_lib.sh
 source bench/remote_lib.sh
-trap 'stop ecrld_pid; rm -rf "$work"' EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+one_ecrld_bench gc
 env_=(-u DBUS_SESSION_BUS_ADDRESS "ECRL_LOG=warn" "ECRL_DATA_DIR=$work/data"
     "ECRL_SOCKET=$work/ecrl.sock" "ECRL_REGISTRY_ADDR=127.0.0.1:$port"
     "XDG_CONFIG_HOME=$work/config")

@@ -1,6 +1,6 @@
-# Shared by bench/mirror.sh and bench/cache.sh (sourced, after `work` and `log` are set):
+# Shared by the benchmarks (sourced; the functions use `work` and `log` when called):
 # stopping a background process, waiting for a registry to answer, a plain distribution's
-# config, and the disk's own speed.
+# config, the disk's own speed, and the set-up of a benchmark of one ecrld.
 
 stop() { # name of the variable holding the pid
     local p=${!1}
@@ -37,4 +37,22 @@ disk_speed() { # sets $disk: the sequential O_DIRECT speeds, 1 GiB each way (as 
     rm -f "$work/dd"
     disk="O_DIRECT write ${w##*, }, read ${r##*, }"
     log "disk: $disk"
+}
+
+one_ecrld_bench() { # name: the release binaries (built unless ECRL_BENCH_BUILD=0) in $bin,
+    # regload in $loader, a fresh $work removed on exit with the ecrld in $ecrld_pid, a
+    # free $port
+    if [ "${ECRL_BENCH_BUILD:-1}" != 0 ]; then
+        cargo build --release --locked --bins >&2
+    fi
+    bin=$PWD/target/release
+    loader=/tmp/regload/release/regload
+    if [ ! -x "$loader" ]; then
+        cargo build --release --manifest-path ../shared/bench/regload/Cargo.toml \
+            --target-dir /tmp/regload >&2
+    fi
+    work=$(mktemp -d "/tmp/ecrl-$1-bench.XXXXXX")
+    ecrld_pid=''
+    trap 'stop ecrld_pid; rm -rf "$work"' EXIT
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 }
