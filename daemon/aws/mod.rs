@@ -5,10 +5,11 @@
 //! timestamps, AWS's error shapes and pagination) and decides access with the IAM action of
 //! the operation, through the same policy engine as the registry.
 
+mod ecr;
+mod ecs;
 pub mod sigv4;
 
 use crate::auth::{AuthError, Principal};
-use crate::control::{auth as control_auth, repos};
 use crate::registry::{RequestBody, Shared};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -126,7 +127,7 @@ pub async fn handle(state: Shared, parts: &Parts, body: &mut RequestBody) -> Res
 }
 
 /// An operation's answer: a JSON value, or JSON already written out.
-enum Out {
+pub(super) enum Out {
     Value(Value),
     Bytes(Vec<u8>),
 }
@@ -178,8 +179,8 @@ async fn call(state: &Shared, parts: &Parts, body: &mut RequestBody) -> Result<O
         ));
     }
     match service {
-        "ecr" => ecr(state, &principal, op, &input).await,
-        _ => Err(unsupported("ECS", op)),
+        "ecr" => ecr::call(state, &principal, op, &input).await,
+        _ => ecs::call(state, &principal, op, &input).await,
     }
 }
 
@@ -312,14 +313,14 @@ fn verify_signature(
     })
 }
 
-fn unsupported(service: &str, op: &str) -> AwsError {
+pub(super) fn unsupported(service: &str, op: &str) -> AwsError {
     AwsError::client(
         "UnsupportedCommandException",
         format!("ecrl does not answer {service}'s {op} yet"),
     )
 }
 
-fn string<'a>(input: &'a Value, field: &str) -> Result<&'a str, AwsError> {
+pub(super) fn string<'a>(input: &'a Value, field: &str) -> Result<&'a str, AwsError> {
     input[field].as_str().ok_or_else(|| {
         AwsError::client(
             "InvalidParameterException",
@@ -328,24 +329,24 @@ fn string<'a>(input: &'a Value, field: &str) -> Result<&'a str, AwsError> {
     })
 }
 
-fn repo_name(text: &str) -> Result<RepoName, AwsError> {
+pub(super) fn repo_name(text: &str) -> Result<RepoName, AwsError> {
     text.parse()
         .map_err(|e| AwsError::client("InvalidParameterException", format!("{e}")))
 }
 
 /// Decodes an ECR request shape (the control API's types use ECR's names).
-fn decode<T: serde::de::DeserializeOwned>(input: &Value) -> Result<T, AwsError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(input: &Value) -> Result<T, AwsError> {
     serde_json::from_value(input.clone())
         .map_err(|e| AwsError::client("InvalidParameterException", e.to_string()))
 }
 
 /// RFC 3339 timestamps (the control API's) as the epoch seconds AWS JSON carries.
-fn epoch_times(value: &mut Value) {
+pub(super) fn epoch_times(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for (key, v) in map.iter_mut() {
                 if key.ends_with("At") || key.ends_with("Time") {
-                    if let Some(seconds) = v.as_str().and_then(epoch_seconds) {
+                    if let Some(seconds) = v.as_str().and_then(ecrl::timestamp::epoch_seconds) {
                         *v = json!(seconds);
                         continue;
                     }
@@ -358,226 +359,9 @@ fn epoch_times(value: &mut Value) {
     }
 }
 
-/// A repository as ECR's `Repository` shape has it (see [`EcrRepository`]).
-fn ecr_repository(repository: &ecrl::api::repos::Repository) -> Result<Value, AwsError> {
-    serde_json::to_value(EcrRepository::from(repository))
-        .map_err(|e| AwsError::client("ServerException", e.to_string()))
-}
-
-fn to_aws(value: impl serde::Serialize) -> Result<Value, AwsError> {
-    let mut value = serde_json::to_value(value)
-        .map_err(|e| AwsError::client("ServerException", e.to_string()))?;
-    epoch_times(&mut value);
-    Ok(value)
-}
-
-async fn ecr(
-    state: &Shared,
-    principal: &Principal,
-    op: &str,
-    input: &Value,
-) -> Result<Out, AwsError> {
-    let may = |action: &'static str, repo: Option<&RepoName>| -> Result<(), AwsError> {
-        state
-            .auth
-            .may(state, principal, action, repo)
-            .map_err(AwsError::from)
-    };
-    match op {
-        "GetAuthorizationToken" => {
-            may("ecr:GetAuthorizationToken", None)?;
-            let user = match principal {
-                Principal::User(u) => Some(&**u),
-                _ => None,
-            };
-            to_aws(control_auth::token_for(state, user)?).map(Out::from)
-        }
-        "CreateRepository" => {
-            let name = repo_name(string(input, "repositoryName")?)?;
-            may("ecr:CreateRepository", Some(&name))?;
-            let created = repos::create(state, decode(input)?).await?;
-            Ok(json!({ "repository": ecr_repository(&created.repository)? }).into())
-        }
-        "DeleteRepository" => {
-            let name = repo_name(string(input, "repositoryName")?)?;
-            may("ecr:DeleteRepository", Some(&name))?;
-            let deleted = repos::delete(state, decode(input)?).await?;
-            Ok(json!({ "repository": ecr_repository(&deleted.repository)? }).into())
-        }
-        "DescribeRepositories" => describe_repositories(state, principal, input),
-        "ListImages" => {
-            let name = repo_name(string(input, "repositoryName")?)?;
-            may("ecr:ListImages", Some(&name))?;
-            let listed = repos::list_images(
-                state,
-                ecrl::api::repos::ListImagesRequest {
-                    repository_name: name.to_string(),
-                    tag_status: input["filter"]["tagStatus"].as_str().map(str::to_string),
-                },
-            )?;
-            paged(input, "imageIds", to_aws(listed.image_ids)?).map(Out::from)
-        }
-        "DescribeImages" => {
-            let name = repo_name(string(input, "repositoryName")?)?;
-            may("ecr:DescribeImages", Some(&name))?;
-            describe_images(state, &name, input).map(Out::from)
-        }
-        "BatchDeleteImage" => {
-            let name = repo_name(string(input, "repositoryName")?)?;
-            may("ecr:BatchDeleteImage", Some(&name))?;
-            to_aws(repos::delete_images(state, decode(input)?).await?).map(Out::from)
-        }
-        _ => Err(unsupported("ECR", op)),
-    }
-}
-
-/// ECR's DescribeRepositories: the named ones (each must be readable by the caller), or
-/// every one the caller may describe, a page at a time. Written straight out (no JSON value
-/// in between): it is the API's most frequent call.
-fn describe_repositories(
-    state: &Shared,
-    principal: &Principal,
-    input: &Value,
-) -> Result<Out, AwsError> {
-    const ACTION: &str = "ecr:DescribeRepositories";
-    let mut found = Vec::new();
-    let mut next_token = None;
-    if let Some(names) = input["repositoryNames"].as_array() {
-        for name in names {
-            let name = repo_name(name.as_str().unwrap_or_default())?;
-            state.auth.may(state, principal, ACTION, Some(&name))?;
-            let described = repos::describe(
-                state,
-                ecrl::api::repos::RepositoryName {
-                    repository_name: name.to_string(),
-                },
-            )?;
-            found.push(described.repository);
-        }
-    } else {
-        let (max, after) = page(input, 1000)?;
-        let after = match after.as_str() {
-            "" => None,
-            name => Some(repo_name(name)?),
-        };
-        let (page, more) = repos::describe_page(state, after.as_ref(), max, |name| {
-            state.auth.may(state, principal, ACTION, Some(name)).is_ok()
-        });
-        if more {
-            next_token = page.last().map(|r| self::next_token(&r.repository_name));
-        }
-        found = page;
-    }
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Answer<'a> {
-        repositories: Vec<EcrRepository<'a>>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        next_token: Option<String>,
-    }
-    let answer = Answer {
-        repositories: found.iter().map(EcrRepository::from).collect(),
-        next_token,
-    };
-    serde_json::to_vec(&answer)
-        .map(Out::Bytes)
-        .map_err(|e| AwsError::client("ServerException", e.to_string()))
-}
-
-/// A repository in ECR's `Repository` shape, borrowed from the control API's description:
-/// ecrl's own members (image count, size, resource tags, which ECR answers through other
-/// operations) left out, the creation time in epoch seconds.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EcrRepository<'a> {
-    repository_arn: &'a str,
-    registry_id: &'a str,
-    repository_name: &'a str,
-    repository_uri: &'a str,
-    created_at: f64,
-    image_tag_mutability: &'a str,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    image_tag_mutability_exclusion_filters: &'a [ecrl::mutability::ExclusionFilter],
-    image_scanning_configuration: &'a ecrl::api::repos::ScanningConfiguration,
-    encryption_configuration: &'a ecrl::api::repos::EncryptionConfiguration,
-}
-
-impl<'a> From<&'a ecrl::api::repos::Repository> for EcrRepository<'a> {
-    fn from(r: &'a ecrl::api::repos::Repository) -> Self {
-        EcrRepository {
-            repository_arn: &r.repository_arn,
-            registry_id: &r.registry_id,
-            repository_name: &r.repository_name,
-            repository_uri: &r.repository_uri,
-            created_at: epoch_seconds(&r.created_at).unwrap_or_default(),
-            image_tag_mutability: &r.image_tag_mutability,
-            image_tag_mutability_exclusion_filters: &r.image_tag_mutability_exclusion_filters,
-            image_scanning_configuration: &r.image_scanning_configuration,
-            encryption_configuration: &r.encryption_configuration,
-        }
-    }
-}
-
-use ecrl::timestamp::epoch_seconds;
-
-/// ECR's DescribeImages: the images `imageIds` names (each missing one is an
-/// `ImageNotFoundException`, as on ECR), or every image, filtered by `filter.tagStatus`, a
-/// page at a time (newest first).
-fn describe_images(state: &Shared, name: &RepoName, input: &Value) -> Result<Value, AwsError> {
-    use ecrl::api::repos::DescribeImagesRequest;
-    let request = |tag: Option<&str>, digest: Option<&str>| DescribeImagesRequest {
-        repository_name: name.to_string(),
-        image_tag: tag.map(str::to_string),
-        image_digest: digest.map(str::to_string),
-    };
-    let mut details = Vec::new();
-    if let Some(ids) = input["imageIds"].as_array() {
-        for id in ids {
-            let found = repos::describe_images(
-                state,
-                request(id["imageTag"].as_str(), id["imageDigest"].as_str()),
-            )?;
-            details.extend(found.image_details);
-        }
-    } else {
-        details = repos::describe_images(state, request(None, None))?.image_details;
-        match input["filter"]["tagStatus"].as_str() {
-            None | Some("ANY") => {}
-            Some("TAGGED") => details.retain(|d| !d.image_tags.is_empty()),
-            Some("UNTAGGED") => details.retain(|d| d.image_tags.is_empty()),
-            Some(other) => {
-                return Err(AwsError::client(
-                    "InvalidParameterException",
-                    format!("filter.tagStatus {other:?}: expected TAGGED, UNTAGGED or ANY"),
-                ))
-            }
-        }
-    }
-    const MEMBERS: &[&str] = &[
-        "registryId",
-        "repositoryName",
-        "imageDigest",
-        "imageTags",
-        "imageSizeInBytes",
-        "imagePushedAt",
-        "imageManifestMediaType",
-        "artifactMediaType",
-        "lastRecordedPullTime",
-    ];
-    let mut details = to_aws(details)?;
-    if let Value::Array(items) = &mut details {
-        for item in items.iter_mut() {
-            if let Value::Object(map) = item {
-                map.retain(|k, _| MEMBERS.contains(&k.as_str()));
-            }
-        }
-    }
-    paged(input, "imageDetails", details)
-}
-
 /// One page of `items` under `field`, as `maxResults` and `nextToken` ask (the token: the
 /// index the next page starts at), with the next token when more follow.
-fn paged(input: &Value, field: &str, items: Value) -> Result<Value, AwsError> {
+pub(super) fn paged(input: &Value, field: &str, items: Value) -> Result<Value, AwsError> {
     let items = match items {
         Value::Array(items) => items,
         other => vec![other],
@@ -601,7 +385,7 @@ fn paged(input: &Value, field: &str, items: Value) -> Result<Value, AwsError> {
 
 /// `maxResults` (1..=`limit`, ECR's default 100 when absent) and where the page starts after
 /// (`nextToken`: the last name of the page before, opaque to clients).
-fn page(input: &Value, limit: usize) -> Result<(usize, String), AwsError> {
+pub(super) fn page(input: &Value, limit: usize) -> Result<(usize, String), AwsError> {
     let max = match &input["maxResults"] {
         Value::Null => 100,
         v => v
@@ -628,7 +412,14 @@ fn page(input: &Value, limit: usize) -> Result<(usize, String), AwsError> {
     Ok((max, after))
 }
 
-fn next_token(last: &str) -> String {
+pub(super) fn to_aws(value: impl serde::Serialize) -> Result<Value, AwsError> {
+    let mut value = serde_json::to_value(value)
+        .map_err(|e| AwsError::client("ServerException", e.to_string()))?;
+    epoch_times(&mut value);
+    Ok(value)
+}
+
+pub(super) fn next_token(last: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last)
 }
