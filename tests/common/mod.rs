@@ -2,6 +2,7 @@
 //! real `ecrl` and `ecrld` binaries, and a daemon that is stopped when the test ends.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod aws;
 pub mod registry;
 pub mod remotes;
 
