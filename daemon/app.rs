@@ -38,6 +38,8 @@ pub struct AppState {
     pub auth: crate::auth::Guard,
     /// SigV4 signing keys the AWS API derived.
     pub aws_keys: crate::aws::sigv4::KeyCache,
+    /// The policy of each repository's last StartLifecyclePolicyPreview (AWS API).
+    aws_previews: std::sync::Mutex<HashMap<RepoName, String>>,
     /// [`AppState::registry_host`], once worked out.
     host: std::sync::OnceLock<String>,
     /// Serialises, per digest, "content is written and linked" against "content nobody
@@ -89,6 +91,24 @@ impl AppState {
                     .unwrap_or_default()
             })
             .clone()
+    }
+
+    /// Remembers the policy a lifecycle preview was started with (ECR's
+    /// StartLifecyclePolicyPreview), for GetLifecyclePolicyPreview.
+    pub fn remember_preview(&self, repo: &RepoName, policy: String) {
+        /// Previews are few; a flood of them is forgotten rather than kept.
+        const MAX_PREVIEWS: usize = 1024;
+        if let Ok(mut previews) = self.aws_previews.lock() {
+            if previews.len() >= MAX_PREVIEWS && !previews.contains_key(repo) {
+                previews.clear();
+            }
+            previews.insert(repo.clone(), policy);
+        }
+    }
+
+    /// The policy of the repository's last started preview.
+    pub fn started_preview(&self, repo: &RepoName) -> Option<String> {
+        self.aws_previews.lock().ok()?.get(repo).cloned()
     }
 
     /// Every address the registry listens on, plain HTTP first.
@@ -471,6 +491,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         tasks,
         auth: crate::auth::Guard::default(),
         aws_keys: Default::default(),
+        aws_previews: Default::default(),
         host: Default::default(),
         blob_locks: Box::new(std::array::from_fn(|_| tokio::sync::Mutex::new(()))),
         uploads: crate::uploads::Sessions::new(crate::uploads::Limits {

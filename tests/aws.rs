@@ -6,7 +6,9 @@
 mod common;
 
 use common::aws::{venv, Aws};
-use common::registry::require_docker;
+use common::registry::{
+    build_busybox_image, pushed_digest, require_docker, run_ok, sha256_digest, DockerImages,
+};
 use serde_json::Value;
 use std::process::Command;
 
@@ -167,18 +169,31 @@ fn the_aws_cli_manages_repositories_and_logs_docker_in() {
         &["ecr", "list-images", "--repository-name", "team/app"],
     );
     assert_eq!(listed["imageIds"].as_array().unwrap().len(), 1, "{listed}");
-    // What is not built yet says so, naming the operation.
+    // What ecrl has no feature for says so, naming the operation.
     let unsupported = t.aws_fails(
         &t.ci,
         &[
             "ecr",
-            "get-lifecycle-policy",
+            "start-image-scan",
             "--repository-name",
             "team/app",
+            "--image-id",
+            "imageTag=2",
         ],
         "UnsupportedCommandException",
     );
-    assert!(unsupported.contains("GetLifecyclePolicy"), "{unsupported}");
+    assert!(unsupported.contains("StartImageScan"), "{unsupported}");
+    // A service error exits as the AWS CLI v1 exits for one (255; v2 says 254).
+    let missing = t.aws(
+        &t.ci,
+        &[
+            "ecr",
+            "describe-repositories",
+            "--repository-names",
+            "team/none",
+        ],
+    );
+    assert_eq!(missing.status.code(), Some(255));
 
     // aws ecr get-login-password | docker login: the password works for the registry.
     require_docker();
@@ -220,6 +235,7 @@ fn the_aws_cli_manages_repositories_and_logs_docker_in() {
         "docker login: {}",
         String::from_utf8_lossy(&login.stderr)
     );
+    docker_session(&t, &docker_config);
 
     // The owner's own access key may do what ci may not; deleted, it stops working.
     let made: Value = serde_json::from_str(
@@ -267,6 +283,258 @@ fn the_aws_cli_manages_repositories_and_logs_docker_in() {
         &owner,
         &["ecr", "describe-repositories"],
         "UnrecognizedClientException",
+    );
+}
+
+/// After `docker login` with `aws ecr get-login-password`: docker pushes, and the AWS CLI
+/// reads the image back (batch-get-image), tags it again (put-image), and configures the
+/// repository and the registry: policies, lifecycle, replication, pull-through cache rules.
+fn docker_session(t: &Aws, docker_config: &std::path::Path) {
+    let images = DockerImages::new();
+    let local = format!("ecrl-test/aws-{}", std::process::id());
+    build_busybox_image(&images, &format!("{local}:v1"), "aws session");
+    let remote = format!("{}/team/app:v1", t.address);
+    images.track(&remote);
+    run_ok("docker", &["tag", &format!("{local}:v1"), &remote]);
+    let docker = |args: &[&str]| {
+        let out = Command::new("docker")
+            .env("DOCKER_CONFIG", docker_config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let pushed = pushed_digest(&docker(&["push", &remote]));
+    let ecr = |args: &[&str]| {
+        let mut all = vec!["ecr"];
+        all.extend_from_slice(args);
+        t.aws_ok(&t.ci, &all)
+    };
+    let repo = ["--repository-name", "team/app"];
+    let with = |extra: &[&'static str]| {
+        let mut a = repo.to_vec();
+        a.extend_from_slice(extra);
+        a
+    };
+
+    let described = ecr(&[
+        &["describe-images"][..],
+        &with(&["--image-ids", "imageTag=v1"]),
+    ]
+    .concat());
+    assert_eq!(described["imageDetails"][0]["imageDigest"], pushed.as_str());
+    let listed = ecr(&[&["list-images"][..], &repo[..]].concat());
+    assert!(listed.to_string().contains(&pushed), "{listed}");
+    let got = ecr(&[
+        &["batch-get-image"][..],
+        &with(&["--image-ids", "imageTag=v1"]),
+    ]
+    .concat());
+    let image = &got["images"][0];
+    let manifest = image["imageManifest"].as_str().unwrap().to_string();
+    assert_eq!(sha256_digest(manifest.as_bytes()), pushed, "{got}");
+    assert_eq!(image["imageId"]["imageDigest"], pushed.as_str());
+    let missing = ecr(&[
+        &["batch-get-image"][..],
+        &with(&["--image-ids", "imageTag=nope"]),
+    ]
+    .concat());
+    assert_eq!(
+        missing["failures"][0]["failureCode"], "ImageNotFound",
+        "{missing}"
+    );
+
+    // Replication configured before the re-tag, so the re-tag queues a copy.
+    let replication = ecr(&[
+        "put-replication-configuration",
+        "--replication-configuration",
+        r#"{"rules": [{"destinations": [{"region": "127.0.0.1:9", "registryId": "000000000000"}]}]}"#,
+    ]);
+    assert_eq!(
+        replication["replicationConfiguration"]["rules"][0]["destinations"][0]["region"],
+        "127.0.0.1:9",
+        "{replication}"
+    );
+    let registry = ecr(&["describe-registry"]);
+    assert_eq!(
+        registry["replicationConfiguration"]["rules"][0]["destinations"][0]["region"],
+        "127.0.0.1:9",
+        "{registry}"
+    );
+
+    // put-image: the manifest batch-get-image gave, under a new tag (the repository is
+    // IMMUTABLE: a new tag is fine, the same one again is not).
+    let put = ecr(&[
+        &["put-image"][..],
+        &with(&["--image-tag", "release", "--image-manifest"]),
+        &[manifest.as_str()],
+    ]
+    .concat());
+    assert_eq!(
+        put["image"]["imageId"]["imageDigest"],
+        pushed.as_str(),
+        "{put}"
+    );
+    t.aws_fails(
+        &t.ci,
+        &[
+            &["ecr", "put-image"][..],
+            &with(&["--image-tag", "release", "--image-manifest"]),
+            &[manifest.as_str()],
+        ]
+        .concat(),
+        "ImageAlreadyExistsException",
+    );
+    let status = ecr(&[
+        &["describe-image-replication-status"][..],
+        &with(&["--image-id", "imageTag=release"]),
+    ]
+    .concat());
+    let first = &status["replicationStatuses"][0];
+    assert_eq!(first["region"], "127.0.0.1:9", "{status}");
+    assert!(
+        ["IN_PROGRESS", "FAILED"].contains(&first["status"].as_str().unwrap()),
+        "{status}"
+    );
+    ecr(&[
+        "put-replication-configuration",
+        "--replication-configuration",
+        r#"{"rules": []}"#,
+    ]);
+    // docker pulls the new tag.
+    docker(&["pull", &format!("{}/team/app:release", t.address)]);
+    images.track(&format!("{}/team/app:release", t.address));
+
+    // Repository policy: set, read back, and it decides (the reader may now list images).
+    let policy = r#"{"Version": "2012-10-17", "Statement": [{"Sid": "read", "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": ["ecr:ListImages"]}]}"#;
+    t.aws_fails(
+        &t.reader,
+        &[&["ecr", "list-images"][..], &repo[..]].concat(),
+        "AccessDeniedException",
+    );
+    ecr(&[
+        &["set-repository-policy"][..],
+        &with(&["--policy-text", policy]),
+    ]
+    .concat());
+    let got = ecr(&[&["get-repository-policy"][..], &repo[..]].concat());
+    assert_eq!(got["policyText"], policy, "{got}");
+    t.aws_ok(
+        &t.reader,
+        &[&["ecr", "list-images"][..], &repo[..]].concat(),
+    );
+    ecr(&[&["delete-repository-policy"][..], &repo[..]].concat());
+    t.aws_fails(
+        &t.ci,
+        &[&["ecr", "get-repository-policy"][..], &repo[..]].concat(),
+        "RepositoryPolicyNotFoundException",
+    );
+
+    // Lifecycle: a policy that expires all but the newest image, previewed then set.
+    let rules = r#"{"rules": [{"rulePriority": 1, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}"#;
+    t.aws_fails(
+        &t.ci,
+        &[&["ecr", "get-lifecycle-policy-preview"][..], &repo[..]].concat(),
+        "LifecyclePolicyPreviewNotFoundException",
+    );
+    let started = ecr(&[
+        &["start-lifecycle-policy-preview"][..],
+        &with(&["--lifecycle-policy-text", rules]),
+    ]
+    .concat());
+    assert_eq!(started["status"], "COMPLETE", "{started}");
+    let preview = ecr(&[&["get-lifecycle-policy-preview"][..], &repo[..]].concat());
+    assert_eq!(
+        preview["summary"]["expiringImageTotalCount"], 1,
+        "{preview}"
+    );
+    assert_eq!(
+        preview["previewResults"][0]["action"]["type"], "EXPIRE",
+        "{preview}"
+    );
+    ecr(&[
+        &["put-lifecycle-policy"][..],
+        &with(&["--lifecycle-policy-text", rules]),
+    ]
+    .concat());
+    let got = ecr(&[&["get-lifecycle-policy"][..], &repo[..]].concat());
+    assert_eq!(got["lifecyclePolicyText"], rules, "{got}");
+    ecr(&[&["delete-lifecycle-policy"][..], &repo[..]].concat());
+    t.aws_fails(
+        &t.ci,
+        &[&["ecr", "get-lifecycle-policy"][..], &repo[..]].concat(),
+        "LifecyclePolicyNotFoundException",
+    );
+    t.aws_fails(
+        &t.ci,
+        &[
+            &["ecr", "put-lifecycle-policy"][..],
+            &with(&[
+                "--lifecycle-policy-text",
+                // Tagged images, with no tag prefixes to select them by.
+                r#"{"rules": [{"rulePriority": 1, "selection": {"tagStatus": "tagged", "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}"#,
+            ]),
+        ]
+        .concat(),
+        "InvalidParameterException",
+    );
+
+    // Pull-through cache rules: made, listed, checked against an upstream that is down.
+    let rule = ecr(&[
+        "create-pull-through-cache-rule",
+        "--ecr-repository-prefix",
+        "hub",
+        "--upstream-registry-url",
+        "127.0.0.1:9",
+    ]);
+    assert_eq!(rule["ecrRepositoryPrefix"], "hub", "{rule}");
+    assert!(rule["createdAt"].is_number(), "{rule}");
+    t.aws_fails(
+        &t.ci,
+        &[
+            "ecr",
+            "create-pull-through-cache-rule",
+            "--ecr-repository-prefix",
+            "hub",
+            "--upstream-registry-url",
+            "127.0.0.1:9",
+        ],
+        "PullThroughCacheRuleAlreadyExistsException",
+    );
+    let rules = ecr(&["describe-pull-through-cache-rules"]);
+    assert_eq!(
+        rules["pullThroughCacheRules"][0]["upstreamRegistryUrl"],
+        "127.0.0.1:9"
+    );
+    let checked = ecr(&[
+        "validate-pull-through-cache-rule",
+        "--ecr-repository-prefix",
+        "hub",
+    ]);
+    assert_eq!(checked["isValid"], false, "{checked}");
+    assert!(
+        checked["failure"].as_str().unwrap().contains("127.0.0.1:9"),
+        "{checked}"
+    );
+    ecr(&[
+        "delete-pull-through-cache-rule",
+        "--ecr-repository-prefix",
+        "hub",
+    ]);
+    t.aws_fails(
+        &t.ci,
+        &[
+            "ecr",
+            "delete-pull-through-cache-rule",
+            "--ecr-repository-prefix",
+            "hub",
+        ],
+        "PullThroughCacheRuleNotFoundException",
     );
 }
 

@@ -1,7 +1,9 @@
 //! ECR's operations (`AmazonEC2ContainerRegistry_V20150921.<Op>`), each calling the same
 //! function the control API calls for it.
 
-use super::{decode, page, paged, repo_name, string, to_aws, unsupported, AwsError, Out};
+use super::{
+    decode, ecr_config, ecr_layers, page, paged, repo_name, string, to_aws, AwsError, Caller, Out,
+};
 use crate::auth::Principal;
 use crate::control::{auth as control_auth, repos};
 use crate::registry::Shared;
@@ -17,15 +19,33 @@ fn ecr_repository(repository: &ecrl::api::repos::Repository) -> Result<Value, Aw
 
 pub(super) async fn call(
     state: &Shared,
-    principal: &Principal,
+    caller: &Caller,
     op: &str,
     input: &Value,
 ) -> Result<Out, AwsError> {
+    if let Some(id) = input.get("registryId").and_then(Value::as_str) {
+        if id != state.meta.account_id() {
+            return Err(AwsError::client(
+                "InvalidParameterException",
+                format!(
+                    "registryId {id} is not this registry's: ecrld is registry {}",
+                    state.meta.account_id()
+                ),
+            ));
+        }
+    }
+    let principal = &caller.principal;
     let may = |action: &'static str, repo: Option<&RepoName>| -> Result<(), AwsError> {
         state
             .auth
             .may(state, principal, action, repo)
             .map_err(AwsError::from)
+    };
+    // The repository an operation names, once the caller may do `action` in it.
+    let repo = |action: &'static str| -> Result<RepoName, AwsError> {
+        let name = repo_name(string(input, "repositoryName")?)?;
+        may(action, Some(&name))?;
+        Ok(name)
     };
     match op {
         "GetAuthorizationToken" => {
@@ -37,21 +57,18 @@ pub(super) async fn call(
             to_aws(control_auth::token_for(state, user)?).map(Out::from)
         }
         "CreateRepository" => {
-            let name = repo_name(string(input, "repositoryName")?)?;
-            may("ecr:CreateRepository", Some(&name))?;
+            repo("ecr:CreateRepository")?;
             let created = repos::create(state, decode(input)?).await?;
             Ok(json!({ "repository": ecr_repository(&created.repository)? }).into())
         }
         "DeleteRepository" => {
-            let name = repo_name(string(input, "repositoryName")?)?;
-            may("ecr:DeleteRepository", Some(&name))?;
+            repo("ecr:DeleteRepository")?;
             let deleted = repos::delete(state, decode(input)?).await?;
             Ok(json!({ "repository": ecr_repository(&deleted.repository)? }).into())
         }
         "DescribeRepositories" => describe_repositories(state, principal, input),
         "ListImages" => {
-            let name = repo_name(string(input, "repositoryName")?)?;
-            may("ecr:ListImages", Some(&name))?;
+            let name = repo("ecr:ListImages")?;
             let listed = repos::list_images(
                 state,
                 ecrl::api::repos::ListImagesRequest {
@@ -62,16 +79,59 @@ pub(super) async fn call(
             paged(input, "imageIds", to_aws(listed.image_ids)?).map(Out::from)
         }
         "DescribeImages" => {
-            let name = repo_name(string(input, "repositoryName")?)?;
-            may("ecr:DescribeImages", Some(&name))?;
+            let name = repo("ecr:DescribeImages")?;
             describe_images(state, &name, input).map(Out::from)
         }
         "BatchDeleteImage" => {
-            let name = repo_name(string(input, "repositoryName")?)?;
-            may("ecr:BatchDeleteImage", Some(&name))?;
+            repo("ecr:BatchDeleteImage")?;
             to_aws(repos::delete_images(state, decode(input)?).await?).map(Out::from)
         }
-        _ => Err(unsupported("ECR", op)),
+        "PutImageTagMutability" => {
+            repo("ecr:PutImageTagMutability")?;
+            let answer = repos::put_mutability(state.clone(), decode(input)?).await?;
+            to_aws(answer).map(Out::from)
+        }
+        "BatchGetImage" => {
+            let name = repo("ecr:BatchGetImage")?;
+            ecr_layers::batch_get_image(state, &name, input).map(Out::from)
+        }
+        "PutImage" => {
+            let name = repo("ecr:PutImage")?;
+            ecr_layers::put_image(state, &name, input)
+                .await
+                .map(Out::from)
+        }
+        "BatchCheckLayerAvailability" => {
+            let name = repo("ecr:BatchCheckLayerAvailability")?;
+            ecr_layers::check_layers(state, &name, input).map(Out::from)
+        }
+        "GetDownloadUrlForLayer" => {
+            let name = repo("ecr:GetDownloadUrlForLayer")?;
+            ecr_layers::download_url(state, caller, &name, input).map(Out::from)
+        }
+        "InitiateLayerUpload" => {
+            let name = repo("ecr:InitiateLayerUpload")?;
+            ecr_layers::initiate_upload(state, caller, &name)
+                .await
+                .map(Out::from)
+        }
+        "UploadLayerPart" => {
+            let name = repo("ecr:UploadLayerPart")?;
+            ecr_layers::upload_part(state, &name, input)
+                .await
+                .map(Out::from)
+        }
+        "CompleteLayerUpload" => {
+            let name = repo("ecr:CompleteLayerUpload")?;
+            ecr_layers::complete_upload(state, &name, input)
+                .await
+                .map(Out::from)
+        }
+        "ListImageReferrers" => {
+            let name = repo("ecr:ListImageReferrers")?;
+            ecr_layers::referrers(state, &name, input).map(Out::from)
+        }
+        _ => ecr_config::call(state, principal, op, input).await,
     }
 }
 

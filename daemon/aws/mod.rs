@@ -6,6 +6,8 @@
 //! the operation, through the same policy engine as the registry.
 
 mod ecr;
+mod ecr_config;
+mod ecr_layers;
 mod ecs;
 pub mod sigv4;
 
@@ -179,7 +181,14 @@ async fn call(state: &Shared, parts: &Parts, body: &mut RequestBody) -> Result<O
         ));
     }
     match service {
-        "ecr" => ecr::call(state, &principal, op, &input).await,
+        "ecr" => {
+            let caller = Caller {
+                principal,
+                client: client_ip(parts),
+                url: base_url(parts),
+            };
+            ecr::call(state, &caller, op, &input).await
+        }
         _ => ecs::call(state, &principal, op, &input).await,
     }
 }
@@ -243,6 +252,36 @@ fn unknown_key() -> AwsError {
     )
 }
 
+/// Who asks, from where, and the URL they reach ecrld at.
+pub(super) struct Caller {
+    pub principal: Principal,
+    pub client: Option<std::net::IpAddr>,
+    /// `http[s]://host[:port]`, as the request named the endpoint.
+    pub url: String,
+}
+
+fn client_ip(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<crate::registry::Client>>()
+        .map(|c| c.0.addr.ip())
+}
+
+/// The endpoint URL the client used: its scheme from the listener, its host from the
+/// request (the one the signature covers).
+fn base_url(parts: &Parts) -> String {
+    let https = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<crate::registry::Client>>()
+        .is_some_and(|c| c.0.https);
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    format!("{}://{host}", if https { "https" } else { "http" })
+}
+
 /// The caller, from the request's SigV4 signature.
 fn authenticate(
     state: &Shared,
@@ -262,11 +301,7 @@ fn authenticate(
         headers: &headers,
         body,
     };
-    let client = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<crate::registry::Client>>()
-        .map(|c| c.0.addr.ip());
-    state.auth.attempt(client, &auth.key_id, || {
+    state.auth.attempt(client_ip(parts), &auth.key_id, || {
         verify_signature(state, &request, auth)
     })?
 }

@@ -1,7 +1,7 @@
 //! Principals, access keys, login tokens and policies over the control socket. The socket
 //! is the owner's, so whoever reaches it administers access.
 
-use super::{endpoint, Peer, Shared};
+use super::{endpoint, service, Peer, Shared};
 use crate::auth::decide::{self, Effect};
 use crate::auth::secret;
 use crate::metadata::MetaError;
@@ -24,12 +24,12 @@ pub fn routes(router: axum::Router<Shared>) -> axum::Router<Shared> {
     let router = endpoint::<DetachUserPolicy, _, _>(router, detach_policy);
     let router = endpoint::<ListUserPolicies, _, _>(router, list_policies);
     let router = endpoint::<SimulatePolicy, _, _>(router, simulate);
-    let router = endpoint::<SetRepositoryPolicy, _, _>(router, set_repo_policy);
-    let router = endpoint::<GetRepositoryPolicy, _, _>(router, get_repo_policy);
-    let router = endpoint::<DeleteRepositoryPolicy, _, _>(router, delete_repo_policy);
-    let router = endpoint::<PutRegistryPolicy, _, _>(router, put_registry_policy);
-    let router = endpoint::<GetRegistryPolicy, _, _>(router, get_registry_policy);
-    endpoint::<DeleteRegistryPolicy, _, _>(router, delete_registry_policy)
+    let router = service::<SetRepositoryPolicy, _, _>(router, set_repo_policy);
+    let router = service::<GetRepositoryPolicy, _, _>(router, get_repo_policy);
+    let router = service::<DeleteRepositoryPolicy, _, _>(router, delete_repo_policy);
+    let router = service::<PutRegistryPolicy, _, _>(router, put_registry_policy);
+    let router = service::<GetRegistryPolicy, _, _>(router, get_registry_policy);
+    service::<DeleteRegistryPolicy, _, _>(router, delete_registry_policy)
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -369,9 +369,8 @@ fn repo_name(text: &str) -> Result<RepoName, ApiError> {
         .map_err(|e| invalid(format!("repository name {text:?}: {e}")))
 }
 
-async fn set_repo_policy(
+pub(crate) async fn set_repo_policy(
     state: Shared,
-    _peer: Peer,
     r: SetRepositoryPolicyRequest,
 ) -> Result<RepositoryPolicy, ApiError> {
     let repo = repo_name(&r.repository_name)?;
@@ -396,9 +395,8 @@ fn no_repo_policy(repo: &RepoName) -> ApiError {
     )
 }
 
-async fn get_repo_policy(
+pub(crate) async fn get_repo_policy(
     state: Shared,
-    _peer: Peer,
     r: RepositoryPolicyRef,
 ) -> Result<RepositoryPolicy, ApiError> {
     let repo = repo_name(&r.repository_name)?;
@@ -416,9 +414,8 @@ async fn get_repo_policy(
     })
 }
 
-async fn delete_repo_policy(
+pub(crate) async fn delete_repo_policy(
     state: Shared,
-    _peer: Peer,
     r: RepositoryPolicyRef,
 ) -> Result<RepositoryPolicy, ApiError> {
     let repo = repo_name(&r.repository_name)?;
@@ -452,9 +449,8 @@ fn no_registry_policy() -> ApiError {
     )
 }
 
-async fn put_registry_policy(
+pub(crate) async fn put_registry_policy(
     state: Shared,
-    _peer: Peer,
     r: RegistryPolicyText,
 ) -> Result<RegistryPolicy, ApiError> {
     let warnings = check_policy(&state, &r.policy_text, PolicyKind::Registry)?;
@@ -470,9 +466,8 @@ async fn put_registry_policy(
     })
 }
 
-async fn get_registry_policy(
+pub(crate) async fn get_registry_policy(
     state: Shared,
-    _peer: Peer,
     _r: Empty,
 ) -> Result<RegistryPolicy, ApiError> {
     let text = state
@@ -489,9 +484,8 @@ async fn get_registry_policy(
     })
 }
 
-async fn delete_registry_policy(
+pub(crate) async fn delete_registry_policy(
     state: Shared,
-    _peer: Peer,
     _r: Empty,
 ) -> Result<RegistryPolicy, ApiError> {
     let old = state

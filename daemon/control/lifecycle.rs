@@ -1,7 +1,7 @@
 //! Lifecycle policies over the control socket: ECR's PutLifecyclePolicy, GetLifecyclePolicy,
 //! DeleteLifecyclePolicy, a preview answered at once, and a run now.
 
-use super::{endpoint, Peer, Shared};
+use super::{endpoint, service, Peer, Shared};
 use crate::metadata::MetaError;
 use axum::Router;
 use ecrl::api::lifecycle::*;
@@ -11,10 +11,10 @@ use ecrl::names::RepoName;
 use ecrl::timestamp;
 
 pub fn routes(router: Router<Shared>) -> Router<Shared> {
-    let router = endpoint::<PutLifecyclePolicy, _, _>(router, put);
-    let router = endpoint::<GetLifecyclePolicy, _, _>(router, get);
-    let router = endpoint::<DeleteLifecyclePolicy, _, _>(router, delete);
-    let router = endpoint::<PreviewLifecyclePolicy, _, _>(router, preview);
+    let router = service::<PutLifecyclePolicy, _, _>(router, put);
+    let router = service::<GetLifecyclePolicy, _, _>(router, get);
+    let router = service::<DeleteLifecyclePolicy, _, _>(router, delete);
+    let router = service::<PreviewLifecyclePolicy, _, _>(router, preview);
     endpoint::<RunLifecyclePolicy, _, _>(router, run)
 }
 
@@ -65,9 +65,8 @@ fn current(
     record.lifecycle.clone().ok_or_else(|| none_set(repo))
 }
 
-async fn put(
+pub(crate) async fn put(
     state: Shared,
-    _: Peer,
     r: PutLifecyclePolicyRequest,
 ) -> Result<LifecyclePolicyResponse, ApiError> {
     let repo = repo_name(&r.repository_name)?;
@@ -79,18 +78,16 @@ async fn put(
     Ok(response(&state, &repo, current(&state, &repo)?))
 }
 
-async fn get(
+pub(crate) async fn get(
     state: Shared,
-    _: Peer,
     r: LifecyclePolicyRef,
 ) -> Result<LifecyclePolicyResponse, ApiError> {
     let repo = repo_name(&r.repository_name)?;
     Ok(response(&state, &repo, current(&state, &repo)?))
 }
 
-async fn delete(
+pub(crate) async fn delete(
     state: Shared,
-    _: Peer,
     r: LifecyclePolicyRef,
 ) -> Result<LifecyclePolicyResponse, ApiError> {
     let repo = repo_name(&r.repository_name)?;
@@ -103,9 +100,8 @@ async fn delete(
     Ok(response(&state, &repo, old))
 }
 
-async fn preview(
+pub(crate) async fn preview(
     state: Shared,
-    _: Peer,
     r: PreviewLifecyclePolicyRequest,
 ) -> Result<LifecyclePolicyPreview, ApiError> {
     let repo = repo_name(&r.repository_name)?;

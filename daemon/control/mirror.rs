@@ -1,7 +1,7 @@
 //! Mirroring for the CLI: logins to remote registries, syncs (streamed), sync jobs, and
 //! replication rules and status.
 
-use super::{endpoint, ndjson, ControlError, Peer, Shared};
+use super::{endpoint, ndjson, service, ControlError, Peer, Shared};
 use crate::mirror::{cache, jobs, replication, sync, MirrorError};
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -21,14 +21,14 @@ pub fn routes(router: Router<Shared>) -> Router<Shared> {
     let router = endpoint::<CreateJob, _, _>(router, create_job);
     let router = endpoint::<ListJobs, _, _>(router, list_jobs);
     let router = endpoint::<DeleteJob, _, _>(router, delete_job);
-    let router = endpoint::<PutReplication, _, _>(router, put_replication);
-    let router = endpoint::<GetReplication, _, _>(router, get_replication);
+    let router = service::<PutReplication, _, _>(router, put_replication);
+    let router = service::<GetReplication, _, _>(router, get_replication);
     let router = endpoint::<DeleteReplication, _, _>(router, delete_replication);
-    let router = endpoint::<ReplicationStatus, _, _>(router, replication_status);
-    let router = endpoint::<CreateCacheRule, _, _>(router, create_cache_rule);
-    let router = endpoint::<ListCacheRules, _, _>(router, list_cache_rules);
-    let router = endpoint::<DeleteCacheRule, _, _>(router, delete_cache_rule);
-    let router = endpoint::<ValidateCacheRule, _, _>(router, validate_cache_rule);
+    let router = service::<ReplicationStatus, _, _>(router, replication_status);
+    let router = service::<CreateCacheRule, _, _>(router, create_cache_rule);
+    let router = service::<ListCacheRules, _, _>(router, list_cache_rules);
+    let router = service::<DeleteCacheRule, _, _>(router, delete_cache_rule);
+    let router = service::<ValidateCacheRule, _, _>(router, validate_cache_rule);
     router
         .route(SyncImages::PATH, post(sync_stream))
         .route(RunJob::PATH, post(run_job))
@@ -86,17 +86,15 @@ async fn delete_job(state: Shared, _: Peer, req: JobRequest) -> Result<SyncJob, 
     Ok(jobs::delete(&state, &req.id).await?)
 }
 
-async fn put_replication(
+pub(crate) async fn put_replication(
     state: Shared,
-    _: Peer,
     req: PutReplicationRequest,
 ) -> Result<ecrl::mirror::ReplicationConfiguration, ApiError> {
     Ok(replication::put(&state, &req.document).await?)
 }
 
-async fn get_replication(
+pub(crate) async fn get_replication(
     state: Shared,
-    _: Peer,
     _: Empty,
 ) -> Result<ecrl::mirror::ReplicationConfiguration, ApiError> {
     Ok(replication::get(&state))
@@ -116,9 +114,8 @@ async fn delete_replication(
     Ok(before)
 }
 
-async fn replication_status(
+pub(crate) async fn replication_status(
     state: Shared,
-    _: Peer,
     req: ReplicationStatusRequest,
 ) -> Result<ImageReplicationStatus, ApiError> {
     let invalid =
@@ -144,9 +141,8 @@ async fn replication_status(
     })
 }
 
-async fn create_cache_rule(
+pub(crate) async fn create_cache_rule(
     state: Shared,
-    _: Peer,
     req: CreateCacheRuleRequest,
 ) -> Result<CacheRule, ApiError> {
     let rule = cache::create(&state, req).await?;
@@ -158,23 +154,21 @@ async fn create_cache_rule(
     Ok(rule)
 }
 
-async fn list_cache_rules(state: Shared, _: Peer, _: Empty) -> Result<CacheRules, ApiError> {
+pub(crate) async fn list_cache_rules(state: Shared, _: Empty) -> Result<CacheRules, ApiError> {
     Ok(CacheRules {
         pull_through_cache_rules: cache::list(&state),
     })
 }
 
-async fn delete_cache_rule(
+pub(crate) async fn delete_cache_rule(
     state: Shared,
-    _: Peer,
     req: CacheRuleRequest,
 ) -> Result<CacheRule, ApiError> {
     Ok(cache::delete(&state, &req.ecr_repository_prefix).await?)
 }
 
-async fn validate_cache_rule(
+pub(crate) async fn validate_cache_rule(
     state: Shared,
-    _: Peer,
     req: CacheRuleRequest,
 ) -> Result<CacheRuleValidation, ApiError> {
     Ok(cache::validate(&state, &req.ecr_repository_prefix).await?)

@@ -5,8 +5,8 @@
 //! Handlers call into the daemon's services; they never touch files themselves.
 
 pub(crate) mod auth;
-mod lifecycle;
-mod mirror;
+pub(crate) mod lifecycle;
+pub(crate) mod mirror;
 pub(crate) mod repos;
 mod system;
 mod taskdefs;
@@ -264,6 +264,17 @@ where
         Method::Delete => delete(handle),
     };
     router.route(E::PATH, method)
+}
+
+/// Routes an endpoint whose operation is a service function both doors call (this API and
+/// the AWS API's, `crate::aws`): who the peer is does not enter into it.
+pub fn service<E, F, Fut>(router: Router<Shared>, op: F) -> Router<Shared>
+where
+    E: Endpoint,
+    F: Fn(Shared, E::Request) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<E::Response, ApiError>> + Send + 'static,
+{
+    endpoint::<E, _, _>(router, move |state, _: Peer, request| op(state, request))
 }
 
 fn decode<E: Endpoint>(uri: &Uri, body: &[u8]) -> Result<E::Request, ControlError> {

@@ -1,7 +1,7 @@
 //! Repository and image operations for the CLI: ECR's CreateRepository, DescribeRepositories,
 //! DeleteRepository, ListImages, DescribeImages, BatchDeleteImage and PutImage (re-tag).
 
-use super::{endpoint, Peer, Shared};
+use super::{endpoint, service, Peer, Shared};
 use crate::metadata::{Manifest, MetaError, Repo, TagMutability};
 use axum::Router;
 use ecrl::api::repos::*;
@@ -39,8 +39,8 @@ pub fn routes(router: Router<Shared>) -> Router<Shared> {
     let router = endpoint::<BatchDeleteImage, _, _>(router, |s, _: Peer, r| async move {
         delete_images(&s, r).await
     });
-    let router = endpoint::<PutImageTagMutability, _, _>(router, put_mutability);
-    endpoint::<TagImage, _, _>(router, tag_image)
+    let router = service::<PutImageTagMutability, _, _>(router, put_mutability);
+    service::<TagImage, _, _>(router, tag_image)
 }
 
 /// A repository's exclusion filters, as ECR shows them.
@@ -60,9 +60,8 @@ fn exclusions(
     Ok(filters.iter().map(|f| f.filter.clone()).collect())
 }
 
-async fn put_mutability(
+pub(crate) async fn put_mutability(
     state: Shared,
-    _: Peer,
     req: PutImageTagMutabilityRequest,
 ) -> Result<PutImageTagMutabilityRequest, ApiError> {
     let name = repo_name(&req.repository_name)?;
@@ -125,7 +124,10 @@ impl From<MetaError> for ApiError {
 }
 
 /// The repository `name`, or ECR's RepositoryNotFoundException.
-fn find_repo<'a>(index: &'a crate::metadata::Index, name: &RepoName) -> Result<&'a Repo, ApiError> {
+pub(crate) fn find_repo<'a>(
+    index: &'a crate::metadata::Index,
+    name: &RepoName,
+) -> Result<&'a Repo, ApiError> {
     index
         .repos
         .get(name)
@@ -165,6 +167,66 @@ fn repository(state: &Shared, name: &RepoName, repo: &Repo) -> Repository {
     }
 }
 
+/// ECR allows 50 tags on a resource.
+const MAX_RESOURCE_TAGS: usize = 50;
+
+/// Adds `new` to a repository's resource tags (a key given again takes the new value), as
+/// ECR checks them.
+fn add_tags(tags: &mut BTreeMap<String, String>, new: Vec<ResourceTag>) -> Result<(), ApiError> {
+    for tag in new {
+        if tag.key.is_empty() || tag.key.chars().count() > 128 || tag.value.chars().count() > 256 {
+            return Err(invalid(format!(
+                "tag {:?}: keys are 1-128 characters, values at most 256",
+                tag.key
+            )));
+        }
+        if tag.key.starts_with("aws:") {
+            return Err(invalid(format!(
+                "tag {:?}: keys starting with aws: are reserved",
+                tag.key
+            )));
+        }
+        tags.insert(tag.key, tag.value);
+    }
+    if tags.len() > MAX_RESOURCE_TAGS {
+        return Err(invalid(format!(
+            "a repository has at most {MAX_RESOURCE_TAGS} tags, not {}",
+            tags.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A repository's resource tags (ECR's ListTagsForResource), for both doors.
+pub(crate) fn resource_tags(state: &Shared, name: &RepoName) -> Result<Vec<ResourceTag>, ApiError> {
+    let index = state.meta.read();
+    Ok(find_repo(&index, name)?
+        .resource_tags
+        .iter()
+        .map(|(k, v)| ResourceTag {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect())
+}
+
+/// ECR's TagResource (`add`) and UntagResource (`remove`, keys) on a repository, for both
+/// doors: the tags it has afterwards.
+pub(crate) async fn retag_resource(
+    state: &Shared,
+    name: &RepoName,
+    add: Vec<ResourceTag>,
+    remove: &[String],
+) -> Result<Vec<ResourceTag>, ApiError> {
+    let mut tags = find_repo(&state.meta.read(), name)?.resource_tags.clone();
+    for key in remove {
+        tags.remove(key);
+    }
+    add_tags(&mut tags, add)?;
+    state.meta.set_repo_tags(name.clone(), tags).await?;
+    resource_tags(state, name)
+}
+
 /// ECR's CreateRepository, for both doors (the control API and the AWS API).
 pub(crate) async fn create(
     state: &Shared,
@@ -177,15 +239,7 @@ pub(crate) async fn create(
     };
     let exclusions = exclusions(mutability, &req.image_tag_mutability_exclusion_filters)?;
     let mut tags = BTreeMap::new();
-    for tag in req.tags {
-        if tag.key.is_empty() || tag.key.len() > 128 || tag.value.len() > 256 {
-            return Err(invalid(format!(
-                "tag {:?}: keys are 1-128 characters, values at most 256",
-                tag.key
-            )));
-        }
-        tags.insert(tag.key, tag.value);
-    }
+    add_tags(&mut tags, req.tags)?;
     let repo = state
         .meta
         .create_repo(name.clone(), mutability, exclusions, tags)
@@ -380,8 +434,8 @@ pub(crate) fn list_images(
     Ok(ListImagesResponse { image_ids: ids })
 }
 
-/// The manifest an image id names in a repository.
-fn find(repo: &Repo, id: &ImageId) -> Result<Arc<Manifest>, (String, String)> {
+/// The manifest an image id names in a repository, or ECR's failure code and reason.
+pub(crate) fn find(repo: &Repo, id: &ImageId) -> Result<Arc<Manifest>, (String, String)> {
     let by_tag = match &id.image_tag {
         Some(tag) => {
             let tag: Tag = tag
@@ -537,9 +591,8 @@ pub(crate) async fn delete_images(
     })
 }
 
-async fn tag_image(
+pub(crate) async fn tag_image(
     state: Shared,
-    _: Peer,
     req: TagImageRequest,
 ) -> Result<DescribeImagesResponse, ApiError> {
     let name = repo_name(&req.repository_name)?;

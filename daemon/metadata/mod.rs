@@ -348,6 +348,29 @@ impl Metadata {
             .await
     }
 
+    /// Replaces a repository's resource tags (ECR's TagResource and UntagResource).
+    pub async fn set_repo_tags(
+        &self,
+        name: RepoName,
+        tags: BTreeMap<String, String>,
+    ) -> Result<(), MetaError> {
+        self.write(move |conn, index| {
+            let Some(repo) = index.repos.get_mut(&name) else {
+                return Err(MetaError::RepoNotFound(name));
+            };
+            conn.execute(
+                "UPDATE repositories SET resource_tags = ?2 WHERE name = ?1",
+                rusqlite::params![
+                    name.as_str(),
+                    serde_json::to_string(&tags).unwrap_or_else(|_| "{}".into())
+                ],
+            )?;
+            repo.resource_tags = tags;
+            Ok(())
+        })
+        .await
+    }
+
     /// Makes sure a repository exists before a push: creates it when `create` is set.
     pub async fn ensure_repo(&self, name: &RepoName, create: bool) -> Result<(), MetaError> {
         if self.read().repos.contains_key(name) {

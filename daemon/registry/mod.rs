@@ -7,7 +7,7 @@
 //! here, at the edge; storage and metadata receive only parsed values.
 
 mod blobs;
-mod cache;
+pub(crate) mod cache;
 pub mod conn;
 mod error;
 mod framing;
