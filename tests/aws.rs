@@ -590,7 +590,7 @@ fn push_image(t: &Aws, repo: &str, tag: &str) -> String {
 fn boto3_pages_through_repositories_and_bad_signatures_are_refused() {
     let t = Aws::start();
     let script = t.env.path().join("check.py");
-    std::fs::write(&script, BOTO3_CHECK).unwrap();
+    std::fs::write(&script, format!("{BOTO3_PRELUDE}{BOTO3_CHECK}")).unwrap();
     let out = Command::new(venv().join("bin/python"))
         .arg(&script)
         .env("ENDPOINT", &t.endpoint)
@@ -618,7 +618,9 @@ fn boto3_pages_through_repositories_and_bad_signatures_are_refused() {
     );
 }
 
-const BOTO3_CHECK: &str = r#"
+/// What every boto3 script starts with: clients whose every answer is checked against
+/// botocore's model of its operation.
+const BOTO3_PRELUDE: &str = r#"
 import json, os, urllib.request, urllib.error
 import boto3, botocore
 
@@ -652,6 +654,16 @@ def client(key, secret):
     c.meta.events.register("after-call.ecr", check_shape)
     return c
 
+def error_of(call):
+    try:
+        call()
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+    raise AssertionError("the call succeeded")
+
+"#;
+
+const BOTO3_CHECK: &str = r#"
 ecr = client(os.environ["KEY_ID"], os.environ["SECRET"])
 names = [f"page/r{i:03d}" for i in range(250)]
 for name in names:
@@ -668,13 +680,6 @@ print(f"checked {len(got)} repositories in {len(pages)} pages")
 # A user's listing holds only what it may describe: the reader may describe everything.
 reader = client(os.environ["READER_KEY_ID"], os.environ["READER_SECRET"])
 assert len(reader.describe_repositories(maxResults=1000)["repositories"]) == 250
-
-def error_of(call):
-    try:
-        call()
-    except botocore.exceptions.ClientError as e:
-        return e.response["Error"]["Code"]
-    raise AssertionError("the call succeeded")
 
 # A wrong secret, an unknown key, a wrong service in the scope.
 assert error_of(lambda: client(os.environ["KEY_ID"], "x" * 40).describe_repositories()) == "InvalidSignatureException"
@@ -759,4 +764,200 @@ assert len(ecr.describe_repositories(maxResults=5)["repositories"]) == 5
 assert {"CreateRepository", "DescribeRepositories", "GetAuthorizationToken", "ListImages",
         "DescribeImages"} <= set(checked), checked
 print("shapes checked:", sorted(set(checked)))
+"#;
+
+/// boto3 drives the image and configuration operations a registry client or a deployment
+/// tool uses — a layer uploaded in parts and checked, downloaded from the URL ECR gives,
+/// an image put from it, its referrers, resource tags, the registry policy, lifecycle,
+/// replication and cache rules — with their abuse cases, every answer checked against
+/// botocore's model.
+#[test]
+fn boto3_uploads_layers_puts_images_and_configures_the_registry() {
+    let t = Aws::start();
+    let script = t.env.path().join("images.py");
+    std::fs::write(&script, format!("{BOTO3_PRELUDE}{BOTO3_IMAGES}")).unwrap();
+    let out = Command::new(venv().join("bin/python"))
+        .arg(&script)
+        .env("ENDPOINT", &t.endpoint)
+        .env("KEY_ID", &t.ci.0)
+        .env("SECRET", &t.ci.1)
+        .env("READER_KEY_ID", &t.reader.0)
+        .env("READER_SECRET", &t.reader.1)
+        .env("AWS_CONFIG_FILE", t.env.path().join("aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            t.env.path().join("aws-credentials"),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("all checked"), "{stdout}");
+    // The image put through the AWS API is an ordinary image for ecrl's own CLI.
+    let listed = t
+        .env
+        .ecrl_ok(&["image", "list", "up/load", "--output", "json"]);
+    assert!(listed.contains("\"v1\""), "{listed}");
+}
+
+const BOTO3_IMAGES: &str = r#"
+import base64, hashlib
+
+ecr = client(os.environ["KEY_ID"], os.environ["SECRET"])
+reader = client(os.environ["READER_KEY_ID"], os.environ["READER_SECRET"])
+REPO = "up/load"
+ecr.create_repository(repositoryName=REPO)
+ecr.create_repository(repositoryName="up/other")
+
+def sha(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+def upload(data, part=1 << 20, repo=REPO):
+    up = ecr.initiate_layer_upload(repositoryName=repo)
+    assert up["partSize"] >= 5 << 20, up
+    for first in range(0, len(data), part):
+        chunk = data[first:first + part]
+        r = ecr.upload_layer_part(repositoryName=repo, uploadId=up["uploadId"],
+                                  partFirstByte=first, partLastByte=first + len(chunk) - 1,
+                                  layerPartBlob=chunk)
+        assert r["lastByteReceived"] == first + len(chunk) - 1, r
+    return up["uploadId"]
+
+# A layer in four parts; a part that does not start where the upload ends is refused and
+# leaves the upload as it was.
+layer = os.urandom((3 << 20) + 17)
+upload_id = upload(layer)
+assert error_of(lambda: ecr.upload_layer_part(
+    repositoryName=REPO, uploadId=upload_id, partFirstByte=5, partLastByte=5,
+    layerPartBlob=b"x")) == "InvalidLayerPartException"
+assert error_of(lambda: ecr.upload_layer_part(
+    repositoryName=REPO, uploadId=upload_id, partFirstByte=len(layer), partLastByte=len(layer) + 9,
+    layerPartBlob=b"x")) == "InvalidLayerPartException"
+# Another repository's upload is not found here; another user may not upload at all.
+other_id = ecr.initiate_layer_upload(repositoryName="up/other")["uploadId"]
+assert error_of(lambda: ecr.upload_layer_part(
+    repositoryName=REPO, uploadId=other_id, partFirstByte=0, partLastByte=0,
+    layerPartBlob=b"x")) == "UploadNotFoundException"
+assert error_of(lambda: reader.initiate_layer_upload(repositoryName=REPO)) == "AccessDeniedException"
+done = ecr.complete_layer_upload(repositoryName=REPO, uploadId=upload_id, layerDigests=[sha(layer)])
+assert done["layerDigest"] == sha(layer), done
+# Content that is not what its digest says is not kept.
+bad = upload(b"not what the digest says")
+assert error_of(lambda: ecr.complete_layer_upload(
+    repositoryName=REPO, uploadId=bad, layerDigests=[sha(b"something else")])) == "InvalidLayerException"
+
+config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+ecr.complete_layer_upload(repositoryName=REPO, uploadId=upload(config), layerDigests=[sha(config)])
+missing = sha(b"never uploaded")
+avail = ecr.batch_check_layer_availability(repositoryName=REPO,
+                                           layerDigests=[sha(layer), sha(config), missing, "nope"])
+sizes = {l["layerDigest"]: (l["layerAvailability"], l["layerSize"]) for l in avail["layers"]}
+assert sizes == {sha(layer): ("AVAILABLE", len(layer)), sha(config): ("AVAILABLE", len(config))}, avail
+codes = {f["layerDigest"]: f["failureCode"] for f in avail["failures"]}
+assert codes == {missing: "MissingLayerDigest", "nope": "InvalidLayerDigest"}, avail
+
+# The download URL serves the layer with the registry's credentials (the token's).
+url = ecr.get_download_url_for_layer(repositoryName=REPO, layerDigest=sha(layer))["downloadUrl"]
+token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+fetched = urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": "Basic " + token})).read()
+assert fetched == layer, "the download URL served other bytes"
+assert error_of(lambda: ecr.get_download_url_for_layer(repositoryName=REPO, layerDigest=missing)) == "LayersNotFoundException"
+
+def manifest(layers, **extra):
+    m = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(config), "size": len(config)},
+         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n} for d, n in layers]}
+    m.update(extra)
+    return json.dumps(m)
+
+image = manifest([(sha(layer), len(layer))])
+put = ecr.put_image(repositoryName=REPO, imageManifest=image, imageTag="v1")["image"]
+assert put["imageId"] == {"imageDigest": sha(image.encode()), "imageTag": "v1"}, put
+assert put["imageManifestMediaType"] == "application/vnd.oci.image.manifest.v1+json", put
+assert error_of(lambda: ecr.put_image(repositoryName=REPO, imageManifest=image, imageTag="v1")) == "ImageAlreadyExistsException"
+assert error_of(lambda: ecr.put_image(repositoryName=REPO, imageManifest=image, imageTag="v2",
+                                      imageDigest=sha(b"other"))) == "ImageDigestDoesNotMatchException"
+assert error_of(lambda: ecr.put_image(repositoryName=REPO, imageManifest=manifest([(missing, 5)]),
+                                      imageTag="v3")) == "LayersNotFoundException"
+assert error_of(lambda: ecr.put_image(repositoryName=REPO, imageManifest="{not json", imageTag="v3")) == "InvalidParameterException"
+assert error_of(lambda: ecr.put_image(repositoryName="up/none", imageManifest=image, imageTag="v1")) == "RepositoryNotFoundException"
+assert error_of(lambda: reader.put_image(repositoryName=REPO, imageManifest=image, imageTag="v9")) == "AccessDeniedException"
+got = ecr.batch_get_image(repositoryName=REPO, imageIds=[{"imageTag": "v1"}, {"imageDigest": missing}])
+assert got["images"][0]["imageManifest"] == image, got
+assert got["failures"][0]["failureCode"] == "ImageNotFound", got
+# Another registry's id is refused rather than answered for this one.
+assert error_of(lambda: ecr.describe_images(registryId="999999999999", repositoryName=REPO)) == "InvalidParameterException"
+
+# A referrer (an SBOM) of the image, found by its subject and artifact type.
+empty = b"{}"
+ecr.complete_layer_upload(repositoryName=REPO, uploadId=upload(empty), layerDigests=[sha(empty)])
+sbom = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                   "artifactType": "application/spdx+json",
+                   "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha(empty), "size": 2},
+                   "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha(empty), "size": 2}],
+                   "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "digest": sha(image.encode()), "size": len(image)}})
+ecr.put_image(repositoryName=REPO, imageManifest=sbom)
+refs = ecr.list_image_referrers(repositoryName=REPO, subjectId={"imageDigest": sha(image.encode())})["referrers"]
+assert [(r["digest"], r["artifactType"]) for r in refs] == [(sha(sbom.encode()), "application/spdx+json")], refs
+none = ecr.list_image_referrers(repositoryName=REPO, subjectId={"imageDigest": sha(image.encode())},
+                                filter={"artifactTypes": ["application/vnd.other"]})["referrers"]
+assert none == [], none
+
+# Resource tags on the repository, by its ARN.
+arn = ecr.describe_repositories(repositoryNames=[REPO])["repositories"][0]["repositoryArn"]
+ecr.tag_resource(resourceArn=arn, tags=[{"Key": "team", "Value": "a"}, {"Key": "tier", "Value": "web"}])
+ecr.untag_resource(resourceArn=arn, tagKeys=["team"])
+assert ecr.list_tags_for_resource(resourceArn=arn)["tags"] == [{"Key": "tier", "Value": "web"}]
+too_many = [{"Key": f"k{i}", "Value": "v"} for i in range(50)]
+assert error_of(lambda: ecr.tag_resource(resourceArn=arn, tags=too_many)) == "InvalidParameterException"
+assert ecr.list_tags_for_resource(resourceArn=arn)["tags"] == [{"Key": "tier", "Value": "web"}]
+assert error_of(lambda: ecr.list_tags_for_resource(resourceArn="arn:aws:ecr:us-east-1:999999999999:repository/x")) == "InvalidParameterException"
+assert error_of(lambda: reader.tag_resource(resourceArn=arn, tags=[{"Key": "x", "Value": "y"}])) == "AccessDeniedException"
+
+# Mutability, lifecycle and its preview.
+ecr.put_image_tag_mutability(repositoryName=REPO, imageTagMutability="IMMUTABLE")
+assert error_of(lambda: ecr.put_image(repositoryName=REPO, imageManifest=manifest([(sha(config), len(config))]),
+                                      imageTag="v1")) == "ImageTagAlreadyExistsException"
+rules = json.dumps({"rules": [{"rulePriority": 1, "selection": {"tagStatus": "untagged", "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]})
+ecr.put_lifecycle_policy(repositoryName=REPO, lifecyclePolicyText=rules)
+assert ecr.get_lifecycle_policy(repositoryName=REPO)["lifecyclePolicyText"] == rules
+ecr.start_lifecycle_policy_preview(repositoryName=REPO)
+preview = ecr.get_lifecycle_policy_preview(repositoryName=REPO)
+assert preview["status"] == "COMPLETE" and preview["lifecyclePolicyText"] == rules, preview
+ecr.delete_lifecycle_policy(repositoryName=REPO)
+
+# The registry policy: set, read, deleted.
+policy = json.dumps({"Version": "2012-10-17", "Statement": [{"Sid": "none", "Effect": "Deny",
+    "Principal": {"AWS": "*"}, "Action": ["ecr:ReplicateImage"], "Resource": "*"}]})
+ecr.put_registry_policy(policyText=policy)
+assert ecr.get_registry_policy()["policyText"] == policy
+ecr.delete_registry_policy()
+assert error_of(ecr.get_registry_policy) == "RegistryPolicyNotFoundException"
+
+# Replication and cache rules, for their shapes (the AWS CLI session drives them further).
+ecr.put_replication_configuration(replicationConfiguration={"rules": []})
+assert ecr.describe_registry()["replicationConfiguration"] == {"rules": []}
+ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="quay", upstreamRegistryUrl="quay.io")
+rule = ecr.describe_pull_through_cache_rules(ecrRepositoryPrefixes=["quay"])["pullThroughCacheRules"][0]
+assert rule["upstreamRegistry"] == "quay", rule
+assert error_of(lambda: ecr.create_pull_through_cache_rule(
+    ecrRepositoryPrefix="ghcr", upstreamRegistryUrl="ghcr.io",
+    credentialArn="arn:aws:secretsmanager:us-east-1:123456789012:secret:ecr-pullthroughcache/x")) == "InvalidParameterException"
+assert error_of(lambda: reader.create_pull_through_cache_rule(ecrRepositoryPrefix="k8s", upstreamRegistryUrl="registry.k8s.io")) == "AccessDeniedException"
+ecr.delete_pull_through_cache_rule(ecrRepositoryPrefix="quay")
+
+want = {"InitiateLayerUpload", "UploadLayerPart", "CompleteLayerUpload", "BatchCheckLayerAvailability",
+        "GetDownloadUrlForLayer", "PutImage", "BatchGetImage", "ListImageReferrers", "TagResource",
+        "UntagResource", "ListTagsForResource", "PutImageTagMutability", "PutLifecyclePolicy",
+        "GetLifecyclePolicy", "StartLifecyclePolicyPreview", "GetLifecyclePolicyPreview",
+        "DeleteLifecyclePolicy", "PutRegistryPolicy", "GetRegistryPolicy", "DeleteRegistryPolicy",
+        "PutReplicationConfiguration", "DescribeRegistry", "CreatePullThroughCacheRule",
+        "DescribePullThroughCacheRules", "DeletePullThroughCacheRule"}
+assert want <= set(checked), want - set(checked)
+print("all checked:", sorted(set(checked)))
 "#;

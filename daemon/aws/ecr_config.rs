@@ -75,12 +75,16 @@ pub(super) async fn call(
         }
         "GetRegistryPolicy" => {
             may("ecr:GetRegistryPolicy", None)?;
-            let got = control_auth::get_registry_policy(s(), Default::default()).await?;
+            let got = control_auth::get_registry_policy(s(), Default::default())
+                .await
+                .map_err(registry_policy_error)?;
             shaped(got, REGISTRY_POLICY)
         }
         "DeleteRegistryPolicy" => {
             may("ecr:DeleteRegistryPolicy", None)?;
-            let old = control_auth::delete_registry_policy(s(), Default::default()).await?;
+            let old = control_auth::delete_registry_policy(s(), Default::default())
+                .await
+                .map_err(registry_policy_error)?;
             shaped(old, REGISTRY_POLICY)
         }
         // Lifecycle policies.
@@ -153,7 +157,9 @@ pub(super) async fn call(
                 ..Default::default()
             };
             let rule = mirror::create_cache_rule(s(), request).await?;
-            ecr_rule(&rule).map(Out::from)
+            let mut rule = ecr_rule(&rule)?;
+            forget(&mut rule, &["updatedAt"]);
+            Ok(rule.into())
         }
         "DescribePullThroughCacheRules" => {
             may("ecr:DescribePullThroughCacheRules", None)?;
@@ -175,7 +181,9 @@ pub(super) async fn call(
             may("ecr:DeletePullThroughCacheRule", None)?;
             find_rule(state, prefix)?;
             let rule = mirror::delete_cache_rule(s(), cache_rule_request(prefix)).await?;
-            ecr_rule(&rule).map(Out::from)
+            let mut rule = ecr_rule(&rule)?;
+            forget(&mut rule, &["updatedAt", "upstreamRegistry"]);
+            Ok(rule.into())
         }
         "ValidatePullThroughCacheRule" => {
             let prefix = string(input, "ecrRepositoryPrefix")?;
@@ -229,6 +237,16 @@ pub(super) async fn call(
             Ok(json!({}).into())
         }
         _ => Err(unsupported("ECR", op)),
+    }
+}
+
+/// No registry policy is ECR's RegistryPolicyNotFoundException (the control API has one
+/// code for every missing policy).
+fn registry_policy_error(e: ecrl::api::ApiError) -> AwsError {
+    if e.code == ecrl::api::ErrorCode::PolicyNotFound {
+        AwsError::client("RegistryPolicyNotFoundException", e.message)
+    } else {
+        e.into()
     }
 }
 
@@ -460,6 +478,13 @@ fn upstream_kind(url: &str) -> Option<&'static str> {
         h if h.contains(".dkr.ecr.") && h.ends_with(".amazonaws.com") => "ecr",
         _ => return None,
     })
+}
+
+/// Drops members an operation's answer does not have.
+fn forget(value: &mut Value, members: &[&str]) {
+    if let Value::Object(map) = value {
+        map.retain(|k, _| !members.contains(&k.as_str()));
+    }
 }
 
 /// A rule in ECR's `PullThroughCacheRule` shape.
