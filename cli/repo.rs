@@ -41,6 +41,23 @@ pub enum RepoCommand {
     /// Lifecycle policies (ECR's): expire images by tag, count and age, on a schedule
     #[command(subcommand)]
     Lifecycle(crate::lifecycle::LifecycleCommand),
+    /// Add resource tags to a repository (ECR TagResource); a key given again takes the new
+    /// value
+    Tag {
+        /// Repository name
+        name: String,
+        /// KEY=VALUE pairs
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+    },
+    /// Remove resource tags from a repository by key (ECR UntagResource)
+    Untag {
+        /// Repository name
+        name: String,
+        /// Tag keys
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+    },
     /// Change whether tags may move (ECR PutImageTagMutability), with exclusions
     PutMutability {
         /// Repository name
@@ -111,16 +128,7 @@ pub fn run(ctx: &Context, command: RepoCommand) -> anyhow::Result<ExitCode> {
     let client = ctx.client()?;
     match command {
         RepoCommand::Create(args) => {
-            let mut tags = Vec::new();
-            for tag in &args.tags {
-                let (key, value) = tag
-                    .split_once('=')
-                    .ok_or_else(|| UsageError(format!("--tag {tag:?}: expected KEY=VALUE")))?;
-                tags.push(ResourceTag {
-                    key: key.to_string(),
-                    value: value.to_string(),
-                });
-            }
+            let tags = resource_tags(&args.tags)?;
             let name = block_on(refs::repo_name(&client, &args.name))??;
             let (mode, filters) = args
                 .mutability
@@ -160,6 +168,11 @@ pub fn run(ctx: &Context, command: RepoCommand) -> anyhow::Result<ExitCode> {
         RepoCommand::Policy(cmd) => {
             return crate::app::block_on(crate::auth::repo_policy(ctx, cmd))?
         }
+        RepoCommand::Tag { name, tags } => {
+            let tags = resource_tags(&tags)?;
+            retag(ctx, &client, &name, tags, Vec::new())?;
+        }
+        RepoCommand::Untag { name, keys } => retag(ctx, &client, &name, Vec::new(), keys)?,
         RepoCommand::PutMutability { name, mutability } => {
             let name = block_on(refs::repo_name(&client, &name))??;
             let (mode, filters) = mutability.tag_mutability.request(&mutability.excludes);
@@ -177,6 +190,39 @@ pub fn run(ctx: &Context, command: RepoCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `KEY=VALUE` arguments as resource tags.
+fn resource_tags(args: &[String]) -> Result<Vec<ResourceTag>, UsageError> {
+    args.iter()
+        .map(|tag| {
+            let (key, value) = tag
+                .split_once('=')
+                .ok_or_else(|| UsageError(format!("tag {tag:?}: expected KEY=VALUE")))?;
+            Ok(ResourceTag {
+                key: key.to_string(),
+                value: value.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn retag(
+    ctx: &Context,
+    client: &ecrl::client::Client,
+    name: &str,
+    tags: Vec<ResourceTag>,
+    remove: Vec<String>,
+) -> anyhow::Result<()> {
+    let name = block_on(refs::repo_name(client, name))??;
+    let request = TagRepositoryRequest {
+        repository_name: name.to_string(),
+        tags,
+        remove,
+    };
+    let response = block_on(client.call::<TagRepository>(&request))??;
+    output::print(ctx.output, &response)?;
+    Ok(())
 }
 
 impl Table for RepositoryResponse {

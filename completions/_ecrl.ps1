@@ -163,6 +163,8 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('pull', 'pull', [CompletionResultType]::ParameterValue, 'Pull an image into an archive, an OCI layout or the Docker engine')
             [CompletionResult]::new('policy', 'policy', [CompletionResultType]::ParameterValue, 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)')
             [CompletionResult]::new('lifecycle', 'lifecycle', [CompletionResultType]::ParameterValue, 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule')
+            [CompletionResult]::new('tag', 'tag', [CompletionResultType]::ParameterValue, 'Add resource tags to a repository (ECR TagResource); a key given again takes the new value')
+            [CompletionResult]::new('untag', 'untag', [CompletionResultType]::ParameterValue, 'Remove resource tags from a repository by key (ECR UntagResource)')
             [CompletionResult]::new('put-mutability', 'put-mutability', [CompletionResultType]::ParameterValue, 'Change whether tags may move (ECR PutImageTagMutability), with exclusions')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -415,6 +417,28 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
         'ecrl;repo;lifecycle;help;help' {
             break
         }
+        'ecrl;repo;tag' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;repo;untag' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'ecrl;repo;put-mutability' {
             [CompletionResult]::new('--tag-mutability', '--tag-mutability', [CompletionResultType]::ParameterName, 'Whether a pushed tag may later point at another image')
             [CompletionResult]::new('--exclude', '--exclude', [CompletionResultType]::ParameterName, 'A tag wildcard the *_WITH_EXCLUSION settings turn around, e.g. ''latest'' or ''dev-*'' (repeatable, up to 5)')
@@ -437,6 +461,8 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('pull', 'pull', [CompletionResultType]::ParameterValue, 'Pull an image into an archive, an OCI layout or the Docker engine')
             [CompletionResult]::new('policy', 'policy', [CompletionResultType]::ParameterValue, 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)')
             [CompletionResult]::new('lifecycle', 'lifecycle', [CompletionResultType]::ParameterValue, 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule')
+            [CompletionResult]::new('tag', 'tag', [CompletionResultType]::ParameterValue, 'Add resource tags to a repository (ECR TagResource); a key given again takes the new value')
+            [CompletionResult]::new('untag', 'untag', [CompletionResultType]::ParameterValue, 'Remove resource tags from a repository by key (ECR UntagResource)')
             [CompletionResult]::new('put-mutability', 'put-mutability', [CompletionResultType]::ParameterValue, 'Change whether tags may move (ECR PutImageTagMutability), with exclusions')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -495,6 +521,12 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;repo;help;lifecycle;run' {
+            break
+        }
+        'ecrl;repo;help;tag' {
+            break
+        }
+        'ecrl;repo;help;untag' {
             break
         }
         'ecrl;repo;help;put-mutability' {
@@ -1715,6 +1747,8 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('pull', 'pull', [CompletionResultType]::ParameterValue, 'Pull an image into an archive, an OCI layout or the Docker engine')
             [CompletionResult]::new('policy', 'policy', [CompletionResultType]::ParameterValue, 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)')
             [CompletionResult]::new('lifecycle', 'lifecycle', [CompletionResultType]::ParameterValue, 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule')
+            [CompletionResult]::new('tag', 'tag', [CompletionResultType]::ParameterValue, 'Add resource tags to a repository (ECR TagResource); a key given again takes the new value')
+            [CompletionResult]::new('untag', 'untag', [CompletionResultType]::ParameterValue, 'Remove resource tags from a repository by key (ECR UntagResource)')
             [CompletionResult]::new('put-mutability', 'put-mutability', [CompletionResultType]::ParameterValue, 'Change whether tags may move (ECR PutImageTagMutability), with exclusions')
             break
         }
@@ -1772,6 +1806,12 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;help;repo;lifecycle;run' {
+            break
+        }
+        'ecrl;help;repo;tag' {
+            break
+        }
+        'ecrl;help;repo;untag' {
             break
         }
         'ecrl;help;repo;put-mutability' {

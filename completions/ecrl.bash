@@ -463,6 +463,12 @@ _ecrl() {
             ecrl__subcmd__help__subcmd__repo,put-mutability)
                 cmd="ecrl__subcmd__help__subcmd__repo__subcmd__put__subcmd__mutability"
                 ;;
+            ecrl__subcmd__help__subcmd__repo,tag)
+                cmd="ecrl__subcmd__help__subcmd__repo__subcmd__tag"
+                ;;
+            ecrl__subcmd__help__subcmd__repo,untag)
+                cmd="ecrl__subcmd__help__subcmd__repo__subcmd__untag"
+                ;;
             ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle,delete)
                 cmd="ecrl__subcmd__help__subcmd__repo__subcmd__lifecycle__subcmd__delete"
                 ;;
@@ -730,6 +736,12 @@ _ecrl() {
             ecrl__subcmd__repo,put-mutability)
                 cmd="ecrl__subcmd__repo__subcmd__put__subcmd__mutability"
                 ;;
+            ecrl__subcmd__repo,tag)
+                cmd="ecrl__subcmd__repo__subcmd__tag"
+                ;;
+            ecrl__subcmd__repo,untag)
+                cmd="ecrl__subcmd__repo__subcmd__untag"
+                ;;
             ecrl__subcmd__repo__subcmd__help,create)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__create"
                 ;;
@@ -759,6 +771,12 @@ _ecrl() {
                 ;;
             ecrl__subcmd__repo__subcmd__help,put-mutability)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__put__subcmd__mutability"
+                ;;
+            ecrl__subcmd__repo__subcmd__help,tag)
+                cmd="ecrl__subcmd__repo__subcmd__help__subcmd__tag"
+                ;;
+            ecrl__subcmd__repo__subcmd__help,untag)
+                cmd="ecrl__subcmd__repo__subcmd__help__subcmd__untag"
                 ;;
             ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle,delete)
                 cmd="ecrl__subcmd__repo__subcmd__help__subcmd__lifecycle__subcmd__delete"
@@ -3091,7 +3109,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help__subcmd__repo)
-            opts="create list describe delete push pull policy lifecycle put-mutability"
+            opts="create list describe delete push pull policy lifecycle tag untag put-mutability"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3329,6 +3347,34 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help__subcmd__repo__subcmd__put__subcmd__mutability)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__repo__subcmd__tag)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__repo__subcmd__untag)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -4653,7 +4699,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo)
-            opts="-q -h -V --output --quiet --socket --help --version create list describe delete push pull policy lifecycle put-mutability help"
+            opts="-q -h -V --output --quiet --socket --help --version create list describe delete push pull policy lifecycle tag untag put-mutability help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -4753,7 +4799,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo__subcmd__help)
-            opts="create list describe delete push pull policy lifecycle put-mutability help"
+            opts="create list describe delete push pull policy lifecycle tag untag put-mutability help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -5005,6 +5051,34 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__repo__subcmd__help__subcmd__put__subcmd__mutability)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__help__subcmd__tag)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__help__subcmd__untag)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -5535,6 +5609,50 @@ _ecrl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__tag)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__repo__subcmd__untag)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --output)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0

@@ -148,6 +148,8 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand pull 'Pull an image into an archive, an OCI layout or the Docker engine'
             cand policy 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)'
             cand lifecycle 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule'
+            cand tag 'Add resource tags to a repository (ECR TagResource); a key given again takes the new value'
+            cand untag 'Remove resource tags from a repository by key (ECR UntagResource)'
             cand put-mutability 'Change whether tags may move (ECR PutImageTagMutability), with exclusions'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -371,6 +373,26 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         }
         &'ecrl;repo;lifecycle;help;help'= {
         }
+        &'ecrl;repo;tag'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;repo;untag'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'ecrl;repo;put-mutability'= {
             cand --tag-mutability 'Whether a pushed tag may later point at another image'
             cand --exclude 'A tag wildcard the *_WITH_EXCLUSION settings turn around, e.g. ''latest'' or ''dev-*'' (repeatable, up to 5)'
@@ -392,6 +414,8 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand pull 'Pull an image into an archive, an OCI layout or the Docker engine'
             cand policy 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)'
             cand lifecycle 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule'
+            cand tag 'Add resource tags to a repository (ECR TagResource); a key given again takes the new value'
+            cand untag 'Remove resource tags from a repository by key (ECR UntagResource)'
             cand put-mutability 'Change whether tags may move (ECR PutImageTagMutability), with exclusions'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -434,6 +458,10 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;repo;help;lifecycle;preview'= {
         }
         &'ecrl;repo;help;lifecycle;run'= {
+        }
+        &'ecrl;repo;help;tag'= {
+        }
+        &'ecrl;repo;help;untag'= {
         }
         &'ecrl;repo;help;put-mutability'= {
         }
@@ -1486,6 +1514,8 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand pull 'Pull an image into an archive, an OCI layout or the Docker engine'
             cand policy 'Set, print or remove a repository''s policy (ECR repository policies, IAM JSON)'
             cand lifecycle 'Lifecycle policies (ECR''s): expire images by tag, count and age, on a schedule'
+            cand tag 'Add resource tags to a repository (ECR TagResource); a key given again takes the new value'
+            cand untag 'Remove resource tags from a repository by key (ECR UntagResource)'
             cand put-mutability 'Change whether tags may move (ECR PutImageTagMutability), with exclusions'
         }
         &'ecrl;help;repo;create'= {
@@ -1527,6 +1557,10 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;repo;lifecycle;preview'= {
         }
         &'ecrl;help;repo;lifecycle;run'= {
+        }
+        &'ecrl;help;repo;tag'= {
+        }
+        &'ecrl;help;repo;untag'= {
         }
         &'ecrl;help;repo;put-mutability'= {
         }

@@ -449,3 +449,53 @@ fn an_image_in_an_index_cannot_be_deleted_alone() {
     );
     assert_eq!(registry.get_manifest("multi", &child), 200);
 }
+
+#[test]
+fn repositories_are_tagged_and_untagged_and_bad_tags_change_nothing() {
+    let env = Env::new();
+    env.start();
+    env.ecrl_ok(&["repo", "create", "team/tagged", "--tag", "env=dev"]);
+    let tagged = json_of(
+        &env,
+        &["repo", "tag", "team/tagged", "env=prod", "owner=payments"],
+    );
+    assert_eq!(
+        tagged["repository"]["tags"],
+        json!([{"Key": "env", "Value": "prod"}, {"Key": "owner", "Value": "payments"}])
+    );
+    let untagged = json_of(&env, &["repo", "untag", "team/tagged", "env", "absent"]);
+    assert_eq!(
+        untagged["repository"]["tags"],
+        json!([{"Key": "owner", "Value": "payments"}])
+    );
+    // Refused, and the tags stay as they were: no '=', a reserved key, more than 50.
+    let no_value = env.ecrl(&["repo", "tag", "team/tagged", "novalue"]);
+    assert_eq!(no_value.status.code(), Some(2), "{}", stderr(&no_value));
+    let reserved = env.ecrl(&["repo", "tag", "team/tagged", "aws:x=1"]);
+    assert!(!reserved.status.success());
+    assert!(
+        stderr(&reserved).contains("reserved"),
+        "{}",
+        stderr(&reserved)
+    );
+    let many: Vec<String> = (0..50).map(|i| format!("k{i}=v")).collect();
+    let mut args = vec!["repo", "tag", "team/tagged"];
+    args.extend(many.iter().map(String::as_str));
+    let too_many = env.ecrl(&args);
+    assert!(
+        stderr(&too_many).contains("at most 50"),
+        "{}",
+        stderr(&too_many)
+    );
+    let shown = json_of(&env, &["repo", "describe", "team/tagged"]);
+    assert_eq!(
+        shown["repository"]["tags"],
+        json!([{"Key": "owner", "Value": "payments"}])
+    );
+    let missing = env.ecrl(&["repo", "tag", "team/none", "a=b"]);
+    assert!(
+        stderr(&missing).contains("does not exist"),
+        "{}",
+        stderr(&missing)
+    );
+}

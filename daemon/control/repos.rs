@@ -40,6 +40,7 @@ pub fn routes(router: Router<Shared>) -> Router<Shared> {
         delete_images(&s, r).await
     });
     let router = service::<PutImageTagMutability, _, _>(router, put_mutability);
+    let router = service::<TagRepository, _, _>(router, tag_repository);
     service::<TagImage, _, _>(router, tag_image)
 }
 
@@ -225,6 +226,20 @@ pub(crate) async fn retag_resource(
     add_tags(&mut tags, add)?;
     state.meta.set_repo_tags(name.clone(), tags).await?;
     resource_tags(state, name)
+}
+
+async fn tag_repository(
+    state: Shared,
+    req: TagRepositoryRequest,
+) -> Result<RepositoryResponse, ApiError> {
+    let name = repo_name(&req.repository_name)?;
+    retag_resource(&state, &name, req.tags, &req.remove).await?;
+    describe(
+        &state,
+        RepositoryName {
+            repository_name: name.to_string(),
+        },
+    )
 }
 
 /// ECR's CreateRepository, for both doors (the control API and the AWS API).

@@ -78,6 +78,29 @@ pub struct CreateRepositoryRequest {
 /// `POST /v1/repositories/mutability` (ECR PutImageTagMutability).
 pub struct PutImageTagMutability;
 
+/// `POST /v1/repositories/tags` (ECR TagResource and UntagResource on a repository):
+/// answers the repository with its tags.
+pub struct TagRepository;
+
+impl Endpoint for TagRepository {
+    const METHOD: Method = Method::Post;
+    const PATH: &'static str = "/v1/repositories/tags";
+    type Request = TagRepositoryRequest;
+    type Response = RepositoryResponse;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagRepositoryRequest {
+    pub repository_name: String,
+    /// Tags to add (a key given again takes the new value).
+    #[serde(default)]
+    pub tags: Vec<ResourceTag>,
+    /// Keys to remove (before `tags` are added).
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
 impl Endpoint for PutImageTagMutability {
     const METHOD: Method = Method::Post;
     const PATH: &'static str = "/v1/repositories/mutability";
