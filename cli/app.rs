@@ -1,6 +1,8 @@
 //! The command tree and what every command shares: output format, quiet, the daemon's socket.
 
-use crate::{auth, completions, daemon, gc, image, mirror, output::OutputFormat, repo, task, tls};
+use crate::{
+    auth, cluster, completions, daemon, gc, image, mirror, output::OutputFormat, repo, task, tls,
+};
 use clap::{Parser, Subcommand};
 use ecrl::client::{Client, ClientError};
 use ecrl::config::{self, DaemonConfig, DaemonOptions, ENV_SOCKET};
@@ -56,6 +58,9 @@ pub enum Command {
     /// Register, describe, list, deregister and delete ECS task definitions
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// Create, list, describe and delete ECS clusters (groups of tasks)
+    #[command(subcommand, long_about = cluster::LONG_ABOUT)]
+    Cluster(cluster::ClusterCommand),
     /// Users, access keys, identity and registry policies, and decisions explained
     #[command(subcommand)]
     Auth(auth::AuthCommand),
@@ -124,6 +129,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Repo(cmd) => repo::run(&ctx, cmd),
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Task(cmd) => block_on(task::run(&ctx, cmd))?,
+        Command::Cluster(cmd) => block_on(cluster::run(&ctx, cmd))?,
         Command::Auth(cmd) => block_on(auth::run(&ctx, cmd))?,
         Command::GetLoginPassword(args) => block_on(auth::login_password(&ctx, args))?,
         Command::Login(args) => mirror::login(&ctx, args),

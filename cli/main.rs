@@ -2,6 +2,7 @@
 
 mod app;
 mod auth;
+mod cluster;
 mod completions;
 mod daemon;
 mod gc;

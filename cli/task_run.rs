@@ -46,6 +46,9 @@ pub struct RunArgs {
     /// Who started the task (ECS startedBy), for filtering in 'ecrl task ps'
     #[arg(long)]
     pub started_by: Option<String>,
+    /// The cluster to run in (name or ARN; 'ecrl cluster create' makes one) [default: default]
+    #[arg(long)]
+    pub cluster: Option<String>,
     /// Follow the tasks until they stop and exit with the exit code of the essential
     /// container that stopped them (0 when every essential container exited 0)
     #[arg(long)]
@@ -54,6 +57,9 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct PsArgs {
+    /// Only tasks of this cluster (name or ARN) [default: every cluster's]
+    #[arg(long)]
+    pub cluster: Option<String>,
     /// Only tasks of this family
     #[arg(long)]
     pub family: Option<String>,
@@ -149,6 +155,8 @@ pub async fn run(ctx: &Context, client: &Client, args: RunArgs) -> anyhow::Resul
             overrides: Some(overrides).filter(|o| *o != TaskOverride::default()),
             started_by: args.started_by.clone(),
             tags: Vec::new(),
+            cluster: args.cluster.clone(),
+            group: None,
         })
         .await?;
     if !args.wait {
@@ -373,6 +381,7 @@ impl Table for TaskList {
 pub async fn ps(ctx: &Context, client: &Client, args: PsArgs) -> anyhow::Result<ExitCode> {
     let response = client
         .call::<ListTasks>(&ListTasksRequest {
+            cluster: args.cluster,
             family: args.family,
             desired_status: args.status.map(|s| {
                 match s {
@@ -405,6 +414,7 @@ impl Table for Inspected {
                 ("task", t.id().to_string()),
                 ("arn", t.task_arn.clone()),
                 ("definition", t.family_revision().to_string()),
+                ("cluster", t.cluster_name().to_string()),
                 (
                     "status",
                     format!("{} (desired {})", t.last_status, t.desired_status),

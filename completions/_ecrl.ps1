@@ -33,6 +33,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('repo', 'repo', [CompletionResultType]::ParameterValue, 'Create, list, describe and delete repositories')
             [CompletionResult]::new('image', 'image', [CompletionResultType]::ParameterValue, 'List, describe, delete and tag images')
             [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Register, describe, list, deregister and delete ECS task definitions')
+            [CompletionResult]::new('cluster', 'cluster', [CompletionResultType]::ParameterValue, 'Create, list, describe and delete ECS clusters (groups of tasks)')
             [CompletionResult]::new('auth', 'auth', [CompletionResultType]::ParameterValue, 'Users, access keys, identity and registry policies, and decisions explained')
             [CompletionResult]::new('get-login-password', 'get-login-password', [CompletionResultType]::ParameterValue, 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Log in to a remote registry (for mirroring), or list the logins')
@@ -722,6 +723,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('--env', '--env', [CompletionResultType]::ParameterName, 'Set an environment variable in one container: CONTAINER.NAME=VALUE (repeatable)')
             [CompletionResult]::new('--overrides', '--overrides', [CompletionResultType]::ParameterName, 'RunTask overrides, JSON or YAML as ECS takes them ({"containerOverrides": [...]})')
             [CompletionResult]::new('--started-by', '--started-by', [CompletionResultType]::ParameterName, 'Who started the task (ECS startedBy), for filtering in ''ecrl task ps''')
+            [CompletionResult]::new('--cluster', '--cluster', [CompletionResultType]::ParameterName, 'The cluster to run in (name or ARN; ''ecrl cluster create'' makes one) [default: default]')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
             [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
             [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Follow the tasks until they stop and exit with the exit code of the essential container that stopped them (0 when every essential container exited 0)')
@@ -734,6 +736,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;task;ps' {
+            [CompletionResult]::new('--cluster', '--cluster', [CompletionResultType]::ParameterName, 'Only tasks of this cluster (name or ARN) [default: every cluster''s]')
             [CompletionResult]::new('--family', '--family', [CompletionResultType]::ParameterName, 'Only tasks of this family')
             [CompletionResult]::new('--status', '--status', [CompletionResultType]::ParameterName, 'RUNNING: every task not yet stopped; STOPPED: the stopped ones')
             [CompletionResult]::new('--started-by', '--started-by', [CompletionResultType]::ParameterName, 'Only tasks started with this --started-by')
@@ -850,6 +853,90 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;task;help;help' {
+            break
+        }
+        'ecrl;cluster' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create a cluster (ECS CreateCluster); creating one that exists shows it')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List clusters (ECS ListClusters), with their task counts')
+            [CompletionResult]::new('describe', 'describe', [CompletionResultType]::ParameterValue, 'Show clusters (ECS DescribeClusters): status, running and pending tasks, tags')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a cluster (ECS DeleteCluster): only one whose tasks have all STOPPED')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;cluster;create' {
+            [CompletionResult]::new('--tag', '--tag', [CompletionResultType]::ParameterName, 'A resource tag, KEY=VALUE (repeatable)')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;cluster;list' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;cluster;describe' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;cluster;delete' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;cluster;help' {
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create a cluster (ECS CreateCluster); creating one that exists shows it')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List clusters (ECS ListClusters), with their task counts')
+            [CompletionResult]::new('describe', 'describe', [CompletionResultType]::ParameterValue, 'Show clusters (ECS DescribeClusters): status, running and pending tasks, tags')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a cluster (ECS DeleteCluster): only one whose tasks have all STOPPED')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;cluster;help;create' {
+            break
+        }
+        'ecrl;cluster;help;list' {
+            break
+        }
+        'ecrl;cluster;help;describe' {
+            break
+        }
+        'ecrl;cluster;help;delete' {
+            break
+        }
+        'ecrl;cluster;help;help' {
             break
         }
         'ecrl;auth' {
@@ -1706,6 +1793,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('repo', 'repo', [CompletionResultType]::ParameterValue, 'Create, list, describe and delete repositories')
             [CompletionResult]::new('image', 'image', [CompletionResultType]::ParameterValue, 'List, describe, delete and tag images')
             [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Register, describe, list, deregister and delete ECS task definitions')
+            [CompletionResult]::new('cluster', 'cluster', [CompletionResultType]::ParameterValue, 'Create, list, describe and delete ECS clusters (groups of tasks)')
             [CompletionResult]::new('auth', 'auth', [CompletionResultType]::ParameterValue, 'Users, access keys, identity and registry policies, and decisions explained')
             [CompletionResult]::new('get-login-password', 'get-login-password', [CompletionResultType]::ParameterValue, 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Log in to a remote registry (for mirroring), or list the logins')
@@ -1885,6 +1973,25 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;help;task;wait' {
+            break
+        }
+        'ecrl;help;cluster' {
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create a cluster (ECS CreateCluster); creating one that exists shows it')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List clusters (ECS ListClusters), with their task counts')
+            [CompletionResult]::new('describe', 'describe', [CompletionResultType]::ParameterValue, 'Show clusters (ECS DescribeClusters): status, running and pending tasks, tags')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a cluster (ECS DeleteCluster): only one whose tasks have all STOPPED')
+            break
+        }
+        'ecrl;help;cluster;create' {
+            break
+        }
+        'ecrl;help;cluster;list' {
+            break
+        }
+        'ecrl;help;cluster;describe' {
+            break
+        }
+        'ecrl;help;cluster;delete' {
             break
         }
         'ecrl;help;auth' {

@@ -19,6 +19,9 @@ _ecrl() {
             ecrl,auth)
                 cmd="ecrl__subcmd__auth"
                 ;;
+            ecrl,cluster)
+                cmd="ecrl__subcmd__cluster"
+                ;;
             ecrl,completions)
                 cmd="ecrl__subcmd__completions"
                 ;;
@@ -238,6 +241,36 @@ _ecrl() {
             ecrl__subcmd__auth__subcmd__user__subcmd__help,list)
                 cmd="ecrl__subcmd__auth__subcmd__user__subcmd__help__subcmd__list"
                 ;;
+            ecrl__subcmd__cluster,create)
+                cmd="ecrl__subcmd__cluster__subcmd__create"
+                ;;
+            ecrl__subcmd__cluster,delete)
+                cmd="ecrl__subcmd__cluster__subcmd__delete"
+                ;;
+            ecrl__subcmd__cluster,describe)
+                cmd="ecrl__subcmd__cluster__subcmd__describe"
+                ;;
+            ecrl__subcmd__cluster,help)
+                cmd="ecrl__subcmd__cluster__subcmd__help"
+                ;;
+            ecrl__subcmd__cluster,list)
+                cmd="ecrl__subcmd__cluster__subcmd__list"
+                ;;
+            ecrl__subcmd__cluster__subcmd__help,create)
+                cmd="ecrl__subcmd__cluster__subcmd__help__subcmd__create"
+                ;;
+            ecrl__subcmd__cluster__subcmd__help,delete)
+                cmd="ecrl__subcmd__cluster__subcmd__help__subcmd__delete"
+                ;;
+            ecrl__subcmd__cluster__subcmd__help,describe)
+                cmd="ecrl__subcmd__cluster__subcmd__help__subcmd__describe"
+                ;;
+            ecrl__subcmd__cluster__subcmd__help,help)
+                cmd="ecrl__subcmd__cluster__subcmd__help__subcmd__help"
+                ;;
+            ecrl__subcmd__cluster__subcmd__help,list)
+                cmd="ecrl__subcmd__cluster__subcmd__help__subcmd__list"
+                ;;
             ecrl__subcmd__daemon,help)
                 cmd="ecrl__subcmd__daemon__subcmd__help"
                 ;;
@@ -270,6 +303,9 @@ _ecrl() {
                 ;;
             ecrl__subcmd__help,auth)
                 cmd="ecrl__subcmd__help__subcmd__auth"
+                ;;
+            ecrl__subcmd__help,cluster)
+                cmd="ecrl__subcmd__help__subcmd__cluster"
                 ;;
             ecrl__subcmd__help,completions)
                 cmd="ecrl__subcmd__help__subcmd__completions"
@@ -366,6 +402,18 @@ _ecrl() {
                 ;;
             ecrl__subcmd__help__subcmd__auth__subcmd__user,list)
                 cmd="ecrl__subcmd__help__subcmd__auth__subcmd__user__subcmd__list"
+                ;;
+            ecrl__subcmd__help__subcmd__cluster,create)
+                cmd="ecrl__subcmd__help__subcmd__cluster__subcmd__create"
+                ;;
+            ecrl__subcmd__help__subcmd__cluster,delete)
+                cmd="ecrl__subcmd__help__subcmd__cluster__subcmd__delete"
+                ;;
+            ecrl__subcmd__help__subcmd__cluster,describe)
+                cmd="ecrl__subcmd__help__subcmd__cluster__subcmd__describe"
+                ;;
+            ecrl__subcmd__help__subcmd__cluster,list)
+                cmd="ecrl__subcmd__help__subcmd__cluster__subcmd__list"
                 ;;
             ecrl__subcmd__help__subcmd__daemon,logs)
                 cmd="ecrl__subcmd__help__subcmd__daemon__subcmd__logs"
@@ -959,7 +1007,7 @@ _ecrl() {
 
     case "${cmd}" in
         ecrl)
-            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help"
+            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1984,6 +2032,204 @@ _ecrl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ecrl__subcmd__cluster)
+            opts="-q -h -V --output --quiet --socket --help --version create list describe delete help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__cluster__subcmd__create)
+            opts="-q -h -V --tag --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --tag)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__cluster__subcmd__delete)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__cluster__subcmd__describe)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__cluster__subcmd__help)
+            opts="create list describe delete help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__cluster__subcmd__help__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__cluster__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__cluster__subcmd__help__subcmd__describe)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__cluster__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__cluster__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__cluster__subcmd__list)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ecrl__subcmd__completions)
             opts="-q -h -V --output --quiet --socket --help --version bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -2353,7 +2599,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help)
-            opts="daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help"
+            opts="daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2621,6 +2867,76 @@ _ecrl() {
         ecrl__subcmd__help__subcmd__auth__subcmd__user__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__cluster)
+            opts="create list describe delete"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__cluster__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__cluster__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__cluster__subcmd__describe)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__cluster__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -6065,12 +6381,16 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__task__subcmd__ps)
-            opts="-q -h -V --family --status --started-by --output --quiet --socket --help --version"
+            opts="-q -h -V --cluster --family --status --started-by --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --family)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -6151,7 +6471,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__task__subcmd__run)
-            opts="-e -q -h -V --count --env --overrides --started-by --wait --output --quiet --socket --help --version"
+            opts="-e -q -h -V --count --env --overrides --started-by --cluster --wait --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -6174,6 +6494,10 @@ _ecrl() {
                     return 0
                     ;;
                 --started-by)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -30,6 +30,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand repo 'Create, list, describe and delete repositories'
             cand image 'List, describe, delete and tag images'
             cand task 'Register, describe, list, deregister and delete ECS task definitions'
+            cand cluster 'Create, list, describe and delete ECS clusters (groups of tasks)'
             cand auth 'Users, access keys, identity and registry policies, and decisions explained'
             cand get-login-password 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
             cand login 'Log in to a remote registry (for mirroring), or list the logins'
@@ -636,6 +637,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --env 'Set an environment variable in one container: CONTAINER.NAME=VALUE (repeatable)'
             cand --overrides 'RunTask overrides, JSON or YAML as ECS takes them ({"containerOverrides": [...]})'
             cand --started-by 'Who started the task (ECS startedBy), for filtering in ''ecrl task ps'''
+            cand --cluster 'The cluster to run in (name or ARN; ''ecrl cluster create'' makes one) [default: default]'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand --wait 'Follow the tasks until they stop and exit with the exit code of the essential container that stopped them (0 when every essential container exited 0)'
@@ -647,6 +649,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --version 'Print version'
         }
         &'ecrl;task;ps'= {
+            cand --cluster 'Only tasks of this cluster (name or ARN) [default: every cluster''s]'
             cand --family 'Only tasks of this family'
             cand --status 'RUNNING: every task not yet stopped; STOPPED: the stopped ones'
             cand --started-by 'Only tasks started with this --started-by'
@@ -745,6 +748,79 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;task;help;wait'= {
         }
         &'ecrl;task;help;help'= {
+        }
+        &'ecrl;cluster'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand create 'Create a cluster (ECS CreateCluster); creating one that exists shows it'
+            cand list 'List clusters (ECS ListClusters), with their task counts'
+            cand describe 'Show clusters (ECS DescribeClusters): status, running and pending tasks, tags'
+            cand delete 'Delete a cluster (ECS DeleteCluster): only one whose tasks have all STOPPED'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;cluster;create'= {
+            cand --tag 'A resource tag, KEY=VALUE (repeatable)'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;cluster;list'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;cluster;describe'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;cluster;delete'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;cluster;help'= {
+            cand create 'Create a cluster (ECS CreateCluster); creating one that exists shows it'
+            cand list 'List clusters (ECS ListClusters), with their task counts'
+            cand describe 'Show clusters (ECS DescribeClusters): status, running and pending tasks, tags'
+            cand delete 'Delete a cluster (ECS DeleteCluster): only one whose tasks have all STOPPED'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;cluster;help;create'= {
+        }
+        &'ecrl;cluster;help;list'= {
+        }
+        &'ecrl;cluster;help;describe'= {
+        }
+        &'ecrl;cluster;help;delete'= {
+        }
+        &'ecrl;cluster;help;help'= {
         }
         &'ecrl;auth'= {
             cand --output 'Output format for results on stdout'
@@ -1479,6 +1555,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand repo 'Create, list, describe and delete repositories'
             cand image 'List, describe, delete and tag images'
             cand task 'Register, describe, list, deregister and delete ECS task definitions'
+            cand cluster 'Create, list, describe and delete ECS clusters (groups of tasks)'
             cand auth 'Users, access keys, identity and registry policies, and decisions explained'
             cand get-login-password 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
             cand login 'Log in to a remote registry (for mirroring), or list the logins'
@@ -1615,6 +1692,20 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;task;stop'= {
         }
         &'ecrl;help;task;wait'= {
+        }
+        &'ecrl;help;cluster'= {
+            cand create 'Create a cluster (ECS CreateCluster); creating one that exists shows it'
+            cand list 'List clusters (ECS ListClusters), with their task counts'
+            cand describe 'Show clusters (ECS DescribeClusters): status, running and pending tasks, tags'
+            cand delete 'Delete a cluster (ECS DeleteCluster): only one whose tasks have all STOPPED'
+        }
+        &'ecrl;help;cluster;create'= {
+        }
+        &'ecrl;help;cluster;list'= {
+        }
+        &'ecrl;help;cluster;describe'= {
+        }
+        &'ecrl;help;cluster;delete'= {
         }
         &'ecrl;help;auth'= {
             cand user 'Registry users and their access keys'

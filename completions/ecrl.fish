@@ -35,6 +35,7 @@ complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "daemon" -d 'Start, stop a
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "repo" -d 'Create, list, describe and delete repositories'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "image" -d 'List, describe, delete and tag images'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "task" -d 'Register, describe, list, deregister and delete ECS task definitions'
+complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "cluster" -d 'Create, list, describe and delete ECS clusters (groups of tasks)'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "auth" -d 'Users, access keys, identity and registry policies, and decisions explained'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "get-login-password" -d 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "login" -d 'Log in to a remote registry (for mirroring), or list the logins'
@@ -371,6 +372,7 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcomma
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -s e -l env -d 'Set an environment variable in one container: CONTAINER.NAME=VALUE (repeatable)' -r
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -l overrides -d 'RunTask overrides, JSON or YAML as ECS takes them ({"containerOverrides": [...]})' -r -F
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -l started-by -d 'Who started the task (ECS startedBy), for filtering in \'ecrl task ps\'' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -l cluster -d 'The cluster to run in (name or ARN; \'ecrl cluster create\' makes one) [default: default]' -r
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
@@ -379,6 +381,7 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcomma
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from run" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from ps" -l cluster -d 'Only tasks of this cluster (name or ARN) [default: every cluster\'s]' -r
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from ps" -l family -d 'Only tasks of this family' -r
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from ps" -l status -d 'RUNNING: every task not yet stopped; STOPPED: the stopped ones' -r -f -a "RUNNING\t''
 STOPPED\t''"
@@ -436,6 +439,52 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcomma
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop a task: SIGTERM to its containers in reverse dependency order, SIGKILL after each one\'s stopTimeout; returns once it is STOPPED'
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "wait" -d 'Wait until a task stops (or runs) and exit with its exit code'
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and not __fish_seen_subcommand_from create list describe delete help" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and not __fish_seen_subcommand_from create list describe delete help" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and not __fish_seen_subcommand_from create list describe delete help" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and not __fish_seen_subcommand_from create list describe delete help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and not __fish_seen_subcommand_from create list describe delete help" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and not __fish_seen_subcommand_from create list describe delete help" -f -a "create" -d 'Create a cluster (ECS CreateCluster); creating one that exists shows it'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and not __fish_seen_subcommand_from create list describe delete help" -f -a "list" -d 'List clusters (ECS ListClusters), with their task counts'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and not __fish_seen_subcommand_from create list describe delete help" -f -a "describe" -d 'Show clusters (ECS DescribeClusters): status, running and pending tasks, tags'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and not __fish_seen_subcommand_from create list describe delete help" -f -a "delete" -d 'Delete a cluster (ECS DeleteCluster): only one whose tasks have all STOPPED'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and not __fish_seen_subcommand_from create list describe delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from create" -l tag -d 'A resource tag, KEY=VALUE (repeatable)' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from create" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from create" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from create" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from list" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from list" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from describe" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from describe" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from describe" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from describe" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from describe" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from delete" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from delete" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from delete" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create a cluster (ECS CreateCluster); creating one that exists shows it'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "list" -d 'List clusters (ECS ListClusters), with their task counts'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "describe" -d 'Show clusters (ECS DescribeClusters): status, running and pending tasks, tags'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a cluster (ECS DeleteCluster): only one whose tasks have all STOPPED'
+complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand auth; and not __fish_seen_subcommand_from user key policy registry-policy simulate help" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
@@ -654,21 +703,22 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -l socket -d 'T
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s V -l version -d 'Print version'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "daemon" -d 'Start, stop and inspect the ecrld daemon'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "repo" -d 'Create, list, describe and delete repositories'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "image" -d 'List, describe, delete and tag images'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "task" -d 'Register, describe, list, deregister and delete ECS task definitions'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "auth" -d 'Users, access keys, identity and registry policies, and decisions explained'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "get-login-password" -d 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "login" -d 'Log in to a remote registry (for mirroring), or list the logins'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "logout" -d 'Forget the credentials of a remote registry'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "mirror" -d 'Copy images to and from other registries, on demand, on a schedule, or as they are pushed (replication)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "tls" -d 'Show how clients come to trust the HTTPS registry (ecrld\'s CA)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "gc" -d 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "fsck" -d 'Check every blob against its digest and the metadata against the disk (--repair)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "completions" -d 'Print a shell completion script'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "generate-docs" -d 'Write completion scripts and man pages into a directory (for packagers and the tests)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "daemon" -d 'Start, stop and inspect the ecrld daemon'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "repo" -d 'Create, list, describe and delete repositories'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "image" -d 'List, describe, delete and tag images'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "task" -d 'Register, describe, list, deregister and delete ECS task definitions'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "cluster" -d 'Create, list, describe and delete ECS clusters (groups of tasks)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "auth" -d 'Users, access keys, identity and registry policies, and decisions explained'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "get-login-password" -d 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "login" -d 'Log in to a remote registry (for mirroring), or list the logins'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "logout" -d 'Forget the credentials of a remote registry'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "mirror" -d 'Copy images to and from other registries, on demand, on a schedule, or as they are pushed (replication)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "tls" -d 'Show how clients come to trust the HTTPS registry (ecrld\'s CA)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "gc" -d 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "fsck" -d 'Check every blob against its digest and the metadata against the disk (--repair)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "completions" -d 'Print a shell completion script'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "generate-docs" -d 'Write completion scripts and man pages into a directory (for packagers and the tests)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "start" -d 'Start ecrld in the background and wait until it answers'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "stop" -d 'Stop ecrld and wait until it is gone'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "status" -d 'Show whether ecrld runs, where it listens, what it stores and the engine it runs tasks on (exit 3 when it does not run)'
@@ -700,6 +750,10 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcomma
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "logs" -d 'Print what a task\'s containers wrote (kept after the task stopped)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "stop" -d 'Stop a task: SIGTERM to its containers in reverse dependency order, SIGKILL after each one\'s stopTimeout; returns once it is STOPPED'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "wait" -d 'Wait until a task stops (or runs) and exit with its exit code'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "create" -d 'Create a cluster (ECS CreateCluster); creating one that exists shows it'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "list" -d 'List clusters (ECS ListClusters), with their task counts'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "describe" -d 'Show clusters (ECS DescribeClusters): status, running and pending tasks, tags'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "delete" -d 'Delete a cluster (ECS DeleteCluster): only one whose tasks have all STOPPED'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "user" -d 'Registry users and their access keys'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "key" -d 'Access keys'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "policy" -d 'Identity policies attached to users (IAM JSON or YAML)'

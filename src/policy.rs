@@ -90,6 +90,15 @@ pub const ACTIONS: &[&str] = &[
     "ecs:StopTask",
     "ecs:DescribeTasks",
     "ecs:ListTasks",
+    "ecs:StartTask",
+    // Clusters, and tags on ECS resources (task definitions, tasks, clusters).
+    "ecs:CreateCluster",
+    "ecs:DescribeClusters",
+    "ecs:ListClusters",
+    "ecs:DeleteCluster",
+    "ecs:TagResource",
+    "ecs:UntagResource",
+    "ecs:ListTagsForResource",
     // Users, keys and their policies.
     "iam:CreateUser",
     "iam:DeleteUser",

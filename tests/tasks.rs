@@ -784,6 +784,88 @@ fn a_restarted_daemon_supervises_its_running_tasks_again() {
     assert!(t.logs(&id, "a").contains("started"));
 }
 
+/// `ecrl cluster` and `--cluster`: tasks run in the cluster named, which counts them, keeps
+/// them across a restart of ecrld, and cannot go while one of them runs.
+#[test]
+fn tasks_run_in_clusters_that_survive_a_restart() {
+    let mut t = Tasks::new();
+    let def = t.register(json!({"family": "clustered", "containerDefinitions": [
+        {"name": "a", "image": "busybox:1", "memory": 32, "stopTimeout": 2,
+         "command": ["sleep", "600"]}]}));
+    let created = t.json(&["cluster", "create", "batch", "--tag", "team=data"]);
+    assert_eq!(created["clusters"][0]["clusterName"], "batch", "{created}");
+    let out = t.ecrl(&["task", "run", &def, "--cluster", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cluster nope not found"),
+        "{}",
+        stderr(&out)
+    );
+    let ran = t.json(&["task", "run", &def, "--cluster", "batch"]);
+    let task = &ran["tasks"][0];
+    assert!(
+        task["clusterArn"]
+            .as_str()
+            .unwrap()
+            .ends_with(":cluster/batch"),
+        "{task}"
+    );
+    assert!(
+        task["taskArn"].as_str().unwrap().contains(":task/batch/"),
+        "{task}"
+    );
+    let id = task_id(task);
+    t.until(&id, Duration::from_secs(30), |task| {
+        task["lastStatus"] == "RUNNING"
+    });
+    let elsewhere = t.json(&["task", "run", &def]);
+    let other = task_id(&elsewhere["tasks"][0]);
+
+    let mut daemon = t.daemon.take().unwrap();
+    daemon.signal(libc::SIGTERM);
+    daemon.wait(Duration::from_secs(30));
+    t.daemon = Some(t.env.spawn_daemon(&[]));
+
+    let ps = t.json(&["task", "ps", "--cluster", "batch"]);
+    let ids: Vec<String> = ps["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(task_id)
+        .collect();
+    assert_eq!(ids, vec![id.clone()], "{ps}");
+    let all = t.json(&["task", "ps"]);
+    assert_eq!(all["tasks"].as_array().unwrap().len(), 2, "{all}");
+    let described = t.json(&["cluster", "describe", "batch"]);
+    let cluster = &described["clusters"][0];
+    assert_eq!(cluster["tags"][0]["key"], "team", "{described}");
+    let listed = stdout(&t.ecrl(&["cluster", "list"]));
+    assert!(
+        listed.contains("batch") && listed.contains("default"),
+        "{listed}"
+    );
+    let out = t.ecrl(&["cluster", "describe", "batch", "ghost"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("cluster/ghost"), "{}", stderr(&out));
+
+    let out = t.ecrl(&["cluster", "delete", "batch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot be deleted"),
+        "{}",
+        stderr(&out)
+    );
+    let out = t.ecrl(&["cluster", "delete", "default"]);
+    assert_eq!(out.status.code(), Some(1));
+    t.json(&["task", "stop", &id]);
+    t.json(&["task", "stop", &other]);
+    assert_nothing_left(&id);
+    let gone = t.json(&["cluster", "delete", "batch"]);
+    assert_eq!(gone["cluster"]["status"], "INACTIVE", "{gone}");
+    let out = t.ecrl(&["task", "ps", "--cluster", "batch"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+}
+
 #[test]
 fn no_engine_is_a_clear_error() {
     let mut t = Tasks::new();

@@ -489,6 +489,37 @@ impl Guard {
             })
     }
 
+    /// Whether a signed principal of the AWS API may perform `action` on the resource
+    /// `arn` (an ECS task definition, task or cluster ARN, or `*` for the list operations,
+    /// which IAM decides against every resource): `Err` holds the denial. Only identity
+    /// policies can name such resources (repository and registry policies are ECR's).
+    pub fn may_arn(
+        &self,
+        state: &AppState,
+        principal: &Principal,
+        action: &'static str,
+        arn: &str,
+    ) -> Result<(), AuthError> {
+        let user = match principal {
+            Principal::Owner => return Ok(()),
+            _ if state.config.anonymous == Anonymous::All => return Ok(()),
+            Principal::Anonymous => {
+                return Err(AuthError::Unauthenticated("authentication required".into()))
+            }
+            Principal::User(user) => user,
+        };
+        let decision = decide::decide(state, user, action, arn, None);
+        if decision.allowed() {
+            return Ok(());
+        }
+        Err(AuthError::Denied {
+            principal: principal.to_string(),
+            action,
+            resource: arn.to_string(),
+            why: decision.denial_reason(),
+        })
+    }
+
     /// The policies' decision for a user (remembered until the access epoch changes): `Err`
     /// holds the reason to add to a denial.
     fn user_may(

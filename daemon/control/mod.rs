@@ -5,12 +5,13 @@
 //! Handlers call into the daemon's services; they never touch files themselves.
 
 pub(crate) mod auth;
+pub(crate) mod clusters;
 pub(crate) mod lifecycle;
 pub(crate) mod mirror;
 pub(crate) mod repos;
 mod system;
-mod taskdefs;
-mod tasks;
+pub(crate) mod taskdefs;
+pub(crate) mod tasks;
 mod transfer;
 
 use crate::app::AppState;
@@ -179,6 +180,7 @@ fn router(state: Arc<AppState>) -> Router {
     let app = mirror::routes(app);
     let app = taskdefs::routes(app);
     let app = tasks::routes(app);
+    let app = clusters::routes(app);
     app.fallback(unknown_operation)
         .layer(axum::middleware::map_response(add_version_header))
         .with_state(state)

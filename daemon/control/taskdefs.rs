@@ -10,12 +10,29 @@ use ecrl::api::{ApiError, ErrorCode};
 use ecrl::taskdef;
 
 pub fn routes(router: Router<Shared>) -> Router<Shared> {
-    let router = endpoint::<RegisterTaskDefinition, _, _>(router, register);
-    let router = endpoint::<DescribeTaskDefinition, _, _>(router, describe);
-    let router = endpoint::<ListTaskDefinitions, _, _>(router, list);
-    let router = endpoint::<ListTaskDefinitionFamilies, _, _>(router, families);
-    let router = endpoint::<DeregisterTaskDefinition, _, _>(router, deregister);
-    endpoint::<DeleteTaskDefinitions, _, _>(router, delete)
+    let router =
+        endpoint::<RegisterTaskDefinition, _, _>(router, |s: Shared, _: Peer, r| async move {
+            register(&s, r).await
+        });
+    let router =
+        endpoint::<DescribeTaskDefinition, _, _>(router, |s: Shared, _: Peer, r| async move {
+            describe(&s, r)
+        });
+    let router =
+        endpoint::<ListTaskDefinitions, _, _>(router, |s: Shared, _: Peer, r| async move {
+            list(&s, r)
+        });
+    let router =
+        endpoint::<ListTaskDefinitionFamilies, _, _>(router, |s: Shared, _: Peer, r| async move {
+            families(&s, r)
+        });
+    let router =
+        endpoint::<DeregisterTaskDefinition, _, _>(router, |s: Shared, _: Peer, r| async move {
+            deregister(&s, r).await
+        });
+    endpoint::<DeleteTaskDefinitions, _, _>(router, |s: Shared, _: Peer, r| async move {
+        delete(&s, r).await
+    })
 }
 
 /// ECS's status for a deleted revision, as DeleteTaskDefinitions answers it.
@@ -25,10 +42,18 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidParameter, message)
 }
 
-fn response(task_definition: TaskDefinition) -> TaskDefinitionResponse {
+fn response(state: &Shared, task_definition: TaskDefinition) -> TaskDefinitionResponse {
     let task_definition = task_definition.with_printed_times();
     TaskDefinitionResponse {
-        tags: task_definition.definition.tags.clone().unwrap_or_default(),
+        tags: super::clusters::tags_of(
+            &state.meta.read(),
+            &task_definition.task_definition_arn,
+            task_definition
+                .definition
+                .tags
+                .as_deref()
+                .unwrap_or_default(),
+        ),
         ignored_fields: task_definition
             .definition
             .ignored_fields()
@@ -79,7 +104,7 @@ fn revision_ref(text: &str) -> Result<TaskDefRef, ApiError> {
     Ok(reference)
 }
 
-fn arn_prefix(state: &Shared) -> String {
+pub(crate) fn arn_prefix(state: &Shared) -> String {
     format!(
         "arn:aws:ecs:{}:{}:task-definition/",
         state.config.region,
@@ -87,9 +112,9 @@ fn arn_prefix(state: &Shared) -> String {
     )
 }
 
-async fn register(
-    state: Shared,
-    _: Peer,
+/// ECS's RegisterTaskDefinition: `input` (validated here) as its family's next revision.
+pub(crate) async fn register(
+    state: &Shared,
     input: taskdef::TaskDefinitionInput,
 ) -> Result<TaskDefinitionResponse, ApiError> {
     if let Err(errors) = taskdef::validate(&input) {
@@ -97,27 +122,26 @@ async fn register(
     }
     let td = state
         .meta
-        .register_task_definition(input, arn_prefix(&state))
+        .register_task_definition(input, arn_prefix(state))
         .await?;
     tracing::info!(task_definition = %td.family_revision(), "task definition registered");
-    Ok(response(td))
+    Ok(response(state, td))
 }
 
-async fn describe(
-    state: Shared,
-    _: Peer,
+/// ECS's DescribeTaskDefinition: FAMILY (its latest ACTIVE revision), FAMILY:REVISION or ARN.
+pub(crate) fn describe(
+    state: &Shared,
     req: TaskDefinitionRef,
 ) -> Result<TaskDefinitionResponse, ApiError> {
     let td = resolve_task_definition(&state.meta.read(), &req.task_definition, false)?;
-    Ok(response(td))
+    Ok(response(state, td))
 }
 
 /// ECS's ListTaskDefinitions: `familyPrefix` is the full family name (as ECS takes it) and
 /// only ACTIVE revisions are listed unless `status` says otherwise; family order, then
 /// revisions ascending.
-async fn list(
-    state: Shared,
-    _: Peer,
+pub(crate) fn list(
+    state: &Shared,
     req: ListTaskDefinitionsRequest,
 ) -> Result<ListTaskDefinitionsResponse, ApiError> {
     let status = status_filter(req.status.as_deref(), Some(STATUS_ACTIVE))?;
@@ -138,9 +162,8 @@ async fn list(
 /// ECS's ListTaskDefinitionFamilies: with ACTIVE the families that have an ACTIVE revision,
 /// with INACTIVE those that have none (also those whose revisions are all deleted), without
 /// a status every family ever registered.
-async fn families(
-    state: Shared,
-    _: Peer,
+pub(crate) fn families(
+    state: &Shared,
     req: ListTaskDefinitionsRequest,
 ) -> Result<ListTaskDefinitionFamiliesResponse, ApiError> {
     let status = status_filter(req.status.as_deref(), None)?;
@@ -160,9 +183,9 @@ async fn families(
     Ok(ListTaskDefinitionFamiliesResponse { families })
 }
 
-async fn deregister(
-    state: Shared,
-    _: Peer,
+/// ECS's DeregisterTaskDefinition of one revision (`family:revision` or ARN).
+pub(crate) async fn deregister(
+    state: &Shared,
     req: TaskDefinitionRef,
 ) -> Result<TaskDefinitionResponse, ApiError> {
     let reference = revision_ref(&req.task_definition)?;
@@ -173,14 +196,13 @@ async fn deregister(
         .deregister_task_definition(td.definition.family, td.revision)
         .await?;
     tracing::info!(task_definition = %td.family_revision(), "task definition deregistered");
-    Ok(response(td))
+    Ok(response(state, td))
 }
 
 /// ECS's DeleteTaskDefinitions: each revision on its own; those that cannot be deleted are
 /// answered in `failures` while the others go.
-async fn delete(
-    state: Shared,
-    _: Peer,
+pub(crate) async fn delete(
+    state: &Shared,
     req: DeleteTaskDefinitionsRequest,
 ) -> Result<DeleteTaskDefinitionsResponse, ApiError> {
     if req.task_definitions.is_empty() {
@@ -190,7 +212,7 @@ async fn delete(
     }
     let mut task_definitions = Vec::new();
     let mut failures = Vec::new();
-    let prefix = arn_prefix(&state);
+    let prefix = arn_prefix(state);
     for text in &req.task_definitions {
         // A failure names the revision by its full ARN, as ECS's does, however it was given;
         // only text that names no revision at all is answered as it came.

@@ -10,7 +10,7 @@ use axum::Router;
 use ecrl::api::tasks::*;
 use ecrl::api::transfer::StreamEndpoint;
 use ecrl::api::{ApiError, ErrorCode};
-use ecrl::names::{HostPrefix, ImageRef, Reference};
+use ecrl::names::{HostPrefix, ImageRef, Reference, RepoName};
 use ecrl::taskdef::EnvironmentFile;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,10 +19,21 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 
 pub fn routes(router: Router<Shared>) -> Router<Shared> {
-    let router = endpoint::<RunTask, _, _>(router, run_task);
-    let router = endpoint::<ListTasks, _, _>(router, list_tasks);
-    let router = endpoint::<DescribeTask, _, _>(router, describe_task);
-    let router = endpoint::<StopTask, _, _>(router, stop_task);
+    // The control socket is the owner's: every image may be pulled.
+    let router = endpoint::<RunTask, _, _>(router, |s: Shared, _: Peer, r| async move {
+        run_task(&s, r, |_| Ok::<(), ApiError>(())).await
+    });
+    let router =
+        endpoint::<ListTasks, _, _>(
+            router,
+            |s: Shared, _: Peer, r| async move { list_tasks(&s, r) },
+        );
+    let router = endpoint::<DescribeTask, _, _>(router, |s: Shared, _: Peer, r| async move {
+        describe_task(&s, r)
+    });
+    let router = endpoint::<StopTask, _, _>(router, |s: Shared, _: Peer, r| async move {
+        stop_task(&s, r).await
+    });
     router
         .route(WatchTask::PATH, post(watch_task))
         .route(TaskLogs::PATH, post(task_logs))
@@ -35,14 +46,25 @@ fn invalid(message: impl Into<String>) -> ApiError {
 /// ECS allows at most 10 tasks per RunTask.
 const MAX_COUNT: u32 = 10;
 
-async fn run_task(
-    state: Shared,
-    _peer: Peer,
+/// ECS's RunTask: `count` tasks of the definition in the request's cluster. `may_pull` is
+/// asked about every repository of ecrl that the definition's images come from, before
+/// anything runs: a door whose caller may not pull an image refuses the task (a task must
+/// not be a way to read images its starter cannot pull).
+pub(crate) async fn run_task<E: From<ApiError>>(
+    state: &Shared,
     request: RunTaskRequest,
-) -> Result<RunTaskResponse, ApiError> {
+    may_pull: impl Fn(&RepoName) -> Result<(), E>,
+) -> Result<RunTaskResponse, E> {
     let count = request.count.unwrap_or(1);
     if !(1..=MAX_COUNT).contains(&count) {
-        return Err(invalid(format!("count must be 1-{MAX_COUNT}, not {count}")));
+        return Err(invalid(format!("count must be 1-{MAX_COUNT}, not {count}")).into());
+    }
+    let cluster = super::clusters::resolve(state, request.cluster.as_deref())?;
+    super::clusters::check_tags(&request.tags)?;
+    if let Some(group) = &request.group {
+        if group.is_empty() || group.len() > 255 {
+            return Err(invalid("group must be 1-255 characters").into());
+        }
     }
     let definition = crate::tasks::defs::resolve_task_definition(
         &state.meta.read(),
@@ -57,7 +79,8 @@ async fn run_task(
                 "overrides.containerOverrides[{i}].name: the task definition {} has no container {:?}",
                 definition.family_revision(),
                 o.name
-            )));
+            ))
+            .into());
         }
     }
     // The definition as the overrides make it must hold to the same rules (a task memory
@@ -83,19 +106,25 @@ async fn run_task(
                 "with these overrides, {} is not a valid task: {}",
                 definition.family_revision(),
                 lines.join("; ")
-            )));
+            ))
+            .into());
         }
     }
-    let images = {
+    let (images, repos) = {
         let index = state.meta.read();
         let mut images = BTreeMap::new();
+        let mut repos = Vec::new();
         for c in &def.container_definitions {
-            let image = resolve_image(&index, &state, &c.image)
+            let (image, repo) = resolve_image(&index, state, &c.image)
                 .map_err(|e| invalid(format!("container {}: {e}", c.name)))?;
             images.insert(c.name.clone(), image);
+            repos.extend(repo);
         }
-        images
+        (images, repos)
     };
+    for repo in &repos {
+        may_pull(repo)?;
+    }
     let mut env = BTreeMap::new();
     for c in &def.container_definitions {
         let over = spec::container_override(&overrides, &c.name);
@@ -123,6 +152,8 @@ async fn run_task(
         env,
         started_by: request.started_by,
         tags: request.tags,
+        cluster,
+        group: request.group,
     };
     let tasks = state
         .tasks
@@ -130,15 +161,25 @@ async fn run_task(
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
     Ok(RunTaskResponse {
-        tasks: tasks.into_iter().map(Task::with_printed_times).collect(),
+        tasks: tasks.into_iter().map(|t| present(state, t)).collect(),
         failures: Vec::new(),
     })
 }
 
+/// A task as the API answers it: times as ecrl prints them, its tags as they are now.
+pub(crate) fn present(state: &Shared, mut task: Task) -> Task {
+    task.tags = super::clusters::tags_of(&state.meta.read(), &task.task_arn, &task.tags);
+    task.with_printed_times()
+}
+
 /// Resolves an image to the local registry when it names one of ecrl's images:
-/// `localhost:PORT/repo[:tag|@digest]` (which must exist), or `repo[:tag]` that ecrl holds.
-/// Anything else is left to the engine.
-fn resolve_image(index: &Index, state: &Shared, image: &str) -> Result<ResolvedImage, String> {
+/// `localhost:PORT/repo[:tag|@digest]` (which must exist), or `repo[:tag]` that ecrl holds;
+/// with the repository then. Anything else is left to the engine.
+fn resolve_image(
+    index: &Index,
+    state: &Shared,
+    image: &str,
+) -> Result<(ResolvedImage, Option<RepoName>), String> {
     let host = state.registry_host();
     let local = match state.own_hosts().split(image) {
         HostPrefix::Own(rest) => Some(rest),
@@ -155,7 +196,7 @@ fn resolve_image(index: &Index, state: &Shared, image: &str) -> Result<ResolvedI
             let has_registry = image.contains('/')
                 && (first.contains('.') || first.contains(':') || first == "localhost");
             if has_registry {
-                return Ok(engine());
+                return Ok((engine(), None));
             }
             image
         }
@@ -163,7 +204,7 @@ fn resolve_image(index: &Index, state: &Shared, image: &str) -> Result<ResolvedI
     let parsed: ImageRef = match rest.parse() {
         Ok(r) => r,
         Err(e) if local.is_some() => return Err(format!("image {image}: {e}")),
-        Err(_) => return Ok(engine()),
+        Err(_) => return Ok((engine(), None)),
     };
     let digest = index.repos.get(&parsed.repository).and_then(|repo| {
         match parsed
@@ -176,14 +217,17 @@ fn resolve_image(index: &Index, state: &Shared, image: &str) -> Result<ResolvedI
         }
     });
     match digest {
-        Some(d) => Ok(ResolvedImage {
-            reference: format!("{host}/{}@{d}", parsed.repository),
-            digest: Some(d.to_string()),
-        }),
+        Some(d) => Ok((
+            ResolvedImage {
+                reference: format!("{host}/{}@{d}", parsed.repository),
+                digest: Some(d.to_string()),
+            },
+            Some(parsed.repository),
+        )),
         None if local.is_some() => Err(format!(
             "image {image} not found in ecrl (push it with 'ecrl repo push' or docker push)"
         )),
-        None => Ok(engine()),
+        None => Ok((engine(), None)),
     }
 }
 
@@ -209,18 +253,25 @@ async fn read_env_files(
     Ok(out)
 }
 
-fn find(state: &Shared, reference: &str) -> Result<Task, ApiError> {
+pub(crate) fn find(state: &Shared, reference: &str) -> Result<Task, ApiError> {
     state.tasks.find(reference).map_err(|e| match e {
         FindError::Invalid(_) | FindError::Ambiguous(..) => invalid(e.to_string()),
         FindError::NotFound(_) => ApiError::new(ErrorCode::TaskNotFound, e.to_string()),
     })
 }
 
-async fn list_tasks(
-    state: Shared,
-    _peer: Peer,
+/// ECS's ListTasks filters (every cluster's tasks when none is named), newest first.
+pub(crate) fn list_tasks(
+    state: &Shared,
     request: ListTasksRequest,
 ) -> Result<TasksResponse, ApiError> {
+    let cluster = match request.cluster.as_deref() {
+        Some(c) => Some(super::clusters::cluster_arn(
+            state,
+            &super::clusters::resolve(state, Some(c))?,
+        )),
+        None => None,
+    };
     let desired = request
         .desired_status
         .as_deref()
@@ -236,6 +287,7 @@ async fn list_tasks(
         .tasks
         .list()
         .into_iter()
+        .filter(|t| cluster.as_deref().is_none_or(|c| t.cluster_arn == c))
         .filter(|t| request.family.as_deref().is_none_or(|f| t.family() == f))
         .filter(|t| {
             request
@@ -252,7 +304,7 @@ async fn list_tasks(
             ),
             Some(_) => !t.is_stopped(),
         })
-        .map(Task::with_printed_times)
+        .map(|t| present(state, t))
         .collect();
     Ok(TasksResponse {
         tasks,
@@ -260,23 +312,20 @@ async fn list_tasks(
     })
 }
 
-async fn describe_task(
-    state: Shared,
-    _peer: Peer,
-    request: TaskRef,
-) -> Result<TasksResponse, ApiError> {
+/// ECS's DescribeTasks of one task: its id, a unique prefix of it, or its ARN.
+pub(crate) fn describe_task(state: &Shared, request: TaskRef) -> Result<TasksResponse, ApiError> {
     Ok(TasksResponse {
-        tasks: vec![find(&state, &request.task)?],
+        tasks: vec![present(state, find(state, &request.task)?)],
         failures: Vec::new(),
     })
 }
 
-async fn stop_task(
-    state: Shared,
-    _peer: Peer,
+/// ECS's StopTask: answers once the task is STOPPED.
+pub(crate) async fn stop_task(
+    state: &Shared,
     request: StopTaskRequest,
 ) -> Result<StopTaskResponse, ApiError> {
-    let task = find(&state, &request.task)?;
+    let task = find(state, &request.task)?;
     let reason = request
         .reason
         .filter(|r| !r.trim().is_empty())
@@ -286,7 +335,7 @@ async fn stop_task(
         None => task, // stopped already
     };
     Ok(StopTaskResponse {
-        task: task.with_printed_times(),
+        task: present(state, task),
     })
 }
 

@@ -7,6 +7,7 @@
 //! SQLite. This module must not call storage, the registry or the network.
 
 mod auth;
+mod clusters;
 mod fsck;
 pub mod lifecycle;
 pub mod mirror;
@@ -14,6 +15,7 @@ mod schema;
 mod tasks;
 
 pub use auth::{getrandom, AuthIndex};
+pub use clusters::{ClusterRecord, ClusterRefusal};
 pub use tasks::TaskFamily;
 
 use bytes::Bytes;
@@ -153,6 +155,10 @@ pub struct Index {
     pub task_families: BTreeMap<String, TaskFamily>,
     /// Tasks by id (the last segment of the task ARN).
     pub tasks: BTreeMap<String, ecrl::api::tasks::Task>,
+    /// ECS clusters by name (`default` is not among them: it always exists).
+    pub clusters: BTreeMap<String, ClusterRecord>,
+    /// Resource tags of ECS resources by ARN (see [`clusters`]).
+    pub ecs_tags: BTreeMap<String, Vec<ecrl::taskdef::Tag>>,
     pub auth: AuthIndex,
     pub mirror: mirror::MirrorIndex,
 }
@@ -1145,6 +1151,7 @@ fn load(
         }
     }
     tasks::load(conn, &mut index)?;
+    clusters::load(conn, &mut index)?;
     auth::load(conn, &mut index)?;
     mirror::load(conn, &mut index)?;
     lifecycle::load(conn, &mut index)?;

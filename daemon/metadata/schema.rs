@@ -178,6 +178,21 @@ const MIGRATIONS: &[&str] = &[
         secret_sealed BLOB NOT NULL,
         created_at INTEGER NOT NULL
     ) STRICT, WITHOUT ROWID;",
+    // 15: ECS clusters (`default` always exists and has no row), the cluster each task runs
+    // in, and the resource tags of ECS's task definitions, tasks and clusters by ARN (a
+    // resource with a row has exactly those tags; tags given at registration or RunTask
+    // before this version stay in the resource's own JSON).
+    "CREATE TABLE clusters (
+        name TEXT PRIMARY KEY,
+        arn TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    ALTER TABLE tasks ADD COLUMN cluster TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX tasks_cluster ON tasks(cluster);
+    CREATE TABLE ecs_tags (
+        arn TEXT PRIMARY KEY,
+        tags TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {

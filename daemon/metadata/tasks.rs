@@ -149,10 +149,12 @@ impl Metadata {
                 "DELETE FROM task_definitions WHERE family = ?1 AND revision = ?2",
                 params![family, revision],
             )?;
-            entry
+            let td = entry
                 .revisions
                 .remove(&revision)
-                .ok_or(MetaError::TaskDefinitionNotFound(name))
+                .ok_or(MetaError::TaskDefinitionNotFound(name))?;
+            super::clusters::forget_tags(conn, index, &td.task_definition_arn)?;
+            Ok(td)
         })
         .await
     }
@@ -161,17 +163,18 @@ impl Metadata {
     pub async fn save_task(&self, task: Task) -> Result<(), MetaError> {
         self.write(move |conn, index| {
             conn.execute(
-                "INSERT INTO tasks (id, family, created_at, last_status, task)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO tasks (id, family, created_at, last_status, task, cluster)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (id) DO UPDATE SET family = excluded.family,
                     created_at = excluded.created_at, last_status = excluded.last_status,
-                    task = excluded.task",
+                    task = excluded.task, cluster = excluded.cluster",
                 params![
                     task.id(),
                     task.family(),
                     task.created_at,
                     task.last_status,
                     json(&task)?,
+                    task.cluster_name(),
                 ],
             )?;
             index.tasks.insert(task.id().to_string(), task);
@@ -187,7 +190,9 @@ impl Metadata {
                 return Err(MetaError::TaskNotFound(id));
             }
             conn.execute("DELETE FROM tasks WHERE id = ?1", [&id])?;
-            index.tasks.remove(&id);
+            if let Some(task) = index.tasks.remove(&id) {
+                super::clusters::forget_tags(conn, index, &task.task_arn)?;
+            }
             Ok(())
         })
         .await

@@ -79,6 +79,16 @@ pub struct TaskPlan {
     pub started_by: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<ecrl::taskdef::Tag>,
+    /// The cluster's name (`default` for plans from before clusters).
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    /// The task group; `family:FAMILY` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+fn default_cluster() -> String {
+    ecrl::api::tasks::DEFAULT_CLUSTER.to_string()
 }
 
 const PLAN_FILE: &str = "plan.json";
@@ -142,7 +152,8 @@ impl TaskManager {
     fn new_task(&self, plan: &TaskPlan) -> Task {
         let id = new_task_id();
         let prefix = &self.ctx.arn_prefix;
-        let task_arn = format!("{prefix}task/default/{id}");
+        let cluster = &plan.cluster;
+        let task_arn = format!("{prefix}task/{cluster}/{id}");
         let def = &plan.definition.definition;
         let containers = def
             .container_definitions
@@ -151,7 +162,7 @@ impl TaskManager {
                 let over = spec::container_override(&plan.overrides, &c.name);
                 Container {
                     container_arn: format!(
-                        "{prefix}container/default/{id}/{}",
+                        "{prefix}container/{cluster}/{id}/{}",
                         uuid::Uuid::new_v4()
                     ),
                     task_arn: task_arn.clone(),
@@ -179,9 +190,12 @@ impl TaskManager {
             .collect();
         Task {
             task_arn,
-            cluster_arn: format!("{prefix}cluster/default"),
+            cluster_arn: format!("{prefix}cluster/{cluster}"),
             task_definition_arn: plan.definition.task_definition_arn.clone(),
-            group: format!("family:{}", def.family),
+            group: plan
+                .group
+                .clone()
+                .unwrap_or_else(|| format!("family:{}", def.family)),
             last_status: task_status::PROVISIONING.into(),
             desired_status: task_status::RUNNING.into(),
             health_status: "UNKNOWN".into(),

@@ -100,6 +100,8 @@ fn plan(json: &str) -> TaskPlan {
         env: BTreeMap::new(),
         started_by: None,
         tags: Vec::new(),
+        cluster: "default".into(),
+        group: None,
     }
 }
 

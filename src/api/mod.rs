@@ -127,6 +127,10 @@ pub enum ErrorCode {
     RuntimeUnavailable,
     /// A remote registry could not be reached, refused the request or answered wrongly.
     RemoteFailed,
+    /// No ECS cluster of that name (ECS's ClusterNotFoundException).
+    ClusterNotFound,
+    /// The cluster still has tasks that are not STOPPED (ECS's ClusterContainsTasksException).
+    ClusterContainsTasks,
     /// A code this client does not know yet.
     #[serde(other)]
     Unknown,
@@ -144,11 +148,13 @@ impl ErrorCode {
             | ErrorCode::TaskNotFound
             | ErrorCode::UserNotFound
             | ErrorCode::PolicyNotFound
-            | ErrorCode::LifecyclePolicyNotFound => 404,
+            | ErrorCode::LifecyclePolicyNotFound
+            | ErrorCode::ClusterNotFound => 404,
             ErrorCode::RepositoryAlreadyExists
             | ErrorCode::RepositoryNotEmpty
             | ErrorCode::ImageTagAlreadyExists
-            | ErrorCode::UserAlreadyExists => 409,
+            | ErrorCode::UserAlreadyExists
+            | ErrorCode::ClusterContainsTasks => 409,
             ErrorCode::ShuttingDown | ErrorCode::RuntimeUnavailable => 503,
             ErrorCode::RemoteFailed => 502,
             ErrorCode::Internal | ErrorCode::Unknown => 500,

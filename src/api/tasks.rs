@@ -272,6 +272,13 @@ impl Task {
         fr.rsplit_once(':').map_or(fr, |(f, _)| f)
     }
 
+    /// The cluster's name, from the cluster ARN.
+    pub fn cluster_name(&self) -> &str {
+        self.cluster_arn
+            .rsplit_once(":cluster/")
+            .map_or(DEFAULT_CLUSTER, |(_, name)| name)
+    }
+
     pub fn is_stopped(&self) -> bool {
         self.last_status == task_status::STOPPED
     }
@@ -417,6 +424,12 @@ impl Endpoint for RunTask {
 #[serde(rename_all = "camelCase")]
 pub struct RunTaskRequest {
     pub task_definition: String,
+    /// The cluster (name or ARN) the tasks run in; `default` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The task group; `family:FAMILY` when absent, as ECS sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// 1 when absent; at most 10, as ECS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
@@ -449,6 +462,9 @@ impl Endpoint for ListTasks {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListTasksRequest {
+    /// Only tasks of this cluster (name or ARN); every cluster's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
     /// RUNNING (every task not yet stopped) or STOPPED.
@@ -475,6 +491,117 @@ impl Endpoint for DescribeTask {
     const PATH: &'static str = "/v1/tasks/describe";
     type Request = TaskRef;
     type Response = TasksResponse;
+}
+
+// --- clusters ---------------------------------------------------------------------------
+
+/// The cluster tasks run in when a request names none. It always exists.
+pub const DEFAULT_CLUSTER: &str = "default";
+
+/// A cluster, as ECS DescribeClusters shows it. ecrl has one local container instance (the
+/// container runtime), which is every cluster's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Cluster {
+    /// `arn:aws:ecs:REGION:ACCOUNT:cluster/NAME`.
+    pub cluster_arn: String,
+    pub cluster_name: String,
+    /// `ACTIVE`.
+    pub status: String,
+    pub registered_container_instances_count: u32,
+    /// Tasks whose lastStatus is RUNNING.
+    pub running_tasks_count: u32,
+    /// Tasks not yet RUNNING (PROVISIONING, PENDING).
+    pub pending_tasks_count: u32,
+    /// Always 0: ecrl runs no ECS services.
+    pub active_services_count: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<crate::taskdef::Tag>,
+}
+
+/// `POST /v1/clusters/create` (ECS CreateCluster). Creating one that exists answers it.
+pub struct CreateCluster;
+
+impl Endpoint for CreateCluster {
+    const METHOD: Method = Method::Post;
+    const PATH: &'static str = "/v1/clusters/create";
+    type Request = CreateClusterRequest;
+    type Response = ClusterResponse;
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateClusterRequest {
+    /// `default` when absent, as ECS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<crate::taskdef::Tag>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterResponse {
+    pub cluster: Cluster,
+}
+
+/// `POST /v1/clusters/describe` (ECS DescribeClusters): the named clusters (names or ARNs;
+/// `default` when none is named), those that do not exist in `failures` (reason MISSING).
+pub struct DescribeClusters;
+
+impl Endpoint for DescribeClusters {
+    const METHOD: Method = Method::Post;
+    const PATH: &'static str = "/v1/clusters/describe";
+    type Request = DescribeClustersRequest;
+    type Response = DescribeClustersResponse;
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DescribeClustersRequest {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DescribeClustersResponse {
+    pub clusters: Vec<Cluster>,
+    pub failures: Vec<Failure>,
+}
+
+/// `GET /v1/clusters/list` (ECS ListClusters): every cluster's ARN, by name.
+pub struct ListClusters;
+
+impl Endpoint for ListClusters {
+    const METHOD: Method = Method::Get;
+    const PATH: &'static str = "/v1/clusters/list";
+    type Request = super::Empty;
+    type Response = ListClustersResponse;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListClustersResponse {
+    pub cluster_arns: Vec<String>,
+}
+
+/// `POST /v1/clusters/delete` (ECS DeleteCluster): refused while it has tasks that are not
+/// STOPPED, and for `default`.
+pub struct DeleteCluster;
+
+impl Endpoint for DeleteCluster {
+    const METHOD: Method = Method::Post;
+    const PATH: &'static str = "/v1/clusters/delete";
+    type Request = ClusterRef;
+    type Response = ClusterResponse;
+}
+
+/// Names a cluster: its name or ARN.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRef {
+    pub cluster: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

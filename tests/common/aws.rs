@@ -41,25 +41,7 @@ impl Aws {
         let env = Env::with_anonymous("none");
         let daemon = env.spawn_daemon(&[]);
         let address = registry_address(&env);
-        let user = |name: &str, policy: &str| {
-            let created: Value = serde_json::from_str(
-                &env.ecrl_ok(&["auth", "user", "create", name, "--output", "json"]),
-            )
-            .unwrap();
-            let file = env.path().join(format!("{name}.json"));
-            std::fs::write(&file, policy).unwrap();
-            env.ecrl_ok(&["auth", "policy", "attach", name, file.to_str().unwrap()]);
-            (
-                created["AccessKey"]["AccessKeyId"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-                created["AccessKey"]["SecretAccessKey"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-            )
-        };
+        let user = |name: &str, policy: &str| add_user(&env, name, policy);
         let ci = user(
             "ci",
             r#"{"Version": "2012-10-17", "Statement": [
@@ -79,6 +61,11 @@ impl Aws {
             ci,
             reader,
         }
+    }
+
+    /// A new user with the identity policy `policy`: its access key id and secret.
+    pub fn user(&self, name: &str, policy: &str) -> (String, String) {
+        add_user(&self.env, name, policy)
     }
 
     /// `aws ecr ARGS` as `who` (access key id, secret).
@@ -124,4 +111,24 @@ impl Aws {
         );
         stderr
     }
+}
+
+/// Creates the user `name` with the identity policy `policy`: its access key id and secret.
+fn add_user(env: &Env, name: &str, policy: &str) -> (String, String) {
+    let created: Value =
+        serde_json::from_str(&env.ecrl_ok(&["auth", "user", "create", name, "--output", "json"]))
+            .unwrap();
+    let file = env.path().join(format!("{name}.json"));
+    std::fs::write(&file, policy).unwrap();
+    env.ecrl_ok(&["auth", "policy", "attach", name, file.to_str().unwrap()]);
+    (
+        created["AccessKey"]["AccessKeyId"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        created["AccessKey"]["SecretAccessKey"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
 }
