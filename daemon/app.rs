@@ -78,19 +78,31 @@ pub fn client_host(addr: SocketAddr) -> String {
     }
 }
 
+/// Pieces of text written one after the other (no string made to hold them).
+struct Joined<'a>([&'a str; 6]);
+
+impl std::fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|piece| f.write_str(piece))
+    }
+}
+
 impl AppState {
     /// `host:port` as clients should name the registry: the plain-HTTP one when it is on,
     /// else the HTTPS one.
     pub fn registry_host(&self) -> String {
+        self.host().to_string()
+    }
+
+    /// [`AppState::registry_host`], borrowed.
+    pub fn host(&self) -> &str {
         // The addresses are bound before the state is made: the answer never changes.
-        self.host
-            .get_or_init(|| {
-                self.registry_addrs()
-                    .next()
-                    .map(client_host)
-                    .unwrap_or_default()
-            })
-            .clone()
+        self.host.get_or_init(|| {
+            self.registry_addrs()
+                .next()
+                .map(client_host)
+                .unwrap_or_default()
+        })
     }
 
     /// Remembers the policy a lifecycle preview was started with (ECR's
@@ -138,11 +150,24 @@ impl AppState {
     }
 
     pub fn repository_arn(&self, name: &RepoName) -> String {
-        format!(
-            "arn:aws:ecr:{}:{}:repository/{name}",
-            self.config.region,
-            self.meta.account_id()
-        )
+        self.repository_arn_of(name).to_string()
+    }
+
+    /// A repository's ARN, written where it goes (`arn:aws:ecr:REGION:ACCOUNT:repository/NAME`).
+    pub fn repository_arn_of<'a>(&'a self, name: &'a RepoName) -> impl std::fmt::Display + 'a {
+        Joined([
+            "arn:aws:ecr:",
+            &self.config.region,
+            ":",
+            self.meta.account_id(),
+            ":repository/",
+            name.as_str(),
+        ])
+    }
+
+    /// A repository's URI, as docker names it (`HOST:PORT/NAME`), written where it goes.
+    pub fn repository_uri_of<'a>(&'a self, name: &'a RepoName) -> impl std::fmt::Display + 'a {
+        Joined([self.host(), "/", name.as_str(), "", "", ""])
     }
 
     /// Held while a digest's content is stored and linked, or checked and removed.

@@ -56,6 +56,17 @@ fn the_aws_cli_manages_repositories_and_logs_docker_in() {
         all["repositories"][0]["repositoryName"], "team/app",
         "{all}"
     );
+    // Written from the index for speed, it says what the control API says.
+    for field in ["repositoryArn", "repositoryUri", "registryId", "imageTagMutability"] {
+        assert_eq!(
+            all["repositories"][0][field], shown["repository"][field],
+            "{field}: {all} vs {shown}"
+        );
+    }
+    assert_eq!(
+        all["repositories"][0]["createdAt"], created["repository"]["createdAt"],
+        "{all}"
+    );
     t.aws_fails(
         &t.ci,
         &["ecr", "create-repository", "--repository-name", "team/app"],

@@ -136,56 +136,119 @@ pub(super) async fn call(
 }
 
 /// ECR's DescribeRepositories: the named ones (each must be readable by the caller), or
-/// every one the caller may describe, a page at a time. Written straight out (no JSON value
-/// in between): it is the API's most frequent call.
+/// every one the caller may describe, a page at a time. Written straight from the index into
+/// the answer (no description in between): it is the API's most frequent call.
 fn describe_repositories(
     state: &Shared,
     principal: &Principal,
     input: &Value,
 ) -> Result<Out, AwsError> {
     const ACTION: &str = "ecr:DescribeRepositories";
-    let mut found = Vec::new();
     let mut next_token = None;
-    if let Some(names) = input["repositoryNames"].as_array() {
+    let named = input["repositoryNames"].is_array();
+    let names = if let Some(names) = input["repositoryNames"].as_array() {
+        let mut checked = Vec::with_capacity(names.len());
         for name in names {
             let name = repo_name(name.as_str().unwrap_or_default())?;
             state.auth.may(state, principal, ACTION, Some(&name))?;
-            let described = repos::describe(
-                state,
-                ecrl::api::repos::RepositoryName {
-                    repository_name: name.to_string(),
-                },
-            )?;
-            found.push(described.repository);
+            checked.push(name);
         }
+        checked
     } else {
         let (max, after) = page(input, 1000)?;
         let after = match after.as_str() {
             "" => None,
             name => Some(repo_name(name)?),
         };
-        let (page, more) = repos::describe_page(state, after.as_ref(), max, |name| {
+        let (names, more) = repos::page_names(state, after.as_ref(), max, |name| {
             state.auth.may(state, principal, ACTION, Some(name)).is_ok()
         });
         if more {
-            next_token = page.last().map(|r| super::next_token(&r.repository_name));
+            next_token = names.last().map(|n| super::next_token(n.as_str()));
         }
-        found = page;
+        names
+    };
+    let index = state.meta.read();
+    let mut repositories = Vec::with_capacity(names.len());
+    for name in &names {
+        // A repository deleted since its page was chosen is left out, as if listed a moment
+        // later; one named that does not exist is ECR's RepositoryNotFoundException.
+        match index.repos.get(name) {
+            Some(repo) => repositories.push(RepositoryView { state, name, repo }),
+            None if !named => {}
+            None => {
+                let missing = crate::metadata::MetaError::RepoNotFound(name.clone());
+                return Err(ecrl::api::ApiError::from(missing).into());
+            }
+        }
     }
     #[derive(serde::Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Answer<'a> {
-        repositories: Vec<EcrRepository<'a>>,
+        repositories: Vec<RepositoryView<'a>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         next_token: Option<String>,
     }
     let answer = Answer {
-        repositories: found.iter().map(EcrRepository::from).collect(),
+        repositories,
         next_token,
     };
-    serde_json::to_vec(&answer)
-        .map(Out::Bytes)
-        .map_err(|e| AwsError::client("ServerException", e.to_string()))
+    let mut out = Vec::with_capacity(256 + 512 * names.len());
+    serde_json::to_writer(&mut out, &answer)
+        .map_err(|e| AwsError::client("ServerException", e.to_string()))?;
+    Ok(Out::Bytes(out))
+}
+
+/// A repository in ECR's `Repository` shape, written from the index as it is.
+struct RepositoryView<'a> {
+    state: &'a Shared,
+    name: &'a RepoName,
+    repo: &'a crate::metadata::Repo,
+}
+
+/// A value written with its `Display` (no string made for it).
+struct Displayed<T>(T);
+
+impl<T: std::fmt::Display> serde::Serialize for Displayed<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl serde::Serialize for RepositoryView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (state, name, repo) = (self.state, self.name, self.repo);
+        let mut m = s.serialize_struct("Repository", 9)?;
+        m.serialize_field("repositoryArn", &Displayed(state.repository_arn_of(name)))?;
+        m.serialize_field("registryId", state.meta.account_id())?;
+        m.serialize_field("repositoryName", name.as_str())?;
+        m.serialize_field("repositoryUri", &Displayed(state.repository_uri_of(name)))?;
+        m.serialize_field("createdAt", &(repo.created_at as f64 / 1000.0))?;
+        m.serialize_field("imageTagMutability", repo.mutability.as_str())?;
+        if !repo.mutability_exclusions.is_empty() {
+            m.serialize_field(
+                "imageTagMutabilityExclusionFilters",
+                &repos::filters_of(repo),
+            )?;
+        }
+        m.serialize_field(
+            "imageScanningConfiguration",
+            &ecrl::api::repos::ScanningConfiguration::default(),
+        )?;
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Encryption {
+            encryption_type: &'static str,
+        }
+        m.serialize_field(
+            "encryptionConfiguration",
+            &Encryption {
+                encryption_type: repos::ENCRYPTION_TYPE,
+            },
+        )?;
+        m.end()
+    }
 }
 
 /// A repository in ECR's `Repository` shape, borrowed from the control API's description:

@@ -44,8 +44,11 @@ pub fn routes(router: Router<Shared>) -> Router<Shared> {
     service::<TagImage, _, _>(router, tag_image)
 }
 
+/// How every repository's content is encrypted at rest, in ECR's words.
+pub(crate) const ENCRYPTION_TYPE: &str = "AES256";
+
 /// A repository's exclusion filters, as ECR shows them.
-fn filters_of(repo: &Repo) -> Vec<ExclusionFilter> {
+pub(crate) fn filters_of(repo: &Repo) -> Vec<ExclusionFilter> {
     repo.mutability_exclusions
         .iter()
         .map(|f| ExclusionFilter::wildcard(f))
@@ -147,13 +150,13 @@ fn repository(state: &Shared, name: &RepoName, repo: &Repo) -> Repository {
         repository_arn: state.repository_arn(name),
         registry_id: state.meta.account_id().to_string(),
         repository_name: name.to_string(),
-        repository_uri: format!("{}/{name}", state.registry_host()),
+        repository_uri: state.repository_uri_of(name).to_string(),
         created_at: timestamp::from_millis(repo.created_at),
         image_tag_mutability: repo.mutability.as_str().to_string(),
         image_tag_mutability_exclusion_filters: filters_of(repo),
         image_scanning_configuration: ScanningConfiguration::default(),
         encryption_configuration: EncryptionConfiguration {
-            encryption_type: "AES256".into(),
+            encryption_type: ENCRYPTION_TYPE.into(),
         },
         tags: repo
             .resource_tags
@@ -295,15 +298,15 @@ pub(crate) fn describe(
     })
 }
 
-/// A page of repositories in name order: up to `max` of those after `after` that `keep`
-/// accepts (asked without the index locked, so it may consult policies), described; and
-/// whether more follow. Only the page's repositories are described.
-pub(crate) fn describe_page(
+/// The names of a page of repositories in name order: up to `max` of those after `after`
+/// that `keep` accepts (asked without the index locked, so it may consult policies), and
+/// whether more follow.
+pub(crate) fn page_names(
     state: &Shared,
     after: Option<&RepoName>,
     max: usize,
     keep: impl Fn(&RepoName) -> bool,
-) -> (Vec<Repository>, bool) {
+) -> (Vec<RepoName>, bool) {
     use std::ops::Bound;
     let mut kept: Vec<RepoName> = Vec::new();
     let mut from = after.cloned();
@@ -333,12 +336,7 @@ pub(crate) fn describe_page(
         }
         from = Some(last);
     }
-    let index = state.meta.read();
-    let page = kept
-        .iter()
-        .filter_map(|name| Some(repository(state, name, index.repos.get(name)?)))
-        .collect();
-    (page, more)
+    (kept, more)
 }
 
 /// ECR's DeleteRepository, for both doors.
