@@ -452,6 +452,63 @@ fn link_target(link: &str) -> &str {
 }
 
 impl TaskDefinitionInput {
+    /// What in the definition reaches past the container into the host, each by its path:
+    /// host paths mounted (a host volume, a Docker volume with driver options), privileged
+    /// containers, added capabilities and devices, the host's network, PID or IPC namespace,
+    /// security options loosened, and environment files (which the daemon reads from its own
+    /// disk). A task with any of these may read or change what the daemon can.
+    pub fn host_access(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for (i, v) in self.volumes.iter().flatten().enumerate() {
+            if v.host.as_ref().is_some_and(|h| h.source_path.is_some()) {
+                found.push(format!("volumes[{i}].host.sourcePath"));
+            }
+            if let Some(d) = &v.docker_volume_configuration {
+                if d.driver_opts.as_ref().is_some_and(|o| !o.is_empty()) {
+                    found.push(format!("volumes[{i}].dockerVolumeConfiguration.driverOpts"));
+                }
+            }
+        }
+        if self.network_mode.as_deref() == Some("host") {
+            found.push("networkMode".into());
+        }
+        if self.pid_mode.as_deref() == Some("host") {
+            found.push("pidMode".into());
+        }
+        if self.ipc_mode.as_deref() == Some("host") {
+            found.push("ipcMode".into());
+        }
+        for (i, c) in self.container_definitions.iter().enumerate() {
+            let at = |what: &str| format!("containerDefinitions[{i}].{what}");
+            if c.privileged == Some(true) {
+                found.push(at("privileged"));
+            }
+            if c.environment_files.as_ref().is_some_and(|f| !f.is_empty()) {
+                found.push(at("environmentFiles"));
+            }
+            if c.docker_security_options
+                .as_ref()
+                .is_some_and(|o| !o.is_empty())
+            {
+                found.push(at("dockerSecurityOptions"));
+            }
+            if let Some(p) = &c.linux_parameters {
+                let some = |v: &Value| match v {
+                    Value::Array(a) => !a.is_empty(),
+                    Value::Null => false,
+                    _ => true,
+                };
+                if some(&p["capabilities"]["add"]) {
+                    found.push(at("linuxParameters.capabilities.add"));
+                }
+                if some(&p["devices"]) {
+                    found.push(at("linuxParameters.devices"));
+                }
+            }
+        }
+        found
+    }
+
     /// The network mode, `bridge` when unset; `None` when the value is not one ECS knows.
     pub fn network_mode(&self) -> Option<NetworkMode> {
         match &self.network_mode {
@@ -2751,5 +2808,43 @@ mod hostile_input {
         quickly_refused(&format!(
             "family: f\ncontainerDefinitions: []\nplacementConstraints: {{x: &x [1, 2]}}\n{bomb}"
         ));
+    }
+
+    #[test]
+    fn what_reaches_the_host_is_named_by_its_path() {
+        let plain = parse(
+            r#"{"family": "web", "containerDefinitions": [{"name": "app", "image": "busybox",
+                "memory": 32, "environmentFiles": []}],
+                "volumes": [{"name": "data", "dockerVolumeConfiguration": {"scope": "task"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(plain.host_access(), Vec::<String>::new());
+        let escape = parse(
+            r#"{"family": "web", "networkMode": "host", "pidMode": "host", "ipcMode": "host",
+                "volumes": [{"name": "root", "host": {"sourcePath": "/"}},
+                            {"name": "bind", "dockerVolumeConfiguration": {"driver": "local",
+                             "driverOpts": {"type": "none", "o": "bind", "device": "/etc"}}}],
+                "containerDefinitions": [{"name": "app", "image": "busybox", "memory": 32,
+                  "privileged": true, "dockerSecurityOptions": ["seccomp=unconfined"],
+                  "environmentFiles": [{"value": "/etc/shadow", "type": "s3"}],
+                  "linuxParameters": {"capabilities": {"add": ["SYS_ADMIN"]},
+                                      "devices": [{"hostPath": "/dev/sda"}]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            escape.host_access(),
+            [
+                "volumes[0].host.sourcePath",
+                "volumes[1].dockerVolumeConfiguration.driverOpts",
+                "networkMode",
+                "pidMode",
+                "ipcMode",
+                "containerDefinitions[0].privileged",
+                "containerDefinitions[0].environmentFiles",
+                "containerDefinitions[0].dockerSecurityOptions",
+                "containerDefinitions[0].linuxParameters.capabilities.add",
+                "containerDefinitions[0].linuxParameters.devices",
+            ]
+        );
     }
 }

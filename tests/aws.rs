@@ -57,7 +57,12 @@ fn the_aws_cli_manages_repositories_and_logs_docker_in() {
         "{all}"
     );
     // Written from the index for speed, it says what the control API says.
-    for field in ["repositoryArn", "repositoryUri", "registryId", "imageTagMutability"] {
+    for field in [
+        "repositoryArn",
+        "repositoryUri",
+        "registryId",
+        "imageTagMutability",
+    ] {
         assert_eq!(
             all["repositories"][0][field], shown["repository"][field],
             "{field}: {all} vs {shown}"

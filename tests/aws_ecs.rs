@@ -550,6 +550,46 @@ fn ecs_operations_are_decided_by_policies_and_tasks_cannot_pull_for_their_starte
         ],
         "AccessDeniedException",
     );
+    // A task that reaches into the host (a host path mounted, a file the daemon would read
+    // into its environment) is the owner's to run: a user is refused, whatever its policy.
+    let mut escape = web_definition("escape");
+    escape["volumes"] = json!([{"name": "root", "host": {"sourcePath": "/"}}]);
+    escape["containerDefinitions"][0]["mountPoints"] =
+        json!([{"sourceVolume": "root", "containerPath": "/host"}]);
+    escape["containerDefinitions"][0]["environmentFiles"] =
+        json!([{"value": "/etc/hostname", "type": "s3"}]);
+    let file = input_file(&t, "escape.json", &escape);
+    t.aws_ok(
+        &ops,
+        &["ecs", "register-task-definition", "--cli-input-json", &file],
+    );
+    let refused = t.aws_fails(
+        &ops,
+        &["ecs", "run-task", "--task-definition", "escape"],
+        "AccessDeniedException",
+    );
+    assert!(
+        refused.contains("volumes[0].host.sourcePath")
+            && refused.contains("containerDefinitions[0].environmentFiles"),
+        "{refused}"
+    );
+    let overrides = r#"{"containerOverrides": [{"name": "app", "environmentFiles": [{"value": "/etc/hostname", "type": "s3"}]}]}"#;
+    let refused = t.aws_fails(
+        &ops,
+        &[
+            "ecs",
+            "run-task",
+            "--task-definition",
+            "web",
+            "--overrides",
+            overrides,
+        ],
+        "AccessDeniedException",
+    );
+    assert!(
+        refused.contains("overrides.containerOverrides[0].environmentFiles"),
+        "{refused}"
+    );
     // Nothing ran.
     let all = t.aws_ok(&ops, &["ecs", "list-tasks", "--desired-status", "STOPPED"]);
     assert_eq!(all["taskArns"], json!([]), "{all}");

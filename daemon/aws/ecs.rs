@@ -537,6 +537,38 @@ fn in_cluster(state: &Shared, cluster: &str, reference: &str) -> Result<Task, Aw
     Ok(found)
 }
 
+/// A task that reaches into the host (see `TaskDefinitionInput::host_access`; environment
+/// files in the overrides too) is run for the owner only: through the AWS API a user could
+/// otherwise read the daemon's files or take the host, whatever its policies say.
+fn refuse_host_access(
+    user: &str,
+    definition: &ecrl::taskdef::TaskDefinitionInput,
+    request: &RunTaskRequest,
+) -> Result<(), AwsError> {
+    let mut found = definition.host_access();
+    if let Some(overrides) = &request.overrides {
+        for (i, o) in overrides.container_overrides.iter().enumerate() {
+            if o.environment_files.as_ref().is_some_and(|f| !f.is_empty()) {
+                found.push(format!(
+                    "overrides.containerOverrides[{i}].environmentFiles"
+                ));
+            }
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(AwsError {
+        kind: "AccessDeniedException",
+        status: axum::http::StatusCode::FORBIDDEN,
+        message: format!(
+            "user {user} may not run a task that reaches into the host ({}): only the owner \
+             runs those ('ecrl task run', or an owner access key)",
+            found.join(", ")
+        ),
+    })
+}
+
 /// RunTask (and StartTask): the caller must also be allowed to pull every image of ecrl that
 /// the task would run.
 async fn run(
@@ -545,8 +577,15 @@ async fn run(
     request: RunTaskRequest,
 ) -> Result<Value, AwsError> {
     // A definition that cannot run (unknown, INACTIVE) is ECS's ClientException.
-    crate::tasks::defs::resolve_task_definition(&state.meta.read(), &request.task_definition, true)
-        .map_err(|e| AwsError::client("ClientException", e.message))?;
+    let definition = crate::tasks::defs::resolve_task_definition(
+        &state.meta.read(),
+        &request.task_definition,
+        true,
+    )
+    .map_err(|e| AwsError::client("ClientException", e.message))?;
+    if let Principal::User(user) = principal {
+        refuse_host_access(user, &definition.definition, &request)?;
+    }
     let may_pull = |repo: &RepoName| {
         state
             .auth
