@@ -7,13 +7,13 @@
 # following a. Target: b's request rate ≥ 50 % of a's. The signed request is made once by
 # botocore (the AWS CLI's core) and replayed: SigV4 carries no nonce, and a signature holds
 # for 15 minutes, so each replay is verified in full.
-# Usage: bench/aws.sh [RUNS]   (needs python3 with boto3: ECRL_TEST_AWS_VENV names a venv
+# Usage: bench/aws.sh [RUNS]   (REPOS=N lists N repositories instead of 10; needs python3 with boto3: ECRL_TEST_AWS_VENV names a venv
 #   with it, as tests/run makes; ECRL_BENCH_BUILD=0 measures target/release as it is;
 #   ECRL_BENCH_PERF=1 records ecrld with perf during each DescribeRepositories phase)
 # Results: a markdown table on stdout, raw figures in /tmp/ecrl-bench/aws.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-3} duration=${DURATION:-10} conns=${CONNS:-64}
+runs=${1:-3} duration=${DURATION:-10} conns=${CONNS:-64} repos=${REPOS:-10}
 out=/tmp/ecrl-bench
 mkdir -p "$out"
 log() { echo "[aws] $*" >&2; }
@@ -48,7 +48,7 @@ echo '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ecr:*","R
 ecrl auth policy attach bench "$work/all.json" >/dev/null
 key=$(jq -r .AccessKey.AccessKeyId "$work/user.json")
 secret=$(jq -r .AccessKey.SecretAccessKey "$work/user.json")
-for i in $(seq 0 9); do ecrl repo create "bench/r$i" >/dev/null; done
+for i in $(seq 0 $((repos - 1))); do ecrl repo create "bench/r$i" >/dev/null; done
 # One image to GET: a config and a manifest, pushed with the key.
 base="http://127.0.0.1:$port/v2/bench/r0"
 config='{"architecture":"amd64","os":"linux"}'
@@ -80,7 +80,7 @@ while IFS= read -r line; do signed_args+=(--header "$line"); done <"$work/signed
 # Both answer as they should before anything is timed.
 got=$(curl -s -X POST "http://127.0.0.1:$port/" "${signed_args[@]//--header/-H}" -d '' |
     jq '.repositories | length')
-[ "$got" = 10 ] || { log "DescribeRepositories answered $got repositories, not 10"; exit 1; }
+[ "$got" = "$repos" ] || { log "DescribeRepositories answered $got repositories, not $repos"; exit 1; }
 curl -sf -H "$basic" -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
     "$base/manifests/1" -o /dev/null
 
@@ -107,10 +107,10 @@ for round in $(seq 1 "$runs"); do
     get+=("$g") describe+=("$d")
     log "round $round: manifest GET ${g% *}/s, DescribeRepositories ${d% *}/s (p99 ${g#* } / ${d#* } ms)"
 done
-python3 - "$runs" "$conns" "$(git rev-parse --short HEAD)" "${get[@]}" "${describe[@]}" <<'PY'
+python3 - "$runs" "$conns" "$(git rev-parse --short HEAD)" "$repos" "${get[@]}" "${describe[@]}" <<'PY'
 import json, statistics, sys
-runs, conns, commit = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-pairs = [tuple(map(float, p.split())) for p in sys.argv[4:]]
+runs, conns, commit, repos = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+pairs = [tuple(map(float, p.split())) for p in sys.argv[5:]]
 get, describe = pairs[:runs], pairs[runs:]
 mg = statistics.median(r for r, _ in get)
 md = statistics.median(r for r, _ in describe)
@@ -120,6 +120,6 @@ print(f"ecrl {commit}, {conns} connections, medians of {runs} runs\n")
 print("| requests | req/s (median) | runs req/s | p99 ms |")
 print("|---|---|---|---|")
 print(f"| manifest GET (Basic, access key) | {mg:.0f} | {', '.join(f'{r:.0f}' for r, _ in get)} | {', '.join(f'{p:.1f}' for _, p in get)} |")
-print(f"| DescribeRepositories (SigV4, 10 repositories) | {md:.0f} | {', '.join(f'{r:.0f}' for r, _ in describe)} | {', '.join(f'{p:.1f}' for _, p in describe)} |")
+print(f"| DescribeRepositories (SigV4, {repos} repositories) | {md:.0f} | {', '.join(f'{r:.0f}' for r, _ in describe)} | {', '.join(f'{p:.1f}' for _, p in describe)} |")
 print(f"\nDescribeRepositories / manifest GET: {md / mg:.2f} (target ≥ 0.50)")
 PY
