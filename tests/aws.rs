@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::aws::{venv, Aws};
+use common::aws::{venv, Aws, BOTO3_PRELUDE};
 use common::registry::{
     build_busybox_image, pushed_digest, require_docker, run_ok, sha256_digest, DockerImages,
 };
@@ -605,22 +605,15 @@ fn push_image(t: &Aws, repo: &str, tag: &str) -> String {
 #[test]
 fn boto3_pages_through_repositories_and_bad_signatures_are_refused() {
     let t = Aws::start();
-    let script = t.env.path().join("check.py");
-    std::fs::write(&script, format!("{BOTO3_PRELUDE}{BOTO3_CHECK}")).unwrap();
-    let out = Command::new(venv().join("bin/python"))
-        .arg(&script)
-        .env("ENDPOINT", &t.endpoint)
-        .env("KEY_ID", &t.ci.0)
-        .env("SECRET", &t.ci.1)
-        .env("READER_KEY_ID", &t.reader.0)
-        .env("READER_SECRET", &t.reader.1)
-        .env("AWS_CONFIG_FILE", t.env.path().join("aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            t.env.path().join("aws-credentials"),
-        )
-        .output()
-        .unwrap();
+    let out = t.python(
+        "check.py",
+        &format!("{BOTO3_PRELUDE}{BOTO3_CHECK}"),
+        &t.ci,
+        &[
+            ("READER_KEY_ID", &t.reader.0),
+            ("READER_SECRET", &t.reader.1),
+        ],
+    );
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -633,51 +626,6 @@ fn boto3_pages_through_repositories_and_bad_signatures_are_refused() {
         "{stdout}"
     );
 }
-
-/// What every boto3 script starts with: clients whose every answer is checked against
-/// botocore's model of its operation.
-const BOTO3_PRELUDE: &str = r#"
-import json, os, urllib.request, urllib.error
-import boto3, botocore
-
-endpoint = os.environ["ENDPOINT"]
-checked = []
-
-def members_known(value, shape, path):
-    # Every member of the raw answer must be one botocore's model of the operation knows.
-    if shape is None:
-        return
-    if shape.type_name == "structure":
-        assert isinstance(value, dict), f"{path}: not an object"
-        for key, v in value.items():
-            assert key in shape.members, f"{path}.{key} is not in botocore's model ({shape.name})"
-            members_known(v, shape.members[key], f"{path}.{key}")
-    elif shape.type_name == "list":
-        assert isinstance(value, list), f"{path}: not a list"
-        for i, v in enumerate(value):
-            members_known(v, shape.member, f"{path}[{i}]")
-    elif shape.type_name == "timestamp":
-        assert isinstance(value, (int, float)), f"{path}: a timestamp must be epoch seconds"
-
-def check_shape(http_response, model, **kwargs):
-    if http_response.status_code == 200 and http_response.content:
-        members_known(json.loads(http_response.content), model.output_shape, model.name)
-        checked.append(model.name)
-
-def client(key, secret):
-    c = boto3.client("ecr", endpoint_url=endpoint, region_name="eu-west-1",
-                     aws_access_key_id=key, aws_secret_access_key=secret)
-    c.meta.events.register("after-call.ecr", check_shape)
-    return c
-
-def error_of(call):
-    try:
-        call()
-    except botocore.exceptions.ClientError as e:
-        return e.response["Error"]["Code"]
-    raise AssertionError("the call succeeded")
-
-"#;
 
 const BOTO3_CHECK: &str = r#"
 ecr = client(os.environ["KEY_ID"], os.environ["SECRET"])
@@ -790,22 +738,15 @@ print("shapes checked:", sorted(set(checked)))
 #[test]
 fn boto3_uploads_layers_puts_images_and_configures_the_registry() {
     let t = Aws::start();
-    let script = t.env.path().join("images.py");
-    std::fs::write(&script, format!("{BOTO3_PRELUDE}{BOTO3_IMAGES}")).unwrap();
-    let out = Command::new(venv().join("bin/python"))
-        .arg(&script)
-        .env("ENDPOINT", &t.endpoint)
-        .env("KEY_ID", &t.ci.0)
-        .env("SECRET", &t.ci.1)
-        .env("READER_KEY_ID", &t.reader.0)
-        .env("READER_SECRET", &t.reader.1)
-        .env("AWS_CONFIG_FILE", t.env.path().join("aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            t.env.path().join("aws-credentials"),
-        )
-        .output()
-        .unwrap();
+    let out = t.python(
+        "images.py",
+        &format!("{BOTO3_PRELUDE}{BOTO3_IMAGES}"),
+        &t.ci,
+        &[
+            ("READER_KEY_ID", &t.reader.0),
+            ("READER_SECRET", &t.reader.1),
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::aws::{venv, Aws};
+use common::aws::{Aws, BOTO3_PRELUDE};
 use common::registry::require_docker;
 use serde_json::{json, Value};
 use std::process::Command;
@@ -675,20 +675,12 @@ fn ecs_operations_are_decided_by_policies_and_tasks_cannot_pull_for_their_starte
 fn boto3_reads_every_ecs_answer_by_its_model() {
     let t = start();
     let ops = t.user("ops", ECS_AND_ECR);
-    let script = t.env.path().join("check_ecs.py");
-    std::fs::write(&script, BOTO3_ECS_CHECK).unwrap();
-    let out = Command::new(venv().join("bin/python"))
-        .arg(&script)
-        .env("ENDPOINT", &t.endpoint)
-        .env("KEY_ID", &ops.0)
-        .env("SECRET", &ops.1)
-        .env("AWS_CONFIG_FILE", t.env.path().join("aws-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            t.env.path().join("aws-credentials"),
-        )
-        .output()
-        .unwrap();
+    let out = t.python(
+        "check_ecs.py",
+        &format!("{BOTO3_PRELUDE}{BOTO3_ECS_CHECK}"),
+        &ops,
+        &[],
+    );
     let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.strip_prefix("task "))
@@ -706,42 +698,7 @@ fn boto3_reads_every_ecs_answer_by_its_model() {
 }
 
 const BOTO3_ECS_CHECK: &str = r#"
-import json, os, time
-import boto3, botocore
-
-endpoint = os.environ["ENDPOINT"]
-checked = []
-
-def members_known(value, shape, path):
-    if shape is None:
-        return
-    if shape.type_name == "structure":
-        assert isinstance(value, dict), f"{path}: not an object"
-        for key, v in value.items():
-            assert key in shape.members, f"{path}.{key} is not in botocore's model ({shape.name})"
-            members_known(v, shape.members[key], f"{path}.{key}")
-    elif shape.type_name == "list":
-        assert isinstance(value, list), f"{path}: not a list"
-        for i, v in enumerate(value):
-            members_known(v, shape.member, f"{path}[{i}]")
-    elif shape.type_name == "timestamp":
-        assert isinstance(value, (int, float)), f"{path}: a timestamp must be epoch seconds"
-    elif shape.type_name == "string":
-        assert isinstance(value, str), f"{path}: not a string"
-    elif shape.type_name in ("integer", "long"):
-        assert isinstance(value, int), f"{path}: not an integer"
-    elif shape.type_name == "boolean":
-        assert isinstance(value, bool), f"{path}: not a boolean"
-
-def check_shape(http_response, model, **kwargs):
-    if http_response.status_code == 200 and http_response.content:
-        members_known(json.loads(http_response.content), model.output_shape, model.name)
-        checked.append(model.name)
-
-ecs = boto3.client("ecs", endpoint_url=endpoint, region_name="us-east-1",
-                   aws_access_key_id=os.environ["KEY_ID"],
-                   aws_secret_access_key=os.environ["SECRET"])
-ecs.meta.events.register("after-call.ecs", check_shape)
+ecs = client(os.environ["KEY_ID"], os.environ["SECRET"], "ecs")
 
 for i in range(3):
     r = ecs.register_task_definition(

@@ -35,18 +35,13 @@ pub(super) async fn call(
         }
     }
     let principal = &caller.principal;
-    let may = |action: &'static str, repo: Option<&RepoName>| -> Result<(), AwsError> {
-        state
-            .auth
-            .may(state, principal, action, repo)
-            .map_err(AwsError::from)
+    let gate = Gate {
+        state,
+        principal,
+        input,
     };
-    // The repository an operation names, once the caller may do `action` in it.
-    let repo = |action: &'static str| -> Result<RepoName, AwsError> {
-        let name = repo_name(string(input, "repositoryName")?)?;
-        may(action, Some(&name))?;
-        Ok(name)
-    };
+    let may = |action, repo: Option<&RepoName>| gate.may(action, repo);
+    let repo = |action| gate.repo(action);
     match op {
         "GetAuthorizationToken" => {
             may("ecr:GetAuthorizationToken", None)?;
@@ -131,7 +126,36 @@ pub(super) async fn call(
             let name = repo("ecr:ListImageReferrers")?;
             ecr_layers::referrers(state, &name, input).map(Out::from)
         }
-        _ => ecr_config::call(state, principal, op, input).await,
+        _ => ecr_config::call(state, &gate, op, input).await,
+    }
+}
+
+/// Decides what the caller of one operation may do.
+pub(super) struct Gate<'a> {
+    state: &'a Shared,
+    principal: &'a Principal,
+    input: &'a Value,
+}
+
+impl Gate<'_> {
+    /// Whether the caller may do `action` on `repo` (the registry when `None`).
+    pub(super) fn may(
+        &self,
+        action: &'static str,
+        repo: Option<&RepoName>,
+    ) -> Result<(), AwsError> {
+        self.state
+            .auth
+            .may(self.state, self.principal, action, repo)
+            .map_err(AwsError::from)
+    }
+
+    /// The repository the operation names (`repositoryName`), once the caller may do
+    /// `action` in it.
+    pub(super) fn repo(&self, action: &'static str) -> Result<RepoName, AwsError> {
+        let name = repo_name(string(self.input, "repositoryName")?)?;
+        self.may(action, Some(&name))?;
+        Ok(name)
     }
 }
 

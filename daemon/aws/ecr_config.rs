@@ -3,8 +3,8 @@
 //! control API's function for it (`control::{auth, lifecycle, mirror, repos}`) and only
 //! translates: ECR's member names and epoch times, and nothing of ecrl's own additions.
 
+use super::ecr::Gate;
 use super::{decode, paged, repo_name, string, to_aws, unsupported, AwsError, Out};
-use crate::auth::Principal;
 use crate::control::{auth as control_auth, lifecycle, mirror, repos};
 use crate::registry::Shared;
 use ecrl::api::mirror::CacheRule;
@@ -35,21 +35,12 @@ const LIFECYCLE_POLICY: &[&str] = &[
 
 pub(super) async fn call(
     state: &Shared,
-    principal: &Principal,
+    gate: &Gate<'_>,
     op: &str,
     input: &Value,
 ) -> Result<Out, AwsError> {
-    let may = |action: &'static str, repo: Option<&RepoName>| -> Result<(), AwsError> {
-        state
-            .auth
-            .may(state, principal, action, repo)
-            .map_err(AwsError::from)
-    };
-    let repo = |action: &'static str| -> Result<RepoName, AwsError> {
-        let name = repo_name(string(input, "repositoryName")?)?;
-        may(action, Some(&name))?;
-        Ok(name)
-    };
+    let may = |action, repo: Option<&RepoName>| gate.may(action, repo);
+    let repo = |action| gate.repo(action);
     let s = || state.clone();
     match op {
         // Policies.

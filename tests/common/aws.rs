@@ -100,6 +100,34 @@ impl Aws {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Runs the Python `script` of the venv (boto3) against the daemon, with the endpoint in
+    /// `ENDPOINT`, `who`'s key in `KEY_ID` and `SECRET`, and `vars`: its output, whatever
+    /// the exit.
+    pub fn python(
+        &self,
+        name: &str,
+        script: &str,
+        who: &(String, String),
+        vars: &[(&str, &str)],
+    ) -> Output {
+        let file = self.env.path().join(name);
+        std::fs::write(&file, script).unwrap();
+        let mut command = Command::new(venv().join("bin/python"));
+        command
+            .arg(&file)
+            .env("ENDPOINT", &self.endpoint)
+            .env("KEY_ID", &who.0)
+            .env("SECRET", &who.1)
+            .env("AWS_CONFIG_FILE", self.env.path().join("aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.env.path().join("aws-credentials"),
+            )
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null());
+        command.output().unwrap()
+    }
+
     /// Runs `aws ARGS`, which must fail with the AWS error `kind`.
     pub fn aws_fails(&self, who: &(String, String), args: &[&str], kind: &str) -> String {
         let out = self.aws(who, args);
@@ -132,3 +160,57 @@ fn add_user(env: &Env, name: &str, policy: &str) -> (String, String) {
             .to_string(),
     )
 }
+
+/// What every boto3 script starts with: `client(key, secret, service)` makes a client whose
+/// every answer is checked against botocore's model of its operation (members and types);
+/// `checked` lists the operations so checked; `error_of(call)` is the AWS error code a call
+/// fails with.
+pub const BOTO3_PRELUDE: &str = r#"
+import json, os, time, urllib.request, urllib.error
+import boto3, botocore
+
+endpoint = os.environ["ENDPOINT"]
+checked = []
+
+def members_known(value, shape, path):
+    # Every member of the raw answer must be one botocore's model of the operation knows,
+    # of the type it says.
+    if shape is None:
+        return
+    if shape.type_name == "structure":
+        assert isinstance(value, dict), f"{path}: not an object"
+        for key, v in value.items():
+            assert key in shape.members, f"{path}.{key} is not in botocore's model ({shape.name})"
+            members_known(v, shape.members[key], f"{path}.{key}")
+    elif shape.type_name == "list":
+        assert isinstance(value, list), f"{path}: not a list"
+        for i, v in enumerate(value):
+            members_known(v, shape.member, f"{path}[{i}]")
+    elif shape.type_name == "timestamp":
+        assert isinstance(value, (int, float)), f"{path}: a timestamp must be epoch seconds"
+    elif shape.type_name == "string":
+        assert isinstance(value, str), f"{path}: not a string"
+    elif shape.type_name in ("integer", "long"):
+        assert isinstance(value, int) and not isinstance(value, bool), f"{path}: not an integer"
+    elif shape.type_name == "boolean":
+        assert isinstance(value, bool), f"{path}: not a boolean"
+
+def check_shape(http_response, model, **kwargs):
+    if http_response.status_code == 200 and http_response.content:
+        members_known(json.loads(http_response.content), model.output_shape, model.name)
+        checked.append(model.name)
+
+def client(key, secret, service="ecr"):
+    c = boto3.client(service, endpoint_url=endpoint, region_name="eu-west-1",
+                     aws_access_key_id=key, aws_secret_access_key=secret)
+    c.meta.events.register(f"after-call.{service}", check_shape)
+    return c
+
+def error_of(call):
+    try:
+        call()
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"]
+    raise AssertionError("the call succeeded")
+
+"#;
