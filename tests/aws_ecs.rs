@@ -7,42 +7,20 @@
 mod common;
 
 use common::aws::{Aws, BOTO3_PRELUDE};
-use common::registry::require_docker;
+use common::registry::{build_task_busybox, require_docker, TASK_BUSYBOX};
 use serde_json::{json, Value};
 use std::process::Command;
 
 /// The busybox-static image the tasks run, built once per machine (the build is cached).
-const BUSYBOX: &str = "ecrl-test/busybox:tasks";
+const BUSYBOX: &str = TASK_BUSYBOX;
 
 const ECS_AND_ECR: &str = r#"{"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": ["ecs:*", "ecr:*"], "Resource": "*"}]}"#;
 
-fn build_busybox() {
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::copy("/bin/busybox", ctx.path().join("busybox"))
-        .expect("this test needs /bin/busybox (busybox-static; tests/run installs it)");
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"--install\",\"-s\",\"/bin\"]\n",
-    )
-    .unwrap();
-    let out = Command::new("docker")
-        .args(["build", "-q", "-t", BUSYBOX])
-        .arg(ctx.path())
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker build: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A daemon that requires credentials, with `busybox:1` in its registry.
 fn start() -> Aws {
     require_docker();
-    build_busybox();
+    build_task_busybox();
     let t = Aws::start();
     t.env.ecrl_ok(&[
         "repo",

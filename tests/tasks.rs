@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::registry::{localhost, registry_address, require_docker, run, run_ok, unique};
+use common::registry::{
+    build_task_busybox, localhost, registry_address, require_docker, run, run_ok, unique,
+    TASK_BUSYBOX,
+};
 use common::{stderr, stdout, Daemon, Env};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 
 /// The busybox-static image the tasks run, built once per machine (the build is cached) and
 /// pushed into each test's ecrld.
-const BUSYBOX: &str = "ecrl-test/busybox:tasks";
+const BUSYBOX: &str = TASK_BUSYBOX;
 
 struct Tasks {
     env: Env,
@@ -27,7 +30,7 @@ impl Tasks {
     /// A daemon with `busybox:1` in its registry.
     fn new() -> Self {
         require_docker();
-        build_busybox();
+        build_task_busybox();
         let env = Env::new();
         let daemon = env.spawn_daemon(&[]);
         let registry = registry_address(&env);
@@ -158,24 +161,6 @@ impl Drop for Tasks {
         }
         drop(self.daemon.take());
     }
-}
-
-fn build_busybox() {
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::copy("/bin/busybox", ctx.path().join("busybox"))
-        .expect("this test needs /bin/busybox (busybox-static; tests/run installs it)");
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"--install\",\"-s\",\"/bin\"]\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new("docker")
-        .args(["build", "-q", "-t", BUSYBOX])
-        .arg(ctx.path())
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "docker build: {}", stderr(&out));
 }
 
 /// No container or network of the task is left in the engine.

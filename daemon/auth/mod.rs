@@ -469,13 +469,8 @@ impl Guard {
         action: &'static str,
         repo: Option<&RepoName>,
     ) -> Result<(), AuthError> {
-        let user = match principal {
-            Principal::Owner => return Ok(()),
-            _ if state.config.anonymous == Anonymous::All => return Ok(()),
-            Principal::Anonymous => {
-                return Err(AuthError::Unauthenticated("authentication required".into()))
-            }
-            Principal::User(user) => user,
+        let Some(user) = decided_by_policies(state, principal)? else {
+            return Ok(());
         };
         self.user_may(state, user, action, repo)
             .map_err(|why| AuthError::Denied {
@@ -500,13 +495,8 @@ impl Guard {
         action: &'static str,
         arn: &str,
     ) -> Result<(), AuthError> {
-        let user = match principal {
-            Principal::Owner => return Ok(()),
-            _ if state.config.anonymous == Anonymous::All => return Ok(()),
-            Principal::Anonymous => {
-                return Err(AuthError::Unauthenticated("authentication required".into()))
-            }
-            Principal::User(user) => user,
+        let Some(user) = decided_by_policies(state, principal)? else {
+            return Ok(());
         };
         let decision = decide::decide(state, user, action, arn, None);
         if decision.allowed() {
@@ -652,5 +642,18 @@ fn counted_name(presented: &Presented) -> String {
     match presented {
         Presented::Basic(user, _) => user.chars().take(MAX_COUNTED_NAME).collect(),
         Presented::Bearer(_) | Presented::None => String::new(),
+    }
+}
+/// The user whose policies decide what `principal` may do through the AWS API; `None` when
+/// it may do everything (the owner, or any caller of a registry open to all).
+fn decided_by_policies<'p>(
+    state: &AppState,
+    principal: &'p Principal,
+) -> Result<Option<&'p Arc<str>>, AuthError> {
+    match principal {
+        Principal::Owner => Ok(None),
+        _ if state.config.anonymous == Anonymous::All => Ok(None),
+        Principal::Anonymous => Err(AuthError::Unauthenticated("authentication required".into())),
+        Principal::User(user) => Ok(Some(user)),
     }
 }

@@ -191,3 +191,29 @@ pub fn pushed_digest(output: &str) -> String {
         })
         .unwrap_or_else(|| panic!("docker push printed no digest:\n{output}"))
 }
+
+/// The busybox-static image task tests run, built FROM scratch with the legacy builder
+/// (the build is cached by the engine, so each machine builds it once; tests/run removes it).
+pub const TASK_BUSYBOX: &str = "ecrl-test/busybox:tasks";
+
+pub fn build_task_busybox() {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::copy("/bin/busybox", ctx.path().join("busybox"))
+        .expect("this test needs /bin/busybox (busybox-static; tests/run installs it)");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\",\"--install\",\"-s\",\"/bin\"]\n",
+    )
+    .unwrap();
+    let out = Command::new("docker")
+        .args(["build", "-q", "-t", TASK_BUSYBOX])
+        .arg(ctx.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
