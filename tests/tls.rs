@@ -758,3 +758,107 @@ fn bad_tls_settings_stop_start_up_with_a_clear_error() {
         stderr(&out)
     );
 }
+
+/// The AWS API on the HTTPS listener: the AWS CLI verifies the server against ecrld's CA
+/// (`--ca-bundle`), signs with the owner's access key, and the layer URL ECR's
+/// GetDownloadUrlForLayer gives names the HTTPS registry; without the CA the CLI refuses
+/// the server.
+#[test]
+fn the_aws_cli_reaches_the_aws_api_over_https() {
+    let env = Env::with_anonymous("none");
+    let _daemon = spawn_tls(&env, &["--registry-addr", "none"]);
+    let host = format!("localhost:{}", port(&tls_address(&env)));
+    let ca = ca_dir(&env).join("ca.crt");
+    let made: serde_json::Value =
+        serde_json::from_str(&env.ecrl_ok(&["auth", "key", "create", "--output", "json"])).unwrap();
+    let key = made["AccessKey"]["AccessKeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret = made["AccessKey"]["SecretAccessKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let aws = |ca_bundle: Option<&Path>, args: &[&str]| {
+        let mut command = std::process::Command::new(common::aws::venv().join("bin/aws"));
+        env.apply(&mut command);
+        command
+            .args([
+                "--endpoint-url",
+                &format!("https://{host}"),
+                "--output",
+                "json",
+            ])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &key)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", env.path().join("aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                env.path().join("aws-credentials"),
+            )
+            .stdin(std::process::Stdio::null());
+        if let Some(ca) = ca_bundle {
+            command.arg("--ca-bundle").arg(ca);
+        }
+        command.output().unwrap()
+    };
+    let created = aws(
+        Some(&ca),
+        &[
+            "ecr",
+            "create-repository",
+            "--repository-name",
+            "team/secure",
+        ],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    assert_eq!(
+        created["repository"]["repositoryUri"],
+        format!("{host}/team/secure"),
+        "{created}"
+    );
+    // A blob pushed over HTTPS, its download URL an https one that serves it.
+    let layer = b"a layer over https".to_vec();
+    let digest = sha256_digest(&layer);
+    let auth = format!("{key}:{secret}");
+    let pushed = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-sf",
+        "-u",
+        &auth,
+        "--data-binary",
+        "a layer over https",
+        &format!("https://{host}/v2/team/secure/blobs/uploads/?digest={digest}"),
+    ]);
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    let url = aws(
+        Some(&ca),
+        &[
+            "ecr",
+            "get-download-url-for-layer",
+            "--repository-name",
+            "team/secure",
+            "--layer-digest",
+            &digest,
+        ],
+    );
+    assert!(url.status.success(), "{}", stderr(&url));
+    let url: serde_json::Value = serde_json::from_slice(&url.stdout).unwrap();
+    let url = url["downloadUrl"].as_str().unwrap();
+    assert_eq!(url, format!("https://{host}/v2/team/secure/blobs/{digest}"));
+    let fetched = curl(&["--cacert", ca.to_str().unwrap(), "-sf", "-u", &auth, url]);
+    assert_eq!(fetched.stdout, layer);
+    // Without the CA, the CLI does not trust the server.
+    let untrusted = aws(None, &["ecr", "describe-repositories"]);
+    assert!(!untrusted.status.success());
+    assert!(
+        stderr(&untrusted).contains("CERTIFICATE_VERIFY_FAILED")
+            || stderr(&untrusted).contains("SSL"),
+        "{}",
+        stderr(&untrusted)
+    );
+}
