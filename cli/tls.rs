@@ -151,7 +151,10 @@ impl Table for CaInfo {
              \x20 mkdir -p /etc/containers/certs.d/{host} && cp {ca} /etc/containers/certs.d/{host}/ca.crt\n\
              \n\
              curl:\n\
-             \x20 curl --cacert {ca} https://{host}/v2/\n"
+             \x20 curl --cacert {ca} https://{host}/v2/\n\
+             \n\
+             the AWS CLI and SDKs (ecrld's AWS API; boto3: verify=\"{ca}\"):\n\
+             \x20 aws --endpoint-url https://{host} --ca-bundle {ca} ecr describe-repositories\n"
         );
         out
     }
