@@ -155,19 +155,33 @@ impl AppState {
 
     /// A repository's ARN, written where it goes (`arn:aws:ecr:REGION:ACCOUNT:repository/NAME`).
     pub fn repository_arn_of<'a>(&'a self, name: &'a RepoName) -> impl std::fmt::Display + 'a {
+        self.arn_in_repositories(name.as_str())
+    }
+
+    /// What every repository's ARN begins with (`arn:aws:ecr:REGION:ACCOUNT:repository/`).
+    pub fn repository_arn_prefix(&self) -> impl std::fmt::Display + '_ {
+        self.arn_in_repositories("")
+    }
+
+    fn arn_in_repositories<'a>(&'a self, name: &'a str) -> Joined<'a> {
         Joined([
             "arn:aws:ecr:",
             &self.config.region,
             ":",
             self.meta.account_id(),
             ":repository/",
-            name.as_str(),
+            name,
         ])
     }
 
     /// A repository's URI, as docker names it (`HOST:PORT/NAME`), written where it goes.
     pub fn repository_uri_of<'a>(&'a self, name: &'a RepoName) -> impl std::fmt::Display + 'a {
         Joined([self.host(), "/", name.as_str(), "", "", ""])
+    }
+
+    /// What every repository's URI begins with (`HOST:PORT/`).
+    pub fn repository_uri_prefix(&self) -> impl std::fmt::Display + '_ {
+        Joined([self.host(), "/", "", "", "", ""])
     }
 
     /// Held while a digest's content is stored and linked, or checked and removed.

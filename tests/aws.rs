@@ -769,6 +769,13 @@ reader = client(os.environ["READER_KEY_ID"], os.environ["READER_SECRET"])
 REPO = "up/load"
 ecr.create_repository(repositoryName=REPO)
 ecr.create_repository(repositoryName="up/other")
+ecr.create_repository(repositoryName="up/except", imageTagMutability="IMMUTABLE_WITH_EXCLUSION",
+                      imageTagMutabilityExclusionFilters=[{"filterType": "WILDCARD", "filter": "latest"}])
+listed = {r["repositoryName"]: r for r in ecr.describe_repositories()["repositories"]}
+assert listed["up/except"]["imageTagMutabilityExclusionFilters"] == [{"filterType": "WILDCARD", "filter": "latest"}], listed
+assert "imageTagMutabilityExclusionFilters" not in listed["up/other"], listed
+assert listed["up/other"]["encryptionConfiguration"] == {"encryptionType": "AES256"}, listed
+assert listed["up/other"]["imageScanningConfiguration"] == {"scanOnPush": False}, listed
 
 def sha(data):
     return "sha256:" + hashlib.sha256(data).hexdigest()

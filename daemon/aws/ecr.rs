@@ -193,12 +193,12 @@ fn describe_repositories(
         names
     };
     let index = state.meta.read();
-    let mut repositories = Vec::with_capacity(names.len());
+    let mut listed = Vec::with_capacity(names.len());
     for name in &names {
         // A repository deleted since its page was chosen is left out, as if listed a moment
         // later; one named that does not exist is ECR's RepositoryNotFoundException.
         match index.repos.get(name) {
-            Some(repo) => repositories.push(RepositoryView { state, name, repo }),
+            Some(repo) => listed.push((name, repo)),
             None if !named => {}
             None => {
                 let missing = crate::metadata::MetaError::RepoNotFound(name.clone());
@@ -206,73 +206,74 @@ fn describe_repositories(
             }
         }
     }
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Answer<'a> {
-        repositories: Vec<RepositoryView<'a>>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        next_token: Option<String>,
-    }
-    let answer = Answer {
-        repositories,
-        next_token,
+    write_repositories(state, &listed, next_token.as_deref()).map(Out::Bytes)
+}
+
+/// `{"repositories": [...], "nextToken": ...}` in ECR's `Repository` shape, written from the
+/// index by hand: the member names are constant text, what every repository shares (the
+/// ARN's and URI's beginnings, the account, the configurations) is escaped once per answer,
+/// and repository names need no escaping (`RepoName`: lowercase letters, digits, `._-/`).
+fn write_repositories(
+    state: &Shared,
+    listed: &[(&RepoName, &crate::metadata::Repo)],
+    next_token: Option<&str>,
+) -> Result<Vec<u8>, AwsError> {
+    let failed = |e: serde_json::Error| AwsError::client("ServerException", e.to_string());
+    // A JSON string's escaped text, without its quotes.
+    let inner = |text: &str| -> Result<Vec<u8>, AwsError> {
+        let quoted = serde_json::to_vec(text).map_err(failed)?;
+        Ok(quoted[1..quoted.len() - 1].to_vec())
     };
-    let mut out = Vec::with_capacity(256 + 512 * names.len());
-    serde_json::to_writer(&mut out, &answer)
-        .map_err(|e| AwsError::client("ServerException", e.to_string()))?;
-    Ok(Out::Bytes(out))
-}
-
-/// A repository in ECR's `Repository` shape, written from the index as it is.
-struct RepositoryView<'a> {
-    state: &'a Shared,
-    name: &'a RepoName,
-    repo: &'a crate::metadata::Repo,
-}
-
-/// A value written with its `Display` (no string made for it).
-struct Displayed<T>(T);
-
-impl<T: std::fmt::Display> serde::Serialize for Displayed<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
-    }
-}
-
-impl serde::Serialize for RepositoryView<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let (state, name, repo) = (self.state, self.name, self.repo);
-        let mut m = s.serialize_struct("Repository", 9)?;
-        m.serialize_field("repositoryArn", &Displayed(state.repository_arn_of(name)))?;
-        m.serialize_field("registryId", state.meta.account_id())?;
-        m.serialize_field("repositoryName", name.as_str())?;
-        m.serialize_field("repositoryUri", &Displayed(state.repository_uri_of(name)))?;
-        m.serialize_field("createdAt", &(repo.created_at as f64 / 1000.0))?;
-        m.serialize_field("imageTagMutability", repo.mutability.as_str())?;
+    let arn = inner(&state.repository_arn_prefix().to_string())?;
+    let uri = inner(&state.repository_uri_prefix().to_string())?;
+    let account = inner(state.meta.account_id())?;
+    let configurations = format!(
+        r#","imageScanningConfiguration":{},"encryptionConfiguration":{{"encryptionType":{}}}}}"#,
+        serde_json::to_string(&ecrl::api::repos::ScanningConfiguration::default())
+            .map_err(failed)?,
+        serde_json::to_string(repos::ENCRYPTION_TYPE).map_err(failed)?,
+    );
+    let mut out = Vec::with_capacity(64 + listed.len() * (400 + arn.len() + uri.len()));
+    out.extend_from_slice(br#"{"repositories":["#);
+    for (i, (name, repo)) in listed.iter().enumerate() {
+        let name = name.as_str().as_bytes();
+        debug_assert!(name
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(b)));
+        if i > 0 {
+            out.push(b',');
+        }
+        for piece in [
+            br#"{"repositoryArn":""#.as_slice(),
+            &arn,
+            name,
+            br#"","registryId":""#,
+            &account,
+            br#"","repositoryName":""#,
+            name,
+            br#"","repositoryUri":""#,
+            &uri,
+            name,
+            br#"","createdAt":"#,
+        ] {
+            out.extend_from_slice(piece);
+        }
+        serde_json::to_writer(&mut out, &(repo.created_at as f64 / 1000.0)).map_err(failed)?;
+        out.extend_from_slice(br#","imageTagMutability":"#);
+        serde_json::to_writer(&mut out, repo.mutability.as_str()).map_err(failed)?;
         if !repo.mutability_exclusions.is_empty() {
-            m.serialize_field(
-                "imageTagMutabilityExclusionFilters",
-                &repos::filters_of(repo),
-            )?;
+            out.extend_from_slice(br#","imageTagMutabilityExclusionFilters":"#);
+            serde_json::to_writer(&mut out, &repos::filters_of(repo)).map_err(failed)?;
         }
-        m.serialize_field(
-            "imageScanningConfiguration",
-            &ecrl::api::repos::ScanningConfiguration::default(),
-        )?;
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Encryption {
-            encryption_type: &'static str,
-        }
-        m.serialize_field(
-            "encryptionConfiguration",
-            &Encryption {
-                encryption_type: repos::ENCRYPTION_TYPE,
-            },
-        )?;
-        m.end()
+        out.extend_from_slice(configurations.as_bytes());
     }
+    out.push(b']');
+    if let Some(token) = next_token {
+        out.extend_from_slice(br#","nextToken":"#);
+        serde_json::to_writer(&mut out, token).map_err(failed)?;
+    }
+    out.push(b'}');
+    Ok(out)
 }
 
 /// A repository in ECR's `Repository` shape, borrowed from the control API's description:
