@@ -2981,8 +2981,19 @@ fn gc_removes_what_nothing_holds_and_keeps_every_referenced_byte() {
         .unwrap();
     assert!(out.status.success());
     std::thread::sleep(Duration::from_millis(1_200));
-    // The young one is younger than the grace again.
-    std::fs::write(&young_orphan, b"whatever was committed").unwrap();
+    // The young one stays younger than the grace however long the collections below take
+    // on a busy machine: it is dated a minute ahead (aged by hand further down).
+    let ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let out = std::process::Command::new("touch")
+        .args(["-d", &format!("@{ahead}")])
+        .arg(&young_orphan)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
 
     let gc = |args: &[&str]| -> Value {
         let mut all = vec!["gc", "--output", "json"];
@@ -3022,7 +3033,12 @@ fn gc_removes_what_nothing_holds_and_keeps_every_referenced_byte() {
     );
     // Past its grace the young orphan goes too; then nothing is left to collect, and the
     // status shows the last collection.
-    std::thread::sleep(Duration::from_millis(1_200));
+    let out = std::process::Command::new("touch")
+        .args(["-d", "1 hour ago"])
+        .arg(&young_orphan)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
     let again = gc(&[]);
     assert_eq!(
         (&again["linksRemoved"], &again["blobsRemoved"]),

@@ -1264,17 +1264,23 @@ async fn every_read_path_serves_ranges_across_windows() {
                 "fill",
             );
         }
-        // The whole blob once more: then all of it is in memory, and reads map it.
+        // The whole blob once more: then all of it is in memory, and reads map it. (A machine
+        // short of memory, as a concurrent build makes it, may drop pages again at once:
+        // three fills in a row that each leave it out are a fill that does not fill.)
         let all = 0..len as u64;
-        check(
-            read_range_with(&store, &digest, all.clone(), fill()).await,
-            &all,
-            "fill",
-        );
-        assert!(
-            in_memory(root, &digest),
-            "{mode}: a fill left the blob out of memory"
-        );
+        let mut filled = false;
+        for _ in 0..3 {
+            check(
+                read_range_with(&store, &digest, all.clone(), fill()).await,
+                &all,
+                "fill",
+            );
+            if in_memory(root, &digest) {
+                filled = true;
+                break;
+            }
+        }
+        assert!(filled, "{mode}: a fill left the blob out of memory");
         for r in &ranges {
             check(
                 read_range_with(&store, &digest, r.clone(), Cold::Direct).await,
