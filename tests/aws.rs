@@ -605,6 +605,13 @@ fn push_image(t: &Aws, repo: &str, tag: &str) -> String {
 #[test]
 fn boto3_pages_through_repositories_and_bad_signatures_are_refused() {
     let t = Aws::start();
+    // May describe a tenth of the repositories: those of page/r01*.
+    let part = t.user(
+        "part",
+        r#"{"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "ecr:DescribeRepositories",
+             "Resource": "arn:aws:ecr:*:*:repository/page/r01*"}]}"#,
+    );
     let out = t.python(
         "check.py",
         &format!("{BOTO3_PRELUDE}{BOTO3_CHECK}"),
@@ -612,6 +619,8 @@ fn boto3_pages_through_repositories_and_bad_signatures_are_refused() {
         &[
             ("READER_KEY_ID", &t.reader.0),
             ("READER_SECRET", &t.reader.1),
+            ("PART_KEY_ID", &part.0),
+            ("PART_SECRET", &part.1),
         ],
     );
     assert!(
@@ -644,6 +653,13 @@ print(f"checked {len(got)} repositories in {len(pages)} pages")
 # A user's listing holds only what it may describe: the reader may describe everything.
 reader = client(os.environ["READER_KEY_ID"], os.environ["READER_SECRET"])
 assert len(reader.describe_repositories(maxResults=1000)["repositories"]) == 250
+# One allowed a tenth sees that tenth, in pages of 4, as if the rest were not there.
+part = client(os.environ["PART_KEY_ID"], os.environ["PART_SECRET"])
+pages = list(part.get_paginator("describe_repositories").paginate(PaginationConfig={"PageSize": 4}))
+seen = [r["repositoryName"] for p in pages for r in p["repositories"]]
+assert seen == [f"page/r{i:03d}" for i in range(10, 20)], seen
+assert len(pages) == 3, len(pages)
+assert error_of(lambda: part.describe_repositories(repositoryNames=["page/r020"])) == "AccessDeniedException"
 
 # A wrong secret, an unknown key, a wrong service in the scope.
 assert error_of(lambda: client(os.environ["KEY_ID"], "x" * 40).describe_repositories()) == "InvalidSignatureException"

@@ -519,26 +519,69 @@ impl Guard {
         action: &'static str,
         repo: Option<&RepoName>,
     ) -> Result<(), String> {
-        let hash = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (&**user, action, repo.map(RepoName::as_str)).hash(&mut h);
-            h.finish()
+        let epoch = state.meta.read().auth.epoch;
+        let key = decision_key(user, action, repo);
+        let remembered = self
+            .decisions
+            .read()
+            .ok()
+            .and_then(|d| remembered(&d, key, epoch, user, action, repo));
+        let outcome = match remembered {
+            Some(outcome) => outcome,
+            None => self.decide(state, epoch, key, user, action, repo),
+        };
+        outcome.map_err(|why| why.to_string())
+    }
+
+    /// [`Guard::may`] for each of `repos` (a listing's page), with the access epoch read and
+    /// the remembered decisions locked once for all of them.
+    pub fn may_each(
+        &self,
+        state: &AppState,
+        principal: &Principal,
+        action: &'static str,
+        repos: &[RepoName],
+    ) -> Vec<bool> {
+        let user = match decided_by_policies(state, principal) {
+            Ok(None) => return vec![true; repos.len()],
+            Err(_) => return vec![false; repos.len()],
+            Ok(Some(user)) => user,
         };
         let epoch = state.meta.read().auth.epoch;
-        let remembered = self.decisions.read().ok().and_then(|d| {
-            d.get(&hash)
-                .filter(|r| {
-                    r.epoch == epoch
-                        && r.action == action
-                        && *r.user == **user
-                        && r.repo.as_ref() == repo
-                })
-                .map(|r| r.outcome.clone())
-        });
-        if let Some(outcome) = remembered {
-            return outcome.map_err(|why| why.to_string());
-        }
+        let keys: Vec<u64> = repos
+            .iter()
+            .map(|r| decision_key(user, action, Some(r)))
+            .collect();
+        let known: Vec<Option<Result<(), Arc<str>>>> = match self.decisions.read() {
+            Ok(d) => repos
+                .iter()
+                .zip(&keys)
+                .map(|(r, key)| remembered(&d, *key, epoch, user, action, Some(r)))
+                .collect(),
+            Err(_) => vec![None; repos.len()],
+        };
+        repos
+            .iter()
+            .zip(keys)
+            .zip(known)
+            .map(|((repo, key), known)| {
+                known
+                    .unwrap_or_else(|| self.decide(state, epoch, key, user, action, Some(repo)))
+                    .is_ok()
+            })
+            .collect()
+    }
+
+    /// Asks the policies, and remembers the answer for the epoch.
+    fn decide(
+        &self,
+        state: &AppState,
+        epoch: u64,
+        key: u64,
+        user: &Arc<str>,
+        action: &'static str,
+        repo: Option<&RepoName>,
+    ) -> Result<(), Arc<str>> {
         let resource = match repo {
             Some(r) => state.repository_arn(r),
             None => state.registry_arn(),
@@ -554,7 +597,7 @@ impl Guard {
                 decisions.clear();
             }
             decisions.insert(
-                hash,
+                key,
                 Remembered {
                     user: user.clone(),
                     action,
@@ -564,7 +607,7 @@ impl Guard {
                 },
             );
         }
-        outcome.map_err(|why| why.to_string())
+        outcome
     }
 
     fn check_blocked(&self, key: &FailureKey) -> Result<(), AuthError> {
@@ -644,6 +687,31 @@ fn counted_name(presented: &Presented) -> String {
         Presented::Bearer(_) | Presented::None => String::new(),
     }
 }
+/// Where a decision is remembered: the hash of who, what and on which repository.
+fn decision_key(user: &str, action: &str, repo: Option<&RepoName>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (user, action, repo.map(RepoName::as_str)).hash(&mut h);
+    h.finish()
+}
+
+/// The decision remembered under `key` for exactly this question in this epoch.
+fn remembered(
+    decisions: &HashMap<u64, Remembered>,
+    key: u64,
+    epoch: u64,
+    user: &str,
+    action: &str,
+    repo: Option<&RepoName>,
+) -> Option<Result<(), Arc<str>>> {
+    decisions
+        .get(&key)
+        .filter(|r| {
+            r.epoch == epoch && r.action == action && *r.user == *user && r.repo.as_ref() == repo
+        })
+        .map(|r| r.outcome.clone())
+}
+
 /// The user whose policies decide what `principal` may do through the AWS API; `None` when
 /// it may do everything (the owner, or any caller of a registry open to all).
 fn decided_by_policies<'p>(

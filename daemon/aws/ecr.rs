@@ -184,8 +184,8 @@ fn describe_repositories(
             "" => None,
             name => Some(repo_name(name)?),
         };
-        let (names, more) = repos::page_names(state, after.as_ref(), max, |name| {
-            state.auth.may(state, principal, ACTION, Some(name)).is_ok()
+        let (names, more) = repos::page_names(state, after.as_ref(), max, |names| {
+            state.auth.may_each(state, principal, ACTION, names)
         });
         if more {
             next_token = names.last().map(|n| super::next_token(n.as_str()));

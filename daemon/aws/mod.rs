@@ -108,10 +108,20 @@ fn answer(status: StatusCode, body: Vec<u8>) -> Response {
     let mut response = (status, body).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+    if let Ok(id) = HeaderValue::from_str(request_id().hyphenated().encode_lower(&mut [0; 36])) {
         h.insert("x-amzn-requestid", id);
     }
     response
+}
+
+/// A request id (`x-amzn-requestid`), unique in this daemon's life: a random start, counted
+/// on (a fresh random one each time cost a system call per answer).
+fn request_id() -> uuid::Uuid {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(|| uuid::Uuid::new_v4().as_u128());
+    uuid::Uuid::from_u128(start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed) as u128))
 }
 
 /// Whether a registry request is for this door: `POST /` (the registry's own paths are all

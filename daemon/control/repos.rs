@@ -299,13 +299,13 @@ pub(crate) fn describe(
 }
 
 /// The names of a page of repositories in name order: up to `max` of those after `after`
-/// that `keep` accepts (asked without the index locked, so it may consult policies), and
-/// whether more follow.
+/// that `keep` accepts (asked of a batch of names at a time, without the index locked, so it
+/// may consult policies), and whether more follow.
 pub(crate) fn page_names(
     state: &Shared,
     after: Option<&RepoName>,
     max: usize,
-    keep: impl Fn(&RepoName) -> bool,
+    keep: impl Fn(&[RepoName]) -> Vec<bool>,
 ) -> (Vec<RepoName>, bool) {
     use std::ops::Bound;
     let mut kept: Vec<RepoName> = Vec::new();
@@ -325,8 +325,9 @@ pub(crate) fn page_names(
         let Some(last) = batch.last().cloned() else {
             break;
         };
-        for name in batch {
-            if keep(&name) {
+        let kept_ones = keep(&batch);
+        for (name, keep) in batch.into_iter().zip(kept_ones) {
+            if keep {
                 if kept.len() == max {
                     more = true;
                     break 'names;
