@@ -33,6 +33,9 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidParameter, message)
 }
 
+/// ECS's quota of clusters per region, which ecrl keeps too (each is a row and a map entry).
+const MAX_CLUSTERS: usize = 10_000;
+
 /// ECS's rule for cluster names: 1-255 letters, digits, hyphens and underscores.
 fn check_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty()
@@ -163,6 +166,16 @@ pub(crate) async fn create(
     check_name(&name)?;
     check_tags(&req.tags)?;
     if name != DEFAULT_CLUSTER {
+        let known = {
+            let index = state.meta.read();
+            (index.clusters.len(), index.clusters.contains_key(&name))
+        };
+        if known.0 >= MAX_CLUSTERS && !known.1 {
+            return Err(invalid(format!(
+                "there are {MAX_CLUSTERS} clusters already, the most ecrl keeps (as ECS's \
+                 quota): delete some first"
+            )));
+        }
         let (_, created) = state
             .meta
             .create_cluster(name.clone(), cluster_arn(state, &name), req.tags)
