@@ -130,13 +130,7 @@ impl Table for Clusters {
                     c.pending_tasks_count.to_string(),
                     c.tags
                         .iter()
-                        .map(|t| {
-                            format!(
-                                "{}={}",
-                                t.key.as_deref().unwrap_or_default(),
-                                t.value.as_deref().unwrap_or_default()
-                            )
-                        })
+                        .map(ToString::to_string)
                         .collect::<Vec<_>>()
                         .join(","),
                 ]

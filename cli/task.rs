@@ -432,17 +432,7 @@ impl Table for TaskDefinitionResponse {
             ));
         }
         if !self.tags.is_empty() {
-            let tags: Vec<String> = self
-                .tags
-                .iter()
-                .map(|t| {
-                    format!(
-                        "{}={}",
-                        t.key.as_deref().unwrap_or_default(),
-                        t.value.as_deref().unwrap_or_default()
-                    )
-                })
-                .collect();
+            let tags: Vec<String> = self.tags.iter().map(ToString::to_string).collect();
             rows.push(("tags", tags.join(", ")));
         }
         if !self.ignored_fields.is_empty() {

@@ -78,6 +78,11 @@ pub fn client_host(addr: SocketAddr) -> String {
     }
 }
 
+/// `arn:aws:ecs:REGION:ACCOUNT:RESOURCE`.
+fn ecs_arn(region: &str, account: &str, resource: &str) -> String {
+    format!("arn:aws:ecs:{region}:{account}:{resource}")
+}
+
 /// Pieces of text written one after the other (no string made to hold them).
 struct Joined<'a>([&'a str; 6]);
 
@@ -172,6 +177,12 @@ impl AppState {
             ":repository/",
             name,
         ])
+    }
+
+    /// An ECS resource's ARN (`arn:aws:ecs:REGION:ACCOUNT:RESOURCE`, e.g. `cluster/NAME`);
+    /// with `""`, what every one begins with.
+    pub fn ecs_arn(&self, resource: &str) -> String {
+        ecs_arn(&self.config.region, self.meta.account_id(), resource)
     }
 
     /// A repository's URI, as docker names it (`HOST:PORT/NAME`), written where it goes.
@@ -514,7 +525,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         runtime: runtime.clone(),
         store: Arc::new(MetaTaskStore(meta.clone())),
         tasks_dir: config.data_dir.join("tasks"),
-        arn_prefix: format!("arn:aws:ecs:{}:{}:", config.region, meta.account_id()),
+        arn_prefix: ecs_arn(&config.region, meta.account_id(), ""),
         registry_auth: Arc::new(registry_auth),
     });
 

@@ -64,6 +64,18 @@ pub struct Tag {
     pub value: Option<String>,
 }
 
+/// `KEY=VALUE`, as ecrl prints a tag.
+impl std::fmt::Display for Tag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}={}",
+            self.key.as_deref().unwrap_or_default(),
+            self.value.as_deref().unwrap_or_default()
+        )
+    }
+}
+
 /// A task volume: a host path, a Docker volume, or (accepted, not run) EFS / FSx.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -71,15 +71,6 @@ fn server(e: impl std::fmt::Display) -> AwsError {
     ecs_error(ApiError::new(ErrorCode::Internal, e.to_string()))
 }
 
-/// `arn:aws:ecs:REGION:ACCOUNT:`.
-fn arn_prefix(state: &Shared) -> String {
-    format!(
-        "arn:aws:ecs:{}:{}:",
-        state.config.region,
-        state.meta.account_id()
-    )
-}
-
 /// The ARN a task-definition reference stands for, for the policy decision: the revision it
 /// resolves to, else what it names (`FAMILY` stands for every revision, `FAMILY:*`).
 fn task_definition_arn(state: &Shared, reference: &str) -> String {
@@ -103,7 +94,7 @@ fn task_arn(state: &Shared, cluster: &str, reference: &str) -> String {
     if reference.starts_with("arn:") {
         reference.to_string()
     } else {
-        format!("{}task/{cluster}/{reference}", arn_prefix(state))
+        state.ecs_arn(&format!("task/{cluster}/{reference}"))
     }
 }
 

@@ -53,11 +53,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 }
 
 pub(crate) fn cluster_arn(state: &Shared, name: &str) -> String {
-    format!(
-        "arn:aws:ecs:{}:{}:cluster/{name}",
-        state.config.region,
-        state.meta.account_id()
-    )
+    state.ecs_arn(&format!("cluster/{name}"))
 }
 
 /// The name a cluster reference (name or ARN) gives, not checked for existence.
@@ -270,11 +266,7 @@ pub(crate) async fn delete(state: &Shared, req: ClusterRef) -> Result<ClusterRes
 
 /// What an ECS resource ARN names, once found to exist: its tags now.
 fn resource_tags(state: &Shared, arn: &str) -> Result<Vec<Tag>, ApiError> {
-    let prefix = format!(
-        "arn:aws:ecs:{}:{}:",
-        state.config.region,
-        state.meta.account_id()
-    );
+    let prefix = state.ecs_arn("");
     let missing = || {
         invalid(format!(
             "{arn} is not an ECS resource of this registry (a task definition, task or \

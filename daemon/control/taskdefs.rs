@@ -105,11 +105,7 @@ fn revision_ref(text: &str) -> Result<TaskDefRef, ApiError> {
 }
 
 pub(crate) fn arn_prefix(state: &Shared) -> String {
-    format!(
-        "arn:aws:ecs:{}:{}:task-definition/",
-        state.config.region,
-        state.meta.account_id()
-    )
+    state.ecs_arn("task-definition/")
 }
 
 /// ECS's RegisterTaskDefinition: `input` (validated here) as its family's next revision.
