@@ -132,21 +132,19 @@ fn cluster(state: &Shared, name: &str) -> Cluster {
     }
 }
 
-/// ECS's limits on resource tags: at most 50, keys 1-128 characters, values up to 256.
+/// ECS's limits on resource tags (AWS's: see `check_resource_tag`), at most 50.
 pub(crate) fn check_tags(tags: &[Tag]) -> Result<(), ApiError> {
-    if tags.len() > 50 {
-        return Err(invalid("a resource has at most 50 tags"));
+    if tags.len() > super::MAX_RESOURCE_TAGS {
+        return Err(invalid(format!(
+            "a resource has at most {} tags",
+            super::MAX_RESOURCE_TAGS
+        )));
     }
     for tag in tags {
-        let key = tag.key.as_deref().unwrap_or_default();
-        if key.is_empty() || key.len() > 128 {
-            return Err(invalid("a tag key is 1-128 characters"));
-        }
-        if tag.value.as_deref().unwrap_or_default().len() > 256 {
-            return Err(invalid(format!(
-                "tag {key}: a value is at most 256 characters"
-            )));
-        }
+        super::check_resource_tag(
+            tag.key.as_deref().unwrap_or_default(),
+            tag.value.as_deref().unwrap_or_default(),
+        )?;
     }
     Ok(())
 }

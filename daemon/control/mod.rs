@@ -279,6 +279,24 @@ where
     endpoint::<E, _, _>(router, move |state, _: Peer, request| op(state, request))
 }
 
+/// AWS's limit on a resource's tags (ECR's and ECS's alike).
+pub const MAX_RESOURCE_TAGS: usize = 50;
+
+/// One resource tag as AWS checks it: keys 1-128 characters, not `aws:`-prefixed (AWS's
+/// own), values at most 256.
+pub fn check_resource_tag(key: &str, value: &str) -> Result<(), ApiError> {
+    let invalid = |why: String| Err(ApiError::new(ErrorCode::InvalidParameter, why));
+    if key.is_empty() || key.chars().count() > 128 || value.chars().count() > 256 {
+        return invalid(format!(
+            "tag {key:?}: keys are 1-128 characters, values at most 256"
+        ));
+    }
+    if key.starts_with("aws:") {
+        return invalid(format!("tag {key:?}: keys starting with aws: are reserved"));
+    }
+    Ok(())
+}
+
 fn decode<E: Endpoint>(uri: &Uri, body: &[u8]) -> Result<E::Request, ControlError> {
     ecrl::api::decode_request::<E>(uri.query(), body).map_err(ControlError)
 }

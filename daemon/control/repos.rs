@@ -171,30 +171,17 @@ fn repository(state: &Shared, name: &RepoName, repo: &Repo) -> Repository {
     }
 }
 
-/// ECR allows 50 tags on a resource.
-const MAX_RESOURCE_TAGS: usize = 50;
-
 /// Adds `new` to a repository's resource tags (a key given again takes the new value), as
 /// ECR checks them.
 fn add_tags(tags: &mut BTreeMap<String, String>, new: Vec<ResourceTag>) -> Result<(), ApiError> {
     for tag in new {
-        if tag.key.is_empty() || tag.key.chars().count() > 128 || tag.value.chars().count() > 256 {
-            return Err(invalid(format!(
-                "tag {:?}: keys are 1-128 characters, values at most 256",
-                tag.key
-            )));
-        }
-        if tag.key.starts_with("aws:") {
-            return Err(invalid(format!(
-                "tag {:?}: keys starting with aws: are reserved",
-                tag.key
-            )));
-        }
+        super::check_resource_tag(&tag.key, &tag.value)?;
         tags.insert(tag.key, tag.value);
     }
-    if tags.len() > MAX_RESOURCE_TAGS {
+    if tags.len() > super::MAX_RESOURCE_TAGS {
         return Err(invalid(format!(
-            "a repository has at most {MAX_RESOURCE_TAGS} tags, not {}",
+            "a repository has at most {} tags, not {}",
+            super::MAX_RESOURCE_TAGS,
             tags.len()
         )));
     }
