@@ -302,6 +302,13 @@ fn the_aws_cli_manages_repositories_and_logs_docker_in() {
     );
 }
 
+/// `aws ecr OP --repository-name team/app EXTRA...`.
+fn in_repo<'a>(op: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["ecr", op, "--repository-name", "team/app"];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// After `docker login` with `aws ecr get-login-password`: docker pushes, and the AWS CLI
 /// reads the image back (batch-get-image), tags it again (put-image), and configures the
 /// repository and the registry: policies, lifecycle, replication, pull-through cache rules.
@@ -331,35 +338,21 @@ fn docker_session(t: &Aws, docker_config: &std::path::Path) {
         all.extend_from_slice(args);
         t.aws_ok(&t.ci, &all)
     };
-    let repo = ["--repository-name", "team/app"];
-    let with = |extra: &[&'static str]| {
-        let mut a = repo.to_vec();
-        a.extend_from_slice(extra);
-        a
-    };
+    let ecr_in = |args: &[&str]| t.aws_ok(&t.ci, args);
 
-    let described = ecr(&[
-        &["describe-images"][..],
-        &with(&["--image-ids", "imageTag=v1"]),
-    ]
-    .concat());
+    let described = ecr_in(&in_repo("describe-images", &["--image-ids", "imageTag=v1"]));
     assert_eq!(described["imageDetails"][0]["imageDigest"], pushed.as_str());
-    let listed = ecr(&[&["list-images"][..], &repo[..]].concat());
+    let listed = ecr_in(&in_repo("list-images", &[]));
     assert!(listed.to_string().contains(&pushed), "{listed}");
-    let got = ecr(&[
-        &["batch-get-image"][..],
-        &with(&["--image-ids", "imageTag=v1"]),
-    ]
-    .concat());
+    let got = ecr_in(&in_repo("batch-get-image", &["--image-ids", "imageTag=v1"]));
     let image = &got["images"][0];
     let manifest = image["imageManifest"].as_str().unwrap().to_string();
     assert_eq!(sha256_digest(manifest.as_bytes()), pushed, "{got}");
     assert_eq!(image["imageId"]["imageDigest"], pushed.as_str());
-    let missing = ecr(&[
-        &["batch-get-image"][..],
-        &with(&["--image-ids", "imageTag=nope"]),
-    ]
-    .concat());
+    let missing = ecr_in(&in_repo(
+        "batch-get-image",
+        &["--image-ids", "imageTag=nope"],
+    ));
     assert_eq!(
         missing["failures"][0]["failureCode"], "ImageNotFound",
         "{missing}"
@@ -385,12 +378,15 @@ fn docker_session(t: &Aws, docker_config: &std::path::Path) {
 
     // put-image: the manifest batch-get-image gave, under a new tag (the repository is
     // IMMUTABLE: a new tag is fine, the same one again is not).
-    let put = ecr(&[
-        &["put-image"][..],
-        &with(&["--image-tag", "release", "--image-manifest"]),
-        &[manifest.as_str()],
-    ]
-    .concat());
+    let put = ecr_in(&in_repo(
+        "put-image",
+        &[
+            "--image-tag",
+            "release",
+            "--image-manifest",
+            manifest.as_str(),
+        ],
+    ));
     assert_eq!(
         put["image"]["imageId"]["imageDigest"],
         pushed.as_str(),
@@ -398,19 +394,21 @@ fn docker_session(t: &Aws, docker_config: &std::path::Path) {
     );
     t.aws_fails(
         &t.ci,
-        &[
-            &["ecr", "put-image"][..],
-            &with(&["--image-tag", "release", "--image-manifest"]),
-            &[manifest.as_str()],
-        ]
-        .concat(),
+        &in_repo(
+            "put-image",
+            &[
+                "--image-tag",
+                "release",
+                "--image-manifest",
+                manifest.as_str(),
+            ],
+        ),
         "ImageAlreadyExistsException",
     );
-    let status = ecr(&[
-        &["describe-image-replication-status"][..],
-        &with(&["--image-id", "imageTag=release"]),
-    ]
-    .concat());
+    let status = ecr_in(&in_repo(
+        "describe-image-replication-status",
+        &["--image-id", "imageTag=release"],
+    ));
     let first = &status["replicationStatuses"][0];
     assert_eq!(first["region"], "127.0.0.1:9", "{status}");
     assert!(
@@ -430,24 +428,20 @@ fn docker_session(t: &Aws, docker_config: &std::path::Path) {
     let policy = r#"{"Version": "2012-10-17", "Statement": [{"Sid": "read", "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": ["ecr:ListImages"]}]}"#;
     t.aws_fails(
         &t.reader,
-        &[&["ecr", "list-images"][..], &repo[..]].concat(),
+        &in_repo("list-images", &[]),
         "AccessDeniedException",
     );
-    ecr(&[
-        &["set-repository-policy"][..],
-        &with(&["--policy-text", policy]),
-    ]
-    .concat());
-    let got = ecr(&[&["get-repository-policy"][..], &repo[..]].concat());
+    ecr_in(&in_repo(
+        "set-repository-policy",
+        &["--policy-text", policy],
+    ));
+    let got = ecr_in(&in_repo("get-repository-policy", &[]));
     assert_eq!(got["policyText"], policy, "{got}");
-    t.aws_ok(
-        &t.reader,
-        &[&["ecr", "list-images"][..], &repo[..]].concat(),
-    );
-    ecr(&[&["delete-repository-policy"][..], &repo[..]].concat());
+    t.aws_ok(&t.reader, &in_repo("list-images", &[]));
+    ecr_in(&in_repo("delete-repository-policy", &[]));
     t.aws_fails(
         &t.ci,
-        &[&["ecr", "get-repository-policy"][..], &repo[..]].concat(),
+        &in_repo("get-repository-policy", &[]),
         "RepositoryPolicyNotFoundException",
     );
 
@@ -455,16 +449,15 @@ fn docker_session(t: &Aws, docker_config: &std::path::Path) {
     let rules = r#"{"rules": [{"rulePriority": 1, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}"#;
     t.aws_fails(
         &t.ci,
-        &[&["ecr", "get-lifecycle-policy-preview"][..], &repo[..]].concat(),
+        &in_repo("get-lifecycle-policy-preview", &[]),
         "LifecyclePolicyPreviewNotFoundException",
     );
-    let started = ecr(&[
-        &["start-lifecycle-policy-preview"][..],
-        &with(&["--lifecycle-policy-text", rules]),
-    ]
-    .concat());
+    let started = ecr_in(&in_repo(
+        "start-lifecycle-policy-preview",
+        &["--lifecycle-policy-text", rules],
+    ));
     assert_eq!(started["status"], "COMPLETE", "{started}");
-    let preview = ecr(&[&["get-lifecycle-policy-preview"][..], &repo[..]].concat());
+    let preview = ecr_in(&in_repo("get-lifecycle-policy-preview", &[]));
     assert_eq!(
         preview["summary"]["expiringImageTotalCount"], 1,
         "{preview}"
@@ -473,30 +466,26 @@ fn docker_session(t: &Aws, docker_config: &std::path::Path) {
         preview["previewResults"][0]["action"]["type"], "EXPIRE",
         "{preview}"
     );
-    ecr(&[
-        &["put-lifecycle-policy"][..],
-        &with(&["--lifecycle-policy-text", rules]),
-    ]
-    .concat());
-    let got = ecr(&[&["get-lifecycle-policy"][..], &repo[..]].concat());
+    ecr_in(&in_repo(
+        "put-lifecycle-policy",
+        &["--lifecycle-policy-text", rules],
+    ));
+    let got = ecr_in(&in_repo("get-lifecycle-policy", &[]));
     assert_eq!(got["lifecyclePolicyText"], rules, "{got}");
-    ecr(&[&["delete-lifecycle-policy"][..], &repo[..]].concat());
+    ecr_in(&in_repo("delete-lifecycle-policy", &[]));
     t.aws_fails(
         &t.ci,
-        &[&["ecr", "get-lifecycle-policy"][..], &repo[..]].concat(),
+        &in_repo("get-lifecycle-policy", &[]),
         "LifecyclePolicyNotFoundException",
     );
+    // Tagged images, with no tag prefixes to select them by.
+    let invalid = r#"{"rules": [{"rulePriority": 1, "selection": {"tagStatus": "tagged", "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}"#;
     t.aws_fails(
         &t.ci,
-        &[
-            &["ecr", "put-lifecycle-policy"][..],
-            &with(&[
-                "--lifecycle-policy-text",
-                // Tagged images, with no tag prefixes to select them by.
-                r#"{"rules": [{"rulePriority": 1, "selection": {"tagStatus": "tagged", "countType": "imageCountMoreThan", "countNumber": 1}, "action": {"type": "expire"}}]}"#,
-            ]),
-        ]
-        .concat(),
+        &in_repo(
+            "put-lifecycle-policy",
+            &["--lifecycle-policy-text", invalid],
+        ),
         "InvalidParameterException",
     );
 
@@ -612,7 +601,7 @@ fn boto3_pages_through_repositories_and_bad_signatures_are_refused() {
             {"Effect": "Allow", "Action": "ecr:DescribeRepositories",
              "Resource": "arn:aws:ecr:*:*:repository/page/r01*"}]}"#,
     );
-    let out = t.python(
+    let stdout = t.python_ok(
         "check.py",
         &format!("{BOTO3_PRELUDE}{BOTO3_CHECK}"),
         &t.ci,
@@ -623,13 +612,6 @@ fn boto3_pages_through_repositories_and_bad_signatures_are_refused() {
             ("PART_SECRET", &part.1),
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("checked 250 repositories in 3 pages"),
         "{stdout}"
@@ -754,7 +736,7 @@ print("shapes checked:", sorted(set(checked)))
 #[test]
 fn boto3_uploads_layers_puts_images_and_configures_the_registry() {
     let t = Aws::start();
-    let out = t.python(
+    let stdout = t.python_ok(
         "images.py",
         &format!("{BOTO3_PRELUDE}{BOTO3_IMAGES}"),
         &t.ci,
@@ -762,12 +744,6 @@ fn boto3_uploads_layers_puts_images_and_configures_the_registry() {
             ("READER_KEY_ID", &t.reader.0),
             ("READER_SECRET", &t.reader.1),
         ],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("all checked"), "{stdout}");
     // The image put through the AWS API is an ordinary image for ecrl's own CLI.

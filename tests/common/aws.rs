@@ -128,6 +128,24 @@ impl Aws {
         command.output().unwrap()
     }
 
+    /// [`Aws::python`], which must succeed: its standard output.
+    pub fn python_ok(
+        &self,
+        name: &str,
+        script: &str,
+        who: &(String, String),
+        vars: &[(&str, &str)],
+    ) -> String {
+        let out = self.python(name, script, who, vars);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
     /// Runs `aws ARGS`, which must fail with the AWS error `kind`.
     pub fn aws_fails(&self, who: &(String, String), args: &[&str], kind: &str) -> String {
         let out = self.aws(who, args);
