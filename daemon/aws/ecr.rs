@@ -19,7 +19,7 @@ fn ecr_repository(repository: &ecrl::api::repos::Repository) -> Result<Value, Aw
 
 pub(super) async fn call(
     state: &Shared,
-    caller: &Caller,
+    caller: &Caller<'_>,
     op: &str,
     input: &Value,
 ) -> Result<Out, AwsError> {

@@ -272,7 +272,7 @@ pub(super) fn check_layers(
 /// registry's credentials (`aws ecr get-login-password`, as user `AWS`).
 pub(super) fn download_url(
     state: &Shared,
-    caller: &Caller,
+    caller: &Caller<'_>,
     name: &RepoName,
     input: &Value,
 ) -> Result<Value, AwsError> {
@@ -289,7 +289,7 @@ pub(super) fn download_url(
         ));
     }
     Ok(json!({
-        "downloadUrl": format!("{}/v2/{name}/blobs/{digest}", caller.url),
+        "downloadUrl": format!("{}/v2/{name}/blobs/{digest}", caller.url()),
         "layerDigest": digest.to_string(),
     }))
 }
@@ -298,7 +298,7 @@ pub(super) fn download_url(
 /// caller's sessions as a registry upload is.
 pub(super) async fn initiate_upload(
     state: &Shared,
-    caller: &Caller,
+    caller: &Caller<'_>,
     name: &RepoName,
 ) -> Result<Value, AwsError> {
     repos::find_repo(&state.meta.read(), name)?;

@@ -195,7 +195,7 @@ async fn call(state: &Shared, parts: &Parts, body: &mut RequestBody) -> Result<O
             let caller = Caller {
                 principal,
                 client: client_ip(parts),
-                url: base_url(parts),
+                parts,
             };
             ecr::call(state, &caller, op, &input).await
         }
@@ -262,12 +262,19 @@ fn unknown_key() -> AwsError {
     )
 }
 
-/// Who asks, from where, and the URL they reach ecrld at.
-pub(super) struct Caller {
+/// Who asks, from where, and through which request.
+pub(super) struct Caller<'a> {
     pub principal: Principal,
     pub client: Option<std::net::IpAddr>,
-    /// `http[s]://host[:port]`, as the request named the endpoint.
-    pub url: String,
+    parts: &'a Parts,
+}
+
+impl Caller<'_> {
+    /// `http[s]://host[:port]`, as the request named the endpoint (worked out only for the
+    /// operation that answers a URL).
+    pub fn url(&self) -> String {
+        base_url(self.parts)
+    }
 }
 
 fn client_ip(parts: &Parts) -> Option<std::net::IpAddr> {
