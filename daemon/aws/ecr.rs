@@ -9,13 +9,7 @@ use crate::control::{auth as control_auth, repos};
 use crate::registry::Shared;
 use ecrl::names::RepoName;
 use ecrl::timestamp::epoch_seconds;
-use serde_json::{json, Value};
-
-/// A repository as ECR's `Repository` shape has it (see [`EcrRepository`]).
-fn ecr_repository(repository: &ecrl::api::repos::Repository) -> Result<Value, AwsError> {
-    serde_json::to_value(EcrRepository::from(repository))
-        .map_err(|e| AwsError::client("ServerException", e.to_string()))
-}
+use serde_json::Value;
 
 pub(super) async fn call(
     state: &Shared,
@@ -54,12 +48,12 @@ pub(super) async fn call(
         "CreateRepository" => {
             repo("ecr:CreateRepository")?;
             let created = repos::create(state, decode(input)?).await?;
-            Ok(json!({ "repository": ecr_repository(&created.repository)? }).into())
+            one_repository(state, &created.repository)
         }
         "DeleteRepository" => {
             repo("ecr:DeleteRepository")?;
             let deleted = repos::delete(state, decode(input)?).await?;
-            Ok(json!({ "repository": ecr_repository(&deleted.repository)? }).into())
+            one_repository(state, &deleted.repository)
         }
         "DescribeRepositories" => describe_repositories(state, principal, input),
         "ListImages" => {
@@ -210,62 +204,32 @@ fn describe_repositories(
 }
 
 /// `{"repositories": [...], "nextToken": ...}` in ECR's `Repository` shape, written from the
-/// index by hand: the member names are constant text, what every repository shares (the
-/// ARN's and URI's beginnings, the account, the configurations) is escaped once per answer,
-/// and repository names need no escaping (`RepoName`: lowercase letters, digits, `._-/`).
+/// index (see [`RepositoryWriter`]).
 fn write_repositories(
     state: &Shared,
     listed: &[(&RepoName, &crate::metadata::Repo)],
     next_token: Option<&str>,
 ) -> Result<Vec<u8>, AwsError> {
-    let failed = |e: serde_json::Error| AwsError::client("ServerException", e.to_string());
-    // A JSON string's escaped text, without its quotes.
-    let inner = |text: &str| -> Result<Vec<u8>, AwsError> {
-        let quoted = serde_json::to_vec(text).map_err(failed)?;
-        Ok(quoted[1..quoted.len() - 1].to_vec())
-    };
-    let arn = inner(&state.repository_arn_prefix().to_string())?;
-    let uri = inner(&state.repository_uri_prefix().to_string())?;
-    let account = inner(state.meta.account_id())?;
-    let configurations = format!(
-        r#","imageScanningConfiguration":{},"encryptionConfiguration":{{"encryptionType":{}}}}}"#,
-        serde_json::to_string(&ecrl::api::repos::ScanningConfiguration::default())
-            .map_err(failed)?,
-        serde_json::to_string(repos::ENCRYPTION_TYPE).map_err(failed)?,
-    );
-    let mut out = Vec::with_capacity(64 + listed.len() * (400 + arn.len() + uri.len()));
+    let writer = RepositoryWriter::new(state)?;
+    let mut out = Vec::with_capacity(64 + listed.len() * writer.typical_len());
     out.extend_from_slice(br#"{"repositories":["#);
     for (i, (name, repo)) in listed.iter().enumerate() {
-        let name = name.as_str().as_bytes();
-        debug_assert!(name
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(b)));
         if i > 0 {
             out.push(b',');
         }
-        for piece in [
-            br#"{"repositoryArn":""#.as_slice(),
-            &arn,
-            name,
-            br#"","registryId":""#,
-            &account,
-            br#"","repositoryName":""#,
-            name,
-            br#"","repositoryUri":""#,
-            &uri,
-            name,
-            br#"","createdAt":"#,
-        ] {
-            out.extend_from_slice(piece);
-        }
-        serde_json::to_writer(&mut out, &(repo.created_at as f64 / 1000.0)).map_err(failed)?;
-        out.extend_from_slice(br#","imageTagMutability":"#);
-        serde_json::to_writer(&mut out, repo.mutability.as_str()).map_err(failed)?;
-        if !repo.mutability_exclusions.is_empty() {
-            out.extend_from_slice(br#","imageTagMutabilityExclusionFilters":"#);
-            serde_json::to_writer(&mut out, &repos::filters_of(repo)).map_err(failed)?;
-        }
-        out.extend_from_slice(configurations.as_bytes());
+        let filters = match repo.mutability_exclusions.is_empty() {
+            true => Vec::new(),
+            false => repos::filters_of(repo),
+        };
+        writer.write(
+            &mut out,
+            &RepositoryFields {
+                name: name.as_str(),
+                created: repo.created_at as f64 / 1000.0,
+                mutability: repo.mutability.as_str(),
+                filters: &filters,
+            },
+        )?;
     }
     out.push(b']');
     if let Some(token) = next_token {
@@ -276,37 +240,103 @@ fn write_repositories(
     Ok(out)
 }
 
-/// A repository in ECR's `Repository` shape, borrowed from the control API's description:
-/// ecrl's own members (image count, size, resource tags, which ECR answers through other
-/// operations) left out, the creation time in epoch seconds.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EcrRepository<'a> {
-    repository_arn: &'a str,
-    registry_id: &'a str,
-    repository_name: &'a str,
-    repository_uri: &'a str,
-    created_at: f64,
-    image_tag_mutability: &'a str,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    image_tag_mutability_exclusion_filters: &'a [ecrl::mutability::ExclusionFilter],
-    image_scanning_configuration: &'a ecrl::api::repos::ScanningConfiguration,
-    encryption_configuration: &'a ecrl::api::repos::EncryptionConfiguration,
+/// `{"repository": {...}}`: a repository the control API described (one just created, or
+/// deleted), in ECR's shape.
+fn one_repository(state: &Shared, r: &ecrl::api::repos::Repository) -> Result<Out, AwsError> {
+    let writer = RepositoryWriter::new(state)?;
+    let mut out = Vec::with_capacity(16 + writer.typical_len());
+    out.extend_from_slice(br#"{"repository":"#);
+    writer.write(
+        &mut out,
+        &RepositoryFields {
+            name: &r.repository_name,
+            created: epoch_seconds(&r.created_at).unwrap_or_default(),
+            mutability: &r.image_tag_mutability,
+            filters: &r.image_tag_mutability_exclusion_filters,
+        },
+    )?;
+    out.push(b'}');
+    Ok(Out::Bytes(out))
 }
 
-impl<'a> From<&'a ecrl::api::repos::Repository> for EcrRepository<'a> {
-    fn from(r: &'a ecrl::api::repos::Repository) -> Self {
-        EcrRepository {
-            repository_arn: &r.repository_arn,
-            registry_id: &r.registry_id,
-            repository_name: &r.repository_name,
-            repository_uri: &r.repository_uri,
-            created_at: epoch_seconds(&r.created_at).unwrap_or_default(),
-            image_tag_mutability: &r.image_tag_mutability,
-            image_tag_mutability_exclusion_filters: &r.image_tag_mutability_exclusion_filters,
-            image_scanning_configuration: &r.image_scanning_configuration,
-            encryption_configuration: &r.encryption_configuration,
+fn failed(e: serde_json::Error) -> AwsError {
+    AwsError::client("ServerException", e.to_string())
+}
+
+/// What ECR's `Repository` shape says of one repository beyond what all share.
+struct RepositoryFields<'a> {
+    /// A repository name (`RepoName`: lowercase letters, digits, `._-/`: nothing to escape).
+    name: &'a str,
+    /// Epoch seconds.
+    created: f64,
+    mutability: &'a str,
+    filters: &'a [ecrl::mutability::ExclusionFilter],
+}
+
+/// Writes repositories in ECR's `Repository` shape by hand: the member names are constant
+/// text, and what every repository shares (the ARN's and URI's beginnings, the account, the
+/// configurations) is escaped once; ecrl's own members (image count, size, resource tags,
+/// which ECR answers through other operations) are not ECR's.
+struct RepositoryWriter {
+    arn: Vec<u8>,
+    uri: Vec<u8>,
+    account: Vec<u8>,
+    configurations: String,
+}
+
+impl RepositoryWriter {
+    fn new(state: &Shared) -> Result<Self, AwsError> {
+        // A JSON string's escaped text, without its quotes.
+        let inner = |text: &str| -> Result<Vec<u8>, AwsError> {
+            let quoted = serde_json::to_vec(text).map_err(failed)?;
+            Ok(quoted[1..quoted.len() - 1].to_vec())
+        };
+        Ok(RepositoryWriter {
+            arn: inner(&state.repository_arn_prefix().to_string())?,
+            uri: inner(&state.repository_uri_prefix().to_string())?,
+            account: inner(state.meta.account_id())?,
+            configurations: format!(
+                r#","imageScanningConfiguration":{},"encryptionConfiguration":{{"encryptionType":{}}}}}"#,
+                serde_json::to_string(&ecrl::api::repos::ScanningConfiguration::default())
+                    .map_err(failed)?,
+                serde_json::to_string(repos::ENCRYPTION_TYPE).map_err(failed)?,
+            ),
+        })
+    }
+
+    fn typical_len(&self) -> usize {
+        400 + self.arn.len() + self.uri.len()
+    }
+
+    fn write(&self, out: &mut Vec<u8>, r: &RepositoryFields<'_>) -> Result<(), AwsError> {
+        let name = r.name.as_bytes();
+        debug_assert!(name
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(b)));
+        for piece in [
+            br#"{"repositoryArn":""#.as_slice(),
+            &self.arn,
+            name,
+            br#"","registryId":""#,
+            &self.account,
+            br#"","repositoryName":""#,
+            name,
+            br#"","repositoryUri":""#,
+            &self.uri,
+            name,
+            br#"","createdAt":"#,
+        ] {
+            out.extend_from_slice(piece);
         }
+        serde_json::to_writer(&mut *out, &r.created).map_err(failed)?;
+        out.extend_from_slice(br#","imageTagMutability":"#);
+        serde_json::to_writer(&mut *out, r.mutability).map_err(failed)?;
+        if !r.filters.is_empty() {
+            out.extend_from_slice(br#","imageTagMutabilityExclusionFilters":"#);
+            serde_json::to_writer(&mut *out, r.filters).map_err(failed)?;
+        }
+        out.extend_from_slice(self.configurations.as_bytes());
+        Ok(())
     }
 }
 
