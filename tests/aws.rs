@@ -905,6 +905,9 @@ assert error_of(lambda: ecr.create_pull_through_cache_rule(
     ecrRepositoryPrefix="ghcr", upstreamRegistryUrl="ghcr.io",
     credentialArn="arn:aws:secretsmanager:us-east-1:123456789012:secret:ecr-pullthroughcache/x")) == "InvalidParameterException"
 assert error_of(lambda: reader.create_pull_through_cache_rule(ecrRepositoryPrefix="k8s", upstreamRegistryUrl="registry.k8s.io")) == "AccessDeniedException"
+# Update changes credentials, which ecrl takes from its logins: refused, saying so.
+assert error_of(lambda: ecr.update_pull_through_cache_rule(ecrRepositoryPrefix="quay")) == "InvalidParameterException"
+assert error_of(lambda: ecr.update_pull_through_cache_rule(ecrRepositoryPrefix="none")) == "PullThroughCacheRuleNotFoundException"
 ecr.delete_pull_through_cache_rule(ecrRepositoryPrefix="quay")
 
 want = {"InitiateLayerUpload", "UploadLayerPart", "CompleteLayerUpload", "BatchCheckLayerAvailability",

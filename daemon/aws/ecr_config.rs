@@ -198,12 +198,12 @@ pub(super) async fn call(
         "UpdatePullThroughCacheRule" => {
             let prefix = string(input, "ecrRepositoryPrefix")?;
             may("ecr:UpdatePullThroughCacheRule", None)?;
-            find_rule(state, prefix)?;
+            let rule = find_rule(state, prefix)?;
             Err(invalid(format!(
                 "UpdatePullThroughCacheRule changes a rule's credentials, and ecrl's rules take \
                  theirs from 'ecrl login {}' (or docker's config) each time they reach the \
                  upstream: log in again there to change them",
-                find_rule(state, prefix)?.upstream_registry_url
+                rule.upstream_registry_url
             )))
         }
         // Resource tags.
