@@ -17,6 +17,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Subcommand, Debug)]
+// Parsed once per run: the size of its biggest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum DaemonCommand {
     /// Start ecrld in the background and wait until it answers
     Start(StartArgs),
@@ -100,6 +102,13 @@ impl Table for SystemInfo {
                     ecrl::config::Anonymous::All => "open: no authentication".to_string(),
                 },
             ));
+        }
+        if let (Some(backend), Some(location)) = (&self.metadata_backend, &self.metadata_location) {
+            let state = match &self.metadata_error {
+                None => "answering".to_string(),
+                Some(e) => format!("NOT ANSWERING: {e}"),
+            };
+            rows.push(("metadata", format!("{backend} ({location}), {state}")));
         }
         if let Some(encryption) = self.encryption {
             rows.push(("encryption", encryption.to_string()));
@@ -412,6 +421,22 @@ fn daemon_command(config: &DaemonConfig) -> Command {
     }
     if let Some(encryption) = config.encryption {
         command.arg("--encryption").arg(encryption.as_str());
+    }
+    match &config.metadata {
+        ecrl::config::MetadataConfig::Sqlite => {
+            command.arg("--metadata-backend").arg("sqlite");
+        }
+        ecrl::config::MetadataConfig::Postgres { url, ca } => {
+            // The URL may hold a password: through the environment, never the command line
+            // (which every local user can read in `ps`).
+            command
+                .arg("--metadata-backend")
+                .arg("postgres")
+                .env(ecrl::config::ENV_POSTGRES_URL, &url.0);
+            if let Some(ca) = ca {
+                command.arg("--postgres-ca").arg(ca);
+            }
+        }
     }
     // SAFETY: setsid is async-signal-safe; it detaches the daemon from this terminal's
     // session so closing the terminal or Ctrl-C here does not reach it.

@@ -388,7 +388,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         let store = store.clone();
         let handle = tokio::runtime::Handle::current();
         tokio::task::block_in_place(|| {
-            Metadata::open(&config.data_dir, |digest| {
+            Metadata::open_with(&config.metadata, &config.data_dir, move |digest| {
                 handle.block_on(store.read_all(digest))
             })
         })

@@ -203,7 +203,44 @@ impl Identity {
 
 /// The crypto provider, named rather than taken from the process default (which is ambiguous
 /// when more than one provider is compiled in).
-fn provider() -> rustls::crypto::CryptoProvider {
+/// The roots a TLS client of ecrld trusts: the system's, and the PEM certificates of
+/// `ca_files` (a private CA of a remote registry or of PostgreSQL).
+pub fn client_roots(ca_files: &[std::path::PathBuf]) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let (_, _) = roots.add_parsable_certificates(system_roots().iter().cloned());
+    for file in ca_files {
+        let certs: Vec<_> = CertificateDer::pem_file_iter(file)
+            .map_err(|e| format!("reading CA file {}: {e}", file.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("reading CA file {}: {e}", file.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "CA file {} holds no PEM certificate",
+                file.display()
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("CA file {}: {e}", file.display()))?;
+        }
+    }
+    Ok(roots)
+}
+
+/// The system's trusted roots, read once.
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::debug!("reading the system's CA certificates: {e}");
+        }
+        found.certs
+    })
+}
+
+pub fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
 }
 

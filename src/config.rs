@@ -24,6 +24,10 @@ pub const ENV_TLS_NAMES: &str = "ECRL_TLS_NAMES";
 pub const ENV_ENCRYPTION: &str = "ECRL_ENCRYPTION";
 /// `storage.read_cache`, from the environment (it takes precedence over the config file).
 pub const ENV_READ_CACHE: &str = "ECRL_READ_CACHE";
+/// `metadata.backend` and `metadata.postgres_url`, `metadata.postgres_ca`.
+pub const ENV_METADATA_BACKEND: &str = "ECRL_METADATA_BACKEND";
+pub const ENV_POSTGRES_URL: &str = "ECRL_POSTGRES_URL";
+pub const ENV_POSTGRES_CA: &str = "ECRL_POSTGRES_CA";
 /// The tracing filter both binaries read (`info`, `ecrld=debug`, ...).
 pub const ENV_LOG: &str = "ECRL_LOG";
 
@@ -110,6 +114,72 @@ pub struct DaemonOptions {
     /// dir, else the data dir's own]
     #[arg(long, env = ENV_ENCRYPTION, value_enum, value_name = "MODE")]
     pub encryption: Option<Encryption>,
+
+    /// Where repositories, tags, users, policies and task definitions are kept: sqlite (in
+    /// the data dir) or postgres (shared by several ecrld; needs --postgres-url)
+    /// [default: sqlite]
+    #[arg(long, env = ENV_METADATA_BACKEND, value_enum, value_name = "BACKEND")]
+    pub metadata_backend: Option<MetadataBackend>,
+
+    /// PostgreSQL connection URL for --metadata-backend postgres, e.g.
+    /// postgres://ecrl:PASSWORD@db.example:5432/ecrl?sslmode=require
+    #[arg(long, env = ENV_POSTGRES_URL, value_name = "URL", hide_env_values = true)]
+    pub postgres_url: Option<SecretString>,
+
+    /// PEM file of the CA that signed PostgreSQL's certificate (else the system's roots)
+    #[arg(long, env = ENV_POSTGRES_CA, value_name = "FILE")]
+    pub postgres_ca: Option<PathBuf>,
+}
+
+/// Where the daemon keeps its metadata.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataBackend {
+    /// SQLite in the data dir: one ecrld.
+    #[default]
+    Sqlite,
+    /// PostgreSQL: any number of ecrld serve one registry.
+    Postgres,
+}
+
+impl MetadataBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetadataBackend::Sqlite => "sqlite",
+            MetadataBackend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A setting that may hold a password (a database URL): never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for SecretString {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(SecretString(s.to_string()))
+    }
+}
+
+/// How the daemon reaches its metadata.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum MetadataConfig {
+    /// `metadata.db` in the data dir.
+    #[default]
+    Sqlite,
+    Postgres {
+        url: SecretString,
+        /// A CA to trust for the server's certificate besides the system's.
+        ca: Option<PathBuf>,
+    },
 }
 
 /// What the registry allows a request without credentials.
@@ -162,6 +232,10 @@ impl DaemonOptions {
             encryption: var(ENV_ENCRYPTION)
                 .and_then(|v| v.into_string().ok())
                 .and_then(|v| Encryption::from_str(&v, true).ok()),
+            metadata_backend: string(ENV_METADATA_BACKEND)
+                .and_then(|v| MetadataBackend::from_str(&v, true).ok()),
+            postgres_url: string(ENV_POSTGRES_URL).map(SecretString),
+            postgres_ca: var(ENV_POSTGRES_CA).map(PathBuf::from),
         }
     }
 }
@@ -249,6 +323,8 @@ pub struct FileConfig {
     pub registry: RegistryFileConfig,
     #[serde(default)]
     pub storage: StorageFileConfig,
+    #[serde(default)]
+    pub metadata: MetadataFileConfig,
     #[serde(default)]
     pub mirror: MirrorFileConfig,
     #[serde(default)]
@@ -338,6 +414,15 @@ pub struct StorageFileConfig {
     /// Bytes of blobs kept in the page cache for pulls: `auto` (an eighth of the machine's
     /// memory, at most 2 GiB), a size such as `512MiB`, or `0` for none.
     pub read_cache: Option<String>,
+}
+
+/// `metadata`: where repositories, users and task definitions are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataFileConfig {
+    pub backend: Option<MetadataBackend>,
+    pub postgres_url: Option<SecretString>,
+    pub postgres_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -495,6 +580,8 @@ pub struct DaemonConfig {
     pub encryption: Option<Encryption>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+    /// Where metadata is kept.
+    pub metadata: MetadataConfig,
     pub mirror: MirrorConfig,
     /// How often every repository's lifecycle policy is applied (`lifecycle.interval`).
     pub lifecycle_interval: std::time::Duration,
@@ -550,6 +637,11 @@ pub enum TlsCertificate {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error(
+        "the postgres metadata backend needs a connection URL: --postgres-url, ECRL_POSTGRES_URL \
+         or metadata.postgres_url in the config file (postgres://USER:PASSWORD@HOST:PORT/DB)"
+    )]
+    PostgresUrl,
     #[error("cannot read config file {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -890,7 +982,23 @@ pub fn resolve(
         }
         id => id,
     };
+    let metadata = match options
+        .metadata_backend
+        .or(file.metadata.backend)
+        .unwrap_or_default()
+    {
+        MetadataBackend::Sqlite => MetadataConfig::Sqlite,
+        MetadataBackend::Postgres => MetadataConfig::Postgres {
+            url: options
+                .postgres_url
+                .clone()
+                .or(file.metadata.postgres_url)
+                .ok_or(ConfigError::PostgresUrl)?,
+            ca: options.postgres_ca.clone().or(file.metadata.postgres_ca),
+        },
+    };
     Ok(DaemonConfig {
+        metadata,
         account_id,
         create_on_push: file.registry.create_on_push.unwrap_or(true),
         anonymous: options

@@ -110,6 +110,7 @@ impl From<MetaError> for ApiError {
             MetaError::UserExists(_) => ErrorCode::UserAlreadyExists,
             MetaError::PolicyNotFound(_) => ErrorCode::PolicyNotFound,
             MetaError::Db(_) => ErrorCode::Internal,
+            MetaError::Unavailable(_) => ErrorCode::ServiceUnavailable,
         };
         let message = match &e {
             MetaError::RepoNotFound(name) => {

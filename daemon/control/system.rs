@@ -120,7 +120,18 @@ async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiErr
             ),
         };
     let encryption = state.store.encryption();
+    let metadata_error = match tokio::time::timeout(ENGINE_TIMEOUT, state.meta.ping()).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!(
+            "the metadata database did not answer within {} s",
+            ENGINE_TIMEOUT.as_secs()
+        )),
+    };
     Ok(SystemInfo {
+        metadata_backend: Some(state.meta.backend().to_string()),
+        metadata_location: Some(state.meta.location().to_string()),
+        metadata_error,
         version: ecrl::VERSION.to_string(),
         api_version: ecrl::api::API_VERSION,
         pid: std::process::id(),

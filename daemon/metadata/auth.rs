@@ -9,9 +9,10 @@
 //! out of dumps and backups read by mistake rather than from the database's holder. Policy
 //! documents are kept as the text the user gave, so `get` answers what was set.
 
+use super::db::Db;
 use super::{now_millis, Index, MetaError, Metadata};
 use ecrl::names::RepoName;
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use std::collections::BTreeMap;
 
 /// A user as the index holds it.
@@ -148,7 +149,7 @@ impl Metadata {
                 params![name, now],
             )?;
             conn.execute(
-                "INSERT INTO access_keys (id, user, secret_hash, secret_sealed, created_at)
+                "INSERT INTO access_keys (id, \"user\", secret_hash, secret_sealed, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![key_id, name, secret_hash.as_slice(), sealed, now],
             )?;
@@ -199,9 +200,9 @@ impl Metadata {
                 return Err(MetaError::UserNotFound(name));
             };
             let now = now_millis();
-            conn.execute("DELETE FROM access_keys WHERE user = ?1", params![name])?;
+            conn.execute("DELETE FROM access_keys WHERE \"user\" = ?1", params![name])?;
             conn.execute(
-                "INSERT INTO access_keys (id, user, secret_hash, secret_sealed, created_at)
+                "INSERT INTO access_keys (id, \"user\", secret_hash, secret_sealed, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![key_id, name, secret_hash.as_slice(), sealed, now],
             )?;
@@ -269,8 +270,8 @@ impl Metadata {
                 return Err(MetaError::UserNotFound(user));
             };
             conn.execute(
-                "INSERT INTO user_policies (user, name, document) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (user, name) DO UPDATE SET document = excluded.document",
+                "INSERT INTO user_policies (\"user\", name, document) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (\"user\", name) DO UPDATE SET document = excluded.document",
                 params![user, policy, document],
             )?;
             record.policies.insert(policy, document);
@@ -291,7 +292,7 @@ impl Metadata {
                 )));
             }
             conn.execute(
-                "DELETE FROM user_policies WHERE user = ?1 AND name = ?2",
+                "DELETE FROM user_policies WHERE \"user\" = ?1 AND name = ?2",
                 params![user, policy],
             )?;
             index.auth.epoch += 1;
@@ -350,7 +351,7 @@ impl Metadata {
 }
 
 /// The secret that signs login tokens, made at first start.
-pub(super) fn token_secret(conn: &Connection) -> Result<[u8; 32], MetaError> {
+pub(super) fn token_secret(conn: &Db) -> Result<[u8; 32], MetaError> {
     let existing: Option<String> = conn
         .query_row(
             "SELECT value FROM settings WHERE key = 'token_secret'",
@@ -390,7 +391,7 @@ pub fn getrandom(buf: &mut [u8]) -> Result<(), MetaError> {
         .map_err(|e| MetaError::Db(format!("reading /dev/urandom: {e}")))
 }
 
-pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError> {
+pub(super) fn load(conn: &Db, index: &mut Index) -> Result<(), MetaError> {
     // A fresh start for the epoch that no earlier value repeats (a reload after a failed
     // commit must not match what callers cached before it).
     index.auth.epoch = now_millis() as u64 * 1_000;
@@ -423,7 +424,8 @@ pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError
             ),
         }
     };
-    let mut stmt = conn.prepare("SELECT id, user, secret_hash, secret_sealed FROM access_keys")?;
+    let mut stmt =
+        conn.prepare("SELECT id, \"user\", secret_hash, secret_sealed FROM access_keys")?;
     let keys = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
@@ -463,7 +465,7 @@ pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError
         index.auth.owner_keys.insert(id.clone(), (hash, created_at));
         keep(index, &id, Some(sealed));
     }
-    let mut stmt = conn.prepare("SELECT user, name, document FROM user_policies")?;
+    let mut stmt = conn.prepare("SELECT \"user\", name, document FROM user_policies")?;
     let policies = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
@@ -477,9 +479,29 @@ pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError
             record.policies.insert(name, document);
         }
     }
-    let mut stmt = conn.prepare("SELECT repo, document FROM repository_policies")?;
-    let repo_policies =
-        stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    index.auth.registry_policy = conn
+        .query_row(
+            "SELECT value FROM settings WHERE key = 'registry_policy'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    Ok(())
+}
+
+/// The repository policies: of every repository, or `only` one's.
+pub(super) fn load_repo_policies(
+    conn: &Db,
+    index: &mut Index,
+    only: Option<&str>,
+) -> Result<(), MetaError> {
+    let mut stmt = conn.prepare(
+        "SELECT repo, document FROM repository_policies
+         WHERE CAST(?1 AS TEXT) IS NULL OR repo = ?1",
+    )?;
+    let repo_policies = stmt.query_map([only], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
     for row in repo_policies {
         let (repo, document) = row?;
         if let Some(record) = repo
@@ -490,13 +512,6 @@ pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError
             record.policy = Some(document);
         }
     }
-    index.auth.registry_policy = conn
-        .query_row(
-            "SELECT value FROM settings WHERE key = 'registry_policy'",
-            [],
-            |r| r.get(0),
-        )
-        .ok();
     Ok(())
 }
 

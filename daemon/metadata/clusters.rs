@@ -5,9 +5,10 @@
 //! by ARN once they were given or changed there; a resource without a row there has the
 //! tags it was registered or run with (kept in its own JSON).
 
+use super::db::Db;
 use super::{now_millis, Index, MetaError, Metadata};
 use ecrl::taskdef::Tag;
-use rusqlite::{params, Connection};
+use rusqlite::params;
 
 /// A cluster as the index holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,12 +92,7 @@ impl Metadata {
     }
 }
 
-fn put_tags(
-    conn: &Connection,
-    index: &mut Index,
-    arn: &str,
-    tags: Vec<Tag>,
-) -> Result<(), MetaError> {
+fn put_tags(conn: &Db, index: &mut Index, arn: &str, tags: Vec<Tag>) -> Result<(), MetaError> {
     conn.execute(
         "INSERT INTO ecs_tags (arn, tags) VALUES (?1, ?2)
          ON CONFLICT (arn) DO UPDATE SET tags = excluded.tags",
@@ -107,18 +103,14 @@ fn put_tags(
 }
 
 /// Forgets the tags of a resource that is gone.
-pub(super) fn forget_tags(
-    conn: &Connection,
-    index: &mut Index,
-    arn: &str,
-) -> Result<(), MetaError> {
+pub(super) fn forget_tags(conn: &Db, index: &mut Index, arn: &str) -> Result<(), MetaError> {
     if index.ecs_tags.remove(arn).is_some() {
         conn.execute("DELETE FROM ecs_tags WHERE arn = ?1", [arn])?;
     }
     Ok(())
 }
 
-pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError> {
+pub(super) fn load(conn: &Db, index: &mut Index) -> Result<(), MetaError> {
     let mut stmt = conn.prepare("SELECT name, arn, created_at FROM clusters")?;
     let rows = stmt.query_map([], |r| {
         Ok((

@@ -1,9 +1,10 @@
 //! What `ecrl fsck --repair` records: links to lost blobs dropped, images that lost content
 //! marked (until they are pushed again).
 
+use super::db::Db;
 use super::{exec, Index, MetaError, Metadata};
 use ecrl::names::{Digest, RepoName};
-use rusqlite::{params, Connection};
+use rusqlite::params;
 
 impl Metadata {
     /// Drops every repository's link to a blob whose content is lost; answers the
@@ -38,7 +39,7 @@ impl Metadata {
                 };
                 exec(
                     conn,
-                    "INSERT OR REPLACE INTO damaged_images (repo, digest, reason) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO damaged_images (repo, digest, reason) VALUES (?1, ?2, ?3) ON CONFLICT (repo, digest) DO UPDATE SET reason = excluded.reason",
                     params![repo.as_str(), digest.to_string(), reason],
                 )?;
                 entry.damaged.insert(digest, reason);
@@ -51,7 +52,7 @@ impl Metadata {
 
 /// Forgets a damaged mark (the image was pushed again), inside a write.
 pub(super) fn clear_damaged(
-    conn: &Connection,
+    conn: &Db,
     repo: &RepoName,
     entry: &mut super::Repo,
     digest: &Digest,
@@ -66,11 +67,14 @@ pub(super) fn clear_damaged(
     Ok(())
 }
 
-pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError> {
+/// The damaged images: of every repository, or `only` one's.
+pub(super) fn load(conn: &Db, index: &mut Index, only: Option<&str>) -> Result<(), MetaError> {
     super::per_repo_digest(
         conn,
         index,
-        "SELECT repo, digest, reason FROM damaged_images",
+        "SELECT repo, digest, reason FROM damaged_images
+         WHERE CAST(?1 AS TEXT) IS NULL OR repo = ?1",
+        only,
         |repo, digest, reason: String| {
             repo.damaged.insert(digest, reason);
         },

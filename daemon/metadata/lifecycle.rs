@@ -1,8 +1,9 @@
 //! Each repository's lifecycle policy (its text as given) and when it was last applied.
 
+use super::db::Db;
 use super::{Index, MetaError, Metadata};
 use ecrl::names::RepoName;
-use rusqlite::{params, Connection};
+use rusqlite::params;
 
 /// A repository's lifecycle policy as the index holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,9 +66,13 @@ impl Metadata {
     }
 }
 
-pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError> {
-    let mut stmt = conn.prepare("SELECT repo, text, evaluated_at FROM lifecycle_policies")?;
-    let rows = stmt.query_map([], |r| {
+/// The lifecycle policies: of every repository, or `only` one's.
+pub(super) fn load(conn: &Db, index: &mut Index, only: Option<&str>) -> Result<(), MetaError> {
+    let mut stmt = conn.prepare(
+        "SELECT repo, text, evaluated_at FROM lifecycle_policies
+         WHERE CAST(?1 AS TEXT) IS NULL OR repo = ?1",
+    )?;
+    let rows = stmt.query_map([only], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,

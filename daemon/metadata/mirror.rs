@@ -5,11 +5,12 @@
 //! An image pushed into a repository a rule matches is queued in the same transaction that
 //! records it, so a push that returned is replicated even if the daemon dies right after.
 
+use super::db::Db;
 use super::{exec, now_millis, Index, MetaError, Metadata};
 use ecrl::api::mirror::{CacheRule, SyncSpec};
 use ecrl::mirror::ReplicationConfiguration;
 use ecrl::names::{Digest, RepoName, Tag};
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use std::collections::BTreeMap;
 
 const REPLICATION_SETTING: &str = "replication_configuration";
@@ -112,7 +113,7 @@ fn json<T: serde::Serialize>(value: &T) -> Result<String, MetaError> {
 /// Queues `digest` (just recorded in `repo`, under `tag` if any) for every destination the
 /// replication rules give the repository. Called inside the recording transaction.
 pub(super) fn enqueue(
-    conn: &Connection,
+    conn: &Db,
     index: &mut Index,
     repo: &RepoName,
     digest: &Digest,
@@ -184,7 +185,7 @@ impl Metadata {
         self.write(move |conn, index| {
             exec(
                 conn,
-                "INSERT OR REPLACE INTO settings (key, value) VALUES (?1, ?2)",
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 params![REPLICATION_SETTING, json(&config)?],
             )?;
             index.mirror.replication = config.clone();
@@ -304,7 +305,7 @@ impl Metadata {
         self.write(move |conn, index| {
             exec(
                 conn,
-                "INSERT OR REPLACE INTO cache_rules (prefix, rule) VALUES (?1, ?2)",
+                "INSERT INTO cache_rules (prefix, rule) VALUES (?1, ?2) ON CONFLICT (prefix) DO UPDATE SET rule = excluded.rule",
                 params![rule.ecr_repository_prefix, json(&rule)?],
             )?;
             index
@@ -356,13 +357,13 @@ impl Metadata {
                 let now = now_millis();
                 exec(
                     conn,
-                    "INSERT OR REPLACE INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
                     params![repo.as_str(), tag.as_str(), digest.to_string(), now],
                 )?;
                 exec(
                     conn,
-                    "INSERT OR REPLACE INTO cache_tags (repo, tag, upstream, checked_at)
-                     VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO cache_tags (repo, tag, upstream, checked_at)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (repo, tag) DO UPDATE SET upstream = excluded.upstream, checked_at = excluded.checked_at",
                     params![repo.as_str(), tag.as_str(), upstream, now],
                 )?;
                 entry.tags.insert(tag.clone(), digest);
@@ -414,7 +415,7 @@ pub enum Attempt {
 }
 
 /// Forgets finished replications past their keeping time or count.
-fn prune(conn: &Connection, index: &mut Index) -> Result<(), MetaError> {
+fn prune(conn: &Db, index: &mut Index) -> Result<(), MetaError> {
     let now = now_millis();
     let finished: Vec<(i64, i64)> = index
         .mirror
@@ -444,7 +445,7 @@ fn prune(conn: &Connection, index: &mut Index) -> Result<(), MetaError> {
     Ok(())
 }
 
-pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError> {
+pub(super) fn load(conn: &Db, index: &mut Index) -> Result<(), MetaError> {
     let config: Option<String> = conn
         .query_row(
             "SELECT value FROM settings WHERE key = ?1",

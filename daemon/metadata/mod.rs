@@ -8,9 +8,12 @@
 
 mod auth;
 mod clusters;
+mod db;
+mod follow;
 mod fsck;
 pub mod lifecycle;
 pub mod mirror;
+mod pg;
 mod schema;
 mod tasks;
 
@@ -19,8 +22,10 @@ pub use clusters::{ClusterRecord, ClusterRefusal};
 pub use tasks::TaskFamily;
 
 use bytes::Bytes;
+use db::Db;
+use ecrl::config::MetadataConfig;
 use ecrl::names::{Digest, Reference, RepoName, Tag};
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard};
@@ -70,6 +75,9 @@ pub enum MetaError {
     PolicyNotFound(String),
     #[error("metadata database: {0}")]
     Db(String),
+    /// The database cannot be reached: clients may retry.
+    #[error("the metadata database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<rusqlite::Error> for MetaError {
@@ -183,7 +191,7 @@ impl Index {
 
 /// Unlinks the `candidates` the repository links and none of its manifests references.
 fn unlink_unreferenced(
-    conn: &Connection,
+    conn: &Db,
     repo: &RepoName,
     entry: &mut Repo,
     candidates: &[Digest],
@@ -202,7 +210,7 @@ fn unlink_unreferenced(
         )?;
         exec(
             conn,
-            "INSERT OR REPLACE INTO released_blobs (digest, released_at) VALUES (?1, ?2)",
+            "INSERT INTO released_blobs (digest, released_at) VALUES (?1, ?2) ON CONFLICT (digest) DO UPDATE SET released_at = excluded.released_at",
             params![digest.to_string(), now_millis()],
         )?;
         entry.blobs.remove(digest);
@@ -210,13 +218,17 @@ fn unlink_unreferenced(
     Ok(free)
 }
 
-type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Reply = Box<dyn FnOnce(Result<(), Failure>) + Send>;
+/// A manifest's content from the blob store (the index keeps every manifest's bytes).
+type ManifestBytes = Box<dyn Fn(&Digest) -> std::io::Result<Bytes> + Send>;
 /// A write: run inside the batch's transaction (`Some`), or told that the batch could not
 /// begin (`None`). Returns whether it succeeded and how to answer its caller once the
 /// transaction's fate is known.
-type Job = Box<dyn FnOnce(Option<(&Connection, &mut Index)>) -> (bool, Reply) + Send>;
+type Job = Box<dyn FnOnce(Option<(&Db, &mut Index)>) -> (bool, Reply) + Send>;
 
 pub struct Metadata {
+    backend: &'static str,
+    location: String,
     account_id: String,
     token_secret: [u8; 32],
     index: Arc<RwLock<Index>>,
@@ -234,19 +246,65 @@ pub fn now_millis() -> i64 {
 impl Metadata {
     /// Opens (creating and migrating) `metadata.db` under the data dir and loads the index.
     /// `manifest_bytes` returns a manifest's content from the blob store.
+    #[cfg(test)]
     pub fn open(
         data_dir: &Path,
-        manifest_bytes: impl Fn(&Digest) -> std::io::Result<Bytes>,
+        manifest_bytes: impl Fn(&Digest) -> std::io::Result<Bytes> + Send + 'static,
     ) -> Result<Self, MetaError> {
-        let conn = schema::open(&data_dir.join("metadata.db"))?;
+        Self::open_with(&MetadataConfig::Sqlite, data_dir, manifest_bytes)
+    }
+
+    /// Opens the metadata where `config` says: SQLite under the data dir, or PostgreSQL
+    /// (migrated, and followed for other instances' changes).
+    pub fn open_with(
+        config: &MetadataConfig,
+        data_dir: &Path,
+        manifest_bytes: impl Fn(&Digest) -> std::io::Result<Bytes> + Send + 'static,
+    ) -> Result<Self, MetaError> {
+        let (conn, follow) = match config {
+            MetadataConfig::Sqlite => (schema::open_sqlite(&data_dir.join("metadata.db"))?, None),
+            MetadataConfig::Postgres { url, ca } => {
+                let instance = uuid::Uuid::new_v4().simple().to_string();
+                let mut client = pg::connect(&url.0, ca.as_deref(), &instance)?;
+                schema::migrate_pg(&mut client)?;
+                let conn = Db::Pg(Box::new(db::Pg::new(client)));
+                // Read before the load: a change committed in between is applied again,
+                // which is harmless; one missed would not be.
+                let seen = follow::last_seq(&conn)?;
+                let follow = follow::Follow {
+                    instance,
+                    seen,
+                    url: url.0.clone(),
+                    ca: ca.clone(),
+                    full_reload: false,
+                    pruned_at: std::time::Instant::now(),
+                };
+                (conn, Some(follow))
+            }
+        };
         let account_id = account_id(&conn)?;
         let token_secret = auth::token_secret(&conn)?;
         let index = Arc::new(RwLock::new(load(&conn, &manifest_bytes)?));
         let (tx, rx) = mpsc::channel::<Job>();
         let writer_index = index.clone();
+        if let Some(follow) = &follow {
+            let jobs = tx.clone();
+            pg::listen(
+                follow.url.clone(),
+                follow.ca.clone(),
+                follow.instance.clone(),
+                move || {
+                    // An empty job: the writer catches up before every batch.
+                    let job: Job = Box::new(|_| (true, Box::new(|_| {})));
+                    jobs.send(job).is_ok()
+                },
+            )
+            .map_err(|e| MetaError::Db(e.to_string()))?;
+        }
+        let manifest_bytes: ManifestBytes = Box::new(manifest_bytes);
         std::thread::Builder::new()
             .name("metadata-writer".into())
-            .spawn(move || writer(conn, rx, writer_index))
+            .spawn(move || writer(conn, rx, writer_index, follow, manifest_bytes))
             .map_err(|e| MetaError::Db(e.to_string()))?;
         Ok(Metadata {
             account_id,
@@ -254,7 +312,31 @@ impl Metadata {
             index,
             jobs: tx,
             pulls: Mutex::new(HashMap::new()),
+            backend: match config {
+                MetadataConfig::Sqlite => "sqlite",
+                MetadataConfig::Postgres { .. } => "postgres",
+            },
+            location: match config {
+                MetadataConfig::Sqlite => data_dir.join("metadata.db").display().to_string(),
+                MetadataConfig::Postgres { url, .. } => pg::location(&url.0),
+            },
         })
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// The database: the SQLite file, or PostgreSQL's `host:port/database`.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Asks the database something, through the writer: an error when it does not answer.
+    pub async fn ping(&self) -> Result<(), MetaError> {
+        self.write(|conn, _| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
     }
 
     /// The 12-digit account id in ARNs (ECR's registryId): the config file's `account_id`
@@ -287,22 +369,24 @@ impl Metadata {
     async fn write<T, F>(&self, f: F) -> Result<T, MetaError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &mut Index) -> Result<T, MetaError> + Send + 'static,
+        F: FnOnce(&Db, &mut Index) -> Result<T, MetaError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(
             move |target| match target.map(|(conn, index)| f(conn, index)) {
                 None => (
                     true,
-                    Box::new(move |result: Result<(), String>| {
-                        let reason = result.err().unwrap_or_default();
-                        let _ = tx.send(Err(MetaError::Db(reason)));
+                    Box::new(move |result: Result<(), Failure>| {
+                        let failure = result
+                            .err()
+                            .unwrap_or_else(|| Failure::Db("no transaction".into()));
+                        let _ = tx.send(Err(failure.into()));
                     }),
                 ),
                 Some(Ok(value)) => (
                     true,
-                    Box::new(move |commit: Result<(), String>| {
-                        let _ = tx.send(commit.map(|()| value).map_err(MetaError::Db));
+                    Box::new(move |commit: Result<(), Failure>| {
+                        let _ = tx.send(commit.map(|()| value).map_err(MetaError::from));
                     }),
                 ),
                 Some(Err(e)) => (
@@ -446,8 +530,8 @@ impl Metadata {
                 .ok_or_else(|| MetaError::RepoNotFound(repo.clone()))?;
             exec(
                 conn,
-                "INSERT OR REPLACE INTO blob_links (repo, digest, size, linked_at)
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO blob_links (repo, digest, size, linked_at)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (repo, digest) DO UPDATE SET size = excluded.size, linked_at = excluded.linked_at",
                 params![repo.as_str(), digest.to_string(), size as i64, now_millis()],
             )?;
             Ok(entry.blobs.insert(digest, size).is_none())
@@ -527,7 +611,7 @@ impl Metadata {
             if let Some(tag) = tag {
                 exec(
                     conn,
-                    "INSERT OR REPLACE INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
                     params![repo.as_str(), tag.as_str(), digest.to_string(), now_millis()],
                 )?;
                 entry.tags.insert(tag.clone(), digest);
@@ -559,7 +643,7 @@ impl Metadata {
             entry.check_tag(&repo, &tag, &digest)?;
             exec(
                 conn,
-                "INSERT OR REPLACE INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
                 params![repo.as_str(), tag.as_str(), digest.to_string(), now_millis()],
             )?;
             entry.tags.insert(tag.clone(), digest);
@@ -753,8 +837,8 @@ impl Metadata {
         self.write(move |conn, index| {
             exec(
                 conn,
-                "INSERT OR REPLACE INTO layer_cache (diff_id, compression, digest, size)
-                 VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO layer_cache (diff_id, compression, digest, size)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (diff_id, compression) DO UPDATE SET digest = excluded.digest, size = excluded.size",
                 params![key.0.to_string(), key.1, digest.to_string(), size as i64],
             )?;
             index.layers.insert(key, (digest, size));
@@ -805,7 +889,7 @@ impl Metadata {
     }
 }
 
-fn account_id(conn: &Connection) -> Result<String, MetaError> {
+fn account_id(conn: &Db) -> Result<String, MetaError> {
     let existing: Option<String> = conn
         .query_row(
             "SELECT value FROM settings WHERE key = 'account_id'",
@@ -827,7 +911,7 @@ fn account_id(conn: &Connection) -> Result<String, MetaError> {
 }
 
 fn set_mutability(
-    conn: &Connection,
+    conn: &Db,
     index: &mut Index,
     name: &RepoName,
     mutability: TagMutability,
@@ -851,7 +935,7 @@ fn set_mutability(
 }
 
 fn insert_repo(
-    conn: &Connection,
+    conn: &Db,
     index: &mut Index,
     name: &RepoName,
     mutability: TagMutability,
@@ -881,11 +965,7 @@ fn insert_repo(
 /// Runs one statement, prepared once per connection (the writer runs the same few
 /// statements thousands of times a second under load).
 /// The row of a manifest just recorded in `repo`.
-fn insert_manifest_row(
-    conn: &Connection,
-    repo: &RepoName,
-    manifest: &Manifest,
-) -> rusqlite::Result<usize> {
+fn insert_manifest_row(conn: &Db, repo: &RepoName, manifest: &Manifest) -> rusqlite::Result<usize> {
     exec(
         conn,
         "INSERT INTO manifests (repo, digest, media_type, artifact_type, subject, size,
@@ -909,11 +989,17 @@ fn insert_manifest_row(
     )
 }
 
-fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
-    conn.prepare_cached(sql)?.execute(params)
+fn exec(conn: &Db, sql: &'static str, params: impl db::Args) -> rusqlite::Result<usize> {
+    conn.execute(sql, params)
 }
 
-fn writer(conn: Connection, jobs: mpsc::Receiver<Job>, index: Arc<RwLock<Index>>) {
+fn writer(
+    mut conn: Db,
+    jobs: mpsc::Receiver<Job>,
+    index: Arc<RwLock<Index>>,
+    mut follow: Option<follow::Follow>,
+    manifest_bytes: ManifestBytes,
+) {
     const MAX_BATCH: usize = 512;
     // While writes come from several clients at once (the last batch held more than one),
     // a batch waits this long for more before it commits: one WAL fsync then covers them.
@@ -937,12 +1023,22 @@ fn writer(conn: Connection, jobs: mpsc::Receiver<Job>, index: Arc<RwLock<Index>>
         busy = batch.len() > 1;
         let mut replies = Vec::with_capacity(batch.len());
         let mut guard = index.write().unwrap_or_else(|e| e.into_inner());
-        let begun = exec(&conn, "BEGIN IMMEDIATE", []);
+        let begun = match follow.as_mut() {
+            None => exec(&conn, "BEGIN IMMEDIATE", [])
+                .map(|_| ())
+                .map_err(MetaError::from),
+            Some(f) => f.ensure_connected(&mut conn).and_then(|()| {
+                exec(&conn, "BEGIN", [])?;
+                f.begin(&conn, &mut guard, &manifest_bytes)
+            }),
+        };
         if let Err(e) = begun {
+            let _ = conn.execute_batch("ROLLBACK");
             drop(guard);
+            let failure = Failure::of(&conn, format!("cannot begin a transaction: {e}"));
             for job in batch {
                 let (_, reply) = job(None);
-                reply(Err(format!("cannot begin a transaction: {e}")));
+                reply(Err(failure.clone()));
             }
             continue;
         }
@@ -958,19 +1054,23 @@ fn writer(conn: Connection, jobs: mpsc::Receiver<Job>, index: Arc<RwLock<Index>>
         }
         let committed = exec(&conn, "COMMIT", [])
             .map(|_| ())
-            .map_err(|e| e.to_string());
+            .map_err(|e| Failure::of(&conn, e.to_string()));
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
-            // The index ran ahead of a transaction that did not commit: rebuild it.
-            match load(&conn, &|d: &Digest| {
-                Ok(guard
-                    .repos
-                    .values()
-                    .find_map(|r| r.manifests.get(d).map(|m| m.bytes.clone()))
-                    .unwrap_or_default())
-            }) {
-                Ok(fresh) => *guard = fresh,
-                Err(e) => tracing::error!("cannot reload metadata after a failed commit: {e}"),
+            // The index ran ahead of a transaction that did not commit: rebuild it (for
+            // PostgreSQL, before the next batch, once the database answers again).
+            match follow.as_mut() {
+                Some(f) => f.full_reload = true,
+                None => match load(&conn, &|d: &Digest| {
+                    Ok(guard
+                        .repos
+                        .values()
+                        .find_map(|r| r.manifests.get(d).map(|m| m.bytes.clone()))
+                        .unwrap_or_default())
+                }) {
+                    Ok(fresh) => *guard = fresh,
+                    Err(e) => tracing::error!("cannot reload metadata after a failed commit: {e}"),
+                },
             }
         }
         drop(guard);
@@ -980,16 +1080,43 @@ fn writer(conn: Connection, jobs: mpsc::Receiver<Job>, index: Arc<RwLock<Index>>
     }
 }
 
+/// Why a batch did not commit, as its callers hear it.
+#[derive(Debug, Clone)]
+enum Failure {
+    Db(String),
+    /// The database cannot be reached (PostgreSQL down or the connection lost).
+    Unavailable(String),
+}
+
+impl Failure {
+    fn of(conn: &Db, message: String) -> Failure {
+        match conn {
+            Db::Pg(pg) if pg.client().is_closed() => Failure::Unavailable(message),
+            _ => Failure::Db(message),
+        }
+    }
+}
+
+impl From<Failure> for MetaError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Db(m) => MetaError::Db(m),
+            Failure::Unavailable(m) => MetaError::Unavailable(m),
+        }
+    }
+}
+
 /// Runs `each` on every row of `sql` (`SELECT repo, digest, value FROM ...`) whose names
 /// parse and whose repository the index holds: the repository, the digest, the value.
 pub(super) fn per_repo_digest<T: rusqlite::types::FromSql>(
-    conn: &Connection,
+    conn: &Db,
     index: &mut Index,
-    sql: &str,
+    sql: &'static str,
+    only: Option<&str>,
     mut each: impl FnMut(&mut Repo, Digest, T),
 ) -> Result<(), MetaError> {
     let mut stmt = conn.prepare(sql)?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map([only], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
@@ -1007,16 +1134,36 @@ pub(super) fn per_repo_digest<T: rusqlite::types::FromSql>(
     Ok(())
 }
 
+/// Everything the database holds, as the index.
 fn load(
-    conn: &Connection,
+    conn: &Db,
     manifest_bytes: &dyn Fn(&Digest) -> std::io::Result<Bytes>,
 ) -> Result<Index, MetaError> {
     let mut index = Index::default();
+    load_repos(conn, &mut index, None, manifest_bytes, &HashMap::new())?;
+    load_layers(conn, &mut index)?;
+    tasks::load(conn, &mut index)?;
+    clusters::load(conn, &mut index)?;
+    auth::load(conn, &mut index)?;
+    mirror::load(conn, &mut index)?;
+    Ok(index)
+}
+
+/// Repositories with their links, manifests, tags and policies: all of them, or `only` one
+/// (which the index must not hold when called). A manifest `known` holds is taken from there
+/// rather than read from the store again.
+fn load_repos(
+    conn: &Db,
+    index: &mut Index,
+    only: Option<&str>,
+    manifest_bytes: &dyn Fn(&Digest) -> std::io::Result<Bytes>,
+    known: &HashMap<Digest, Arc<Manifest>>,
+) -> Result<(), MetaError> {
     let mut stmt = conn.prepare(
         "SELECT name, created_at, tag_mutability, resource_tags, mutability_exclusions
-         FROM repositories",
+         FROM repositories WHERE CAST(?1 AS TEXT) IS NULL OR name = ?1",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map([only], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, i64>(1)?,
@@ -1043,17 +1190,19 @@ fn load(
     }
     per_repo_digest(
         conn,
-        &mut index,
-        "SELECT repo, digest, size FROM blob_links",
+        index,
+        "SELECT repo, digest, size FROM blob_links WHERE CAST(?1 AS TEXT) IS NULL OR repo = ?1",
+        only,
         |repo, digest, size: i64| {
             repo.blobs.insert(digest, size as u64);
         },
     )?;
     let mut stmt = conn.prepare(
         "SELECT repo, digest, media_type, artifact_type, subject, size, image_size, refs,
-                annotations, pushed_at, last_pulled_at FROM manifests",
+                annotations, pushed_at, last_pulled_at FROM manifests
+         WHERE CAST(?1 AS TEXT) IS NULL OR repo = ?1",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map([only], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
@@ -1085,7 +1234,11 @@ fn load(
         let (Ok(repo), Ok(digest)) = (repo.parse::<RepoName>(), digest.parse::<Digest>()) else {
             continue;
         };
-        let bytes = match manifest_bytes(&digest) {
+        let bytes = match known.get(&digest) {
+            Some(m) => Ok(m.bytes.clone()),
+            None => manifest_bytes(&digest),
+        };
+        let bytes = match bytes {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(%repo, %digest, "manifest content missing from the store: {e}");
@@ -1111,25 +1264,10 @@ fn load(
             );
         }
     }
-    let mut stmt = conn.prepare("SELECT diff_id, compression, digest, size FROM layer_cache")?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, i64>(3)?,
-        ))
-    })?;
-    for row in rows {
-        let (diff_id, compression, digest, size) = row?;
-        if let (Ok(diff_id), Ok(digest)) = (diff_id.parse::<Digest>(), digest.parse::<Digest>()) {
-            index
-                .layers
-                .insert((diff_id, compression), (digest, size as u64));
-        }
-    }
-    let mut stmt = conn.prepare("SELECT repo, tag, digest FROM tags")?;
-    let rows = stmt.query_map([], |r| {
+    let mut stmt = conn.prepare(
+        "SELECT repo, tag, digest FROM tags WHERE CAST(?1 AS TEXT) IS NULL OR repo = ?1",
+    )?;
+    let rows = stmt.query_map([only], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
@@ -1150,13 +1288,32 @@ fn load(
             }
         }
     }
-    tasks::load(conn, &mut index)?;
-    clusters::load(conn, &mut index)?;
-    auth::load(conn, &mut index)?;
-    mirror::load(conn, &mut index)?;
-    lifecycle::load(conn, &mut index)?;
-    fsck::load(conn, &mut index)?;
-    Ok(index)
+    auth::load_repo_policies(conn, index, only)?;
+    lifecycle::load(conn, index, only)?;
+    fsck::load(conn, index, only)?;
+    Ok(())
+}
+
+/// The layers compressed on push (see `remember_layer`).
+fn load_layers(conn: &Db, index: &mut Index) -> Result<(), MetaError> {
+    let mut stmt = conn.prepare("SELECT diff_id, compression, digest, size FROM layer_cache")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (diff_id, compression, digest, size) = row?;
+        if let (Ok(diff_id), Ok(digest)) = (diff_id.parse::<Digest>(), digest.parse::<Digest>()) {
+            index
+                .layers
+                .insert((diff_id, compression), (digest, size as u64));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1216,7 +1373,7 @@ mod tests {
             r.tags[&"v1".parse::<Tag>().unwrap()],
             Digest::from_bytes([1; 32])
         );
-        let conn = Connection::open(dir.path().join("metadata.db")).unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("metadata.db")).unwrap();
         let version: usize = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();

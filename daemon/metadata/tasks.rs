@@ -2,10 +2,11 @@
 //! [`Metadata::write`], so they share the writer's transactions and group commit) and the
 //! part of [`load`](super::load) that rebuilds them into the index.
 
+use super::db::Db;
 use super::{now_millis, Index, MetaError, Metadata};
 use ecrl::api::tasks::{Task, TaskDefinition, STATUS_ACTIVE, STATUS_INACTIVE};
 use ecrl::taskdef::TaskDefinitionInput;
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use std::collections::BTreeMap;
 
 /// A task-definition family as the index holds it.
@@ -201,7 +202,7 @@ impl Metadata {
 
 /// Loads families, their revisions and the tasks into `index`. A row whose JSON no longer
 /// reads is skipped with a warning rather than keeping the daemon from starting.
-pub(super) fn load(conn: &Connection, index: &mut Index) -> Result<(), MetaError> {
+pub(super) fn load(conn: &Db, index: &mut Index) -> Result<(), MetaError> {
     let mut stmt = conn.prepare("SELECT family, last_revision FROM task_families")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?;
     for row in rows {
@@ -298,7 +299,7 @@ mod tests {
     }
 
     fn db_version(dir: &Path) -> usize {
-        let conn = Connection::open(dir.join("metadata.db")).unwrap();
+        let conn = rusqlite::Connection::open(dir.join("metadata.db")).unwrap();
         conn.pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap()
     }
@@ -466,7 +467,7 @@ mod tests {
             "the upsert replaced the first"
         );
         assert_eq!(index.tasks["ccc"], task("ccc", task_status::STOPPED));
-        let conn = Connection::open(dir.path().join("metadata.db")).unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("metadata.db")).unwrap();
         let (family, status): (String, String) = conn
             .query_row(
                 "SELECT family, last_status FROM tasks WHERE id = 'aaa'",

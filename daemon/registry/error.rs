@@ -54,6 +54,18 @@ impl RegistryError {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
+    /// A backend (the metadata database, the object store) cannot be reached: the request may
+    /// succeed when retried; nothing of it was kept.
+    pub fn unavailable(message: impl std::fmt::Display) -> Self {
+        tracing::warn!("registry request failed: {message}");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unsupported,
+            format!("service unavailable: {message}; retry later"),
+        )
+        .header(header::RETRY_AFTER, "5")
+    }
+
     pub fn internal(message: impl std::fmt::Display) -> Self {
         tracing::error!("registry request failed: {message}");
         Self::new(
@@ -140,6 +152,7 @@ impl From<MetaError> for RegistryError {
             MetaError::RepoExists(_) | MetaError::RepoNotEmpty(_) => {
                 Self::new(StatusCode::CONFLICT, ErrorCode::Denied, e.to_string())
             }
+            MetaError::Unavailable(_) => Self::unavailable(e),
             // The registry never touches task definitions or tasks.
             MetaError::Db(_)
             | MetaError::TaskDefinitionNotFound(_)

@@ -19,7 +19,7 @@ use sha2::Digest as _;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -1125,18 +1125,6 @@ async fn limited_body(response: Response, max: usize) -> Result<Bytes, String> {
     Ok(out.freeze())
 }
 
-/// The system's trusted roots, read once.
-fn system_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
-    static ROOTS: OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let found = rustls_native_certs::load_native_certs();
-        for e in &found.errors {
-            tracing::debug!("reading the system's CA certificates: {e}");
-        }
-        found.certs
-    })
-}
-
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
@@ -1151,26 +1139,7 @@ fn client(settings: &Settings, verify: bool) -> Result<reqwest::Client, RemoteEr
         .with_safe_default_protocol_versions()
         .map_err(|e| fail(e.to_string()))?;
     let mut config = if verify {
-        let mut roots = rustls::RootCertStore::empty();
-        let (_, _) = roots.add_parsable_certificates(system_roots().iter().cloned());
-        for file in &settings.ca_files {
-            use rustls::pki_types::pem::PemObject;
-            let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(file)
-                .map_err(|e| fail(format!("reading CA file {}: {e}", file.display())))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| fail(format!("reading CA file {}: {e}", file.display())))?;
-            if certs.is_empty() {
-                return Err(fail(format!(
-                    "CA file {} holds no PEM certificate",
-                    file.display()
-                )));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| fail(format!("CA file {}: {e}", file.display())))?;
-            }
-        }
+        let roots = crate::tls::client_roots(&settings.ca_files).map_err(fail)?;
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
         builder

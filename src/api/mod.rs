@@ -125,6 +125,9 @@ pub enum ErrorCode {
     LifecyclePolicyNotFound,
     /// The container runtime (the Docker engine) cannot be reached or refused the request.
     RuntimeUnavailable,
+    /// A backend the daemon needs (its metadata database, its object store) cannot be
+    /// reached; retry later.
+    ServiceUnavailable,
     /// A remote registry could not be reached, refused the request or answered wrongly.
     RemoteFailed,
     /// No ECS cluster of that name (ECS's ClusterNotFoundException).
@@ -155,7 +158,9 @@ impl ErrorCode {
             | ErrorCode::ImageTagAlreadyExists
             | ErrorCode::UserAlreadyExists
             | ErrorCode::ClusterContainsTasks => 409,
-            ErrorCode::ShuttingDown | ErrorCode::RuntimeUnavailable => 503,
+            ErrorCode::ShuttingDown
+            | ErrorCode::RuntimeUnavailable
+            | ErrorCode::ServiceUnavailable => 503,
             ErrorCode::RemoteFailed => 502,
             ErrorCode::Internal | ErrorCode::Unknown => 500,
         }

@@ -73,6 +73,16 @@ pub struct SystemInfo {
     /// The key file, when the key is kept in one (`keyStore: file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// Where metadata is kept: `sqlite` or `postgres`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_backend: Option<String>,
+    /// The metadata database: the SQLite file, or PostgreSQL's `host:port/database` (never
+    /// the password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_location: Option<String>,
+    /// Why the metadata database did not answer, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_error: Option<String>,
     /// The read cache: which blobs ecrld keeps in the page cache for pulls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_cache: Option<ReadCacheInfo>,

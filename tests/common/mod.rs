@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod aws;
+pub mod pg;
 pub mod registry;
 pub mod remotes;
 
@@ -18,6 +19,9 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     /// `ECRL_ANONYMOUS` for the daemon: `all` unless a test asks for access control.
     pub anonymous: &'static str,
+    /// The PostgreSQL database the daemon keeps its metadata in, when the suite runs on
+    /// PostgreSQL (see [`pg::ENV_BACKEND`]).
+    pub postgres: Option<String>,
 }
 
 impl Env {
@@ -27,9 +31,12 @@ impl Env {
             .tempdir()
             .expect("temp dir");
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        let postgres =
+            (std::env::var(pg::ENV_BACKEND).as_deref() == Ok("postgres")).then(pg::database);
         Env {
             dir,
             anonymous: "all",
+            postgres,
         }
     }
 
@@ -75,6 +82,11 @@ impl Env {
             // of the machine's memory after start).
             .env("ECRL_READ_CACHE", "64MiB")
             .stdin(Stdio::null());
+        if let Some(url) = &self.postgres {
+            command
+                .env("ECRL_METADATA_BACKEND", "postgres")
+                .env("ECRL_POSTGRES_URL", url);
+        }
     }
 
     pub fn ecrl_command(&self, args: &[&str]) -> Command {
