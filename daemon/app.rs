@@ -527,6 +527,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         tasks_dir: config.data_dir.join("tasks"),
         arn_prefix: ecs_arn(&config.region, meta.account_id(), ""),
         registry_auth: Arc::new(registry_auth),
+        shared: meta.backend() == "postgres",
     });
 
     let shutdown = CancellationToken::new();

@@ -44,6 +44,10 @@ pub struct Ctx {
     pub arn_prefix: String,
     /// Credentials for pulls from ecrl's own registry (short-lived, made per pull).
     pub registry_auth: Arc<dyn Fn() -> Option<crate::runtime::RegistryAuth> + Send + Sync>,
+    /// The task records are shared with other ecrld (metadata on PostgreSQL): each runs its
+    /// own tasks on its own engine, so only the tasks whose plan is in this instance's
+    /// `tasks_dir` are its own to recover.
+    pub shared: bool,
 }
 
 impl Ctx {
@@ -335,6 +339,7 @@ impl TaskManager {
             .all()
             .into_iter()
             .filter(|t| !t.is_stopped())
+            .filter(|t| !self.ctx.shared || self.ctx.task_dir(t.id()).is_dir())
             .collect();
         if unfinished.is_empty() {
             return;

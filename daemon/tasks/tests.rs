@@ -64,6 +64,7 @@ fn manager(
         tasks_dir: dir.path().join("tasks"),
         arn_prefix: "arn:aws:ecs:us-east-1:123456789012:".into(),
         registry_auth: Arc::new(|| None),
+        shared: false,
     })
 }
 

@@ -24,9 +24,12 @@ pub fn server() -> &'static str {
     })
 }
 
-/// A fresh, empty database on the server; its URL.
+/// A fresh, empty database on the shared server; its URL.
 pub fn database() -> String {
-    let base = server();
+    create_database(server())
+}
+
+fn create_database(base: &str) -> String {
     let name = format!("ecrl_{}", uuid_like());
     let create = format!("CREATE DATABASE {name}");
     let admin = format!("{base}/postgres");
@@ -52,7 +55,7 @@ fn uuid_like() -> String {
     format!("{}_{nanos}", std::process::id())
 }
 
-/// Runs `f` as the `postgres` user when this process is root (initdb refuses root).
+/// A command run as the `postgres` user when this process is root (initdb refuses root).
 fn as_postgres(program: &str, args: &[&str]) -> Command {
     let root = unsafe { libc::geteuid() } == 0;
     if root {
@@ -75,89 +78,128 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Starts a server on a temp dir and a free port; stopped when the process exits.
-fn start() -> String {
-    let dir = PathBuf::from(format!("/tmp/ecrl-test-pg-{}", uuid_like()));
-    std::fs::create_dir_all(&dir).unwrap();
-    if unsafe { libc::geteuid() } == 0 {
-        let status = Command::new("chown")
-            .args(["postgres", dir.to_str().unwrap()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "chown the PostgreSQL dir to postgres");
-    }
-    let data = dir.join("data");
-    let out = as_postgres(
-        &format!("{PG_BIN}/initdb"),
-        &[
-            "-D",
-            data.to_str().unwrap(),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C.UTF-8",
-        ],
-    )
-    .output()
-    .expect("run initdb (Debian's postgresql package)");
-    assert!(
-        out.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let options = format!(
-        "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=400 -c fsync=off",
-        dir.display()
-    );
-    let out = as_postgres(
-        &format!("{PG_BIN}/pg_ctl"),
-        &[
-            "-D",
-            data.to_str().unwrap(),
-            "-l",
-            dir.join("log").to_str().unwrap(),
-            "-w",
-            "-o",
-            &options,
-            "start",
-        ],
-    )
-    .output()
-    .expect("run pg_ctl");
-    assert!(
-        out.status.success(),
-        "pg_ctl start failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    STARTED.set(data).ok();
-    unsafe { libc::atexit(stop) };
-    format!("postgres://postgres@127.0.0.1:{port}")
+/// A PostgreSQL server of the test's own (for what would disturb a shared one: stopping it).
+pub struct Server {
+    dir: PathBuf,
+    port: u16,
 }
 
-static STARTED: OnceLock<PathBuf> = OnceLock::new();
+impl Server {
+    /// Makes a cluster on a temp dir and starts it on a free port.
+    pub fn new() -> Server {
+        let dir = PathBuf::from(format!("/tmp/ecrl-test-pg-{}", uuid_like()));
+        std::fs::create_dir_all(&dir).unwrap();
+        if unsafe { libc::geteuid() } == 0 {
+            let status = Command::new("chown")
+                .args(["postgres", dir.to_str().unwrap()])
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown the PostgreSQL dir to postgres");
+        }
+        let out = as_postgres(
+            &format!("{PG_BIN}/initdb"),
+            &[
+                "-D",
+                dir.join("data").to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+        )
+        .output()
+        .expect("run initdb (Debian's postgresql package)");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Server { dir, port };
+        server.start();
+        server
+    }
 
-extern "C" fn stop() {
-    if let Some(data) = STARTED.get() {
+    /// The base URL (no database).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
+    pub fn start(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
+             -c max_connections=400 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let out = as_postgres(
+            &format!("{PG_BIN}/pg_ctl"),
+            &[
+                "-D",
+                self.dir.join("data").to_str().unwrap(),
+                "-l",
+                self.dir.join("log").to_str().unwrap(),
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ],
+        )
+        .output()
+        .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server at once (connections are cut, as when it crashes).
+    pub fn stop(&self) {
         let _ = as_postgres(
             &format!("{PG_BIN}/pg_ctl"),
             &[
                 "-D",
-                data.to_str().unwrap_or_default(),
+                self.dir.join("data").to_str().unwrap_or_default(),
                 "-m",
                 "immediate",
                 "stop",
             ],
         )
         .output();
-        if let Some(dir) = data.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+    }
+
+    /// A fresh database on this server; its URL.
+    pub fn database(&self) -> String {
+        create_database(&self.url())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts the binary's shared server; stopped when the process exits.
+fn start() -> String {
+    let server = SHARED.get_or_init(Server::new);
+    unsafe { libc::atexit(stop) };
+    server.url()
+}
+
+static SHARED: OnceLock<Server> = OnceLock::new();
+
+extern "C" fn stop() {
+    if let Some(server) = SHARED.get() {
+        server.stop();
+        let _ = std::fs::remove_dir_all(&server.dir);
     }
 }

@@ -1,0 +1,241 @@
+//! Metadata on PostgreSQL (`--metadata-backend postgres`): several ecrld on one database share
+//! repositories, users, policies and task definitions, each seeing the others' changes at
+//! once; the database unreachable at start, or gone for a while, is a clear error and loses
+//! nothing. The server is tests/run's (or one this binary starts), each test on a database
+//! of its own.
+
+mod common;
+
+use common::{pg, Env};
+use std::time::{Duration, Instant};
+
+/// An environment whose daemon keeps its metadata in `database`.
+fn on(database: &str) -> Env {
+    let mut env = Env::new();
+    env.postgres = Some(database.to_string());
+    env
+}
+
+fn json(env: &Env, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["--output", "json"]);
+    serde_json::from_str(&env.ecrl_ok(&all)).expect("JSON output")
+}
+
+/// Waits (briefly: another instance's change arrives within milliseconds) for `check`.
+fn soon(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "not seen in time: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn repo_names(env: &Env) -> Vec<String> {
+    let list = json(env, &["repo", "list"]);
+    list.as_array()
+        .or_else(|| list["repositories"].as_array())
+        .expect("a list of repositories")
+        .iter()
+        .map(|r| r["repositoryName"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn two_instances_share_repositories_users_and_task_definitions() {
+    let database = pg::database();
+    let a = on(&database);
+    let b = on(&database);
+    let _da = a.spawn_daemon(&[]);
+    let _db = b.spawn_daemon(&[]);
+
+    // A repository made through A is there on B, with its settings.
+    a.ecrl_ok(&[
+        "repo",
+        "create",
+        "team/app",
+        "--tag-mutability",
+        "IMMUTABLE",
+        "--tag",
+        "team=web",
+    ]);
+    soon("team/app on B", || repo_names(&b).contains(&"team/app".into()));
+    let described = json(&b, &["repo", "describe", "team/app"]);
+    assert_eq!(
+        described["repository"]["imageTagMutability"], "IMMUTABLE",
+        "{described}"
+    );
+    // The name is taken for both: B's index checks against what A wrote.
+    let again = b.ecrl(&["repo", "create", "team/app"]);
+    assert!(!again.status.success(), "a second team/app was created through B");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    // A task definition registered through B is described through A, and revisions count
+    // on from either instance.
+    let def = a.path().join("web.json");
+    std::fs::write(
+        &def,
+        r#"{"family":"web","containerDefinitions":[{"name":"c","image":"busybox","memory":16}]}"#,
+    )
+    .unwrap();
+    b.ecrl_ok(&["task", "register", "-f", def.to_str().unwrap()]);
+    soon("web:1 on A", || {
+        a.ecrl(&["task", "describe", "web:1"]).status.success()
+    });
+    let second = json(&a, &["task", "register", "-f", def.to_str().unwrap()]);
+    let revision = second["revision"]
+        .as_i64()
+        .or_else(|| second["taskDefinition"]["revision"].as_i64());
+    assert_eq!(revision, Some(2), "{second}");
+
+    // Users and their keys made on A authenticate on B.
+    a.ecrl_ok(&["auth", "user", "create", "ci"]);
+    soon("user ci on B", || {
+        json(&b, &["auth", "user", "list"])
+            .to_string()
+            .contains("\"ci\"")
+    });
+
+    // A repository deleted through B is gone on A.
+    b.ecrl_ok(&["repo", "delete", "team/app"]);
+    soon("team/app gone from A", || {
+        !repo_names(&a).contains(&"team/app".into())
+    });
+
+    // Both say where their metadata is, and that it answers.
+    for env in [&a, &b] {
+        let info = env.info();
+        assert_eq!(info["metadataBackend"], "postgres", "{info}");
+        assert!(info.get("metadataError").is_none(), "{info}");
+        let location = info["metadataLocation"].as_str().unwrap();
+        assert!(location.starts_with("127.0.0.1:"), "{location}");
+    }
+}
+
+#[test]
+fn an_unreachable_database_at_start_is_a_clear_error_and_no_password_is_shown() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = on(&format!(
+        "postgres://ecrl:hunter2secret@127.0.0.1:{port}/registry?connect_timeout=3"
+    ));
+    let started = Instant::now();
+    let out = env.ecrld_command(&[]).output().expect("run ecrld");
+    assert!(!out.status.success(), "ecrld started without its database");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot connect to PostgreSQL at 127.0.0.1:{port}/registry")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2secret"), "the password leaked: {stderr}");
+    // Nothing of the daemon is left behind that a later start would trip on.
+    assert!(!env.socket().exists());
+}
+
+#[test]
+fn the_password_never_reaches_status_or_the_log() {
+    let database = pg::database();
+    // Trust authentication ignores the password: it is only there to be looked for.
+    let with_password = database.replacen("postgres@", "postgres:hunter2secret@", 1);
+    let env = on(&with_password);
+    let _d = env.spawn_daemon(&[]);
+    env.ecrl_ok(&["repo", "create", "a/b"]);
+    let status = env.ecrl_ok(&["daemon", "status"]);
+    assert!(status.contains("postgres ("), "{status}");
+    assert!(!status.contains("hunter2secret"), "{status}");
+    let info = env.info().to_string();
+    assert!(!info.contains("hunter2secret"), "{info}");
+    for entry in std::fs::read_dir(env.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let log = std::fs::read_to_string(&path).unwrap();
+            assert!(!log.contains("hunter2secret"), "{}: {log}", path.display());
+        }
+    }
+}
+
+#[test]
+fn postgres_restarted_under_load_loses_nothing_and_clients_get_503_meanwhile() {
+    let server = pg::Server::new();
+    let env = on(&server.database());
+    let _d = env.spawn_daemon(&[]);
+    let addr = env.info()["registryAddress"].as_str().unwrap().to_string();
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let push_blob = |repo: &str, content: &[u8]| {
+        let digest = common::registry::sha256_digest(content);
+        http.post(format!(
+            "http://{addr}/v2/{repo}/blobs/uploads/?digest={digest}"
+        ))
+        .header("content-type", "application/octet-stream")
+        .body(content.to_vec())
+        .send()
+        .unwrap()
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (created, failures) = std::thread::scope(|scope| {
+        // The load: repositories created one after another, each told success or failure.
+        let worker = scope.spawn(|| {
+            let (mut created, mut failures) = (Vec::new(), Vec::new());
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let name = format!("load/r{i}");
+                let out = env.ecrl(&["repo", "create", &name]);
+                if out.status.success() {
+                    created.push(name);
+                } else {
+                    failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+                }
+                i += 1;
+            }
+            (created, failures)
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        server.stop();
+        // While it is down: a push is told to come back later, never a 500.
+        std::thread::sleep(Duration::from_millis(300));
+        let resp = push_blob("outage/app", b"pushed while PostgreSQL was down");
+        assert_eq!(resp.status().as_u16(), 503, "{:?}", resp.text());
+        let body = resp.text().unwrap();
+        assert!(body.contains("unavailable"), "{body}");
+        std::thread::sleep(Duration::from_millis(500));
+        server.start();
+        // Back: writes work again (the writer connects again on its next batch).
+        soon("a repository created after the restart", || {
+            env.ecrl(&["repo", "create", "after/restart"]).status.success()
+        });
+        let resp = push_blob("outage/app", b"pushed once PostgreSQL was back");
+        assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text());
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        worker.join().unwrap()
+    });
+    assert!(
+        !failures.is_empty(),
+        "no creation failed while PostgreSQL was down"
+    );
+    for failure in &failures {
+        assert!(
+            failure.contains("unavailable") || failure.contains("PostgreSQL"),
+            "an outage error that does not say what is wrong: {failure}"
+        );
+    }
+    // Every creation the daemon confirmed is there.
+    let names = repo_names(&env);
+    for name in &created {
+        assert!(names.contains(name), "{name} was confirmed, then lost");
+    }
+    assert!(names.contains(&"after/restart".to_string()));
+    assert!(names.contains(&"outage/app".to_string()));
+}
