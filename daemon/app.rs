@@ -17,6 +17,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// How often an instance that shares its metadata looks again at what others changed for
+/// the background jobs it runs (a replication another instance queued, a job it claimed).
+pub const SHARED_POLL: Duration = Duration::from_secs(30);
+
+/// Waits until this instance holds `job` (instances sharing one database take turns: one runs
+/// it, the others wait to take over if it stops); `None` once shutdown begins.
+pub async fn claim(
+    state: &Arc<AppState>,
+    job: crate::metadata::ExclusiveJob,
+) -> Option<crate::metadata::Exclusive> {
+    loop {
+        match state.meta.exclusive(job).await {
+            Ok(Some(claimed)) => return Some(claimed),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(?job, "cannot claim a background job: {e}"),
+        }
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(SHARED_POLL) => {}
+        }
+    }
+}
+
 /// How long in-flight requests may run after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -396,39 +419,44 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         .with_account_id(config.account_id.clone())
     };
 
-    // Blob files no repository holds (a daemon killed between a blob's commit and its link)
-    // go before anything is served, so nothing can be linking them meanwhile.
-    // So do those deleted images freed and a stop came before their grace ended.
-    let in_use = meta.read().digests_in_use();
-    let released = meta.released().await.unwrap_or_else(|e| {
-        tracing::warn!("cannot read which blobs deletes freed: {e}");
-        Default::default()
-    });
-    match tokio::task::block_in_place(|| store.remove_unlisted(&in_use, &released)) {
-        Ok(sweep) => {
-            if sweep.left > 0 {
-                tracing::warn!(
-                    unheld = sweep.left,
-                    blobs = sweep.blobs,
-                    "most blobs in the store are held by no repository: metadata.db may not be \
-                     the one these blobs belong to; leaving them"
-                );
-            }
-            if sweep.removed > 0 {
-                tracing::info!(
-                    blobs = sweep.removed,
-                    bytes = sweep.bytes,
-                    "removed blobs no repository holds (freed by deleted images, or left by an \
-                     interrupted push)"
-                );
-            }
-            if !released.is_empty() {
-                if let Err(e) = meta.forget_released(None).await {
-                    tracing::warn!("cannot forget the freed blobs just removed: {e}");
+    // With the metadata shared (PostgreSQL), other instances are pushing now: a blob one just
+    // committed is not linked yet, and must not be taken for a leftover. Garbage collection
+    // (under its lock, with the grace) removes what nothing holds instead.
+    if !meta.shared() {
+        // Blob files no repository holds (a daemon killed between a blob's commit and its link)
+        // go before anything is served, so nothing can be linking them meanwhile.
+        // So do those deleted images freed and a stop came before their grace ended.
+        let in_use = meta.read().digests_in_use();
+        let released = meta.released().await.unwrap_or_else(|e| {
+            tracing::warn!("cannot read which blobs deletes freed: {e}");
+            Default::default()
+        });
+        match tokio::task::block_in_place(|| store.remove_unlisted(&in_use, &released)) {
+            Ok(sweep) => {
+                if sweep.left > 0 {
+                    tracing::warn!(
+                        unheld = sweep.left,
+                        blobs = sweep.blobs,
+                        "most blobs in the store are held by no repository: metadata.db may not be \
+                         the one these blobs belong to; leaving them"
+                    );
+                }
+                if sweep.removed > 0 {
+                    tracing::info!(
+                        blobs = sweep.removed,
+                        bytes = sweep.bytes,
+                        "removed blobs no repository holds (freed by deleted images, or left by an \
+                         interrupted push)"
+                    );
+                }
+                if !released.is_empty() {
+                    if let Err(e) = meta.forget_released(None).await {
+                        tracing::warn!("cannot forget the freed blobs just removed: {e}");
+                    }
                 }
             }
+            Err(e) => tracing::warn!("cannot sweep blobs no repository holds: {e}"),
         }
-        Err(e) => tracing::warn!("cannot sweep blobs no repository holds: {e}"),
     }
 
     let open_files = registry::conn::raise_open_file_limit().unwrap_or_else(|e| {

@@ -14,6 +14,7 @@
 //!    then is never removed. Uploads in progress live outside the blob store.
 
 use crate::app::AppState;
+use crate::metadata::ExclusiveJob;
 use crate::progress::Progress;
 use ecrl::api::system::GcReport;
 use std::collections::HashSet;
@@ -25,6 +26,22 @@ static LAST: std::sync::Mutex<Option<GcReport>> = std::sync::Mutex::new(None);
 /// One collection at a time.
 static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Another instance sharing the metadata is collecting now (its collection covers this
+/// one's: the store and the metadata are the same).
+#[derive(Debug)]
+pub struct Elsewhere;
+
+impl std::fmt::Display for Elsewhere {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "another ecrld sharing this registry is collecting garbage now; its collection \
+             covers this registry's store",
+        )
+    }
+}
+
+impl std::error::Error for Elsewhere {}
+
 pub fn last() -> Option<GcReport> {
     LAST.lock().ok().and_then(|l| l.clone())
 }
@@ -35,6 +52,9 @@ pub async fn collect(
     progress: &Progress,
 ) -> anyhow::Result<GcReport> {
     let _one = ONE.lock().await;
+    let Some(_claimed) = state.meta.exclusive(ExclusiveJob::Gc).await? else {
+        return Err(Elsewhere.into());
+    };
     let started = std::time::Instant::now();
     let mut report = GcReport {
         dry_run,
@@ -61,7 +81,13 @@ pub async fn collect(
 
     // 2. Files nothing marks. The walk reads names only, on a thread that runs when a core
     // would otherwise idle (pushes and pulls first); only the unmarked files are stat'ed.
-    let marked = Arc::new(marked(state));
+    let mut marked = marked(state);
+    // Blobs another instance freed are in their grace there: held here too.
+    if state.meta.shared() {
+        let since = crate::metadata::now_millis() - grace.as_millis() as i64;
+        marked.extend(state.meta.released_since(since).await?);
+    }
+    let marked = Arc::new(marked);
     progress.step("walking the store", 0);
     let (total, unmarked) = {
         let store = state.store.clone();
@@ -160,8 +186,10 @@ fn marked(state: &AppState) -> HashSet<ecrl::names::Digest> {
 pub async fn schedule(state: Arc<AppState>, interval: Duration) {
     let mut tick = crate::app::every(interval);
     while state.next_tick(&mut tick).await {
-        if let Err(e) = collect(&state, false, &Progress::default()).await {
-            tracing::warn!("garbage collection failed: {e:#}");
+        match collect(&state, false, &Progress::default()).await {
+            Ok(_) => {}
+            Err(e) if e.is::<Elsewhere>() => tracing::debug!("{e}"),
+            Err(e) => tracing::warn!("garbage collection failed: {e:#}"),
         }
     }
 }

@@ -375,6 +375,19 @@ pub async fn bound_caches(state: &Arc<AppState>) -> usize {
 pub async fn schedule(state: Arc<AppState>, interval: Duration) {
     let mut tick = crate::app::every(interval);
     while state.next_tick(&mut tick).await {
+        // Instances sharing one database: the one that claims the tick applies the policies.
+        let _claimed = match state
+            .meta
+            .exclusive(crate::metadata::ExclusiveJob::Lifecycle)
+            .await
+        {
+            Ok(Some(claimed)) => claimed,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("lifecycle policies not applied: {e}");
+                continue;
+            }
+        };
         let repos: Vec<RepoName> = state
             .meta
             .read()

@@ -59,7 +59,9 @@ fn two_instances_share_repositories_users_and_task_definitions() {
         "--tag",
         "team=web",
     ]);
-    soon("team/app on B", || repo_names(&b).contains(&"team/app".into()));
+    soon("team/app on B", || {
+        repo_names(&b).contains(&"team/app".into())
+    });
     let described = json(&b, &["repo", "describe", "team/app"]);
     assert_eq!(
         described["repository"]["imageTagMutability"], "IMMUTABLE",
@@ -67,7 +69,10 @@ fn two_instances_share_repositories_users_and_task_definitions() {
     );
     // The name is taken for both: B's index checks against what A wrote.
     let again = b.ecrl(&["repo", "create", "team/app"]);
-    assert!(!again.status.success(), "a second team/app was created through B");
+    assert!(
+        !again.status.success(),
+        "a second team/app was created through B"
+    );
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("already exists"),
         "{}",
@@ -133,10 +138,15 @@ fn an_unreachable_database_at_start_is_a_clear_error_and_no_password_is_shown() 
     assert!(started.elapsed() < Duration::from_secs(20));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("cannot connect to PostgreSQL at 127.0.0.1:{port}/registry")),
+        stderr.contains(&format!(
+            "cannot connect to PostgreSQL at 127.0.0.1:{port}/registry"
+        )),
         "{stderr}"
     );
-    assert!(!stderr.contains("hunter2secret"), "the password leaked: {stderr}");
+    assert!(
+        !stderr.contains("hunter2secret"),
+        "the password leaked: {stderr}"
+    );
     // Nothing of the daemon is left behind that a later start would trip on.
     assert!(!env.socket().exists());
 }
@@ -213,7 +223,9 @@ fn postgres_restarted_under_load_loses_nothing_and_clients_get_503_meanwhile() {
         server.start();
         // Back: writes work again (the writer connects again on its next batch).
         soon("a repository created after the restart", || {
-            env.ecrl(&["repo", "create", "after/restart"]).status.success()
+            env.ecrl(&["repo", "create", "after/restart"])
+                .status
+                .success()
         });
         let resp = push_blob("outage/app", b"pushed once PostgreSQL was back");
         assert_eq!(resp.status().as_u16(), 201, "{:?}", resp.text());
@@ -238,4 +250,37 @@ fn postgres_restarted_under_load_loses_nothing_and_clients_get_503_meanwhile() {
     }
     assert!(names.contains(&"after/restart".to_string()));
     assert!(names.contains(&"outage/app".to_string()));
+}
+
+#[test]
+fn garbage_collection_runs_on_one_instance_at_a_time() {
+    let database = pg::database();
+    let a = on(&database);
+    let _da = a.spawn_daemon(&[]);
+    // Another holder of the collection's advisory lock (as an instance collecting now is).
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let url = database.clone();
+    let holder = std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client
+            .query_one("SELECT pg_advisory_lock($1)", &[&0x6563_726c_0010_i64])
+            .unwrap();
+        held_tx.send(()).unwrap();
+        let _ = hold_rx.recv();
+    });
+    held_rx.recv().unwrap();
+    let out = a.ecrl(&["gc", "-q"]);
+    assert!(!out.status.success(), "a second collection ran at once");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another ecrld sharing this registry is collecting garbage now"),
+        "{stderr}"
+    );
+    // Once the other is done, this one collects.
+    drop(hold_tx);
+    holder.join().unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&a.ecrl_ok(&["gc", "--output", "json"])).unwrap();
+    assert_eq!(report["dryRun"], false, "{report}");
 }

@@ -226,8 +226,22 @@ type ManifestBytes = Box<dyn Fn(&Digest) -> std::io::Result<Bytes> + Send>;
 /// transaction's fate is known.
 type Job = Box<dyn FnOnce(Option<(&Db, &mut Index)>) -> (bool, Reply) + Send>;
 
+/// The jobs only one instance runs at a time (the values are their advisory-lock keys).
+#[derive(Debug, Clone, Copy)]
+pub enum ExclusiveJob {
+    Gc = 0x6563_726c_0010,
+    Lifecycle = 0x6563_726c_0011,
+    Replication = 0x6563_726c_0012,
+    Sync = 0x6563_726c_0013,
+}
+
+/// A claimed [`ExclusiveJob`]: released when dropped.
+pub struct Exclusive(#[allow(dead_code)] Option<pg::Exclusive>);
+
 pub struct Metadata {
     backend: &'static str,
+    /// PostgreSQL's URL, CA and this instance's name, for connections besides the writer's.
+    postgres: Option<(String, Option<std::path::PathBuf>, String)>,
     location: String,
     account_id: String,
     token_secret: [u8; 32],
@@ -301,6 +315,9 @@ impl Metadata {
             )
             .map_err(|e| MetaError::Db(e.to_string()))?;
         }
+        let follow_conn = follow
+            .as_ref()
+            .map(|f| (f.url.clone(), f.ca.clone(), f.instance.clone()));
         let manifest_bytes: ManifestBytes = Box::new(manifest_bytes);
         std::thread::Builder::new()
             .name("metadata-writer".into())
@@ -316,6 +333,7 @@ impl Metadata {
                 MetadataConfig::Sqlite => "sqlite",
                 MetadataConfig::Postgres { .. } => "postgres",
             },
+            postgres: follow_conn,
             location: match config {
                 MetadataConfig::Sqlite => data_dir.join("metadata.db").display().to_string(),
                 MetadataConfig::Postgres { url, .. } => pg::location(&url.0),
@@ -331,6 +349,37 @@ impl Metadata {
     /// The database: the SQLite file, or PostgreSQL's `host:port/database`.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// True when other instances share this metadata (PostgreSQL).
+    pub fn shared(&self) -> bool {
+        self.backend == "postgres"
+    }
+
+    /// Claims `job` for this instance while the guard lives: `None` when another instance
+    /// sharing the database holds it. Always granted on SQLite (one instance). Blocking: call
+    /// it off the async threads (`spawn_blocking`) or through [`Metadata::exclusive`].
+    fn try_exclusive(&self, job: ExclusiveJob) -> Result<Option<Exclusive>, MetaError> {
+        match &self.postgres {
+            None => Ok(Some(Exclusive(None))),
+            Some((url, ca, instance)) => {
+                Ok(
+                    pg::try_exclusive(url.clone(), ca.clone(), instance.clone(), job as i64)?
+                        .map(|e| Exclusive(Some(e))),
+                )
+            }
+        }
+    }
+
+    /// [`Metadata::try_exclusive`] from async code.
+    pub async fn exclusive(
+        self: &Arc<Self>,
+        job: ExclusiveJob,
+    ) -> Result<Option<Exclusive>, MetaError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.try_exclusive(job))
+            .await
+            .map_err(|e| MetaError::Db(e.to_string()))?
     }
 
     /// Asks the database something, through the writer: an error when it does not answer.
@@ -770,9 +819,17 @@ impl Metadata {
     /// The blobs freed by deletes whose content has not been removed yet (see
     /// [`Self::forget_released`]).
     pub async fn released(&self) -> Result<HashSet<Digest>, MetaError> {
-        self.write(|conn, _| {
-            let mut query = conn.prepare("SELECT digest FROM released_blobs")?;
-            let rows = query.query_map([], |row| row.get::<_, String>(0))?;
+        self.released_since(0).await
+    }
+
+    /// The blobs deleted images freed at or after `since` (unix ms): with several instances
+    /// sharing the metadata, the ones whose grace (see `AppState::release`) may still be
+    /// running on another instance.
+    pub async fn released_since(&self, since: i64) -> Result<HashSet<Digest>, MetaError> {
+        self.write(move |conn, _| {
+            let mut query =
+                conn.prepare("SELECT digest FROM released_blobs WHERE released_at >= ?1")?;
+            let rows = query.query_map([since], |row| row.get::<_, String>(0))?;
             let mut out = HashSet::new();
             for row in rows {
                 if let Ok(digest) = row?.parse() {

@@ -151,3 +151,55 @@ pub fn listen(
         })
         .map(|_| ())
 }
+
+/// A job only one instance runs at a time (garbage collection, lifecycle policies,
+/// replication, sync jobs), held as a PostgreSQL session advisory lock on a connection of
+/// its own: released when dropped, or by the server when this instance dies.
+pub struct Exclusive {
+    _release: std::sync::mpsc::Sender<()>,
+}
+
+/// Takes the advisory lock `key` if no other session holds it: `None` when one does.
+pub fn try_exclusive(
+    url: String,
+    ca: Option<std::path::PathBuf>,
+    instance: String,
+    key: i64,
+) -> Result<Option<Exclusive>, MetaError> {
+    let (answer_tx, answer_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("metadata-exclusive".into())
+        .spawn(move || {
+            let taken = connect(&url, ca.as_deref(), &instance).and_then(|mut client| {
+                let row = client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                    .map_err(|e| MetaError::Unavailable(super::db::pg_error(e).to_string()))?;
+                Ok((client, row.get::<_, bool>(0)))
+            });
+            match taken {
+                Ok((client, true)) => {
+                    let _ = answer_tx.send(Ok(true));
+                    // Held until the guard goes (its sender drops); the session ends with
+                    // the client, which releases the lock.
+                    let _ = release_rx.recv();
+                    drop(client);
+                }
+                Ok((_, false)) => {
+                    let _ = answer_tx.send(Ok(false));
+                }
+                Err(e) => {
+                    let _ = answer_tx.send(Err(e));
+                }
+            }
+        })
+        .map_err(|e| MetaError::Db(e.to_string()))?;
+    match answer_rx.recv() {
+        Ok(Ok(true)) => Ok(Some(Exclusive {
+            _release: release_tx,
+        })),
+        Ok(Ok(false)) => Ok(None),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(MetaError::Db("the advisory lock's thread stopped".into())),
+    }
+}

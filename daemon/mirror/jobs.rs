@@ -170,6 +170,11 @@ pub fn start(state: &Arc<AppState>) {
 
 /// Runs each job when it is due.
 async fn scheduler(state: Arc<AppState>) {
+    // Instances sharing one database: one runs the jobs, the others take over if it stops.
+    let Some(_claimed) = crate::app::claim(&state, crate::metadata::ExclusiveJob::Sync).await
+    else {
+        return;
+    };
     loop {
         let now = now_millis();
         let (due, next): (Vec<String>, Option<i64>) = {
@@ -212,7 +217,11 @@ async fn scheduler(state: Arc<AppState>) {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
             _ = state.mirror.jobs_wake.notified() => {}
-            _ = tokio::time::sleep(wait.min(Duration::from_secs(3600))) => {}
+            _ = tokio::time::sleep(wait.min(if state.meta.shared() {
+                crate::app::SHARED_POLL
+            } else {
+                Duration::from_secs(3600)
+            })) => {}
         }
     }
 }

@@ -12,6 +12,7 @@ use super::MirrorError;
 use crate::app::AppState;
 use crate::metadata::mirror::{Attempt, Replication, IN_PROGRESS};
 use crate::metadata::now_millis;
+use crate::metadata::ExclusiveJob;
 use ecrl::api::mirror::{DestinationStatus, ImageReplicationStatus};
 use ecrl::api::repos::ImageId;
 use ecrl::mirror::{InvalidReplication, ReplicationConfiguration};
@@ -134,6 +135,10 @@ pub fn start(state: &Arc<AppState>) {
 
 /// Hands due entries to at most `mirror.replication.workers` workers at once.
 async fn dispatcher(state: Arc<AppState>) {
+    // Instances sharing one database: one replicates, the others take over if it stops.
+    let Some(_claimed) = crate::app::claim(&state, ExclusiveJob::Replication).await else {
+        return;
+    };
     let workers = state.mirror.config().replication_workers;
     let permits = Arc::new(tokio::sync::Semaphore::new(workers));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<i64>();
@@ -160,6 +165,12 @@ async fn dispatcher(state: Arc<AppState>) {
             Some(at) if at > now => Duration::from_millis((at - now) as u64),
             Some(_) => Duration::from_secs(1),
             None => Duration::from_secs(3600),
+        };
+        // Pushes through other instances queue replications this one is not woken for.
+        let wait = if state.meta.shared() {
+            wait.min(crate::app::SHARED_POLL)
+        } else {
+            wait
         };
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
