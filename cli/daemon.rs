@@ -83,6 +83,23 @@ impl Table for SystemInfo {
             ("data dir", self.data_dir.display().to_string()),
             ("stored", human_bytes(self.bytes_stored)),
         ];
+        if let Some(storage) = &self.storage {
+            rows.push((
+                "storage",
+                match &storage.error {
+                    None => format!(
+                        "{} {} (answers)",
+                        storage.backend.as_str(),
+                        storage.location
+                    ),
+                    Some(why) => format!(
+                        "{} {} (NOT ANSWERING: {why})",
+                        storage.backend.as_str(),
+                        storage.location
+                    ),
+                },
+            ));
+        }
         if let Some(address) = &self.registry_tls_address {
             rows.insert(5, ("registry (https)", address.clone()));
             if let Some(ca) = &self.tls_ca_path {
@@ -412,6 +429,29 @@ fn daemon_command(config: &DaemonConfig) -> Command {
     }
     if let Some(encryption) = config.encryption {
         command.arg("--encryption").arg(encryption.as_str());
+    }
+    // The blob store as resolved here; credentials stay in the environment the daemon
+    // inherits (or the config file), never on its command line.
+    match &config.storage {
+        ecrl::config::StorageConfig::Filesystem => {
+            command.arg("--storage-backend").arg("filesystem");
+        }
+        ecrl::config::StorageConfig::S3(s3) => {
+            command
+                .arg("--storage-backend")
+                .arg("s3")
+                .arg("--s3-bucket")
+                .arg(&s3.bucket)
+                .arg("--s3-prefix")
+                .arg(&s3.prefix)
+                .arg("--s3-region")
+                .arg(&s3.region)
+                .arg("--s3-addressing")
+                .arg(s3.addressing.as_str());
+            if let Some(endpoint) = &s3.endpoint {
+                command.arg("--s3-endpoint").arg(endpoint);
+            }
+        }
     }
     // SAFETY: setsid is async-signal-safe; it detaches the daemon from this terminal's
     // session so closing the terminal or Ctrl-C here does not reach it.
