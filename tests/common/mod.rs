@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod registry;
 pub mod remotes;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
