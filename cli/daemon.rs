@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 #[derive(Subcommand, Debug)]
 pub enum DaemonCommand {
     /// Start ecrld in the background and wait until it answers
-    Start(StartArgs),
+    // Boxed: the daemon's options (storage among them) make it far larger than the others.
+    Start(Box<StartArgs>),
     /// Stop ecrld and wait until it is gone
     Stop(StopArgs),
     /// Show whether ecrld runs, where it listens, what it stores and the engine it runs tasks on
@@ -59,7 +60,7 @@ pub struct LogsArgs {
 
 pub fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<ExitCode> {
     match command {
-        DaemonCommand::Start(args) => start(ctx, args),
+        DaemonCommand::Start(args) => start(ctx, *args),
         DaemonCommand::Stop(args) => stop(ctx, args),
         DaemonCommand::Status => status(ctx),
         DaemonCommand::Logs(args) => logs(ctx, args),

@@ -141,7 +141,8 @@ pub enum OpenError {
         location: String,
         id: String,
         file: PathBuf,
-        source: keys::KeyError,
+        // Boxed: the other variants are small, and this error is rare.
+        source: Box<keys::KeyError>,
     },
 }
 

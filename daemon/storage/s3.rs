@@ -300,7 +300,7 @@ impl S3Store {
                         location: location.clone(),
                         id: id.to_string(),
                         file: keys::key_file(&options.key_dir, id),
-                        source,
+                        source: Box::new(source),
                     })?;
                     loaded.push(key);
                     place = Some(at);

@@ -855,9 +855,9 @@ mod tests {
 
     #[test]
     fn parts_are_over_the_smallest_s3_part_and_whole_segments() {
-        assert!(PART_SEGMENTS * crypt::SEGMENT >= 5 << 20);
-        assert!(PART_PLAIN >= 5 << 20, "plain parts too");
-        assert_eq!(PART_PLAIN % PLAIN, 0);
+        const { assert!(PART_SEGMENTS * crypt::SEGMENT >= 5 << 20) };
+        const { assert!(PART_PLAIN >= 5 << 20, "plain parts too") };
+        const { assert!(PART_PLAIN.is_multiple_of(PLAIN)) };
         // A part of whole segments sealed on its own is exactly its place in the blob.
         assert_eq!(
             data_len(2 * PART_PLAIN as u64 + 1, true),
