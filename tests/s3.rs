@@ -736,3 +736,43 @@ fn forged_sessions_and_a_tampered_bucket_fail_cleanly() {
 fn uuid_like(n: u8) -> String {
     format!("{n:08x}-0000-4000-8000-000000000000")
 }
+
+#[test]
+fn another_instances_abandoned_session_is_expired_with_its_parts() {
+    let store = SeaweedFs::shared();
+    let (bucket, prefix) = store.place("expire");
+    let (env_a, env_b) = (Env::new(), Env::new());
+    let (mut a, addr_a) = spawn(&env_a, store, &bucket, &prefix, &[]);
+    let c = client();
+    let location = open_upload(&c, &addr_a, "gone/app");
+    let data = marked_bytes(PART + 1000, 13);
+    let r = patch(&c, &addr_a, &location, 0, &data);
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(store.multipart_uploads(&bucket, &format!("{prefix}/")), 1);
+    // The instance that held it dies; another, whose sessions may idle 2 s, cleans up.
+    a.signal(libc::SIGKILL);
+    a.wait(Duration::from_secs(10));
+    copy_keys(&env_a, &env_b);
+    let config = env_b.write_config("registry:\n  upload_idle_timeout: 2s\n");
+    let (_b, _addr_b) = spawn(
+        &env_b,
+        store,
+        &bucket,
+        &prefix,
+        &["--config", config.to_str().unwrap()],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let uploads = keys_under(&store.objects(&bucket, &format!("{prefix}/")), "/uploads/");
+        let open = store.multipart_uploads(&bucket, &format!("{prefix}/"));
+        if uploads.is_empty() && open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not expired: {uploads:?}, {open} multipart uploads"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(keys_under(&store.objects(&bucket, &format!("{prefix}/")), "/data/").is_empty());
+}
