@@ -281,6 +281,7 @@ impl S3Store {
                 });
             }
         }
+        tracing::info!(store = %location, encryption = %format.encryption, "blobs are kept in an object store");
         let status = match format.encryption {
             Encryption::None => EncryptionStatus {
                 mode: Encryption::None,

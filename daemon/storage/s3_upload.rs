@@ -111,6 +111,8 @@ pub struct Uploads {
     local: Mutex<HashMap<UploadId, Local>>,
     held: AtomicUsize,
     limit: usize,
+    /// How long a request waits for memory ([`MEMORY_WAIT`]; shorter in tests).
+    wait: Duration,
 }
 
 struct Local {
@@ -136,6 +138,7 @@ impl Uploads {
             local: Mutex::default(),
             held: AtomicUsize::new(0),
             limit,
+            wait: MEMORY_WAIT,
         }
     }
 
@@ -195,7 +198,7 @@ impl Uploads {
             {
                 return Ok(Reservation { held: &self.held });
             }
-            if !fits && started.elapsed() > MEMORY_WAIT {
+            if !fits && started.elapsed() > self.wait {
                 return Err(StoreError::Busy { held });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -863,6 +866,36 @@ mod tests {
             data_len(2 * PART_PLAIN as u64 + 1, true),
             2 * (PART_SEGMENTS * crypt::SEGMENT) as u64 + 1 + 16
         );
+    }
+
+    #[tokio::test]
+    async fn requests_reserve_upload_memory_and_wait_for_it() {
+        let mut uploads = Uploads::new(2 * RESERVE + 10);
+        uploads.wait = Duration::from_millis(100);
+        let first = uploads.reserve().await.unwrap();
+        let second = uploads.reserve().await.unwrap();
+        assert_eq!(uploads.held(), 2 * RESERVE);
+        match uploads.reserve().await {
+            Err(StoreError::Busy { held }) => assert_eq!(held, 2 * RESERVE),
+            _ => panic!("a third request fits in the memory of two"),
+        }
+        // One ends while another waits: the waiting one gets its room.
+        let waiting = async { uploads.reserve().await.map(|_| ()) };
+        let ending = async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            drop(first);
+        };
+        let (got, ()) = tokio::join!(waiting, ending);
+        assert!(got.is_ok());
+        drop(second);
+        assert_eq!(uploads.held(), 0);
+        // A limit below one request's need still lets one run at a time.
+        let mut small = Uploads::new(1024);
+        small.wait = Duration::from_millis(50);
+        let one = small.reserve().await.unwrap();
+        assert!(small.reserve().await.is_err());
+        drop(one);
+        assert!(small.reserve().await.is_ok());
     }
 
     #[tokio::test]
