@@ -17,11 +17,10 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Subcommand, Debug)]
-// Parsed once per run: the size of its biggest variant costs nothing.
-#[allow(clippy::large_enum_variant)]
 pub enum DaemonCommand {
     /// Start ecrld in the background and wait until it answers
-    Start(StartArgs),
+    // Boxed: the daemon's options (storage among them) make it far larger than the others.
+    Start(Box<StartArgs>),
     /// Stop ecrld and wait until it is gone
     Stop(StopArgs),
     /// Show whether ecrld runs, where it listens, what it stores and the engine it runs tasks on
@@ -61,7 +60,7 @@ pub struct LogsArgs {
 
 pub fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<ExitCode> {
     match command {
-        DaemonCommand::Start(args) => start(ctx, args),
+        DaemonCommand::Start(args) => start(ctx, *args),
         DaemonCommand::Stop(args) => stop(ctx, args),
         DaemonCommand::Status => status(ctx),
         DaemonCommand::Logs(args) => logs(ctx, args),
@@ -85,6 +84,23 @@ impl Table for SystemInfo {
             ("data dir", self.data_dir.display().to_string()),
             ("stored", human_bytes(self.bytes_stored)),
         ];
+        if let Some(storage) = &self.storage {
+            rows.push((
+                "storage",
+                match &storage.error {
+                    None => format!(
+                        "{} {} (answers)",
+                        storage.backend.as_str(),
+                        storage.location
+                    ),
+                    Some(why) => format!(
+                        "{} {} (NOT ANSWERING: {why})",
+                        storage.backend.as_str(),
+                        storage.location
+                    ),
+                },
+            ));
+        }
         if let Some(address) = &self.registry_tls_address {
             rows.insert(5, ("registry (https)", address.clone()));
             if let Some(ca) = &self.tls_ca_path {
@@ -435,6 +451,29 @@ fn daemon_command(config: &DaemonConfig) -> Command {
                 .env(ecrl::config::ENV_POSTGRES_URL, &url.0);
             if let Some(ca) = ca {
                 command.arg("--postgres-ca").arg(ca);
+            }
+        }
+    }
+    // The blob store as resolved here; credentials stay in the environment the daemon
+    // inherits (or the config file), never on its command line.
+    match &config.storage {
+        ecrl::config::StorageConfig::Filesystem => {
+            command.arg("--storage-backend").arg("filesystem");
+        }
+        ecrl::config::StorageConfig::S3(s3) => {
+            command
+                .arg("--storage-backend")
+                .arg("s3")
+                .arg("--s3-bucket")
+                .arg(&s3.bucket)
+                .arg("--s3-prefix")
+                .arg(&s3.prefix)
+                .arg("--s3-region")
+                .arg(&s3.region)
+                .arg("--s3-addressing")
+                .arg(s3.addressing.as_str());
+            if let Some(endpoint) = &s3.endpoint {
+                command.arg("--s3-endpoint").arg(endpoint);
             }
         }
     }

@@ -2389,7 +2389,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__daemon__subcmd__start)
-            opts="-q -h -V --data-dir --registry-addr --tls --tls-addr --tls-cert --tls-key --tls-names --config --log-format --anonymous --encryption --wait --output --quiet --socket --help --version"
+            opts="-q -h -V --data-dir --registry-addr --tls --tls-addr --tls-cert --tls-key --tls-names --config --log-format --anonymous --encryption --storage-backend --s3-endpoint --s3-bucket --s3-prefix --s3-region --s3-addressing --wait --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2437,6 +2437,30 @@ _ecrl() {
                     ;;
                 --encryption)
                     COMPREPLY=($(compgen -W "aes256-gcm none" -- "${cur}"))
+                    return 0
+                    ;;
+                --storage-backend)
+                    COMPREPLY=($(compgen -W "filesystem s3" -- "${cur}"))
+                    return 0
+                    ;;
+                --s3-endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-bucket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-region)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-addressing)
+                    COMPREPLY=($(compgen -W "path virtual-host" -- "${cur}"))
                     return 0
                     ;;
                 --wait)

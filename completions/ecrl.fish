@@ -75,6 +75,14 @@ pull\t'Anyone may pull (and list); pushing and deleting need credentials'
 all\t'No registry authentication at all'"
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l encryption -d 'Encryption of blobs at rest, chosen when the data dir is created; a data dir keeps its mode, and asking for another one is an error [default: aes256-gcm for a new data dir, else the data dir\'s own]' -r -f -a "aes256-gcm\t'AES-256-GCM in fixed-size authenticated segments, under a master key kept in the OS keyring (or a 0600 key file in the config dir when there is no keyring)'
 none\t'Plain bytes (data dirs made before encryption existed are this)'"
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l storage-backend -d 'Where blob content lives: the data dir, or an S3-compatible object store (--s3-*; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN or the config file) [default: filesystem]' -r -f -a "filesystem\t'Files under the data dir'
+s3\t'An S3-compatible object store, which several ecrld instances can share'"
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l s3-endpoint -d 'The S3 endpoint URL, e.g. http://127.0.0.1:8333 (SeaweedFS, Garage, MinIO) [default: AWS S3 in --s3-region]' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l s3-bucket -d 'The bucket blobs are kept in (it must exist)' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l s3-prefix -d 'A key prefix within the bucket, so that several registries can share one [default: none]' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l s3-region -d 'The bucket\'s region [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l s3-addressing -d 'How buckets are addressed: path (http://endpoint/bucket/key) or virtual-host (http://bucket.endpoint/key) [default: path with --s3-endpoint, virtual-host for AWS]' -r -f -a "path\t'`http://endpoint/bucket/key`: what SeaweedFS, Garage and MinIO answer by default'
+virtual-host\t'`http://bucket.endpoint/key`: what AWS S3 prefers'"
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l wait -d 'Seconds to wait for the daemon to answer' -r
 complete -c ecrl -n "__fish_ecrl_using_subcommand daemon; and __fish_seen_subcommand_from start" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''

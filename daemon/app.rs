@@ -403,9 +403,20 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
                 .read_cache
                 .unwrap_or_else(crate::storage::default_read_cache),
         };
-        // The keyring is asked over D-Bus with blocking calls.
-        tokio::task::block_in_place(|| BlobStore::open(&config.data_dir, &options))
-            .with_context(|| format!("opening the blob store in {}", config.data_dir.display()))?
+        match &config.storage {
+            // The keyring is asked over D-Bus with blocking calls.
+            ecrl::config::StorageConfig::Filesystem => {
+                tokio::task::block_in_place(|| BlobStore::open(&config.data_dir, &options))
+                    .with_context(|| {
+                        format!("opening the blob store in {}", config.data_dir.display())
+                    })?
+            }
+            ecrl::config::StorageConfig::S3(s3) => {
+                BlobStore::open_s3(&config.data_dir, s3, &options)
+                    .await
+                    .context("opening the blob store")?
+            }
+        }
     };
     let meta = {
         let store = store.clone();

@@ -28,6 +28,24 @@ pub const ENV_READ_CACHE: &str = "ECRL_READ_CACHE";
 pub const ENV_METADATA_BACKEND: &str = "ECRL_METADATA_BACKEND";
 pub const ENV_POSTGRES_URL: &str = "ECRL_POSTGRES_URL";
 pub const ENV_POSTGRES_CA: &str = "ECRL_POSTGRES_CA";
+/// `storage.backend` and `storage.s3.*`, from the environment.
+pub const ENV_STORAGE_BACKEND: &str = "ECRL_STORAGE_BACKEND";
+pub const ENV_S3_ENDPOINT: &str = "ECRL_S3_ENDPOINT";
+pub const ENV_S3_BUCKET: &str = "ECRL_S3_BUCKET";
+pub const ENV_S3_PREFIX: &str = "ECRL_S3_PREFIX";
+pub const ENV_S3_REGION: &str = "ECRL_S3_REGION";
+pub const ENV_S3_ADDRESSING: &str = "ECRL_S3_ADDRESSING";
+/// The AWS SDKs' own variables, which S3 credentials and the region are read from as every
+/// AWS tool reads them (they take precedence over the config file, as environment variables
+/// do for every other setting).
+pub const ENV_AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+pub const ENV_AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+pub const ENV_AWS_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
+pub const ENV_AWS_REGION: &str = "AWS_REGION";
+pub const ENV_AWS_DEFAULT_REGION: &str = "AWS_DEFAULT_REGION";
+/// The S3 region when nothing names one (what the AWS SDKs assume, and what SeaweedFS and
+/// MinIO accept).
+pub const DEFAULT_S3_REGION: &str = "us-east-1";
 /// The tracing filter both binaries read (`info`, `ecrld=debug`, ...).
 pub const ENV_LOG: &str = "ECRL_LOG";
 
@@ -129,6 +147,35 @@ pub struct DaemonOptions {
     /// PEM file of the CA that signed PostgreSQL's certificate (else the system's roots)
     #[arg(long, env = ENV_POSTGRES_CA, value_name = "FILE")]
     pub postgres_ca: Option<PathBuf>,
+
+    /// Where blob content lives: the data dir, or an S3-compatible object store (--s3-*;
+    /// credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN or the
+    /// config file) [default: filesystem]
+    #[arg(long, env = ENV_STORAGE_BACKEND, value_enum, value_name = "BACKEND")]
+    pub storage_backend: Option<StorageBackend>,
+
+    /// The S3 endpoint URL, e.g. http://127.0.0.1:8333 (SeaweedFS, Garage, MinIO) [default:
+    /// AWS S3 in --s3-region]
+    #[arg(long, env = ENV_S3_ENDPOINT, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// The bucket blobs are kept in (it must exist)
+    #[arg(long, env = ENV_S3_BUCKET, value_name = "BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// A key prefix within the bucket, so that several registries can share one [default:
+    /// none]
+    #[arg(long, env = ENV_S3_PREFIX, value_name = "PREFIX")]
+    pub s3_prefix: Option<String>,
+
+    /// The bucket's region [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]
+    #[arg(long, env = ENV_S3_REGION, value_name = "REGION")]
+    pub s3_region: Option<String>,
+
+    /// How buckets are addressed: path (http://endpoint/bucket/key) or virtual-host
+    /// (http://bucket.endpoint/key) [default: path with --s3-endpoint, virtual-host for AWS]
+    #[arg(long, env = ENV_S3_ADDRESSING, value_enum, value_name = "STYLE")]
+    pub s3_addressing: Option<S3Addressing>,
 }
 
 /// Where the daemon keeps its metadata.
@@ -147,6 +194,26 @@ impl MetadataBackend {
         match self {
             MetadataBackend::Sqlite => "sqlite",
             MetadataBackend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Where blob content is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// Files under the data dir.
+    #[default]
+    Filesystem,
+    /// An S3-compatible object store, which several ecrld instances can share.
+    S3,
+}
+
+impl StorageBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageBackend::Filesystem => "filesystem",
+            StorageBackend::S3 => "s3",
         }
     }
 }
@@ -180,6 +247,28 @@ pub enum MetadataConfig {
         /// A CA to trust for the server's certificate besides the system's.
         ca: Option<PathBuf>,
     },
+}
+
+/// How an S3 request names its bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
+pub enum S3Addressing {
+    /// `http://endpoint/bucket/key`: what SeaweedFS, Garage and MinIO answer by default.
+    #[value(name = "path")]
+    #[serde(rename = "path")]
+    Path,
+    /// `http://bucket.endpoint/key`: what AWS S3 prefers.
+    #[value(name = "virtual-host")]
+    #[serde(rename = "virtual-host")]
+    VirtualHost,
+}
+
+impl S3Addressing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            S3Addressing::Path => "path",
+            S3Addressing::VirtualHost => "virtual-host",
+        }
+    }
 }
 
 /// What the registry allows a request without credentials.
@@ -236,6 +325,14 @@ impl DaemonOptions {
                 .and_then(|v| MetadataBackend::from_str(&v, true).ok()),
             postgres_url: string(ENV_POSTGRES_URL).map(SecretString),
             postgres_ca: var(ENV_POSTGRES_CA).map(PathBuf::from),
+            storage_backend: string(ENV_STORAGE_BACKEND)
+                .and_then(|v| StorageBackend::from_str(&v, true).ok()),
+            s3_endpoint: string(ENV_S3_ENDPOINT),
+            s3_bucket: string(ENV_S3_BUCKET),
+            s3_prefix: string(ENV_S3_PREFIX),
+            s3_region: string(ENV_S3_REGION),
+            s3_addressing: string(ENV_S3_ADDRESSING)
+                .and_then(|v| S3Addressing::from_str(&v, true).ok()),
         }
     }
 }
@@ -414,6 +511,99 @@ pub struct StorageFileConfig {
     /// Bytes of blobs kept in the page cache for pulls: `auto` (an eighth of the machine's
     /// memory, at most 2 GiB), a size such as `512MiB`, or `0` for none.
     pub read_cache: Option<String>,
+    /// `filesystem` (the default) or `s3`.
+    pub backend: Option<StorageBackend>,
+    #[serde(default)]
+    pub s3: S3FileConfig,
+}
+
+/// `storage.s3`: the object store of `storage.backend: s3`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3FileConfig {
+    pub endpoint: Option<String>,
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    pub region: Option<String>,
+    pub addressing: Option<S3Addressing>,
+    /// Credentials, when the environment's AWS variables do not give them.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for S3FileConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("S3FileConfig")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("region", &self.region)
+            .field("addressing", &self.addressing)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("session_token", &redacted(&self.session_token))
+            .finish()
+    }
+}
+
+/// Where blob content is kept, resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StorageConfig {
+    #[default]
+    Filesystem,
+    S3(S3Config),
+}
+
+/// An S3-compatible object store, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    /// `None`: AWS S3 itself, in `region`.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    /// Prepended to every key, without leading or trailing `/` (empty: none).
+    pub prefix: String,
+    pub region: String,
+    pub addressing: S3Addressing,
+    /// `None`: none given (the object store client looks further, e.g. instance metadata).
+    pub credentials: Option<S3Credentials>,
+}
+
+impl S3Config {
+    /// Where blobs go, in words (no secret in it): `s3://bucket/prefix at endpoint`.
+    pub fn describe(&self) -> String {
+        let prefix = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", self.prefix)
+        };
+        match &self.endpoint {
+            Some(endpoint) => format!("s3://{}{prefix} at {endpoint}", self.bucket),
+            None => format!("s3://{}{prefix} (AWS, {})", self.bucket, self.region),
+        }
+    }
+}
+
+/// S3 credentials. Their `Debug` shows the access key id only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// `metadata`: where repositories, users and task definitions are kept.
@@ -578,6 +768,8 @@ pub struct DaemonConfig {
     /// The encryption asked for (flag, environment or file); `None` takes the data dir's
     /// own mode, or encryption for a new data dir.
     pub encryption: Option<Encryption>,
+    /// Where blob content is kept (`storage.backend`, `storage.s3`).
+    pub storage: StorageConfig,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
     /// Where metadata is kept.
@@ -704,6 +896,26 @@ pub enum ConfigError {
          such as 123456789012 (quote one that starts with 0: '012345678901')", path.display()
     )]
     AccountId { path: PathBuf, value: String },
+    #[error(
+        "the s3 storage backend needs {what}: give {flag} ({env}, storage.s3.{key} in the \
+         config file)"
+    )]
+    S3Missing {
+        what: &'static str,
+        flag: &'static str,
+        env: &'static str,
+        key: &'static str,
+    },
+    #[error(
+        "S3 credentials are incomplete: {given} is set but {missing} is not (from the \
+         environment, or storage.s3 in the config file)"
+    )]
+    S3Credentials {
+        given: &'static str,
+        missing: &'static str,
+    },
+    #[error("invalid S3 endpoint {value:?}: expected a URL such as http://127.0.0.1:8333")]
+    S3Endpoint { value: String },
 }
 
 impl FileConfig {
@@ -973,6 +1185,7 @@ pub fn resolve(
         .max(std::time::Duration::from_secs(1));
     let gc_interval = duration("gc.interval", &file.gc.interval, 24 * 3_600)?
         .max(std::time::Duration::from_secs(1));
+    let storage = resolve_storage(options, file.storage.backend, file.storage.s3)?;
     let account_id = match file.account_id {
         Some(id) if !(id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())) => {
             return Err(ConfigError::AccountId {
@@ -1021,11 +1234,115 @@ pub fn resolve(
         tls,
         log_format: options.log_format.or(file.log_format).unwrap_or_default(),
         encryption: options.encryption.or(file.storage.encryption),
+        storage,
         config_file: config_file.map(|p| paths::absolute(&p)),
         mirror,
         lifecycle_interval,
         gc_interval,
     })
+}
+
+/// The blob store's backend by the usual precedence (flags and `ECRL_*`, then the file);
+/// credentials from the AWS variables, then the file.
+fn resolve_storage(
+    options: &DaemonOptions,
+    backend: Option<StorageBackend>,
+    file: S3FileConfig,
+) -> Result<StorageConfig, ConfigError> {
+    if options.storage_backend.or(backend).unwrap_or_default() == StorageBackend::Filesystem {
+        return Ok(StorageConfig::Filesystem);
+    }
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let endpoint = options
+        .s3_endpoint
+        .clone()
+        .or(file.endpoint)
+        .map(|e| e.trim().trim_end_matches('/').to_string())
+        .filter(|e| !e.is_empty());
+    if let Some(endpoint) = &endpoint {
+        let ok = endpoint
+            .split_once("://")
+            .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && !rest.is_empty());
+        if !ok {
+            return Err(ConfigError::S3Endpoint {
+                value: endpoint.clone(),
+            });
+        }
+    }
+    let bucket = options
+        .s3_bucket
+        .clone()
+        .or(file.bucket)
+        .filter(|b| !b.trim().is_empty())
+        .ok_or(ConfigError::S3Missing {
+            what: "a bucket",
+            flag: "--s3-bucket",
+            env: ENV_S3_BUCKET,
+            key: "bucket",
+        })?;
+    let prefix = options
+        .s3_prefix
+        .clone()
+        .or(file.prefix)
+        .unwrap_or_default()
+        .trim_matches('/')
+        .to_string();
+    let region = options
+        .s3_region
+        .clone()
+        .or(file.region)
+        .or_else(|| env(ENV_AWS_REGION))
+        .or_else(|| env(ENV_AWS_DEFAULT_REGION))
+        .unwrap_or_else(|| DEFAULT_S3_REGION.to_string());
+    let addressing = options
+        .s3_addressing
+        .or(file.addressing)
+        .unwrap_or(match endpoint {
+            Some(_) => S3Addressing::Path,
+            None => S3Addressing::VirtualHost,
+        });
+    // The environment's pair wins as a whole over the file's, so that a key id from one place
+    // is never signed with a secret from another.
+    let (id, secret, token) = match env(ENV_AWS_ACCESS_KEY_ID) {
+        Some(id) => (
+            Some(id),
+            env(ENV_AWS_SECRET_ACCESS_KEY),
+            env(ENV_AWS_SESSION_TOKEN),
+        ),
+        None => (
+            file.access_key_id,
+            env(ENV_AWS_SECRET_ACCESS_KEY).or(file.secret_access_key),
+            env(ENV_AWS_SESSION_TOKEN).or(file.session_token),
+        ),
+    };
+    let credentials = match (id, secret) {
+        (Some(access_key_id), Some(secret_access_key)) => Some(S3Credentials {
+            access_key_id,
+            secret_access_key,
+            session_token: token,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::S3Credentials {
+                given: "an access key id",
+                missing: "its secret access key",
+            })
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::S3Credentials {
+                given: "a secret access key",
+                missing: "its access key id",
+            })
+        }
+    };
+    Ok(StorageConfig::S3(S3Config {
+        endpoint,
+        bucket: bucket.trim().to_string(),
+        prefix,
+        region,
+        addressing,
+        credentials,
+    }))
 }
 
 /// `HOST:PORT` with a port number, an IP address or a host name (`[::1]:5000` for IPv6): what
@@ -1213,6 +1530,99 @@ mod tests {
         };
         let err = resolve(&opts, None).unwrap_err().to_string();
         assert!(err.contains("encrypt"), "{err}");
+    }
+
+    #[test]
+    fn storage_backend_from_flags_beats_file_and_defaults_to_the_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = |text: &str| DaemonOptions {
+            config: Some(write(dir.path(), text)),
+            data_dir: Some("/d".into()),
+            ..Default::default()
+        };
+        let cfg = resolve(&opts(""), Some(Path::new("/s"))).unwrap();
+        assert_eq!(cfg.storage, StorageConfig::Filesystem);
+        // S3 settings alone do not turn the backend on.
+        let cfg = resolve(
+            &opts("storage:\n  s3:\n    bucket: b\n"),
+            Some(Path::new("/s")),
+        )
+        .unwrap();
+        assert_eq!(cfg.storage, StorageConfig::Filesystem);
+
+        let text = "storage:\n  backend: s3\n  s3:\n    endpoint: http://127.0.0.1:8333/\n    \
+                    bucket: ecrl\n    prefix: /team/reg/\n    region: eu-west-1\n    \
+                    access_key_id: AKIAFILE\n    secret_access_key: filesecret\n";
+        let cfg = resolve(&opts(text), Some(Path::new("/s"))).unwrap();
+        let StorageConfig::S3(s3) = cfg.storage else {
+            panic!("not s3")
+        };
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str()),
+            ("ecrl", "team/reg")
+        );
+        assert_eq!(s3.region, "eu-west-1");
+        assert_eq!(s3.addressing, S3Addressing::Path, "path with an endpoint");
+        // The file's credentials apply unless the environment names a key (the process
+        // environment is shared by tests, so only the file's are checked here).
+        if std::env::var_os(ENV_AWS_ACCESS_KEY_ID).is_none() {
+            let creds = s3.credentials.clone().unwrap();
+            assert_eq!(creds.access_key_id, "AKIAFILE");
+            let debug = format!("{:?} {:?}", creds, cfg.config_file);
+            assert!(!debug.contains("filesecret"), "{debug}");
+        }
+        assert_eq!(s3.describe(), "s3://ecrl/team/reg at http://127.0.0.1:8333");
+
+        // Flags beat the file.
+        let mut o = opts(text);
+        o.s3_bucket = Some("other".into());
+        o.s3_prefix = Some(String::new());
+        o.s3_addressing = Some(S3Addressing::VirtualHost);
+        let StorageConfig::S3(s3) = resolve(&o, Some(Path::new("/s"))).unwrap().storage else {
+            panic!("not s3")
+        };
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("other", ""));
+        assert_eq!(s3.addressing, S3Addressing::VirtualHost);
+        o.storage_backend = Some(StorageBackend::Filesystem);
+        assert_eq!(
+            resolve(&o, Some(Path::new("/s"))).unwrap().storage,
+            StorageConfig::Filesystem
+        );
+
+        // What is missing or wrong is named with where to set it.
+        let err = resolve(&opts("storage:\n  backend: s3\n"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--s3-bucket") && err.contains(ENV_S3_BUCKET),
+            "{err}"
+        );
+        let err = resolve(
+            &opts("storage:\n  backend: s3\n  s3:\n    bucket: b\n    endpoint: localhost:9\n"),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("localhost:9"), "{err}");
+        if std::env::var_os(ENV_AWS_ACCESS_KEY_ID).is_none()
+            && std::env::var_os(ENV_AWS_SECRET_ACCESS_KEY).is_none()
+        {
+            let err = resolve(
+                &opts("storage:\n  backend: s3\n  s3:\n    bucket: b\n    access_key_id: A\n"),
+                None,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("secret access key"), "{err}");
+        }
+        for bad in [
+            "storage:\n  backend: nfs\n",
+            "storage:\n  s3:\n    buckt: b\n",
+        ] {
+            let err = resolve(&opts(bad), None).unwrap_err().to_string();
+            assert!(err.contains("nfs") || err.contains("buckt"), "{err}");
+        }
     }
 
     #[test]

@@ -52,6 +52,12 @@ impl From<StoreError> for AwsError {
             }
             StoreError::Busy { .. } => AwsError::client("LimitExceededException", e.to_string()),
             StoreError::Body(_) => invalid(e.to_string()),
+            // The object store failed or did not answer: the client may retry.
+            StoreError::Unavailable(_) => AwsError {
+                kind: "ServiceUnavailableException",
+                status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                message: e.to_string(),
+            },
             StoreError::Io(_) => AwsError {
                 kind: "ServerException",
                 status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -310,7 +316,7 @@ pub(super) async fn initiate_upload(
         message: e.to_string(),
     };
     state.uploads.admit(&holder).map_err(refused)?;
-    let id = state.store.upload_start()?;
+    let id = state.store.upload_start().await?;
     if let Err(e) = state.uploads.open(id, name.clone(), holder) {
         let _ = state.store.upload_cancel(&id).await;
         return Err(refused(e));

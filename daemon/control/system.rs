@@ -92,11 +92,21 @@ where
 }
 
 async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiError> {
-    let bytes_stored = state
-        .store
-        .bytes_stored()
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+    let backend = state.store.backend_status().await;
+    // A store that does not answer is reported as such below, not as a failed status.
+    let bytes_stored = match backend.error {
+        Some(_) => 0,
+        None => state
+            .store
+            .bytes_stored()
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?,
+    };
+    let storage = ecrl::api::system::StorageInfo {
+        backend: backend.backend,
+        location: backend.location,
+        error: backend.error,
+    };
     let log_file = state.config.data_dir.join(ecrl::paths::LOG_FILE);
     // The engine is asked briefly: a status must not hang on a stuck engine.
     let (engine, engine_error, task_limits) =
@@ -153,6 +163,7 @@ async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiErr
         encryption: Some(encryption.mode),
         key_store: encryption.key.as_ref().map(|k| k.store),
         key_file: encryption.key.as_ref().and_then(|k| k.file.clone()),
+        storage: Some(storage),
         read_cache: Some(state.store.read_cache()),
         last_gc: crate::gc::last(),
         log_file: log_file.is_file().then_some(log_file),

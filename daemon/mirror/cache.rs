@@ -603,7 +603,7 @@ async fn start_fetch(
     tokio::spawn(async move {
         let state = fetch_state;
         let repo = fetch_repo;
-        let id = match state.store.upload_start() {
+        let id = match state.store.upload_start().await {
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!(%digest, "pull-through cache: cannot store a blob: {e}");

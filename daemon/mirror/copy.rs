@@ -732,7 +732,7 @@ impl Copier {
                 let stream = self.source(src, digest, size, 0, Check::Length).await?;
                 // Stopped midway, the session ends: the store keeps no partial blob.
                 let stream = self.stoppable(stream);
-                let id = self.state.store.upload_start()?;
+                let id = self.state.store.upload_start().await?;
                 let failure = Arc::new(Mutex::new(None::<RemoteError>));
                 let seen = failure.clone();
                 let body = stream.map_err(move |e| {

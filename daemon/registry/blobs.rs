@@ -52,13 +52,24 @@ fn accepted(repo: &RepoName, id: &UploadId, size: u64) -> Response {
     )
 }
 
-/// The session `id` names, if it was opened in `repo` (elsewhere it does not exist).
-fn session(state: &Shared, repo: &RepoName, id: &str) -> Result<UploadId> {
+/// The session `id` names, if it was opened in `repo` (elsewhere it does not exist). On a
+/// store that several instances share, a session another instance opened is taken up here
+/// when the store says it was opened in `repo`, and counts with `holder`'s sessions.
+async fn session(state: &Shared, repo: &RepoName, id: &str, holder: Holder) -> Result<UploadId> {
     let id = id.parse::<UploadId>().map_err(RegistryError::from)?;
     if state.uploads.owned_by(&id, repo) {
-        Ok(id)
-    } else {
-        Err(StoreError::UploadNotFound.into())
+        return Ok(id);
+    }
+    match state.store.upload_label(&id).await {
+        Ok(Some(label)) if label == repo.as_str() => {
+            state
+                .uploads
+                .open(id, repo.clone(), holder)
+                .map_err(refused)?;
+            Ok(id)
+        }
+        Ok(_) | Err(StoreError::UploadNotFound) => Err(StoreError::UploadNotFound.into()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -131,7 +142,7 @@ pub async fn get(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(blob_unknown(repo, digest))
             }
-            Err(e) => return Err(RegistryError::internal(e)),
+            Err(e) => return Err(RegistryError::storage(e)),
         }
     };
     let mut response = Response::new(body);
@@ -281,7 +292,7 @@ pub async fn start(
                 .store
                 .stat(&digest)
                 .await
-                .map_err(RegistryError::internal)?
+                .map_err(RegistryError::storage)?
                 .is_some()
             {
                 state.meta.ensure_repo(&repo, create).await?;
@@ -292,7 +303,7 @@ pub async fn start(
         // Not mountable: fall through to an ordinary upload session, as the spec asks.
     }
     if let Some(digest) = digest {
-        let id = state.store.upload_start()?;
+        let id = state.store.upload_start_for(repo.as_str()).await?;
         state.store.upload_write(&id, None, body).await?;
         let _guard = state.lock_blob(&digest).await;
         let size = state.store.upload_finish(&id, &digest).await?;
@@ -302,7 +313,7 @@ pub async fn start(
     }
     // A session alone puts nothing in the repository: it is made at the first blob.
     state.uploads.admit(&caller.holder).map_err(refused)?;
-    let id = state.store.upload_start()?;
+    let id = state.store.upload_start_for(repo.as_str()).await?;
     if let Err(e) = state.uploads.open(id, repo.clone(), caller.holder) {
         let _ = state.store.upload_cancel(&id).await;
         return Err(refused(e));
@@ -310,8 +321,8 @@ pub async fn start(
     Ok(accepted(&repo, &id, 0))
 }
 
-pub async fn status(state: &Shared, repo: &RepoName, id: &str) -> Result<Response> {
-    let id = session(state, repo, id)?;
+pub async fn status(state: &Shared, repo: &RepoName, id: &str, holder: Holder) -> Result<Response> {
+    let id = session(state, repo, id, holder).await?;
     let size = state.store.upload_size(&id).await?;
     Ok(empty(
         StatusCode::NO_CONTENT,
@@ -352,10 +363,11 @@ pub async fn patch(
     state: &Shared,
     repo: &RepoName,
     id: &str,
+    holder: Holder,
     parts: &Parts,
     body: &mut RequestBody,
 ) -> Result<Response> {
-    let id = session(state, repo, id)?;
+    let id = session(state, repo, id, holder).await?;
     let offset = match chunk_offset(&parts.headers) {
         Ok(offset) => offset,
         Err(e) => {
@@ -378,10 +390,11 @@ pub async fn finish(
     state: &Shared,
     repo: &RepoName,
     id: &str,
+    holder: Holder,
     parts: &Parts,
     body: &mut RequestBody,
 ) -> Result<Response> {
-    let id = session(state, repo, id)?;
+    let id = session(state, repo, id, holder).await?;
     let digest: Digest = query_param(&parts.uri, "digest")
         .ok_or_else(|| {
             RegistryError::bad_request(
@@ -406,8 +419,8 @@ pub async fn finish(
     Ok(created(repo, &digest))
 }
 
-pub async fn cancel(state: &Shared, repo: &RepoName, id: &str) -> Result<Response> {
-    let id = session(state, repo, id)?;
+pub async fn cancel(state: &Shared, repo: &RepoName, id: &str, holder: Holder) -> Result<Response> {
+    let id = session(state, repo, id, holder).await?;
     state.uploads.close(&id);
     state.store.upload_cancel(&id).await?;
     Ok(empty(StatusCode::NO_CONTENT, &[]))

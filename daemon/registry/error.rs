@@ -54,14 +54,14 @@ impl RegistryError {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
-    /// A backend (the metadata database, the object store) cannot be reached: the request may
-    /// succeed when retried; nothing of it was kept.
-    pub fn unavailable(message: impl std::fmt::Display) -> Self {
-        tracing::warn!("registry request failed: {message}");
+    /// The metadata database cannot be reached: the request may succeed when retried;
+    /// nothing of it was kept.
+    pub fn metadata_unavailable(e: &MetaError) -> Self {
+        tracing::warn!("registry request failed: {e}");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unsupported,
-            format!("service unavailable: {message}; retry later"),
+            format!("{e}; nothing was stored by this request, retry later"),
         )
         .header(header::RETRY_AFTER, "5")
     }
@@ -152,7 +152,7 @@ impl From<MetaError> for RegistryError {
             MetaError::RepoExists(_) | MetaError::RepoNotEmpty(_) => {
                 Self::new(StatusCode::CONFLICT, ErrorCode::Denied, e.to_string())
             }
-            MetaError::Unavailable(_) => Self::unavailable(e),
+            MetaError::Unavailable(_) => Self::metadata_unavailable(&e),
             // The registry never touches task definitions or tasks.
             MetaError::Db(_)
             | MetaError::TaskDefinitionNotFound(_)
@@ -198,7 +198,33 @@ impl From<StoreError> for RegistryError {
                      before is lost); free space under ecrld's data dir, then push again",
                 )
             }
+            StoreError::Io(ref io) if crate::storage::is_unavailable(io) => Self::unavailable(&e),
+            StoreError::Unavailable(_) => Self::unavailable(&e),
             StoreError::Io(_) => Self::internal(e),
+        }
+    }
+}
+
+impl RegistryError {
+    /// The blob store's backend failed or did not answer: 503, which clients retry, with
+    /// what failed (never a 500: the registry did nothing wrong, and nothing half-written
+    /// is left).
+    pub fn unavailable(e: &dyn std::fmt::Display) -> Self {
+        tracing::warn!("registry request failed: {e}");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unsupported,
+            format!("the registry's storage is unavailable: {e}; nothing was stored by this request, retry later"),
+        )
+        .header(header::RETRY_AFTER, "5")
+    }
+
+    /// A failed read of the blob store: 503 when its backend failed, else 500.
+    pub fn storage(e: std::io::Error) -> Self {
+        if crate::storage::is_unavailable(&e) {
+            Self::unavailable(&e)
+        } else {
+            Self::internal(e)
         }
     }
 }
@@ -258,6 +284,42 @@ mod disk_full_tests {
         }
         let e = RegistryError::from(StoreError::Io(std::io::Error::other("boom")));
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[tokio::test]
+    async fn an_object_store_failure_is_a_503_with_the_specs_body() {
+        let down = crate::storage::Unavailable {
+            location: "s3://b at http://127.0.0.1:9".into(),
+            message: "connection refused".into(),
+        };
+        let from_io = std::io::Error::other(crate::storage::Unavailable {
+            location: down.location.clone(),
+            message: down.message.clone(),
+        });
+        for e in [
+            RegistryError::from(StoreError::Unavailable(down)),
+            RegistryError::from(StoreError::Io(from_io)),
+            RegistryError::storage(std::io::Error::other(crate::storage::Unavailable {
+                location: "s3://b".into(),
+                message: "timeout".into(),
+            })),
+        ] {
+            assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(e.message.contains("unavailable"), "{}", e.message);
+            let body = axum::body::to_bytes(e.into_response().into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["errors"][0]["code"], "UNKNOWN", "{body}");
+            assert!(body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("s3://b"));
+        }
+        assert_eq!(
+            RegistryError::storage(std::io::Error::other("boom")).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[tokio::test]

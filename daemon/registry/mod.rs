@@ -399,8 +399,14 @@ async fn route(state: Shared, parts: &Parts, body: &mut RequestBody) -> Result<R
             blobs::delete(&state, &repo, digest).await
         }
         (&Method::GET, Route::Upload(repo, id)) => {
-            allow(Action::UploadLayerPart, Some(&repo))?;
-            blobs::status(&state, &repo, &id).await
+            let principal = allow(Action::UploadLayerPart, Some(&repo))?;
+            blobs::status(
+                &state,
+                &repo,
+                &id,
+                crate::uploads::Holder::new(&principal, client),
+            )
+            .await
         }
         (&Method::POST, Route::Uploads(repo)) => {
             let principal = allow(Action::InitiateLayerUpload, Some(&repo))?;
@@ -426,16 +432,38 @@ async fn route(state: Shared, parts: &Parts, body: &mut RequestBody) -> Result<R
             blobs::start(&state, repo, mount, caller, parts, body).await
         }
         (&Method::PATCH, Route::Upload(repo, id)) => {
-            allow(Action::UploadLayerPart, Some(&repo))?;
-            blobs::patch(&state, &repo, &id, parts, body).await
+            let principal = allow(Action::UploadLayerPart, Some(&repo))?;
+            blobs::patch(
+                &state,
+                &repo,
+                &id,
+                crate::uploads::Holder::new(&principal, client),
+                parts,
+                body,
+            )
+            .await
         }
         (&Method::PUT, Route::Upload(repo, id)) => {
-            allow(Action::CompleteLayerUpload, Some(&repo))?;
-            blobs::finish(&state, &repo, &id, parts, body).await
+            let principal = allow(Action::CompleteLayerUpload, Some(&repo))?;
+            blobs::finish(
+                &state,
+                &repo,
+                &id,
+                crate::uploads::Holder::new(&principal, client),
+                parts,
+                body,
+            )
+            .await
         }
         (&Method::DELETE, Route::Upload(repo, id)) => {
-            allow(Action::UploadLayerPart, Some(&repo))?;
-            blobs::cancel(&state, &repo, &id).await
+            let principal = allow(Action::UploadLayerPart, Some(&repo))?;
+            blobs::cancel(
+                &state,
+                &repo,
+                &id,
+                crate::uploads::Holder::new(&principal, client),
+            )
+            .await
         }
         (method, _) => Err(RegistryError::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -100,7 +100,7 @@ async fn run(mode: Encryption) {
         let digest = digest_of(&bytes);
         let t = Instant::now();
         let cpu = cpu_seconds();
-        let id = store.upload_start().unwrap();
+        let id = store.upload_start().await.unwrap();
         if kind == "monolithic" {
             store.upload_write(&id, None, body(&bytes)).await.unwrap();
         } else {
@@ -160,7 +160,7 @@ async fn run(mode: Encryption) {
                         (c * 100_000 + i + 7) as u64 ^ (clients as u64 * 31),
                     ));
                     let digest = digest_of(&blob);
-                    let id = store.upload_start().unwrap();
+                    let id = store.upload_start().await.unwrap();
                     store
                         .upload_write(
                             &id,

@@ -43,6 +43,9 @@ use zeroize::Zeroizing;
 
 /// Bytes of the header in front of the segments.
 pub const HEADER: usize = 4096;
+/// The bytes of the header that say anything (the rest is zero): what the object store keeps
+/// of it, in a blob's link.
+pub const HEADER_USED: usize = 40;
 /// A whole segment on disk: ciphertext and tag.
 pub const SEGMENT: usize = 64 * 1024;
 const TAG: usize = 16;
@@ -212,6 +215,78 @@ impl Keys {
         })
     }
 
+    /// The sealer of a blob whose upload another request (or another ecrld) began: same key,
+    /// same nonce prefix. The key must be one this store has.
+    pub fn resume_sealer(&self, key: KeyId, prefix: [u8; 8]) -> io::Result<Sealer> {
+        let key = self.by_id.get(&key).ok_or_else(|| {
+            invalid(format!(
+                "upload sealed under key {key}, which this daemon does not have"
+            ))
+        })?;
+        Ok(Sealer {
+            key: key.clone(),
+            prefix,
+        })
+    }
+
+    /// Seals bytes that are not a blob's segments (an upload's unsent end, kept in the object
+    /// store between requests) under the current key with a random 96-bit nonce: they never
+    /// share a nonce with a blob's segments (prefix ‖ index) but by a chance of about 2⁻⁶⁴.
+    /// `context` is authenticated with them (what they are and whose), so they cannot be
+    /// passed off as another upload's. Out: key id ‖ nonce ‖ ciphertext ‖ tag.
+    pub fn seal_aside(&self, context: &[u8], plain: &[u8]) -> io::Result<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        random_fill(&mut nonce)?;
+        let mut out = Vec::with_capacity(8 + NONCE_LEN + plain.len() + TAG);
+        out.extend_from_slice(&self.current.id.0);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let tag = self
+            .current
+            .aead
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aside_aad(context)),
+                &mut out[8 + NONCE_LEN..],
+            )
+            .map_err(|_| io::Error::other("AES-256-GCM sealing failed"))?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Opens what [`Keys::seal_aside`] sealed with the same `context`.
+    pub fn open_aside(&self, context: &[u8], sealed: &[u8]) -> io::Result<Vec<u8>> {
+        if sealed.len() < 8 + NONCE_LEN + TAG {
+            return Err(invalid("sealed upload data is too short: it is damaged"));
+        }
+        let (id, rest) = sealed.split_at(8);
+        let mut key_id = [0u8; 8];
+        key_id.copy_from_slice(id);
+        let key = self.by_id.get(&KeyId(key_id)).ok_or_else(|| {
+            invalid(format!(
+                "upload data sealed under key {}, which this daemon does not have",
+                KeyId(key_id)
+            ))
+        })?;
+        let (nonce, body) = rest.split_at(NONCE_LEN);
+        let mut nonce_bytes = [0u8; NONCE_LEN];
+        nonce_bytes.copy_from_slice(nonce);
+        let mut buf = body.to_vec();
+        let n = key
+            .aead
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(aside_aad(context)),
+                &mut buf,
+            )
+            .map_err(|_| {
+                invalid("sealed upload data failed authentication: it is damaged or was changed")
+            })?
+            .len();
+        buf.truncate(n);
+        Ok(buf)
+    }
+
     /// The opener for a blob, from its header.
     pub fn opener(&self, header: &[u8]) -> io::Result<Opener> {
         let header = Header::parse(header)?;
@@ -293,6 +368,14 @@ impl Header {
     }
 }
 
+/// The associated data of bytes sealed aside: a label no segment's AAD (23 bytes, starting
+/// with the format version) can equal, then the caller's context.
+fn aside_aad(context: &[u8]) -> Vec<u8> {
+    let mut aad = b"ecrl-aside-v1\0".to_vec();
+    aad.extend_from_slice(context);
+    aad
+}
+
 fn nonce(prefix: &[u8; 8], index: u64) -> io::Result<Nonce> {
     let index = u32::try_from(index).map_err(|_| invalid("blob too large to encrypt"))?;
     let mut n = [0u8; NONCE_LEN];
@@ -320,6 +403,16 @@ pub struct Sealer {
 }
 
 impl Sealer {
+    /// The key that seals this blob.
+    pub fn key_id(&self) -> KeyId {
+        self.key.id
+    }
+
+    /// This blob's nonce prefix (not secret: it is in the blob's header).
+    pub fn prefix(&self) -> [u8; 8] {
+        self.prefix
+    }
+
     /// The blob's header, once its plaintext length is known.
     pub fn header(&self, plain_len: u64) -> Vec<u8> {
         let mut h = vec![0u8; HEADER];
@@ -654,6 +747,45 @@ mod tests {
         // No room for the tags: refused.
         let mut buf = vec![0u8; 2 * SEGMENT - 1];
         assert!(sealer.seal_segments(0, &mut buf, 2).is_err());
+    }
+
+    #[test]
+    fn bytes_sealed_aside_open_only_in_their_context_and_resume_sealers_match() {
+        let key = MasterKey::generate().unwrap();
+        let keys = Keys::new(&key, &[]).unwrap();
+        let sealed = keys.seal_aside(b"upload-1:100", b"not yet a part").unwrap();
+        assert!(!sealed.windows(4).any(|w| w == b"part"), "ciphertext only");
+        assert_eq!(
+            keys.open_aside(b"upload-1:100", &sealed).unwrap(),
+            b"not yet a part"
+        );
+        assert!(keys.open_aside(b"upload-2:100", &sealed).is_err());
+        let mut flipped = sealed.clone();
+        flipped[30] ^= 1;
+        assert!(keys.open_aside(b"upload-1:100", &flipped).is_err());
+        assert!(keys.open_aside(b"upload-1:100", &sealed[..20]).is_err());
+        let empty = keys.seal_aside(b"c", b"").unwrap();
+        assert_eq!(keys.open_aside(b"c", &empty).unwrap(), b"");
+
+        // A sealer taken up again seals exactly as the first one.
+        let sealer = keys.sealer().unwrap();
+        let again = keys
+            .resume_sealer(sealer.key_id(), sealer.prefix())
+            .unwrap();
+        let plain = vec![7u8; PLAIN + 3];
+        let (mut a, mut b) = (vec![0u8; 2 * SEGMENT], vec![0u8; 2 * SEGMENT]);
+        sealer.seal(0, &plain, true, &mut a).unwrap();
+        again.seal(0, &plain, true, &mut b).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            sealer.header(5)[..HEADER_USED],
+            again.header(5)[..HEADER_USED]
+        );
+        assert!(sealer.header(5)[HEADER_USED..].iter().all(|b| *b == 0));
+        let stranger = Keys::new(&MasterKey::generate().unwrap(), &[]).unwrap();
+        assert!(stranger
+            .resume_sealer(sealer.key_id(), sealer.prefix())
+            .is_err());
     }
 
     #[test]

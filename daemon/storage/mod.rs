@@ -1,5 +1,8 @@
 //! Content-addressed blob storage under the data dir: `blobs/sha256/<2 hex>/<hex>`, and
-//! uploads in progress under `uploads/<uuid>`.
+//! uploads in progress under `uploads/<uuid>`; or, with `storage.backend: s3`, the same in
+//! an S3-compatible object store that several ecrld instances share ([`s3`],
+//! [`s3_upload`]). [`BlobStore`]'s API is the same for both: each call goes to the backend
+//! the store was opened on, and only the filesystem's code below knows files.
 //!
 //! Owns every byte of blob content on disk; every byte goes in through [`writer`] and out
 //! through [`reader`], which is where encryption at rest sits ([`crypt`] has the format,
@@ -25,7 +28,10 @@ mod cache;
 mod crypt;
 pub mod keys;
 mod map;
+mod midstate;
 mod reader;
+mod s3;
+mod s3_upload;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -46,6 +52,13 @@ pub use cache::default_budget as default_read_cache;
 pub use cache::idle_priority;
 pub use keys::KeyPlace;
 pub use reader::BlobStream;
+pub use s3::Unavailable;
+
+/// True for an error of the object store backend (it failed or did not answer): the
+/// registry answers those with 503, as a condition a client may retry, not as its own bug.
+pub fn is_unavailable(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Unavailable>())
+}
 
 /// The file in the data dir that says how its blobs are stored.
 const FORMAT_FILE: &str = "storage.json";
@@ -104,6 +117,33 @@ pub enum OpenError {
     Format { path: PathBuf, message: String },
     #[error(transparent)]
     Key(#[from] keys::KeyError),
+    #[error("cannot use the object store {location}: {message}")]
+    Backend { location: String, message: String },
+    #[error(
+        "the object store {location} was created with encryption {has}, but encryption {asked} \
+         is asked for (--encryption, ECRL_ENCRYPTION or storage.encryption in the config \
+         file); a store keeps the mode it was created with: ask for {has} or for nothing, or \
+         use another bucket or prefix"
+    )]
+    StoreModeMismatch {
+        location: String,
+        has: Encryption,
+        asked: Encryption,
+    },
+    #[error(
+        "the object store {location} is encrypted under storage key {id}, which this machine \
+         does not have: every ecrld that serves the store needs it. Copy the key file {} \
+         from the machine whose ecrld created the store (same path, mode 0600), or add the \
+         keyring entry 'ecrl/storage-key-{id}' ({source})",
+        file.display()
+    )]
+    StoreKey {
+        location: String,
+        id: String,
+        file: PathBuf,
+        // Boxed: the other variants are small, and this error is rare.
+        source: Box<keys::KeyError>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +166,18 @@ pub enum StoreError {
          (registry.upload_memory): finish or cancel uploads, or retry later"
     )]
     Busy { held: usize },
+    /// The object store failed or did not answer.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// How the store's backend is doing, for `ecrl daemon status`.
+pub struct BackendStatus {
+    pub backend: ecrl::config::StorageBackend,
+    /// The data dir, or the bucket, prefix and endpoint.
+    pub location: String,
+    /// Why it does not answer (`None`: it answers).
+    pub error: Option<String>,
 }
 
 /// What [`BlobStore::remove_unlisted`] found and did.
@@ -188,6 +240,9 @@ struct Inner {
     /// The keys of an encrypted data dir; `None` when blobs are stored plain.
     keys: Option<Arc<crypt::Keys>>,
     encryption: EncryptionStatus,
+    /// The object store, when blobs live there: then every call goes to it, and the fields
+    /// above (but `encryption`) are unused.
+    s3: Option<Arc<s3::S3Store>>,
 }
 
 /// How many upload sessions keep their file open and their workers running between requests:
@@ -252,8 +307,53 @@ impl BlobStore {
                 cache,
                 keys,
                 encryption,
+                s3: None,
             }),
         })
+    }
+
+    /// Opens the store on an S3-compatible object store (see [`s3`]). Nothing of it goes in
+    /// the data dir. Fails, naming the store, when it cannot be reached.
+    pub async fn open_s3(
+        data_dir: &Path,
+        config: &ecrl::config::S3Config,
+        options: &StoreOptions<'_>,
+    ) -> Result<Self, OpenError> {
+        let (store, encryption) = s3::S3Store::open(config, options).await?;
+        let keys = store.keys.clone();
+        Ok(BlobStore {
+            inner: Arc::new(Inner {
+                root: data_dir.to_path_buf(),
+                uploads: Mutex::new(HashMap::new()),
+                warm: Mutex::default(),
+                held: Arc::default(),
+                upload_memory: options.upload_memory,
+                direct: false,
+                dirs: Arc::new(writer::DirSync::default()),
+                // The page cache holds files: an object store has none.
+                cache: Arc::new(cache::ReadCache::new(&data_dir.join("cache"), 0)?),
+                keys,
+                encryption,
+                s3: Some(Arc::new(store)),
+            }),
+        })
+    }
+
+    /// Which backend holds the blobs, and whether it answers now (asked with a short
+    /// timeout).
+    pub async fn backend_status(&self) -> BackendStatus {
+        match &self.inner.s3 {
+            Some(s3) => BackendStatus {
+                backend: ecrl::config::StorageBackend::S3,
+                location: s3.location().to_string(),
+                error: s3.probe().await.err(),
+            },
+            None => BackendStatus {
+                backend: ecrl::config::StorageBackend::Filesystem,
+                location: self.inner.root.display().to_string(),
+                error: None,
+            },
+        }
     }
 
     /// The read cache at work, for `ecrl daemon status`.
@@ -264,6 +364,9 @@ impl BlobStore {
     /// A stored blob is about to be read again: the read cache reads it into memory in the
     /// background (see [`cache::ReadCache::warm`]).
     pub fn warm_blob(&self, digest: &Digest) {
+        if self.inner.s3.is_some() {
+            return;
+        }
         self.inner.cache.warm(digest, &self.blob_path(digest));
     }
 
@@ -289,6 +392,9 @@ impl BlobStore {
     /// The size of a stored blob (its content's, not its file's), or `None` when it is not in
     /// the store. Needs no read: the file's length says it.
     pub async fn stat(&self, digest: &Digest) -> io::Result<Option<u64>> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.stat(digest).await;
+        }
         match tokio::fs::metadata(self.blob_path(digest)).await {
             Ok(meta) => self.content_len(meta.len()).map(Some),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -311,6 +417,9 @@ impl BlobStore {
 
     /// The bytes of `range` of a stored blob (the caller checks the range against the size).
     pub async fn read(&self, digest: &Digest, range: Range<u64>) -> io::Result<BlobStream> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.read(digest, range).await;
+        }
         let cold = reader::Cold::Fill {
             cache: self.inner.cache.clone(),
             digest: *digest,
@@ -338,6 +447,9 @@ impl BlobStore {
     /// Reads a stored blob whole (decrypting it) and hashes it: its content's length and
     /// digest, for `ecrl fsck`. Runs on a blocking thread of its own.
     pub async fn hash_blob(&self, digest: &Digest) -> io::Result<(u64, Digest)> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.hash_blob(digest).await;
+        }
         let path = self.blob_path(digest);
         let keys = self.inner.keys.clone();
         let direct = self.inner.direct;
@@ -348,13 +460,19 @@ impl BlobStore {
 
     /// A whole (small) blob in memory: manifests and configs.
     pub async fn read_all(&self, digest: &Digest) -> io::Result<Bytes> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.read_all(digest).await;
+        }
         reader::read_all(self.blob_path(digest), self.inner.keys.clone()).await
     }
 
     /// Stores bytes that are already in memory; returns their digest. With `expected`, a
     /// different digest stores nothing.
     pub async fn put(&self, data: Bytes, expected: Option<&Digest>) -> Result<Digest, StoreError> {
-        let id = self.upload_start()?;
+        if let Some(s3) = &self.inner.s3 {
+            return s3.put(data, expected).await;
+        }
+        let id = self.upload_start().await?;
         let body = futures_util::stream::iter([Ok::<_, io::Error>(data)]);
         self.upload_write(&id, None, body).await?;
         match expected {
@@ -365,6 +483,9 @@ impl BlobStore {
 
     /// Removes a blob's content. True when it was there.
     pub async fn delete(&self, digest: &Digest) -> io::Result<bool> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.delete(digest).await;
+        }
         self.inner.cache.forget(digest);
         match tokio::fs::remove_file(self.blob_path(digest)).await {
             Ok(()) => Ok(true),
@@ -385,6 +506,9 @@ impl BlobStore {
         keep: &HashSet<Digest>,
         released: &HashSet<Digest>,
     ) -> io::Result<Sweep> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.remove_unlisted(keep, released);
+        }
         let root = self.inner.root.join("blobs").join("sha256");
         let mut sweep = Sweep::default();
         let mut unheld = Vec::new();
@@ -428,6 +552,9 @@ impl BlobStore {
     /// Every blob file's digest. Blocking (a walk of the store's directories, names only: no
     /// file is opened or stat'ed); files whose name is not a digest are not listed.
     pub fn list(&self) -> io::Result<Vec<Digest>> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.list();
+        }
         let root = self.inner.root.join("blobs").join("sha256");
         let mut out = Vec::new();
         for prefix in std::fs::read_dir(&root)? {
@@ -454,6 +581,9 @@ impl BlobStore {
 
     /// A blob file's length on disk and when it was last written, if it exists. Blocking.
     pub fn file_info(&self, digest: &Digest) -> io::Result<Option<(u64, std::time::SystemTime)>> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.file_info(digest);
+        }
         match std::fs::metadata(self.blob_path(digest)) {
             Ok(m) => Ok(Some((m.len(), m.modified()?))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -464,6 +594,9 @@ impl BlobStore {
     /// Moves a blob's file out of the store into `<data dir>/quarantine/` (where `ecrl fsck
     /// --repair` puts corrupt blobs, for inspection); answers where it went.
     pub async fn quarantine(&self, digest: &Digest) -> io::Result<PathBuf> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.quarantine(digest).await;
+        }
         self.inner.cache.forget(digest);
         let dir = self.inner.root.join("quarantine");
         tokio::fs::create_dir_all(&dir).await?;
@@ -474,6 +607,9 @@ impl BlobStore {
 
     /// When a blob's file was last written, if it exists.
     pub async fn modified(&self, digest: &Digest) -> io::Result<Option<std::time::SystemTime>> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.modified(digest).await;
+        }
         match tokio::fs::metadata(self.blob_path(digest)).await {
             Ok(m) => m.modified().map(Some),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -483,6 +619,9 @@ impl BlobStore {
 
     /// Bytes of blob content stored, each blob once (the content's size, not the files').
     pub async fn bytes_stored(&self) -> io::Result<u64> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.bytes_stored().await;
+        }
         let root = self.inner.root.join("blobs").join("sha256");
         let sealed = self.inner.keys.is_some();
         tokio::task::spawn_blocking(move || {
@@ -499,7 +638,34 @@ impl BlobStore {
     }
 
     /// Opens an upload session.
-    pub fn upload_start(&self) -> Result<UploadId, StoreError> {
+    pub async fn upload_start(&self) -> Result<UploadId, StoreError> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.upload_start(None).await;
+        }
+        self.upload_start_local()
+    }
+
+    /// Opens an upload session on behalf of `label` (the registry: a repository). On a
+    /// shared store another instance may continue it, and asks for the label first
+    /// ([`BlobStore::upload_label`]).
+    pub async fn upload_start_for(&self, label: &str) -> Result<UploadId, StoreError> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.upload_start(Some(label)).await;
+        }
+        self.upload_start_local()
+    }
+
+    /// Whose session `id` is, for a session this instance did not open: on a shared store,
+    /// the label it was opened with (this instance then serves it too). A store of this
+    /// instance's alone has no session it does not know.
+    pub async fn upload_label(&self, id: &UploadId) -> Result<Option<String>, StoreError> {
+        match &self.inner.s3 {
+            Some(s3) => s3.upload_label(id).await,
+            None => Err(StoreError::UploadNotFound),
+        }
+    }
+
+    fn upload_start_local(&self) -> Result<UploadId, StoreError> {
         let id = UploadId(uuid::Uuid::new_v4());
         let sealer = match &self.inner.keys {
             Some(keys) => Some(keys.sealer()?),
@@ -536,6 +702,9 @@ impl BlobStore {
 
     /// True while the session exists (not finished, cancelled, failed or expired).
     pub fn upload_exists(&self, id: &UploadId) -> bool {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.upload_exists(id);
+        }
         self.inner
             .uploads
             .lock()
@@ -553,6 +722,9 @@ impl BlobStore {
 
     /// The bytes upload sessions hold in memory between requests.
     pub fn upload_memory_held(&self) -> usize {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.upload_memory_held();
+        }
         self.inner.held.load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -609,6 +781,9 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.upload_write(id, offset, body).await;
+        }
         let session = self.session(id)?;
         let mut guard = session.lock().await;
         let upload = guard.as_mut().ok_or(StoreError::UploadNotFound)?;
@@ -644,6 +819,9 @@ impl BlobStore {
 
     /// The number of bytes an upload holds.
     pub async fn upload_size(&self, id: &UploadId) -> Result<u64, StoreError> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.upload_size(id).await;
+        }
         let session = self.session(id)?;
         let guard = session.lock().await;
         guard
@@ -655,6 +833,9 @@ impl BlobStore {
     /// Completes an upload: its content must hash to `expected`. On success the blob is
     /// durable under its name; on a mismatch nothing remains. Returns the blob's size.
     pub async fn upload_finish(&self, id: &UploadId, expected: &Digest) -> Result<u64, StoreError> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.upload_commit(id, Some(expected)).await.map(|c| c.size);
+        }
         let session = self.session(id)?;
         let upload = session
             .lock()
@@ -677,6 +858,9 @@ impl BlobStore {
         &self,
         id: &UploadId,
     ) -> Result<(Digest, bool), StoreError> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.upload_commit(id, None).await.map(|c| (c.digest, c.new));
+        }
         let session = self.session(id)?;
         let mut upload = session
             .lock()
@@ -701,6 +885,9 @@ impl BlobStore {
 
     /// Abandons an upload and removes its file.
     pub async fn upload_cancel(&self, id: &UploadId) -> Result<(), StoreError> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.upload_cancel(id).await;
+        }
         let session = self.session(id)?;
         let upload = session.lock().await.take();
         self.forget(id);
@@ -714,6 +901,9 @@ impl BlobStore {
     /// and those opened more than `max_age` ago. A session a request is writing to now is
     /// left until that request ends. Returns the ids removed.
     pub async fn expire_uploads(&self, idle: Duration, max_age: Duration) -> Vec<UploadId> {
+        if let Some(s3) = &self.inner.s3 {
+            return s3.expire_uploads(idle, max_age).await;
+        }
         let expired: Vec<(UploadId, Session)> = match self.inner.uploads.lock() {
             Ok(map) => map
                 .iter()

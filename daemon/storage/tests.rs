@@ -137,7 +137,7 @@ fn assert_stored_as(store: &BlobStore, path: &Path, data: &[u8]) {
 }
 
 async fn push(store: &BlobStore, data: &Bytes, sizes: &[usize]) -> Result<u64, StoreError> {
-    let id = store.upload_start()?;
+    let id = store.upload_start().await?;
     store.upload_write(&id, None, body(data, sizes)).await?;
     store.upload_finish(&id, &digest_of(data)).await
 }
@@ -205,7 +205,7 @@ async fn chunked_odd_sizes(store: &BlobStore, root: &Path) {
     let len = 3 * BUF_SIZE + 777;
     let data = Bytes::from(random_bytes(len, 42));
     let digest = digest_of(&data);
-    let id = store.upload_start().unwrap();
+    let id = store.upload_start().await.unwrap();
     let patches = [
         1,
         4095,
@@ -394,7 +394,7 @@ async fn digest_mismatch_leaves_nothing() {
         for len in [100, SMALL + 1, BUF_SIZE * 2 + 3] {
             let data = Bytes::from(random_bytes(len, len as u64));
             let wrong = digest_of(b"something else");
-            let id = store.upload_start().unwrap();
+            let id = store.upload_start().await.unwrap();
             store
                 .upload_write(&id, None, body(&data, &[70_000]))
                 .await
@@ -428,7 +428,7 @@ async fn offset_mismatch_is_a_range_error() {
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(dir.path(), mode);
         let data = Bytes::from(random_bytes(SMALL * 2, 5));
-        let id = store.upload_start().unwrap();
+        let id = store.upload_start().await.unwrap();
         store
             .upload_write(&id, Some(0), body(&data.slice(..1000), &[1000]))
             .await
@@ -462,7 +462,7 @@ async fn failing_body_ends_the_session_and_leaves_nothing() {
         // Fails while small (in memory), after the file exists, and after full buffers went out.
         for good in [10, SMALL + 10, 2 * BUF_SIZE + 10] {
             let data = Bytes::from(random_bytes(good, 9));
-            let id = store.upload_start().unwrap();
+            let id = store.upload_start().await.unwrap();
             let mut pieces: Vec<Result<Bytes, io::Error>> = (0..good)
                 .step_by(100_000)
                 .map(|at| Ok(data.slice(at..(at + 100_000).min(good))))
@@ -531,15 +531,15 @@ async fn expire_uploads_removes_idle_sessions() {
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(dir.path(), mode);
         let data = Bytes::from(random_bytes(SMALL * 3, 11));
-        let idle_small = store.upload_start().unwrap();
-        let idle_big = store.upload_start().unwrap();
+        let idle_small = store.upload_start().await.unwrap();
+        let idle_big = store.upload_start().await.unwrap();
         store
             .upload_write(&idle_big, None, body(&data, &[SMALL]))
             .await
             .unwrap();
         assert_eq!(files_under(&dir.path().join("uploads")).len(), 1);
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let fresh = store.upload_start().unwrap();
+        let fresh = store.upload_start().await.unwrap();
         let expired = store
             .expire_uploads(Duration::from_millis(50), Duration::MAX)
             .await;
@@ -566,7 +566,7 @@ async fn reopening_forgets_uploads() {
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(dir.path(), mode);
         let data = Bytes::from(random_bytes(BUF_SIZE + 5, 12));
-        let id = store.upload_start().unwrap();
+        let id = store.upload_start().await.unwrap();
         store
             .upload_write(&id, None, body(&data, &[SMALL]))
             .await
@@ -637,7 +637,7 @@ async fn sizes_that_straddle_segment_boundaries() {
             let len: usize = patches.iter().sum();
             let data = Bytes::from(random_bytes(len, len as u64 + 3));
             let digest = digest_of(&data);
-            let id = store.upload_start().unwrap();
+            let id = store.upload_start().await.unwrap();
             let mut at = 0;
             for patch in patches {
                 let piece = data.slice(at..at + patch);
@@ -1007,7 +1007,7 @@ async fn idle_upload_sessions_hold_no_descriptor() {
         let big = Bytes::from(random_bytes(2 * BUF_SIZE + 4099, 8));
         let mut ids = Vec::new();
         for data in std::iter::repeat_n(&small, 2 * WARM_SESSIONS).chain([&big]) {
-            let id = store.upload_start().unwrap();
+            let id = store.upload_start().await.unwrap();
             store
                 .upload_write(&id, None, body(data, &[70_000]))
                 .await
@@ -1064,7 +1064,7 @@ async fn upload_sessions_share_a_bounded_memory() {
         let piece = Bytes::from(random_bytes(SMALL - 10, 9));
         let mut held = Vec::new();
         let refused = loop {
-            let id = store.upload_start().unwrap();
+            let id = store.upload_start().await.unwrap();
             match store.upload_write(&id, None, body(&piece, &[4096])).await {
                 Ok(_) => held.push(id),
                 Err(e) => break (id, e),
@@ -1100,7 +1100,7 @@ async fn upload_sessions_share_a_bounded_memory() {
 async fn a_session_being_written_is_not_expired_under_its_request() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path(), Encryption::None);
-    let id = store.upload_start().unwrap();
+    let id = store.upload_start().await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Bytes, io::Error>>();
     let rx = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))

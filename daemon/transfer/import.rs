@@ -570,7 +570,7 @@ impl Importer {
             size: Some(size),
         })?;
         let store = self.state.store.clone();
-        let id: UploadId = store.upload_start()?;
+        let id: UploadId = self.handle.block_on(store.upload_start())?;
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
         let writer = {
             let store = store.clone();

@@ -14,6 +14,19 @@ impl Endpoint for Info {
     type Response = SystemInfo;
 }
 
+/// Where blob content is kept, and whether that answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageInfo {
+    /// `filesystem` or `s3`.
+    pub backend: crate::config::StorageBackend,
+    /// The data dir, or `s3://bucket/prefix at endpoint`.
+    pub location: String,
+    /// Why the backend does not answer; absent when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// `storage.read_cache` at work (all of it page cache, which the kernel may reclaim).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -83,6 +96,9 @@ pub struct SystemInfo {
     /// Why the metadata database did not answer, when it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_error: Option<String>,
+    /// Where blobs are kept (absent from daemons older than the S3 backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageInfo>,
     /// The read cache: which blobs ecrld keeps in the page cache for pulls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_cache: Option<ReadCacheInfo>,

@@ -6,6 +6,7 @@ pub mod aws;
 pub mod pg;
 pub mod registry;
 pub mod remotes;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -22,7 +23,15 @@ pub struct Env {
     /// The PostgreSQL database the daemon keeps its metadata in, when the suite runs on
     /// PostgreSQL (see [`pg::ENV_BACKEND`]).
     pub postgres: Option<String>,
+    /// The daemon's blob store settings (environment variables), when the suite runs on the
+    /// object store (see [`ENV_STORAGE_BACKEND`]): a place of its own in the test binary's
+    /// SeaweedFS.
+    pub s3: Vec<(&'static str, String)>,
 }
+
+/// Set (to `s3`) to run every daemon the harness starts on SeaweedFS: how tests/run runs the
+/// registry and client suites a second time against the shared backends.
+pub const ENV_STORAGE_BACKEND: &str = "ECRL_TEST_STORAGE_BACKEND";
 
 impl Env {
     pub fn new() -> Self {
@@ -33,10 +42,18 @@ impl Env {
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         let postgres =
             (std::env::var(pg::ENV_BACKEND).as_deref() == Ok("postgres")).then(pg::database);
+        let s3 = if std::env::var(ENV_STORAGE_BACKEND).as_deref() == Ok("s3") {
+            let store = s3::SeaweedFs::shared();
+            let (bucket, prefix) = store.place("suite");
+            store.daemon_vars(&bucket, &prefix)
+        } else {
+            Vec::new()
+        };
         Env {
             dir,
             anonymous: "all",
             postgres,
+            s3,
         }
     }
 
@@ -87,6 +104,7 @@ impl Env {
                 .env("ECRL_METADATA_BACKEND", "postgres")
                 .env("ECRL_POSTGRES_URL", url);
         }
+        command.envs(self.s3.iter().map(|(k, v)| (*k, v)));
     }
 
     pub fn ecrl_command(&self, args: &[&str]) -> Command {
