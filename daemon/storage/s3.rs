@@ -568,7 +568,17 @@ impl S3Store {
                 }
             })
             .buffered(AHEAD);
-        Ok(Box::pin(stream))
+        // The first window is fetched before the stream is handed out: a store that fails
+        // or a data object that is gone then makes the request's status (503, 404) rather
+        // than a body that breaks off after a 200.
+        let mut stream = Box::pin(stream);
+        match stream.next().await {
+            None => Ok(Box::pin(futures_util::stream::empty())),
+            Some(Err(e)) => Err(e),
+            Some(Ok(first)) => Ok(Box::pin(
+                futures_util::stream::once(std::future::ready(Ok(first))).chain(stream),
+            )),
+        }
     }
 
     pub async fn read_all(&self, digest: &Digest) -> io::Result<Bytes> {

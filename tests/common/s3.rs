@@ -141,16 +141,25 @@ impl SeaweedFs {
         self.wait_ready();
     }
 
-    /// Waits until S3 answers and takes a new bucket (it refuses them for a few seconds
-    /// after start).
+    /// Waits until S3 answers: takes a bucket (it refuses them for a few seconds after
+    /// start), and stores and reads back an object (its volumes answer a while later).
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let probe = format!("ecrl-test-probe-{}", std::process::id());
+        let probe = format!("{}/ecrl-test-probe-{}", self.endpoint, std::process::id());
         loop {
             let ok = http()
-                .put(format!("{}/{probe}", self.endpoint))
+                .put(&probe)
                 .send()
-                .is_ok_and(|r| r.status().is_success() || r.status().as_u16() == 409);
+                .is_ok_and(|r| r.status().is_success() || r.status().as_u16() == 409)
+                && http()
+                    .put(format!("{probe}/probe"))
+                    .body("probe")
+                    .send()
+                    .is_ok_and(|r| r.status().is_success())
+                && http()
+                    .get(format!("{probe}/probe"))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success());
             if ok {
                 return;
             }
