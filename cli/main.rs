@@ -13,6 +13,7 @@ mod output;
 mod refs;
 mod repo;
 mod signals;
+mod storage;
 mod task;
 mod task_run;
 mod tls;

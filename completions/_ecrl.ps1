@@ -42,6 +42,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('tls', 'tls', [CompletionResultType]::ParameterValue, 'Show how clients come to trust the HTTPS registry (ecrld''s CA)')
             [CompletionResult]::new('gc', 'gc', [CompletionResultType]::ParameterValue, 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)')
             [CompletionResult]::new('fsck', 'fsck', [CompletionResultType]::ParameterValue, 'Check every blob against its digest and the metadata against the disk (--repair)')
+            [CompletionResult]::new('storage', 'storage', [CompletionResultType]::ParameterValue, 'Move the registry onto the backends several ecrld share (S3 and PostgreSQL)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('generate-docs', 'generate-docs', [CompletionResultType]::ParameterValue, 'Write completion scripts and man pages into a directory (for packagers and the tests)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -75,6 +76,9 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format on stderr [default: text]')
             [CompletionResult]::new('--anonymous', '--anonymous', [CompletionResultType]::ParameterName, 'What the registry allows without credentials: none, pull (anyone may pull), or all (no registry authentication: throwaway local use only) [default: none]')
             [CompletionResult]::new('--encryption', '--encryption', [CompletionResultType]::ParameterName, 'Encryption of blobs at rest, chosen when the data dir is created; a data dir keeps its mode, and asking for another one is an error [default: aes256-gcm for a new data dir, else the data dir''s own]')
+            [CompletionResult]::new('--metadata-backend', '--metadata-backend', [CompletionResultType]::ParameterName, 'Where repositories, tags, users, policies and task definitions are kept: sqlite (in the data dir) or postgres (shared by several ecrld; needs --postgres-url) [default: sqlite]')
+            [CompletionResult]::new('--postgres-url', '--postgres-url', [CompletionResultType]::ParameterName, 'PostgreSQL connection URL for --metadata-backend postgres, e.g. postgres://ecrl:PASSWORD@db.example:5432/ecrl?sslmode=require')
+            [CompletionResult]::new('--postgres-ca', '--postgres-ca', [CompletionResultType]::ParameterName, 'PEM file of the CA that signed PostgreSQL''s certificate (else the system''s roots)')
             [CompletionResult]::new('--storage-backend', '--storage-backend', [CompletionResultType]::ParameterName, 'Where blob content lives: the data dir, or an S3-compatible object store (--s3-*; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN or the config file) [default: filesystem]')
             [CompletionResult]::new('--s3-endpoint', '--s3-endpoint', [CompletionResultType]::ParameterName, 'The S3 endpoint URL, e.g. http://127.0.0.1:8333 (SeaweedFS, Garage, MinIO) [default: AWS S3 in --s3-region]')
             [CompletionResult]::new('--s3-bucket', '--s3-bucket', [CompletionResultType]::ParameterName, 'The bucket blobs are kept in (it must exist)')
@@ -1772,6 +1776,49 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'ecrl;storage' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Move this registry''s blobs into an object store and/or its metadata into PostgreSQL')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;storage;migrate' {
+            [CompletionResult]::new('--s3-bucket', '--s3-bucket', [CompletionResultType]::ParameterName, 'The bucket to copy the blobs into (it must exist)')
+            [CompletionResult]::new('--s3-endpoint', '--s3-endpoint', [CompletionResultType]::ParameterName, 'The S3 endpoint URL (SeaweedFS, Garage, MinIO) [default: AWS S3 in --s3-region]')
+            [CompletionResult]::new('--s3-prefix', '--s3-prefix', [CompletionResultType]::ParameterName, 'A key prefix within the bucket')
+            [CompletionResult]::new('--s3-region', '--s3-region', [CompletionResultType]::ParameterName, 'The bucket''s region [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]')
+            [CompletionResult]::new('--s3-addressing', '--s3-addressing', [CompletionResultType]::ParameterName, 'How buckets are addressed [default: path with --s3-endpoint, virtual-host for AWS]')
+            [CompletionResult]::new('--postgres-url', '--postgres-url', [CompletionResultType]::ParameterName, 'The empty PostgreSQL database to copy the metadata into')
+            [CompletionResult]::new('--postgres-ca', '--postgres-ca', [CompletionResultType]::ParameterName, 'PEM file of the CA that signed PostgreSQL''s certificate')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'A config file naming the new backends (storage.backend: s3, metadata.backend: postgres)')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;storage;help' {
+            [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Move this registry''s blobs into an object store and/or its metadata into PostgreSQL')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;storage;help;migrate' {
+            break
+        }
+        'ecrl;storage;help;help' {
+            break
+        }
         'ecrl;completions' {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
             [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
@@ -1808,6 +1855,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('tls', 'tls', [CompletionResultType]::ParameterValue, 'Show how clients come to trust the HTTPS registry (ecrld''s CA)')
             [CompletionResult]::new('gc', 'gc', [CompletionResultType]::ParameterValue, 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)')
             [CompletionResult]::new('fsck', 'fsck', [CompletionResultType]::ParameterValue, 'Check every blob against its digest and the metadata against the disk (--repair)')
+            [CompletionResult]::new('storage', 'storage', [CompletionResultType]::ParameterValue, 'Move the registry onto the backends several ecrld share (S3 and PostgreSQL)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('generate-docs', 'generate-docs', [CompletionResultType]::ParameterValue, 'Write completion scripts and man pages into a directory (for packagers and the tests)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -2158,6 +2206,13 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;help;fsck' {
+            break
+        }
+        'ecrl;help;storage' {
+            [CompletionResult]::new('migrate', 'migrate', [CompletionResultType]::ParameterValue, 'Move this registry''s blobs into an object store and/or its metadata into PostgreSQL')
+            break
+        }
+        'ecrl;help;storage;migrate' {
             break
         }
         'ecrl;help;completions' {

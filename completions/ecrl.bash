@@ -58,6 +58,9 @@ _ecrl() {
             ecrl,repo)
                 cmd="ecrl__subcmd__repo"
                 ;;
+            ecrl,storage)
+                cmd="ecrl__subcmd__storage"
+                ;;
             ecrl,task)
                 cmd="ecrl__subcmd__task"
                 ;;
@@ -343,6 +346,9 @@ _ecrl() {
             ecrl__subcmd__help,repo)
                 cmd="ecrl__subcmd__help__subcmd__repo"
                 ;;
+            ecrl__subcmd__help,storage)
+                cmd="ecrl__subcmd__help__subcmd__storage"
+                ;;
             ecrl__subcmd__help,task)
                 cmd="ecrl__subcmd__help__subcmd__task"
                 ;;
@@ -540,6 +546,9 @@ _ecrl() {
                 ;;
             ecrl__subcmd__help__subcmd__repo__subcmd__policy,set)
                 cmd="ecrl__subcmd__help__subcmd__repo__subcmd__policy__subcmd__set"
+                ;;
+            ecrl__subcmd__help__subcmd__storage,migrate)
+                cmd="ecrl__subcmd__help__subcmd__storage__subcmd__migrate"
                 ;;
             ecrl__subcmd__help__subcmd__task,delete)
                 cmd="ecrl__subcmd__help__subcmd__task__subcmd__delete"
@@ -910,6 +919,18 @@ _ecrl() {
             ecrl__subcmd__repo__subcmd__policy__subcmd__help,set)
                 cmd="ecrl__subcmd__repo__subcmd__policy__subcmd__help__subcmd__set"
                 ;;
+            ecrl__subcmd__storage,help)
+                cmd="ecrl__subcmd__storage__subcmd__help"
+                ;;
+            ecrl__subcmd__storage,migrate)
+                cmd="ecrl__subcmd__storage__subcmd__migrate"
+                ;;
+            ecrl__subcmd__storage__subcmd__help,help)
+                cmd="ecrl__subcmd__storage__subcmd__help__subcmd__help"
+                ;;
+            ecrl__subcmd__storage__subcmd__help,migrate)
+                cmd="ecrl__subcmd__storage__subcmd__help__subcmd__migrate"
+                ;;
             ecrl__subcmd__task,delete)
                 cmd="ecrl__subcmd__task__subcmd__delete"
                 ;;
@@ -1007,7 +1028,7 @@ _ecrl() {
 
     case "${cmd}" in
         ecrl)
-            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help"
+            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck storage completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2389,7 +2410,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__daemon__subcmd__start)
-            opts="-q -h -V --data-dir --registry-addr --tls --tls-addr --tls-cert --tls-key --tls-names --config --log-format --anonymous --encryption --storage-backend --s3-endpoint --s3-bucket --s3-prefix --s3-region --s3-addressing --wait --output --quiet --socket --help --version"
+            opts="-q -h -V --data-dir --registry-addr --tls --tls-addr --tls-cert --tls-key --tls-names --config --log-format --anonymous --encryption --metadata-backend --postgres-url --postgres-ca --storage-backend --s3-endpoint --s3-bucket --s3-prefix --s3-region --s3-addressing --wait --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2437,6 +2458,18 @@ _ecrl() {
                     ;;
                 --encryption)
                     COMPREPLY=($(compgen -W "aes256-gcm none" -- "${cur}"))
+                    return 0
+                    ;;
+                --metadata-backend)
+                    COMPREPLY=($(compgen -W "sqlite postgres" -- "${cur}"))
+                    return 0
+                    ;;
+                --postgres-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --postgres-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --storage-backend)
@@ -2623,7 +2656,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help)
-            opts="daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck completions generate-docs help"
+            opts="daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck storage completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3715,6 +3748,34 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help__subcmd__repo__subcmd__untag)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__storage)
+            opts="migrate"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__storage__subcmd__migrate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -5993,6 +6054,124 @@ _ecrl() {
                 return 0
             fi
             case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__storage)
+            opts="-q -h -V --output --quiet --socket --help --version migrate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__storage__subcmd__help)
+            opts="migrate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__storage__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__storage__subcmd__help__subcmd__migrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__storage__subcmd__migrate)
+            opts="-q -h -V --s3-bucket --s3-endpoint --s3-prefix --s3-region --s3-addressing --postgres-url --postgres-ca --config --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --s3-bucket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-endpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-region)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --s3-addressing)
+                    COMPREPLY=($(compgen -W "path virtual-host" -- "${cur}"))
+                    return 0
+                    ;;
+                --postgres-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --postgres-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0

@@ -39,6 +39,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand tls 'Show how clients come to trust the HTTPS registry (ecrld''s CA)'
             cand gc 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)'
             cand fsck 'Check every blob against its digest and the metadata against the disk (--repair)'
+            cand storage 'Move the registry onto the backends several ecrld share (S3 and PostgreSQL)'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -70,6 +71,9 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --log-format 'Log format on stderr [default: text]'
             cand --anonymous 'What the registry allows without credentials: none, pull (anyone may pull), or all (no registry authentication: throwaway local use only) [default: none]'
             cand --encryption 'Encryption of blobs at rest, chosen when the data dir is created; a data dir keeps its mode, and asking for another one is an error [default: aes256-gcm for a new data dir, else the data dir''s own]'
+            cand --metadata-backend 'Where repositories, tags, users, policies and task definitions are kept: sqlite (in the data dir) or postgres (shared by several ecrld; needs --postgres-url) [default: sqlite]'
+            cand --postgres-url 'PostgreSQL connection URL for --metadata-backend postgres, e.g. postgres://ecrl:PASSWORD@db.example:5432/ecrl?sslmode=require'
+            cand --postgres-ca 'PEM file of the CA that signed PostgreSQL''s certificate (else the system''s roots)'
             cand --storage-backend 'Where blob content lives: the data dir, or an S3-compatible object store (--s3-*; credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN or the config file) [default: filesystem]'
             cand --s3-endpoint 'The S3 endpoint URL, e.g. http://127.0.0.1:8333 (SeaweedFS, Garage, MinIO) [default: AWS S3 in --s3-region]'
             cand --s3-bucket 'The bucket blobs are kept in (it must exist)'
@@ -1536,6 +1540,44 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'ecrl;storage'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand migrate 'Move this registry''s blobs into an object store and/or its metadata into PostgreSQL'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;storage;migrate'= {
+            cand --s3-bucket 'The bucket to copy the blobs into (it must exist)'
+            cand --s3-endpoint 'The S3 endpoint URL (SeaweedFS, Garage, MinIO) [default: AWS S3 in --s3-region]'
+            cand --s3-prefix 'A key prefix within the bucket'
+            cand --s3-region 'The bucket''s region [default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1]'
+            cand --s3-addressing 'How buckets are addressed [default: path with --s3-endpoint, virtual-host for AWS]'
+            cand --postgres-url 'The empty PostgreSQL database to copy the metadata into'
+            cand --postgres-ca 'PEM file of the CA that signed PostgreSQL''s certificate'
+            cand --config 'A config file naming the new backends (storage.backend: s3, metadata.backend: postgres)'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;storage;help'= {
+            cand migrate 'Move this registry''s blobs into an object store and/or its metadata into PostgreSQL'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;storage;help;migrate'= {
+        }
+        &'ecrl;storage;help;help'= {
+        }
         &'ecrl;completions'= {
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
@@ -1570,6 +1612,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand tls 'Show how clients come to trust the HTTPS registry (ecrld''s CA)'
             cand gc 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)'
             cand fsck 'Check every blob against its digest and the metadata against the disk (--repair)'
+            cand storage 'Move the registry onto the backends several ecrld share (S3 and PostgreSQL)'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -1830,6 +1873,11 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;gc'= {
         }
         &'ecrl;help;fsck'= {
+        }
+        &'ecrl;help;storage'= {
+            cand migrate 'Move this registry''s blobs into an object store and/or its metadata into PostgreSQL'
+        }
+        &'ecrl;help;storage;migrate'= {
         }
         &'ecrl;help;completions'= {
         }

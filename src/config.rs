@@ -219,7 +219,7 @@ impl StorageBackend {
 }
 
 /// A setting that may hold a password (a database URL): never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(transparent)]
 pub struct SecretString(pub String);
 
@@ -556,8 +556,10 @@ pub enum StorageConfig {
     S3(S3Config),
 }
 
-/// An S3-compatible object store, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An S3-compatible object store, resolved (also what `ecrl storage migrate` sends the
+/// daemon, over its owner-only socket).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct S3Config {
     /// `None`: AWS S3 itself, in `region`.
     pub endpoint: Option<String>,
@@ -586,7 +588,8 @@ impl S3Config {
 }
 
 /// S3 credentials. Their `Debug` shows the access key id only.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct S3Credentials {
     pub access_key_id: String,
     pub secret_access_key: String,

@@ -16,7 +16,6 @@ use common::{Daemon, Env};
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use reqwest::StatusCode;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// ecrld's part size: 81 segments of 65520 plaintext bytes.
@@ -163,20 +162,6 @@ fn get_range(
         .unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     r.bytes().unwrap().to_vec()
-}
-
-/// The directory of the storage keys of `env`'s ecrld (no keyring in tests: key files).
-fn key_dir(env: &Env) -> PathBuf {
-    env.path().join("home/.config/ecrl/keys")
-}
-
-fn copy_keys(from: &Env, to: &Env) {
-    let dest = key_dir(to);
-    std::fs::create_dir_all(&dest).unwrap();
-    for entry in std::fs::read_dir(key_dir(from)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dest.join(entry.file_name())).unwrap();
-    }
 }
 
 fn data_key(objects: &[(String, u64)]) -> (String, u64) {
@@ -406,7 +391,7 @@ fn a_chunked_upload_moves_between_two_instances_on_one_bucket() {
         "{err}"
     );
 
-    copy_keys(&env_a, &env_b);
+    env_b.copy_keys_from(&env_a);
     let (_b, addr_b) = spawn(&env_b, store, &bucket, &shared, &[]);
     let c = client();
     let data = marked_bytes(2 * PART + 4321, 11);
@@ -752,7 +737,7 @@ fn another_instances_abandoned_session_is_expired_with_its_parts() {
     // The instance that held it dies; another, whose sessions may idle 2 s, cleans up.
     a.signal(libc::SIGKILL);
     a.wait(Duration::from_secs(10));
-    copy_keys(&env_a, &env_b);
+    env_b.copy_keys_from(&env_a);
     let config = env_b.write_config("registry:\n  upload_idle_timeout: 2s\n");
     let (_b, _addr_b) = spawn(
         &env_b,

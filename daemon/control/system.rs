@@ -23,6 +23,7 @@ pub fn routes(router: Router<Shared>) -> Router<Shared> {
     let router = endpoint::<Info, _, _>(router, info);
     let router = endpoint::<CollectGarbage, _, _>(router, gc);
     let router = endpoint::<CheckStore, _, _>(router, fsck);
+    let router = endpoint::<ecrl::api::system::MigrateStorage, _, _>(router, migrate);
     let router = router
         .route(CollectGarbageStream::PATH, post(gc_stream))
         .route(CheckStoreStream::PATH, post(fsck_stream));
@@ -40,6 +41,21 @@ async fn fsck(state: Shared, _peer: Peer, r: FsckRequest) -> Result<FsckReport, 
     crate::fsck::run(&state, r.repair, &Progress::default())
         .await
         .map_err(internal)
+}
+
+async fn migrate(
+    state: Shared,
+    _peer: Peer,
+    r: ecrl::api::system::MigrateRequest,
+) -> Result<ecrl::api::system::MigrateReport, ApiError> {
+    crate::migrate::migrate(&state, r)
+        .await
+        .map_err(|e| match e {
+            crate::migrate::MigrateError::Invalid(why) => {
+                ApiError::new(ErrorCode::InvalidParameter, why)
+            }
+            crate::migrate::MigrateError::Failed(e) => internal(e),
+        })
 }
 
 async fn gc(state: Shared, _peer: Peer, r: GcRequest) -> Result<GcReport, ApiError> {

@@ -374,6 +374,11 @@ fn pg_values(args: &[&dyn ToSql]) -> Result<Vec<PgValue>> {
         .collect()
 }
 
+/// SQLite values as PostgreSQL parameters (each converted to the parameter's type).
+pub fn pg_values_of(values: Vec<Value>) -> Vec<impl postgres::types::ToSql + Sync> {
+    values.into_iter().map(PgValue).collect()
+}
+
 /// A SQLite value bound to a PostgreSQL parameter of whatever type the server inferred.
 #[derive(Debug)]
 struct PgValue(Value);

@@ -8,6 +8,7 @@
 
 mod auth;
 mod clusters;
+mod copy;
 mod db;
 mod follow;
 mod fsck;
@@ -19,6 +20,7 @@ mod tasks;
 
 pub use auth::{getrandom, AuthIndex};
 pub use clusters::{ClusterRecord, ClusterRefusal};
+pub use pg::location as postgres_location;
 pub use tasks::TaskFamily;
 
 use bytes::Bytes;
@@ -226,19 +228,36 @@ type ManifestBytes = Box<dyn Fn(&Digest) -> std::io::Result<Bytes> + Send>;
 /// transaction's fate is known.
 type Job = Box<dyn FnOnce(Option<(&Db, &mut Index)>) -> (bool, Reply) + Send>;
 
-/// The jobs only one instance runs at a time (the values are their advisory-lock keys).
+/// The jobs only one instance runs at a time.
 #[derive(Debug, Clone, Copy)]
 pub enum ExclusiveJob {
-    Gc = 0x6563_726c_0010,
-    Lifecycle = 0x6563_726c_0011,
-    Replication = 0x6563_726c_0012,
-    Sync = 0x6563_726c_0013,
+    Gc,
+    Lifecycle,
+    Replication,
+    Sync,
+}
+
+impl ExclusiveJob {
+    /// Its PostgreSQL advisory-lock key (a constant other tools may look for).
+    fn key(self) -> i64 {
+        0x6563_726c_0010
+            + match self {
+                ExclusiveJob::Gc => 0,
+                ExclusiveJob::Lifecycle => 1,
+                ExclusiveJob::Replication => 2,
+                ExclusiveJob::Sync => 3,
+            }
+    }
 }
 
 /// A claimed [`ExclusiveJob`]: released when dropped.
 pub struct Exclusive(#[allow(dead_code)] Option<pg::Exclusive>);
 
 pub struct Metadata {
+    /// Set (to why) once the registry moved to other backends ([`Metadata::move_to_postgres`],
+    /// [`Metadata::freeze`]): every later write is refused, so nothing lands where the moved
+    /// registry no longer looks.
+    moved: Arc<std::sync::Mutex<Option<String>>>,
     backend: &'static str,
     /// PostgreSQL's URL, CA and this instance's name, for connections besides the writer's.
     postgres: Option<(String, Option<std::path::PathBuf>, String)>,
@@ -324,6 +343,7 @@ impl Metadata {
             .spawn(move || writer(conn, rx, writer_index, follow, manifest_bytes))
             .map_err(|e| MetaError::Db(e.to_string()))?;
         Ok(Metadata {
+            moved: Arc::default(),
             account_id,
             token_secret,
             index,
@@ -364,7 +384,7 @@ impl Metadata {
             None => Ok(Some(Exclusive(None))),
             Some((url, ca, instance)) => {
                 Ok(
-                    pg::try_exclusive(url.clone(), ca.clone(), instance.clone(), job as i64)?
+                    pg::try_exclusive(url.clone(), ca.clone(), instance.clone(), job.key())?
                         .map(|e| Exclusive(Some(e))),
                 )
             }
@@ -380,6 +400,40 @@ impl Metadata {
         tokio::task::spawn_blocking(move || me.try_exclusive(job))
             .await
             .map_err(|e| MetaError::Db(e.to_string()))?
+    }
+
+    /// Copies the whole metadata into the empty PostgreSQL database at `url` (migrated to
+    /// this version's schema first) and from then on refuses writes here: the registry lives
+    /// on there. Returns the rows copied per table.
+    pub async fn move_to_postgres(
+        &self,
+        url: String,
+        ca: Option<std::path::PathBuf>,
+    ) -> Result<copy::Copied, MetaError> {
+        let moved = self.moved.clone();
+        self.write(move |conn, _| {
+            let mut client = pg::connect(&url, ca.as_deref(), "migrate")?;
+            schema::migrate_pg(&mut client)?;
+            let copied = copy::sqlite_to_postgres(conn, &mut client)?;
+            *moved.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                "this registry's metadata moved to PostgreSQL at {}: restart ecrld with \
+                 --metadata-backend postgres (and its storage settings) to write again",
+                pg::location(&url)
+            ));
+            Ok(copied)
+        })
+        .await
+    }
+
+    /// Refuses every write from now on, with `why` (the registry moved elsewhere). Waits for
+    /// the writes before it to commit.
+    pub async fn freeze(&self, why: String) -> Result<(), MetaError> {
+        let moved = self.moved.clone();
+        self.write(move |_, _| {
+            *moved.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            Ok(())
+        })
+        .await
     }
 
     /// Asks the database something, through the writer: an error when it does not answer.
@@ -421,6 +475,13 @@ impl Metadata {
         F: FnOnce(&Db, &mut Index) -> Result<T, MetaError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let moved = self.moved.clone();
+        let f = move |conn: &Db, index: &mut Index| {
+            if let Some(why) = moved.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                return Err(MetaError::Unavailable(why.clone()));
+            }
+            f(conn, index)
+        };
         let job: Job = Box::new(
             move |target| match target.map(|(conn, index)| f(conn, index)) {
                 None => (

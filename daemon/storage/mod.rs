@@ -339,6 +339,11 @@ impl BlobStore {
         })
     }
 
+    /// True when the blobs are in an object store (not under the data dir).
+    pub fn on_object_store(&self) -> bool {
+        self.inner.s3.is_some()
+    }
+
     /// Which backend holds the blobs, and whether it answers now (asked with a short
     /// timeout).
     pub async fn backend_status(&self) -> BackendStatus {

@@ -294,3 +294,49 @@ pub struct StoreProgress {
     /// Bytes of the step done (blobs read, or removed).
     pub bytes: u64,
 }
+
+/// `POST /v1/storage/migrate`: `ecrl storage migrate`: the registry's blobs copied into an
+/// object store and/or its metadata into PostgreSQL, after which this daemon refuses writes
+/// until it is started again on those backends.
+pub struct MigrateStorage;
+
+impl Endpoint for MigrateStorage {
+    const METHOD: Method = Method::Post;
+    const PATH: &'static str = "/v1/storage/migrate";
+    type Request = MigrateRequest;
+    type Response = MigrateReport;
+}
+
+/// Where to move the registry: either or both.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrateRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<crate::config::S3Config>,
+    /// An empty PostgreSQL database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_url: Option<crate::config::SecretString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_ca: Option<PathBuf>,
+}
+
+/// What a move copied.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrateReport {
+    /// The object store the blobs went to (no secret in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<String>,
+    /// Blobs copied (each read, checked against its digest and written), and those the
+    /// object store held already.
+    pub blobs_copied: u64,
+    pub blobs_present: u64,
+    pub bytes_copied: u64,
+    /// The PostgreSQL database the metadata went to (`host:port/database`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<String>,
+    /// Rows copied per table.
+    #[serde(default)]
+    pub rows: std::collections::BTreeMap<String, u64>,
+    pub duration_ms: u64,
+}

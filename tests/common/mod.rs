@@ -83,6 +83,22 @@ impl Env {
         self.path().join("ecrl.sock")
     }
 
+    /// Where the daemon keeps its storage keys (no keyring in tests: key files).
+    pub fn key_dir(&self) -> PathBuf {
+        self.path().join("home/.config/ecrl/keys")
+    }
+
+    /// Gives this environment's daemon the storage keys of `from`'s, as a second machine of
+    /// a shared registry is given them.
+    pub fn copy_keys_from(&self, from: &Env) {
+        let dest = self.key_dir();
+        std::fs::create_dir_all(&dest).unwrap();
+        for entry in std::fs::read_dir(from.key_dir()).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dest.join(entry.file_name())).unwrap();
+        }
+    }
+
     /// The environment every binary runs with in this test.
     pub fn apply(&self, command: &mut Command) {
         command
