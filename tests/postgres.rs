@@ -284,3 +284,214 @@ fn garbage_collection_runs_on_one_instance_at_a_time() {
         serde_json::from_str(&a.ecrl_ok(&["gc", "--output", "json"])).unwrap();
     assert_eq!(report["dryRun"], false, "{report}");
 }
+
+/// A registry client of one instance, authenticated with a login token (which every
+/// instance must accept, whichever issued it).
+struct Instance {
+    addr: String,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+impl Instance {
+    fn of(env: &Env, token: &str) -> Instance {
+        Instance {
+            addr: common::registry::registry_address(env),
+            token: token.to_string(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("http://{}{path}", self.addr)
+        };
+        self.http
+            .request(method, url)
+            .basic_auth("AWS", Some(&self.token))
+    }
+
+    fn blob(&self, repo: &str, content: &[u8]) {
+        let digest = common::registry::sha256_digest(content);
+        let r = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+            )
+            .body(content.to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201, "{:?}", r.text());
+    }
+
+    /// A one-layer image's manifest (its blobs pushed first).
+    fn image(&self, repo: &str, layer: &[u8]) -> Vec<u8> {
+        let config = br#"{"architecture":"amd64","os":"linux"}"#;
+        self.blob(repo, config);
+        self.blob(repo, layer);
+        manifest(config, layer)
+    }
+
+    fn put_manifest(&self, repo: &str, tag: &str, manifest: &[u8]) -> reqwest::blocking::Response {
+        self.request(reqwest::Method::PUT, &format!("/v2/{repo}/manifests/{tag}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest.to_vec())
+            .send()
+            .unwrap()
+    }
+
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        let r = self
+            .request(reqwest::Method::GET, path)
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.bytes().unwrap().to_vec())
+    }
+}
+
+fn manifest(config: &[u8], layer: &[u8]) -> Vec<u8> {
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": common::registry::sha256_digest(config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": common::registry::sha256_digest(layer), "size": layer.len()}],
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn two_instances_on_object_storage_and_postgres_serve_one_registry() {
+    let store = common::s3::SeaweedFs::shared();
+    let (bucket, prefix) = store.place("two");
+    let database = pg::database();
+    let shared = |env: &mut Env| {
+        env.postgres = Some(database.clone());
+        env.s3 = store.daemon_vars(&bucket, &prefix);
+    };
+    let mut env_a = Env::with_anonymous("none");
+    shared(&mut env_a);
+    let _da = env_a.spawn_daemon(&[]);
+    let mut env_b = Env::with_anonymous("none");
+    shared(&mut env_b);
+    // The second machine is given the storage key, as the docs say.
+    env_b.copy_keys_from(&env_a);
+    let _db = env_b.spawn_daemon(&[]);
+    // A token from A is good on B.
+    let token = env_a.ecrl_ok(&["get-login-password"]).trim().to_string();
+    let (a, b) = (Instance::of(&env_a, &token), Instance::of(&env_b, &token));
+
+    // Pushed through A, pullable through B at once.
+    let layer: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+    let m1 = a.image("team/app", &layer);
+    assert_eq!(a.put_manifest("team/app", "1", &m1).status(), 201);
+    assert_eq!(b.get("/v2/team/app/manifests/1"), (200, m1.clone()));
+    let blob = format!(
+        "/v2/team/app/blobs/{}",
+        common::registry::sha256_digest(&layer)
+    );
+    assert_eq!(b.get(&blob), (200, layer.clone()));
+
+    // A tag moved through B is what A answers next.
+    let m2 = b.image("team/app", b"the second image's layer");
+    assert_eq!(b.put_manifest("team/app", "1", &m2).status(), 201);
+    soon("the moved tag on A", || {
+        a.get("/v2/team/app/manifests/1") == (200, m2.clone())
+    });
+
+    // An immutable tag pushed through A cannot be moved through B.
+    env_a.ecrl_ok(&[
+        "repo",
+        "create",
+        "team/imm",
+        "--tag-mutability",
+        "IMMUTABLE",
+    ]);
+    let imm = a.image("team/imm", b"immutable layer");
+    assert_eq!(a.put_manifest("team/imm", "v1", &imm).status(), 201);
+    let other = b.image("team/imm", b"another layer");
+    let refused = b.put_manifest("team/imm", "v1", &other);
+    assert_eq!(refused.status(), 403, "{:?}", refused.text());
+    assert_eq!(a.get("/v2/team/imm/manifests/v1"), (200, imm));
+    assert_eq!(b.put_manifest("team/imm", "v2", &other).status(), 201);
+
+    // A chunked upload started on A goes on and finishes on B; the manifest goes to A.
+    let start = a
+        .request(reqwest::Method::POST, "/v2/team/chunked/blobs/uploads/")
+        .send()
+        .unwrap();
+    assert_eq!(start.status(), 202);
+    let location = start.headers()["location"].to_str().unwrap().to_string();
+    let content: Vec<u8> = (0..6_000_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    let (first, second) = content.split_at(3_500_000);
+    let r = a
+        .request(reqwest::Method::PATCH, &location)
+        .header("content-range", format!("0-{}", first.len() - 1))
+        .body(first.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text());
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    // The same path, on the other instance (a load balancer that does not stick).
+    let on_b = |location: &str| {
+        let path = location
+            .strip_prefix("http://")
+            .and_then(|l| l.split_once('/'))
+            .map(|(_, p)| format!("/{p}"))
+            .unwrap_or_else(|| location.to_string());
+        path
+    };
+    let r = b
+        .request(reqwest::Method::PATCH, &on_b(&location))
+        .header(
+            "content-range",
+            format!("{}-{}", first.len(), content.len() - 1),
+        )
+        .body(second.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text());
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let digest = common::registry::sha256_digest(&content);
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let r = b
+        .request(
+            reqwest::Method::PUT,
+            &format!("{}{sep}digest={digest}", on_b(&location)),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text());
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    a.blob("team/chunked", config);
+    let m = manifest(config, &content);
+    assert_eq!(a.put_manifest("team/chunked", "1", &m).status(), 201);
+    assert_eq!(
+        b.get(&format!("/v2/team/chunked/blobs/{digest}")),
+        (200, content.clone())
+    );
+
+    // An image deleted through A is gone on B.
+    let digest1 = common::registry::sha256_digest(&m1);
+    let r = a
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v2/team/app/manifests/{digest1}"),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text());
+    soon("the deleted image gone from B", || {
+        b.get(&format!("/v2/team/app/manifests/{digest1}")).0 == 404
+    });
+}

@@ -436,6 +436,13 @@ impl Metadata {
         .await
     }
 
+    /// Brings the index up to what other instances committed before now (the writer applies
+    /// the change log before every batch): for a lookup that found nothing, before it says
+    /// so. Does nothing more than wait on SQLite.
+    pub async fn refresh(&self) {
+        let _ = self.write(|_, _| Ok(())).await;
+    }
+
     /// Asks the database something, through the writer: an error when it does not answer.
     pub async fn ping(&self) -> Result<(), MetaError> {
         self.write(|conn, _| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))

@@ -357,7 +357,16 @@ async fn route(state: Shared, parts: &Parts, body: &mut RequestBody) -> Result<R
             allow(Action::BatchGetImage, Some(&repo))?;
             let reference = existing_reference(&repo, &reference)?;
             cache::manifest(&state, &repo, &reference, &allow).await?;
-            manifests::get(&state, &repo, &reference, method == Method::HEAD)
+            let head = method == Method::HEAD;
+            match manifests::get(&state, &repo, &reference, head) {
+                // Another instance may have committed it a moment ago (its notice on the
+                // way): a miss asks the shared database before it is answered.
+                Err(e) if e.status == StatusCode::NOT_FOUND && state.meta.shared() => {
+                    state.meta.refresh().await;
+                    manifests::get(&state, &repo, &reference, head)
+                }
+                found => found,
+            }
         }
         (&Method::PUT, Route::Manifest(repo, reference)) => {
             allow(Action::PutImage, Some(&repo))?;
@@ -382,7 +391,7 @@ async fn route(state: Shared, parts: &Parts, body: &mut RequestBody) -> Result<R
             {
                 return Ok(r);
             }
-            blobs::get(&state, &repo, &digest, &parts.headers, true).await
+            blob_get(&state, &repo, &digest, &parts.headers, true).await
         }
         (&Method::GET, Route::Blob(repo, digest)) => {
             let repo = cache::alias(&state, repo);
@@ -392,7 +401,7 @@ async fn route(state: Shared, parts: &Parts, body: &mut RequestBody) -> Result<R
             {
                 return Ok(r);
             }
-            blobs::get(&state, &repo, &digest, &parts.headers, false).await
+            blob_get(&state, &repo, &digest, &parts.headers, false).await
         }
         (&Method::DELETE, Route::Blob(repo, digest)) => {
             allow(Action::BatchDeleteImage, Some(&repo))?;
@@ -538,6 +547,24 @@ fn urlencode(s: &str) -> String {
     serde_urlencoded::to_string([("x", s)])
         .map(|v| v[2..].to_string())
         .unwrap_or_default()
+}
+
+/// A blob GET or HEAD; a miss on an instance that shares its metadata asks the database
+/// again first (another instance may have linked the blob a moment ago).
+async fn blob_get(
+    state: &Shared,
+    repo: &RepoName,
+    digest: &Digest,
+    headers: &axum::http::HeaderMap,
+    head: bool,
+) -> Result<Response> {
+    match blobs::get(state, repo, digest, headers, head).await {
+        Err(e) if e.status == StatusCode::NOT_FOUND && state.meta.shared() => {
+            state.meta.refresh().await;
+            blobs::get(state, repo, digest, headers, head).await
+        }
+        found => found,
+    }
 }
 
 #[cfg(test)]
