@@ -43,9 +43,15 @@ impl Env {
         let postgres =
             (std::env::var(pg::ENV_BACKEND).as_deref() == Ok("postgres")).then(pg::database);
         let s3 = if std::env::var(ENV_STORAGE_BACKEND).as_deref() == Ok("s3") {
-            let store = s3::SeaweedFs::shared();
-            let (bucket, prefix) = store.place("suite");
-            store.daemon_vars(&bucket, &prefix)
+            // On a thread of its own: the store's set-up uses a blocking HTTP client, whose
+            // runtime cannot live on a thread of an async test's runtime.
+            std::thread::spawn(|| {
+                let store = s3::SeaweedFs::shared();
+                let (bucket, prefix) = store.place("suite");
+                store.daemon_vars(&bucket, &prefix)
+            })
+            .join()
+            .expect("a place in the test SeaweedFS")
         } else {
             Vec::new()
         };
