@@ -12,11 +12,12 @@
 
 use super::db::{Db, Pg};
 use super::{
-    auth, clusters, load, load_layers, load_repos, mirror, tasks, Index, ManifestBytes, MetaError,
+    auth, clusters, load, load_layers, load_repos, mirror, tasks, Index, Manifest, ManifestBytes,
+    MetaError,
 };
 use ecrl::names::{Digest, RepoName};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// The advisory lock every write batch holds (a constant PostgreSQL key).
@@ -62,22 +63,45 @@ impl Follow {
         Ok(())
     }
 
-    /// At the start of a batch's transaction: takes the write lock and applies what other
-    /// instances committed.
-    pub fn begin(
+    /// At the start of a batch's transaction, before the index is locked: takes the write
+    /// lock and reads what other instances committed since, with the content of manifests
+    /// this instance has not seen (from the blob store). Nothing here holds the index: a
+    /// blob-store read may need the async threads, which readers of the index occupy while
+    /// it is locked.
+    pub fn gather(
         &mut self,
         conn: &Db,
-        index: &mut Index,
+        index: &RwLock<Index>,
         manifest_bytes: &ManifestBytes,
-    ) -> Result<(), MetaError> {
+    ) -> Result<Pending, MetaError> {
         conn.query_row("SELECT pg_advisory_xact_lock(?1)", [WRITE_LOCK], |_| Ok(()))?;
         let pruned: i64 = conn.query_row(
             "SELECT COALESCE(MAX(upto), 0) FROM changes_pruned",
             [],
             |r| r.get(0),
         )?;
+        let known = |only: Option<&RepoName>| -> HashMap<Digest, Arc<Manifest>> {
+            let index = index.read().unwrap_or_else(|e| e.into_inner());
+            index
+                .repos
+                .iter()
+                .filter(|(name, _)| only.is_none_or(|o| o == *name))
+                .flat_map(|(_, r)| r.manifests.iter().map(|(d, m)| (*d, m.clone())))
+                .collect()
+        };
         if self.full_reload || pruned > self.seen {
-            return self.reload_all(conn, index, manifest_bytes);
+            let seen = last_seq(conn)?;
+            let known = known(None);
+            let fresh = load(conn, &|d: &Digest| match known.get(d) {
+                Some(m) => Ok(m.bytes.clone()),
+                None => manifest_bytes(d),
+            })?;
+            return Ok(Pending {
+                seen,
+                whole: Some(fresh),
+                kinds: Vec::new(),
+                scratch: Index::default(),
+            });
         }
         let mut stmt =
             conn.prepare("SELECT seq, instance, entity FROM changes WHERE seq > ?1 ORDER BY seq")?;
@@ -89,110 +113,122 @@ impl Follow {
             ))
         })?;
         let mut kinds = BTreeSet::new();
-        let mut last = self.seen;
+        let mut seen = self.seen;
         for row in rows {
             let (seq, instance, entity) = row?;
-            last = last.max(seq);
+            seen = seen.max(seq);
             if instance != self.instance {
                 kinds.insert(entity);
             }
         }
+        // What each names, read into an index of its own.
+        let mut scratch = Index::default();
         for kind in &kinds {
-            apply(conn, index, kind, manifest_bytes)?;
+            match kind.as_str() {
+                "auth" => auth::load(conn, &mut scratch)?,
+                "settings" => {
+                    auth::load(conn, &mut scratch)?;
+                    mirror::load(conn, &mut scratch)?;
+                }
+                "tasks" => tasks::load(conn, &mut scratch)?,
+                "clusters" => clusters::load(conn, &mut scratch)?,
+                "mirror" => mirror::load(conn, &mut scratch)?,
+                "layers" => load_layers(conn, &mut scratch)?,
+                other => {
+                    if let Some(name) = repo_of(other) {
+                        let known = known(Some(&name));
+                        load_repos(
+                            conn,
+                            &mut scratch,
+                            Some(name.as_str()),
+                            manifest_bytes,
+                            &known,
+                        )?;
+                    }
+                }
+            }
         }
         if !kinds.is_empty() {
-            tracing::debug!(changes = kinds.len(), "applied other instances' changes");
+            tracing::debug!(changes = kinds.len(), "read other instances' changes");
         }
-        self.seen = last;
         if self.pruned_at.elapsed() > PRUNE_EVERY {
             self.pruned_at = Instant::now();
             prune(conn)?;
         }
-        Ok(())
+        Ok(Pending {
+            seen,
+            whole: None,
+            kinds: kinds.into_iter().collect(),
+            scratch,
+        })
     }
 
-    fn reload_all(
-        &mut self,
-        conn: &Db,
-        index: &mut Index,
-        manifest_bytes: &ManifestBytes,
-    ) -> Result<(), MetaError> {
-        let seen = last_seq(conn)?;
-        let known: HashMap<Digest, bytes::Bytes> = index
-            .repos
-            .values()
-            .flat_map(|r| r.manifests.values())
-            .map(|m| (m.digest, m.bytes.clone()))
-            .collect();
-        let fresh = load(conn, &|d: &Digest| match known.get(d) {
-            Some(b) => Ok(b.clone()),
-            None => manifest_bytes(d),
-        })?;
+    /// With the index locked: puts what [`Follow::gather`] read in place.
+    pub fn apply(&mut self, pending: Pending, index: &mut Index) {
         let epoch = index.auth.epoch;
-        *index = fresh;
-        index.auth.epoch = index.auth.epoch.max(epoch + 1);
+        let Pending {
+            seen,
+            whole,
+            kinds,
+            mut scratch,
+        } = pending;
+        let reloaded = whole.is_some();
+        if let Some(fresh) = whole {
+            *index = fresh;
+            self.full_reload = false;
+            tracing::info!("reloaded the metadata index from PostgreSQL");
+        }
+        for kind in &kinds {
+            match kind.as_str() {
+                "auth" => index.auth = std::mem::take(&mut scratch.auth),
+                "settings" => {
+                    if !kinds.iter().any(|k| k == "auth") {
+                        index.auth = std::mem::take(&mut scratch.auth);
+                    }
+                    index.mirror = std::mem::take(&mut scratch.mirror);
+                }
+                "tasks" => {
+                    index.task_families = std::mem::take(&mut scratch.task_families);
+                    index.tasks = std::mem::take(&mut scratch.tasks);
+                }
+                "clusters" => {
+                    index.clusters = std::mem::take(&mut scratch.clusters);
+                    index.ecs_tags = std::mem::take(&mut scratch.ecs_tags);
+                }
+                "mirror" => index.mirror = std::mem::take(&mut scratch.mirror),
+                "layers" => index.layers = std::mem::take(&mut scratch.layers),
+                other => {
+                    let Some(name) = repo_of(other) else {
+                        tracing::warn!(entry = other, "a change-log entry of an unknown kind");
+                        continue;
+                    };
+                    match scratch.repos.remove(&name) {
+                        Some(repo) => index.repos.insert(name, repo),
+                        None => index.repos.remove(&name),
+                    };
+                }
+            }
+        }
+        // Access decisions cached on what changed are stale.
+        if !kinds.is_empty() || reloaded {
+            index.auth.epoch = index.auth.epoch.max(epoch + 1);
+        }
         self.seen = seen;
-        self.full_reload = false;
-        tracing::info!("reloaded the metadata index from PostgreSQL");
-        Ok(())
     }
 }
 
-/// Reloads what one change-log entry names.
-fn apply(
-    conn: &Db,
-    index: &mut Index,
-    kind: &str,
-    manifest_bytes: &ManifestBytes,
-) -> Result<(), MetaError> {
-    let epoch = index.auth.epoch;
-    match kind {
-        "auth" | "settings" => {
-            index.auth = Default::default();
-            auth::load(conn, index)?;
-            if kind == "settings" {
-                index.mirror = Default::default();
-                mirror::load(conn, index)?;
-            }
-        }
-        "tasks" => {
-            index.task_families.clear();
-            index.tasks.clear();
-            tasks::load(conn, index)?;
-        }
-        "clusters" => {
-            index.clusters.clear();
-            index.ecs_tags.clear();
-            clusters::load(conn, index)?;
-        }
-        "mirror" => {
-            index.mirror = Default::default();
-            mirror::load(conn, index)?;
-        }
-        "layers" => {
-            index.layers.clear();
-            load_layers(conn, index)?;
-        }
-        other => {
-            let Some(name) = other
-                .strip_prefix("repo:")
-                .and_then(|n| n.parse::<RepoName>().ok())
-            else {
-                tracing::warn!(entry = other, "a change-log entry of an unknown kind");
-                return Ok(());
-            };
-            let known = index
-                .repos
-                .remove(&name)
-                .map(|r| r.manifests)
-                .unwrap_or_default();
-            let known: HashMap<Digest, Arc<super::Manifest>> = known;
-            load_repos(conn, index, Some(name.as_str()), manifest_bytes, &known)?;
-        }
-    }
-    // Access decisions cached on what changed are stale.
-    index.auth.epoch = index.auth.epoch.max(epoch + 1);
-    Ok(())
+/// What other instances committed, read and not yet in the index.
+pub struct Pending {
+    seen: i64,
+    /// The whole index, read again.
+    whole: Option<Index>,
+    /// The change-log entries, each applied from `scratch`.
+    kinds: Vec<String>,
+    scratch: Index,
+}
+
+fn repo_of(kind: &str) -> Option<RepoName> {
+    kind.strip_prefix("repo:")?.parse().ok()
 }
 
 /// Removes change-log entries every instance has had time to apply (ten minutes old),

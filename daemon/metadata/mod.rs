@@ -1147,16 +1147,22 @@ fn writer(
         }
         busy = batch.len() > 1;
         let mut replies = Vec::with_capacity(batch.len());
-        let mut guard = index.write().unwrap_or_else(|e| e.into_inner());
+        // PostgreSQL: what other instances committed is read before the index is locked.
         let begun = match follow.as_mut() {
             None => exec(&conn, "BEGIN IMMEDIATE", [])
-                .map(|_| ())
+                .map(|_| None)
                 .map_err(MetaError::from),
             Some(f) => f.ensure_connected(&mut conn).and_then(|()| {
                 exec(&conn, "BEGIN", [])?;
-                f.begin(&conn, &mut guard, &manifest_bytes)
+                f.gather(&conn, &index, &manifest_bytes).map(Some)
             }),
         };
+        let mut guard = index.write().unwrap_or_else(|e| e.into_inner());
+        let begun = begun.map(|pending| {
+            if let (Some(f), Some(pending)) = (follow.as_mut(), pending) {
+                f.apply(pending, &mut guard);
+            }
+        });
         if let Err(e) = begun {
             let _ = conn.execute_batch("ROLLBACK");
             drop(guard);
