@@ -193,7 +193,8 @@ impl Env {
             child: Some(child),
             socket: self.socket(),
         };
-        daemon.wait_ready(Duration::from_secs(10));
+        // Generous: on a busy 2-core machine a daemon on the object store may need a while.
+        daemon.wait_ready(Duration::from_secs(30));
         daemon
     }
 

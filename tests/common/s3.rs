@@ -37,6 +37,11 @@ fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// Set by tests/run: the S3 endpoint of a SeaweedFS every test process shares, with its
+/// bucket [`SHARED_BUCKET`].
+pub const ENV_SERVER: &str = "ECRL_TEST_S3_ENDPOINT";
+pub const SHARED_BUCKET: &str = "ecrl-tests-ready";
+
 pub struct SeaweedFs {
     child: Option<Child>,
     dir: PathBuf,
@@ -74,6 +79,21 @@ impl SeaweedFs {
     pub fn shared() -> &'static SeaweedFs {
         static SHARED: std::sync::OnceLock<SeaweedFs> = std::sync::OnceLock::new();
         SHARED.get_or_init(|| {
+            // The one tests/run started for the whole run, when it did.
+            if let Ok(endpoint) = std::env::var(ENV_SERVER) {
+                if !endpoint.is_empty() {
+                    // One bucket for all of them (tests/run made it): SeaweedFS gives each
+                    // bucket volumes of its own and runs out with one per process.
+                    return SeaweedFs {
+                        child: None,
+                        dir: std::env::temp_dir(),
+                        ports: Vec::new(),
+                        endpoint,
+                        owned: false,
+                        shared_bucket: std::sync::OnceLock::from(SHARED_BUCKET.to_string()),
+                    };
+                }
+            }
             remove_stale_dirs();
             let (tx, rx) = std::sync::mpsc::channel();
             // The signal comes when the thread that started the store ends: this one never
