@@ -33,12 +33,13 @@ ports=() && for _ in 1 2 3 4 5 6 7 8; do ports+=("$(free_port)"); done
     -master.port="${ports[0]}" -master.port.grpc="${ports[1]}" \
     -volume.port="${ports[2]}" -volume.port.grpc="${ports[3]}" \
     -filer.port="${ports[4]}" -filer.port.grpc="${ports[5]}" \
-    -s3 -s3.port="$s3_port" -s3.port.grpc="${ports[6]}" -volume.preStopSeconds=0 \
+    -s3 -s3.port="$s3_port" -s3.port.grpc="${ports[6]}" -s3.port.iceberg=0 -s3.port.lance=0 \
+    -volume.preStopSeconds=0 \
     >"$work/weed.log" 2>&1 &
 weed_pid=$!
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_DEFAULT_REGION=us-east-1
 endpoint=http://127.0.0.1:$s3_port
-aws() { "$venv/bin/aws" --endpoint-url "$endpoint" --only-show-errors "$@"; }
+aws() { "$venv/bin/aws" --endpoint-url "$endpoint" "$@"; }
 for _ in $(seq 1 120); do aws s3 ls >/dev/null 2>&1 && break; sleep 0.5; done
 for b in ecrl dist plain; do aws s3 mb "s3://bench-$b" >/dev/null; done
 
@@ -65,7 +66,8 @@ storage:
   redirect: { disable: true }
 http: { addr: 127.0.0.1:$dist_port }
 YML
-docker-registry serve "$work/dist.yml" >"$work/dist.log" 2>&1 &
+# (A CA bundle named in the environment makes its AWS SDK refuse its own HTTP transport.)
+env -u AWS_CA_BUNDLE docker-registry serve "$work/dist.yml" >"$work/dist.log" 2>&1 &
 dist_pid=$!
 wait_up "$dist_port" "$dist_pid" "$work/dist.log"
 log "SeaweedFS at $endpoint, ecrld on :$port, distribution on :$dist_port, blobs of $size bytes"
@@ -104,8 +106,8 @@ for round in $(seq 1 "$runs"); do
     eg=$(pull "$port" "$d")
     dp=$(push "$dist_port" "$work/blob")
     dg=$(pull "$dist_port" "$d")
-    ap=$(timed aws s3 cp "$work/blob" "s3://bench-plain/blob-$round")
-    ag=$(timed aws s3 cp "s3://bench-plain/blob-$round" - >/dev/null)
+    ap=$(timed aws s3 cp --only-show-errors "$work/blob" "s3://bench-plain/blob-$round")
+    ag=$(timed aws s3 cp --only-show-errors "s3://bench-plain/blob-$round" - >/dev/null)
     rows+=("$ep $eg $dp $dg $ap $ag")
     log "round $round: push ecrld ${ep}s distribution ${dp}s s3 cp ${ap}s; pull ${eg}s ${dg}s ${ag}s"
 done
