@@ -109,12 +109,17 @@ struct Kept {
 impl ReadCache {
     /// A cache of `budget` bytes whose reserve lives at `dir/reserve` (replaced if a previous
     /// run left one); preparing it starts at once, in the background. A budget of 0 keeps
-    /// nothing: every read not already in the page cache goes O_DIRECT.
+    /// nothing: every read not already in the page cache goes O_DIRECT (and a reserve a
+    /// previous run left, which a process that ended without dropping its cache does, goes).
     pub fn new(dir: &Path, budget: u64) -> io::Result<ReadCache> {
+        let path = dir.join("reserve");
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         let reserve = if budget > 0 {
             std::fs::create_dir_all(dir)?;
-            let path = dir.join("reserve");
-            let _ = std::fs::remove_file(&path);
             let file = File::options()
                 .read(true)
                 .write(true)
@@ -731,6 +736,18 @@ mod tests {
         assert!(!cache.admit(&digest(1), dir.path(), 1));
         assert!(!cache.take(&digest(1), 1));
         assert!(!dir.path().join("cache").exists());
+        drop(cache);
+
+        // A reserve a run that was killed left behind goes, budget or not.
+        let left = dir.path().join("left");
+        std::fs::create_dir_all(&left).unwrap();
+        File::create(left.join("reserve"))
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let cache = ReadCache::new(&left, 0).unwrap();
+        assert!(!left.join("reserve").exists());
+        assert_eq!(cache.status().budget_bytes, 0);
     }
 
     #[test]
