@@ -54,22 +54,27 @@ pub struct SeaweedFs {
 }
 
 impl SeaweedFs {
-    /// A private store, stopped when dropped.
-    pub fn start() -> SeaweedFs {
+    /// A store not yet started: its own directory and ports (`owned`: removed on drop).
+    fn unstarted(owned: bool) -> SeaweedFs {
         let dir = tempfile::Builder::new()
             .prefix(&format!("ecrl-test-weed-{}-", std::process::id()))
             .tempdir()
             .unwrap()
             .keep();
         let ports = free_ports(8);
-        let mut store = SeaweedFs {
+        SeaweedFs {
             child: None,
             endpoint: format!("http://127.0.0.1:{}", ports[0]),
             dir,
             ports,
-            owned: true,
+            owned,
             shared_bucket: Default::default(),
-        };
+        }
+    }
+
+    /// A private store, stopped when dropped.
+    pub fn start() -> SeaweedFs {
+        let mut store = SeaweedFs::unstarted(true);
         store.run(false);
         store
     }
@@ -99,20 +104,7 @@ impl SeaweedFs {
             // The signal comes when the thread that started the store ends: this one never
             // does while the process lives.
             std::thread::spawn(move || {
-                let dir = tempfile::Builder::new()
-                    .prefix(&format!("ecrl-test-weed-{}-", std::process::id()))
-                    .tempdir()
-                    .unwrap()
-                    .keep();
-                let ports = free_ports(8);
-                let mut store = SeaweedFs {
-                    child: None,
-                    endpoint: format!("http://127.0.0.1:{}", ports[0]),
-                    dir,
-                    ports,
-                    owned: false,
-                    shared_bucket: Default::default(),
-                };
+                let mut store = SeaweedFs::unstarted(false);
                 store.run(true);
                 let child = store.child.take();
                 tx.send(store).unwrap();
