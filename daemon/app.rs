@@ -75,6 +75,8 @@ pub struct AppState {
     /// Blobs a deleted image freed, by repository, with their sizes and when: their content
     /// stays for `deleted_blob_grace`, so a push that found them there still completes.
     released: std::sync::Mutex<HashMap<(RepoName, Digest), (u64, Instant)>>,
+    /// A move onto other backends (`ecrl storage migrate`) is running: one at a time.
+    pub migrating: std::sync::atomic::AtomicBool,
     pub shutdown: CancellationToken,
 }
 
@@ -589,6 +591,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
             total: config.max_uploads,
         }),
         released: std::sync::Mutex::new(HashMap::new()),
+        migrating: std::sync::atomic::AtomicBool::new(false),
         mirror: crate::mirror::Mirror::new(
             config.mirror.clone(),
             &ecrl::paths::default_config_dir(),

@@ -18,6 +18,7 @@ use crate::storage::{BlobStore, StoreOptions};
 use anyhow::Context;
 use ecrl::api::system::{MigrateReport, MigrateRequest};
 use ecrl::names::Digest;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Why a move did not happen, or stopped.
@@ -26,8 +27,20 @@ pub enum MigrateError {
     /// The request asks for nothing, or for where the registry is already.
     #[error("{0}")]
     Invalid(&'static str),
+    /// Another move is running on this daemon.
+    #[error("a move of this registry is already running; wait for it to end")]
+    Busy,
     #[error(transparent)]
     Failed(#[from] anyhow::Error),
+}
+
+/// Clears [`AppState::migrating`] however the move ends (a client that goes away drops it).
+struct Running<'a>(&'a AppState);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.migrating.store(false, Ordering::Release);
+    }
 }
 
 pub async fn migrate(
@@ -50,6 +63,10 @@ pub async fn migrate(
              (--postgres-url), or both",
         ));
     }
+    if state.migrating.swap(true, Ordering::AcqRel) {
+        return Err(MigrateError::Busy);
+    }
+    let _running = Running(state);
     Ok(run(state, request).await?)
 }
 

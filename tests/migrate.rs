@@ -194,3 +194,83 @@ fn a_registry_moves_onto_object_storage_and_postgres_without_losing_anything() {
     // Which still answers for its own repositories.
     again.ecrl_ok(&["repo", "create", "still/writable"]);
 }
+
+/// One move at a time: a second `ecrl storage migrate` while one runs is refused (and says
+/// why) and the first completes as if alone.
+#[test]
+fn a_second_move_while_one_runs_is_refused() {
+    let store = SeaweedFs::shared();
+    let (bucket, prefix) = store.place("migrate-busy");
+    let s3_vars = store.daemon_vars(&bucket, &prefix);
+    let old = local();
+    let _daemon = old.spawn_daemon(&[]);
+    let addr = registry_address(&old);
+    let http = http();
+    // Enough bytes that the copy takes a while: 48 layers of 2 MiB, each different.
+    let mut layers = Vec::new();
+    for n in 0..48u32 {
+        let layer: Vec<u8> = (0..(2u32 << 20))
+            .map(|i| (i.wrapping_mul(2_654_435_761) ^ n.wrapping_mul(97)) as u8)
+            .collect();
+        assert_eq!(push_blob(&http, &addr, "team/big", &layer), 201);
+        layers.push(sha256_digest(&layer));
+    }
+
+    let migrate = || {
+        let mut command = old.ecrl_command(&["storage", "migrate", "--output", "json"]);
+        command.envs(s3_vars.iter().map(|(k, v)| (*k, v)));
+        command
+    };
+    let first = migrate()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // More moves while it runs (the first to reach the daemon runs; which one that is, the
+    // scheduler decides), until one is refused.
+    let refused = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stderr).contains("already running")
+    };
+    let mut first = Some(first);
+    let mut outputs = Vec::new();
+    while let Some(child) = first.as_mut() {
+        if child.try_wait().unwrap().is_some() {
+            outputs.push(first.take().unwrap().wait_with_output().unwrap());
+            break;
+        }
+        let out = migrate().output().unwrap();
+        let done = refused(&out);
+        outputs.push(out);
+        if done {
+            outputs.push(first.take().unwrap().wait_with_output().unwrap());
+        }
+    }
+    assert!(
+        outputs.iter().any(refused),
+        "no move was refused while another ran: {outputs:?}"
+    );
+    for out in outputs.iter().filter(|o| refused(o)) {
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+    }
+    // The one that ran moved every blob (one that came after it found them there).
+    let reports: Vec<serde_json::Value> = outputs
+        .iter()
+        .filter(|o| o.status.success())
+        .map(|o| serde_json::from_slice(&o.stdout).unwrap())
+        .collect();
+    assert!(
+        reports.iter().any(|r| r["blobsCopied"] == layers.len()),
+        "no move copied the {} layers: {reports:?}",
+        layers.len()
+    );
+    // Every layer is in the bucket, once.
+    let listed = store.objects(&bucket, &prefix);
+    for digest in &layers {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        assert_eq!(
+            listed.iter().filter(|(k, _)| k.ends_with(hex)).count(),
+            1,
+            "{digest} not linked once in {listed:?}"
+        );
+    }
+}

@@ -54,6 +54,9 @@ async fn migrate(
             crate::migrate::MigrateError::Invalid(why) => {
                 ApiError::new(ErrorCode::InvalidParameter, why)
             }
+            e @ crate::migrate::MigrateError::Busy => {
+                ApiError::new(ErrorCode::ServiceUnavailable, e.to_string())
+            }
             crate::migrate::MigrateError::Failed(e) => internal(e),
         })
 }
