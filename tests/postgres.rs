@@ -285,6 +285,88 @@ fn garbage_collection_runs_on_one_instance_at_a_time() {
     assert_eq!(report["dryRun"], false, "{report}");
 }
 
+/// A miss (a tag, manifest or blob that is not there) on a shared instance first asks the
+/// database whether another instance just committed it. A flood of misses must not cost the
+/// other instances anything: with the lock every instance's writes take held elsewhere (a
+/// long write of another instance), misses still answer at once, and once it is released a
+/// push through the other instance is seen as before.
+#[test]
+fn a_flood_of_misses_answers_without_the_registry_wide_write_lock() {
+    // Blobs in one bucket too: A reads the manifests B pushes from it.
+    let store = common::s3::SeaweedFs::shared();
+    let (bucket, prefix) = store.place("flood");
+    let database = pg::database();
+    let (mut a, mut b) = (on(&database), on(&database));
+    a.s3 = store.daemon_vars(&bucket, &prefix);
+    b.s3 = a.s3.clone();
+    let _da = a.spawn_daemon(&[]);
+    b.copy_keys_from(&a);
+    let _db = b.spawn_daemon(&[]);
+    b.ecrl_ok(&["repo", "create", "team/app"]);
+    soon("B's repository on A", || {
+        repo_names(&a).contains(&"team/app".to_string())
+    });
+    let addr = common::registry::registry_address(&a);
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let missing = |n: u32| -> String {
+        let digest = common::registry::sha256_digest(format!("missing {n}").as_bytes());
+        match n % 3 {
+            0 => format!("http://{addr}/v2/team/app/manifests/tag-{n}"),
+            1 => format!("http://{addr}/v2/team/app/manifests/{digest}"),
+            _ => format!("http://{addr}/v2/team/app/blobs/{digest}"),
+        }
+    };
+    // Caught up with every change so far (A's own included).
+    assert_eq!(http.get(missing(0)).send().unwrap().status(), 404);
+
+    // Another holder of the write lock.
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let url = database.clone();
+    let holder = std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client
+            .query_one("SELECT pg_advisory_lock($1)", &[&0x6563_726c_0002_i64])
+            .unwrap();
+        held_tx.send(()).unwrap();
+        let _ = hold_rx.recv();
+    });
+    held_rx.recv().unwrap();
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..8u32 {
+            let (http, missing) = (&http, &missing);
+            scope.spawn(move || {
+                for i in 0..60u32 {
+                    let url = missing(t * 1000 + i);
+                    let r = http
+                        .get(&url)
+                        .send()
+                        .unwrap_or_else(|e| panic!("a miss waited on the write lock: {url}: {e}"));
+                    assert_eq!(r.status(), 404, "{url}");
+                }
+            });
+        }
+    });
+    let flood = started.elapsed();
+    assert!(
+        flood < Duration::from_secs(20),
+        "480 misses took {flood:?} with the write lock held elsewhere"
+    );
+    drop(hold_tx);
+    holder.join().unwrap();
+
+    // Writes go on as before, and a miss still finds what another instance just pushed.
+    let token = a.ecrl_ok(&["get-login-password"]).trim().to_string();
+    let (on_a, on_b) = (Instance::of(&a, &token), Instance::of(&b, &token));
+    let m = on_b.image("team/app", b"pushed after the flood");
+    assert_eq!(on_b.put_manifest("team/app", "after", &m).status(), 201);
+    assert_eq!(on_a.get("/v2/team/app/manifests/after"), (200, m));
+}
+
 /// A registry client of one instance, authenticated with a login token (which every
 /// instance must accept, whichever issued it).
 struct Instance {

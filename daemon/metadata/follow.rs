@@ -63,6 +63,23 @@ impl Follow {
         Ok(())
     }
 
+    /// Whether other instances committed nothing since the last batch, by one read of the
+    /// change log's head, outside any transaction or lock: every write commits under the
+    /// write lock, so entries commit in sequence order and a head no further on than
+    /// [`Follow::seen`] means nothing was missed. `false` when unsure (the connection is
+    /// lost, a reload is due, the read failed): the caller then gathers as for a write.
+    pub fn nothing_new(&self, conn: &Db) -> bool {
+        if self.full_reload {
+            return false;
+        }
+        if let Db::Pg(pg) = conn {
+            if pg.client().is_closed() {
+                return false;
+            }
+        }
+        last_seq(conn).is_ok_and(|head| head <= self.seen)
+    }
+
     /// At the start of a batch's transaction, before the index is locked: takes the write
     /// lock and reads what other instances committed since, with the content of manifests
     /// this instance has not seen (from the blob store). Nothing here holds the index: a

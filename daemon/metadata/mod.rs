@@ -228,6 +228,27 @@ type ManifestBytes = Box<dyn Fn(&Digest) -> std::io::Result<Bytes> + Send>;
 /// transaction's fate is known.
 type Job = Box<dyn FnOnce(Option<(&Db, &mut Index)>) -> (bool, Reply) + Send>;
 
+/// What the writer is asked to do.
+enum Work {
+    /// A write (the listener's wake-up is an empty one: the index then holds what others
+    /// committed).
+    Job(Job),
+    /// A lookup found nothing (PostgreSQL): answered once the index holds what other
+    /// instances committed before it asked. When they committed nothing since the last batch,
+    /// one read of the change log's head says so, without the registry-wide write lock or
+    /// the index's: a flood of 404s costs the other instances nothing.
+    Refresh(Reply),
+}
+
+impl Work {
+    fn into_job(self) -> Job {
+        match self {
+            Work::Job(job) => job,
+            Work::Refresh(reply) => Box::new(move |_| (true, reply)),
+        }
+    }
+}
+
 /// The jobs only one instance runs at a time.
 #[derive(Debug, Clone, Copy)]
 pub enum ExclusiveJob {
@@ -265,7 +286,7 @@ pub struct Metadata {
     account_id: String,
     token_secret: [u8; 32],
     index: Arc<RwLock<Index>>,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Work>,
     pulls: Mutex<HashMap<(RepoName, Digest), i64>>,
 }
 
@@ -318,7 +339,7 @@ impl Metadata {
         let account_id = account_id(&conn)?;
         let token_secret = auth::token_secret(&conn)?;
         let index = Arc::new(RwLock::new(load(&conn, &manifest_bytes)?));
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Work>();
         let writer_index = index.clone();
         if let Some(follow) = &follow {
             let jobs = tx.clone();
@@ -329,7 +350,7 @@ impl Metadata {
                 move || {
                     // An empty job: the writer catches up before every batch.
                     let job: Job = Box::new(|_| (true, Box::new(|_| {})));
-                    jobs.send(job).is_ok()
+                    jobs.send(Work::Job(job)).is_ok()
                 },
             )
             .map_err(|e| MetaError::Db(e.to_string()))?;
@@ -438,9 +459,18 @@ impl Metadata {
 
     /// Brings the index up to what other instances committed before now (the writer applies
     /// the change log before every batch): for a lookup that found nothing, before it says
-    /// so. Does nothing more than wait on SQLite.
+    /// so. Nothing to do on SQLite (one instance).
     pub async fn refresh(&self) {
-        let _ = self.write(|_, _| Ok(())).await;
+        if !self.shared() {
+            return;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let reply: Reply = Box::new(move |_| {
+            let _ = tx.send(());
+        });
+        if self.jobs.send(Work::Refresh(reply)).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Asks the database something, through the writer: an error when it does not answer.
@@ -515,7 +545,7 @@ impl Metadata {
             },
         );
         self.jobs
-            .send(job)
+            .send(Work::Job(job))
             .map_err(|_| MetaError::Db("the metadata writer has stopped".into()))?;
         rx.await
             .map_err(|_| MetaError::Db("the metadata writer has stopped".into()))?
@@ -1120,7 +1150,7 @@ fn exec(conn: &Db, sql: &'static str, params: impl db::Args) -> rusqlite::Result
 
 fn writer(
     mut conn: Db,
-    jobs: mpsc::Receiver<Job>,
+    jobs: mpsc::Receiver<Work>,
     index: Arc<RwLock<Index>>,
     mut follow: Option<follow::Follow>,
     manifest_bytes: ManifestBytes,
@@ -1146,6 +1176,17 @@ fn writer(
             }
         }
         busy = batch.len() > 1;
+        if let Some(f) = follow.as_mut() {
+            if batch.iter().all(|w| matches!(w, Work::Refresh(_))) && f.nothing_new(&conn) {
+                for work in batch {
+                    if let Work::Refresh(reply) = work {
+                        reply(Ok(()));
+                    }
+                }
+                continue;
+            }
+        }
+        let batch: Vec<Job> = batch.into_iter().map(Work::into_job).collect();
         let mut replies = Vec::with_capacity(batch.len());
         // PostgreSQL: what other instances committed is read before the index is locked.
         let begun = match follow.as_mut() {
