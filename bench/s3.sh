@@ -34,7 +34,7 @@ ports=() && for _ in 1 2 3 4 5 6 7 8; do ports+=("$(free_port)"); done
     -volume.port="${ports[2]}" -volume.port.grpc="${ports[3]}" \
     -filer.port="${ports[4]}" -filer.port.grpc="${ports[5]}" \
     -s3 -s3.port="$s3_port" -s3.port.grpc="${ports[6]}" -s3.port.iceberg=0 -s3.port.lance=0 \
-    -volume.preStopSeconds=0 \
+    -volume.preStopSeconds=0 -volume.max=64 -master.volumeSizeLimitMB=1024 \
     >"$work/weed.log" 2>&1 &
 weed_pid=$!
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_DEFAULT_REGION=us-east-1
@@ -77,14 +77,14 @@ push() { # port file: POST, one streamed PATCH, PUT ?digest: prints seconds
     local p=$1 file=$2 digest loc t0 t1
     digest=sha256:$(sha256sum "$file" | cut -d' ' -f1)
     t0=$(seconds)
-    loc=$(curl -sfS -X POST -D - -o /dev/null "http://127.0.0.1:$p/v2/bench/app/blobs/uploads/" |
+    loc=$(curl -sfS --max-time 900 -X POST -D - -o /dev/null "http://127.0.0.1:$p/v2/bench/app/blobs/uploads/" |
         tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
     case $loc in http*) ;; *) loc=http://127.0.0.1:$p$loc ;; esac
-    loc=$(curl -sfS -X PATCH -T "$file" -H 'Content-Type: application/octet-stream' -D - \
+    loc=$(curl -sfS --max-time 900 -X PATCH -T "$file" -H 'Content-Type: application/octet-stream' -D - \
         -o /dev/null "$loc" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
     case $loc in http*) ;; *) loc=http://127.0.0.1:$p$loc ;; esac
     case $loc in *\?*) loc="$loc&digest=$digest" ;; *) loc="$loc?digest=$digest" ;; esac
-    curl -sfS -X PUT "$loc" -o /dev/null
+    curl -sfS --max-time 900 -X PUT "$loc" -o /dev/null
     t1=$(seconds)
     python3 -c "print($t1 - $t0)"
     echo "$digest" >"$work/last-digest"
@@ -92,11 +92,12 @@ push() { # port file: POST, one streamed PATCH, PUT ?digest: prints seconds
 pull() { # port digest: prints seconds
     local t0 t1
     t0=$(seconds)
-    curl -sfS -o /dev/null "http://127.0.0.1:$1/v2/bench/app/blobs/$2"
+    curl -sfS --max-time 900 -o /dev/null "http://127.0.0.1:$1/v2/bench/app/blobs/$2"
     t1=$(seconds)
     python3 -c "print($t1 - $t0)"
 }
 timed() { local t0 t1; t0=$(seconds); "$@"; t1=$(seconds); python3 -c "print($t1 - $t0)"; }
+download() { aws s3 cp --only-show-errors "$1" - >/dev/null; }
 
 declare -a rows=()
 for round in $(seq 1 "$runs"); do
@@ -107,7 +108,7 @@ for round in $(seq 1 "$runs"); do
     dp=$(push "$dist_port" "$work/blob")
     dg=$(pull "$dist_port" "$d")
     ap=$(timed aws s3 cp --only-show-errors "$work/blob" "s3://bench-plain/blob-$round")
-    ag=$(timed aws s3 cp --only-show-errors "s3://bench-plain/blob-$round" - >/dev/null)
+    ag=$(timed download "s3://bench-plain/blob-$round")
     rows+=("$ep $eg $dp $dg $ap $ag")
     log "round $round: push ecrld ${ep}s distribution ${dp}s s3 cp ${ap}s; pull ${eg}s ${dg}s ${ag}s"
 done

@@ -22,6 +22,7 @@
 //! upload's unsent end is sealed too. A failure of the object store is
 //! [`Unavailable`]: the registry answers it with 503, never with a half-written blob.
 
+use super::buf::{Buf, BUF_SIZE};
 use super::crypt::{self, Keys, Opener, HEADER, HEADER_USED, PLAIN, SEGMENT};
 use super::midstate::{hex, unhex};
 use super::{keys, EncryptionStatus, Format, OpenError, StoreError, StoreOptions, Sweep};
@@ -43,11 +44,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Links kept in memory per instance (about 200 bytes each).
 const LINK_CACHE: usize = 16 * 1024;
-/// Bytes of a data object fetched by one ranged GET of a read: 64 segments, as a window of a
-/// blob file is read from disk.
-const WINDOW: u64 = 64 * SEGMENT as u64;
-/// Windows fetched ahead of the consumer.
-const AHEAD: usize = 2;
+/// Sealed segments a read opens at a time: one pooled buffer's worth (freshly allocated
+/// memory is slow to touch on these VMs; see `super::buf`), opened in place.
+const BATCH_SEGMENTS: usize = BUF_SIZE / SEGMENT;
+/// Batches being opened at once per read, while the body goes on arriving.
+const OPENING: usize = 2;
 /// How long the store may take to answer at start-up and for `ecrl daemon status`.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `bytes_stored` (a listing of every data object) is reused.
@@ -466,112 +467,92 @@ impl S3Store {
             Some(keys) => Some(link.opener(keys)?),
             None => None,
         };
-        // The windows of the data object to fetch, and the part of each one's content wanted.
-        let windows: Vec<(Range<u64>, u64)> = match &opener {
-            None => {
-                let mut out = Vec::new();
-                let mut at = range.start;
-                while at < range.end {
-                    let end = (at + WINDOW).min(range.end);
-                    out.push((at..end, at));
-                    at = end;
-                }
-                out
-            }
+        if range.is_empty() {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        }
+        // The span of the data object that holds the range: whole segments when sealed.
+        let (span, first_segment) = match &opener {
+            None => (range.clone(), 0),
             Some(opener) => {
-                if range.is_empty() {
-                    Vec::new()
-                } else {
-                    let first = range.start / PLAIN as u64;
-                    let last = (range.end - 1) / PLAIN as u64;
-                    let per = WINDOW / SEGMENT as u64;
-                    let mut out = Vec::new();
-                    let mut seg = first;
-                    while seg <= last {
-                        let n = per.min(last - seg + 1);
-                        let from = seg * SEGMENT as u64;
-                        let to = (seg + n - 1) * SEGMENT as u64 + opener.segment_len(seg + n - 1);
-                        out.push((from..to, seg));
-                        seg += n;
-                    }
-                    out
-                }
+                let first = range.start / PLAIN as u64;
+                let last = (range.end - 1) / PLAIN as u64;
+                let to = last * SEGMENT as u64 + opener.segment_len(last);
+                (first * SEGMENT as u64..to, first)
             }
         };
-        let client = self.client.clone();
-        let data = self.data_key(&link.data);
-        let expected_len = link.data_len();
-        let location = self.location.clone();
-        let links = self.links.clone();
-        let digest = *digest;
-        let stream = futures_util::stream::iter(windows)
-            .map(move |(span, start)| {
-                let client = client.clone();
-                let data = data.clone();
-                let opener = opener.clone();
-                let location = location.clone();
-                let range = range.clone();
-                let links = links.clone();
-                async move {
-                    let got = client
-                        .get_opts(
-                            &data,
-                            GetOptions {
-                                range: Some(GetRange::Bounded(span.clone())),
-                                ..Default::default()
-                            },
-                        )
-                        .await
-                        .map_err(|e| match e {
-                            object_store::Error::NotFound { .. } => {
-                                // Deleted since its link was read: the link goes too.
-                                if let Ok(mut links) = links.lock() {
-                                    links.remove(&digest);
-                                }
-                                io::Error::new(
-                                    io::ErrorKind::NotFound,
-                                    "the blob's data object is gone from the object store",
-                                )
-                            }
-                            e => io::Error::other(Unavailable {
-                                location: location.clone(),
-                                message: e.to_string(),
-                            }),
-                        })?;
-                    if got.meta.size != expected_len {
-                        return Err(invalid(format!(
-                            "a blob's data object is {} bytes long but its link says {}: it \
-                             is damaged or was changed",
-                            got.meta.size, expected_len
-                        )));
-                    }
-                    let bytes = got.bytes().await.map_err(|e| {
-                        io::Error::other(Unavailable {
-                            location: location.clone(),
-                            message: e.to_string(),
-                        })
-                    })?;
-                    if bytes.len() as u64 != span.end - span.start {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the object store answered a short range",
-                        ));
-                    }
-                    match opener {
-                        None => Ok(bytes),
-                        Some(opener) => tokio::task::spawn_blocking(move || {
-                            open_window(&opener, start, &bytes, &range)
-                        })
-                        .await
-                        .map_err(io::Error::other)?,
-                    }
+        // One GET for the whole span, streamed: the object store answers a plain GET about as
+        // fast as it answers any number of ranged ones in parallel, and nothing is held but
+        // what is being opened (the socket's buffer holds back the rest).
+        let got = self
+            .client
+            .get_opts(
+                &self.data_key(&link.data),
+                GetOptions {
+                    range: Some(GetRange::Bounded(span.clone())),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => {
+                    // Deleted since its link was read: the link goes too.
+                    self.forget(digest);
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "the blob's data object is gone from the object store",
+                    )
                 }
-            })
-            .buffered(AHEAD);
-        // The first window is fetched before the stream is handed out: a store that fails
-        // or a data object that is gone then makes the request's status (503, 404) rather
-        // than a body that breaks off after a 200.
-        let mut stream = Box::pin(stream);
+                e => self.io_error(e),
+            })?;
+        if got.meta.size != link.data_len() {
+            return Err(invalid(format!(
+                "a blob's data object is {} bytes long but its link says {}: it is damaged or \
+                 was changed",
+                got.meta.size,
+                link.data_len()
+            )));
+        }
+        let location = self.location.clone();
+        let body = Sized {
+            body: got.into_stream(),
+            left: span.end - span.start,
+        }
+        .stream()
+        .map_err(move |e| match e {
+            BodyError::Store(e) => io::Error::other(Unavailable {
+                location: location.clone(),
+                message: e.to_string(),
+            }),
+            BodyError::Short => io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the object store answered a short range",
+            ),
+        });
+        let stream: super::BlobStream = match opener {
+            None => Box::pin(body),
+            // Opened a batch of segments at a time on the blocking threads, the next batch
+            // arriving meanwhile.
+            Some(opener) => Box::pin(
+                segment_batches(body, first_segment)
+                    .map(move |batch| {
+                        let opener = opener.clone();
+                        let range = range.clone();
+                        async move {
+                            let (first, sealed) = batch?;
+                            tokio::task::spawn_blocking(move || {
+                                open_batch(&opener, first, sealed, &range)
+                            })
+                            .await
+                            .map_err(io::Error::other)?
+                        }
+                    })
+                    .buffered(OPENING),
+            ),
+        };
+        // The first bytes come before the stream is handed out: a body that fails at once
+        // then makes the request's status (503) rather than a body that breaks off after a
+        // 200.
+        let mut stream = stream;
         match stream.next().await {
             None => Ok(Box::pin(futures_util::stream::empty())),
             Some(Err(e)) => Err(e),
@@ -851,22 +832,87 @@ impl S3Store {
     }
 }
 
-/// Opens the segments of one fetched window (from segment `first` on) and keeps the part of
+/// Why a data object's body stopped.
+enum BodyError {
+    Store(object_store::Error),
+    /// It ended before the span asked for.
+    Short,
+}
+
+/// A GET's body that must be exactly `left` bytes long.
+struct Sized<S> {
+    body: S,
+    left: u64,
+}
+
+impl<S> Sized<S>
+where
+    S: futures_util::Stream<Item = Result<Bytes, object_store::Error>> + Send + Unpin + 'static,
+{
+    fn stream(self) -> impl futures_util::Stream<Item = Result<Bytes, BodyError>> + Send {
+        futures_util::stream::try_unfold(self, |mut this| async move {
+            match this.body.next().await {
+                Some(Ok(chunk)) => {
+                    if chunk.len() as u64 > this.left {
+                        return Err(BodyError::Short);
+                    }
+                    this.left -= chunk.len() as u64;
+                    Ok(Some((chunk, this)))
+                }
+                Some(Err(e)) => Err(BodyError::Store(e)),
+                None if this.left > 0 => Err(BodyError::Short),
+                None => Ok(None),
+            }
+        })
+    }
+}
+
+/// The sealed segments of a body in pooled buffers, [`BATCH_SEGMENTS`] at a time (the last
+/// batch shorter), each with the index of its first segment.
+fn segment_batches(
+    body: impl futures_util::Stream<Item = io::Result<Bytes>> + Send + 'static,
+    first: u64,
+) -> impl futures_util::Stream<Item = io::Result<(u64, Buf)>> + Send {
+    const BATCH: usize = BATCH_SEGMENTS * SEGMENT;
+    let body = Box::pin(body);
+    futures_util::stream::try_unfold(
+        (body, first, Bytes::new(), false),
+        |(mut body, next, mut left, mut ended)| async move {
+            let mut batch = Buf::get();
+            loop {
+                let took = batch.fill_upto(&left, BATCH);
+                left = left.slice(took..);
+                if batch.len() == BATCH || ended {
+                    break;
+                }
+                match body.next().await {
+                    Some(chunk) => left = chunk?,
+                    None => ended = true,
+                }
+            }
+            if batch.is_empty() {
+                return Ok(None);
+            }
+            let count = batch.len().div_ceil(SEGMENT) as u64;
+            Ok(Some(((next, batch), (body, next + count, left, ended))))
+        },
+    )
+}
+
+/// Opens a batch of sealed segments (from segment `first` on) in place and keeps the part of
 /// their plaintext in `range`.
-fn open_window(
+fn open_batch(
     opener: &Opener,
     first: u64,
-    sealed: &[u8],
+    mut batch: Buf,
     range: &Range<u64>,
 ) -> io::Result<Bytes> {
-    let count = (sealed.len() as u64).div_ceil(SEGMENT as u64) as usize;
-    let mut plain = vec![0u8; count * PLAIN];
-    let n = opener.open(first, sealed, &mut plain)?;
-    plain.truncate(n);
+    let len = batch.len();
+    let n = opener.open_in_place(first, &mut batch[..len])?;
     let base = first * PLAIN as u64;
     let from = (range.start.max(base) - base) as usize;
     let to = (range.end.min(base + n as u64) - base) as usize;
-    Ok(Bytes::from(plain).slice(from..to))
+    Ok(Bytes::from_owner(batch).slice(from..to))
 }
 
 #[cfg(test)]
@@ -915,7 +961,7 @@ mod tests {
     }
 
     #[test]
-    fn windows_open_and_trim() {
+    fn batches_open_in_place_and_trim() {
         let keys = Keys::new(&crypt::MasterKey::generate().unwrap(), &[]).unwrap();
         let sealer = keys.sealer().unwrap();
         let plain: Vec<u8> = (0..3 * PLAIN + 10).map(|i| (i % 251) as u8).collect();
@@ -923,10 +969,15 @@ mod tests {
         sealer.seal(0, &plain, true, &mut sealed).unwrap();
         let opener = keys.opener(&sealer.header(plain.len() as u64)).unwrap();
         let range = (PLAIN as u64 + 5)..(3 * PLAIN as u64 + 3);
-        let got = open_window(&opener, 1, &sealed[SEGMENT..], &range).unwrap();
+        let batch = |sealed: &[u8]| {
+            let mut buf = Buf::get();
+            assert_eq!(buf.fill_upto(sealed, BUF_SIZE), sealed.len());
+            buf
+        };
+        let got = open_batch(&opener, 1, batch(&sealed[SEGMENT..]), &range).unwrap();
         assert_eq!(&got[..], &plain[range.start as usize..range.end as usize]);
         let mut tampered = sealed.clone();
         tampered[SEGMENT + 7] ^= 1;
-        assert!(open_window(&opener, 1, &tampered[SEGMENT..], &range).is_err());
+        assert!(open_batch(&opener, 1, batch(&tampered[SEGMENT..]), &range).is_err());
     }
 }
