@@ -48,6 +48,8 @@ const MAX_PARTS: usize = 10_000;
 /// What a request that adds to a session may hold: its unsent part (and the chunk that
 /// overfills it), and the parts in flight.
 const RESERVE: usize = (IN_FLIGHT + 1) * (PART_SEGMENTS * crypt::SEGMENT) + (1 << 20);
+/// Tails kept in memory between requests (each at most a part): see [`Uploads`].
+const TAILS_KEPT: usize = 4;
 /// How long a request waits for upload memory before it is refused.
 const MEMORY_WAIT: Duration = Duration::from_secs(30);
 /// A long request rewrites its (busy) state this often, so that other instances do not
@@ -109,6 +111,12 @@ impl State {
 /// the upload memory in use.
 pub struct Uploads {
     local: Mutex<HashMap<UploadId, Local>>,
+    /// The last tails this instance saved, by session and the length they end at (the
+    /// newest last): the next request to a session mostly comes here again, and then need
+    /// not read back what it just wrote. A tail object never changes once a state names it
+    /// (lengths only grow), so one found here for the length the session's state says is
+    /// that tail. At most [`TAILS_KEPT`].
+    tails: Mutex<std::collections::VecDeque<(UploadId, u64, Vec<u8>)>>,
     held: AtomicUsize,
     limit: usize,
     /// How long a request waits for memory ([`MEMORY_WAIT`]; shorter in tests).
@@ -136,6 +144,7 @@ impl Uploads {
     pub fn new(limit: usize) -> Uploads {
         Uploads {
             local: Mutex::default(),
+            tails: Mutex::default(),
             held: AtomicUsize::new(0),
             limit,
             wait: MEMORY_WAIT,
@@ -171,6 +180,26 @@ impl Uploads {
     fn forget(&self, id: &UploadId) {
         let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
         local.remove(id);
+        drop(local);
+        self.take_tail(id, None);
+    }
+
+    /// Keeps the tail a request just saved (the oldest kept goes when there are too many).
+    fn keep_tail(&self, id: &UploadId, size: u64, tail: Vec<u8>) {
+        let mut tails = self.tails.lock().unwrap_or_else(|p| p.into_inner());
+        tails.retain(|(kept, _, _)| kept != id);
+        if tails.len() >= TAILS_KEPT {
+            tails.pop_front();
+        }
+        tails.push_back((*id, size, tail));
+    }
+
+    /// The session's kept tail when it ends at `size` (any with `None`), taken out.
+    fn take_tail(&self, id: &UploadId, size: Option<u64>) -> Option<Vec<u8>> {
+        let mut tails = self.tails.lock().unwrap_or_else(|p| p.into_inner());
+        let at = tails.iter().position(|(kept, _, _)| kept == id)?;
+        let (_, kept_size, tail) = tails.remove(at)?;
+        (size.is_none_or(|s| s == kept_size)).then_some(tail)
     }
 
     pub fn exists(&self, id: &UploadId) -> bool {
@@ -265,6 +294,11 @@ impl S3Store {
 
     /// The session's unsent bytes, in plaintext, with room for a part more.
     async fn load_tail(&self, id: &UploadId, state: &State) -> Result<Vec<u8>, StoreError> {
+        if let Some(tail) = self.uploads.take_tail(id, Some(state.size)) {
+            if tail.len() as u64 == state.tail {
+                return Ok(tail);
+            }
+        }
         let mut tail = Vec::with_capacity(PART_PLAIN + (1 << 16));
         if state.tail == 0 {
             return Ok(tail);
@@ -528,8 +562,14 @@ impl S3Store {
         match result {
             Ok(()) => {
                 if old_size != state.size && old_size > 0 {
-                    let _ = self.client.delete(&self.tail_key(id, old_size)).await;
+                    // The old tail is nobody's now: it goes while the client sends on.
+                    let client = self.client.clone();
+                    let old = self.tail_key(id, old_size);
+                    tokio::spawn(async move {
+                        let _ = client.delete(&old).await;
+                    });
                 }
+                self.uploads.keep_tail(id, state.size, pending);
                 Ok(state.size)
             }
             Err(e) => {
