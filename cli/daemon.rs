@@ -109,6 +109,9 @@ impl Table for SystemInfo {
                 rows.insert(6, ("tls certificate", cert.display().to_string()));
             }
         }
+        if let Some(address) = &self.metrics_address {
+            rows.push(("metrics", format!("http://{address}/metrics")));
+        }
         if let Some(anonymous) = self.registry_anonymous {
             rows.push((
                 "registry access",
@@ -438,6 +441,12 @@ fn daemon_command(config: &DaemonConfig) -> Command {
     if let Some(encryption) = config.encryption {
         command.arg("--encryption").arg(encryption.as_str());
     }
+    command.arg("--metrics-addr").arg(
+        config
+            .metrics_addr
+            .as_deref()
+            .unwrap_or(ecrl::config::ADDR_NONE),
+    );
     match &config.metadata {
         ecrl::config::MetadataConfig::Sqlite => {
             command.arg("--metadata-backend").arg("sqlite");

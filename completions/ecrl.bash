@@ -2410,7 +2410,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__daemon__subcmd__start)
-            opts="-q -h -V --data-dir --registry-addr --tls --tls-addr --tls-cert --tls-key --tls-names --config --log-format --anonymous --encryption --metadata-backend --postgres-url --postgres-ca --storage-backend --s3-endpoint --s3-bucket --s3-prefix --s3-region --s3-addressing --wait --output --quiet --socket --help --version"
+            opts="-q -h -V --data-dir --registry-addr --tls --tls-addr --tls-cert --tls-key --tls-names --metrics-addr --config --log-format --anonymous --encryption --metadata-backend --postgres-url --postgres-ca --storage-backend --s3-endpoint --s3-bucket --s3-prefix --s3-region --s3-addressing --wait --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2441,6 +2441,10 @@ _ecrl() {
                     return 0
                     ;;
                 --tls-names)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-addr)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -67,6 +67,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --tls-cert 'PEM certificate chain to serve HTTPS with, instead of one from ecrld''s own CA (needs --tls-key)'
             cand --tls-key 'PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)'
             cand --tls-names 'Extra DNS names or IP addresses the generated server certificate is valid for, besides localhost, 127.0.0.1 and ::1 (comma-separated)'
+            cand --metrics-addr 'Serve Prometheus metrics at http://HOST:PORT/metrics (alone: on 127.0.0.1:9105; `none` turns them off) [default: off]'
             cand --config 'YAML config file [default: ~/.config/ecrl/config.yaml when it exists]'
             cand --log-format 'Log format on stderr [default: text]'
             cand --anonymous 'What the registry allows without credentials: none, pull (anyone may pull), or all (no registry authentication: throwaway local use only) [default: none]'

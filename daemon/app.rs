@@ -50,6 +50,8 @@ pub struct AppState {
     pub registry_addr: Option<SocketAddr>,
     /// The HTTPS registry, when it is on.
     pub tls: Option<TlsState>,
+    /// The Prometheus metrics listener's address as bound, when it is on.
+    pub metrics_addr: Option<SocketAddr>,
     pub started: Instant,
     pub started_at: time::OffsetDateTime,
     pub store: BlobStore,
@@ -521,6 +523,18 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let metrics_listener = match &config.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics listener to {addr}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
     // Removed when dropped, on every way out of this function.
     let (control_listener, _socket_file) = control::bind(&config.socket).await?;
     let registry_addr = match &registry_listener {
@@ -574,6 +588,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let state = Arc::new(AppState {
         registry_addr,
+        metrics_addr,
         tls: tls_state,
         started: Instant::now(),
         started_at: time::OffsetDateTime::now_utc(),
@@ -651,6 +666,16 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
             )),
         ));
     }
+    if let Some(listener) = metrics_listener {
+        servers.push((
+            "metrics",
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                state.clone(),
+                shutdown.clone(),
+            )),
+        ));
+    }
     let off = || "off".to_string();
     tracing::info!(
         version = ecrl::VERSION,
@@ -658,6 +683,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         socket = %state.config.socket.display(),
         registry = %registry_addr.map_or_else(off, |a| a.to_string()),
         https = %state.tls.as_ref().map_or_else(off, |t| t.addr.to_string()),
+        metrics = %state.metrics_addr.map_or_else(off, |a| a.to_string()),
         data_dir = %state.config.data_dir.display(),
         "ecrld is ready"
     );

@@ -159,6 +159,10 @@ pub async fn collect(
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     if !dry_run {
+        let metrics = &crate::metrics::METRICS;
+        metrics.job("gc");
+        metrics.gc_blobs_removed.inc_by(report.blobs_removed);
+        metrics.gc_bytes_removed.inc_by(report.bytes_removed);
         tracing::info!(
             blobs = report.blobs_removed,
             bytes = report.bytes_removed,

@@ -229,6 +229,11 @@ pub async fn run(
         .retain(|r| r.image_digest.parse().is_ok_and(|d| expired.contains(&d)));
     answer.summary.expiring_image_total_count = answer.preview_results.len() as u64;
     state.meta.lifecycle_evaluated(name.clone(), now).await?;
+    let metrics = &crate::metrics::METRICS;
+    metrics.job("lifecycle");
+    metrics
+        .lifecycle_images_expired
+        .inc_by(expired.len() as u64);
     Ok(Some(answer))
 }
 

@@ -11,6 +11,7 @@ mod lifecycle;
 mod lock;
 mod logging;
 mod metadata;
+mod metrics;
 mod migrate;
 mod mirror;
 mod progress;

@@ -152,7 +152,6 @@ impl Sessions {
     }
 
     /// Sessions open now.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         table.sessions.len()

@@ -18,6 +18,7 @@ pub const ENV_LOG_FORMAT: &str = "ECRL_LOG_FORMAT";
 pub const ENV_ANONYMOUS: &str = "ECRL_ANONYMOUS";
 pub const ENV_TLS: &str = "ECRL_TLS";
 pub const ENV_TLS_ADDR: &str = "ECRL_TLS_ADDR";
+pub const ENV_METRICS_ADDR: &str = "ECRL_METRICS_ADDR";
 pub const ENV_TLS_CERT: &str = "ECRL_TLS_CERT";
 pub const ENV_TLS_KEY: &str = "ECRL_TLS_KEY";
 pub const ENV_TLS_NAMES: &str = "ECRL_TLS_NAMES";
@@ -67,6 +68,8 @@ pub const DEFAULT_REGISTRY_ADDR: &str = "127.0.0.1:5000";
 
 /// The HTTPS registry's address when TLS is on and nothing else says.
 pub const DEFAULT_TLS_ADDR: &str = "127.0.0.1:5443";
+/// Where Prometheus metrics are served when `--metrics-addr` is given without an address.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9105";
 
 /// The registry address that turns plain HTTP off (only with TLS on).
 pub const ADDR_NONE: &str = "none";
@@ -113,6 +116,17 @@ pub struct DaemonOptions {
     /// localhost, 127.0.0.1 and ::1 (comma-separated)
     #[arg(long, env = ENV_TLS_NAMES, value_name = "NAME", value_delimiter = ',')]
     pub tls_names: Vec<String>,
+
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (alone: on 127.0.0.1:9105;
+    /// `none` turns them off) [default: off]
+    #[arg(
+        long,
+        env = ENV_METRICS_ADDR,
+        value_name = "HOST:PORT",
+        num_args = 0..=1,
+        default_missing_value = DEFAULT_METRICS_ADDR
+    )]
+    pub metrics_addr: Option<String>,
 
     /// YAML config file [default: ~/.config/ecrl/config.yaml when it exists]
     #[arg(long, env = ENV_CONFIG, value_name = "FILE")]
@@ -306,6 +320,7 @@ impl DaemonOptions {
             registry_addr: string(ENV_REGISTRY_ADDR),
             tls: string(ENV_TLS).and_then(|v| parse_bool(&v)),
             tls_addr: string(ENV_TLS_ADDR),
+            metrics_addr: string(ENV_METRICS_ADDR),
             tls_cert: var(ENV_TLS_CERT).map(PathBuf::from),
             tls_key: var(ENV_TLS_KEY).map(PathBuf::from),
             tls_names: string(ENV_TLS_NAMES)
@@ -428,6 +443,16 @@ pub struct FileConfig {
     pub lifecycle: LifecycleFileConfig,
     #[serde(default)]
     pub gc: GcFileConfig,
+    #[serde(default)]
+    pub metrics: MetricsFileConfig,
+}
+
+/// `metrics`: Prometheus metrics.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFileConfig {
+    /// `host:port` to serve `/metrics` on; absent or `none`: off.
+    pub addr: Option<String>,
 }
 
 /// `gc`: how often the daemon collects garbage.
@@ -782,6 +807,8 @@ pub struct DaemonConfig {
     pub lifecycle_interval: std::time::Duration,
     /// How often garbage is collected (`gc.interval`).
     pub gc_interval: std::time::Duration,
+    /// Where Prometheus metrics are served (`metrics.addr`); `None`: off.
+    pub metrics_addr: Option<String>,
 }
 
 /// What bounds the registry's connections (`registry.*_timeout`, `registry.max_connections*`).
@@ -1136,6 +1163,17 @@ pub fn resolve(
             value: addr.to_string(),
         });
     }
+    let metrics_addr = options
+        .metrics_addr
+        .clone()
+        .or(file.metrics.addr)
+        .filter(|a| !a.eq_ignore_ascii_case(ADDR_NONE));
+    if let Some(addr) = metrics_addr.as_deref().filter(|a| !valid_address(a)) {
+        return Err(ConfigError::Address {
+            setting: "metrics address (--metrics-addr, ECRL_METRICS_ADDR, metrics.addr)",
+            value: addr.to_string(),
+        });
+    }
     let tls = resolve_tls(options, file.registry.tls)?;
     if let Some(tls) = tls.as_ref().filter(|t| !valid_address(&t.addr)) {
         return Err(ConfigError::Address {
@@ -1242,6 +1280,7 @@ pub fn resolve(
         mirror,
         lifecycle_interval,
         gc_interval,
+        metrics_addr,
     })
 }
 

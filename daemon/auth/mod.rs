@@ -617,6 +617,7 @@ impl Guard {
         if let Some(until) = failures.get(key).and_then(|f| f.blocked_until) {
             let now = Instant::now();
             if until > now {
+                crate::metrics::METRICS.throttled.inc();
                 return Err(AuthError::TooManyFailures {
                     client: key.0,
                     user: if key.1.is_empty() {
@@ -632,6 +633,7 @@ impl Guard {
     }
 
     fn record_failure(&self, key: &FailureKey) {
+        crate::metrics::METRICS.auth_failures.inc();
         let Ok(mut failures) = self.failures.lock() else {
             return;
         };

@@ -170,6 +170,7 @@ async fn info(state: Shared, _peer: Peer, _: Empty) -> Result<SystemInfo, ApiErr
         socket: state.config.socket.clone(),
         registry_address: state.registry_addr.map(|a| a.to_string()),
         registry_tls_address: state.tls.as_ref().map(|t| t.addr.to_string()),
+        metrics_address: state.metrics_addr.map(|a| a.to_string()),
         tls_ca_path: state.tls.as_ref().and_then(|t| t.ca_cert.clone()),
         tls_cert_path: state.tls.as_ref().and_then(|t| t.cert_file.clone()),
         tls_names: state

@@ -309,6 +309,7 @@ pub async fn manifest(
         .lock((repo.clone(), reference.to_string()))
         .await;
     if !needs_upstream(state, rule, repo, reference) {
+        crate::metrics::METRICS.cache("manifest", crate::metrics::CacheOutcome::hit);
         return Ok(());
     }
     // Only a tag can be here and stale (a digest here is never fetched again).
@@ -324,6 +325,7 @@ pub async fn manifest(
     };
     let upstream_name = format!("{}/{up_repo}:{reference}", rule.upstream_registry_url);
     let stale = |why: &str| {
+        crate::metrics::METRICS.cache("manifest", crate::metrics::CacheOutcome::stale);
         tracing::warn!(
             repository = %repo,
             reference = %reference,
@@ -345,6 +347,7 @@ pub async fn manifest(
         match head {
             Ok(Ok(Some(h))) if h.digest == digest => {
                 state.meta.cache_tag_checked(repo, tag).await?;
+                crate::metrics::METRICS.cache("manifest", crate::metrics::CacheOutcome::hit);
                 return Ok(());
             }
             Ok(Ok(Some(_))) => {}
@@ -366,7 +369,10 @@ pub async fn manifest(
         }
     }
     let fetched = match remote.manifest(&up_repo, &reference.to_string()).await {
-        Ok(m) => m,
+        Ok(m) => {
+            crate::metrics::METRICS.cache("manifest", crate::metrics::CacheOutcome::miss);
+            m
+        }
         Err(e) if cached.is_some() => {
             stale(&format!("failed ({e})"));
             return Ok(());
@@ -501,6 +507,7 @@ pub async fn blob(
             if state.store.stat(digest).await.map_err(StoreError::Io)? == Some(size) {
                 state.meta.link_blob(repo, *digest, size).await?;
                 grew(state);
+                crate::metrics::METRICS.cache("blob", crate::metrics::CacheOutcome::hit);
                 return Ok(BlobAnswer::Here);
             }
         }
@@ -675,6 +682,7 @@ async fn start_fetch(
         match &kept {
             Ok(()) => {
                 tracing::info!(repository = %repo, %digest, size, chunks, "pull-through cache: fetched a blob");
+                crate::metrics::METRICS.cache("blob", crate::metrics::CacheOutcome::miss);
                 grew(&state);
                 // Its next pull (the first from the store, when the first client had it
                 // streamed) is to be served from memory, as a hot blob's.

@@ -198,6 +198,7 @@ async fn attempt(state: &Arc<AppState>, item: Replication) {
                 registry = %item.registry,
                 "image replicated"
             );
+            crate::metrics::METRICS.replications.inc();
             Attempt::Complete
         }
         Err(Failure {
@@ -206,6 +207,7 @@ async fn attempt(state: &Arc<AppState>, item: Replication) {
             reason,
             retry_after,
         }) => {
+            crate::metrics::METRICS.replication_failures.inc();
             let attempts = item.attempts + 1;
             if transient && attempts < config.replication_max_attempts {
                 // A registry that says when to come back is heard.

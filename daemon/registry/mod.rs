@@ -224,10 +224,11 @@ const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// client whose credentials lapsed mid-push is usually on a fast link).
 const DRAIN_LIMIT_UNAUTHORIZED: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A request's body, remembering whether it was read from.
+/// A request's body, remembering whether it was read from, and how much came.
 pub struct RequestBody {
     inner: BodyDataStream,
     touched: bool,
+    received: u64,
 }
 
 impl RequestBody {
@@ -235,6 +236,7 @@ impl RequestBody {
         RequestBody {
             inner: body.into_data_stream(),
             touched: false,
+            received: 0,
         }
     }
 }
@@ -247,7 +249,11 @@ impl futures_util::Stream for RequestBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         self.touched = true;
-        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+        let next = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if let std::task::Poll::Ready(Some(Ok(chunk))) = &next {
+            self.received += chunk.len() as u64;
+        }
+        next
     }
 }
 
@@ -287,6 +293,32 @@ async fn drain(status: StatusCode, body: &mut RequestBody) {
 }
 
 async fn dispatch(state: Shared, request: Request) -> Response {
+    let metrics = &crate::metrics::METRICS;
+    if !metrics.enabled() {
+        return answer(state, request).await.0;
+    }
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let (response, route, received) = answer(state, request).await;
+    let sent = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .filter(|_| method != Method::HEAD);
+    metrics.request(
+        route,
+        &method,
+        response.status(),
+        started.elapsed(),
+        received,
+        sent,
+    );
+    response
+}
+
+/// The answer to a request, the kind of endpoint it went to and the body bytes it sent.
+async fn answer(state: Shared, request: Request) -> (Response, crate::metrics::RouteKind, u64) {
     let (parts, body) = request.into_parts();
     let mut body = RequestBody::new(body);
     if crate::aws::is_aws(&parts) {
@@ -296,8 +328,9 @@ async fn dispatch(state: Shared, request: Request) -> Response {
         if !response.status().is_success() {
             drain(response.status(), &mut body).await;
         }
-        return response;
+        return (response, crate::metrics::RouteKind::aws, body.received);
     }
+    let kind = crate::metrics::RouteKind::of(parts.uri.path(), false);
     let answer = route(state, &parts, &mut body).await;
     let mut response = match answer_after_body(answer, &parts, &mut body).await {
         Ok(response) => response,
@@ -306,7 +339,7 @@ async fn dispatch(state: Shared, request: Request) -> Response {
     response
         .headers_mut()
         .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
-    response
+    (response, kind, body.received)
 }
 
 async fn route(state: Shared, parts: &Parts, body: &mut RequestBody) -> Result<Response> {

@@ -626,6 +626,15 @@ impl Supervisor {
         self.done.insert(name.to_string());
         let c = self.container(name);
         c.last_status = task_status::STOPPED.into();
+        let why = match &status {
+            Ok(s) if s.oom_killed => "oom_killed",
+            Ok(s) if s.exit_code == Some(0) => "exited_0",
+            Ok(s) if s.exit_code.is_some() => "exited_nonzero",
+            Ok(_) => "stopped",
+            Err(RuntimeError::NotFound(_)) => "removed",
+            Err(_) => "unknown",
+        };
+        crate::metrics::METRICS.container_exit(why);
         match status {
             Ok(s) => {
                 if s.state == RunState::Exited {

@@ -61,6 +61,9 @@ pub struct SystemInfo {
     /// The HTTPS registry's listening address, when HTTPS is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_tls_address: Option<String>,
+    /// Where Prometheus metrics are served (`host:port`, as bound), when they are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
     /// ecrld's CA certificate (PEM), which clients must trust, when HTTPS is on with a
     /// certificate from ecrld's own CA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
