@@ -38,13 +38,9 @@ scrape_bytes=$(curl -sf "http://127.0.0.1:$metrics_port/metrics" | wc -c)
 log "ecrld on :$port, metrics on :$metrics_port ($scrape_bytes bytes a scrape)"
 
 load() { # prints the rate, checks every answer was 200
-    local result
-    result=$("$loader" load --url "http://127.0.0.1:$port" --concurrency "$conns" \
-        --duration "$duration" --warmup 1 --threads 2 --path /v2/bench/app/manifests/1 \
-        --header 'Accept: application/vnd.oci.image.manifest.v1+json')
-    jq -e '(.status | keys) == ["200"] and .io_errors == 0' <<<"$result" >/dev/null ||
-        { log "not every answer was 200: $result"; exit 1; }
-    jq -r '.rps' <<<"$result"
+    local r
+    r=$(manifest_load "$port" "$conns" "$duration")
+    echo "${r% *}"
 }
 declare -a quiet=() scraped=()
 for round in $(seq 1 "$runs"); do

@@ -62,13 +62,7 @@ for p in "$sqlite_port" "$pg_reg_port"; do
 done
 
 load() { # port: prints "rate p99_ms" and checks every answer was 200
-    local result
-    result=$("$loader" load --url "http://127.0.0.1:$1" --concurrency "$conns" \
-        --duration "$duration" --warmup 1 --threads 2 --path /v2/bench/app/manifests/1 \
-        --header 'Accept: application/vnd.oci.image.manifest.v1+json')
-    jq -e '(.status | keys) == ["200"] and .io_errors == 0' <<<"$result" >/dev/null ||
-        { log "not every answer was 200: $result"; exit 1; }
-    jq -r '"\(.rps) \(.latency.p99_us / 1000)"' <<<"$result"
+    manifest_load "$1" "$conns" "$duration"
 }
 puts_per_s() { # port: tag moves (manifest PUTs of new tags) one at a time, per second
     python3 - "$1" "$puts" "$manifest" <<'PY'

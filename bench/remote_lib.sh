@@ -56,3 +56,14 @@ one_ecrld_bench() { # name: the release binaries (built unless ECRL_BENCH_BUILD=
     trap 'stop ecrld_pid; rm -rf "$work"' EXIT
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 }
+
+manifest_load() { # port [conns] [duration]: regload GETs /v2/bench/app/manifests/1; prints
+    # "rate p99_ms", and stops the benchmark unless every answer was 200
+    local result
+    result=$("$loader" load --url "http://127.0.0.1:$1" --concurrency "${2:-64}" \
+        --duration "${3:-10}" --warmup 1 --threads 2 --path /v2/bench/app/manifests/1 \
+        --header 'Accept: application/vnd.oci.image.manifest.v1+json')
+    jq -e '(.status | keys) == ["200"] and .io_errors == 0' <<<"$result" >/dev/null ||
+        { log "not every answer was 200: $result"; exit 1; }
+    jq -r '"\(.rps) \(.latency.p99_us / 1000)"' <<<"$result"
+}

@@ -5,8 +5,8 @@
 mod common;
 
 use common::registry::{
-    build_task_busybox, localhost, registry_address, require_docker, run, run_ok, sha256_digest,
-    TASK_BUSYBOX,
+    build_task_busybox, localhost, push_blob, registry_address, require_docker, run, run_ok,
+    sha256_digest, TASK_BUSYBOX,
 };
 use common::{stderr, Env};
 use std::collections::BTreeSet;
@@ -46,19 +46,6 @@ fn series(text: &str) -> BTreeSet<String> {
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.rsplit_once(' ').map(|(s, _)| s.to_string()))
         .collect()
-}
-
-fn push_blob(http: &reqwest::blocking::Client, addr: &str, repo: &str, content: &[u8]) {
-    let digest = sha256_digest(content);
-    let r = http
-        .post(format!(
-            "http://{addr}/v2/{repo}/blobs/uploads/?digest={digest}"
-        ))
-        .header("content-type", "application/octet-stream")
-        .body(content.to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
 }
 
 #[test]
@@ -104,8 +91,8 @@ fn a_scrape_counts_requests_bytes_content_jobs_and_tasks() {
     // An image pushed over HTTP: a config, a 1 MiB layer, a manifest.
     let layer: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
-    push_blob(&http, &addr, "team/app", config);
-    push_blob(&http, &addr, "team/app", &layer);
+    assert_eq!(push_blob(&http, &addr, "team/app", config), 201);
+    assert_eq!(push_blob(&http, &addr, "team/app", &layer), 201);
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::registry::{registry_address, sha256_digest};
+use common::registry::{push_blob, registry_address, sha256_digest};
 use common::s3::SeaweedFs;
 use common::{pg, Env};
 use reqwest::blocking::Client;
@@ -24,18 +24,6 @@ fn http() -> Client {
         .timeout(std::time::Duration::from_secs(60))
         .build()
         .unwrap()
-}
-
-fn push_blob(http: &Client, addr: &str, repo: &str, content: &[u8]) -> reqwest::StatusCode {
-    let digest = sha256_digest(content);
-    http.post(format!(
-        "http://{addr}/v2/{repo}/blobs/uploads/?digest={digest}"
-    ))
-    .header("content-type", "application/octet-stream")
-    .body(content.to_vec())
-    .send()
-    .unwrap()
-    .status()
 }
 
 /// An image of a config and one layer; its manifest.

@@ -258,18 +258,7 @@ fn garbage_collection_runs_on_one_instance_at_a_time() {
     let a = on(&database);
     let _da = a.spawn_daemon(&[]);
     // Another holder of the collection's advisory lock (as an instance collecting now is).
-    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
-    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
-    let url = database.clone();
-    let holder = std::thread::spawn(move || {
-        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        client
-            .query_one("SELECT pg_advisory_lock($1)", &[&0x6563_726c_0010_i64])
-            .unwrap();
-        held_tx.send(()).unwrap();
-        let _ = hold_rx.recv();
-    });
-    held_rx.recv().unwrap();
+    let held = Held::lock(&database, 0x6563_726c_0010);
     let out = a.ecrl(&["gc", "-q"]);
     assert!(!out.status.success(), "a second collection ran at once");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -278,8 +267,7 @@ fn garbage_collection_runs_on_one_instance_at_a_time() {
         "{stderr}"
     );
     // Once the other is done, this one collects.
-    drop(hold_tx);
-    holder.join().unwrap();
+    drop(held);
     let report: serde_json::Value =
         serde_json::from_str(&a.ecrl_ok(&["gc", "--output", "json"])).unwrap();
     assert_eq!(report["dryRun"], false, "{report}");
@@ -323,18 +311,7 @@ fn a_flood_of_misses_answers_without_the_registry_wide_write_lock() {
     assert_eq!(http.get(missing(0)).send().unwrap().status(), 404);
 
     // Another holder of the write lock.
-    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
-    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
-    let url = database.clone();
-    let holder = std::thread::spawn(move || {
-        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        client
-            .query_one("SELECT pg_advisory_lock($1)", &[&0x6563_726c_0002_i64])
-            .unwrap();
-        held_tx.send(()).unwrap();
-        let _ = hold_rx.recv();
-    });
-    held_rx.recv().unwrap();
+    let held = Held::lock(&database, 0x6563_726c_0002);
     let started = Instant::now();
     std::thread::scope(|scope| {
         for t in 0..8u32 {
@@ -356,8 +333,7 @@ fn a_flood_of_misses_answers_without_the_registry_wide_write_lock() {
         flood < Duration::from_secs(20),
         "480 misses took {flood:?} with the write lock held elsewhere"
     );
-    drop(hold_tx);
-    holder.join().unwrap();
+    drop(held);
 
     // Writes go on as before, and a miss still finds what another instance just pushed.
     let token = a.ecrl_ok(&["get-login-password"]).trim().to_string();
@@ -365,6 +341,43 @@ fn a_flood_of_misses_answers_without_the_registry_wide_write_lock() {
     let m = on_b.image("team/app", b"pushed after the flood");
     assert_eq!(on_b.put_manifest("team/app", "after", &m).status(), 201);
     assert_eq!(on_a.get("/v2/team/app/manifests/after"), (200, m));
+}
+
+/// A PostgreSQL advisory lock held from outside ecrld (as another instance holds it while it
+/// collects garbage or writes), on a session of its own, until dropped.
+struct Held {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    holder: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Held {
+    fn lock(database: &str, key: i64) -> Held {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+        let url = database.to_string();
+        let holder = std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            client
+                .query_one("SELECT pg_advisory_lock($1)", &[&key])
+                .unwrap();
+            held_tx.send(()).unwrap();
+            let _ = released.recv();
+        });
+        held_rx.recv().expect("the advisory lock was taken");
+        Held {
+            release: Some(release),
+            holder: Some(holder),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(holder) = self.holder.take() {
+            let _ = holder.join();
+        }
+    }
 }
 
 /// A registry client of one instance, authenticated with a login token (which every

@@ -217,3 +217,22 @@ pub fn build_task_busybox() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A monolithic blob push (POST with the digest) over plain HTTP: the answer's status.
+#[allow(dead_code)]
+pub fn push_blob(
+    http: &reqwest::blocking::Client,
+    addr: &str,
+    repo: &str,
+    content: &[u8],
+) -> reqwest::StatusCode {
+    let digest = sha256_digest(content);
+    http.post(format!(
+        "http://{addr}/v2/{repo}/blobs/uploads/?digest={digest}"
+    ))
+    .header("content-type", "application/octet-stream")
+    .body(content.to_vec())
+    .send()
+    .unwrap()
+    .status()
+}
