@@ -91,8 +91,8 @@ fn a_scrape_counts_requests_bytes_content_jobs_and_tasks() {
     // An image pushed over HTTP: a config, a 1 MiB layer, a manifest.
     let layer: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
-    assert_eq!(push_blob(&http, &addr, "team/app", config), 201);
-    assert_eq!(push_blob(&http, &addr, "team/app", &layer), 201);
+    assert_eq!(push_blob(&http, &addr, "team/app", config).status(), 201);
+    assert_eq!(push_blob(&http, &addr, "team/app", &layer).status(), 201);
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

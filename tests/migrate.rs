@@ -29,8 +29,8 @@ fn http() -> Client {
 /// An image of a config and one layer; its manifest.
 fn push_image(http: &Client, addr: &str, repo: &str, tag: &str, layer: &[u8]) -> Vec<u8> {
     let config = format!(r#"{{"architecture":"amd64","os":"linux","tag":"{tag}"}}"#);
-    assert_eq!(push_blob(http, addr, repo, config.as_bytes()), 201);
-    assert_eq!(push_blob(http, addr, repo, layer), 201);
+    assert_eq!(push_blob(http, addr, repo, config.as_bytes()).status(), 201);
+    assert_eq!(push_blob(http, addr, repo, layer).status(), 201);
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -115,7 +115,7 @@ fn a_registry_moves_onto_object_storage_and_postgres_without_losing_anything() {
     assert_eq!(report["rows"]["users"], 1, "{report}");
 
     // The old daemon refuses writes now, saying where the registry went; pulls still work.
-    let status = push_blob(&http, &addr, "team/app", b"written after the move");
+    let status = push_blob(&http, &addr, "team/app", b"written after the move").status();
     assert_eq!(status, 503);
     let r = http
         .post(format!(
@@ -200,7 +200,7 @@ fn a_second_move_while_one_runs_is_refused() {
         let layer: Vec<u8> = (0..(2u32 << 20))
             .map(|i| (i.wrapping_mul(2_654_435_761) ^ n.wrapping_mul(97)) as u8)
             .collect();
-        assert_eq!(push_blob(&http, &addr, "team/big", &layer), 201);
+        assert_eq!(push_blob(&http, &addr, "team/big", &layer).status(), 201);
         layers.push(sha256_digest(&layer));
     }
 

@@ -183,16 +183,8 @@ fn postgres_restarted_under_load_loses_nothing_and_clients_get_503_meanwhile() {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let push_blob = |repo: &str, content: &[u8]| {
-        let digest = common::registry::sha256_digest(content);
-        http.post(format!(
-            "http://{addr}/v2/{repo}/blobs/uploads/?digest={digest}"
-        ))
-        .header("content-type", "application/octet-stream")
-        .body(content.to_vec())
-        .send()
-        .unwrap()
-    };
+    let push_blob =
+        |repo: &str, content: &[u8]| common::registry::push_blob(&http, &addr, repo, content);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (created, failures) = std::thread::scope(|scope| {
         // The load: repositories created one after another, each told success or failure.

@@ -218,14 +218,14 @@ pub fn build_task_busybox() {
     );
 }
 
-/// A monolithic blob push (POST with the digest) over plain HTTP: the answer's status.
+/// A monolithic blob push (POST with the digest) over plain HTTP: the answer.
 #[allow(dead_code)]
 pub fn push_blob(
     http: &reqwest::blocking::Client,
     addr: &str,
     repo: &str,
     content: &[u8],
-) -> reqwest::StatusCode {
+) -> reqwest::blocking::Response {
     let digest = sha256_digest(content);
     http.post(format!(
         "http://{addr}/v2/{repo}/blobs/uploads/?digest={digest}"
@@ -234,5 +234,4 @@ pub fn push_blob(
     .body(content.to_vec())
     .send()
     .unwrap()
-    .status()
 }
