@@ -3132,6 +3132,32 @@ fn gc_removes_what_nothing_holds_and_keeps_every_referenced_byte() {
 /// Collections running back to back while 16 clients push, pull and delete: every push
 /// completes, every pull during the load (of any client's image) is byte-identical, and every
 /// image not deleted pulls whole afterwards.
+/// A blob pushed again into a repository that linked it long ago counts as just pushed: the
+/// collection that runs before the manifest comes does not unlink it, and the manifest is
+/// taken even once the grace of anything unlinked then would have passed.
+#[test]
+fn a_blob_pushed_again_is_not_collected_before_its_manifest() {
+    let env = Env::new();
+    let config = env.write_config("registry:\n  deleted_blob_grace: 1s\n  upload_expiry: 2s\n");
+    let reg = Registry::start_in(env, &["--config", config.to_str().unwrap()]);
+    let layer = bytes("pushed twice", 20_000);
+    let config_blob = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux"})).unwrap();
+    push_blob(&reg, "team/again", &layer);
+    push_blob(&reg, "team/again", &config_blob);
+    // Older than upload_expiry and the grace, with no manifest: garbage by now.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    push_blob(&reg, "team/again", &layer);
+    push_blob(&reg, "team/again", &config_blob);
+    reg.env.ecrl_ok(&["gc", "-q"]);
+    // Past the grace of whatever that collection unlinked.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let manifest = image_manifest(Flavor::Oci, &config_blob, &[&layer]);
+    put_manifest_ok(&reg, "team/again", "1", OCI_MANIFEST, &manifest);
+    let resp = reg.get(&format!("/v2/team/again/blobs/{}", sha256(&layer)));
+    assert_status(&resp, 200);
+    assert_eq!(resp.bytes().unwrap().as_ref(), &layer[..]);
+}
+
 #[test]
 fn gc_while_clients_push_and_pull_loses_nothing() {
     let env = Env::new();

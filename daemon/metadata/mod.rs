@@ -669,6 +669,19 @@ impl Metadata {
         {
             return Ok(false);
         }
+        self.pushed_blob(repo, digest, size).await
+    }
+
+    /// [`Metadata::link_blob`] for a blob a client just pushed: a link the repository had
+    /// already is dated now, as a new one would be. A push announces a manifest to come, and
+    /// garbage collection leaves links alone for `upload_expiry` after they were made; an
+    /// old link a client pushed again must get that time too.
+    pub async fn pushed_blob(
+        &self,
+        repo: &RepoName,
+        digest: Digest,
+        size: u64,
+    ) -> Result<bool, MetaError> {
         let repo = repo.clone();
         self.write(move |conn, index| {
             let entry = index

@@ -296,7 +296,7 @@ pub async fn start(
                 .is_some()
             {
                 state.meta.ensure_repo(&repo, create).await?;
-                state.meta.link_blob(&repo, digest, size).await?;
+                state.meta.pushed_blob(&repo, digest, size).await?;
                 return Ok(created(&repo, &digest));
             }
         }
@@ -308,7 +308,7 @@ pub async fn start(
         let _guard = state.lock_blob(&digest).await;
         let size = state.store.upload_finish(&id, &digest).await?;
         state.meta.ensure_repo(&repo, create).await?;
-        state.meta.link_blob(&repo, digest, size).await?;
+        state.meta.pushed_blob(&repo, digest, size).await?;
         return Ok(created(&repo, &digest));
     }
     // A session alone puts nothing in the repository: it is made at the first blob.
@@ -415,7 +415,7 @@ pub async fn finish(
         .meta
         .ensure_repo(repo, state.config.create_on_push)
         .await?;
-    state.meta.link_blob(repo, digest, size).await?;
+    state.meta.pushed_blob(repo, digest, size).await?;
     Ok(created(repo, &digest))
 }
 
