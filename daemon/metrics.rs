@@ -447,30 +447,45 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` on `listener` until shutdown.
+/// Connections the metrics listener serves at once, in all and from one address: a
+/// Prometheus or two, and whoever curls it.
+const MAX_CONNECTIONS: usize = 64;
+const MAX_PER_CLIENT: usize = 8;
+
+/// Serves `/metrics` on `listener` until shutdown, with the registry's deadlines (a client
+/// that sends or reads nothing is dropped) and caps of its own on connections.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     METRICS.enabled.store(true, Ordering::Relaxed);
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let state = state.clone();
-                async move { scrape(&state).await }
-            }),
-        )
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                "ecrld serves its metrics at /metrics only\n",
-            )
-        });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let limits = &state.config.connections;
+    let conns = crate::registry::conn::Conns::new(crate::registry::conn::Limits {
+        head_timeout: limits.head_timeout,
+        body_timeout: limits.body_timeout,
+        idle_timeout: limits.idle_timeout,
+        write_timeout: limits.write_timeout,
+        max_connections: MAX_CONNECTIONS,
+        max_per_client: MAX_PER_CLIENT,
+    });
+    let handler: crate::registry::conn::Handler = Arc::new(move |request| {
+        let state = state.clone();
+        Box::pin(async move {
+            if request.uri().path() != "/metrics" {
+                return (
+                    StatusCode::NOT_FOUND,
+                    "ecrld serves its metrics at /metrics only\n",
+                )
+                    .into_response();
+            }
+            if request.method() != Method::GET && request.method() != Method::HEAD {
+                return StatusCode::METHOD_NOT_ALLOWED.into_response();
+            }
+            scrape(&state).await
+        })
+    });
+    crate::registry::conn::serve(listener, conns, handler, shutdown).await
 }
 
 async fn scrape(state: &Arc<AppState>) -> Response {

@@ -265,4 +265,33 @@ fn failures_count_and_a_flood_of_unknown_names_grows_nothing() {
     // were not asked for before): a handful, never one per name.
     assert!(new.len() <= 8, "new series: {new:#?}");
     assert!(!second.contains("flood-"), "a name became a label");
+
+    // Connections held open and idle: the listener keeps a few per address, closing the
+    // oldest idle ones, and a scrape still gets through.
+    use std::io::Read;
+    let idle: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| std::net::TcpStream::connect(&metrics).unwrap())
+        .collect();
+    // (A new client: the pooled connection of the last scrape was idle too.)
+    assert!(scrape(&self::http(), &metrics).contains("ecrl_build_info"));
+    let closed = idle
+        .iter()
+        .filter(|stream| {
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+                .unwrap();
+            match (&**stream).read(&mut [0u8; 1]) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+            }
+        })
+        .count();
+    assert!(
+        closed >= 32,
+        "only {closed} of 40 idle connections were closed"
+    );
 }
