@@ -265,6 +265,34 @@ fn garbage_collection_runs_on_one_instance_at_a_time() {
     assert_eq!(report["dryRun"], false, "{report}");
 }
 
+/// Collections right after one another on one instance all run: each lets go of the
+/// registry-wide claim before the next asks for it. (The claim used to go only when the
+/// server noticed its session had ended; on a loaded machine the next collection then heard
+/// that another instance was collecting.)
+#[test]
+fn collections_back_to_back_on_one_instance_all_run() {
+    let database = pg::database();
+    let a = on(&database);
+    let _da = a.spawn_daemon(&[]);
+    // Two callers at once: the second waits for the first inside the instance, and asks for
+    // the claim the moment the first is done.
+    std::thread::scope(|scope| {
+        for caller in 0..2 {
+            let a = &a;
+            scope.spawn(move || {
+                for n in 0..15 {
+                    let out = a.ecrl(&["gc", "-q"]);
+                    assert!(
+                        out.status.success(),
+                        "caller {caller}, collection {n}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            });
+        }
+    });
+}
+
 /// A miss (a tag, manifest or blob that is not there) on a shared instance first asks the
 /// database whether another instance just committed it. A flood of misses must not cost the
 /// other instances anything: with the lock every instance's writes take held elsewhere (a

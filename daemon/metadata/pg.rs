@@ -156,8 +156,32 @@ pub fn listen(
 /// replication, sync jobs), held as a PostgreSQL session advisory lock on a connection of
 /// its own: released when dropped, or by the server when this instance dies.
 pub struct Exclusive {
-    _release: std::sync::mpsc::Sender<()>,
+    key: i64,
+    release: Option<std::sync::mpsc::Sender<()>>,
+    released: Option<std::sync::mpsc::Receiver<()>>,
 }
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(released) = self.released.take() {
+            RELEASING
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(self.key, released);
+        }
+    }
+}
+
+/// Claims this instance let go of and is still releasing, by key: told when the lock is free.
+/// A claim of the same key here waits for that first (the release runs on its own thread,
+/// after the guard went), or it would find its own instance's last claim still holding it.
+static RELEASING: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<i64, std::sync::mpsc::Receiver<()>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// How long a claim waits for this instance's release of the same key.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Takes the advisory lock `key` if no other session holds it: `None` when one does.
 pub fn try_exclusive(
@@ -166,8 +190,16 @@ pub fn try_exclusive(
     instance: String,
     key: i64,
 ) -> Result<Option<Exclusive>, MetaError> {
+    let releasing = RELEASING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key);
+    if let Some(released) = releasing {
+        let _ = released.recv_timeout(RELEASE_WAIT);
+    }
     let (answer_tx, answer_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (released_tx, released_rx) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("metadata-exclusive".into())
         .spawn(move || {
@@ -178,12 +210,14 @@ pub fn try_exclusive(
                 Ok((client, row.get::<_, bool>(0)))
             });
             match taken {
-                Ok((client, true)) => {
+                Ok((mut client, true)) => {
                     let _ = answer_tx.send(Ok(true));
-                    // Held until the guard goes (its sender drops); the session ends with
-                    // the client, which releases the lock.
+                    // Held until the guard goes (its sender drops). Unlocked at once then,
+                    // not whenever the server notices the session ended.
                     let _ = release_rx.recv();
+                    let _ = client.query_one("SELECT pg_advisory_unlock($1)", &[&key]);
                     drop(client);
+                    let _ = released_tx.send(());
                 }
                 Ok((_, false)) => {
                     let _ = answer_tx.send(Ok(false));
@@ -196,7 +230,9 @@ pub fn try_exclusive(
         .map_err(|e| MetaError::Db(e.to_string()))?;
     match answer_rx.recv() {
         Ok(Ok(true)) => Ok(Some(Exclusive {
-            _release: release_tx,
+            key,
+            release: Some(release_tx),
+            released: Some(released_rx),
         })),
         Ok(Ok(false)) => Ok(None),
         Ok(Err(e)) => Err(e),
