@@ -525,7 +525,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     };
     let metrics_listener = match &config.metrics_addr {
         Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
+            registry::conn::bind(addr)
                 .await
                 .with_context(|| format!("binding the metrics listener to {addr}"))?,
         ),

@@ -299,7 +299,9 @@ async fn dispatch(state: Shared, request: Request) -> Response {
     }
     let started = std::time::Instant::now();
     let method = request.method().clone();
-    let (response, route, received) = answer(state, request).await;
+    let uri = request.uri().clone();
+    let (response, aws, received) = answer(state, request).await;
+    let route = crate::metrics::RouteKind::of(uri.path(), aws);
     let sent = response
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -317,8 +319,8 @@ async fn dispatch(state: Shared, request: Request) -> Response {
     response
 }
 
-/// The answer to a request, the kind of endpoint it went to and the body bytes it sent.
-async fn answer(state: Shared, request: Request) -> (Response, crate::metrics::RouteKind, u64) {
+/// The answer to a request, whether it went to the AWS API, and the body bytes it sent.
+async fn answer(state: Shared, request: Request) -> (Response, bool, u64) {
     let (parts, body) = request.into_parts();
     let mut body = RequestBody::new(body);
     if crate::aws::is_aws(&parts) {
@@ -328,9 +330,8 @@ async fn answer(state: Shared, request: Request) -> (Response, crate::metrics::R
         if !response.status().is_success() {
             drain(response.status(), &mut body).await;
         }
-        return (response, crate::metrics::RouteKind::aws, body.received);
+        return (response, true, body.received);
     }
-    let kind = crate::metrics::RouteKind::of(parts.uri.path(), false);
     let answer = route(state, &parts, &mut body).await;
     let mut response = match answer_after_body(answer, &parts, &mut body).await {
         Ok(response) => response,
@@ -339,7 +340,7 @@ async fn answer(state: Shared, request: Request) -> (Response, crate::metrics::R
     response
         .headers_mut()
         .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
-    (response, kind, body.received)
+    (response, false, body.received)
 }
 
 async fn route(state: Shared, parts: &Parts, body: &mut RequestBody) -> Result<Response> {
