@@ -357,7 +357,13 @@ fn put_manifest_ok(
 ) -> String {
     let resp = put_manifest(reg, repo, reference, media_type, body);
     let digest = sha256(body);
-    assert_status(&resp, 201);
+    if resp.status() != 201 {
+        let (url, status, headers) = (resp.url().clone(), resp.status(), resp.headers().clone());
+        panic!(
+            "{url} answered {status} with headers {headers:?}: {}",
+            resp.text().unwrap_or_default()
+        );
+    }
     assert_api_version(&resp);
     assert_eq!(header(&resp, "docker-content-digest"), digest);
     assert_eq!(
@@ -3161,7 +3167,10 @@ fn a_blob_pushed_again_is_not_collected_before_its_manifest() {
 #[test]
 fn gc_while_clients_push_and_pull_loses_nothing() {
     let env = Env::new();
-    let config = env.write_config("registry:\n  deleted_blob_grace: 2s\n  upload_expiry: 2s\n");
+    // A link waits `upload_expiry` for its manifest: on a loaded machine one image's push
+    // (three blobs, then the manifest) takes seconds, so the links' wait is kept well above
+    // that; the deleted images' content goes after the short grace.
+    let config = env.write_config("registry:\n  deleted_blob_grace: 2s\n  upload_expiry: 120s\n");
     let reg = std::sync::Arc::new(Registry::start_in(
         env,
         &["--config", config.to_str().unwrap()],
