@@ -1,8 +1,8 @@
 //! The command tree and what every command shares: output format, quiet, the daemon's socket.
 
 use crate::{
-    auth, cluster, completions, daemon, gc, image, mirror, output::OutputFormat, repo, storage,
-    task, tls,
+    auth, cluster, completions, daemon, events, gc, image, mirror, output::OutputFormat, repo,
+    storage, task, tls,
 };
 use clap::{Parser, Subcommand};
 use ecrl::client::{Client, ClientError};
@@ -86,6 +86,9 @@ pub enum Command {
     /// Check every blob against its digest and the metadata against the disk (--repair)
     #[command(long_about = gc::FSCK_LONG_ABOUT)]
     Fsck(gc::FsckArgs),
+    /// Show what ecrld changed (pushes, deletes, tasks, policies, ...); -f follows; --webhooks
+    #[command(long_about = events::LONG_ABOUT)]
+    Events(events::EventsArgs),
     /// Move the registry onto the backends several ecrld share (S3 and PostgreSQL)
     #[command(subcommand)]
     Storage(storage::StorageCommand),
@@ -142,6 +145,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tls(cmd) => tls::run(&ctx, cmd),
         Command::Gc(args) => gc::run(&ctx, args),
         Command::Fsck(args) => gc::fsck(&ctx, args),
+        Command::Events(args) => events::run(&ctx, args),
         Command::Storage(cmd) => storage::run(&ctx, cmd),
         Command::Completions(args) => completions::print(args),
         Command::GenerateDocs(args) => completions::generate_docs(args),

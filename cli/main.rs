@@ -5,6 +5,7 @@ mod auth;
 mod cluster;
 mod completions;
 mod daemon;
+mod events;
 mod gc;
 mod image;
 mod lifecycle;

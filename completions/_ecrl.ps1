@@ -42,6 +42,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('tls', 'tls', [CompletionResultType]::ParameterValue, 'Show how clients come to trust the HTTPS registry (ecrld''s CA)')
             [CompletionResult]::new('gc', 'gc', [CompletionResultType]::ParameterValue, 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)')
             [CompletionResult]::new('fsck', 'fsck', [CompletionResultType]::ParameterValue, 'Check every blob against its digest and the metadata against the disk (--repair)')
+            [CompletionResult]::new('events', 'events', [CompletionResultType]::ParameterValue, 'Show what ecrld changed (pushes, deletes, tasks, policies, ...); -f follows; --webhooks')
             [CompletionResult]::new('storage', 'storage', [CompletionResultType]::ParameterValue, 'Move the registry onto the backends several ecrld share (S3 and PostgreSQL)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('generate-docs', 'generate-docs', [CompletionResultType]::ParameterValue, 'Write completion scripts and man pages into a directory (for packagers and the tests)')
@@ -1777,6 +1778,25 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'ecrl;events' {
+            [CompletionResult]::new('--since', '--since', [CompletionResultType]::ParameterName, 'Only events newer than this: 90s, 30m, 24h, 7d')
+            [CompletionResult]::new('--type', '--type', [CompletionResultType]::ParameterName, 'Only events of these types (repeat it, or separate with commas): image-push, image-delete, replication, cache, repository, policy, gc, task, task-definition')
+            [CompletionResult]::new('--repository', '--repository', [CompletionResultType]::ParameterName, 'Only the events of one repository')
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'At most this many, the newest [default: 100; at most 1000]')
+            [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'At most this many, the newest [default: 100; at most 1000]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Keep printing events as they happen, until interrupted')
+            [CompletionResult]::new('--follow', '--follow', [CompletionResultType]::ParameterName, 'Keep printing events as they happen, until interrupted')
+            [CompletionResult]::new('--webhooks', '--webhooks', [CompletionResultType]::ParameterName, 'Show each configured webhook instead: delivered, pending, and the deliveries that failed')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'ecrl;storage' {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
             [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
@@ -1856,6 +1876,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('tls', 'tls', [CompletionResultType]::ParameterValue, 'Show how clients come to trust the HTTPS registry (ecrld''s CA)')
             [CompletionResult]::new('gc', 'gc', [CompletionResultType]::ParameterValue, 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)')
             [CompletionResult]::new('fsck', 'fsck', [CompletionResultType]::ParameterValue, 'Check every blob against its digest and the metadata against the disk (--repair)')
+            [CompletionResult]::new('events', 'events', [CompletionResultType]::ParameterValue, 'Show what ecrld changed (pushes, deletes, tasks, policies, ...); -f follows; --webhooks')
             [CompletionResult]::new('storage', 'storage', [CompletionResultType]::ParameterValue, 'Move the registry onto the backends several ecrld share (S3 and PostgreSQL)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('generate-docs', 'generate-docs', [CompletionResultType]::ParameterValue, 'Write completion scripts and man pages into a directory (for packagers and the tests)')
@@ -2207,6 +2228,9 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;help;fsck' {
+            break
+        }
+        'ecrl;help;events' {
             break
         }
         'ecrl;help;storage' {

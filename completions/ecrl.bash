@@ -28,6 +28,9 @@ _ecrl() {
             ecrl,daemon)
                 cmd="ecrl__subcmd__daemon"
                 ;;
+            ecrl,events)
+                cmd="ecrl__subcmd__events"
+                ;;
             ecrl,fsck)
                 cmd="ecrl__subcmd__fsck"
                 ;;
@@ -315,6 +318,9 @@ _ecrl() {
                 ;;
             ecrl__subcmd__help,daemon)
                 cmd="ecrl__subcmd__help__subcmd__daemon"
+                ;;
+            ecrl__subcmd__help,events)
+                cmd="ecrl__subcmd__help__subcmd__events"
                 ;;
             ecrl__subcmd__help,fsck)
                 cmd="ecrl__subcmd__help__subcmd__fsck"
@@ -1028,7 +1034,7 @@ _ecrl() {
 
     case "${cmd}" in
         ecrl)
-            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck storage completions generate-docs help"
+            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2567,6 +2573,48 @@ _ecrl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ecrl__subcmd__events)
+            opts="-f -n -q -h -V --follow --since --type --repository --limit --webhooks --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --type)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --repository)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ecrl__subcmd__fsck)
             opts="-q -h -V --repair --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -2660,7 +2708,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help)
-            opts="daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck storage completions generate-docs help"
+            opts="daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3082,6 +3130,20 @@ _ecrl() {
         ecrl__subcmd__help__subcmd__daemon__subcmd__stop)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__events)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -39,6 +39,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand tls 'Show how clients come to trust the HTTPS registry (ecrld''s CA)'
             cand gc 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)'
             cand fsck 'Check every blob against its digest and the metadata against the disk (--repair)'
+            cand events 'Show what ecrld changed (pushes, deletes, tasks, policies, ...); -f follows; --webhooks'
             cand storage 'Move the registry onto the backends several ecrld share (S3 and PostgreSQL)'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
@@ -1541,6 +1542,24 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'ecrl;events'= {
+            cand --since 'Only events newer than this: 90s, 30m, 24h, 7d'
+            cand --type 'Only events of these types (repeat it, or separate with commas): image-push, image-delete, replication, cache, repository, policy, gc, task, task-definition'
+            cand --repository 'Only the events of one repository'
+            cand -n 'At most this many, the newest [default: 100; at most 1000]'
+            cand --limit 'At most this many, the newest [default: 100; at most 1000]'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -f 'Keep printing events as they happen, until interrupted'
+            cand --follow 'Keep printing events as they happen, until interrupted'
+            cand --webhooks 'Show each configured webhook instead: delivered, pending, and the deliveries that failed'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'ecrl;storage'= {
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
@@ -1613,6 +1632,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand tls 'Show how clients come to trust the HTTPS registry (ecrld''s CA)'
             cand gc 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)'
             cand fsck 'Check every blob against its digest and the metadata against the disk (--repair)'
+            cand events 'Show what ecrld changed (pushes, deletes, tasks, policies, ...); -f follows; --webhooks'
             cand storage 'Move the registry onto the backends several ecrld share (S3 and PostgreSQL)'
             cand completions 'Print a shell completion script'
             cand generate-docs 'Write completion scripts and man pages into a directory (for packagers and the tests)'
@@ -1874,6 +1894,8 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;gc'= {
         }
         &'ecrl;help;fsck'= {
+        }
+        &'ecrl;help;events'= {
         }
         &'ecrl;help;storage'= {
             cand migrate 'Move this registry''s blobs into an object store and/or its metadata into PostgreSQL'

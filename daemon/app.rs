@@ -620,6 +620,8 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
             "registry authentication is off (--anonymous all): anyone who reaches the registry may push, pull and delete"
         );
     }
+    // Before anything writes: events name the region, and are queued for the webhooks.
+    crate::events::start(&state);
     tokio::spawn(housekeeping(state.clone()));
     tokio::spawn(crate::lifecycle::schedule(
         state.clone(),

@@ -173,6 +173,22 @@ pub async fn collect(
         if let Ok(mut last) = LAST.lock() {
             *last = Some(report.clone());
         }
+        if report.blobs_removed > 0 || report.links_removed > 0 {
+            let event = crate::metadata::events::NewEvent {
+                kind: ecrl::api::events::EventKind::Gc,
+                subject: "registry".into(),
+                resources: Vec::new(),
+                detail: serde_json::json!({
+                    "blobs-removed": report.blobs_removed,
+                    "bytes-removed": report.bytes_removed,
+                    "links-removed": report.links_removed,
+                    "duration-ms": report.duration_ms,
+                }),
+            };
+            if let Err(e) = state.meta.record_event(event).await {
+                tracing::warn!("cannot record the collection's event: {e}");
+            }
+        }
     }
     Ok(report)
 }

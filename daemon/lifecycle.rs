@@ -262,7 +262,7 @@ async fn expire(state: &Arc<AppState>, name: &RepoName, m: &Manifest) -> Result<
     }
     if let Some(freed) = state
         .meta
-        .delete_manifest(name, digest)
+        .delete_manifest_by(name, digest, "lifecycle")
         .await
         .map_err(|e| e.to_string())?
     {

@@ -4,6 +4,7 @@ mod app;
 mod auth;
 mod aws;
 mod control;
+mod events;
 mod fsck;
 mod gc;
 mod images;

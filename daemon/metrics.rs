@@ -149,6 +149,12 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub webhook: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabels {
     pub job: &'static str,
 }
@@ -176,6 +182,7 @@ pub struct Metrics {
     pub gc_bytes_removed: Counter,
     pub lifecycle_images_expired: Counter,
     pub container_exits: Family<ReasonLabels, Counter>,
+    pub webhook_deliveries: Family<WebhookLabels, Counter>,
     // Worked out at a scrape.
     uploads: Gauge,
     repositories: Gauge,
@@ -214,6 +221,7 @@ impl Metrics {
             gc_bytes_removed: Counter::default(),
             lifecycle_images_expired: Counter::default(),
             container_exits: Family::default(),
+            webhook_deliveries: Family::default(),
             uploads: Gauge::default(),
             repositories: Gauge::default(),
             images: Gauge::default(),
@@ -308,6 +316,11 @@ impl Metrics {
             m.replication_failures.clone(),
         );
         r.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts, by webhook and result (ok or failed)",
+            m.webhook_deliveries.clone(),
+        );
+        r.register(
             "job_runs",
             "Garbage collections and lifecycle runs completed",
             m.job_runs.clone(),
@@ -372,6 +385,15 @@ impl Metrics {
     pub fn cache(&self, kind: &'static str, outcome: CacheOutcome) {
         self.cache
             .get_or_create(&CacheLabels { kind, outcome })
+            .inc();
+    }
+
+    pub fn webhook(&self, webhook: &str, ok: bool) {
+        self.webhook_deliveries
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.to_string(),
+                result: if ok { "ok" } else { "failed" },
+            })
             .inc();
     }
 

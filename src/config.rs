@@ -445,6 +445,75 @@ pub struct FileConfig {
     pub gc: GcFileConfig,
     #[serde(default)]
     pub metrics: MetricsFileConfig,
+    #[serde(default)]
+    pub events: EventsFileConfig,
+}
+
+/// `events`: how long the event log keeps events, and the webhooks they are sent to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsFileConfig {
+    /// e.g. `7d` (the default), `24h`.
+    pub retention: Option<String>,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookFileConfig>,
+}
+
+/// One webhook: where events are POSTed, which ones, and how they are signed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFileConfig {
+    /// Unique among the webhooks; its deliveries are tracked under it (default: its URL).
+    pub name: Option<String>,
+    pub url: String,
+    /// Event types (`image-push`, `task`, ...; a detail-type such as `ECR Image Action`
+    /// names its kinds); absent or empty: every event.
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// The HMAC-SHA256 key of the `X-Ecrl-Signature-256` header.
+    pub secret: Option<SecretString>,
+    /// An environment variable that holds the key instead.
+    pub secret_env: Option<String>,
+    /// How long one delivery may take (default 10s).
+    pub timeout: Option<String>,
+    /// Tries before a delivery is given up on (default 10).
+    pub max_attempts: Option<u32>,
+    /// The wait before the first retry, doubled each time up to 10 minutes (default 1s).
+    pub retry_delay: Option<String>,
+}
+
+/// `events`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventsConfig {
+    pub retention: std::time::Duration,
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            retention: std::time::Duration::from_secs(7 * 86_400),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    pub name: String,
+    pub url: String,
+    /// Empty: every kind.
+    pub types: Vec<crate::api::events::EventKind>,
+    pub secret: Option<SecretString>,
+    pub timeout: std::time::Duration,
+    pub max_attempts: u32,
+    pub retry_delay: std::time::Duration,
+}
+
+impl WebhookConfig {
+    pub fn wants(&self, kind: crate::api::events::EventKind) -> bool {
+        self.types.is_empty() || self.types.contains(&kind)
+    }
 }
 
 /// `metrics`: Prometheus metrics.
@@ -742,7 +811,7 @@ fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Str
     }))
 }
 
-/// Parses `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
+/// Parses `500ms`, `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     let text = text.trim();
     let split = text
@@ -751,6 +820,7 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().ok()?;
     let seconds = match unit.trim() {
+        "ms" => return Some(std::time::Duration::from_millis(n)),
         "" | "s" => n,
         "m" => n.checked_mul(60)?,
         "h" => n.checked_mul(3_600)?,
@@ -809,6 +879,7 @@ pub struct DaemonConfig {
     pub gc_interval: std::time::Duration,
     /// Where Prometheus metrics are served (`metrics.addr`); `None`: off.
     pub metrics_addr: Option<String>,
+    pub events: EventsConfig,
 }
 
 /// What bounds the registry's connections (`registry.*_timeout`, `registry.max_connections*`).
@@ -1227,6 +1298,7 @@ pub fn resolve(
     let gc_interval = duration("gc.interval", &file.gc.interval, 24 * 3_600)?
         .max(std::time::Duration::from_secs(1));
     let storage = resolve_storage(options, file.storage.backend, file.storage.s3)?;
+    let events = resolve_events(file.events, config_file.clone().unwrap_or_default())?;
     let account_id = match file.account_id {
         Some(id) if !(id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())) => {
             return Err(ConfigError::AccountId {
@@ -1281,6 +1353,116 @@ pub fn resolve(
         lifecycle_interval,
         gc_interval,
         metrics_addr,
+        events,
+    })
+}
+
+/// A URL without the password it may carry (`REDACTED` in its place).
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("REDACTED"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `events`: the retention and each webhook checked (a URL, known types, a unique name, a
+/// secret that is there).
+fn resolve_events(file: EventsFileConfig, path: PathBuf) -> Result<EventsConfig, ConfigError> {
+    use crate::api::events::EventKind;
+    let invalid = |message: String| ConfigError::Parse {
+        path: path.clone(),
+        message,
+    };
+    let parse = |key: &str, value: &Option<String>, default: u64| match value {
+        None => Ok(std::time::Duration::from_secs(default)),
+        Some(text) => parse_duration(text).ok_or_else(|| {
+            invalid(format!(
+                "{key}: {text:?} is not a duration such as 24h, 30m or 90s"
+            ))
+        }),
+    };
+    let retention = parse("events.retention", &file.retention, 7 * 86_400)?;
+    if retention.is_zero() {
+        return Err(invalid("events.retention must be more than 0".into()));
+    }
+    let mut webhooks: Vec<WebhookConfig> = Vec::new();
+    for (i, hook) in file.webhooks.into_iter().enumerate() {
+        let key = format!("events.webhooks[{i}]");
+        let url = hook.url.trim().to_string();
+        let parsed = reqwest::Url::parse(&url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if parsed.is_none() {
+            return Err(invalid(format!(
+                "{key}.url: {url:?} is not an http:// or https:// URL"
+            )));
+        }
+        // Named by its URL when not named: without a password it may carry (the name shows
+        // in listings, logs, metrics and a header).
+        let name = hook.name.unwrap_or_else(|| redact_url(&url));
+        if name.is_empty() || name.len() > 256 {
+            return Err(invalid(format!("{key}.name: 1-256 characters")));
+        }
+        if webhooks.iter().any(|w| w.name == name) {
+            return Err(invalid(format!(
+                "{key}: another webhook is named {name:?} (give each a name of its own)"
+            )));
+        }
+        let mut types = Vec::new();
+        for text in &hook.types {
+            let kinds = EventKind::parse_all(text).ok_or_else(|| {
+                invalid(format!(
+                    "{key}.types: unknown event type {text:?}; the types are {}",
+                    EventKind::names()
+                ))
+            })?;
+            for kind in kinds {
+                if !types.contains(&kind) {
+                    types.push(kind);
+                }
+            }
+        }
+        let secret = match (hook.secret, hook.secret_env) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(format!(
+                    "{key}: give secret or secret_env, not both"
+                )))
+            }
+            (Some(secret), None) => Some(secret),
+            (None, Some(var)) => match std::env::var(&var) {
+                Ok(value) if !value.is_empty() => Some(SecretString(value)),
+                _ => {
+                    return Err(invalid(format!(
+                        "{key}.secret_env: the environment variable {var} is not set"
+                    )))
+                }
+            },
+            (None, None) => None,
+        };
+        if secret.as_ref().is_some_and(|s| s.0.is_empty()) {
+            return Err(invalid(format!("{key}.secret is empty")));
+        }
+        let timeout = parse(&format!("{key}.timeout"), &hook.timeout, 10)?;
+        if timeout.is_zero() {
+            return Err(invalid(format!("{key}.timeout must be more than 0")));
+        }
+        webhooks.push(WebhookConfig {
+            name,
+            url,
+            types,
+            secret,
+            timeout,
+            max_attempts: hook.max_attempts.unwrap_or(10).clamp(1, 1000),
+            retry_delay: parse(&format!("{key}.retry_delay"), &hook.retry_delay, 1)?
+                .max(std::time::Duration::from_millis(100)),
+        });
+    }
+    Ok(EventsConfig {
+        retention,
+        webhooks,
     })
 }
 
@@ -1768,6 +1950,10 @@ mod tests {
         assert_eq!(
             parse_duration("2d"),
             Some(std::time::Duration::from_secs(172_800))
+        );
+        assert_eq!(
+            parse_duration("250ms"),
+            Some(std::time::Duration::from_millis(250))
         );
         assert_eq!(parse_duration("h"), None);
         assert_eq!(parse_duration("5w"), None);

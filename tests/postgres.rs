@@ -121,6 +121,65 @@ fn two_instances_share_repositories_users_and_task_definitions() {
     }
 }
 
+/// Events recorded through either instance are one log, listed alike by both; each webhook
+/// gets each event once, from the one instance that delivers.
+#[test]
+fn events_of_every_instance_are_one_log_and_each_webhook_gets_them_once() {
+    use common::webhook::{Answer, Receiver};
+    let database = pg::database();
+    let receiver = Receiver::start("127.0.0.1:0", |_, _| Answer::Status(204));
+    let hooks = format!(
+        "events:\n  webhooks:\n    - name: one\n      url: {}\n",
+        receiver.url()
+    );
+    let (a, b) = (on(&database), on(&database));
+    let (config_a, config_b) = (a.write_config(&hooks), b.write_config(&hooks));
+    let _da = a.spawn_daemon(&["--config", config_a.to_str().unwrap()]);
+    let _db = b.spawn_daemon(&["--config", config_b.to_str().unwrap()]);
+    a.ecrl_ok(&["repo", "create", "shared/a", "-q"]);
+    b.ecrl_ok(&["repo", "create", "shared/b", "-q"]);
+    a.ecrl_ok(&["repo", "delete", "shared/b", "-q"]);
+    let events = |env: &Env| -> Vec<(i64, String)> {
+        json(env, &["events"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["ecrl-sequence"].as_i64().unwrap(),
+                    format!(
+                        "{} {}",
+                        e["detail"]["action-type"].as_str().unwrap(),
+                        e["detail"]["repository-name"].as_str().unwrap()
+                    ),
+                )
+            })
+            .collect()
+    };
+    let on_a = events(&a);
+    assert_eq!(
+        on_a.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>(),
+        ["CREATE shared/a", "CREATE shared/b", "DELETE shared/b"]
+    );
+    assert_eq!(events(&b), on_a);
+    let got = receiver.wait_for(Duration::from_secs(30), |got| got.len() >= 3);
+    // A second instance delivering too would send them again within its poll.
+    std::thread::sleep(Duration::from_secs(3));
+    let got_now = receiver.received();
+    assert_eq!(got_now.len(), 3, "{got_now:?}");
+    // In order per repository: shared/b's creation before its deletion.
+    let of_b: Vec<String> = got
+        .iter()
+        .map(|r| r.json())
+        .filter(|e| e["detail"]["repository-name"] == "shared/b")
+        .map(|e| e["detail"]["action-type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(of_b, ["CREATE", "DELETE"]);
+    let delivered = json(&b, &["events", "--webhooks"]);
+    assert_eq!(delivered["webhooks"][0]["delivered"], 3, "{delivered}");
+    assert_eq!(delivered["webhooks"][0]["pending"], 0, "{delivered}");
+}
+
 #[test]
 fn an_unreachable_database_at_start_is_a_clear_error_and_no_password_is_shown() {
     // A port nothing listens on.

@@ -6,6 +6,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod clusters;
+mod events;
 pub(crate) mod lifecycle;
 pub(crate) mod mirror;
 pub(crate) mod repos;
@@ -181,6 +182,7 @@ fn router(state: Arc<AppState>) -> Router {
     let app = taskdefs::routes(app);
     let app = tasks::routes(app);
     let app = clusters::routes(app);
+    let app = events::routes(app);
     app.fallback(unknown_operation)
         .layer(axum::middleware::map_response(add_version_header))
         .with_state(state)

@@ -560,12 +560,23 @@ pub(crate) async fn delete_images(
         let remove_image = match (&id.image_tag, &id.image_digest) {
             (Some(tag), None) => {
                 let tag: Tag = tag.parse().map_err(invalid)?;
-                state.meta.delete_tag(&name, tag).await?;
-                let index = state.meta.read();
-                !index
-                    .repos
-                    .get(&name)
-                    .is_some_and(|r| r.tags.values().any(|d| *d == digest))
+                let last_tag =
+                    !referenced
+                        && state.meta.read().repos.get(&name).is_some_and(|r| {
+                            r.tags.values().filter(|d| **d == digest).count() == 1
+                        });
+                // The image goes with its last tag: one delete (and one event, naming the
+                // tag), not an untag and then a delete.
+                if last_tag {
+                    true
+                } else {
+                    state.meta.delete_tag(&name, tag).await?;
+                    let index = state.meta.read();
+                    !index
+                        .repos
+                        .get(&name)
+                        .is_some_and(|r| r.tags.values().any(|d| *d == digest))
+                }
             }
             _ => true,
         };

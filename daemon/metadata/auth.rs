@@ -274,8 +274,16 @@ impl Metadata {
                  ON CONFLICT (\"user\", name) DO UPDATE SET document = excluded.document",
                 params![user, policy, document],
             )?;
+            let event = super::events::policy_change(
+                &index.events,
+                "USER",
+                "PUT",
+                None,
+                Some((&user, &policy)),
+            );
             record.policies.insert(policy, document);
             index.auth.epoch += 1;
+            super::events::record(conn, index, event)?;
             Ok(())
         })
         .await
@@ -296,6 +304,14 @@ impl Metadata {
                 params![user, policy],
             )?;
             index.auth.epoch += 1;
+            let event = super::events::policy_change(
+                &index.events,
+                "USER",
+                "DELETE",
+                None,
+                Some((&user, &policy)),
+            );
+            super::events::record(conn, index, event)?;
             Ok(())
         })
         .await
@@ -322,8 +338,17 @@ impl Metadata {
                     params![repo.as_str()],
                 )?,
             };
+            let action = if document.is_some() { "PUT" } else { "DELETE" };
             let old = std::mem::replace(&mut record.policy, document);
             index.auth.epoch += 1;
+            let event = super::events::policy_change(
+                &index.events,
+                "REPOSITORY",
+                action,
+                Some(&repo),
+                None,
+            );
+            super::events::record(conn, index, event)?;
             Ok(old)
         })
         .await
@@ -344,6 +369,9 @@ impl Metadata {
                 None => conn.execute("DELETE FROM settings WHERE key = 'registry_policy'", [])?,
             };
             index.auth.epoch += 1;
+            let action = if document.is_some() { "PUT" } else { "DELETE" };
+            let event = super::events::policy_change(&index.events, "REGISTRY", action, None, None);
+            super::events::record(conn, index, event)?;
             Ok(std::mem::replace(&mut index.auth.registry_policy, document))
         })
         .await

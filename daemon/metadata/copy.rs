@@ -31,6 +31,9 @@ const TABLES: &[&str] = &[
     "cache_tags",
     "clusters",
     "ecs_tags",
+    "events",
+    "webhook_queue",
+    "webhook_state",
 ];
 
 /// What was copied: rows per table.
@@ -98,10 +101,13 @@ pub fn sqlite_to_postgres(from: &Db, to: &mut postgres::Client) -> Result<Copied
         }
         copied.push((*table, n));
     }
-    // The replication queue's ids go on from the highest copied.
+    // The replication queue's ids and the event log's sequence go on from the highest
+    // copied.
     tx.batch_execute(
         "SELECT setval(pg_get_serial_sequence('replication', 'id'),
-                       COALESCE((SELECT MAX(id) FROM replication), 0) + 1, false)",
+                       COALESCE((SELECT MAX(id) FROM replication), 0) + 1, false);
+         SELECT setval(pg_get_serial_sequence('events', 'seq'),
+                       COALESCE((SELECT MAX(seq) FROM events), 0) + 1, false)",
     )
     .map_err(pg)?;
     tx.commit().map_err(pg)?;
@@ -120,7 +126,10 @@ mod tests {
             unreachable!()
         };
         let mut stmt = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+                 ORDER BY name",
+            )
             .unwrap();
         let mut tables: Vec<String> = stmt
             .query_map([], |r| r.get(0))

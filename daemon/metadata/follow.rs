@@ -191,7 +191,9 @@ impl Follow {
         } = pending;
         let reloaded = whole.is_some();
         if let Some(fresh) = whole {
+            let events = std::mem::take(&mut index.events);
             *index = fresh;
+            index.events = events;
             self.full_reload = false;
             tracing::info!("reloaded the metadata index from PostgreSQL");
         }

@@ -36,11 +36,15 @@ impl Metadata {
                     params![repo.as_str()],
                 )?,
             };
+            let action = if text.is_some() { "PUT" } else { "DELETE" };
             let old = record.lifecycle.take();
             record.lifecycle = text.map(|text| Lifecycle {
                 text,
                 evaluated_at: old.as_ref().and_then(|o| o.evaluated_at),
             });
+            let event =
+                super::events::policy_change(&index.events, "LIFECYCLE", action, Some(&repo), None);
+            super::events::record(conn, index, event)?;
             Ok(old)
         })
         .await

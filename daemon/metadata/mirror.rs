@@ -235,6 +235,34 @@ impl Metadata {
                     item.updated_at
                 ],
             )?;
+            if item.status != IN_PROGRESS {
+                let result = if item.status == COMPLETE {
+                    "SUCCESS"
+                } else {
+                    "FAILED"
+                };
+                let mut detail = serde_json::json!({
+                    "result": result,
+                    "repository-name": item.repo.as_str(),
+                    "image-digest": item.digest.to_string(),
+                    "destination-registry": item.registry,
+                    "destination-repository": item.dest_repo.as_str(),
+                    "attempts": item.attempts,
+                });
+                if let Some(tag) = &item.tag {
+                    detail["image-tag"] = tag.as_str().into();
+                }
+                if let Some(reason) = &item.failure_reason {
+                    detail["failure-reason"] = reason.as_str().into();
+                }
+                let mut event = super::events::NewEvent::repo(
+                    ecrl::api::events::EventKind::Replication,
+                    item.repo.as_str(),
+                    detail,
+                );
+                event.resources = index.events.repository_arn(item.repo.as_str());
+                super::events::record(conn, index, event)?;
+            }
             index.mirror.queue.insert(id, item);
             prune(conn, index)?;
             Ok(())
@@ -349,10 +377,16 @@ impl Metadata {
                 .repos
                 .get_mut(&repo)
                 .ok_or_else(|| MetaError::RepoNotFound(repo.clone()))?;
+            let mut changed = false;
             if let std::collections::hash_map::Entry::Vacant(slot) = entry.manifests.entry(digest) {
                 super::insert_manifest_row(conn, &repo, &manifest)?;
                 slot.insert(std::sync::Arc::new(manifest));
+                changed = true;
             }
+            let event_tag = tag.as_ref().map(|(t, _)| t.clone());
+            changed |= event_tag
+                .as_ref()
+                .is_some_and(|t| entry.tags.get(t) != Some(&digest));
             if let Some((tag, upstream)) = tag {
                 let now = now_millis();
                 exec(
@@ -374,6 +408,27 @@ impl Metadata {
                         checked_at: now,
                     },
                 );
+            }
+            if changed {
+                let rule = index.mirror.cache_rule_for(&repo);
+                let mut detail = serde_json::json!({
+                    "rule-version": "1",
+                    "sync-status": "SUCCESS",
+                    "ecr-repository-prefix": rule.map(|r| r.ecr_repository_prefix.clone()),
+                    "repository-name": repo.as_str(),
+                    "upstream-registry-url": rule.map(|r| r.upstream_registry_url.clone()),
+                    "image-digest": digest.to_string(),
+                });
+                if let Some(tag) = &event_tag {
+                    detail["image-tag"] = tag.as_str().into();
+                }
+                let mut event = super::events::NewEvent::repo(
+                    ecrl::api::events::EventKind::Cache,
+                    repo.as_str(),
+                    detail,
+                );
+                event.resources = index.events.repository_arn(repo.as_str());
+                super::events::record(conn, index, event)?;
             }
             Ok(())
         })

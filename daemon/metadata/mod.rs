@@ -10,6 +10,7 @@ mod auth;
 mod clusters;
 mod copy;
 mod db;
+pub mod events;
 mod follow;
 mod fsck;
 pub mod lifecycle;
@@ -171,6 +172,8 @@ pub struct Index {
     pub ecs_tags: BTreeMap<String, Vec<ecrl::taskdef::Tag>>,
     pub auth: AuthIndex,
     pub mirror: mirror::MirrorIndex,
+    /// The webhooks events are queued for.
+    pub events: events::EventSetup,
 }
 
 impl Index {
@@ -256,6 +259,7 @@ pub enum ExclusiveJob {
     Lifecycle,
     Replication,
     Sync,
+    Webhooks,
 }
 
 impl ExclusiveJob {
@@ -267,6 +271,7 @@ impl ExclusiveJob {
                 ExclusiveJob::Lifecycle => 1,
                 ExclusiveJob::Replication => 2,
                 ExclusiveJob::Sync => 3,
+                ExclusiveJob::Webhooks => 4,
             }
     }
 }
@@ -288,6 +293,11 @@ pub struct Metadata {
     index: Arc<RwLock<Index>>,
     jobs: mpsc::Sender<Work>,
     pulls: Mutex<HashMap<(RepoName, Digest), i64>>,
+    /// The event log's own connection.
+    event_store: Arc<events::EventStore>,
+    /// Told after every write that committed (event followers and webhook delivery wait on
+    /// it; on PostgreSQL they also look every second for other instances' events).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 pub fn now_millis() -> i64 {
@@ -358,6 +368,23 @@ impl Metadata {
         let follow_conn = follow
             .as_ref()
             .map(|f| (f.url.clone(), f.ca.clone(), f.instance.clone()));
+        let event_store = Arc::new(match &follow_conn {
+            None => {
+                let path = data_dir.join("metadata.db");
+                events::EventStore::new(move || {
+                    let conn = rusqlite::Connection::open(&path)?;
+                    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                    Ok(Db::Sqlite(conn))
+                })
+            }
+            Some((url, ca, instance)) => {
+                let (url, ca, instance) = (url.clone(), ca.clone(), instance.clone());
+                events::EventStore::new(move || {
+                    let client = pg::connect(&url, ca.as_deref(), &instance)?;
+                    Ok(Db::Pg(Box::new(db::Pg::new(client))))
+                })
+            }
+        });
         let manifest_bytes: ManifestBytes = Box::new(manifest_bytes);
         std::thread::Builder::new()
             .name("metadata-writer".into())
@@ -370,6 +397,8 @@ impl Metadata {
             index,
             jobs: tx,
             pulls: Mutex::new(HashMap::new()),
+            event_store,
+            changed: Arc::default(),
             backend: match config {
                 MetadataConfig::Sqlite => "sqlite",
                 MetadataConfig::Postgres { .. } => "postgres",
@@ -547,8 +576,44 @@ impl Metadata {
         self.jobs
             .send(Work::Job(job))
             .map_err(|_| MetaError::Db("the metadata writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| MetaError::Db("the metadata writer has stopped".into()))?
+        let result = rx
+            .await
+            .map_err(|_| MetaError::Db("the metadata writer has stopped".into()))?;
+        if result.is_ok() {
+            self.changed.notify_waiters();
+        }
+        result
+    }
+
+    /// The event log's connection (reads, and the webhooks' outbox).
+    pub fn event_store(&self) -> &Arc<events::EventStore> {
+        &self.event_store
+    }
+
+    /// Told after each write that committed.
+    pub fn changed(&self) -> &Arc<tokio::sync::Notify> {
+        &self.changed
+    }
+
+    /// The region of the ARNs events name, and the webhooks (by name, with the kinds each
+    /// wants) that events are queued for from now.
+    pub fn configure_events(
+        &self,
+        region: String,
+        hooks: Vec<(String, Vec<ecrl::api::events::EventKind>)>,
+    ) {
+        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        index.events = events::EventSetup {
+            hooks,
+            region,
+            account: self.account_id.clone(),
+        };
+    }
+
+    /// Records an event on its own (one no other write carries: a collection's summary).
+    pub async fn record_event(&self, event: events::NewEvent) -> Result<(), MetaError> {
+        self.write(move |conn, index| events::record(conn, index, event))
+            .await
     }
 
     /// Creates a repository; `exclusions` are the filters of a `_WITH_EXCLUSION` mutability
@@ -644,6 +709,8 @@ impl Metadata {
             )?;
             let repo = index.repos.remove(&name).unwrap_or_default();
             index.auth.epoch += 1;
+            let event = events::repository_action(&index.events, "DELETE", &name);
+            events::record(conn, index, event)?;
             Ok(repo
                 .blobs
                 .into_keys()
@@ -764,20 +831,36 @@ impl Metadata {
             let digest = manifest.digest;
             // Pushed again whole: whatever fsck found it lost is back.
             fsck::clear_damaged(conn, &repo, entry, &digest)?;
+            let (media_type, artifact_type) =
+                (manifest.media_type.clone(), manifest.artifact_type.clone());
+            let mut changed = false;
             if let std::collections::hash_map::Entry::Vacant(slot) = entry.manifests.entry(digest) {
                 insert_manifest_row(conn, &repo, &manifest)?;
                 slot.insert(Arc::new(manifest));
+                changed = true;
             }
-            if let Some(tag) = tag {
+            if let Some(tag) = &tag {
+                changed |= entry.tags.get(tag) != Some(&digest);
                 exec(
                     conn,
                     "INSERT INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
                     params![repo.as_str(), tag.as_str(), digest.to_string(), now_millis()],
                 )?;
                 entry.tags.insert(tag.clone(), digest);
-                mirror::enqueue(conn, index, &repo, &digest, Some(&tag));
-            } else {
-                mirror::enqueue(conn, index, &repo, &digest, None);
+            }
+            mirror::enqueue(conn, index, &repo, &digest, tag.as_ref());
+            // The same image pushed again changes nothing: no event.
+            if changed {
+                let event = events::image_action(
+                    &index.events,
+                    "PUSH",
+                    &repo,
+                    &digest,
+                    tag.as_ref(),
+                    &media_type,
+                    artifact_type.as_deref(),
+                );
+                events::record(conn, index, event)?;
             }
             Ok(())
         })
@@ -806,8 +889,21 @@ impl Metadata {
                 "INSERT INTO tags (repo, tag, digest, updated_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
                 params![repo.as_str(), tag.as_str(), digest.to_string(), now_millis()],
             )?;
-            entry.tags.insert(tag.clone(), digest);
+            let moved = entry.tags.insert(tag.clone(), digest) != Some(digest);
+            let manifest = entry.manifests.get(&digest).cloned();
             mirror::enqueue(conn, index, &repo, &digest, Some(&tag));
+            if let Some(manifest) = manifest.filter(|_| moved) {
+                let event = events::image_action(
+                    &index.events,
+                    "PUSH",
+                    &repo,
+                    &digest,
+                    Some(&tag),
+                    &manifest.media_type,
+                    manifest.artifact_type.as_deref(),
+                );
+                events::record(conn, index, event)?;
+            }
             Ok(())
         })
         .await
@@ -821,12 +917,27 @@ impl Metadata {
                 return Ok(None);
             };
             let removed = entry.tags.remove(&tag);
-            if removed.is_some() {
+            if let Some(digest) = removed {
                 exec(
                     conn,
                     "DELETE FROM tags WHERE repo = ?1 AND tag = ?2",
                     params![repo.as_str(), tag.as_str()],
                 )?;
+                let manifest = entry.manifests.get(&digest).cloned();
+                if let Some(manifest) = manifest {
+                    let mut event = events::image_action(
+                        &index.events,
+                        "DELETE",
+                        &repo,
+                        &digest,
+                        Some(&tag),
+                        &manifest.media_type,
+                        manifest.artifact_type.as_deref(),
+                    );
+                    // The image stays, by its digest (and any other tag).
+                    event.detail["ecrl-image-kept"] = true.into();
+                    events::record(conn, index, event)?;
+                }
             }
             Ok(removed)
         })
@@ -840,6 +951,16 @@ impl Metadata {
         &self,
         repo: &RepoName,
         digest: Digest,
+    ) -> Result<Option<Vec<(Digest, u64)>>, MetaError> {
+        self.delete_manifest_by(repo, digest, "user").await
+    }
+
+    /// [`Metadata::delete_manifest`], with who deleted it for the event (`user`, `lifecycle`).
+    pub async fn delete_manifest_by(
+        &self,
+        repo: &RepoName,
+        digest: Digest,
+        cause: &'static str,
     ) -> Result<Option<Vec<(Digest, u64)>>, MetaError> {
         let repo = repo.clone();
         self.write(move |conn, index| {
@@ -874,7 +995,20 @@ impl Metadata {
                 "DELETE FROM manifests WHERE repo = ?1 AND digest = ?2",
                 params![repo.as_str(), digest.to_string()],
             )?;
-            unlink_unreferenced(conn, &repo, entry, &manifest.refs).map(Some)
+            let freed = unlink_unreferenced(conn, &repo, entry, &manifest.refs)?;
+            let mut event = events::image_action(
+                &index.events,
+                "DELETE",
+                &repo,
+                &digest,
+                tags.first(),
+                &manifest.media_type,
+                manifest.artifact_type.as_deref(),
+            );
+            event.detail["image-tags"] = tags.iter().map(|t| t.as_str()).collect::<Vec<_>>().into();
+            event.detail["ecrl-cause"] = cause.into();
+            events::record(conn, index, event)?;
+            Ok(Some(freed))
         })
         .await
     }
@@ -1127,6 +1261,8 @@ fn insert_repo(
         ..Default::default()
     };
     index.repos.insert(name.clone(), repo.clone());
+    let event = events::repository_action(&index.events, "CREATE", name);
+    events::record(conn, index, event)?;
     Ok(repo)
 }
 
@@ -1253,7 +1389,11 @@ fn writer(
                         .find_map(|r| r.manifests.get(d).map(|m| m.bytes.clone()))
                         .unwrap_or_default())
                 }) {
-                    Ok(fresh) => *guard = fresh,
+                    Ok(fresh) => {
+                        let events = std::mem::take(&mut guard.events);
+                        *guard = fresh;
+                        guard.events = events;
+                    }
                     Err(e) => tracing::error!("cannot reload metadata after a failed commit: {e}"),
                 },
             }

@@ -42,6 +42,24 @@ fn json<T: serde::Serialize>(value: &T) -> Result<String, MetaError> {
     serde_json::to_string(value).map_err(|e| MetaError::Db(format!("encoding JSON: {e}")))
 }
 
+/// ECS-shaped "Task Definition State Change" (ecrl's: ECS has none): the revision and its
+/// status (`ACTIVE`, `INACTIVE`, `DELETE_IN_PROGRESS`).
+fn definition_event(td: &TaskDefinition, status: &str) -> super::events::NewEvent {
+    super::events::NewEvent {
+        kind: ecrl::api::events::EventKind::TaskDefinition,
+        subject: format!("task:{}", td.definition.family),
+        resources: vec![td.task_definition_arn.clone()],
+        detail: serde_json::json!({
+            "taskDefinitionArn": td.task_definition_arn,
+            "family": td.definition.family,
+            "revision": td.revision,
+            "status": status,
+            "registeredAt": td.registered_at,
+            "deregisteredAt": td.deregistered_at,
+        }),
+    }
+}
+
 fn family_revision(family: &str, revision: u32) -> String {
     format!("{family}:{revision}")
 }
@@ -92,6 +110,7 @@ impl Metadata {
             let entry = index.task_families.entry(family).or_default();
             entry.last_revision = revision;
             entry.revisions.insert(revision, td.clone());
+            super::events::record(conn, index, definition_event(&td, &td.status))?;
             Ok(td)
         })
         .await
@@ -123,7 +142,9 @@ impl Metadata {
             )?;
             td.status = STATUS_INACTIVE.to_string();
             td.deregistered_at = Some(at);
-            Ok(td.clone())
+            let td = td.clone();
+            super::events::record(conn, index, definition_event(&td, &td.status))?;
+            Ok(td)
         })
         .await
     }
@@ -155,6 +176,7 @@ impl Metadata {
                 .remove(&revision)
                 .ok_or(MetaError::TaskDefinitionNotFound(name))?;
             super::clusters::forget_tags(conn, index, &td.task_definition_arn)?;
+            super::events::record(conn, index, definition_event(&td, "DELETE_IN_PROGRESS"))?;
             Ok(td)
         })
         .await
@@ -178,6 +200,21 @@ impl Metadata {
                     task.cluster_name(),
                 ],
             )?;
+            let changed = index
+                .tasks
+                .get(task.id())
+                .is_none_or(|old| old.last_status != task.last_status);
+            if changed {
+                let mut detail = serde_json::to_value(&task).unwrap_or_default();
+                detail["updatedAt"] = now_rfc3339().into();
+                let event = super::events::NewEvent {
+                    kind: ecrl::api::events::EventKind::Task,
+                    subject: format!("task:{}", task.family()),
+                    resources: vec![task.task_arn.clone()],
+                    detail,
+                };
+                super::events::record(conn, index, event)?;
+            }
             index.tasks.insert(task.id().to_string(), task);
             Ok(())
         })

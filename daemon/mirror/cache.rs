@@ -125,7 +125,7 @@ pub async fn create(
     let ttl = match &req.tag_ttl {
         None => DEFAULT_TAG_TTL,
         Some(text) => ecrl::config::parse_duration(text)
-            .filter(|d| !d.is_zero())
+            .filter(|d| d.as_secs() > 0)
             .ok_or_else(|| invalid(format!("--tag-ttl {text:?}: a duration such as 1h or 24h")))?,
     };
     {

@@ -5,6 +5,7 @@
 //! routes by the same constants, so neither side writes a URL by hand.
 
 pub mod auth;
+pub mod events;
 pub mod lifecycle;
 pub mod mirror;
 pub mod repos;

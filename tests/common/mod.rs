@@ -7,6 +7,7 @@ pub mod pg;
 pub mod registry;
 pub mod remotes;
 pub mod s3;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
