@@ -109,6 +109,12 @@ impl Table for SystemInfo {
                 rows.insert(6, ("tls certificate", cert.display().to_string()));
             }
         }
+        // The web console, on the registry's listener (plain HTTP when it is on).
+        match (&self.registry_address, &self.registry_tls_address) {
+            (Some(address), _) => rows.push(("console", format!("http://{address}/ui/"))),
+            (None, Some(address)) => rows.push(("console", format!("https://{address}/ui/"))),
+            (None, None) => {}
+        }
         if let Some(address) = &self.metrics_address {
             rows.push(("metrics", format!("http://{address}/metrics")));
         }

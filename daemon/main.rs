@@ -3,6 +3,7 @@
 mod app;
 mod auth;
 mod aws;
+mod console;
 mod control;
 mod events;
 mod fsck;

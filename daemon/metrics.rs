@@ -47,6 +47,7 @@ pub enum RouteKind {
     upload,
     referrers,
     aws,
+    console,
     other,
 }
 
@@ -55,6 +56,9 @@ impl RouteKind {
     pub fn of(path: &str, aws: bool) -> RouteKind {
         if aws {
             return RouteKind::aws;
+        }
+        if crate::console::is_console(path) {
+            return RouteKind::console;
         }
         let Some(rest) = path.strip_prefix("/v2") else {
             return RouteKind::other;

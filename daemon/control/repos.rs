@@ -139,7 +139,7 @@ pub(crate) fn find_repo<'a>(
         .ok_or_else(|| MetaError::RepoNotFound(name.clone()).into())
 }
 
-fn repository(state: &Shared, name: &RepoName, repo: &Repo) -> Repository {
+pub(crate) fn repository(state: &Shared, name: &RepoName, repo: &Repo) -> Repository {
     let size_in_bytes = repo.blobs.values().sum::<u64>()
         + repo
             .manifests
@@ -349,7 +349,7 @@ pub(crate) async fn delete(
     })
 }
 
-fn detail(
+pub(crate) fn detail(
     state: &Shared,
     name: &RepoName,
     repo: &Repo,

@@ -323,6 +323,18 @@ async fn dispatch(state: Shared, request: Request) -> Response {
 async fn answer(state: Shared, request: Request) -> (Response, bool, u64) {
     let (parts, body) = request.into_parts();
     let mut body = RequestBody::new(body);
+    if crate::console::is_console(parts.uri.path()) {
+        let client = parts.extensions.get::<ConnectInfo<Client>>().map(|c| c.0);
+        let response = crate::console::handle(
+            state,
+            &parts,
+            &mut body,
+            client.map(|c| c.addr.ip()),
+            client.is_some_and(|c| c.https),
+        )
+        .await;
+        return (response, false, body.received);
+    }
     if crate::aws::is_aws(&parts) {
         let response = crate::aws::handle(state, &parts, &mut body).await;
         // Refused before its body was read (unsigned, an unknown key, too big): the client
