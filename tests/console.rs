@@ -8,7 +8,7 @@
 mod common;
 
 use common::registry::{
-    build_task_busybox, localhost, registry_address, require_docker, sha256_digest, TASK_BUSYBOX,
+    build_task_busybox, register_busybox_task, registry_address, require_docker, sha256_digest,
 };
 use common::Env;
 use serde_json::{json, Value};
@@ -70,6 +70,23 @@ fn push_image(addr: &str, auth: &str, repo: &str, tag: &str) -> String {
     sha256_digest(manifest.as_bytes())
 }
 
+/// The console's delete-image form, posted with `csrf` (`None`: without one).
+fn post_delete(
+    http: &reqwest::blocking::Client,
+    addr: &str,
+    csrf: Option<&str>,
+    digest: &str,
+) -> reqwest::blocking::Response {
+    let mut form = vec![("repository", "team/web"), ("digest", digest)];
+    if let Some(csrf) = csrf {
+        form.push(("csrf", csrf));
+    }
+    http.post(format!("http://{addr}/ui/actions/delete-image"))
+        .form(&form)
+        .send()
+        .unwrap()
+}
+
 /// The hidden form token of a page.
 fn csrf(page: &str) -> String {
     let at = page
@@ -113,11 +130,7 @@ fn sign_in_and_what_a_user_sees_and_may_do_follow_the_policies() {
         r.headers()["location"],
         "/ui/login?next=%2Fui%2Frepositories%2Fteam%2Fweb"
     );
-    let r = http
-        .post(format!("http://{addr}/ui/actions/delete-image"))
-        .form(&[("repository", "team/web"), ("digest", kept.as_str())])
-        .send()
-        .unwrap();
+    let r = post_delete(&http, &addr, None, &kept);
     assert_eq!(
         r.status(),
         303,
@@ -226,15 +239,7 @@ fn sign_in_and_what_a_user_sees_and_may_do_follow_the_policies() {
     // Whatever the page shows, the server decides: a delete made by hand, with dev's own
     // form token, is refused, and the image stays.
     let dev_csrf = csrf(&list);
-    let r = http
-        .post(format!("http://{addr}/ui/actions/delete-image"))
-        .form(&[
-            ("csrf", dev_csrf.as_str()),
-            ("repository", "team/web"),
-            ("digest", kept.as_str()),
-        ])
-        .send()
-        .unwrap();
+    let r = post_delete(&http, &addr, Some(&dev_csrf), &kept);
     assert_eq!(r.status(), 403);
     assert!(r
         .text()
@@ -263,22 +268,10 @@ fn sign_in_and_what_a_user_sees_and_may_do_follow_the_policies() {
     // dev posting with a form token of its own session: refused by policy.
     let dev_page = http.get(format!("http://{addr}/ui/tasks")).send().unwrap();
     assert_eq!(dev_page.status(), 403);
-    let r = http
-        .post(format!("http://{addr}/ui/actions/delete-image"))
-        .form(&[
-            ("csrf", owner_csrf.as_str()),
-            ("repository", "team/web"),
-            ("digest", kept.as_str()),
-        ])
-        .send()
-        .unwrap();
+    let r = post_delete(&http, &addr, Some(&owner_csrf), &kept);
     assert_eq!(r.status(), 403, "another session's form token");
     // The owner's own form without its token (as another site would post it): refused.
-    let r = owner_http
-        .post(format!("http://{addr}/ui/actions/delete-image"))
-        .form(&[("repository", "team/web"), ("digest", kept.as_str())])
-        .send()
-        .unwrap();
+    let r = post_delete(&owner_http, &addr, None, &kept);
     assert_eq!(r.status(), 403);
     assert!(r.text().unwrap().contains("came from another site"));
     let r = reqwest::blocking::Client::new()
@@ -288,15 +281,7 @@ fn sign_in_and_what_a_user_sees_and_may_do_follow_the_policies() {
         .unwrap();
     assert_eq!(r.status(), 200, "nothing was deleted");
     // With it: deleted, and the page says so.
-    let r = owner_http
-        .post(format!("http://{addr}/ui/actions/delete-image"))
-        .form(&[
-            ("csrf", owner_csrf.as_str()),
-            ("repository", "team/web"),
-            ("digest", kept.as_str()),
-        ])
-        .send()
-        .unwrap();
+    let r = post_delete(&owner_http, &addr, Some(&owner_csrf), &kept);
     assert_eq!(r.status(), 303);
     let back = r.headers()["location"].to_str().unwrap().to_string();
     assert!(
@@ -497,23 +482,13 @@ fn in_a_browser_sign_in_browse_delete_an_image_and_watch_a_task_stop() {
     push_image(&addr, &owner, "team/web", "1.1");
     push_image(&addr, &owner, "team/api", "3");
     // A task that runs until it is stopped.
-    env.ecrl_ok(&[
-        "repo",
-        "push",
-        &format!("docker://{TASK_BUSYBOX}"),
-        "busybox:1",
-        "-q",
-    ]);
-    let host = localhost(&addr);
-    let def = env.path().join("def.json");
-    std::fs::write(
-        &def,
-        format!(
-            r#"{{"family":"console-sleep","containerDefinitions":[{{"name":"app","image":"{host}/busybox:1","essential":true,"memory":32,"stopTimeout":2,"command":["sh","-c","echo hello from the task; sleep 600"]}}]}}"#
-        ),
-    )
-    .unwrap();
-    env.ecrl_ok(&["task", "register", "-f", def.to_str().unwrap(), "-q"]);
+    register_busybox_task(
+        &env,
+        &addr,
+        "console-sleep",
+        "app",
+        r#""stopTimeout":2,"command":["sh","-c","echo hello from the task; sleep 600"]"#,
+    );
     let run: Value =
         serde_json::from_str(&env.ecrl_ok(&["task", "run", "console-sleep", "--output", "json"]))
             .unwrap();

@@ -7,8 +7,8 @@
 mod common;
 
 use common::registry::{
-    build_task_busybox, localhost, push_blob, registry_address, require_docker, sha256_digest,
-    TASK_BUSYBOX,
+    build_task_busybox, push_blob, register_busybox_task, registry_address, require_docker,
+    sha256_digest,
 };
 use common::webhook::{free_addr, signature, Answer, Receiver};
 use common::{stderr, Env};
@@ -107,23 +107,7 @@ fn every_change_is_an_event_in_ecr_and_ecs_shapes() {
         .unwrap();
     assert_eq!(r.status(), 202);
     // A task definition, and a task run to its end on the engine.
-    env.ecrl_ok(&[
-        "repo",
-        "push",
-        &format!("docker://{TASK_BUSYBOX}"),
-        "busybox:1",
-        "-q",
-    ]);
-    let host = localhost(&addr);
-    let def = env.path().join("def.json");
-    std::fs::write(
-        &def,
-        format!(
-            r#"{{"family":"events-done","containerDefinitions":[{{"name":"c","image":"{host}/busybox:1","essential":true,"memory":32,"command":["true"]}}]}}"#
-        ),
-    )
-    .unwrap();
-    env.ecrl_ok(&["task", "register", "-f", def.to_str().unwrap(), "-q"]);
+    register_busybox_task(&env, &addr, "events-done", "c", r#""command":["true"]"#);
     env.ecrl_ok(&["task", "run", "events-done", "--wait", "-q"]);
     env.ecrl_ok(&["repo", "delete", "team/app", "--force", "-q"]);
 

@@ -5,8 +5,8 @@
 mod common;
 
 use common::registry::{
-    build_task_busybox, localhost, push_blob, registry_address, require_docker, run, run_ok,
-    sha256_digest, TASK_BUSYBOX,
+    build_task_busybox, push_blob, register_busybox_task, registry_address, require_docker, run,
+    run_ok, sha256_digest,
 };
 use common::{stderr, Env};
 use std::collections::BTreeSet;
@@ -125,26 +125,9 @@ fn a_scrape_counts_requests_bytes_content_jobs_and_tasks() {
     assert_eq!(r.status(), 404);
 
     // docker pulls an image through the registry; a task runs it to its end.
-    env.ecrl_ok(&[
-        "repo",
-        "push",
-        &format!("docker://{TASK_BUSYBOX}"),
-        "busybox:1",
-        "-q",
-    ]);
-    let host = localhost(&addr);
-    let image = format!("{host}/busybox:1");
+    let image = register_busybox_task(&env, &addr, "metrics-done", "c", r#""command":["true"]"#);
     run_ok("docker", &["pull", "-q", &image]);
     let _ = run("docker", &["rmi", "-f", &image]);
-    let def = env.path().join("done.json");
-    std::fs::write(
-        &def,
-        format!(
-            r#"{{"family":"metrics-done","containerDefinitions":[{{"name":"c","image":"{host}/busybox:1","essential":true,"memory":32,"command":["true"]}}]}}"#
-        ),
-    )
-    .unwrap();
-    env.ecrl_ok(&["task", "register", "-f", def.to_str().unwrap(), "-q"]);
     env.ecrl_ok(&["task", "run", "metrics-done", "--wait", "-q"]);
     env.ecrl_ok(&["gc", "-q"]);
 

@@ -218,6 +218,36 @@ pub fn build_task_busybox() {
     );
 }
 
+/// Pushes [`TASK_BUSYBOX`] into the registry at `addr` as `busybox:1` and registers the task
+/// definition `family`: one essential container `name` running it, with `fields` (more of the
+/// container's JSON, such as `"command":["true"]`). Answers the image as tasks name it.
+pub fn register_busybox_task(
+    env: &Env,
+    addr: &str,
+    family: &str,
+    name: &str,
+    fields: &str,
+) -> String {
+    env.ecrl_ok(&[
+        "repo",
+        "push",
+        &format!("docker://{TASK_BUSYBOX}"),
+        "busybox:1",
+        "-q",
+    ]);
+    let image = format!("{}/busybox:1", localhost(addr));
+    let def = env.path().join(format!("{family}.json"));
+    std::fs::write(
+        &def,
+        format!(
+            r#"{{"family":"{family}","containerDefinitions":[{{"name":"{name}","image":"{image}","essential":true,"memory":32,{fields}}}]}}"#
+        ),
+    )
+    .unwrap();
+    env.ecrl_ok(&["task", "register", "-f", def.to_str().unwrap(), "-q"]);
+    image
+}
+
 /// A monolithic blob push (POST with the digest) over plain HTTP: the answer.
 #[allow(dead_code)]
 pub fn push_blob(
