@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The web console (issue 23): every page under 100 ms on a 1,000-image repository. One ecrld
 # (release build, authentication on, the owner signed in with a session cookie), one
-# repository of IMAGES images (each its own config and layer, 3 tags on every tenth), one
-# task; each page is fetched ROUNDS times one after the other and its median and worst times
+# repository of IMAGES images (each its own config and layer, 3 tags on every tenth);
+# each page is fetched ROUNDS times one after the other and its median and worst times
 # reported, beside the registry's own tag listing of the same repository for scale.
 # Usage: bench/console.sh [ROUNDS]   (IMAGES; ECRL_BENCH_BUILD=0 measures target/release as
 #   it is)
