@@ -2,7 +2,7 @@
 
 use crate::{
     auth, cluster, completions, daemon, events, gc, image, mirror, output::OutputFormat, repo,
-    storage, task, tls,
+    service, storage, task, tls,
 };
 use clap::{Parser, Subcommand};
 use ecrl::client::{Client, ClientError};
@@ -59,6 +59,9 @@ pub enum Command {
     /// Register, describe, list, deregister and delete ECS task definitions
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// ECS services: a task definition kept running N times, rolled out revision by revision
+    #[command(subcommand, long_about = service::LONG_ABOUT)]
+    Service(service::ServiceCommand),
     /// Create, list, describe and delete ECS clusters (groups of tasks)
     #[command(subcommand, long_about = cluster::LONG_ABOUT)]
     Cluster(cluster::ClusterCommand),
@@ -137,6 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Task(cmd) => block_on(task::run(&ctx, cmd))?,
         Command::Cluster(cmd) => block_on(cluster::run(&ctx, cmd))?,
+        Command::Service(cmd) => block_on(service::run(&ctx, cmd))?,
         Command::Auth(cmd) => block_on(auth::run(&ctx, cmd))?,
         Command::GetLoginPassword(args) => block_on(auth::login_password(&ctx, args))?,
         Command::Login(args) => mirror::login(&ctx, args),

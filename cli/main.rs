@@ -13,6 +13,7 @@ mod mirror;
 mod output;
 mod refs;
 mod repo;
+mod service;
 mod signals;
 mod storage;
 mod task;

@@ -69,6 +69,9 @@ pub struct PsArgs {
     /// Only tasks started with this --started-by
     #[arg(long)]
     pub started_by: Option<String>,
+    /// Only the tasks of this service
+    #[arg(long)]
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -391,6 +394,7 @@ pub async fn ps(ctx: &Context, client: &Client, args: PsArgs) -> anyhow::Result<
                 .to_string()
             }),
             started_by: args.started_by,
+            service_name: args.service,
         })
         .await?;
     print_tasks(ctx, TaskList(response.tasks, false))?;

@@ -33,6 +33,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('repo', 'repo', [CompletionResultType]::ParameterValue, 'Create, list, describe and delete repositories')
             [CompletionResult]::new('image', 'image', [CompletionResultType]::ParameterValue, 'List, describe, delete and tag images')
             [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Register, describe, list, deregister and delete ECS task definitions')
+            [CompletionResult]::new('service', 'service', [CompletionResultType]::ParameterValue, 'ECS services: a task definition kept running N times, rolled out revision by revision')
             [CompletionResult]::new('cluster', 'cluster', [CompletionResultType]::ParameterValue, 'Create, list, describe and delete ECS clusters (groups of tasks)')
             [CompletionResult]::new('auth', 'auth', [CompletionResultType]::ParameterValue, 'Users, access keys, identity and registry policies, and decisions explained')
             [CompletionResult]::new('get-login-password', 'get-login-password', [CompletionResultType]::ParameterValue, 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`')
@@ -752,6 +753,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('--family', '--family', [CompletionResultType]::ParameterName, 'Only tasks of this family')
             [CompletionResult]::new('--status', '--status', [CompletionResultType]::ParameterName, 'RUNNING: every task not yet stopped; STOPPED: the stopped ones')
             [CompletionResult]::new('--started-by', '--started-by', [CompletionResultType]::ParameterName, 'Only tasks started with this --started-by')
+            [CompletionResult]::new('--service', '--service', [CompletionResultType]::ParameterName, 'Only the tasks of this service')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
             [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
@@ -865,6 +867,124 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;task;help;help' {
+            break
+        }
+        'ecrl;service' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create a service (ECS CreateService): its tasks start at once')
+            [CompletionResult]::new('update', 'update', [CompletionResultType]::ParameterValue, 'Change a service (ECS UpdateService): another revision, count or bounds')
+            [CompletionResult]::new('describe', 'describe', [CompletionResultType]::ParameterValue, 'Show services: counts, deployments and their rollout, the latest events')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List services, with their counts')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a service (ECS DeleteService): its tasks are stopped; one still scaled above 0 needs --force')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;service;create' {
+            [CompletionResult]::new('--task-definition', '--task-definition', [CompletionResultType]::ParameterName, 'FAMILY (its latest ACTIVE revision), FAMILY:REVISION or an ARN')
+            [CompletionResult]::new('--desired-count', '--desired-count', [CompletionResultType]::ParameterName, 'Tasks to keep running [default: 1]')
+            [CompletionResult]::new('--cluster', '--cluster', [CompletionResultType]::ParameterName, 'The cluster [default: default]')
+            [CompletionResult]::new('--min-healthy-percent', '--min-healthy-percent', [CompletionResultType]::ParameterName, 'Of the desired count, the tasks kept RUNNING and healthy during a rollout [default: 100]')
+            [CompletionResult]::new('--max-percent', '--max-percent', [CompletionResultType]::ParameterName, 'Of the desired count, the most tasks at once during a rollout [default: 200]')
+            [CompletionResult]::new('--circuit-breaker', '--circuit-breaker', [CompletionResultType]::ParameterName, 'The deployment circuit breaker [default: off]')
+            [CompletionResult]::new('--health-check-grace-period', '--health-check-grace-period', [CompletionResultType]::ParameterName, 'Seconds a new task''s failing health checks are not held against it')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;service;update' {
+            [CompletionResult]::new('--task-definition', '--task-definition', [CompletionResultType]::ParameterName, 'Roll out this revision: FAMILY, FAMILY:REVISION or an ARN')
+            [CompletionResult]::new('--desired-count', '--desired-count', [CompletionResultType]::ParameterName, 'desired-count')
+            [CompletionResult]::new('--cluster', '--cluster', [CompletionResultType]::ParameterName, 'cluster')
+            [CompletionResult]::new('--min-healthy-percent', '--min-healthy-percent', [CompletionResultType]::ParameterName, 'Of the desired count, the tasks kept RUNNING and healthy during a rollout [default: 100]')
+            [CompletionResult]::new('--max-percent', '--max-percent', [CompletionResultType]::ParameterName, 'Of the desired count, the most tasks at once during a rollout [default: 200]')
+            [CompletionResult]::new('--circuit-breaker', '--circuit-breaker', [CompletionResultType]::ParameterName, 'The deployment circuit breaker [default: off]')
+            [CompletionResult]::new('--health-check-grace-period', '--health-check-grace-period', [CompletionResultType]::ParameterName, 'Seconds a new task''s failing health checks are not held against it')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('--force-new-deployment', '--force-new-deployment', [CompletionResultType]::ParameterName, 'Deploy the same revision again (new tasks replace the running ones)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;service;describe' {
+            [CompletionResult]::new('--cluster', '--cluster', [CompletionResultType]::ParameterName, 'The cluster [default: default]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;service;list' {
+            [CompletionResult]::new('--cluster', '--cluster', [CompletionResultType]::ParameterName, 'Only this cluster''s [default: every cluster''s]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;service;delete' {
+            [CompletionResult]::new('--cluster', '--cluster', [CompletionResultType]::ParameterName, 'cluster')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Delete it even though its desired count is above 0')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;service;help' {
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create a service (ECS CreateService): its tasks start at once')
+            [CompletionResult]::new('update', 'update', [CompletionResultType]::ParameterValue, 'Change a service (ECS UpdateService): another revision, count or bounds')
+            [CompletionResult]::new('describe', 'describe', [CompletionResultType]::ParameterValue, 'Show services: counts, deployments and their rollout, the latest events')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List services, with their counts')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a service (ECS DeleteService): its tasks are stopped; one still scaled above 0 needs --force')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;service;help;create' {
+            break
+        }
+        'ecrl;service;help;update' {
+            break
+        }
+        'ecrl;service;help;describe' {
+            break
+        }
+        'ecrl;service;help;list' {
+            break
+        }
+        'ecrl;service;help;delete' {
+            break
+        }
+        'ecrl;service;help;help' {
             break
         }
         'ecrl;cluster' {
@@ -1867,6 +1987,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('repo', 'repo', [CompletionResultType]::ParameterValue, 'Create, list, describe and delete repositories')
             [CompletionResult]::new('image', 'image', [CompletionResultType]::ParameterValue, 'List, describe, delete and tag images')
             [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Register, describe, list, deregister and delete ECS task definitions')
+            [CompletionResult]::new('service', 'service', [CompletionResultType]::ParameterValue, 'ECS services: a task definition kept running N times, rolled out revision by revision')
             [CompletionResult]::new('cluster', 'cluster', [CompletionResultType]::ParameterValue, 'Create, list, describe and delete ECS clusters (groups of tasks)')
             [CompletionResult]::new('auth', 'auth', [CompletionResultType]::ParameterValue, 'Users, access keys, identity and registry policies, and decisions explained')
             [CompletionResult]::new('get-login-password', 'get-login-password', [CompletionResultType]::ParameterValue, 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`')
@@ -2049,6 +2170,29 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;help;task;wait' {
+            break
+        }
+        'ecrl;help;service' {
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create a service (ECS CreateService): its tasks start at once')
+            [CompletionResult]::new('update', 'update', [CompletionResultType]::ParameterValue, 'Change a service (ECS UpdateService): another revision, count or bounds')
+            [CompletionResult]::new('describe', 'describe', [CompletionResultType]::ParameterValue, 'Show services: counts, deployments and their rollout, the latest events')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List services, with their counts')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a service (ECS DeleteService): its tasks are stopped; one still scaled above 0 needs --force')
+            break
+        }
+        'ecrl;help;service;create' {
+            break
+        }
+        'ecrl;help;service;update' {
+            break
+        }
+        'ecrl;help;service;describe' {
+            break
+        }
+        'ecrl;help;service;list' {
+            break
+        }
+        'ecrl;help;service;delete' {
             break
         }
         'ecrl;help;cluster' {

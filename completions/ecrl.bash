@@ -61,6 +61,9 @@ _ecrl() {
             ecrl,repo)
                 cmd="ecrl__subcmd__repo"
                 ;;
+            ecrl,service)
+                cmd="ecrl__subcmd__service"
+                ;;
             ecrl,storage)
                 cmd="ecrl__subcmd__storage"
                 ;;
@@ -352,6 +355,9 @@ _ecrl() {
             ecrl__subcmd__help,repo)
                 cmd="ecrl__subcmd__help__subcmd__repo"
                 ;;
+            ecrl__subcmd__help,service)
+                cmd="ecrl__subcmd__help__subcmd__service"
+                ;;
             ecrl__subcmd__help,storage)
                 cmd="ecrl__subcmd__help__subcmd__storage"
                 ;;
@@ -552,6 +558,21 @@ _ecrl() {
                 ;;
             ecrl__subcmd__help__subcmd__repo__subcmd__policy,set)
                 cmd="ecrl__subcmd__help__subcmd__repo__subcmd__policy__subcmd__set"
+                ;;
+            ecrl__subcmd__help__subcmd__service,create)
+                cmd="ecrl__subcmd__help__subcmd__service__subcmd__create"
+                ;;
+            ecrl__subcmd__help__subcmd__service,delete)
+                cmd="ecrl__subcmd__help__subcmd__service__subcmd__delete"
+                ;;
+            ecrl__subcmd__help__subcmd__service,describe)
+                cmd="ecrl__subcmd__help__subcmd__service__subcmd__describe"
+                ;;
+            ecrl__subcmd__help__subcmd__service,list)
+                cmd="ecrl__subcmd__help__subcmd__service__subcmd__list"
+                ;;
+            ecrl__subcmd__help__subcmd__service,update)
+                cmd="ecrl__subcmd__help__subcmd__service__subcmd__update"
                 ;;
             ecrl__subcmd__help__subcmd__storage,migrate)
                 cmd="ecrl__subcmd__help__subcmd__storage__subcmd__migrate"
@@ -925,6 +946,42 @@ _ecrl() {
             ecrl__subcmd__repo__subcmd__policy__subcmd__help,set)
                 cmd="ecrl__subcmd__repo__subcmd__policy__subcmd__help__subcmd__set"
                 ;;
+            ecrl__subcmd__service,create)
+                cmd="ecrl__subcmd__service__subcmd__create"
+                ;;
+            ecrl__subcmd__service,delete)
+                cmd="ecrl__subcmd__service__subcmd__delete"
+                ;;
+            ecrl__subcmd__service,describe)
+                cmd="ecrl__subcmd__service__subcmd__describe"
+                ;;
+            ecrl__subcmd__service,help)
+                cmd="ecrl__subcmd__service__subcmd__help"
+                ;;
+            ecrl__subcmd__service,list)
+                cmd="ecrl__subcmd__service__subcmd__list"
+                ;;
+            ecrl__subcmd__service,update)
+                cmd="ecrl__subcmd__service__subcmd__update"
+                ;;
+            ecrl__subcmd__service__subcmd__help,create)
+                cmd="ecrl__subcmd__service__subcmd__help__subcmd__create"
+                ;;
+            ecrl__subcmd__service__subcmd__help,delete)
+                cmd="ecrl__subcmd__service__subcmd__help__subcmd__delete"
+                ;;
+            ecrl__subcmd__service__subcmd__help,describe)
+                cmd="ecrl__subcmd__service__subcmd__help__subcmd__describe"
+                ;;
+            ecrl__subcmd__service__subcmd__help,help)
+                cmd="ecrl__subcmd__service__subcmd__help__subcmd__help"
+                ;;
+            ecrl__subcmd__service__subcmd__help,list)
+                cmd="ecrl__subcmd__service__subcmd__help__subcmd__list"
+                ;;
+            ecrl__subcmd__service__subcmd__help,update)
+                cmd="ecrl__subcmd__service__subcmd__help__subcmd__update"
+                ;;
             ecrl__subcmd__storage,help)
                 cmd="ecrl__subcmd__storage__subcmd__help"
                 ;;
@@ -1034,7 +1091,7 @@ _ecrl() {
 
     case "${cmd}" in
         ecrl)
-            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help"
+            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2708,7 +2765,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help)
-            opts="daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help"
+            opts="daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3814,6 +3871,90 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help__subcmd__repo__subcmd__untag)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__service)
+            opts="create update describe list delete"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__service__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__service__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__service__subcmd__describe)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__service__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__service__subcmd__update)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -6135,6 +6276,304 @@ _ecrl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ecrl__subcmd__service)
+            opts="-q -h -V --output --quiet --socket --help --version create update describe list delete help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__service__subcmd__create)
+            opts="-q -h -V --task-definition --desired-count --cluster --min-healthy-percent --max-percent --circuit-breaker --health-check-grace-period --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --task-definition)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --desired-count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-healthy-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --circuit-breaker)
+                    COMPREPLY=($(compgen -W "off on rollback" -- "${cur}"))
+                    return 0
+                    ;;
+                --health-check-grace-period)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__service__subcmd__delete)
+            opts="-q -h -V --cluster --force --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__service__subcmd__describe)
+            opts="-q -h -V --cluster --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__service__subcmd__help)
+            opts="create update describe list delete help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__service__subcmd__help__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__service__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__service__subcmd__help__subcmd__describe)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__service__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__service__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__service__subcmd__help__subcmd__update)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__service__subcmd__list)
+            opts="-q -h -V --cluster --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__service__subcmd__update)
+            opts="-q -h -V --task-definition --desired-count --force-new-deployment --cluster --min-healthy-percent --max-percent --circuit-breaker --health-check-grace-period --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --task-definition)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --desired-count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cluster)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --min-healthy-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --circuit-breaker)
+                    COMPREPLY=($(compgen -W "off on rollback" -- "${cur}"))
+                    return 0
+                    ;;
+                --health-check-grace-period)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ecrl__subcmd__storage)
             opts="-q -h -V --output --quiet --socket --help --version migrate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -6650,7 +7089,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__task__subcmd__ps)
-            opts="-q -h -V --cluster --family --status --started-by --output --quiet --socket --help --version"
+            opts="-q -h -V --cluster --family --status --started-by --service --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -6669,6 +7108,10 @@ _ecrl() {
                     return 0
                     ;;
                 --started-by)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --service)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -30,6 +30,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand repo 'Create, list, describe and delete repositories'
             cand image 'List, describe, delete and tag images'
             cand task 'Register, describe, list, deregister and delete ECS task definitions'
+            cand service 'ECS services: a task definition kept running N times, rolled out revision by revision'
             cand cluster 'Create, list, describe and delete ECS clusters (groups of tasks)'
             cand auth 'Users, access keys, identity and registry policies, and decisions explained'
             cand get-login-password 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
@@ -665,6 +666,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --family 'Only tasks of this family'
             cand --status 'RUNNING: every task not yet stopped; STOPPED: the stopped ones'
             cand --started-by 'Only tasks started with this --started-by'
+            cand --service 'Only the tasks of this service'
             cand --output 'Output format for results on stdout'
             cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
             cand -q 'Print only results: no progress, no notes'
@@ -760,6 +762,111 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;task;help;wait'= {
         }
         &'ecrl;task;help;help'= {
+        }
+        &'ecrl;service'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand create 'Create a service (ECS CreateService): its tasks start at once'
+            cand update 'Change a service (ECS UpdateService): another revision, count or bounds'
+            cand describe 'Show services: counts, deployments and their rollout, the latest events'
+            cand list 'List services, with their counts'
+            cand delete 'Delete a service (ECS DeleteService): its tasks are stopped; one still scaled above 0 needs --force'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;service;create'= {
+            cand --task-definition 'FAMILY (its latest ACTIVE revision), FAMILY:REVISION or an ARN'
+            cand --desired-count 'Tasks to keep running [default: 1]'
+            cand --cluster 'The cluster [default: default]'
+            cand --min-healthy-percent 'Of the desired count, the tasks kept RUNNING and healthy during a rollout [default: 100]'
+            cand --max-percent 'Of the desired count, the most tasks at once during a rollout [default: 200]'
+            cand --circuit-breaker 'The deployment circuit breaker [default: off]'
+            cand --health-check-grace-period 'Seconds a new task''s failing health checks are not held against it'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;service;update'= {
+            cand --task-definition 'Roll out this revision: FAMILY, FAMILY:REVISION or an ARN'
+            cand --desired-count 'desired-count'
+            cand --cluster 'cluster'
+            cand --min-healthy-percent 'Of the desired count, the tasks kept RUNNING and healthy during a rollout [default: 100]'
+            cand --max-percent 'Of the desired count, the most tasks at once during a rollout [default: 200]'
+            cand --circuit-breaker 'The deployment circuit breaker [default: off]'
+            cand --health-check-grace-period 'Seconds a new task''s failing health checks are not held against it'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand --force-new-deployment 'Deploy the same revision again (new tasks replace the running ones)'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;service;describe'= {
+            cand --cluster 'The cluster [default: default]'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;service;list'= {
+            cand --cluster 'Only this cluster''s [default: every cluster''s]'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;service;delete'= {
+            cand --cluster 'cluster'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand --force 'Delete it even though its desired count is above 0'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;service;help'= {
+            cand create 'Create a service (ECS CreateService): its tasks start at once'
+            cand update 'Change a service (ECS UpdateService): another revision, count or bounds'
+            cand describe 'Show services: counts, deployments and their rollout, the latest events'
+            cand list 'List services, with their counts'
+            cand delete 'Delete a service (ECS DeleteService): its tasks are stopped; one still scaled above 0 needs --force'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;service;help;create'= {
+        }
+        &'ecrl;service;help;update'= {
+        }
+        &'ecrl;service;help;describe'= {
+        }
+        &'ecrl;service;help;list'= {
+        }
+        &'ecrl;service;help;delete'= {
+        }
+        &'ecrl;service;help;help'= {
         }
         &'ecrl;cluster'= {
             cand --output 'Output format for results on stdout'
@@ -1623,6 +1730,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand repo 'Create, list, describe and delete repositories'
             cand image 'List, describe, delete and tag images'
             cand task 'Register, describe, list, deregister and delete ECS task definitions'
+            cand service 'ECS services: a task definition kept running N times, rolled out revision by revision'
             cand cluster 'Create, list, describe and delete ECS clusters (groups of tasks)'
             cand auth 'Users, access keys, identity and registry policies, and decisions explained'
             cand get-login-password 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
@@ -1762,6 +1870,23 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;task;stop'= {
         }
         &'ecrl;help;task;wait'= {
+        }
+        &'ecrl;help;service'= {
+            cand create 'Create a service (ECS CreateService): its tasks start at once'
+            cand update 'Change a service (ECS UpdateService): another revision, count or bounds'
+            cand describe 'Show services: counts, deployments and their rollout, the latest events'
+            cand list 'List services, with their counts'
+            cand delete 'Delete a service (ECS DeleteService): its tasks are stopped; one still scaled above 0 needs --force'
+        }
+        &'ecrl;help;service;create'= {
+        }
+        &'ecrl;help;service;update'= {
+        }
+        &'ecrl;help;service;describe'= {
+        }
+        &'ecrl;help;service;list'= {
+        }
+        &'ecrl;help;service;delete'= {
         }
         &'ecrl;help;cluster'= {
             cand create 'Create a cluster (ECS CreateCluster); creating one that exists shows it'

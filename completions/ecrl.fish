@@ -35,6 +35,7 @@ complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "daemon" -d 'Start, stop a
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "repo" -d 'Create, list, describe and delete repositories'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "image" -d 'List, describe, delete and tag images'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "task" -d 'Register, describe, list, deregister and delete ECS task definitions'
+complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "service" -d 'ECS services: a task definition kept running N times, rolled out revision by revision'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "cluster" -d 'Create, list, describe and delete ECS clusters (groups of tasks)'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "auth" -d 'Users, access keys, identity and registry policies, and decisions explained'
 complete -c ecrl -n "__fish_ecrl_needs_command" -f -a "get-login-password" -d 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
@@ -401,6 +402,7 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcomma
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from ps" -l status -d 'RUNNING: every task not yet stopped; STOPPED: the stopped ones' -r -f -a "RUNNING\t''
 STOPPED\t''"
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from ps" -l started-by -d 'Only tasks started with this --started-by' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from ps" -l service -d 'Only the tasks of this service' -r
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from ps" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
@@ -454,6 +456,83 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcomma
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop a task: SIGTERM to its containers in reverse dependency order, SIGKILL after each one\'s stopTimeout; returns once it is STOPPED'
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "wait" -d 'Wait until a task stops (or runs) and exit with its exit code'
 complete -c ecrl -n "__fish_ecrl_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and not __fish_seen_subcommand_from create update describe list delete help" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and not __fish_seen_subcommand_from create update describe list delete help" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and not __fish_seen_subcommand_from create update describe list delete help" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and not __fish_seen_subcommand_from create update describe list delete help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and not __fish_seen_subcommand_from create update describe list delete help" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and not __fish_seen_subcommand_from create update describe list delete help" -f -a "create" -d 'Create a service (ECS CreateService): its tasks start at once'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and not __fish_seen_subcommand_from create update describe list delete help" -f -a "update" -d 'Change a service (ECS UpdateService): another revision, count or bounds'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and not __fish_seen_subcommand_from create update describe list delete help" -f -a "describe" -d 'Show services: counts, deployments and their rollout, the latest events'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and not __fish_seen_subcommand_from create update describe list delete help" -f -a "list" -d 'List services, with their counts'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and not __fish_seen_subcommand_from create update describe list delete help" -f -a "delete" -d 'Delete a service (ECS DeleteService): its tasks are stopped; one still scaled above 0 needs --force'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and not __fish_seen_subcommand_from create update describe list delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from create" -l task-definition -d 'FAMILY (its latest ACTIVE revision), FAMILY:REVISION or an ARN' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from create" -l desired-count -d 'Tasks to keep running [default: 1]' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from create" -l cluster -d 'The cluster [default: default]' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from create" -l min-healthy-percent -d 'Of the desired count, the tasks kept RUNNING and healthy during a rollout [default: 100]' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from create" -l max-percent -d 'Of the desired count, the most tasks at once during a rollout [default: 200]' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from create" -l circuit-breaker -d 'The deployment circuit breaker [default: off]' -r -f -a "off\t'No circuit breaker: failing tasks are retried, waiting longer each time'
+on\t'A rollout whose tasks keep failing is marked FAILED'
+rollback\t'... and the last completed revision is deployed again'"
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from create" -l health-check-grace-period -d 'Seconds a new task\'s failing health checks are not held against it' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from create" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from create" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from create" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from update" -l task-definition -d 'Roll out this revision: FAMILY, FAMILY:REVISION or an ARN' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from update" -l desired-count -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from update" -l cluster -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from update" -l min-healthy-percent -d 'Of the desired count, the tasks kept RUNNING and healthy during a rollout [default: 100]' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from update" -l max-percent -d 'Of the desired count, the most tasks at once during a rollout [default: 200]' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from update" -l circuit-breaker -d 'The deployment circuit breaker [default: off]' -r -f -a "off\t'No circuit breaker: failing tasks are retried, waiting longer each time'
+on\t'A rollout whose tasks keep failing is marked FAILED'
+rollback\t'... and the last completed revision is deployed again'"
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from update" -l health-check-grace-period -d 'Seconds a new task\'s failing health checks are not held against it' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from update" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from update" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from update" -l force-new-deployment -d 'Deploy the same revision again (new tasks replace the running ones)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from update" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from update" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from update" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from describe" -l cluster -d 'The cluster [default: default]' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from describe" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from describe" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from describe" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from describe" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from describe" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from list" -l cluster -d 'Only this cluster\'s [default: every cluster\'s]' -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from list" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from list" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from delete" -l cluster -r
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from delete" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
+json\t''
+yaml\t''"
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from delete" -l socket -d 'The daemon\'s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]' -r -F
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from delete" -l force -d 'Delete it even though its desired count is above 0'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from delete" -s q -l quiet -d 'Print only results: no progress, no notes'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from delete" -s V -l version -d 'Print version'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from help" -f -a "create" -d 'Create a service (ECS CreateService): its tasks start at once'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from help" -f -a "update" -d 'Change a service (ECS UpdateService): another revision, count or bounds'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from help" -f -a "describe" -d 'Show services: counts, deployments and their rollout, the latest events'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from help" -f -a "list" -d 'List services, with their counts'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a service (ECS DeleteService): its tasks are stopped; one still scaled above 0 needs --force'
+complete -c ecrl -n "__fish_ecrl_using_subcommand service; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand cluster; and not __fish_seen_subcommand_from create list describe delete help" -l output -d 'Output format for results on stdout' -r -f -a "table\t''
 json\t''
 yaml\t''"
@@ -758,24 +837,25 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -l socket -d 'T
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s q -l quiet -d 'Print only results: no progress, no notes'
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s h -l help -d 'Print help'
 complete -c ecrl -n "__fish_ecrl_using_subcommand generate-docs" -s V -l version -d 'Print version'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "daemon" -d 'Start, stop and inspect the ecrld daemon'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "repo" -d 'Create, list, describe and delete repositories'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "image" -d 'List, describe, delete and tag images'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "task" -d 'Register, describe, list, deregister and delete ECS task definitions'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "cluster" -d 'Create, list, describe and delete ECS clusters (groups of tasks)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "auth" -d 'Users, access keys, identity and registry policies, and decisions explained'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "get-login-password" -d 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "login" -d 'Log in to a remote registry (for mirroring), or list the logins'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "logout" -d 'Forget the credentials of a remote registry'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "mirror" -d 'Copy images to and from other registries, on demand, on a schedule, or as they are pushed (replication)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "tls" -d 'Show how clients come to trust the HTTPS registry (ecrld\'s CA)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "gc" -d 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "fsck" -d 'Check every blob against its digest and the metadata against the disk (--repair)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "events" -d 'Show what ecrld changed (pushes, deletes, tasks, policies, ...); -f follows; --webhooks'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "storage" -d 'Move the registry onto the backends several ecrld share (S3 and PostgreSQL)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "completions" -d 'Print a shell completion script'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "generate-docs" -d 'Write completion scripts and man pages into a directory (for packagers and the tests)'
-complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "daemon" -d 'Start, stop and inspect the ecrld daemon'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "repo" -d 'Create, list, describe and delete repositories'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "image" -d 'List, describe, delete and tag images'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "task" -d 'Register, describe, list, deregister and delete ECS task definitions'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "service" -d 'ECS services: a task definition kept running N times, rolled out revision by revision'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "cluster" -d 'Create, list, describe and delete ECS clusters (groups of tasks)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "auth" -d 'Users, access keys, identity and registry policies, and decisions explained'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "get-login-password" -d 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "login" -d 'Log in to a remote registry (for mirroring), or list the logins'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "logout" -d 'Forget the credentials of a remote registry'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "mirror" -d 'Copy images to and from other registries, on demand, on a schedule, or as they are pushed (replication)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "tls" -d 'Show how clients come to trust the HTTPS registry (ecrld\'s CA)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "gc" -d 'Collect garbage now: blobs and links nothing holds (--dry-run counts them)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "fsck" -d 'Check every blob against its digest and the metadata against the disk (--repair)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "events" -d 'Show what ecrld changed (pushes, deletes, tasks, policies, ...); -f follows; --webhooks'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "storage" -d 'Move the registry onto the backends several ecrld share (S3 and PostgreSQL)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "completions" -d 'Print a shell completion script'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "generate-docs" -d 'Write completion scripts and man pages into a directory (for packagers and the tests)'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and not __fish_seen_subcommand_from daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "start" -d 'Start ecrld in the background and wait until it answers'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "stop" -d 'Stop ecrld and wait until it is gone'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from daemon" -f -a "status" -d 'Show whether ecrld runs, where it listens, what it stores and the engine it runs tasks on (exit 3 when it does not run)'
@@ -807,6 +887,11 @@ complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcomma
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "logs" -d 'Print what a task\'s containers wrote (kept after the task stopped)'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "stop" -d 'Stop a task: SIGTERM to its containers in reverse dependency order, SIGKILL after each one\'s stopTimeout; returns once it is STOPPED'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "wait" -d 'Wait until a task stops (or runs) and exit with its exit code'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from service" -f -a "create" -d 'Create a service (ECS CreateService): its tasks start at once'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from service" -f -a "update" -d 'Change a service (ECS UpdateService): another revision, count or bounds'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from service" -f -a "describe" -d 'Show services: counts, deployments and their rollout, the latest events'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from service" -f -a "list" -d 'List services, with their counts'
+complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from service" -f -a "delete" -d 'Delete a service (ECS DeleteService): its tasks are stopped; one still scaled above 0 needs --force'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "create" -d 'Create a cluster (ECS CreateCluster); creating one that exists shows it'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "list" -d 'List clusters (ECS ListClusters), with their task counts'
 complete -c ecrl -n "__fish_ecrl_using_subcommand help; and __fish_seen_subcommand_from cluster" -f -a "describe" -d 'Show clusters (ECS DescribeClusters): status, running and pending tasks, tags'

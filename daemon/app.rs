@@ -629,6 +629,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     ));
     tokio::spawn(crate::gc::schedule(state.clone(), state.config.gc_interval));
     crate::mirror::start(&state);
+    crate::services::start(&state);
     tokio::spawn(conns.clone().trim_after_floods(shutdown.clone()));
     // Tasks a previous daemon left running are supervised again (once the engine answers).
     {

@@ -19,6 +19,7 @@ mod mirror;
 mod progress;
 mod registry;
 mod runtime;
+mod services;
 mod storage;
 mod tasks;
 mod tls;

@@ -26,6 +26,8 @@ fn ecs_error(e: ApiError) -> AwsError {
     let kind = match e.code {
         ErrorCode::ClusterNotFound => "ClusterNotFoundException",
         ErrorCode::ClusterContainsTasks => "ClusterContainsTasksException",
+        ErrorCode::ServiceNotFound => "ServiceNotFoundException",
+        ErrorCode::ServiceNotActive => "ServiceNotActiveException",
         ErrorCode::InvalidParameter | ErrorCode::TaskNotFound => "InvalidParameterException",
         ErrorCode::Internal
         | ErrorCode::ShuttingDown
@@ -396,6 +398,7 @@ pub(super) async fn call(
                             .to_string(),
                     ),
                     started_by: optional(input, "startedBy").map(str::to_string),
+                    service_name: optional(input, "serviceName").map(str::to_string),
                 },
             )
             .map_err(ecs_error)?;

@@ -120,6 +120,13 @@ fn cluster(state: &Shared, name: &str) -> Cluster {
             _ => {}
         }
     }
+    let services = state
+        .meta
+        .read()
+        .services
+        .values()
+        .filter(|s| s.cluster_arn == arn && s.status == "ACTIVE")
+        .count() as u32;
     Cluster {
         tags: tags_of(&state.meta.read(), &arn, &[]),
         cluster_arn: arn,
@@ -128,7 +135,7 @@ fn cluster(state: &Shared, name: &str) -> Cluster {
         registered_container_instances_count: 1,
         running_tasks_count: running,
         pending_tasks_count: pending,
-        active_services_count: 0,
+        active_services_count: services,
     }
 }
 

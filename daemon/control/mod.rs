@@ -10,6 +10,7 @@ mod events;
 pub(crate) mod lifecycle;
 pub(crate) mod mirror;
 pub(crate) mod repos;
+pub(crate) mod services;
 mod system;
 pub(crate) mod taskdefs;
 pub(crate) mod tasks;
@@ -183,6 +184,7 @@ fn router(state: Arc<AppState>) -> Router {
     let app = tasks::routes(app);
     let app = clusters::routes(app);
     let app = events::routes(app);
+    let app = services::routes(app);
     app.fallback(unknown_operation)
         .layer(axum::middleware::map_response(add_version_header))
         .with_state(state)

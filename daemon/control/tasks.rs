@@ -295,6 +295,12 @@ pub(crate) fn list_tasks(
                 .as_deref()
                 .is_none_or(|s| t.started_by.as_deref() == Some(s))
         })
+        .filter(|t| {
+            request
+                .service_name
+                .as_deref()
+                .is_none_or(|s| t.group == crate::services::group_of(s))
+        })
         .filter(|t| match desired.as_deref() {
             None => true,
             Some("STOPPED") => t.is_stopped(),

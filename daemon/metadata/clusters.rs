@@ -85,6 +85,42 @@ impl Metadata {
         .await
     }
 
+    /// Stores a service (its ARN is its key), replacing the record of the same ARN.
+    pub async fn put_service(
+        &self,
+        service: ecrl::api::services::Service,
+    ) -> Result<(), MetaError> {
+        self.write(move |conn, index| {
+            let cluster = service
+                .cluster_arn
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            conn.execute(
+                "INSERT INTO services (arn, cluster, service) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (arn) DO UPDATE SET cluster = excluded.cluster,
+                    service = excluded.service",
+                params![service.service_arn, cluster, json(&service)?],
+            )?;
+            index.services.insert(service.service_arn.clone(), service);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Forgets a service.
+    pub async fn delete_service(&self, arn: String) -> Result<(), MetaError> {
+        self.write(move |conn, index| {
+            if index.services.remove(&arn).is_some() {
+                conn.execute("DELETE FROM services WHERE arn = ?1", [&arn])?;
+                forget_tags(conn, index, &arn)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Sets the tags of the ECS resource `arn` (the caller has checked it exists).
     pub async fn put_ecs_tags(&self, arn: String, tags: Vec<Tag>) -> Result<(), MetaError> {
         self.write(move |conn, index| put_tags(conn, index, &arn, tags))
@@ -125,6 +161,17 @@ pub(super) fn load(conn: &Db, index: &mut Index) -> Result<(), MetaError> {
         let (name, record) = row?;
         index.clusters.insert(name, record);
     }
+    let mut stmt = conn.prepare("SELECT arn, service FROM services")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (arn, service) = row?;
+        match serde_json::from_str(&service) {
+            Ok(service) => {
+                index.services.insert(arn, service);
+            }
+            Err(e) => tracing::warn!(service = %arn, "a stored service does not read: {e}"),
+        }
+    }
     let mut stmt = conn.prepare("SELECT arn, tags FROM ecs_tags")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     for row in rows {
@@ -149,6 +196,36 @@ mod tests {
             key: Some(k.into()),
             value: Some(v.into()),
         }
+    }
+
+    #[tokio::test]
+    async fn services_survive_reopening_and_go_when_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let arn = "arn:aws:ecs:local:123456789012:service/default/web".to_string();
+        let service = ecrl::api::services::Service {
+            service_arn: arn.clone(),
+            service_name: "web".into(),
+            cluster_arn: "arn:aws:ecs:local:123456789012:cluster/default".into(),
+            status: "ACTIVE".into(),
+            task_definition: "arn:aws:ecs:local:123456789012:task-definition/web:1".into(),
+            desired_count: 3,
+            running_count: 0,
+            pending_count: 0,
+            launch_type: "EC2".into(),
+            scheduling_strategy: "REPLICA".into(),
+            deployment_configuration: Default::default(),
+            health_check_grace_period_seconds: Some(5),
+            deployments: Vec::new(),
+            events: Vec::new(),
+            created_at: "2026-12-07T00:00:00.000Z".into(),
+            created_by: None,
+        };
+        open(dir.path()).put_service(service.clone()).await.unwrap();
+        let meta = open(dir.path());
+        assert_eq!(meta.read().services[&arn], service);
+        meta.delete_service(arn.clone()).await.unwrap();
+        drop(meta);
+        assert!(open(dir.path()).read().services.is_empty());
     }
 
     #[tokio::test]

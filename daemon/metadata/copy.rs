@@ -34,6 +34,7 @@ const TABLES: &[&str] = &[
     "events",
     "webhook_queue",
     "webhook_state",
+    "services",
 ];
 
 /// What was copied: rows per table.

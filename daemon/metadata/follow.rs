@@ -213,6 +213,7 @@ impl Follow {
                 "clusters" => {
                     index.clusters = std::mem::take(&mut scratch.clusters);
                     index.ecs_tags = std::mem::take(&mut scratch.ecs_tags);
+                    index.services = std::mem::take(&mut scratch.services);
                 }
                 "mirror" => index.mirror = std::mem::take(&mut scratch.mirror),
                 "layers" => index.layers = std::mem::take(&mut scratch.layers),

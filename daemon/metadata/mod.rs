@@ -168,6 +168,8 @@ pub struct Index {
     pub tasks: BTreeMap<String, ecrl::api::tasks::Task>,
     /// ECS clusters by name (`default` is not among them: it always exists).
     pub clusters: BTreeMap<String, ClusterRecord>,
+    /// ECS services by ARN.
+    pub services: BTreeMap<String, ecrl::api::services::Service>,
     /// Resource tags of ECS resources by ARN (see [`clusters`]).
     pub ecs_tags: BTreeMap<String, Vec<ecrl::taskdef::Tag>>,
     pub auth: AuthIndex,
@@ -260,6 +262,7 @@ pub enum ExclusiveJob {
     Replication,
     Sync,
     Webhooks,
+    Services,
 }
 
 impl ExclusiveJob {
@@ -272,6 +275,7 @@ impl ExclusiveJob {
                 ExclusiveJob::Replication => 2,
                 ExclusiveJob::Sync => 3,
                 ExclusiveJob::Webhooks => 4,
+                ExclusiveJob::Services => 5,
             }
     }
 }

@@ -226,6 +226,12 @@ const MIGRATIONS: &[&str] = &[
         last_error TEXT,
         last_error_at INTEGER
     ) STRICT, WITHOUT ROWID;",
+    // 17: ECS services, each as its API JSON (deployments and events included) by ARN.
+    "CREATE TABLE services (
+        arn TEXT PRIMARY KEY,
+        cluster TEXT NOT NULL,
+        service TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 /// Opens (creating) a SQLite database and brings its schema up to date.
@@ -305,6 +311,7 @@ pub const CHANGE_KINDS: &[(&str, &str)] = &[
     ("cache_tags", "mirror"),
     ("clusters", "clusters"),
     ("ecs_tags", "clusters"),
+    ("services", "clusters"),
 ];
 
 /// The PostgreSQL channel instances are told of each other's commits on.

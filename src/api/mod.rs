@@ -9,6 +9,7 @@ pub mod events;
 pub mod lifecycle;
 pub mod mirror;
 pub mod repos;
+pub mod services;
 pub mod system;
 pub mod tasks;
 pub mod transfer;
@@ -135,6 +136,10 @@ pub enum ErrorCode {
     ClusterNotFound,
     /// The cluster still has tasks that are not STOPPED (ECS's ClusterContainsTasksException).
     ClusterContainsTasks,
+    /// No ECS service of that name in the cluster (ECS's ServiceNotFoundException).
+    ServiceNotFound,
+    /// The service is being deleted (ECS's ServiceNotActiveException).
+    ServiceNotActive,
     /// A code this client does not know yet.
     #[serde(other)]
     Unknown,
@@ -153,12 +158,14 @@ impl ErrorCode {
             | ErrorCode::UserNotFound
             | ErrorCode::PolicyNotFound
             | ErrorCode::LifecyclePolicyNotFound
-            | ErrorCode::ClusterNotFound => 404,
+            | ErrorCode::ClusterNotFound
+            | ErrorCode::ServiceNotFound => 404,
             ErrorCode::RepositoryAlreadyExists
             | ErrorCode::RepositoryNotEmpty
             | ErrorCode::ImageTagAlreadyExists
             | ErrorCode::UserAlreadyExists
-            | ErrorCode::ClusterContainsTasks => 409,
+            | ErrorCode::ClusterContainsTasks
+            | ErrorCode::ServiceNotActive => 409,
             ErrorCode::ShuttingDown
             | ErrorCode::RuntimeUnavailable
             | ErrorCode::ServiceUnavailable => 503,

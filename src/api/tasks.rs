@@ -472,6 +472,9 @@ pub struct ListTasksRequest {
     pub desired_status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
+    /// Only the tasks of this service (ECS's serviceName).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -513,7 +516,7 @@ pub struct Cluster {
     pub running_tasks_count: u32,
     /// Tasks not yet RUNNING (PROVISIONING, PENDING).
     pub pending_tasks_count: u32,
-    /// Always 0: ecrl runs no ECS services.
+    /// Its ACTIVE services.
     pub active_services_count: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<crate::taskdef::Tag>,
