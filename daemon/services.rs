@@ -15,7 +15,7 @@ use crate::app::AppState;
 use crate::metadata::ExclusiveJob;
 use ecrl::api::services::{Deployment, Service, ServiceEvent};
 use ecrl::api::tasks::{stop_code, task_status, Task};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,9 +58,39 @@ fn failed(t: &Task) -> bool {
             || t.stopped_reason.as_deref() == Some(UNHEALTHY_REASON))
 }
 
-/// RUNNING, and healthy or without a health check.
-fn healthy(t: &Task) -> bool {
-    t.last_status == task_status::RUNNING && t.health_status != "UNHEALTHY"
+/// RUNNING, and HEALTHY when its definition has a health check (`checked`: a task whose
+/// checks have not answered yet is not healthy, so a rollout waits for them).
+fn healthy(t: &Task, checked: &HashSet<String>) -> bool {
+    t.last_status == task_status::RUNNING
+        && match t.health_status.as_str() {
+            "HEALTHY" => true,
+            "UNHEALTHY" => false,
+            _ => !checked.contains(t.id()),
+        }
+}
+
+/// The tasks among `tasks` whose definition has a container health check.
+fn with_health_checks(index: &crate::metadata::Index, tasks: &[Task]) -> HashSet<String> {
+    tasks
+        .iter()
+        .filter(|t| {
+            let Some((family, revision)) = t.family_revision().rsplit_once(':') else {
+                return false;
+            };
+            let revision: u32 = revision.parse().unwrap_or(0);
+            index
+                .task_families
+                .get(family)
+                .and_then(|f| f.revisions.get(&revision))
+                .is_some_and(|td| {
+                    td.definition
+                        .container_definitions
+                        .iter()
+                        .any(|c| c.health_check.is_some())
+                })
+        })
+        .map(|t| t.id().to_string())
+        .collect()
 }
 
 /// The service with its counts as its tasks are now.
@@ -138,10 +168,10 @@ struct Backoff {
     streak: u32,
     next_launch: Option<Instant>,
     /// Tasks asked to stop, until they are STOPPED (asked once, told once).
-    stopping: std::collections::HashSet<String>,
+    stopping: HashSet<String>,
     /// Tasks launched since the last one that came up: one RUNNING and healthy ends the
     /// streak of failures.
-    launched: std::collections::HashSet<String>,
+    launched: HashSet<String>,
 }
 
 pub fn start(state: &Arc<AppState>) {
@@ -194,7 +224,12 @@ fn threshold(desired: u32) -> u32 {
 
 /// One look at one service: starts and stops what it needs, and records what changed.
 async fn pass(state: &Arc<AppState>, stored: Service, backoff: &mut Backoff) -> Result<(), String> {
-    let tasks = tasks_of(&state.meta.read(), &stored);
+    let (tasks, checked) = {
+        let index = state.meta.read();
+        let tasks = tasks_of(&index, &stored);
+        let checked = with_health_checks(&index, &tasks);
+        (tasks, checked)
+    };
     let mut service = with_counts(stored.clone(), &tasks);
     let name = stored.service_name.clone();
     backoff
@@ -275,7 +310,7 @@ async fn pass(state: &Arc<AppState>, stored: Service, backoff: &mut Backoff) -> 
         .collect();
     if primary_live
         .iter()
-        .any(|t| healthy(t) && backoff.launched.contains(t.id()))
+        .any(|t| healthy(t, &checked) && backoff.launched.contains(t.id()))
     {
         backoff.streak = 0;
         backoff.launched.clear();
@@ -394,12 +429,17 @@ async fn pass(state: &Arc<AppState>, stored: Service, backoff: &mut Backoff) -> 
 
     // Stop what is no longer wanted: the older deployments' tasks as far as
     // minimumHealthyPercent allows (pending ones first), then the primary's extras.
-    let mut healthy_now = live.iter().filter(|t| healthy(t)).count() as u32;
+    let mut healthy_now = live.iter().filter(|t| healthy(t, &checked)).count() as u32;
     let mut stopping: Vec<(&Task, String)> = Vec::new();
     let mut old = others.clone();
-    old.sort_by_key(|t| (healthy(t), std::cmp::Reverse(t.created_at.clone())));
+    old.sort_by_key(|t| {
+        (
+            healthy(t, &checked),
+            std::cmp::Reverse(t.created_at.clone()),
+        )
+    });
     for t in old {
-        if healthy(t) {
+        if healthy(t, &checked) {
             if healthy_now <= min_healthy {
                 break;
             }
@@ -410,7 +450,12 @@ async fn pass(state: &Arc<AppState>, stored: Service, backoff: &mut Backoff) -> 
     }
     if (primary_live.len() as u32) > desired {
         let mut extra = primary_live.clone();
-        extra.sort_by_key(|t| (healthy(t), std::cmp::Reverse(t.created_at.clone())));
+        extra.sort_by_key(|t| {
+            (
+                healthy(t, &checked),
+                std::cmp::Reverse(t.created_at.clone()),
+            )
+        });
         for t in extra
             .into_iter()
             .take(primary_live.len() - desired as usize)
@@ -449,7 +494,7 @@ async fn pass(state: &Arc<AppState>, stored: Service, backoff: &mut Backoff) -> 
     if service.deployments.len() < before {
         service.deployments[0].updated_at = ecrl::timestamp::now();
     }
-    let healthy_primary = primary_live.iter().filter(|t| healthy(t)).count() as u32;
+    let healthy_primary = primary_live.iter().filter(|t| healthy(t, &checked)).count() as u32;
     if service.deployments.len() == 1
         && service.deployments[0].rollout_state == "IN_PROGRESS"
         && healthy_primary == desired

@@ -206,13 +206,13 @@ fn a_failing_revision_is_rolled_back_by_the_circuit_breaker() {
     ]);
     let first = wait_for(&env, "api", "2 tasks RUNNING", |s| steady(s, 2));
     let good = first["deployments"][0]["id"].as_str().unwrap().to_string();
-    // Revision 2 exits at once.
+    // Revision 2 runs, but its health check always fails.
     register_busybox_task(
         &env,
         &addr,
         "api",
         "app",
-        r#""portMappings":[{"containerPort":8080,"hostPort":0}],"command":["sh","-c","exit 3"]"#,
+        r#""stopTimeout":2,"portMappings":[{"containerPort":8080,"hostPort":0}],"command":["httpd","-f","-p","8080"],"healthCheck":{"command":["CMD-SHELL","exit 1"],"interval":5,"timeout":2,"retries":1,"startPeriod":0}"#,
     );
     env.ecrl_ok(&[
         "service",
@@ -224,19 +224,42 @@ fn a_failing_revision_is_rolled_back_by_the_circuit_breaker() {
         "rollback",
         "-q",
     ]);
-    let s = wait_for(&env, "api", "rolled back and steady", |s| {
-        steady(s, 2)
+    // Throughout, the two tasks of revision 1 keep serving: a new task whose health is not
+    // known yet, or UNHEALTHY, never stands in for one of them.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let s = loop {
+        let s = service(&env, "api");
+        let serving = running_tasks(&env, "api")
+            .iter()
+            .filter(|t| {
+                t["taskDefinitionArn"].as_str().unwrap().ends_with("api:1")
+                    && t["lastStatus"] == "RUNNING"
+            })
+            .count();
+        assert!(serving >= 2, "revision 1 went below its count: {s:#}");
+        if steady(&s, 2)
             && s["taskDefinition"]
                 .as_str()
                 .unwrap()
                 .ends_with("task-definition/api:1")
-    });
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "not rolled back: {s:#}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
     let messages: Vec<String> = s["events"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["message"].as_str().unwrap().to_string())
         .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("failed container health checks")),
+        "{messages:#?}"
+    );
     assert!(
         messages
             .iter()
