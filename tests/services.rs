@@ -89,6 +89,15 @@ fn a_service_keeps_its_count_replaces_a_killed_task_and_survives_a_restart() {
         cluster["clusters"][0]["activeServicesCount"], 1,
         "{cluster}"
     );
+    // The console shows it (authentication is off in this test).
+    let page = reqwest::blocking::get(format!("http://{addr}/ui/services/default/web"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        page.contains("Service web") && page.contains("has reached a steady state"),
+        "{page}"
+    );
     assert!(s["serviceArn"]
         .as_str()
         .unwrap()

@@ -46,6 +46,7 @@ fn layout(viewer: Option<&Viewer>, title: &str, section: &str, body: Markup) -> 
             "/ui/task-definitions",
             "Task definitions",
         ),
+        ("services", "/ui/services", "Services"),
         ("tasks", "/ui/tasks", "Tasks"),
         ("registry", "/ui/registry", "Registry"),
     ];
@@ -191,6 +192,12 @@ pub async fn show(state: &Arc<AppState>, viewer: &Viewer, path: &str, query: &st
     }
     if let Some(rest) = rest("/ui/task-definitions/") {
         return task_definition(state, viewer, rest);
+    }
+    if path == "/ui/services" {
+        return services(state, viewer);
+    }
+    if let Some(rest) = rest("/ui/services/") {
+        return service(state, viewer, rest);
     }
     if path == "/ui/tasks" {
         return tasks(state, viewer, query);
@@ -748,6 +755,112 @@ fn task_definition(state: &Arc<AppState>, viewer: &Viewer, id: &str) -> Response
             } }
             h2 { "JSON" }
             pre { (json) }
+        },
+    ))
+}
+
+// ---- services ------------------------------------------------------------------------------
+
+fn services(state: &Arc<AppState>, viewer: &Viewer) -> Response {
+    if !may_arn(state, viewer, "ecs:ListServices", "*") {
+        return denied(viewer, "ecs:ListServices", "the services");
+    }
+    let list: Vec<ecrl::api::services::Service> = {
+        let index = state.meta.read();
+        index
+            .services
+            .values()
+            .map(|s| {
+                let tasks = crate::services::tasks_of(&index, s);
+                crate::services::with_counts(s.clone(), &tasks)
+            })
+            .collect()
+    };
+    ok(layout(
+        Some(viewer),
+        "Services",
+        "services",
+        html! {
+            h1 { "Services" }
+            @if list.is_empty() { p.muted { "None: 'ecrl service create' makes one." } }
+            @else { div.scroll { table #services {
+                thead { tr { th { "Service" } th.wide { "Cluster" } th { "Task definition" }
+                    th.num { "Desired" } th.num { "Running" } th.num { "Pending" } th { "Rollout" } } }
+                tbody { @for s in &list {
+                    @let cluster = s.cluster_arn.rsplit('/').next().unwrap_or_default();
+                    tr {
+                        td { a href={ "/ui/services/" (cluster) "/" (s.service_name) } { (s.service_name) }
+                            @if s.status != "ACTIVE" { span.muted { " (" (s.status.to_lowercase()) ")" } } }
+                        td.wide { (cluster) }
+                        td { (s.task_definition.rsplit('/').next().unwrap_or_default()) }
+                        td.num { (s.desired_count) }
+                        td.num { (s.running_count) }
+                        td.num { (s.pending_count) }
+                        td { @if let Some(d) = s.deployments.first() { (d.rollout_state) } }
+                    }
+                } }
+            } } }
+        },
+    ))
+}
+
+fn service(state: &Arc<AppState>, viewer: &Viewer, id: &str) -> Response {
+    let Some((cluster, name)) = id.split_once('/') else {
+        return not_found(viewer, "That service");
+    };
+    let arn = state.ecs_arn(&format!("service/{cluster}/{name}"));
+    if !may_arn(state, viewer, "ecs:DescribeServices", &arn) {
+        return denied(viewer, "ecs:DescribeServices", &arn);
+    }
+    let (s, tasks) = {
+        let index = state.meta.read();
+        let Some(s) = index.services.get(&arn).cloned() else {
+            return not_found(viewer, &format!("Service {name}"));
+        };
+        let tasks = crate::services::tasks_of(&index, &s);
+        (crate::services::with_counts(s, &tasks), tasks)
+    };
+    let mut live: Vec<&Task> = tasks.iter().filter(|t| !t.is_stopped()).collect();
+    live.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    let c = &s.deployment_configuration;
+    ok(layout(
+        Some(viewer),
+        name,
+        "services",
+        html! {
+            h1 { "Service " (name) }
+            div.card { dl.kv {
+                dt { "ARN" } dd { code { (s.service_arn) } }
+                dt { "Status" } dd { (s.status) }
+                dt { "Task definition" } dd { (s.task_definition.rsplit('/').next().unwrap_or_default()) }
+                dt { "Tasks" } dd { (s.desired_count) " desired, " (s.running_count) " running, "
+                    (s.pending_count) " pending" }
+                dt { "Deployments" } dd { (c.minimum_healthy_percent) "% healthy min, "
+                    (c.maximum_percent) "% max, circuit breaker "
+                    @if !c.deployment_circuit_breaker.enable { "off" }
+                    @else if c.deployment_circuit_breaker.rollback { "rollback" } @else { "on" } }
+            } }
+            h2 { "Deployments" }
+            div.scroll { table #deployments {
+                thead { tr { th { "Id" } th { "Status" } th { "Task definition" } th.num { "Running" }
+                    th.num { "Failed" } th { "Rollout" } } }
+                tbody { @for d in &s.deployments {
+                    tr { td.mono { (d.id) } td { (d.status) }
+                        td { (d.task_definition.rsplit('/').next().unwrap_or_default()) }
+                        td.num { (d.running_count) "/" (d.desired_count) } td.num { (d.failed_tasks) }
+                        td { (d.rollout_state) div.muted { (d.rollout_state_reason) } } }
+                } }
+            } }
+            h2 { "Tasks" }
+            @if live.is_empty() { p.muted { "None running." } }
+            ul { @for t in &live {
+                li { a.mono href={ "/ui/tasks/" (t.id()) } { (t.id().get(..12).unwrap_or(t.id())) } " "
+                    span class={ "state " (t.last_status) } { (t.last_status) } " " (t.health_status) }
+            } }
+            h2 { "Events" }
+            ul #service-events { @for e in s.events.iter().take(30) {
+                li { span.muted { (when(&e.created_at)) " " } (e.message) }
+            } }
         },
     ))
 }
