@@ -751,3 +751,74 @@ want = {"RegisterTaskDefinition", "DescribeTaskDefinition", "ListTaskDefinitions
 assert want <= set(checked), want - set(checked)
 print("ecs shapes checked:", sorted(set(checked)))
 "#;
+
+/// ECS services through the AWS CLI: create-service, describe-services (ECS's shapes, epoch
+/// times), list-services, update-service, delete-service; a user without ecs:CreateService
+/// is refused.
+#[test]
+fn the_aws_cli_creates_scales_and_deletes_a_service() {
+    let t = start();
+    let ops = t.user("ops", ECS_AND_ECR);
+    let ecs = |args: &[&str]| -> Value {
+        let mut all = vec!["ecs"];
+        all.extend_from_slice(args);
+        t.aws_ok(&ops, &all)
+    };
+    let file = input_file(&t, "web.json", &web_definition("svc"));
+    ecs(&["register-task-definition", "--cli-input-json", &file]);
+    let created = ecs(&[
+        "create-service",
+        "--service-name",
+        "web",
+        "--task-definition",
+        "svc",
+        "--desired-count",
+        "2",
+        "--deployment-configuration",
+        "minimumHealthyPercent=50,maximumPercent=200,deploymentCircuitBreaker={enable=true,rollback=true}",
+    ]);
+    let service = &created["service"];
+    assert_eq!(service["serviceName"], "web", "{created}");
+    assert_eq!(service["desiredCount"], 2);
+    assert!(service["createdAt"].is_number(), "epoch seconds: {created}");
+    assert_eq!(
+        service["deploymentConfiguration"]["deploymentCircuitBreaker"]["rollback"],
+        true
+    );
+    let arn = service["serviceArn"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let d = ecs(&["describe-services", "--services", "web"]);
+        let s = &d["services"][0];
+        if s["runningCount"] == 2 && s["deployments"][0]["rolloutState"] == "COMPLETED" {
+            assert!(s["deployments"][0]["createdAt"].is_number(), "{d}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not steady: {d}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let listed = ecs(&["list-services"]);
+    assert_eq!(arns(&listed["serviceArns"]), vec![arn.clone()]);
+    let tasks = ecs(&["list-tasks", "--service-name", "web"]);
+    assert_eq!(tasks["taskArns"].as_array().unwrap().len(), 2, "{tasks}");
+    let updated = ecs(&["update-service", "--service", "web", "--desired-count", "0"]);
+    assert_eq!(updated["service"]["desiredCount"], 0);
+    let deleted = ecs(&["delete-service", "--service", "web"]);
+    assert_eq!(deleted["service"]["status"], "DRAINING", "{deleted}");
+    let missing = ecs(&["describe-services", "--services", "nope"]);
+    assert_eq!(missing["failures"][0]["reason"], "MISSING", "{missing}");
+
+    // ECR only: no services.
+    t.aws_fails(
+        &t.ci,
+        &[
+            "ecs",
+            "create-service",
+            "--service-name",
+            "x",
+            "--task-definition",
+            "svc",
+        ],
+        "AccessDeniedException",
+    );
+}

@@ -472,6 +472,9 @@ pub(super) async fn call(
             remove(&mut cluster, &["tags"]);
             json!({ "cluster": cluster })
         }
+        // --- services ------------------------------------------------------------------
+        "CreateService" | "UpdateService" | "DeleteService" | "DescribeServices"
+        | "ListServices" => service_call(state, op, input, &may).await?,
         // --- tags ----------------------------------------------------------------------
         "TagResource" => {
             let arn = string(input, "resourceArn")?;
@@ -504,6 +507,61 @@ fn list_request(input: &Value) -> ListTaskDefinitionsRequest {
         family_prefix: optional(input, "familyPrefix").map(str::to_string),
         status: optional(input, "status").map(str::to_string),
     }
+}
+
+/// ECS's service operations, through the control API's (the same checks), each decided by
+/// the policies on the service's ARN (`*` for a listing).
+async fn service_call(
+    state: &Shared,
+    op: &str,
+    input: &Value,
+    may: &impl Fn(&'static str, &str) -> Result<(), AwsError>,
+) -> Result<Value, AwsError> {
+    use crate::control::services as svc;
+    use ecrl::api::services::*;
+    let cluster = clusters::resolve(state, optional(input, "cluster")).map_err(ecs_error)?;
+    let arn_of = |reference: &str| match reference.starts_with("arn:") {
+        true => reference.to_string(),
+        false => state.ecs_arn(&format!("service/{cluster}/{reference}")),
+    };
+    let mut out = match op {
+        "CreateService" => {
+            let request: CreateServiceRequest = decode(input)?;
+            may("ecs:CreateService", &arn_of(&request.service_name))?;
+            json!(svc::create(state, request).await.map_err(ecs_error)?)
+        }
+        "UpdateService" => {
+            let request: UpdateServiceRequest = decode(input)?;
+            may("ecs:UpdateService", &arn_of(&request.service))?;
+            json!(svc::update(state, request).await.map_err(ecs_error)?)
+        }
+        "DeleteService" => {
+            let request: DeleteServiceRequest = decode(input)?;
+            may("ecs:DeleteService", &arn_of(&request.service))?;
+            json!(svc::delete(state, request).await.map_err(ecs_error)?)
+        }
+        "DescribeServices" => {
+            let request: DescribeServicesRequest = decode(input)?;
+            for reference in &request.services {
+                may("ecs:DescribeServices", &arn_of(reference))?;
+            }
+            json!(svc::describe(state, request).map_err(ecs_error)?)
+        }
+        _ => {
+            may("ecs:ListServices", "*")?;
+            let listed = svc::list(
+                state,
+                ListServicesRequest {
+                    cluster: Some(cluster.clone()),
+                },
+            )
+            .map_err(ecs_error)?;
+            let arns: Vec<String> = listed.services.into_iter().map(|s| s.service_arn).collect();
+            return super::paged(input, "serviceArns", json!(arns));
+        }
+    };
+    super::epoch_times(&mut out);
+    Ok(out)
 }
 
 fn decode_tags(input: &Value) -> Result<Vec<ecrl::taskdef::Tag>, AwsError> {
