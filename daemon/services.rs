@@ -50,6 +50,13 @@ fn is_live(t: &Task) -> bool {
     t.last_status != task_status::STOPPED
 }
 
+/// An essential container has exited: the task is stopping, whatever its status says yet.
+fn ending(t: &Task) -> bool {
+    t.containers
+        .iter()
+        .any(|c| c.essential && c.last_status == task_status::STOPPED)
+}
+
 /// A task that stopped by itself (its container exited, it could not start, it failed its
 /// health checks), not because it was asked to.
 fn failed(t: &Task) -> bool {
@@ -95,7 +102,7 @@ fn with_health_checks(index: &crate::metadata::Index, tasks: &[Task]) -> HashSet
 
 /// The service with its counts as its tasks are now.
 pub fn with_counts(mut service: Service, tasks: &[Task]) -> Service {
-    let live: Vec<&Task> = tasks.iter().filter(|t| is_live(t)).collect();
+    let live: Vec<&Task> = tasks.iter().filter(|t| is_live(t) && !ending(t)).collect();
     service.running_count = live
         .iter()
         .filter(|t| t.last_status == task_status::RUNNING)
@@ -237,10 +244,16 @@ async fn pass(state: &Arc<AppState>, stored: Service, backoff: &mut Backoff) -> 
         .retain(|id| tasks.iter().any(|t| t.id() == id && is_live(t)));
     // Tasks on their way out count for nothing but the room they take.
     let live: Vec<&Task> = tasks.iter().filter(|t| is_live(t)).collect();
+    // A task whose essential container has exited is on its way out too: it is replaced at
+    // once, not when its stop has finished (its logs drained, its containers removed).
     let going: Vec<&Task> = live
         .iter()
         .copied()
-        .filter(|t| backoff.stopping.contains(t.id()) || t.desired_status == task_status::STOPPED)
+        .filter(|t| {
+            backoff.stopping.contains(t.id())
+                || t.desired_status == task_status::STOPPED
+                || ending(t)
+        })
         .collect();
     let live: Vec<&Task> = live
         .into_iter()
