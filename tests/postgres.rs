@@ -138,6 +138,10 @@ fn events_of_every_instance_are_one_log_and_each_webhook_gets_them_once() {
     let _db = b.spawn_daemon(&["--config", config_b.to_str().unwrap()]);
     a.ecrl_ok(&["repo", "create", "shared/a", "-q"]);
     b.ecrl_ok(&["repo", "create", "shared/b", "-q"]);
+    // A hears of B's repository within moments; then deletes it.
+    soon("shared/b on A", || {
+        repo_names(&a).contains(&"shared/b".into())
+    });
     a.ecrl_ok(&["repo", "delete", "shared/b", "-q"]);
     let events = |env: &Env| -> Vec<(i64, String)> {
         json(env, &["events"])
