@@ -613,6 +613,14 @@ impl Supervisor {
         // hears of that from a separate event, which can land a moment after the exit (over
         // 2 s seen on a loaded CI machine).
         if !self.task.desired_status.eq(task_status::STOPPED) {
+            // Watchers (a service replacing the task) hear of the exit at once; why it ended
+            // follows once known.
+            if matches!(&status, Ok(s) if s.exit_code == Some(137) && !s.oom_killed) {
+                let c = self.container(name);
+                c.last_status = task_status::STOPPED.into();
+                c.exit_code = Some(137);
+                self.publish().await;
+            }
             for _ in 0..40 {
                 match &status {
                     Ok(s) if s.exit_code == Some(137) && !s.oom_killed => {
