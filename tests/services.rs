@@ -41,6 +41,27 @@ fn steady(s: &Value, count: u64) -> bool {
         && s["deployments"][0]["rolloutState"] == "COMPLETED"
 }
 
+/// Deletes the service and waits until it is gone with its tasks (a test leaves no
+/// container running behind it).
+fn delete_and_wait(env: &Env, name: &str) {
+    env.ecrl_ok(&["service", "delete", name, "--force", "-q"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list: Value =
+            serde_json::from_str(&env.ecrl_ok(&["service", "list", "--output", "json"])).unwrap();
+        let gone = !list["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["serviceName"] == name);
+        if gone && running_tasks(env, name).is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not deleted: {list:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn running_tasks(env: &Env, name: &str) -> Vec<Value> {
     let out: Value = serde_json::from_str(&env.ecrl_ok(&[
         "task",
@@ -288,7 +309,7 @@ fn a_failing_revision_is_rolled_back_by_the_circuit_breaker() {
             "{t:#}"
         );
     }
-    env.ecrl_ok(&["service", "delete", "api", "--force", "-q"]);
+    delete_and_wait(&env, "api");
 }
 
 #[test]
@@ -389,5 +410,5 @@ fn bad_service_requests_are_refused_with_the_reason() {
     let list: Value =
         serde_json::from_str(&env.ecrl_ok(&["service", "list", "--output", "json"])).unwrap();
     assert_eq!(list["services"].as_array().unwrap().len(), 1);
-    env.ecrl_ok(&["service", "delete", "s", "--force", "-q"]);
+    delete_and_wait(&env, "s");
 }
