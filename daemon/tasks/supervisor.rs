@@ -611,7 +611,8 @@ impl Supervisor {
         let mut status = self.ctx.runtime.inspect_container(id).await;
         // A kill (137) of a container nobody stopped may be the OOM killer's: the engine
         // hears of that from a separate event, which can land a moment after the exit (over
-        // 2 s seen on a loaded CI machine).
+        // 2 s seen on a loaded CI machine, over 4 s on one running two builds besides). Up
+        // to 10 s is waited for it: the exit itself is published at once.
         if !self.task.desired_status.eq(task_status::STOPPED) {
             // Watchers (a service replacing the task) hear of the exit at once; why it ended
             // follows once known.
@@ -621,7 +622,7 @@ impl Supervisor {
                 c.exit_code = Some(137);
                 self.publish().await;
             }
-            for _ in 0..40 {
+            for _ in 0..100 {
                 match &status {
                     Ok(s) if s.exit_code == Some(137) && !s.oom_killed => {
                         tokio::time::sleep(Duration::from_millis(100)).await;
