@@ -38,6 +38,11 @@ const MAX_CLUSTERS: usize = 10_000;
 
 /// ECS's rule for cluster names: 1-255 letters, digits, hyphens and underscores.
 fn check_name(name: &str) -> Result<(), ApiError> {
+    check_ecs_name("cluster", name)
+}
+
+/// ECS's rule for cluster and service names (`what` names which in the error).
+pub(crate) fn check_ecs_name(what: &str, name: &str) -> Result<(), ApiError> {
     if name.is_empty()
         || name.len() > 255
         || !name
@@ -45,7 +50,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(invalid(format!(
-            "cluster name {name:?}: up to 255 letters (uppercase and lowercase), numbers, \
+            "{what} name {name:?}: up to 255 letters (uppercase and lowercase), numbers, \
              underscores, and hyphens are allowed"
         )));
     }

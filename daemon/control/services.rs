@@ -36,18 +36,7 @@ fn invalid(message: impl Into<String>) -> ApiError {
 
 /// ECS's rule for service names: 1-255 letters, digits, hyphens and underscores.
 fn check_name(name: &str) -> Result<(), ApiError> {
-    if name.is_empty()
-        || name.len() > 255
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(invalid(format!(
-            "service name {name:?}: up to 255 letters (uppercase and lowercase), numbers, \
-             underscores, and hyphens are allowed"
-        )));
-    }
-    Ok(())
+    super::clusters::check_ecs_name("service", name)
 }
 
 fn check_count(count: u32) -> Result<(), ApiError> {
@@ -132,6 +121,24 @@ fn current(state: &Shared, arn: &str) -> Option<Service> {
     Some(with_counts(service, &tasks))
 }
 
+/// The service a request names (in its cluster): its ARN and its record.
+fn stored(
+    state: &Shared,
+    cluster: Option<&str>,
+    reference: &str,
+) -> Result<(String, Service), ApiError> {
+    let (cluster, _) = cluster_of(state, cluster)?;
+    let arn = service_arn(state, &cluster, reference)?;
+    let service = state
+        .meta
+        .read()
+        .services
+        .get(&arn)
+        .cloned()
+        .ok_or_else(|| not_found(reference))?;
+    Ok((arn, service))
+}
+
 fn definition(state: &Shared, reference: &str) -> Result<TaskDefinition, ApiError> {
     crate::tasks::defs::resolve_task_definition(&state.meta.read(), reference, true)
 }
@@ -202,15 +209,7 @@ pub(crate) async fn update(
     state: &Shared,
     r: UpdateServiceRequest,
 ) -> Result<ServiceResponse, ApiError> {
-    let (cluster, _) = cluster_of(state, r.cluster.as_deref())?;
-    let arn = service_arn(state, &cluster, &r.service)?;
-    let mut service = state
-        .meta
-        .read()
-        .services
-        .get(&arn)
-        .cloned()
-        .ok_or_else(|| not_found(&r.service))?;
+    let (arn, mut service) = stored(state, r.cluster.as_deref(), &r.service)?;
     if service.status != "ACTIVE" {
         return Err(ApiError::new(
             ErrorCode::ServiceNotActive,
@@ -315,15 +314,7 @@ pub(crate) async fn delete(
     state: &Shared,
     r: DeleteServiceRequest,
 ) -> Result<ServiceResponse, ApiError> {
-    let (cluster, _) = cluster_of(state, r.cluster.as_deref())?;
-    let arn = service_arn(state, &cluster, &r.service)?;
-    let mut service = state
-        .meta
-        .read()
-        .services
-        .get(&arn)
-        .cloned()
-        .ok_or_else(|| not_found(&r.service))?;
+    let (arn, mut service) = stored(state, r.cluster.as_deref(), &r.service)?;
     if service.status == "DRAINING" {
         return Ok(ServiceResponse { service });
     }
