@@ -2,7 +2,7 @@
 
 use crate::{
     auth, cluster, completions, daemon, events, gc, image, mirror, output::OutputFormat, repo,
-    service, storage, task, tls,
+    secret, service, storage, task, tls,
 };
 use clap::{Parser, Subcommand};
 use ecrl::client::{Client, ClientError};
@@ -62,6 +62,9 @@ pub enum Command {
     /// ECS services: a task definition kept running N times, rolled out revision by revision
     #[command(subcommand, long_about = service::LONG_ABOUT)]
     Service(service::ServiceCommand),
+    /// Keep secrets (passwords, keys) that tasks' `secrets` put in their environment
+    #[command(subcommand, long_about = secret::LONG_ABOUT)]
+    Secret(secret::SecretCommand),
     /// Create, list, describe and delete ECS clusters (groups of tasks)
     #[command(subcommand, long_about = cluster::LONG_ABOUT)]
     Cluster(cluster::ClusterCommand),
@@ -141,6 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Task(cmd) => block_on(task::run(&ctx, cmd))?,
         Command::Cluster(cmd) => block_on(cluster::run(&ctx, cmd))?,
         Command::Service(cmd) => block_on(service::run(&ctx, cmd))?,
+        Command::Secret(cmd) => block_on(secret::run(&ctx, cmd))?,
         Command::Auth(cmd) => block_on(auth::run(&ctx, cmd))?,
         Command::GetLoginPassword(args) => block_on(auth::login_password(&ctx, args))?,
         Command::Login(args) => mirror::login(&ctx, args),

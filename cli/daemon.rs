@@ -453,6 +453,11 @@ fn daemon_command(config: &DaemonConfig) -> Command {
             .as_deref()
             .unwrap_or(ecrl::config::ADDR_NONE),
     );
+    command.arg("--task-endpoint").arg(
+        config
+            .task_endpoint
+            .map_or_else(|| ecrl::config::ADDR_NONE.to_string(), |a| a.to_string()),
+    );
     match &config.metadata {
         ecrl::config::MetadataConfig::Sqlite => {
             command.arg("--metadata-backend").arg("sqlite");

@@ -13,6 +13,7 @@ mod mirror;
 mod output;
 mod refs;
 mod repo;
+mod secret;
 mod service;
 mod signals;
 mod storage;

@@ -206,7 +206,7 @@ fn show<T: serde::Serialize + Table>(ctx: &Context, value: &T) -> anyhow::Result
 }
 
 /// Reads a line from the terminal, echoed or not.
-fn prompt(label: &str, echo: bool) -> anyhow::Result<String> {
+pub(crate) fn prompt(label: &str, echo: bool) -> anyhow::Result<String> {
     let mut tty = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

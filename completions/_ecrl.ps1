@@ -34,6 +34,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('image', 'image', [CompletionResultType]::ParameterValue, 'List, describe, delete and tag images')
             [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Register, describe, list, deregister and delete ECS task definitions')
             [CompletionResult]::new('service', 'service', [CompletionResultType]::ParameterValue, 'ECS services: a task definition kept running N times, rolled out revision by revision')
+            [CompletionResult]::new('secret', 'secret', [CompletionResultType]::ParameterValue, 'Keep secrets (passwords, keys) that tasks'' `secrets` put in their environment')
             [CompletionResult]::new('cluster', 'cluster', [CompletionResultType]::ParameterValue, 'Create, list, describe and delete ECS clusters (groups of tasks)')
             [CompletionResult]::new('auth', 'auth', [CompletionResultType]::ParameterValue, 'Users, access keys, identity and registry policies, and decisions explained')
             [CompletionResult]::new('get-login-password', 'get-login-password', [CompletionResultType]::ParameterValue, 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`')
@@ -75,6 +76,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)')
             [CompletionResult]::new('--tls-names', '--tls-names', [CompletionResultType]::ParameterName, 'Extra DNS names or IP addresses the generated server certificate is valid for, besides localhost, 127.0.0.1 and ::1 (comma-separated)')
             [CompletionResult]::new('--metrics-addr', '--metrics-addr', [CompletionResultType]::ParameterName, 'Serve Prometheus metrics at http://HOST:PORT/metrics (alone: on 127.0.0.1:9105; `none` turns them off) [default: off]')
+            [CompletionResult]::new('--task-endpoint', '--task-endpoint', [CompletionResultType]::ParameterName, 'Where tasks'' containers reach the task metadata endpoint and their task role''s credentials, IP:PORT (`none` turns it off) [default: 169.254.170.2:80]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'YAML config file [default: ~/.config/ecrl/config.yaml when it exists]')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format on stderr [default: text]')
             [CompletionResult]::new('--anonymous', '--anonymous', [CompletionResultType]::ParameterName, 'What the registry allows without credentials: none, pull (anyone may pull), or all (no registry authentication: throwaway local use only) [default: none]')
@@ -985,6 +987,91 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;service;help;help' {
+            break
+        }
+        'ecrl;secret' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('put', 'put', [CompletionResultType]::ParameterValue, 'Store a secret''s value (a new version: the one before stays as AWSPREVIOUS)')
+            [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Print a secret''s value')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the secrets'' names and versions (never their values)')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a secret')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;secret;put' {
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'Read the value from a file (as it is)')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('--value-stdin', '--value-stdin', [CompletionResultType]::ParameterName, 'Read the value from standard input (without a trailing newline)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;secret;get' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;secret;list' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;secret;delete' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'ecrl;secret;help' {
+            [CompletionResult]::new('put', 'put', [CompletionResultType]::ParameterValue, 'Store a secret''s value (a new version: the one before stays as AWSPREVIOUS)')
+            [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Print a secret''s value')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the secrets'' names and versions (never their values)')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a secret')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'ecrl;secret;help;put' {
+            break
+        }
+        'ecrl;secret;help;get' {
+            break
+        }
+        'ecrl;secret;help;list' {
+            break
+        }
+        'ecrl;secret;help;delete' {
+            break
+        }
+        'ecrl;secret;help;help' {
             break
         }
         'ecrl;cluster' {
@@ -1988,6 +2075,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('image', 'image', [CompletionResultType]::ParameterValue, 'List, describe, delete and tag images')
             [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Register, describe, list, deregister and delete ECS task definitions')
             [CompletionResult]::new('service', 'service', [CompletionResultType]::ParameterValue, 'ECS services: a task definition kept running N times, rolled out revision by revision')
+            [CompletionResult]::new('secret', 'secret', [CompletionResultType]::ParameterValue, 'Keep secrets (passwords, keys) that tasks'' `secrets` put in their environment')
             [CompletionResult]::new('cluster', 'cluster', [CompletionResultType]::ParameterValue, 'Create, list, describe and delete ECS clusters (groups of tasks)')
             [CompletionResult]::new('auth', 'auth', [CompletionResultType]::ParameterValue, 'Users, access keys, identity and registry policies, and decisions explained')
             [CompletionResult]::new('get-login-password', 'get-login-password', [CompletionResultType]::ParameterValue, 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`')
@@ -2193,6 +2281,25 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;help;service;delete' {
+            break
+        }
+        'ecrl;help;secret' {
+            [CompletionResult]::new('put', 'put', [CompletionResultType]::ParameterValue, 'Store a secret''s value (a new version: the one before stays as AWSPREVIOUS)')
+            [CompletionResult]::new('get', 'get', [CompletionResultType]::ParameterValue, 'Print a secret''s value')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the secrets'' names and versions (never their values)')
+            [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a secret')
+            break
+        }
+        'ecrl;help;secret;put' {
+            break
+        }
+        'ecrl;help;secret;get' {
+            break
+        }
+        'ecrl;help;secret;list' {
+            break
+        }
+        'ecrl;help;secret;delete' {
             break
         }
         'ecrl;help;cluster' {

@@ -61,6 +61,9 @@ _ecrl() {
             ecrl,repo)
                 cmd="ecrl__subcmd__repo"
                 ;;
+            ecrl,secret)
+                cmd="ecrl__subcmd__secret"
+                ;;
             ecrl,service)
                 cmd="ecrl__subcmd__service"
                 ;;
@@ -355,6 +358,9 @@ _ecrl() {
             ecrl__subcmd__help,repo)
                 cmd="ecrl__subcmd__help__subcmd__repo"
                 ;;
+            ecrl__subcmd__help,secret)
+                cmd="ecrl__subcmd__help__subcmd__secret"
+                ;;
             ecrl__subcmd__help,service)
                 cmd="ecrl__subcmd__help__subcmd__service"
                 ;;
@@ -558,6 +564,18 @@ _ecrl() {
                 ;;
             ecrl__subcmd__help__subcmd__repo__subcmd__policy,set)
                 cmd="ecrl__subcmd__help__subcmd__repo__subcmd__policy__subcmd__set"
+                ;;
+            ecrl__subcmd__help__subcmd__secret,delete)
+                cmd="ecrl__subcmd__help__subcmd__secret__subcmd__delete"
+                ;;
+            ecrl__subcmd__help__subcmd__secret,get)
+                cmd="ecrl__subcmd__help__subcmd__secret__subcmd__get"
+                ;;
+            ecrl__subcmd__help__subcmd__secret,list)
+                cmd="ecrl__subcmd__help__subcmd__secret__subcmd__list"
+                ;;
+            ecrl__subcmd__help__subcmd__secret,put)
+                cmd="ecrl__subcmd__help__subcmd__secret__subcmd__put"
                 ;;
             ecrl__subcmd__help__subcmd__service,create)
                 cmd="ecrl__subcmd__help__subcmd__service__subcmd__create"
@@ -946,6 +964,36 @@ _ecrl() {
             ecrl__subcmd__repo__subcmd__policy__subcmd__help,set)
                 cmd="ecrl__subcmd__repo__subcmd__policy__subcmd__help__subcmd__set"
                 ;;
+            ecrl__subcmd__secret,delete)
+                cmd="ecrl__subcmd__secret__subcmd__delete"
+                ;;
+            ecrl__subcmd__secret,get)
+                cmd="ecrl__subcmd__secret__subcmd__get"
+                ;;
+            ecrl__subcmd__secret,help)
+                cmd="ecrl__subcmd__secret__subcmd__help"
+                ;;
+            ecrl__subcmd__secret,list)
+                cmd="ecrl__subcmd__secret__subcmd__list"
+                ;;
+            ecrl__subcmd__secret,put)
+                cmd="ecrl__subcmd__secret__subcmd__put"
+                ;;
+            ecrl__subcmd__secret__subcmd__help,delete)
+                cmd="ecrl__subcmd__secret__subcmd__help__subcmd__delete"
+                ;;
+            ecrl__subcmd__secret__subcmd__help,get)
+                cmd="ecrl__subcmd__secret__subcmd__help__subcmd__get"
+                ;;
+            ecrl__subcmd__secret__subcmd__help,help)
+                cmd="ecrl__subcmd__secret__subcmd__help__subcmd__help"
+                ;;
+            ecrl__subcmd__secret__subcmd__help,list)
+                cmd="ecrl__subcmd__secret__subcmd__help__subcmd__list"
+                ;;
+            ecrl__subcmd__secret__subcmd__help,put)
+                cmd="ecrl__subcmd__secret__subcmd__help__subcmd__put"
+                ;;
             ecrl__subcmd__service,create)
                 cmd="ecrl__subcmd__service__subcmd__create"
                 ;;
@@ -1091,7 +1139,7 @@ _ecrl() {
 
     case "${cmd}" in
         ecrl)
-            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help"
+            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task service secret cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2473,7 +2521,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__daemon__subcmd__start)
-            opts="-q -h -V --data-dir --registry-addr --tls --tls-addr --tls-cert --tls-key --tls-names --metrics-addr --config --log-format --anonymous --encryption --metadata-backend --postgres-url --postgres-ca --storage-backend --s3-endpoint --s3-bucket --s3-prefix --s3-region --s3-addressing --wait --output --quiet --socket --help --version"
+            opts="-q -h -V --data-dir --registry-addr --tls --tls-addr --tls-cert --tls-key --tls-names --metrics-addr --task-endpoint --config --log-format --anonymous --encryption --metadata-backend --postgres-url --postgres-ca --storage-backend --s3-endpoint --s3-bucket --s3-prefix --s3-region --s3-addressing --wait --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2508,6 +2556,10 @@ _ecrl() {
                     return 0
                     ;;
                 --metrics-addr)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --task-endpoint)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2765,7 +2817,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help)
-            opts="daemon repo image task service cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help"
+            opts="daemon repo image task service secret cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3871,6 +3923,76 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help__subcmd__repo__subcmd__untag)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__secret)
+            opts="put get list delete"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__secret__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__secret__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__secret__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__secret__subcmd__put)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -6261,6 +6383,204 @@ _ecrl() {
                 return 0
             fi
             case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__secret)
+            opts="-q -h -V --output --quiet --socket --help --version put get list delete help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__secret__subcmd__delete)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__secret__subcmd__get)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__secret__subcmd__help)
+            opts="put get list delete help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__secret__subcmd__help__subcmd__delete)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__secret__subcmd__help__subcmd__get)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__secret__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__secret__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__secret__subcmd__help__subcmd__put)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__secret__subcmd__list)
+            opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__secret__subcmd__put)
+            opts="-q -h -V --value-stdin --file --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
                     return 0

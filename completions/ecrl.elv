@@ -31,6 +31,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand image 'List, describe, delete and tag images'
             cand task 'Register, describe, list, deregister and delete ECS task definitions'
             cand service 'ECS services: a task definition kept running N times, rolled out revision by revision'
+            cand secret 'Keep secrets (passwords, keys) that tasks'' `secrets` put in their environment'
             cand cluster 'Create, list, describe and delete ECS clusters (groups of tasks)'
             cand auth 'Users, access keys, identity and registry policies, and decisions explained'
             cand get-login-password 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
@@ -70,6 +71,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand --tls-key 'PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)'
             cand --tls-names 'Extra DNS names or IP addresses the generated server certificate is valid for, besides localhost, 127.0.0.1 and ::1 (comma-separated)'
             cand --metrics-addr 'Serve Prometheus metrics at http://HOST:PORT/metrics (alone: on 127.0.0.1:9105; `none` turns them off) [default: off]'
+            cand --task-endpoint 'Where tasks'' containers reach the task metadata endpoint and their task role''s credentials, IP:PORT (`none` turns it off) [default: 169.254.170.2:80]'
             cand --config 'YAML config file [default: ~/.config/ecrl/config.yaml when it exists]'
             cand --log-format 'Log format on stderr [default: text]'
             cand --anonymous 'What the registry allows without credentials: none, pull (anyone may pull), or all (no registry authentication: throwaway local use only) [default: none]'
@@ -867,6 +869,80 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;service;help;delete'= {
         }
         &'ecrl;service;help;help'= {
+        }
+        &'ecrl;secret'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand put 'Store a secret''s value (a new version: the one before stays as AWSPREVIOUS)'
+            cand get 'Print a secret''s value'
+            cand list 'List the secrets'' names and versions (never their values)'
+            cand delete 'Delete a secret'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;secret;put'= {
+            cand --file 'Read the value from a file (as it is)'
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand --value-stdin 'Read the value from standard input (without a trailing newline)'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;secret;get'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;secret;list'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;secret;delete'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'ecrl;secret;help'= {
+            cand put 'Store a secret''s value (a new version: the one before stays as AWSPREVIOUS)'
+            cand get 'Print a secret''s value'
+            cand list 'List the secrets'' names and versions (never their values)'
+            cand delete 'Delete a secret'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'ecrl;secret;help;put'= {
+        }
+        &'ecrl;secret;help;get'= {
+        }
+        &'ecrl;secret;help;list'= {
+        }
+        &'ecrl;secret;help;delete'= {
+        }
+        &'ecrl;secret;help;help'= {
         }
         &'ecrl;cluster'= {
             cand --output 'Output format for results on stdout'
@@ -1731,6 +1807,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand image 'List, describe, delete and tag images'
             cand task 'Register, describe, list, deregister and delete ECS task definitions'
             cand service 'ECS services: a task definition kept running N times, rolled out revision by revision'
+            cand secret 'Keep secrets (passwords, keys) that tasks'' `secrets` put in their environment'
             cand cluster 'Create, list, describe and delete ECS clusters (groups of tasks)'
             cand auth 'Users, access keys, identity and registry policies, and decisions explained'
             cand get-login-password 'Print a registry password (12 hours) for `docker login -u AWS --password-stdin`'
@@ -1887,6 +1964,20 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;service;list'= {
         }
         &'ecrl;help;service;delete'= {
+        }
+        &'ecrl;help;secret'= {
+            cand put 'Store a secret''s value (a new version: the one before stays as AWSPREVIOUS)'
+            cand get 'Print a secret''s value'
+            cand list 'List the secrets'' names and versions (never their values)'
+            cand delete 'Delete a secret'
+        }
+        &'ecrl;help;secret;put'= {
+        }
+        &'ecrl;help;secret;get'= {
+        }
+        &'ecrl;help;secret;list'= {
+        }
+        &'ecrl;help;secret;delete'= {
         }
         &'ecrl;help;cluster'= {
             cand create 'Create a cluster (ECS CreateCluster); creating one that exists shows it'

@@ -59,6 +59,8 @@ pub struct AppState {
     /// The container runtime tasks run on (and images load into).
     pub runtime: Arc<dyn Runtime>,
     pub tasks: TaskManager,
+    /// The secret store tasks' `secrets` read from.
+    pub secrets: Arc<crate::secrets::Secrets>,
     /// Registry authentication state (failure counts).
     pub auth: crate::auth::Guard,
     /// SigV4 signing keys the AWS API derived.
@@ -535,6 +537,22 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         Some(listener) => Some(listener.local_addr()?),
         None => None,
     };
+    let task_endpoint = match config.task_endpoint {
+        Some(addr) => match crate::task_endpoint::bind(&addr.to_string(), &config.data_dir).await {
+            Ok(listener) => Some(listener),
+            Err(why) => {
+                tracing::warn!(
+                    "the task metadata endpoint is off (tasks get no ECS_CONTAINER_METADATA_URI                      and no task role credentials): {why}"
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let task_endpoint_addr = match &task_endpoint {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
     // Removed when dropped, on every way out of this function.
     let (control_listener, _socket_file) = control::bind(&config.socket).await?;
     let registry_addr = match &registry_listener {
@@ -576,7 +594,20 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
             })
         }
     };
+    let secrets = Arc::new(crate::secrets::Secrets::new(
+        meta.clone(),
+        store.keys(),
+        &config.region,
+    ));
     let tasks = TaskManager::new(Ctx {
+        secrets: secrets.clone(),
+        endpoint: task_endpoint_addr.map(|addr| {
+            Arc::new(crate::tasks::endpoint::Endpoint::new(
+                addr,
+                meta.token_secret(),
+                &config.region,
+            ))
+        }),
         runtime: runtime.clone(),
         store: Arc::new(MetaTaskStore(meta.clone())),
         tasks_dir: config.data_dir.join("tasks"),
@@ -596,6 +627,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         meta,
         runtime,
         tasks,
+        secrets,
         auth: crate::auth::Guard::default(),
         aws_keys: Default::default(),
         aws_previews: Default::default(),
@@ -669,6 +701,16 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
             )),
         ));
     }
+    if let Some(listener) = task_endpoint {
+        servers.push((
+            "task endpoint",
+            tokio::spawn(crate::task_endpoint::serve(
+                listener,
+                state.clone(),
+                shutdown.clone(),
+            )),
+        ));
+    }
     if let Some(listener) = metrics_listener {
         servers.push((
             "metrics",
@@ -687,6 +729,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         registry = %registry_addr.map_or_else(off, |a| a.to_string()),
         https = %state.tls.as_ref().map_or_else(off, |t| t.addr.to_string()),
         metrics = %state.metrics_addr.map_or_else(off, |a| a.to_string()),
+        task_endpoint = %task_endpoint_addr.map_or_else(off, |a| a.to_string()),
         data_dir = %state.config.data_dir.display(),
         "ecrld is ready"
     );

@@ -19,6 +19,7 @@ pub const ENV_ANONYMOUS: &str = "ECRL_ANONYMOUS";
 pub const ENV_TLS: &str = "ECRL_TLS";
 pub const ENV_TLS_ADDR: &str = "ECRL_TLS_ADDR";
 pub const ENV_METRICS_ADDR: &str = "ECRL_METRICS_ADDR";
+pub const ENV_TASK_ENDPOINT: &str = "ECRL_TASK_ENDPOINT";
 pub const ENV_TLS_CERT: &str = "ECRL_TLS_CERT";
 pub const ENV_TLS_KEY: &str = "ECRL_TLS_KEY";
 pub const ENV_TLS_NAMES: &str = "ECRL_TLS_NAMES";
@@ -70,6 +71,9 @@ pub const DEFAULT_REGISTRY_ADDR: &str = "127.0.0.1:5000";
 pub const DEFAULT_TLS_ADDR: &str = "127.0.0.1:5443";
 /// Where Prometheus metrics are served when `--metrics-addr` is given without an address.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9105";
+/// Where tasks' containers find the task metadata endpoint and their role's credentials:
+/// ECS's own address (ecrld puts it on the loopback interface).
+pub const DEFAULT_TASK_ENDPOINT: &str = "169.254.170.2:80";
 
 /// The registry address that turns plain HTTP off (only with TLS on).
 pub const ADDR_NONE: &str = "none";
@@ -127,6 +131,11 @@ pub struct DaemonOptions {
         default_missing_value = DEFAULT_METRICS_ADDR
     )]
     pub metrics_addr: Option<String>,
+
+    /// Where tasks' containers reach the task metadata endpoint and their task role's
+    /// credentials, IP:PORT (`none` turns it off) [default: 169.254.170.2:80]
+    #[arg(long, env = ENV_TASK_ENDPOINT, value_name = "IP:PORT")]
+    pub task_endpoint: Option<String>,
 
     /// YAML config file [default: ~/.config/ecrl/config.yaml when it exists]
     #[arg(long, env = ENV_CONFIG, value_name = "FILE")]
@@ -321,6 +330,7 @@ impl DaemonOptions {
             tls: string(ENV_TLS).and_then(|v| parse_bool(&v)),
             tls_addr: string(ENV_TLS_ADDR),
             metrics_addr: string(ENV_METRICS_ADDR),
+            task_endpoint: string(ENV_TASK_ENDPOINT),
             tls_cert: var(ENV_TLS_CERT).map(PathBuf::from),
             tls_key: var(ENV_TLS_KEY).map(PathBuf::from),
             tls_names: string(ENV_TLS_NAMES)
@@ -447,6 +457,16 @@ pub struct FileConfig {
     pub metrics: MetricsFileConfig,
     #[serde(default)]
     pub events: EventsFileConfig,
+    #[serde(default)]
+    pub tasks: TasksFileConfig,
+}
+
+/// `tasks`: what tasks' containers are given.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksFileConfig {
+    /// `IP:PORT` of the task metadata endpoint and credentials provider; `none`: off.
+    pub endpoint: Option<String>,
 }
 
 /// `events`: how long the event log keeps events, and the webhooks they are sent to.
@@ -879,6 +899,8 @@ pub struct DaemonConfig {
     pub gc_interval: std::time::Duration,
     /// Where Prometheus metrics are served (`metrics.addr`); `None`: off.
     pub metrics_addr: Option<String>,
+    /// The task metadata endpoint's address (`tasks.endpoint`); `None`: off.
+    pub task_endpoint: Option<std::net::SocketAddr>,
     pub events: EventsConfig,
 }
 
@@ -1245,6 +1267,23 @@ pub fn resolve(
             value: addr.to_string(),
         });
     }
+    let task_endpoint = options
+        .task_endpoint
+        .clone()
+        .or(file.tasks.endpoint)
+        .unwrap_or_else(|| DEFAULT_TASK_ENDPOINT.to_string());
+    let task_endpoint = if task_endpoint.eq_ignore_ascii_case(ADDR_NONE) {
+        None
+    } else {
+        Some(
+            task_endpoint
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| ConfigError::Address {
+                    setting: "task endpoint (--task-endpoint, ECRL_TASK_ENDPOINT, tasks.endpoint;                               an IP address and a port)",
+                    value: task_endpoint.clone(),
+                })?,
+        )
+    };
     let tls = resolve_tls(options, file.registry.tls)?;
     if let Some(tls) = tls.as_ref().filter(|t| !valid_address(&t.addr)) {
         return Err(ConfigError::Address {
@@ -1353,6 +1392,7 @@ pub fn resolve(
         lifecycle_interval,
         gc_interval,
         metrics_addr,
+        task_endpoint,
         events,
     })
 }

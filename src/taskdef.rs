@@ -577,7 +577,6 @@ impl TaskDefinitionInput {
             add(said(&v.configured_at_launch), "configuredAtLaunch");
         }
         for c in &self.container_definitions {
-            add(said(&c.secrets), "secrets");
             add(said(&c.repository_credentials), "repositoryCredentials");
             add(said(&c.firelens_configuration), "firelensConfiguration");
             add(said(&c.log_configuration), "logConfiguration");
@@ -2557,7 +2556,6 @@ containerDefinitions:
                 "executionRoleArn",
                 "requiresCompatibilities",
                 "runtimePlatform",
-                "secrets",
                 "logConfiguration"
             ]
         );

@@ -822,3 +822,116 @@ fn the_aws_cli_creates_scales_and_deletes_a_service() {
         "AccessDeniedException",
     );
 }
+
+/// The real AWS CLI inside a task's container (the host's Python and the test venv mounted
+/// read-only into busybox), with nothing but the task role: the SDK finds the credentials
+/// provider and ecrl's AWS API through the variables ecrld gave the container, and acts as
+/// the role's user, under that user's policy.
+#[test]
+fn a_task_role_gives_its_containers_the_users_credentials() {
+    let t = start();
+    t.env.ecrl_ok(&["repo", "create", "role/visible"]);
+    t.env.ecrl_ok(&["repo", "create", "role/hidden"]);
+    let arn = |repo: &str| {
+        let info: Value = serde_json::from_str(
+            &t.env
+                .ecrl_ok(&["repo", "describe", repo, "--output", "json"]),
+        )
+        .unwrap();
+        info["repository"]["repositoryArn"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ecr:DescribeRepositories", "Resource": arn("role/visible")}]});
+    t.user("app", &policy.to_string());
+    let venv = common::aws::venv();
+    let venv = venv.to_str().unwrap();
+    let aws = format!("{venv}/bin/aws");
+    // The venv's Python may live outside /usr (pyenv): its prefix is mounted too.
+    let python = std::fs::canonicalize(format!("{venv}/bin/python3")).unwrap();
+    let prefix = python
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mount = |name: &str, path: &str| json!({"sourceVolume": name, "containerPath": path, "readOnly": true});
+    let volume = |name: &str, path: &str| json!({"name": name, "host": {"sourcePath": path}});
+    let mut mounts = vec![
+        mount("usr", "/usr"),
+        mount("lib", "/lib"),
+        mount("lib64", "/lib64"),
+        mount("venv", venv),
+    ];
+    let mut volumes = vec![
+        volume("usr", "/usr"),
+        volume("lib", "/lib"),
+        volume("lib64", "/lib64"),
+        volume("venv", venv),
+    ];
+    if !prefix.starts_with("/usr") {
+        mounts.push(mount("python", &prefix));
+        volumes.push(volume("python", &prefix));
+    }
+    let definition = json!({
+        "family": "role",
+        "taskRoleArn": "arn:aws:iam::111122223333:role/app",
+        "containerDefinitions": [{
+            "name": "cli", "image": "busybox:1", "memory": 512,
+            "environment": [{"name": "HOME", "value": "/tmp"}],
+            "linuxParameters": {"tmpfs": [{"containerPath": "/tmp", "size": 64}]},
+            "command": ["sh", "-c", format!(
+                "{aws} ecr describe-repositories --output json; echo describe-exit=$?; \
+                 {aws} ecr create-repository --repository-name role/new 2>&1; echo create-exit=$?")],
+            "mountPoints": mounts
+        }],
+        "volumes": volumes
+    });
+    let file = t.env.path().join("role.json");
+    std::fs::write(&file, definition.to_string()).unwrap();
+    t.env
+        .ecrl_ok(&["task", "register", "-f", file.to_str().unwrap()]);
+    let out = t
+        .env
+        .ecrl(&["task", "run", "role", "--wait", "--output", "json"]);
+    let task: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = task["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let _cleanup = Cleanup(vec![id.clone()]);
+    let log = t.env.ecrl_ok(&["task", "logs", &id, "--container", "cli"]);
+    assert!(log.contains("describe-exit=0"), "{log}\n{task:#}");
+    // Only what the user may see: the one repository its policy names.
+    let json_start = log.find('{').unwrap();
+    let json_end = log.rfind("describe-exit").unwrap();
+    let listed: Value =
+        serde_json::from_str(&log[json_start..json_end]).unwrap_or_else(|e| panic!("{e}: {log}"));
+    let names: Vec<&str> = listed["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["repositoryName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["role/visible"], "{log}");
+    assert!(
+        log.contains("AccessDeniedException") && !log.contains("create-exit=0"),
+        "{log}"
+    );
+    assert_eq!(
+        t.env.ecrl(&["repo", "describe", "role/new"]).status.code(),
+        Some(1)
+    );
+    let inspected = t.env.ecrl_ok(&["task", "inspect", &id, "--output", "json"]);
+    assert!(
+        !inspected.contains("ASIA"),
+        "credentials in the task: {inspected}"
+    );
+}

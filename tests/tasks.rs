@@ -1039,3 +1039,343 @@ fn describe_inspect_and_status_tables_have_lowercase_keys() {
         }
     }
 }
+
+/// Every file under `dir`, read whole (what ecrld keeps on disk).
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(path),
+                Ok(t) if t.is_file() => {
+                    if let Ok(bytes) = std::fs::read(&path) {
+                        out.push((path, bytes));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn secrets_fill_the_environment_and_show_nowhere() {
+    let t = Tasks::new();
+    let put = |name: &str, value: &str| {
+        let command = t
+            .env
+            .ecrl_command(&["secret", "put", name, "--value-stdin", "-q"]);
+        let out = common::output_with_stdin(command, value);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    // The values the tests look for everywhere; none may show outside the container.
+    let (password, key, param) = ("pw-7f3a9c1e", "key-52b8d40a", "param-e91c07f6");
+    put(
+        "prod/db",
+        &format!(r#"{{"user":"app","password":"{password}"}}"#),
+    );
+    put("prod/db", r#"{"user":"app","password":"the-old-one"}"#);
+    put(
+        "prod/db",
+        &format!(r#"{{"user":"app","password":"{password}"}}"#),
+    );
+    let file = t.env.path().join("key.txt");
+    std::fs::write(&file, key).unwrap();
+    t.env.ecrl_ok(&[
+        "secret",
+        "put",
+        "api-key",
+        "--file",
+        file.to_str().unwrap(),
+        "-q",
+    ]);
+    put("/prod/param", &format!("{param}\n"));
+
+    let sm = "arn:aws:secretsmanager:us-east-1:111122223333:secret";
+    let expected = {
+        use sha2::Digest as _;
+        let all = format!("{password}|the-old-one|app|{key}|{param}|{param}|visible");
+        sha2::Sha256::digest(all.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let def = t.register(json!({
+        "family": "secrets",
+        "containerDefinitions": [{
+            "name": "app", "image": "busybox:1", "memory": 32,
+            // The values are compared by their hash: the definition must not hold them.
+            "command": ["sh", "-c", format!(
+                "printf '%s|%s|%s|%s|%s|%s|%s' \"$DB_PASSWORD\" \"$OLD\" \"$DB_USER\" \"$API_KEY\" \
+                 \"$PARAM\" \"$PARAM_BY_NAME\" \"$PLAIN\" | sha256sum | grep -q {expected} \
+                 && echo secrets-ok")],
+            "environment": [{"name": "PLAIN", "value": "visible"}],
+            "secrets": [
+                // As copied from AWS: the random suffix, a JSON key.
+                {"name": "DB_PASSWORD", "valueFrom": format!("{sm}:prod/db-AbC123:password::")},
+                {"name": "OLD", "valueFrom": format!("{sm}:prod/db:password:AWSPREVIOUS:")},
+                {"name": "DB_USER", "valueFrom": format!("{sm}:prod/db:user::")},
+                {"name": "API_KEY", "valueFrom": format!("{sm}:api-key")},
+                {"name": "PARAM", "valueFrom": "arn:aws:ssm:us-east-1:111122223333:parameter/prod/param"},
+                {"name": "PARAM_BY_NAME", "valueFrom": "/prod/param"}
+            ]
+        }]
+    }));
+    let (task, _) = t.run_wait(&def, 0);
+    let id = task_id(&task);
+    assert!(
+        t.logs(&id, "app").contains("secrets-ok"),
+        "{}",
+        t.logs(&id, "app")
+    );
+
+    // `secret get` shows a value; nothing else does.
+    let got = t.json(&["secret", "get", "api-key"]);
+    assert_eq!(got["SecretString"], key);
+    assert_eq!(
+        t.env.ecrl_ok(&["secret", "get", "api-key"]),
+        format!("{key}\n")
+    );
+    let listed = t.json(&["secret", "list"]);
+    let names: Vec<&str> = listed["SecretList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["/prod/param", "api-key", "prod/db"]);
+    let outputs = [
+        t.env.ecrl_ok(&["secret", "list"]),
+        t.env.ecrl_ok(&["secret", "list", "--output", "json"]),
+        t.env.ecrl_ok(&["task", "inspect", &id, "--output", "json"]),
+        t.env.ecrl_ok(&["task", "inspect", &id]),
+        t.env.ecrl_ok(&["task", "logs", &id]),
+        t.env
+            .ecrl_ok(&["task", "describe", &def, "--output", "json"]),
+        t.env.ecrl_ok(&["events", "-n", "1000", "--output", "json"]),
+    ];
+    for value in [password, key, param] {
+        for out in &outputs {
+            assert!(!out.contains(value), "{value} shows in {out}");
+        }
+        // Nor in ecrld's log, nor anywhere in its data dir (metadata, plans, logs): sealed.
+        for (path, bytes) in files_under(t.env.path()) {
+            if path.extension().is_some_and(|e| e == "txt") {
+                continue;
+            }
+            assert!(!contains(&bytes, value), "{value} is in {}", path.display());
+        }
+    }
+
+    // A missing secret stops the task before any container is made, in ECS's words.
+    let def = t.register(json!({
+        "family": "missing",
+        "containerDefinitions": [{
+            "name": "app", "image": "busybox:1", "memory": 32, "command": ["true"],
+            "secrets": [{"name": "X", "valueFrom": format!("{sm}:not/there")}]
+        }]
+    }));
+    let out = t.ecrl(&["task", "run", &def, "--wait", "--output", "json"]);
+    assert!(!out.status.success());
+    let task: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let task = &task["tasks"][0];
+    assert_eq!(task["stopCode"], "TaskFailedToStart", "{task:#}");
+    let reason = task["stoppedReason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("ResourceInitializationError: "),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("not/there") && reason.contains("ResourceNotFoundException"),
+        "{reason}"
+    );
+    assert!(container(task, "app")["runtimeId"].is_null(), "{task:#}");
+    let def = t.register(json!({
+        "family": "badkey",
+        "containerDefinitions": [{
+            "name": "app", "image": "busybox:1", "memory": 32, "command": ["true"],
+            "secrets": [{"name": "X", "valueFrom": format!("{sm}:prod/db:nokey::")}]
+        }]
+    }));
+    let (task, _) = t.run_wait(&def, 1);
+    assert!(
+        task["stoppedReason"]
+            .as_str()
+            .unwrap()
+            .contains("did not contain json key nokey"),
+        "{task:#}"
+    );
+
+    // Bad input: a clear error, nothing stored.
+    let out = t.ecrl(&["secret", "put", "bad name", "--value-stdin"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("secret name"), "{}", stderr(&out));
+    let out = t.ecrl(&["secret", "put", "x"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "no terminal, no value: {}",
+        stderr(&out)
+    );
+    let out = t.ecrl(&["secret", "get", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no secret named \"nope\""),
+        "{}",
+        stderr(&out)
+    );
+    let names_after = t.json(&["secret", "list"])["SecretList"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(names_after, 3);
+    t.env.ecrl_ok(&["secret", "delete", "api-key"]);
+    assert_eq!(t.ecrl(&["secret", "get", "api-key"]).status.code(), Some(1));
+    assert_nothing_left(&id);
+}
+
+/// `curl` of a URL: the body, and whether it answered 2xx.
+fn curl(url: &str) -> (bool, String) {
+    let out = run("curl", &["-s", "-f", "-m", "10", url]);
+    (out.status.success(), stdout(&out))
+}
+
+/// A container's environment variable, as the engine holds it.
+fn container_env(runtime_id: &str, name: &str) -> Option<String> {
+    let out = run(
+        "docker",
+        &[
+            "inspect",
+            "--format",
+            "{{range .Config.Env}}{{println .}}{{end}}",
+            runtime_id,
+        ],
+    );
+    let prefix = format!("{name}=");
+    stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+}
+
+#[test]
+fn containers_read_their_own_task_metadata() {
+    let t = Tasks::new();
+    let def = t.register(json!({
+        "family": "meta",
+        "cpu": "256",
+        "memory": "256",
+        "containerDefinitions": [
+            {"name": "app", "image": "busybox:1", "memory": 64, "cpu": 128, "stopTimeout": 2,
+             "portMappings": [{"containerPort": 8080, "hostPort": 0}],
+             "command": ["sh", "-c",
+                "for i in $(seq 1 100); do \
+                   wget -q -O - \"$ECS_CONTAINER_METADATA_URI_V4/task\" | grep -q '\"KnownStatus\":\"RUNNING\"' && break; \
+                   sleep 0.1; done; \
+                 wget -q -O - \"$ECS_CONTAINER_METADATA_URI_V4/task\" && echo && \
+                 wget -q -O - \"$ECS_CONTAINER_METADATA_URI_V4\" && echo && \
+                 wget -q -O - \"$ECS_CONTAINER_METADATA_URI/task\" >/dev/null && echo v3-ok && \
+                 wget -q -O - \"$ECS_CONTAINER_METADATA_URI_V4/stats\" | grep -q memory_stats && echo stats-ok; \
+                 sleep 300"]},
+            {"name": "side", "image": "busybox:1", "memory": 32, "essential": false, "stopTimeout": 2,
+             "command": ["sleep", "300"]}
+        ]
+    }));
+    let id = t.run(&def);
+    let task = t.until(&id, Duration::from_secs(60), |task| {
+        task["lastStatus"] == "RUNNING"
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = t.logs(&id, "app");
+        if log.contains("stats-ok") || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(log.contains("v3-ok") && log.contains("stats-ok"), "{log}");
+    let mut docs = log.lines().filter(|l| l.starts_with('{'));
+    let task_doc: Value = serde_json::from_str(docs.next().unwrap()).unwrap();
+    let own: Value = serde_json::from_str(docs.next().unwrap()).unwrap();
+    assert_eq!(task_doc["TaskARN"], task["taskArn"], "{task_doc:#}");
+    assert_eq!(task_doc["Cluster"], task["clusterArn"]);
+    assert_eq!(task_doc["Family"], def.split(':').next().unwrap());
+    assert_eq!(task_doc["Revision"], def.split(':').nth(1).unwrap());
+    assert_eq!(task_doc["KnownStatus"], "RUNNING");
+    assert_eq!(task_doc["Limits"]["CPU"], 0.25);
+    assert_eq!(task_doc["Limits"]["Memory"], 256);
+    let names: Vec<&str> = task_doc["Containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["app", "side"]);
+    let app = container(&task, "app");
+    assert_eq!(own["Name"], "app");
+    assert_eq!(own["DockerId"], app["runtimeId"]);
+    assert_eq!(own["ContainerARN"], app["containerArn"]);
+    assert_eq!(own["KnownStatus"], "RUNNING");
+    assert_eq!(own["Limits"]["CPU"], 128.0);
+    assert_eq!(own["Limits"]["Memory"], 64);
+    assert_eq!(own["Labels"]["com.amazonaws.ecs.task-arn"], task["taskArn"]);
+    assert!(
+        own["ImageID"].as_str().unwrap().starts_with("sha256:"),
+        "{own:#}"
+    );
+    assert!(own["StartedAt"].is_string(), "{own:#}");
+    let network = &own["Networks"][0];
+    assert_eq!(network["NetworkMode"], "bridge", "{own:#}");
+    assert!(
+        network["IPv4Addresses"][0]
+            .as_str()
+            .is_some_and(|a| !a.is_empty()),
+        "{own:#}"
+    );
+    let port = &own["Ports"][0];
+    assert_eq!(port["ContainerPort"], 8080, "{own:#}");
+    assert_eq!(
+        port["HostPort"], app["networkBindings"][0]["hostPort"],
+        "{own:#}\n{task:#}"
+    );
+
+    // The URL names its container and only ecrld makes one: a changed one is refused.
+    let runtime_id = app["runtimeId"].as_str().unwrap();
+    let url = container_env(runtime_id, "ECS_CONTAINER_METADATA_URI_V4").unwrap();
+    assert!(url.starts_with("http://169.254.170.2:"), "{url}");
+    let (ok, body) = curl(&url);
+    assert!(ok, "{body}");
+    let side = container(&task, "side")["runtimeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let side_url = container_env(&side, "ECS_CONTAINER_METADATA_URI_V4").unwrap();
+    let (base, mac) = url.rsplit_once('.').unwrap();
+    for forged in [
+        format!("{base}.{}", "0".repeat(mac.len())),
+        url.replace(".app.", ".side."),
+        format!("{}/task", url.replace(&id, &"0".repeat(id.len()))),
+        side_url.replace(".side.", ".app."),
+    ] {
+        let (ok, body) = curl(&forged);
+        assert!(!ok, "{forged} answered {body}");
+    }
+    // No task role: no credentials.
+    assert_eq!(
+        container_env(runtime_id, "AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+        None
+    );
+    t.env.ecrl_ok(&["task", "stop", &id]);
+    assert_nothing_left(&id);
+}

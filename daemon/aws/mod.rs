@@ -9,6 +9,7 @@ mod ecr;
 mod ecr_config;
 mod ecr_layers;
 mod ecs;
+pub mod session;
 pub mod sigv4;
 
 use crate::auth::{AuthError, Principal};
@@ -249,10 +250,38 @@ fn authorization(
             ),
         ));
     }
-    if state.meta.read().auth.signing_key(&auth.key_id) == Err(false) {
+    if auth.key_id.starts_with(session::KEY_PREFIX) {
+        // Temporary credentials (a task role's): the session token must come with them.
+        let token = parts
+            .headers
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        temporary_signer(state, &auth.key_id, token)?;
+    } else if state.meta.read().auth.signing_key(&auth.key_id) == Err(false) {
         return Err(unknown_key());
     }
     Ok(auth)
+}
+
+/// The user and secret of temporary credentials ([`session`]): only while they last and the
+/// user exists.
+fn temporary_signer(
+    state: &Shared,
+    key_id: &str,
+    token: &str,
+) -> Result<(String, String), AwsError> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    match session::open(state.meta.token_secret(), key_id, token, now) {
+        Ok((user, secret)) if state.meta.read().auth.users.contains_key(&user) => {
+            Ok((user, secret))
+        }
+        Ok(_) | Err(session::Refused::Invalid) => Err(unknown_key()),
+        Err(session::Refused::Expired) => Err(AwsError::forbidden(
+            "ExpiredTokenException",
+            "The security token included in the request is expired",
+        )),
+    }
 }
 
 fn unknown_key() -> AwsError {
@@ -329,6 +358,20 @@ fn verify_signature(
     request: &sigv4::Request<'_>,
     auth: &sigv4::Authorization,
 ) -> Result<Principal, AwsError> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if auth.key_id.starts_with(session::KEY_PREFIX) {
+        let token = request.header("x-amz-security-token").unwrap_or_default();
+        let (user, secret) = temporary_signer(state, &auth.key_id, token)?;
+        check(
+            request,
+            auth,
+            &["x-amz-target", "x-amz-security-token"],
+            now,
+            &secret,
+            state,
+        )?;
+        return Ok(Principal::User(user.into()));
+    }
     let index = state.meta.read();
     let (owner, secret) = match index.auth.signing_key(&auth.key_id) {
         Ok(found) => found,
@@ -344,24 +387,26 @@ fn verify_signature(
         }
         Err(false) => return Err(unknown_key()),
     };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    sigv4::verify(
-        request,
-        auth,
-        &["x-amz-target"],
-        now,
-        secret,
-        &state.aws_keys,
-    )
-    .map_err(|e| match e {
+    check(request, auth, &["x-amz-target"], now, secret, state)?;
+    Ok(match owner {
+        None => Principal::Owner,
+        Some(user) => Principal::User(user.into()),
+    })
+}
+
+fn check(
+    request: &sigv4::Request<'_>,
+    auth: &sigv4::Authorization,
+    required: &[&str],
+    now: i64,
+    secret: &str,
+    state: &Shared,
+) -> Result<(), AwsError> {
+    sigv4::verify(request, auth, required, now, secret, &state.aws_keys).map_err(|e| match e {
         sigv4::SigError::Malformed(_) => {
             AwsError::forbidden("IncompleteSignatureException", e.to_string())
         }
         _ => AwsError::forbidden("InvalidSignatureException", e.to_string()),
-    })?;
-    Ok(match owner {
-        None => Principal::Owner,
-        Some(user) => Principal::User(user.into()),
     })
 }
 

@@ -141,7 +141,7 @@ impl<'a> Request<'a> {
             .map(|(_, v)| *v)
     }
 
-    fn header(&self, name: &str) -> Option<&'a str> {
+    pub fn header(&self, name: &str) -> Option<&'a str> {
         self.values(name).next()
     }
 }

@@ -10,6 +10,7 @@ mod events;
 pub(crate) mod lifecycle;
 pub(crate) mod mirror;
 pub(crate) mod repos;
+mod secrets;
 pub(crate) mod services;
 mod system;
 pub(crate) mod taskdefs;
@@ -185,6 +186,7 @@ fn router(state: Arc<AppState>) -> Router {
     let app = clusters::routes(app);
     let app = events::routes(app);
     let app = services::routes(app);
+    let app = secrets::routes(app);
     app.fallback(unknown_operation)
         .layer(axum::middleware::map_response(add_version_header))
         .with_state(state)

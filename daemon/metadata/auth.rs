@@ -85,49 +85,79 @@ impl AuthIndex {
     }
 }
 
-/// The key that seals access keys' secrets: derived from the token secret.
-fn sealing_key(token_secret: &[u8; 32]) -> aws_lc_rs::aead::LessSafeKey {
+/// A key derived from the token secret for one `purpose` (access keys' secrets, the secret
+/// store when blobs are not encrypted).
+fn sealing_key(token_secret: &[u8; 32], purpose: &[u8]) -> aws_lc_rs::aead::LessSafeKey {
     use aws_lc_rs::{aead, hmac};
-    let derived = hmac::sign(
-        &hmac::Key::new(hmac::HMAC_SHA256, token_secret),
-        b"ecrl access key secrets v1",
-    );
+    let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, token_secret), purpose);
     let key = aead::UnboundKey::new(&aead::AES_256_GCM, derived.as_ref())
         .expect("a 32-byte key is an AES-256 key");
     aead::LessSafeKey::new(key)
 }
 
-/// `nonce || ciphertext || tag` of an access key's secret, bound to its id.
-pub(super) fn seal_secret(
+const ACCESS_KEYS: &[u8] = b"ecrl access key secrets v1";
+
+/// `nonce || ciphertext || tag` of `plain` under the token secret's key for `purpose`, bound
+/// to `aad`.
+pub fn seal_with_token_secret(
     token_secret: &[u8; 32],
-    key_id: &str,
-    secret: &str,
+    purpose: &[u8],
+    aad: &[u8],
+    plain: &[u8],
 ) -> Result<Vec<u8>, MetaError> {
     use aws_lc_rs::aead::{Aad, Nonce, NONCE_LEN};
     let mut nonce = [0u8; NONCE_LEN];
     getrandom(&mut nonce)?;
-    let mut sealed = secret.as_bytes().to_vec();
-    sealing_key(token_secret)
+    let mut sealed = plain.to_vec();
+    sealing_key(token_secret, purpose)
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(key_id.as_bytes()),
+            Aad::from(aad),
             &mut sealed,
         )
-        .map_err(|_| MetaError::Db("cannot seal an access key's secret".into()))?;
+        .map_err(|_| MetaError::Db("AES-256-GCM sealing failed".into()))?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&sealed);
     Ok(out)
 }
 
-/// The secret [`seal_secret`] sealed for `key_id`, or `None` when it does not open.
-pub(super) fn open_secret(token_secret: &[u8; 32], key_id: &str, sealed: &[u8]) -> Option<String> {
+/// What [`seal_with_token_secret`] sealed with the same purpose and `aad`, or `None` when it
+/// does not open.
+pub fn open_with_token_secret(
+    token_secret: &[u8; 32],
+    purpose: &[u8],
+    aad: &[u8],
+    sealed: &[u8],
+) -> Option<Vec<u8>> {
     use aws_lc_rs::aead::{Aad, Nonce, NONCE_LEN};
     let nonce = Nonce::try_assume_unique_for_key(sealed.get(..NONCE_LEN)?).ok()?;
     let mut body = sealed.get(NONCE_LEN..)?.to_vec();
-    let plain = sealing_key(token_secret)
-        .open_in_place(nonce, Aad::from(key_id.as_bytes()), &mut body)
-        .ok()?;
-    String::from_utf8(plain.to_vec()).ok()
+    let n = sealing_key(token_secret, purpose)
+        .open_in_place(nonce, Aad::from(aad), &mut body)
+        .ok()?
+        .len();
+    body.truncate(n);
+    Some(body)
+}
+
+/// An access key's secret sealed, bound to its id.
+pub(super) fn seal_secret(
+    token_secret: &[u8; 32],
+    key_id: &str,
+    secret: &str,
+) -> Result<Vec<u8>, MetaError> {
+    seal_with_token_secret(
+        token_secret,
+        ACCESS_KEYS,
+        key_id.as_bytes(),
+        secret.as_bytes(),
+    )
+}
+
+/// The secret [`seal_secret`] sealed for `key_id`, or `None` when it does not open.
+pub(super) fn open_secret(token_secret: &[u8; 32], key_id: &str, sealed: &[u8]) -> Option<String> {
+    let plain = open_with_token_secret(token_secret, ACCESS_KEYS, key_id.as_bytes(), sealed)?;
+    String::from_utf8(plain).ok()
 }
 
 impl Metadata {

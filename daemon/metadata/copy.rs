@@ -35,6 +35,7 @@ const TABLES: &[&str] = &[
     "webhook_queue",
     "webhook_state",
     "services",
+    "secrets",
 ];
 
 /// What was copied: rows per table.

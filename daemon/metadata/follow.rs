@@ -12,8 +12,8 @@
 
 use super::db::{Db, Pg};
 use super::{
-    auth, clusters, load, load_layers, load_repos, mirror, tasks, Index, Manifest, ManifestBytes,
-    MetaError,
+    auth, clusters, load, load_layers, load_repos, mirror, secrets, tasks, Index, Manifest,
+    ManifestBytes, MetaError,
 };
 use ecrl::names::{Digest, RepoName};
 use std::collections::{BTreeSet, HashMap};
@@ -149,6 +149,7 @@ impl Follow {
                 }
                 "tasks" => tasks::load(conn, &mut scratch)?,
                 "clusters" => clusters::load(conn, &mut scratch)?,
+                "secrets" => secrets::load(conn, &mut scratch)?,
                 "mirror" => mirror::load(conn, &mut scratch)?,
                 "layers" => load_layers(conn, &mut scratch)?,
                 other => {
@@ -216,6 +217,7 @@ impl Follow {
                     index.services = std::mem::take(&mut scratch.services);
                 }
                 "mirror" => index.mirror = std::mem::take(&mut scratch.mirror),
+                "secrets" => index.secrets = std::mem::take(&mut scratch.secrets),
                 "layers" => index.layers = std::mem::take(&mut scratch.layers),
                 other => {
                     let Some(name) = repo_of(other) else {

@@ -17,11 +17,13 @@ pub mod lifecycle;
 pub mod mirror;
 mod pg;
 mod schema;
+mod secrets;
 mod tasks;
 
-pub use auth::{getrandom, AuthIndex};
+pub use auth::{getrandom, open_with_token_secret, seal_with_token_secret, AuthIndex};
 pub use clusters::{ClusterRecord, ClusterRefusal};
 pub use pg::location as postgres_location;
+pub use secrets::{SealedVersion, SecretRecord};
 pub use tasks::TaskFamily;
 
 use bytes::Bytes;
@@ -176,6 +178,8 @@ pub struct Index {
     pub mirror: mirror::MirrorIndex,
     /// The webhooks events are queued for.
     pub events: events::EventSetup,
+    /// The secret store, by name.
+    pub secrets: BTreeMap<String, SecretRecord>,
 }
 
 impl Index {
@@ -1473,6 +1477,7 @@ fn load(
     load_layers(conn, &mut index)?;
     tasks::load(conn, &mut index)?;
     clusters::load(conn, &mut index)?;
+    secrets::load(conn, &mut index)?;
     auth::load(conn, &mut index)?;
     mirror::load(conn, &mut index)?;
     Ok(index)

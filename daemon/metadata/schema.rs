@@ -232,6 +232,16 @@ const MIGRATIONS: &[&str] = &[
         cluster TEXT NOT NULL,
         service TEXT NOT NULL
     ) STRICT, WITHOUT ROWID;",
+    // 18: the secret store: each secret sealed, its current version and the one before.
+    "CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        sealed BLOB NOT NULL,
+        version_id TEXT NOT NULL,
+        previous BLOB,
+        previous_version_id TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 /// Opens (creating) a SQLite database and brings its schema up to date.
@@ -312,6 +322,7 @@ pub const CHANGE_KINDS: &[(&str, &str)] = &[
     ("clusters", "clusters"),
     ("ecs_tags", "clusters"),
     ("services", "clusters"),
+    ("secrets", "secrets"),
 ];
 
 /// The PostgreSQL channel instances are told of each other's commits on.

@@ -232,7 +232,7 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    fn new(body: Body) -> RequestBody {
+    pub fn new(body: Body) -> RequestBody {
         RequestBody {
             inner: body.into_data_stream(),
             touched: false,
@@ -319,6 +319,21 @@ async fn dispatch(state: Shared, request: Request) -> Response {
     response
 }
 
+/// The AWS API's answer (also on the task metadata endpoint, for tasks' SDKs).
+pub async fn aws_answer(
+    state: Shared,
+    parts: &axum::http::request::Parts,
+    body: &mut RequestBody,
+) -> Response {
+    let response = crate::aws::handle(state, parts, body).await;
+    // Refused before its body was read (unsigned, an unknown key, too big): the client
+    // gets the answer rather than a reset connection, as on the registry's paths.
+    if !response.status().is_success() {
+        drain(response.status(), body).await;
+    }
+    response
+}
+
 /// The answer to a request, whether it went to the AWS API, and the body bytes it sent.
 async fn answer(state: Shared, request: Request) -> (Response, bool, u64) {
     let (parts, body) = request.into_parts();
@@ -336,12 +351,7 @@ async fn answer(state: Shared, request: Request) -> (Response, bool, u64) {
         return (response, false, body.received);
     }
     if crate::aws::is_aws(&parts) {
-        let response = crate::aws::handle(state, &parts, &mut body).await;
-        // Refused before its body was read (unsigned, an unknown key, too big): the client
-        // gets the answer rather than a reset connection, as on the registry's paths.
-        if !response.status().is_success() {
-            drain(response.status(), &mut body).await;
-        }
+        let response = aws_answer(state, &parts, &mut body).await;
         return (response, true, body.received);
     }
     let answer = route(state, &parts, &mut body).await;

@@ -7,9 +7,9 @@
 
 use super::cgroup::Hierarchy;
 use super::{
-    ContainerSpec, ContainerStatus, ContainerSummary, Health, MountSpec, NetworkAttachment,
-    PortBinding, Protocol, RegistryAuth, RtResult, RunState, Runtime, RuntimeError, RuntimeInfo,
-    TaskCgroup, TaskLimits, VolumeSpec,
+    ContainerSpec, ContainerStatus, ContainerSummary, Health, MountSpec, NetworkAddress,
+    NetworkAttachment, PortBinding, Protocol, RegistryAuth, RtResult, RunState, Runtime,
+    RuntimeError, RuntimeInfo, TaskCgroup, TaskLimits, VolumeSpec,
 };
 use async_trait::async_trait;
 use bollard::errors::Error as EngineError;
@@ -487,7 +487,7 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         // Some(vec![]) is sent as [], which clears the image's entrypoint.
         entrypoint: spec.entrypoint.clone(),
         cmd: spec.command.clone(),
-        env: none_if_empty(&spec.env),
+        env: none_if_empty(&spec.full_env()),
         labels: Some(hash_map(&spec.labels)),
         user: spec.user.clone(),
         working_dir: spec.working_dir.clone(),
@@ -859,7 +859,29 @@ impl Runtime for DockerRuntime {
                 HealthStatusEnum::UNHEALTHY => Some(Health::Unhealthy),
                 HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => None,
             });
+        let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty() && !s.starts_with("0001-"));
+        let mut networks: Vec<NetworkAddress> = inspected
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .map(|n| {
+                n.iter()
+                    .map(|(name, e)| NetworkAddress {
+                        network: name.clone(),
+                        ipv4: e.ip_address.clone().unwrap_or_default(),
+                        prefix_len: e.ip_prefix_len,
+                        gateway: nonempty(e.gateway.clone()),
+                        mac: nonempty(e.mac_address.clone()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        networks.sort_by(|a, b| a.network.cmp(&b.network));
         Ok(ContainerStatus {
+            networks,
+            created_at: nonempty(inspected.created.clone()),
+            started_at: nonempty(state.started_at.clone()),
+            finished_at: nonempty(state.finished_at.clone()),
             id: inspected.id.unwrap_or_else(|| id.to_string()),
             state: run_state,
             exit_code: match run_state {
@@ -872,6 +894,23 @@ impl Runtime for DockerRuntime {
             image_id: inspected.image.unwrap_or_default(),
             ports: port_bindings(inspected.network_settings.and_then(|n| n.ports)),
         })
+    }
+
+    async fn container_stats(&self, id: &str) -> RtResult<serde_json::Value> {
+        let docker = self.client().await?;
+        let options = bollard::query_parameters::StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stats = docker.stats(id, Some(options));
+        match stats.next().await {
+            Some(Ok(s)) => serde_json::to_value(s)
+                .map_err(|e| RuntimeError::Failed(format!("statistics of container {id}: {e}"))),
+            Some(Err(e)) => Err(engine_error(&format!("statistics of container {id}"), e)),
+            None => Err(RuntimeError::Failed(format!(
+                "the engine gave no statistics of container {id}"
+            ))),
+        }
     }
 
     async fn wait_container(&self, id: &str) -> RtResult<()> {

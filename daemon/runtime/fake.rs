@@ -541,7 +541,17 @@ impl Runtime for FakeRuntime {
             health: c.health,
             image_id: format!("sha256:{:064x}", c.spec.image.len()),
             ports: c.ports.clone(),
+            networks: Vec::new(),
+            created_at: None,
+            started_at: None,
+            finished_at: None,
         })
+    }
+
+    async fn container_stats(&self, id: &str) -> RtResult<serde_json::Value> {
+        let state = lock(&self.state);
+        let c = state.find(id).ok_or_else(|| State::no_such_container(id))?;
+        Ok(serde_json::json!({"id": c.id, "name": c.spec.name}))
     }
 
     async fn wait_container(&self, id: &str) -> RtResult<()> {

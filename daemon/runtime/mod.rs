@@ -81,6 +81,8 @@ pub struct ContainerSpec {
     pub command: Option<Vec<String>>,
     /// `KEY=VALUE`.
     pub env: Vec<String>,
+    /// `KEY=VALUE` of the container's `secrets`, after `env` (they win): never printed.
+    pub secret_env: SecretEnv,
     pub labels: BTreeMap<String, String>,
     pub user: Option<String>,
     pub working_dir: Option<String>,
@@ -124,6 +126,32 @@ pub struct ContainerSpec {
     pub stop_timeout: Option<i64>,
     /// The cgroup the container is made in: its task's (see [`Runtime::task_cgroup`]).
     pub cgroup_parent: Option<String>,
+}
+
+/// Environment variables holding secrets: their names show in `Debug`, never their values;
+/// the memory is wiped when dropped.
+#[derive(Clone, Default, PartialEq)]
+pub struct SecretEnv(pub Vec<zeroize::Zeroizing<String>>);
+
+impl std::fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|kv| format!("{}=<redacted>", kv.split('=').next().unwrap_or_default())),
+            )
+            .finish()
+    }
+}
+
+impl ContainerSpec {
+    /// `env`, then the secrets' variables: what the engine is given.
+    pub fn full_env(&self) -> Vec<String> {
+        let mut env = self.env.clone();
+        env.extend(self.secret_env.0.iter().map(|kv| kv.to_string()));
+        env
+    }
 }
 
 /// How a container joins the network.
@@ -245,6 +273,24 @@ pub struct ContainerStatus {
     pub image_id: String,
     /// Published ports as bound.
     pub ports: Vec<PortBinding>,
+    /// The networks it is attached to, with its address on each.
+    pub networks: Vec<NetworkAddress>,
+    /// RFC 3339, as the engine says them; `None` when not (yet) so.
+    pub created_at: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// A container's address on one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkAddress {
+    /// The network's name (`bridge`, `ecrl-task-...`, `host`).
+    pub network: String,
+    /// Empty on networks without addresses of their own (host).
+    pub ipv4: String,
+    pub prefix_len: Option<i64>,
+    pub gateway: Option<String>,
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,6 +358,9 @@ pub trait Runtime: Send + Sync + 'static {
     async fn create_container(&self, spec: &ContainerSpec) -> RtResult<String>;
     async fn start_container(&self, id: &str) -> RtResult<()>;
     async fn inspect_container(&self, id: &str) -> RtResult<ContainerStatus>;
+    /// The engine's statistics of a container, once (Docker's stats JSON, which ECS's task
+    /// metadata endpoint serves as it is).
+    async fn container_stats(&self, id: &str) -> RtResult<serde_json::Value>;
     /// Returns once the container is not running (at once if it already exited).
     async fn wait_container(&self, id: &str) -> RtResult<()>;
     /// SIGTERM (or the image's stop signal), then SIGKILL after `timeout`; returns once it

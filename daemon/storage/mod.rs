@@ -25,7 +25,7 @@
 mod bench;
 mod buf;
 mod cache;
-mod crypt;
+pub mod crypt;
 pub mod keys;
 mod map;
 mod midstate;
@@ -376,6 +376,14 @@ impl BlobStore {
     }
 
     /// How blobs are kept at rest, and where the key is.
+    /// The keys blobs are sealed with, when they are (what else ecrld keeps sealed uses them).
+    pub fn keys(&self) -> Option<Arc<crypt::Keys>> {
+        match &self.inner.s3 {
+            Some(s3) => s3.keys.clone(),
+            None => self.inner.keys.clone(),
+        }
+    }
+
     pub fn encryption(&self) -> &EncryptionStatus {
         &self.inner.encryption
     }

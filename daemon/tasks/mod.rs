@@ -7,6 +7,7 @@
 //! environment — is its [`TaskPlan`], saved beside its logs in `DATA_DIR/tasks/TASK_ID/`.
 
 pub mod defs;
+pub mod endpoint;
 pub mod logs;
 pub mod spec;
 pub mod store;
@@ -48,6 +49,10 @@ pub struct Ctx {
     /// own tasks on its own engine, so only the tasks whose plan is in this instance's
     /// `tasks_dir` are its own to recover.
     pub shared: bool,
+    /// Where containers' `secrets` come from.
+    pub secrets: Arc<crate::secrets::Secrets>,
+    /// The task metadata endpoint and credentials provider, when it is on.
+    pub endpoint: Option<Arc<endpoint::Endpoint>>,
 }
 
 impl Ctx {
@@ -242,6 +247,15 @@ impl TaskManager {
         if let Ok(mut live) = self.live.lock() {
             live.retain(|_, l| !l.changes.borrow().is_stopped());
         }
+    }
+
+    /// What the task was run with, when this instance runs it (its plan is in this
+    /// instance's data dir).
+    pub async fn plan(&self, id: &str) -> Option<TaskPlan> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return None;
+        }
+        read_plan(&self.ctx.task_dir(id)).await.ok()
     }
 
     /// The task as it is now.

@@ -327,6 +327,7 @@ pub fn container_spec(c: &ContainerDefinition, input: &SpecInput<'_>) -> Contain
             .and_then(|o| o.command.clone())
             .or_else(|| c.command.clone()),
         env: input.env.clone(),
+        secret_env: Default::default(),
         labels,
         user: c.user.clone(),
         working_dir: c.working_directory.clone(),

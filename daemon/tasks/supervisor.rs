@@ -79,6 +79,9 @@ pub struct Supervisor {
     volumes: BTreeMap<String, VolumeSource>,
     exits: FuturesUnordered<BoxFuture<'static, String>>,
     log_copies: Vec<JoinHandle<()>>,
+    /// By container name: its `secrets` as `NAME=VALUE`, read when the task provisions (held
+    /// in memory only, until the containers are made).
+    secret_env: HashMap<String, crate::runtime::SecretEnv>,
 }
 
 impl Supervisor {
@@ -110,6 +113,7 @@ impl Supervisor {
             volumes,
             exits: FuturesUnordered::new(),
             log_copies: Vec::new(),
+            secret_env: HashMap::new(),
         }
     }
 
@@ -167,10 +171,15 @@ impl Supervisor {
         let cause = match resume {
             Resume::Fresh => match self.provision().await {
                 Err(cause) => cause,
-                Ok(()) => match self.start_containers().await {
-                    Err(cause) => cause,
-                    Ok(()) => self.supervise().await,
-                },
+                Ok(()) => {
+                    let started = self.start_containers().await;
+                    // Every container is made: the secrets' values are wiped from memory.
+                    self.secret_env.clear();
+                    match started {
+                        Err(cause) => cause,
+                        Ok(()) => self.supervise().await,
+                    }
+                }
             },
             Resume::Running { ids, pause } => {
                 self.adopt(ids, pause).await;
@@ -197,7 +206,31 @@ impl Supervisor {
 
     // --- PROVISIONING and PENDING ----------------------------------------------------------
 
+    /// Reads every container's `secrets` from the secret store; the first that cannot be
+    /// read stops the task with ECS's ResourceInitializationError.
+    fn resolve_secrets(&mut self) -> Result<(), StopCause> {
+        for c in &self.plan.definition.definition.container_definitions {
+            let mut env = crate::runtime::SecretEnv::default();
+            for secret in c.secrets.iter().flatten() {
+                let value = self
+                    .ctx
+                    .secrets
+                    .resolve(&secret.value_from)
+                    .map_err(StopCause::failed)?;
+                env.0.push(zeroize::Zeroizing::new(format!(
+                    "{}={}",
+                    secret.name, *value
+                )));
+            }
+            if !env.0.is_empty() {
+                self.secret_env.insert(c.name.clone(), env);
+            }
+        }
+        Ok(())
+    }
+
     async fn provision(&mut self) -> Result<(), StopCause> {
+        self.resolve_secrets()?;
         let runtime = self.ctx.runtime.clone();
         let limits = self.task_limits();
         if !limits.is_empty() {
@@ -544,6 +577,33 @@ impl Supervisor {
     }
 
     fn build_spec(&self, name: &str) -> crate::runtime::ContainerSpec {
+        let mut spec = self.spec_of(name);
+        spec.secret_env = self.secret_env.get(name).cloned().unwrap_or_default();
+        if let Some(endpoint) = self.ctx.endpoint.as_ref() {
+            if spec::network_mode(self.def()) != NetworkMode::None {
+                let role = self.task_role().is_some();
+                for (key, value) in endpoint.env(self.task.id(), name, role) {
+                    let prefix = format!("{key}=");
+                    if !spec.env.iter().any(|kv| kv.starts_with(&prefix)) {
+                        spec.env.push(format!("{key}={value}"));
+                    }
+                }
+            }
+        }
+        spec
+    }
+
+    /// The task role (RunTask's override, else the definition's), when there is one.
+    fn task_role(&self) -> Option<&str> {
+        self.plan
+            .overrides
+            .task_role_arn
+            .as_deref()
+            .or(self.def().task_role_arn.as_deref())
+            .filter(|r| !r.trim().is_empty())
+    }
+
+    fn spec_of(&self, name: &str) -> crate::runtime::ContainerSpec {
         let c = self.container_def(name).expect("known container");
         let image = self
             .plan

@@ -65,6 +65,17 @@ fn manager(
         arn_prefix: "arn:aws:ecs:us-east-1:123456789012:".into(),
         registry_auth: Arc::new(|| None),
         shared: false,
+        secrets: Arc::new(crate::secrets::Secrets::new(
+            Arc::new(
+                crate::metadata::Metadata::open(dir.path(), |_| {
+                    Ok(bytes::Bytes::from_static(b"{}"))
+                })
+                .unwrap(),
+            ),
+            None,
+            "us-east-1",
+        )),
+        endpoint: None,
     })
 }
 

@@ -9,6 +9,7 @@ pub mod events;
 pub mod lifecycle;
 pub mod mirror;
 pub mod repos;
+pub mod secrets;
 pub mod services;
 pub mod system;
 pub mod tasks;
@@ -140,6 +141,8 @@ pub enum ErrorCode {
     ServiceNotFound,
     /// The service is being deleted (ECS's ServiceNotActiveException).
     ServiceNotActive,
+    /// No secret of that name (Secrets Manager's ResourceNotFoundException).
+    SecretNotFound,
     /// A code this client does not know yet.
     #[serde(other)]
     Unknown,
@@ -159,7 +162,8 @@ impl ErrorCode {
             | ErrorCode::PolicyNotFound
             | ErrorCode::LifecyclePolicyNotFound
             | ErrorCode::ClusterNotFound
-            | ErrorCode::ServiceNotFound => 404,
+            | ErrorCode::ServiceNotFound
+            | ErrorCode::SecretNotFound => 404,
             ErrorCode::RepositoryAlreadyExists
             | ErrorCode::RepositoryNotEmpty
             | ErrorCode::ImageTagAlreadyExists

@@ -121,6 +121,8 @@ impl Env {
             // Room for the tests' blobs, prepared in an instant (the default prepares an eighth
             // of the machine's memory after start).
             .env("ECRL_READ_CACHE", "64MiB")
+            // ECS's address, on a port of this daemon's own (many run at once).
+            .env("ECRL_TASK_ENDPOINT", "169.254.170.2:0")
             .stdin(Stdio::null());
         if let Some(url) = &self.postgres {
             command
