@@ -556,7 +556,6 @@ impl TaskDefinitionInput {
                 out.push(name);
             }
         };
-        add(said(&self.task_role_arn), "taskRoleArn");
         add(said(&self.execution_role_arn), "executionRoleArn");
         add(said(&self.placement_constraints), "placementConstraints");
         add(
@@ -2552,7 +2551,6 @@ containerDefinitions:
         assert_eq!(
             def.ignored_fields(),
             vec![
-                "taskRoleArn",
                 "executionRoleArn",
                 "requiresCompatibilities",
                 "runtimePlatform",

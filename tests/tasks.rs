@@ -1371,10 +1371,25 @@ fn containers_read_their_own_task_metadata() {
         let (ok, body) = curl(&forged);
         assert!(!ok, "{forged} answered {body}");
     }
-    // No task role: no credentials.
+    // No task role: no credentials, and none for an id ecrld did not make.
     assert_eq!(
         container_env(runtime_id, "AWS_CONTAINER_CREDENTIALS_FULL_URI"),
         None
+    );
+    let base = &url[..url.find("/v4/").unwrap()];
+    let (ok, _) = curl(&format!("{base}/v2/credentials/{id}.{}", "0".repeat(32)));
+    assert!(!ok);
+    // Other doors of the endpoint: only GET, and the AWS API signed as anywhere.
+    let status = |args: &[&str]| {
+        let mut all = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "10"];
+        all.extend(args);
+        stdout(&run("curl", &all))
+    };
+    assert_eq!(status(&["-X", "PUT", &url]), "405");
+    let target = "X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.DescribeRepositories";
+    assert_eq!(
+        status(&["-X", "POST", "-H", target, &format!("{base}/")]),
+        "403"
     );
     t.env.ecrl_ok(&["task", "stop", &id]);
     assert_nothing_left(&id);
