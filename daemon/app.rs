@@ -542,7 +542,7 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
             Ok(listener) => Some(listener),
             Err(why) => {
                 tracing::warn!(
-                    "the task metadata endpoint is off (tasks get no ECS_CONTAINER_METADATA_URI                      and no task role credentials): {why}"
+                    "the task metadata endpoint is off (tasks get no ECS_CONTAINER_METADATA_URI and no task role credentials): {why}"
                 );
                 None
             }

@@ -1279,7 +1279,7 @@ pub fn resolve(
             task_endpoint
                 .parse::<std::net::SocketAddr>()
                 .map_err(|_| ConfigError::Address {
-                    setting: "task endpoint (--task-endpoint, ECRL_TASK_ENDPOINT, tasks.endpoint;                               an IP address and a port)",
+                    setting: "task endpoint (--task-endpoint, ECRL_TASK_ENDPOINT, tasks.endpoint: an IP address and a port)",
                     value: task_endpoint.clone(),
                 })?,
         )
