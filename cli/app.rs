@@ -1,8 +1,8 @@
 //! The command tree and what every command shares: output format, quiet, the daemon's socket.
 
 use crate::{
-    auth, cluster, completions, daemon, events, gc, image, mirror, output::OutputFormat, repo,
-    secret, service, storage, task, tls,
+    auth, cluster, completions, daemon, events, gc, image, logs, mirror, output::OutputFormat,
+    repo, secret, service, storage, task, tls,
 };
 use clap::{Parser, Subcommand};
 use ecrl::client::{Client, ClientError};
@@ -62,6 +62,9 @@ pub enum Command {
     /// ECS services: a task definition kept running N times, rolled out revision by revision
     #[command(subcommand, long_about = service::LONG_ABOUT)]
     Service(service::ServiceCommand),
+    /// Print containers' output by awslogs log group and stream (-f follows)
+    #[command(long_about = logs::LONG_ABOUT)]
+    Logs(logs::LogsArgs),
     /// Keep secrets (passwords, keys) that tasks' `secrets` put in their environment
     #[command(subcommand, long_about = secret::LONG_ABOUT)]
     Secret(secret::SecretCommand),
@@ -145,6 +148,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cluster(cmd) => block_on(cluster::run(&ctx, cmd))?,
         Command::Service(cmd) => block_on(service::run(&ctx, cmd))?,
         Command::Secret(cmd) => block_on(secret::run(&ctx, cmd))?,
+        Command::Logs(args) => block_on(logs::run(&ctx, args))?,
         Command::Auth(cmd) => block_on(auth::run(&ctx, cmd))?,
         Command::GetLoginPassword(args) => block_on(auth::login_password(&ctx, args))?,
         Command::Login(args) => mirror::login(&ctx, args),

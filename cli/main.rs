@@ -9,6 +9,7 @@ mod events;
 mod gc;
 mod image;
 mod lifecycle;
+mod logs;
 mod mirror;
 mod output;
 mod refs;

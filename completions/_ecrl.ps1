@@ -34,6 +34,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('image', 'image', [CompletionResultType]::ParameterValue, 'List, describe, delete and tag images')
             [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Register, describe, list, deregister and delete ECS task definitions')
             [CompletionResult]::new('service', 'service', [CompletionResultType]::ParameterValue, 'ECS services: a task definition kept running N times, rolled out revision by revision')
+            [CompletionResult]::new('logs', 'logs', [CompletionResultType]::ParameterValue, 'Print containers'' output by awslogs log group and stream (-f follows)')
             [CompletionResult]::new('secret', 'secret', [CompletionResultType]::ParameterValue, 'Keep secrets (passwords, keys) that tasks'' `secrets` put in their environment')
             [CompletionResult]::new('cluster', 'cluster', [CompletionResultType]::ParameterValue, 'Create, list, describe and delete ECS clusters (groups of tasks)')
             [CompletionResult]::new('auth', 'auth', [CompletionResultType]::ParameterValue, 'Users, access keys, identity and registry policies, and decisions explained')
@@ -987,6 +988,20 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;service;help;help' {
+            break
+        }
+        'ecrl;logs' {
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format for results on stdout')
+            [CompletionResult]::new('--socket', '--socket', [CompletionResultType]::ParameterName, 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Keep printing new output until the tasks stop')
+            [CompletionResult]::new('--follow', '--follow', [CompletionResultType]::ParameterName, 'Keep printing new output until the tasks stop')
+            [CompletionResult]::new('--streams', '--streams', [CompletionResultType]::ParameterName, 'List the group''s streams instead')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print only results: no progress, no notes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
         'ecrl;secret' {
@@ -2075,6 +2090,7 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             [CompletionResult]::new('image', 'image', [CompletionResultType]::ParameterValue, 'List, describe, delete and tag images')
             [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Register, describe, list, deregister and delete ECS task definitions')
             [CompletionResult]::new('service', 'service', [CompletionResultType]::ParameterValue, 'ECS services: a task definition kept running N times, rolled out revision by revision')
+            [CompletionResult]::new('logs', 'logs', [CompletionResultType]::ParameterValue, 'Print containers'' output by awslogs log group and stream (-f follows)')
             [CompletionResult]::new('secret', 'secret', [CompletionResultType]::ParameterValue, 'Keep secrets (passwords, keys) that tasks'' `secrets` put in their environment')
             [CompletionResult]::new('cluster', 'cluster', [CompletionResultType]::ParameterValue, 'Create, list, describe and delete ECS clusters (groups of tasks)')
             [CompletionResult]::new('auth', 'auth', [CompletionResultType]::ParameterValue, 'Users, access keys, identity and registry policies, and decisions explained')
@@ -2281,6 +2297,9 @@ Register-ArgumentCompleter -Native -CommandName 'ecrl' -ScriptBlock {
             break
         }
         'ecrl;help;service;delete' {
+            break
+        }
+        'ecrl;help;logs' {
             break
         }
         'ecrl;help;secret' {

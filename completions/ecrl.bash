@@ -55,6 +55,9 @@ _ecrl() {
             ecrl,logout)
                 cmd="ecrl__subcmd__logout"
                 ;;
+            ecrl,logs)
+                cmd="ecrl__subcmd__logs"
+                ;;
             ecrl,mirror)
                 cmd="ecrl__subcmd__mirror"
                 ;;
@@ -351,6 +354,9 @@ _ecrl() {
                 ;;
             ecrl__subcmd__help,logout)
                 cmd="ecrl__subcmd__help__subcmd__logout"
+                ;;
+            ecrl__subcmd__help,logs)
+                cmd="ecrl__subcmd__help__subcmd__logs"
                 ;;
             ecrl__subcmd__help,mirror)
                 cmd="ecrl__subcmd__help__subcmd__mirror"
@@ -1139,7 +1145,7 @@ _ecrl() {
 
     case "${cmd}" in
         ecrl)
-            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task service secret cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help"
+            opts="-q -h -V --output --quiet --socket --help --version daemon repo image task service logs secret cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2817,7 +2823,7 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help)
-            opts="daemon repo image task service secret cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help"
+            opts="daemon repo image task service logs secret cluster auth get-login-password login logout mirror tls gc fsck events storage completions generate-docs help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3419,6 +3425,20 @@ _ecrl() {
             return 0
             ;;
         ecrl__subcmd__help__subcmd__logout)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__help__subcmd__logs)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -4558,6 +4578,28 @@ _ecrl() {
             ;;
         ecrl__subcmd__logout)
             opts="-q -h -V --output --quiet --socket --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "table json yaml" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ecrl__subcmd__logs)
+            opts="-f -q -h -V --follow --streams --output --quiet --socket --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

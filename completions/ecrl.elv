@@ -31,6 +31,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand image 'List, describe, delete and tag images'
             cand task 'Register, describe, list, deregister and delete ECS task definitions'
             cand service 'ECS services: a task definition kept running N times, rolled out revision by revision'
+            cand logs 'Print containers'' output by awslogs log group and stream (-f follows)'
             cand secret 'Keep secrets (passwords, keys) that tasks'' `secrets` put in their environment'
             cand cluster 'Create, list, describe and delete ECS clusters (groups of tasks)'
             cand auth 'Users, access keys, identity and registry policies, and decisions explained'
@@ -869,6 +870,19 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;service;help;delete'= {
         }
         &'ecrl;service;help;help'= {
+        }
+        &'ecrl;logs'= {
+            cand --output 'Output format for results on stdout'
+            cand --socket 'The daemon''s control socket [default: $XDG_RUNTIME_DIR/ecrl/ecrl.sock]'
+            cand -f 'Keep printing new output until the tasks stop'
+            cand --follow 'Keep printing new output until the tasks stop'
+            cand --streams 'List the group''s streams instead'
+            cand -q 'Print only results: no progress, no notes'
+            cand --quiet 'Print only results: no progress, no notes'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
         }
         &'ecrl;secret'= {
             cand --output 'Output format for results on stdout'
@@ -1807,6 +1821,7 @@ set edit:completion:arg-completer[ecrl] = {|@words|
             cand image 'List, describe, delete and tag images'
             cand task 'Register, describe, list, deregister and delete ECS task definitions'
             cand service 'ECS services: a task definition kept running N times, rolled out revision by revision'
+            cand logs 'Print containers'' output by awslogs log group and stream (-f follows)'
             cand secret 'Keep secrets (passwords, keys) that tasks'' `secrets` put in their environment'
             cand cluster 'Create, list, describe and delete ECS clusters (groups of tasks)'
             cand auth 'Users, access keys, identity and registry policies, and decisions explained'
@@ -1964,6 +1979,8 @@ set edit:completion:arg-completer[ecrl] = {|@words|
         &'ecrl;help;service;list'= {
         }
         &'ecrl;help;service;delete'= {
+        }
+        &'ecrl;help;logs'= {
         }
         &'ecrl;help;secret'= {
             cand put 'Store a secret''s value (a new version: the one before stays as AWSPREVIOUS)'

@@ -578,7 +578,6 @@ impl TaskDefinitionInput {
         for c in &self.container_definitions {
             add(said(&c.repository_credentials), "repositoryCredentials");
             add(said(&c.firelens_configuration), "firelensConfiguration");
-            add(said(&c.log_configuration), "logConfiguration");
             add(said(&c.credential_specs), "credentialSpecs");
             add(said(&c.resource_requirements), "resourceRequirements");
             add(said(&c.restart_policy), "restartPolicy");
@@ -2536,11 +2535,7 @@ containerDefinitions:
         let def = parse(SAMPLE_JSON).expect("sample");
         assert_eq!(
             def.ignored_fields(),
-            vec![
-                "executionRoleArn",
-                "requiresCompatibilities",
-                "logConfiguration"
-            ]
+            vec!["executionRoleArn", "requiresCompatibilities"]
         );
         let mut v = sample();
         v["taskRoleArn"] = json!("arn:aws:iam::1:role/r");
@@ -2554,7 +2549,6 @@ containerDefinitions:
                 "executionRoleArn",
                 "requiresCompatibilities",
                 "runtimePlatform",
-                "logConfiguration"
             ]
         );
     }

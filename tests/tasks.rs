@@ -1394,3 +1394,84 @@ fn containers_read_their_own_task_metadata() {
     t.env.ecrl_ok(&["task", "stop", &id]);
     assert_nothing_left(&id);
 }
+
+#[test]
+fn log_configuration_goes_to_the_engine_or_to_ecrl() {
+    let t = Tasks::new();
+    let def = t.register(json!({
+        "family": "logs",
+        "containerDefinitions": [
+            {"name": "app", "image": "busybox:1", "memory": 32,
+             "command": ["sh", "-c", "echo line-one; echo line-two; sleep 3"],
+             "logConfiguration": {"logDriver": "awslogs", "options": {
+                 "awslogs-group": "/ecs/web", "awslogs-region": "us-east-1",
+                 "awslogs-stream-prefix": "web"}}},
+            {"name": "engine", "image": "busybox:1", "memory": 32, "essential": false,
+             "stopTimeout": 2, "command": ["sh", "-c", "echo via-json-file; sleep 30"],
+             "logConfiguration": {"logDriver": "json-file", "options": {
+                 "max-size": "1m", "max-file": 2}}}
+        ]
+    }));
+    let id = t.run(&def);
+    let task = t.until(&id, Duration::from_secs(60), |task| {
+        task["lastStatus"] == "RUNNING"
+    });
+    // Any driver but awslogs is the engine's, with its options.
+    let engine = container(&task, "engine")["runtimeId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let config = stdout(&run(
+        "docker",
+        &[
+            "inspect",
+            "--format",
+            "{{json .HostConfig.LogConfig}}",
+            &engine,
+        ],
+    ));
+    let config: Value = serde_json::from_str(config.trim()).unwrap();
+    assert_eq!(config["Type"], "json-file", "{config}");
+    assert_eq!(config["Config"]["max-size"], "1m", "{config}");
+    assert_eq!(config["Config"]["max-file"], "2", "{config}");
+    let task = t.until(&id, Duration::from_secs(60), |task| {
+        task["lastStatus"] == "STOPPED"
+    });
+    assert_eq!(task["stopCode"], "EssentialContainerExited", "{task:#}");
+
+    // awslogs: kept by ecrl, by group and stream (PREFIX/CONTAINER/TASK-ID).
+    let stream = format!("web/app/{id}");
+    let streams = t.json(&["logs", "/ecs/web", "--streams"]);
+    assert_eq!(
+        streams["logStreams"].as_array().unwrap().len(),
+        1,
+        "{streams:#}"
+    );
+    assert_eq!(streams["logStreams"][0]["logStreamName"], stream);
+    assert_eq!(streams["logStreams"][0]["containerName"], "app");
+    assert_eq!(
+        t.env.ecrl_ok(&["logs", "/ecs/web", &stream]),
+        "line-one\nline-two\n"
+    );
+    let all = t.env.ecrl_ok(&["logs", "/ecs/web"]);
+    assert_eq!(all, "line-one\nline-two\n");
+    let json = t.env.ecrl_ok(&["logs", "/ecs/web", "--output", "json"]);
+    let first: Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        first,
+        json!({"logStreamName": stream, "message": "line-one"})
+    );
+    assert!(t.logs(&id, "engine").contains("via-json-file"));
+    // Unknown streams and groups: a clear error.
+    let out = t.ecrl(&["logs", "/ecs/web", "web/app/nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no stream web/app/nope"),
+        "{}",
+        stderr(&out)
+    );
+    let out = t.ecrl(&["logs", "/ecs/none"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("has no streams"), "{}", stderr(&out));
+    assert_nothing_left(&id);
+}

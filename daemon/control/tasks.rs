@@ -34,9 +34,70 @@ pub fn routes(router: Router<Shared>) -> Router<Shared> {
     let router = endpoint::<StopTask, _, _>(router, |s: Shared, _: Peer, r| async move {
         stop_task(&s, r).await
     });
+    let router = endpoint::<ListLogStreams, _, _>(router, |s: Shared, _: Peer, r| async move {
+        Ok(log_streams(&s, r).await)
+    });
     router
         .route(WatchTask::PATH, post(watch_task))
         .route(TaskLogs::PATH, post(task_logs))
+}
+
+/// The streams of an `awslogs` group: every container of every task (not yet pruned) whose
+/// definition sends its output there.
+async fn log_streams(state: &Shared, request: LogStreamsRequest) -> LogStreamsResponse {
+    let group = request.log_group_name;
+    let mut streams = Vec::new();
+    let mut tasks = state.tasks.list();
+    tasks.reverse();
+    for task in tasks {
+        let definition = {
+            let index = state.meta.read();
+            let name = task
+                .task_definition_arn
+                .rsplit('/')
+                .next()
+                .unwrap_or_default();
+            name.rsplit_once(':').and_then(|(family, revision)| {
+                let revision: u32 = revision.parse().ok()?;
+                index
+                    .task_families
+                    .get(family)?
+                    .revisions
+                    .get(&revision)
+                    .map(|d| d.definition.clone())
+            })
+        };
+        let definition = match definition {
+            Some(d) => d,
+            None => match state.tasks.plan(task.id()).await {
+                Some(plan) => plan.definition.definition,
+                None => continue,
+            },
+        };
+        for c in &definition.container_definitions {
+            let runtime_id = task
+                .containers
+                .iter()
+                .find(|t| t.name == c.name)
+                .and_then(|t| t.runtime_id.as_deref());
+            if let Some((g, stream)) = crate::tasks::spec::awslogs_stream(c, task.id(), runtime_id)
+            {
+                if g == group {
+                    streams.push(LogStream {
+                        log_stream_name: stream,
+                        creation_time: task.created_at.clone(),
+                        task_arn: task.task_arn.clone(),
+                        container_name: c.name.clone(),
+                        last_status: task.last_status.clone(),
+                    });
+                }
+            }
+        }
+    }
+    LogStreamsResponse {
+        log_group_name: group,
+        log_streams: streams,
+    }
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {

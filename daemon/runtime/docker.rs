@@ -480,6 +480,12 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         pid_mode: spec.pid_mode.clone(),
         ipc_mode: spec.ipc_mode.clone(),
         cgroup_parent: spec.cgroup_parent.clone(),
+        log_config: spec.log_driver.as_ref().map(|(driver, options)| {
+            bollard::models::HostConfigLogConfig {
+                typ: Some(driver.clone()),
+                config: Some(hash_map(options)),
+            }
+        }),
         ..Default::default()
     };
     ContainerCreateBody {

@@ -126,6 +126,9 @@ pub struct ContainerSpec {
     pub stop_timeout: Option<i64>,
     /// The cgroup the container is made in: its task's (see [`Runtime::task_cgroup`]).
     pub cgroup_parent: Option<String>,
+    /// The engine's logging driver and its options; `None`: the engine's default (what
+    /// ecrl reads the container's output from).
+    pub log_driver: Option<(String, BTreeMap<String, String>)>,
 }
 
 /// Environment variables holding secrets: their names show in `Debug`, never their values;

@@ -170,6 +170,60 @@ pub fn volumes(def: &TaskDefinitionInput, names: &Names) -> BTreeMap<String, Vol
     out
 }
 
+/// `awslogs`: the log driver ecrl itself keeps (the container logs to the engine's default,
+/// which ecrl copies into the task's logs, found by group and stream with `ecrl logs`).
+pub const AWSLOGS: &str = "awslogs";
+
+/// The container's `logConfiguration` for the engine: any driver but `awslogs` is passed on
+/// with its options (string values; numbers and booleans as text).
+pub fn engine_log_driver(c: &ContainerDefinition) -> Option<(String, BTreeMap<String, String>)> {
+    let config = c.log_configuration.as_ref()?;
+    let driver = config.get("logDriver")?.as_str()?;
+    if driver == AWSLOGS || driver.is_empty() {
+        return None;
+    }
+    let options = config
+        .get("options")
+        .and_then(Value::as_object)
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((driver.to_string(), options))
+}
+
+/// Where an `awslogs` container's output is found: its group, and its stream's name as ECS
+/// makes it (`PREFIX/CONTAINER/TASK-ID`; without a prefix, the engine's container id).
+pub fn awslogs_stream(
+    c: &ContainerDefinition,
+    task_id: &str,
+    runtime_id: Option<&str>,
+) -> Option<(String, String)> {
+    let config = c.log_configuration.as_ref()?;
+    if config.get("logDriver")?.as_str()? != AWSLOGS {
+        return None;
+    }
+    let options = config.get("options")?;
+    let group = options.get("awslogs-group")?.as_str()?.to_string();
+    let stream = match options
+        .get("awslogs-stream-prefix")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty())
+    {
+        Some(prefix) => format!("{prefix}/{}/{task_id}", c.name),
+        None => runtime_id?.to_string(),
+    };
+    Some((group, stream))
+}
+
 /// Parses an environment file: `KEY=VALUE` lines; blank lines and `#` comments skipped.
 pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
@@ -328,6 +382,7 @@ pub fn container_spec(c: &ContainerDefinition, input: &SpecInput<'_>) -> Contain
             .or_else(|| c.command.clone()),
         env: input.env.clone(),
         secret_env: Default::default(),
+        log_driver: engine_log_driver(c),
         labels,
         user: c.user.clone(),
         working_dir: c.working_directory.clone(),
@@ -796,6 +851,36 @@ mod tests {
         };
         let env = environment(&d.container_definitions[0], &files, Some(&over), &[]);
         assert_eq!(env, vec!["A=def", "F=file", "B=over"]);
+    }
+
+    #[test]
+    fn log_configuration_goes_to_the_engine_unless_awslogs() {
+        let d = def(r#"{"family":"f","containerDefinitions":[
+            {"name":"a","image":"i","memory":8,"logConfiguration":{"logDriver":"awslogs",
+              "options":{"awslogs-group":"/ecs/g","awslogs-stream-prefix":"p"}}},
+            {"name":"b","image":"i","memory":8,"logConfiguration":{"logDriver":"gelf",
+              "options":{"gelf-address":"udp://127.0.0.1:12201","gelf-compression-level":1}}},
+            {"name":"c","image":"i","memory":8,"logConfiguration":{"logDriver":"awslogs",
+              "options":{"awslogs-group":"/ecs/g"}}},
+            {"name":"d","image":"i","memory":8}]}"#);
+        let [a, b, c, none] = &d.container_definitions[..] else {
+            panic!()
+        };
+        assert_eq!(engine_log_driver(a), None);
+        let (driver, options) = engine_log_driver(b).unwrap();
+        assert_eq!(driver, "gelf");
+        assert_eq!(options["gelf-compression-level"], "1");
+        assert_eq!(engine_log_driver(none), None);
+        assert_eq!(
+            awslogs_stream(a, "t1", Some("c0ffee")),
+            Some(("/ecs/g".into(), "p/a/t1".into()))
+        );
+        assert_eq!(
+            awslogs_stream(c, "t1", Some("c0ffee")),
+            Some(("/ecs/g".into(), "c0ffee".into()))
+        );
+        assert_eq!(awslogs_stream(c, "t1", None), None);
+        assert_eq!(awslogs_stream(b, "t1", Some("x")), None);
     }
 
     #[test]

@@ -667,6 +667,43 @@ pub enum TaskEvent {
 
 /// `POST /v1/tasks/logs?task=ID[&container=NAME][&follow=true]`: [`LogEvent`] lines with
 /// what the task's containers wrote, kept by ecrld after the containers are gone.
+/// The log streams of an `awslogs` log group (CloudWatch Logs' DescribeLogStreams, as far
+/// as ecrl keeps them): one per container of each task whose definition logs to the group.
+pub struct ListLogStreams;
+
+impl Endpoint for ListLogStreams {
+    const METHOD: Method = Method::Get;
+    const PATH: &'static str = "/v1/logs/streams";
+    type Request = LogStreamsRequest;
+    type Response = LogStreamsResponse;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogStreamsRequest {
+    pub log_group_name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogStreamsResponse {
+    pub log_group_name: String,
+    /// Oldest first.
+    pub log_streams: Vec<LogStream>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LogStream {
+    pub log_stream_name: String,
+    /// When its task was created.
+    pub creation_time: String,
+    pub task_arn: String,
+    pub container_name: String,
+    /// The task's lastStatus.
+    pub last_status: String,
+}
+
 pub struct TaskLogs;
 
 impl StreamEndpoint for TaskLogs {
