@@ -111,15 +111,11 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let limits = &state.config.connections;
-    let conns = crate::registry::conn::Conns::new(crate::registry::conn::Limits {
-        head_timeout: limits.head_timeout,
-        body_timeout: limits.body_timeout,
-        idle_timeout: limits.idle_timeout,
-        write_timeout: limits.write_timeout,
-        max_connections: MAX_CONNECTIONS,
-        max_per_client: MAX_PER_CLIENT,
-    });
+    let conns = crate::registry::conn::Conns::new(crate::registry::conn::Limits::deadlines_of(
+        &state.config.connections,
+        MAX_CONNECTIONS,
+        MAX_PER_CLIENT,
+    ));
     let handler: crate::registry::conn::Handler = Arc::new(move |request| {
         let state = state.clone();
         Box::pin(async move { answer(state, request).await })

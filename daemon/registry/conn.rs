@@ -54,6 +54,25 @@ pub struct Limits {
     pub max_per_client: usize,
 }
 
+impl Limits {
+    /// The registry's deadlines (`registry.*_timeout`) with caps of a listener's own: what a
+    /// side listener (metrics, the task endpoint) serves with.
+    pub fn deadlines_of(
+        config: &ecrl::config::ConnectionLimits,
+        max_connections: usize,
+        max_per_client: usize,
+    ) -> Limits {
+        Limits {
+            head_timeout: config.head_timeout,
+            body_timeout: config.body_timeout,
+            idle_timeout: config.idle_timeout,
+            write_timeout: config.write_timeout,
+            max_connections,
+            max_per_client,
+        }
+    }
+}
+
 /// Descriptors kept out of the connection cap for the blob store, the database, the control
 /// socket and the container runtime's connections.
 pub const FD_RESERVE: u64 = 256;
