@@ -412,3 +412,205 @@ fn bad_service_requests_are_refused_with_the_reason() {
     assert_eq!(list["services"].as_array().unwrap().len(), 1);
     delete_and_wait(&env, "s");
 }
+
+/// A dockerd of the test's own (its data, run dir and socket in a temp dir, a bridge of its
+/// own, no iptables rules), so that it can be stopped and started again without disturbing
+/// the engine the other tests share. (Not `--bridge none`: dockerd then deletes `docker0`,
+/// the shared engine's bridge.) Stopped, and its bridge removed, when dropped.
+struct OwnEngine {
+    dir: tempfile::TempDir,
+    bridge: String,
+    child: Option<std::process::Child>,
+}
+
+fn ip(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+impl OwnEngine {
+    fn start() -> OwnEngine {
+        let dir = tempfile::tempdir().unwrap();
+        let n = std::process::id() % 200 + 20;
+        let bridge = format!("ecrlt{n}");
+        let _ = ip(&["link", "del", &bridge]);
+        for args in [
+            vec!["link", "add", &bridge, "type", "bridge"],
+            vec!["addr", "add", &format!("10.213.{n}.1/24"), "dev", &bridge],
+            vec!["link", "set", &bridge, "up"],
+        ] {
+            let out = ip(&args);
+            assert!(out.status.success(), "ip {args:?}: {}", stderr(&out));
+        }
+        let mut engine = OwnEngine {
+            dir,
+            bridge,
+            child: None,
+        };
+        engine.run();
+        engine
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}/docker.sock", self.dir.path().display())
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", self.host())
+            .output()
+            .unwrap()
+    }
+
+    fn run(&mut self) {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("dockerd.log"))
+            .unwrap();
+        let child = std::process::Command::new("dockerd")
+            .arg("--host")
+            .arg(self.host())
+            .arg("--data-root")
+            .arg(d.join("root"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("docker.pid"))
+            .args([
+                "--bridge",
+                &self.bridge,
+                "--iptables=false",
+                "--ip-masq=false",
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.docker(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not start: {}",
+                std::fs::read_to_string(d.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERM, and waits for it to be gone (its containers go with it: no live restore).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnEngine {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let ids = self.docker(&["ps", "-aq"]);
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = self.docker(&["rm", "-f", id]);
+            }
+        }
+        self.stop();
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
+}
+
+#[test]
+fn a_service_survives_a_docker_engine_restart() {
+    require_docker();
+    build_task_busybox();
+    let mut engine = OwnEngine::start();
+    // The image, in the test's engine (ecrl pushes it into its registry from there).
+    let saved = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "docker save {} | DOCKER_HOST={} docker load -q",
+            common::registry::TASK_BUSYBOX,
+            engine.host()
+        ))
+        .output()
+        .unwrap();
+    assert!(saved.status.success(), "{}", stderr(&saved));
+    let env = Env::new();
+    let _daemon = env.spawn_daemon_with(&[], &[("DOCKER_HOST", &engine.host())]);
+    let addr = registry_address(&env);
+    // No network: the tasks need none.
+    register_busybox_task(
+        &env,
+        &addr,
+        "engine",
+        "s",
+        r#""stopTimeout":2,"command":["sleep","600"]"#,
+    );
+    let file = env.path().join("engine-none.json");
+    let mut def: Value =
+        serde_json::from_str(&env.ecrl_ok(&["task", "describe", "engine", "--output", "json"]))
+            .unwrap();
+    let mut def = def["taskDefinition"].take();
+    def["networkMode"] = serde_json::json!("none");
+    for key in [
+        "taskDefinitionArn",
+        "revision",
+        "status",
+        "registeredAt",
+        "registeredBy",
+        "requiresAttributes",
+        "compatibilities",
+        "deregisteredAt",
+    ] {
+        def.as_object_mut().unwrap().remove(key);
+    }
+    std::fs::write(&file, def.to_string()).unwrap();
+    env.ecrl_ok(&["task", "register", "-f", file.to_str().unwrap(), "-q"]);
+    env.ecrl_ok(&[
+        "service",
+        "create",
+        "survivor",
+        "--task-definition",
+        "engine:2",
+        "--desired-count",
+        "2",
+        "-q",
+    ]);
+    wait_for(&env, "survivor", "2 running", |s| steady(s, 2));
+    let before: Vec<String> = running_tasks(&env, "survivor")
+        .iter()
+        .map(|t| t["taskArn"].as_str().unwrap().to_string())
+        .collect();
+
+    // The engine goes down with the containers, and comes back.
+    engine.stop();
+    wait_for(&env, "survivor", "the tasks seen gone", |s| {
+        s["runningCount"] == 0
+    });
+    engine.run();
+    let s = wait_for(&env, "survivor", "2 running again", |s| steady(s, 2));
+    let after: Vec<String> = running_tasks(&env, "survivor")
+        .iter()
+        .map(|t| t["taskArn"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(after.len(), 2, "{s:#}");
+    assert!(
+        after.iter().all(|t| !before.contains(t)),
+        "new tasks: {after:?} {before:?}"
+    );
+    let running = engine.docker(&["ps", "-q"]);
+    assert_eq!(
+        String::from_utf8_lossy(&running.stdout)
+            .split_whitespace()
+            .count(),
+        2
+    );
+    delete_and_wait(&env, "survivor");
+}
