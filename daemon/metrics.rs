@@ -486,11 +486,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     METRICS.enabled.store(true, Ordering::Relaxed);
-    let conns = crate::registry::conn::Conns::new(crate::registry::conn::Limits::deadlines_of(
-        &state.config.connections,
-        MAX_CONNECTIONS,
-        MAX_PER_CLIENT,
-    ));
+    let limits = state.config.connections.clone();
     let handler: crate::registry::conn::Handler = Arc::new(move |request| {
         let state = state.clone();
         Box::pin(async move {
@@ -507,7 +503,15 @@ pub async fn serve(
             scrape(&state).await
         })
     });
-    crate::registry::conn::serve(listener, conns, handler, shutdown).await
+    crate::registry::conn::serve_side(
+        listener,
+        &limits,
+        MAX_CONNECTIONS,
+        MAX_PER_CLIENT,
+        handler,
+        shutdown,
+    )
+    .await
 }
 
 async fn scrape(state: &Arc<AppState>) -> Response {

@@ -111,16 +111,20 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let conns = crate::registry::conn::Conns::new(crate::registry::conn::Limits::deadlines_of(
-        &state.config.connections,
-        MAX_CONNECTIONS,
-        MAX_PER_CLIENT,
-    ));
+    let limits = state.config.connections.clone();
     let handler: crate::registry::conn::Handler = Arc::new(move |request| {
         let state = state.clone();
         Box::pin(async move { answer(state, request).await })
     });
-    crate::registry::conn::serve(listener, conns, handler, shutdown).await
+    crate::registry::conn::serve_side(
+        listener,
+        &limits,
+        MAX_CONNECTIONS,
+        MAX_PER_CLIENT,
+        handler,
+        shutdown,
+    )
+    .await
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -179,21 +183,24 @@ async fn answer(state: Arc<AppState>, request: axum::extract::Request) -> Respon
     let Some(task) = state.tasks.get(task_id) else {
         return error(StatusCode::NOT_FOUND, NOT_FOUND);
     };
-    let plan = state.tasks.plan(task_id).await;
     let v4 = path.starts_with("/v4/");
     match what.trim_end_matches('/') {
         "" => match task.containers.iter().find(|c| c.name == container) {
             Some(c) => {
+                let plan = state.tasks.plan(task_id).await;
                 let networks = networks(&state, &task).await;
                 let doc = container_doc(&state, &task, plan.as_ref(), c, &networks, v4).await;
                 json_response(StatusCode::OK, &doc)
             }
             None => error(StatusCode::NOT_FOUND, NOT_FOUND),
         },
-        "task" => json_response(
-            StatusCode::OK,
-            &task_doc(&state, &task, plan.as_ref(), v4).await,
-        ),
+        "task" => {
+            let plan = state.tasks.plan(task_id).await;
+            json_response(
+                StatusCode::OK,
+                &task_doc(&state, &task, plan.as_ref(), v4).await,
+            )
+        }
         "stats" => match task
             .containers
             .iter()

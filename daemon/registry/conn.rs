@@ -126,14 +126,11 @@ impl Limits {
             .max(16);
         let room = usize::try_from(room).unwrap_or(usize::MAX);
         let max_connections = config.max_connections.min(room);
-        Limits {
-            head_timeout: config.head_timeout,
-            body_timeout: config.body_timeout,
-            idle_timeout: config.idle_timeout,
-            write_timeout: config.write_timeout,
+        Limits::deadlines_of(
+            config,
             max_connections,
-            max_per_client: config.max_connections_per_client.min(max_connections),
-        }
+            config.max_connections_per_client.min(max_connections),
+        )
     }
 }
 
@@ -525,6 +522,24 @@ fn trim_heap() {
 
 /// Serves the registry on a listener until `shutdown`, then lets requests in progress end
 /// (idle connections close at once).
+/// Serves a side listener (metrics, the task endpoint): the registry's deadlines, caps of its
+/// own, one `handler` for every request.
+pub async fn serve_side(
+    listener: tokio::net::TcpListener,
+    config: &ecrl::config::ConnectionLimits,
+    max_connections: usize,
+    max_per_client: usize,
+    handler: Handler,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let conns = Conns::new(Limits::deadlines_of(
+        config,
+        max_connections,
+        max_per_client,
+    ));
+    serve(listener, conns, handler, shutdown).await
+}
+
 pub async fn serve<L: Listener>(
     mut listener: L,
     conns: Arc<Conns>,
