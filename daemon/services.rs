@@ -29,6 +29,8 @@ const ROLLBACK_REASON: &str = "ECS deployment circuit breaker: rolling back to d
 const EVENTS_KEPT: usize = 100;
 /// The longest wait between launches while tasks keep failing to start.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// The least time between two scheduler passes.
+const MIN_PASS_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The group a service's tasks carry.
 pub fn group_of(service_name: &str) -> String {
@@ -192,7 +194,14 @@ async fn schedule(state: Arc<AppState>) {
         return;
     };
     let mut backoff: HashMap<String, Backoff> = HashMap::new();
+    let mut last_pass: Option<tokio::time::Instant> = None;
     loop {
+        // At most five passes a second, however often the metadata changes; a change after
+        // a quiet spell is acted on at once (a new service starts its tasks without delay).
+        if let Some(last) = last_pass {
+            tokio::time::sleep_until(last + MIN_PASS_INTERVAL).await;
+        }
+        last_pass = Some(tokio::time::Instant::now());
         let changed = state.meta.changed().clone();
         let notified = changed.notified();
         tokio::pin!(notified);
@@ -210,8 +219,6 @@ async fn schedule(state: Arc<AppState>) {
             _ = notified => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        // At most five passes a second, however often the metadata changes.
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
