@@ -34,8 +34,8 @@
 # Usage: bench/cache.sh [RUNS]     (RUNS defaults to $RUNS, else 3; needs skopeo,
 #        docker-registry, python3, curl, jq, bc, sha256sum)
 #   ECRL_BENCH_BUILD=0       measure target/release as it is (no cargo build first)
-#   ECRL_BENCH_PERF=1        record ecrld with `perf record -g` during each first pull
-#                            (/tmp/ecrl-bench/perf-first-N.data)
+#   ECRL_BENCH_PERF=1        record ecrld with `perf record -g` during each timed pull
+#                            through it (/tmp/ecrl-bench/perf-{first,cached,own}-N.data)
 #   ECRL_READ_CACHE=SIZE     ecrld's read cache (storage.read_cache; 0 turns it off)
 #   ECRL_BENCH_VERIFY=1      the client hashes every blob as it arrives and checks its digest,
 #                            as docker, skopeo and containerd do (on both sides of each ratio)
@@ -262,20 +262,29 @@ pull_direct() { # round
     pull "direct-$1" "$dist_port" bench/big
     direct+=("$T")
 }
-pull_through() { # round: the first and the second pull through the fresh ecrld
-    sync
-    local perf_pid=''
+perf_pid=''
+perf_start() { # name: with ECRL_BENCH_PERF, ecrld is recorded until perf_stop
     if [ -n "${ECRL_BENCH_PERF:-}" ]; then
-        perf record -q -g -p "$ecrld_pid" -o "$out/perf-first-$1.data" 2>/dev/null &
+        perf record -q -g -p "$ecrld_pid" -o "$out/perf-$1.data" 2>/dev/null &
         perf_pid=$!
     fi
-    pull "first-$1" "$ecrl_port" up/bench/big
+}
+perf_stop() {
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
+    perf_pid=''
+}
+pull_through() { # round: the first and the second pull through the fresh ecrld
+    sync
+    perf_start "first-$1"
+    pull "first-$1" "$ecrl_port" up/bench/big
+    perf_stop
     first+=("$T")
     expect_fetches 5 1 "the first pull through ecrld"
     warmed
     sync
+    perf_start "cached-$1"
     pull "cached-$1" "$ecrl_port" up/bench/big
+    perf_stop
     cached+=("$T")
     expect_fetches 5 1 "the second pull through ecrld"
 }
@@ -285,7 +294,9 @@ pull_own() { # round: the other image pushed into ecrld's own/big, pulled twice 
     pull "own-untimed-$1" "$ecrl_port" own/big "$work/own"
     pull "own-untimed-$1" "$ecrl_port" own/big "$work/own"
     sync
+    perf_start "own-$1"
     pull "own-$1" "$ecrl_port" own/big "$work/own"
+    perf_stop
     own+=("$T")
 }
 
